@@ -1,0 +1,203 @@
+"""Local authoring: turn a worker's or staff member's edit into ops and apply them to the local store.
+
+An ``Editor`` is one author on one device: it numbers that device's ops, stamps them with its clock,
+names in ``pred`` the live ops the author saw, validates values against the schema, and applies the ops
+to its store in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from .errors import InvalidValue, NotFound
+from .hlc import HLC
+from .ops import Op, uuid7
+from .schema import NEED_TRANSITIONS, Schema
+from .store import Store
+from .types import ADD, DELETED, REMOVE, SET, TIER_RANK
+
+_key = msgspec.json.Encoder().encode
+
+
+class Editor:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        device: str,
+        user: str,
+        unit: str,
+        tier: str,
+        clock: HLC | None = None,
+    ) -> None:
+        if tier not in TIER_RANK:
+            raise ValueError(f"unknown tier {tier!r}; expected one of {', '.join(TIER_RANK)}")
+        self.store = store
+        self.schema: Schema = store.schema
+        self.device = device
+        self.user = user
+        self.unit = unit
+        self.tier = tier
+        self.rank = TIER_RANK[tier]
+        self.clock = clock or HLC()
+        self.clock.last = max(self.clock.last, store.last_hlc())
+
+    def _next_counter(self) -> int:
+        row = self.store.conn.execute(
+            "SELECT max_counter FROM sites WHERE device = ?", (self.device,)
+        ).fetchone()
+        return (row[0] if row else 0) + 1
+
+    def _commit(self, ops: list[Op]) -> list[Op]:
+        if ops:
+            self.store.apply(ops)
+        return ops
+
+    def _build(self, specs: list[tuple[str, str, str, int, Any, tuple[tuple[str, int], ...]]]) -> list[Op]:
+        counter = self._next_counter()
+        out = []
+        for i, (coll, record, name, kind, value, pred) in enumerate(specs):
+            out.append(Op(
+                self.device, counter + i, self.clock.now(), coll, record, name, kind, value, pred,
+                self.user, self.unit, self.rank,
+            ))
+        return out
+
+    def _require(self, record: str) -> str:
+        rec = self.store.get(record)
+        if rec is None:
+            raise NotFound(f"no record {record}", details={"record": record})
+        return rec.coll
+
+    # -- the edits ------------------------------------------------------------------------------
+
+    def create(self, coll: str, values: Mapping[str, Any], *, record: str | None = None) -> str:
+        "Create a record; returns its new UUIDv7 id"
+        col = self.schema.collection(coll)
+        missing = [n for n, f in col.fields.items() if f.required and values.get(n) in (None, "", [])]
+        if missing:
+            labels = "、".join(col.fields[n].label for n in missing)
+            raise InvalidValue(
+                f"{coll} needs {', '.join(missing)} ({labels})", details={"missing": missing}
+            )
+        rid = record or uuid7()
+        specs: list[tuple[str, str, str, int, Any, tuple[tuple[str, int], ...]]] = []
+        for name, value in values.items():
+            f = self.schema.field(coll, name)
+            if f.merge == "set":
+                for elem in _as_list(value):
+                    specs.append((coll, rid, name, ADD, self.schema.validate(coll, name, ADD, elem), ()))
+            elif value is not None:
+                specs.append((coll, rid, name, SET, self.schema.validate(coll, name, SET, value), ()))
+        with self.store.transaction():
+            self._commit(self._build(specs))
+        return rid
+
+    def update(self, record: str, values: Mapping[str, Any], *, check_transitions: bool = True) -> list[Op]:
+        """Set fields. A set field given a list becomes adds and removes of the difference. Each op's
+        ``pred`` names every live op of its field, so the write resolves any open conflict there."""
+        with self.store.transaction():
+            coll = self._require(record)
+            state = self.store.state(record)
+            specs: list[tuple[str, str, str, int, Any, tuple[tuple[str, int], ...]]] = []
+            for name, value in values.items():
+                f = self.schema.field(coll, name)
+                live = state.get(name, [])
+                if f.merge == "set":
+                    want = {_key(v): v for v in (self.schema.validate(coll, name, ADD, e) for e in _as_list(value))}
+                    have: dict[bytes, list[tuple[str, int]]] = {}
+                    for e in live:
+                        if e.kind == ADD:
+                            have.setdefault(_key(e.value), []).append((e.device, e.counter))
+                    for k, v in want.items():
+                        if k not in have:
+                            specs.append((coll, record, name, ADD, v, ()))
+                    for k, ids in have.items():
+                        if k not in want:
+                            specs.append((coll, record, name, REMOVE, _json_value(k), tuple(sorted(ids))))
+                    continue
+                value = self.schema.validate(coll, name, SET, value)
+                if check_transitions and coll == "need" and name == "status":
+                    current = max(live, key=lambda e: e.key()).value if live else None
+                    if current is not None and value != current and value not in NEED_TRANSITIONS.get(current, ()):
+                        allowed = "、".join(NEED_TRANSITIONS.get(current, ()))
+                        raise InvalidValue(
+                            f"a need cannot go from {current} to {value}; from {current} it may go to {allowed}",
+                            details={"from": current, "to": value},
+                        )
+                pred = tuple(sorted((e.device, e.counter) for e in live))
+                specs.append((coll, record, name, SET, value, pred))
+            return self._commit(self._build(specs))
+
+    def resolve(self, record: str, field: str, value: Any) -> list[Op]:
+        "Close a conflict: write a value whose pred names every live op of the field"
+        if field == DELETED:
+            return self.delete(record) if value else self.restore(record)
+        return self.update(record, {field: value}, check_transitions=False)
+
+    def add(self, record: str, field: str, elem: Any) -> list[Op]:
+        with self.store.transaction():
+            coll = self._require(record)
+            elem = self.schema.validate(coll, field, ADD, elem)
+            return self._commit(self._build([(coll, record, field, ADD, elem, ())]))
+
+    def remove(self, record: str, field: str, elem: Any) -> list[Op]:
+        with self.store.transaction():
+            coll = self._require(record)
+            elem = self.schema.validate(coll, field, REMOVE, elem)
+            k = _key(elem)
+            ids = tuple(sorted(
+                (e.device, e.counter) for e in self.store.state(record).get(field, [])
+                if e.kind == ADD and _key(e.value) == k
+            ))
+            if not ids:
+                return []
+            return self._commit(self._build([(coll, record, field, REMOVE, elem, ids)]))
+
+    def delete(self, record: str) -> list[Op]:
+        """Delete a record. Its pred names every live op of the record, so an edit made concurrently
+        elsewhere stays live and shows as a conflict on ``_deleted`` instead of being lost."""
+        with self.store.transaction():
+            coll = self._require(record)
+            ids = tuple(self.store.live_ids(record))
+            return self._commit(self._build([(coll, record, DELETED, SET, True, ids)]))
+
+    def restore(self, record: str) -> list[Op]:
+        """Undo a delete: the record comes back with the values the delete had superseded, except
+        where a field has a live value of its own."""
+        with self.store.transaction():
+            coll = self._require(record)
+            state = self.store.state(record)
+            dels = state.get(DELETED, [])
+            specs: list[tuple[str, str, str, int, Any, tuple[tuple[str, int], ...]]] = [
+                (coll, record, DELETED, SET, False, tuple(sorted((e.device, e.counter) for e in dels)))
+            ]
+            ops = {o.id: o for o in self.store.record_ops(record)}
+            seen: set[tuple[str, bytes]] = set()
+            for d in sorted(dels, key=lambda e: e.key(), reverse=True):
+                for pid in ops[(d.device, d.counter)].pred:
+                    old = ops.get(pid)
+                    if old is None or old.field == DELETED or state.get(old.field):
+                        continue
+                    mark = (old.field, _key(old.value) if old.kind == ADD else b"")
+                    if mark in seen:
+                        continue
+                    seen.add(mark)
+                    if old.kind in (SET, ADD):
+                        specs.append((coll, record, old.field, old.kind, old.value, ()))
+            return self._commit(self._build(specs))
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    return [value]
+
+
+def _json_value(k: bytes) -> Any:
+    return msgspec.json.decode(k)

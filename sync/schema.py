@@ -1,0 +1,224 @@
+"""The built-in collections, declared once: each field's type, merge kind, and whether it needs review.
+
+A field's ``type`` is a msgspec type; values are checked with ``msgspec.convert`` (strict), so an error
+names what is wrong. ``merge`` is ``"register"`` (multi-value register, winner by tier, clock, op id) or
+``"set"`` (add-wins observed-remove set of elements of ``type``). A ``review`` field keeps a conflict open
+while its live ops hold different values.
+
+Fields are never removed: a field dropped from use gets ``retired`` set to the schema version that
+retired it, so ops queued on tablets running an older schema are still accepted and kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from .errors import InvalidValue, UnknownCollection, UnknownField
+from .types import ADD, DELETED, KIND_NAMES, REMOVE, SET
+
+SCHEMA_VERSION = 1
+
+GROUPS = ("老年人", "儿童", "困难群众", "残疾人", "独居", "留守")
+#: 一老一小一困一残: the four special groups, in the order reports show them.
+SPECIAL_GROUPS = GROUPS[:4]
+CATEGORIES = (
+    "养老服务", "儿童关爱", "困难救助", "助残服务", "医疗健康",
+    "家政服务", "生活物资", "心理支持", "就业帮扶", "其他",
+)
+STATUSES = ("待处理", "已分派", "服务中", "已解决", "已关闭", "已取消")
+#: Allowed status moves when a worker edits a need (a merge never refuses a concurrent move).
+NEED_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "待处理": ("已分派", "服务中", "已取消"),
+    "已分派": ("服务中", "待处理", "已取消"),
+    "服务中": ("已解决", "已分派", "已取消"),
+    "已解决": ("已关闭", "服务中"),
+    "已关闭": ("服务中",),
+    "已取消": ("待处理",),
+}
+URGENCIES = ("一般", "较急", "紧急")
+PROVIDER_KINDS = ("社工", "志愿者", "社会组织", "企业", "村干部")
+GENDERS = ("男", "女")
+TIERS = ("village", "township", "county", "city")
+
+Group = Literal["老年人", "儿童", "困难群众", "残疾人", "独居", "留守"]
+Category = Literal[
+    "养老服务", "儿童关爱", "困难救助", "助残服务", "医疗健康",
+    "家政服务", "生活物资", "心理支持", "就业帮扶", "其他",
+]
+Status = Literal["待处理", "已分派", "服务中", "已解决", "已关闭", "已取消"]
+Urgency = Literal["一般", "较急", "紧急"]
+ProviderKind = Literal["社工", "志愿者", "社会组织", "企业", "村干部"]
+Gender = Literal["男", "女"]
+Tier = Literal["village", "township", "county", "city"]
+
+Text = Annotated[str, Meta(max_length=2000)]
+Name = Annotated[str, Meta(min_length=1, max_length=60)]
+Date = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+DateTime = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")]
+IdNumber = Annotated[str, Meta(pattern=r"^\d{17}[\dX]$")]
+Phone = Annotated[str, Meta(pattern=r"^[0-9+\- ]{5,20}$")]
+UnitCode = Annotated[str, Meta(pattern=r"^\d{12}$")]
+RecordRef = Annotated[str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+Count = Annotated[int, Meta(ge=0, le=100_000)]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: Any
+    label: str
+    merge: Literal["register", "set"] = "register"
+    review: bool = False
+    required: bool = False
+    personal: bool = False
+    since: int = 1
+    retired: int | None = None
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    label: str
+    fields: dict[str, Field]
+    #: The field holding the village (or other) unit a record belongs to, for scope.
+    unit_field: str = "unit"
+
+    def field(self, name: str) -> Field | None:
+        return self.fields.get(name)
+
+
+def _collection(name: str, label: str, *fields: Field, unit_field: str = "unit") -> Collection:
+    deleted = Field(DELETED, bool, "已删除", review=True)
+    return Collection(name, label, {f.name: f for f in (*fields, deleted)}, unit_field)
+
+
+PERSON = _collection(
+    "person", "居民",
+    Field("name", Name, "姓名", review=True, required=True, personal=True),
+    Field("gender", Gender, "性别", review=True),
+    Field("birth_date", Date, "出生日期", review=True),
+    Field("id_number", IdNumber, "身份证号", review=True, personal=True),
+    Field("phone", Phone, "电话", review=True, personal=True),
+    Field("address", Text, "住址", review=True, personal=True),
+    Field("unit", UnitCode, "所属村/社区", review=True, required=True),
+    Field("groups", Group, "人群类别", merge="set"),
+    Field("notes", Text, "备注", personal=True),
+)
+NEED = _collection(
+    "need", "需求",
+    Field("person", RecordRef, "居民", required=True),
+    Field("unit", UnitCode, "所属村/社区", review=True, required=True),
+    Field("category", Category, "需求类别", review=True, required=True),
+    Field("description", Text, "需求描述", personal=True),
+    Field("urgency", Urgency, "紧急程度", review=True),
+    Field("status", Status, "状态", review=True),
+    Field("assignee", Text, "负责人", review=True),
+    Field("due_date", Date, "截止日期", review=True),
+)
+SERVICE = _collection(
+    "service", "服务记录",
+    Field("need", RecordRef, "对应需求"),
+    Field("person", RecordRef, "居民", required=True),
+    Field("unit", UnitCode, "所属村/社区", review=True, required=True),
+    Field("service_type", Category, "服务类型", review=True, required=True),
+    Field("provider_kind", ProviderKind, "服务主体类型", review=True),
+    Field("provider_name", Text, "服务主体名称"),
+    Field("served_at", DateTime, "服务时间", review=True, required=True),
+    Field("minutes", Count, "服务时长(分钟)", review=True),
+    Field("people_served", Count, "服务人次", review=True),
+    Field("notes", Text, "备注", personal=True),
+)
+UNIT = _collection(
+    "unit", "单位",
+    Field("code", UnitCode, "统计用区划代码", required=True),
+    Field("name", Name, "名称", review=True, required=True),
+    Field("tier", Tier, "层级", required=True),
+    Field("parent", UnitCode, "上级单位"),
+    unit_field="code",
+)
+
+_KIND_FOR_MERGE = {"register": (SET,), "set": (ADD, REMOVE)}
+
+
+@dataclass(frozen=True)
+class Schema:
+    version: int
+    collections: dict[str, Collection] = dc_field(default_factory=dict)
+
+    def collection(self, name: str) -> Collection:
+        try:
+            return self.collections[name]
+        except KeyError:
+            known = ", ".join(sorted(self.collections))
+            raise UnknownCollection(
+                f"unknown collection {name!r}; this node knows: {known}", details={"collection": name}
+            ) from None
+
+    def field(self, coll: str, name: str) -> Field:
+        f = self.collection(coll).field(name)
+        if f is None or f.since > self.version:
+            raise UnknownField(
+                f"unknown field {name!r} in collection {coll!r}", details={"collection": coll, "field": name}
+            )
+        return f
+
+    def is_set(self, coll: str, name: str) -> bool:
+        c = self.collections.get(coll)
+        f = c.field(name) if c else None
+        return f is not None and f.merge == "set"
+
+    def needs_review(self, coll: str, name: str) -> bool:
+        if name == DELETED:
+            return True
+        c = self.collections.get(coll)
+        f = c.field(name) if c else None
+        return f is not None and f.review
+
+    def validate(self, coll: str, name: str, kind: int, value: Any) -> Any:
+        """Check one op's field, kind and value; return the value converted to its field's type.
+
+        Retired fields are still accepted: tablets on an older schema may have ops queued for them.
+        """
+        f = self.field(coll, name)
+        if kind not in _KIND_FOR_MERGE[f.merge]:
+            raise InvalidValue(
+                f"{coll}.{name} is a {f.merge} field and takes "
+                + " or ".join(KIND_NAMES[k] for k in _KIND_FOR_MERGE[f.merge])
+                + f" ops, not {KIND_NAMES.get(kind, kind)!r}",
+                details={"collection": coll, "field": name, "kind": kind},
+            )
+        if value is None and f.merge == "register" and not f.required:
+            return None
+        try:
+            return msgspec.convert(value, f.type, strict=True)
+        except msgspec.ValidationError as e:
+            raise InvalidValue(
+                f"invalid value for {coll}.{name} ({f.label}): {e}",
+                details={"collection": coll, "field": name},
+            ) from None
+
+
+SCHEMA = Schema(SCHEMA_VERSION, {c.name: c for c in (PERSON, NEED, SERVICE, UNIT)})
+
+
+
+def mask_id_number(id_number: str | None) -> str:
+    "An ID number as pages show it: first four and last four characters only"
+    if not id_number:
+        return ""
+    if len(id_number) <= 8:
+        return "*" * len(id_number)
+    return id_number[:4] + "*" * (len(id_number) - 8) + id_number[-4:]
+
+
+def mask_phone(phone: str | None) -> str:
+    if not phone:
+        return ""
+    digits = phone.strip()
+    if len(digits) < 7:
+        return "*" * len(digits)
+    return digits[:3] + "****" + digits[-4:]

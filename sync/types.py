@@ -1,0 +1,31 @@
+"""Type aliases shared by the engine, the node and the tablet."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+#: A device's stable identifier, e.g. ``"tab-3f2a..."`` or ``"node-510903001000"``.
+Device: TypeAlias = str
+#: An op's identity: the device that made it and that device's counter.
+OpId: TypeAlias = tuple[str, int]
+#: A record id: a UUIDv7 in its canonical 36-character text form.
+RecordId: TypeAlias = str
+#: A 12-digit statistical division code.
+UnitCode: TypeAlias = str
+#: A hybrid logical clock reading: milliseconds << 16 | logical counter.
+Timestamp: TypeAlias = int
+#: A field value as it travels and is stored: anything MessagePack and JSON both carry.
+Value: TypeAlias = Any
+
+#: Op kinds.
+SET = 0
+ADD = 1
+REMOVE = 2
+KIND_NAMES = {SET: "set", ADD: "add", REMOVE: "remove"}
+
+#: Tier ranks: a higher rank wins among concurrent writes.
+TIER_RANK: dict[str, int] = {"village": 1, "township": 2, "county": 3, "city": 4}
+TIER_NAME: dict[int, str] = {rank: name for name, rank in TIER_RANK.items()}
+
+#: The register that marks a record deleted. A delete against a concurrent edit is a conflict.
+DELETED = "_deleted"

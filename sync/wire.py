@@ -1,0 +1,215 @@
+"""The wire format: msgspec structs for the sync protocol, MessagePack by default, JSON on request,
+bodies gzip-compressed.
+
+Ops travel packed: a batch lists each device once and each author (device, user, unit, tier) once, and
+every op refers to them by index; record ids travel as 16 raw bytes. Following msgspec's schema-evolution
+rules, new fields get defaults, no field changes type, and ``array_like`` structs only append.
+"""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from .errors import MalformedBody, TooLarge
+from .ops import Op
+from .types import OpId
+
+PROTOCOL_VERSION = 1
+#: Oldest protocol this code still speaks.
+MIN_PROTOCOL_VERSION = 1
+
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+Format = Literal["msgpack", "json"]
+
+
+class WireAuthor(msgspec.Struct, array_like=True, frozen=True):
+    device: int
+    user: str
+    unit: str
+    tier: int
+
+
+class WireOp(msgspec.Struct, array_like=True, gc=False):
+    author: int
+    counter: int
+    hlc: int
+    coll: str
+    record: bytes
+    field: str
+    kind: int
+    value: Any = None
+    #: superseded op ids, flattened: device index, counter, device index, counter, ...
+    pred: list[int] = []
+
+
+class OpBatch(msgspec.Struct, array_like=True):
+    devices: list[str] = []
+    authors: list[WireAuthor] = []
+    ops: list[WireOp] = []
+    #: indexes into ``ops`` of ops the sender knows are already superseded
+    dead: list[int] = []
+
+
+class SyncRequest(msgspec.Struct, kw_only=True):
+    "One round trip, tablet to node: pending ops up, and where the tablet's pull stands"
+
+    protocol: int
+    device: str
+    cursor: int = 0
+    epoch: str = ""
+    ops: OpBatch = msgspec.field(default_factory=OpBatch)
+    limit: int = 5000
+    client_time: int = 0
+    app_version: str = ""
+    schema_version: int = 1
+
+
+class SyncResponse(msgspec.Struct, kw_only=True):
+    "The node's answer: what it acknowledged, ops for the tablet, its new cursor, whether more waits"
+
+    protocol: int
+    acked: int
+    ops: OpBatch
+    cursor: int
+    more: bool
+    server_time: int
+    epoch: str
+    #: records that left the device's scope: drop them locally (they were not deleted)
+    removed: list[str] = []
+    #: True while the node is still sending a bootstrap of the current state
+    bootstrapping: bool = False
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+def pack_ops(ops: Iterable[Op], dead: Iterable[OpId] = ()) -> OpBatch:
+    devices: dict[str, int] = {}
+    authors: dict[tuple[int, str, str, int], int] = {}
+    out: list[WireOp] = []
+    uuid_bytes = _uuid_bytes
+
+    def dev(d: str) -> int:
+        i = devices.get(d)
+        if i is None:
+            i = devices[d] = len(devices)
+        return i
+
+    dead_set = set(dead)
+    dead_idx: list[int] = []
+    for op in ops:
+        key = (dev(op.site), op.user, op.unit, op.tier)
+        a = authors.get(key)
+        if a is None:
+            a = authors[key] = len(authors)
+        pred: list[int] = []
+        for d, c in op.pred:
+            pred.append(dev(d))
+            pred.append(c)
+        if dead_set and (op.site, op.counter) in dead_set:
+            dead_idx.append(len(out))
+        out.append(WireOp(a, op.counter, op.hlc, op.coll, uuid_bytes(op.record), op.field, op.kind,
+                          op.value, pred))
+    return OpBatch(
+        list(devices), [WireAuthor(*k) for k in authors], out, dead_idx
+    )
+
+
+def unpack_ops(batch: OpBatch) -> tuple[list[Op], set[OpId]]:
+    "Ops from a packed batch; an index that points nowhere is a malformed body"
+    devices = batch.devices
+    try:
+        authors = [(devices[a.device], a.user, a.unit, a.tier) for a in batch.authors]
+        ops = []
+        for i, w in enumerate(batch.ops):
+            site, user, unit, tier = authors[w.author]
+            p = w.pred
+            if len(p) % 2:
+                raise MalformedBody(f"ops[{i}].pred has an odd number of items", details={"op": i})
+            pred = tuple((devices[p[j]], p[j + 1]) for j in range(0, len(p), 2))
+            if len(w.record) != 16:
+                raise MalformedBody(f"ops[{i}].record must be 16 bytes (a UUID)", details={"op": i})
+            ops.append(Op(site, w.counter, w.hlc, w.coll, str(uuid.UUID(bytes=w.record)), w.field, w.kind,
+                          w.value, pred, user, unit, tier))
+        dead = {ops[i].id for i in batch.dead}
+    except IndexError:
+        raise MalformedBody("an op refers to a device, author or op index the batch does not list") from None
+    return ops, dead
+
+
+def _uuid_bytes(record: str) -> bytes:
+    try:
+        return bytes.fromhex(record.replace("-", ""))
+    except ValueError:
+        raise MalformedBody(f"record id {record!r} is not a UUID") from None
+
+
+# -- bodies ---------------------------------------------------------------------------------------
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_json_encoder = msgspec.json.Encoder()
+_decoders: dict[tuple[type, str], Any] = {}
+T = TypeVar("T")
+
+
+def encode(msg: Any, fmt: Format = "msgpack") -> bytes:
+    return _msgpack_encoder.encode(msg) if fmt == "msgpack" else _json_encoder.encode(msg)
+
+
+def decode(body: bytes, type_: type[T], fmt: Format = "msgpack") -> T:
+    "Decode a body into ``type_``; errors name the path, as msgspec gives it"
+    dec = _decoders.get((type_, fmt))
+    if dec is None:
+        dec = _decoders[(type_, fmt)] = (
+            msgspec.msgpack.Decoder(type_) if fmt == "msgpack" else msgspec.json.Decoder(type_)
+        )
+    try:
+        return dec.decode(body)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as e:
+        raise MalformedBody(f"the body does not match the protocol: {e}") from None
+    except msgspec.DecodeError as e:
+        raise MalformedBody(f"the body is not valid {'MessagePack' if fmt == 'msgpack' else 'JSON'}: {e}") from None
+
+
+def compress(body: bytes, level: int = 6) -> bytes:
+    return gzip.compress(body, compresslevel=level, mtime=0)
+
+
+def decompress(body: bytes, limit: int) -> bytes:
+    "Gunzip a body, refusing one that would inflate past ``limit`` bytes"
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise MalformedBody(f"the body is not valid gzip: {e}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise TooLarge(f"the body inflates past the limit of {limit} bytes; send smaller batches",
+                       details={"limit": limit})
+    return out
+
+
+def format_for(content_type: str | None) -> Format:
+    return "json" if content_type and "json" in content_type else "msgpack"
+
+
+def media_type(fmt: Format) -> str:
+    return JSON if fmt == "json" else MSGPACK
+
+
+def ops_values_size(ops: Sequence[Op]) -> int:
+    "Bytes of the ops' values alone in MessagePack: the yardstick for wire overhead"
+    return sum(len(_msgpack_encoder.encode(o.value)) for o in ops)
