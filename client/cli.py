@@ -1,13 +1,272 @@
-"""The ``cunsync`` command line."""
+"""The ``cunsync`` command line: tablet commands here, node commands from ``server.cli``."""
 
 from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 import sync
+from sync.errors import SyncError
+from sync.schema import CATEGORIES, GROUPS, PROVIDER_KINDS, URGENCIES
+
+from .tablet import NodeUnreachable, NotEnrolled, SyncFailed, SyncReport, Tablet
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(sync.__version__, prog_name="cunsync")
 def cli() -> None:
     "cunsync: offline-first sync for village social-work stations."
+
+
+def _register_node_commands() -> None:
+    from server.cli import COMMANDS
+
+    for cmd in COMMANDS:
+        cli.add_command(cmd)
+
+
+_register_node_commands()
+
+tablet_option = click.option(
+    "--db", "db", envvar="CUNSYNC_TABLET", default="tablet.db", show_default=True,
+    type=click.Path(dir_okay=False), help="The tablet's database file (env CUNSYNC_TABLET)",
+)
+
+
+def _open(db: str) -> Tablet:
+    tab = Tablet(db)
+    if not tab.enrolled:
+        tab.close()
+        raise click.ClickException(f"{db} is not set up; run `cunsync tablet init --server URL --token TOKEN`")
+    return tab
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    "Domain errors become click errors only here, at the CLI layer"
+    try:
+        return fn()
+    except (SyncError, SyncFailed, NodeUnreachable, NotEnrolled) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+@cli.group()
+def tablet() -> None:
+    "Set up this tablet."
+
+
+@tablet.command(name="init")
+@tablet_option
+@click.option("--server", required=True, help="The township node's URL, e.g. http://192.168.1.10:8000")
+@click.option("--token", required=True, help="The device token from enrolment")
+def tablet_init(db: str, server: str, token: str) -> None:
+    """Set up a tablet database for an enrolled device.
+
+    Example:
+
+        cunsync tablet init --db tablet.db --server http://127.0.0.1:8000 --token XXXX
+    """
+    tab = _run(lambda: Tablet.init(db, server, token))
+    click.echo(f"tablet {tab.device} for unit {tab.unit} ready in {db}")
+    tab.close()
+
+
+@cli.group()
+def person() -> None:
+    "Residents (居民)."
+
+
+@person.command(name="add")
+@tablet_option
+@click.option("--name", required=True, help="姓名")
+@click.option("--gender", type=click.Choice(["男", "女"]), help="性别")
+@click.option("--birth-date", help="出生日期, YYYY-MM-DD")
+@click.option("--id-number", help="身份证号 (18 characters)")
+@click.option("--phone", help="电话")
+@click.option("--address", help="住址")
+@click.option("--groups", help="Comma-separated: " + ",".join(GROUPS))
+@click.option("--notes", help="备注")
+def person_add(db: str, name: str, gender: str | None, birth_date: str | None, id_number: str | None,
+               phone: str | None, address: str | None, groups: str | None, notes: str | None) -> None:
+    """Register a resident in this tablet's village (works offline).
+
+    Example:
+
+        cunsync person add --name 张秀英 --gender 女 --birth-date 1942-03-08 --groups 老年人,独居
+    """
+    tab = _open(db)
+    values = {"name": name, "gender": gender, "birth_date": birth_date, "id_number": id_number,
+              "phone": phone, "address": address, "notes": notes, "groups": _csv(groups)}
+    rid = _run(lambda: tab.create("person", {k: v for k, v in values.items() if v not in (None, [])}))
+    click.echo(rid)
+    tab.close()
+
+
+@person.command(name="list")
+@tablet_option
+@click.option("--search", "text", default=None, help="Name, ID number or phone contains this")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines")
+def person_list(db: str, text: str | None, as_json: bool) -> None:
+    """List the village's residents.
+
+    Example:
+
+        cunsync person list --search 张
+    """
+    tab = _open(db)
+    recs = tab.search("person", text) if text else tab.list("person")
+    for r in recs:
+        if as_json:
+            click.echo(json.dumps({"id": r.id, **r.data}, ensure_ascii=False))
+        else:
+            flag = " [冲突]" if r.conflicts else ""
+            click.echo(f"{r.id}  {r.data.get('name', '')}  {','.join(r.data.get('groups', []))}{flag}")
+    tab.close()
+
+
+@cli.group()
+def need() -> None:
+    "Needs (需求)."
+
+
+@need.command(name="add")
+@tablet_option
+@click.option("--person", "person_id", required=True, help="The resident's record id")
+@click.option("--category", required=True, type=click.Choice(CATEGORIES), help="需求类别")
+@click.option("--description", help="需求描述")
+@click.option("--urgency", type=click.Choice(URGENCIES), default="一般", show_default=True)
+@click.option("--due-date", help="截止日期, YYYY-MM-DD")
+def need_add(db: str, person_id: str, category: str, description: str | None, urgency: str,
+             due_date: str | None) -> None:
+    """Record a resident's need.
+
+    Example:
+
+        cunsync need add --person 0190... --category 养老服务 --description 需要助餐
+    """
+    tab = _open(db)
+    values = {"person": person_id, "category": category, "description": description, "urgency": urgency,
+              "status": "待处理", "due_date": due_date}
+    click.echo(_run(lambda: tab.create("need", {k: v for k, v in values.items() if v is not None})))
+    tab.close()
+
+
+@cli.group()
+def service() -> None:
+    "Services delivered (服务记录)."
+
+
+@service.command(name="add")
+@tablet_option
+@click.option("--person", "person_id", required=True, help="The resident's record id")
+@click.option("--need", "need_id", help="The need it answers (optional)")
+@click.option("--type", "service_type", required=True, type=click.Choice(CATEGORIES), help="服务类型")
+@click.option("--provider-kind", type=click.Choice(PROVIDER_KINDS), default="社工", show_default=True)
+@click.option("--provider-name", help="服务主体名称")
+@click.option("--served-at", default=None, help="服务时间, YYYY-MM-DDTHH:MM (default: now)")
+@click.option("--minutes", type=int, help="服务时长(分钟)")
+@click.option("--people", "people_served", type=int, default=1, show_default=True, help="服务人次")
+@click.option("--notes", help="备注")
+def service_add(db: str, person_id: str, need_id: str | None, service_type: str, provider_kind: str,
+                provider_name: str | None, served_at: str | None, minutes: int | None, people_served: int,
+                notes: str | None) -> None:
+    """Record a service delivered to a resident.
+
+    Example:
+
+        cunsync service add --person 0190... --type 养老服务 --minutes 45
+    """
+    tab = _open(db)
+    values = {"person": person_id, "need": need_id, "service_type": service_type,
+              "provider_kind": provider_kind, "provider_name": provider_name,
+              "served_at": served_at or dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
+              "minutes": minutes, "people_served": people_served, "notes": notes}
+    click.echo(_run(lambda: tab.create("service", {k: v for k, v in values.items() if v is not None})))
+    tab.close()
+
+
+@cli.command(name="sync")
+@tablet_option
+@click.option("--silent", is_flag=True, help="No progress bar")
+@click.option("--retries", default=6, show_default=True, help="Retries with exponential back-off")
+def sync_cmd(db: str, silent: bool, retries: int) -> None:
+    """Sync with the township node: push what was entered offline, pull the village's changes.
+
+    Resumes where an interrupted sync stopped.
+
+    Example:
+
+        cunsync sync --db tablet.db
+    """
+    tab = _open(db)
+    pending = tab.pending()
+    bar: Any = None
+
+    def progress(report: SyncReport, resp: Any) -> None:
+        nonlocal bar
+        if silent:
+            return
+        if bar is None:
+            bar = click.progressbar(length=max(pending, 1), label="syncing", show_pos=True)
+            bar.__enter__()
+        bar.update(max(0, min(report.sent, pending) - bar.pos))
+        bar.label = f"sent {report.sent} · received {report.received}"
+
+    try:
+        report = _run(lambda: tab.sync(progress=progress, retries=retries))
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(f"sent {report.sent} ops, received {report.received}, removed {report.removed}; "
+               f"{report.rounds} round trips, {report.bytes_up + report.bytes_down} bytes, "
+               f"{report.seconds:.2f} s; {report.conflicts} open conflicts")
+    tab.close()
+
+
+@cli.command()
+@tablet_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON")
+def status(db: str, as_json: bool) -> None:
+    """Pending ops, last sync, open conflicts.
+
+    Example:
+
+        cunsync status --db tablet.db
+    """
+    tab = _open(db)
+    st = tab.status()
+    tab.close()
+    if as_json:
+        click.echo(json.dumps(st, ensure_ascii=False))
+        return
+    last = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["last_sync"])) if st["last_sync"]
+            else "never")
+    click.echo(f"device      {st['device']} ({st['user']}, unit {st['unit']})")
+    click.echo(f"node        {st['server']}")
+    click.echo(f"pending     {st['pending']} ops not yet acknowledged")
+    click.echo(f"last sync   {last}")
+    click.echo("records     " + ", ".join(f"{k} {v}" for k, v in st["records"].items()))
+    click.echo(f"conflicts   {st['conflicts']} open")
+
+
+@cli.command()
+@click.option("--dir", "directory", default="demo-data", show_default=True, help="Where to put the databases")
+@click.option("--tablets", default=6, show_default=True, help="Simulated tablets")
+def demo(directory: str, tablets: int) -> None:
+    """Run the demo: a township node on loopback and simulated tablets working offline, then syncing.
+
+    Example:
+
+        cunsync demo --dir demo-data
+    """
+    from .demo import run
+
+    run(directory, tablets=tablets)

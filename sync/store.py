@@ -60,6 +60,8 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
 State = dict[str, list[Entry]]
 _state_encode = msgspec.msgpack.Encoder().encode
 _state_decode = msgspec.msgpack.Decoder(State).decode
+#: Decode a ``records.state`` blob: the record's live ops by field.
+decode_state = _state_decode
 
 
 @dataclass
@@ -465,6 +467,27 @@ class Store:
             conn.executemany("INSERT OR IGNORE INTO superseded VALUES (?,?,?)", kills)
 
         # 5. materialise the touched records
+        self._save_records(states, colls, rows, record_seq)
+
+        # 6. per-site high-water marks
+        for sid, batch in by_site.items():
+            self._advance_site(sid, batch)
+        result.new = len(new)
+        result.records = len(states)
+        result.first_seq = base + 1
+        result.last_seq = seq
+        return result
+
+
+    def _save_records(
+        self,
+        states: dict[str, State],
+        colls: dict[str, str],
+        rows: dict[str, tuple[str, str | None, int, int, State]],
+        record_seq: dict[str, int],
+    ) -> None:
+        "Materialise records from their live ops and write them, their conflicts and their moves"
+        conn = self.conn
         record_rows = []
         conflict_records: list[str] = []
         conflict_rows = []
@@ -509,15 +532,6 @@ class Store:
         if move_rows:
             conn.executemany("INSERT INTO moves VALUES (?,?,?,?)", move_rows)
 
-        # 6. per-site high-water marks
-        for sid, batch in by_site.items():
-            self._advance_site(sid, batch)
-        result.new = len(new)
-        result.records = len(states)
-        result.first_seq = base + 1
-        result.last_seq = seq
-        return result
-
     def _advance_site(self, sid: int, batch: dict[int, Op]) -> None:
         contiguous, max_counter, last_hlc = self.conn.execute(
             "SELECT contiguous, max_counter, last_hlc FROM sites WHERE id = ?", (sid,)
@@ -537,6 +551,57 @@ class Store:
             "UPDATE sites SET contiguous = ?, max_counter = ?, last_hlc = ? WHERE id = ?",
             (contiguous, max_counter, last_hlc, sid),
         )
+
+    def restamp(self, device: str, after: int, shift_ms: int, ceiling: int) -> int:
+        """Shift the clocks of a device's own ops after counter ``after`` by ``shift_ms`` (none of them
+        has left the device), keeping their order and keeping each at or under ``ceiling``. Used when a
+        tablet learns its clock was wrong. Returns how many ops changed."""
+        with self.transaction() as conn:
+            sid = self.site_ids([device])[device]
+            rows = conn.execute(
+                "SELECT seq, counter, hlc, record FROM ops WHERE site = ? AND counter > ? ORDER BY counter",
+                (sid, after),
+            ).fetchall()
+            if not rows:
+                return 0
+            new_hlc: dict[int, int] = {}
+            prev = 0
+            for seq, counter, hlc, _ in rows:
+                h = max(prev + 1, min(hlc + (shift_ms << 16), ceiling))
+                new_hlc[counter] = prev = h
+            conn.executemany("UPDATE ops SET hlc = ? WHERE seq = ?",
+                             [(new_hlc[c], seq) for seq, c, _, _ in rows])
+            touched = list({r[3] for r in rows})
+            states: dict[str, State] = {}
+            colls: dict[str, str] = {}
+            old: dict[str, tuple[str, str | None, int, int, State]] = {}
+            record_seq: dict[str, int] = {}
+            for chunk in _chunks(touched):
+                marks = ",".join("?" * len(chunk))
+                for rid, coll, unit, unit_seq, nconf, state, seq in conn.execute(
+                    f"SELECT id, coll, unit, unit_seq, conflicts, state, seq FROM records WHERE id IN ({marks})",
+                    chunk,
+                ):
+                    st = _state_decode(state)
+                    for es in st.values():
+                        for e in es:
+                            if e.device == device and e.counter in new_hlc:
+                                e.hlc = new_hlc[e.counter]
+                    states[rid], colls[rid], record_seq[rid] = st, coll, seq
+                    old[rid] = (coll, unit, unit_seq, nconf, st)
+            self._save_records(states, colls, old, record_seq)
+            conn.execute("UPDATE sites SET last_hlc = ? WHERE id = ?", (prev, sid))
+            return len(rows)
+
+    def forget(self, records: Sequence[str]) -> None:
+        """Drop records and their ops from this replica: they left its scope (they were not deleted).
+        If they come back, the node sends their live ops whole."""
+        with self.transaction() as conn:
+            for chunk in _chunks(list(records)):
+                marks = ",".join("?" * len(chunk))
+                for table, col in (("records", "id"), ("conflicts", "record"), ("superseded", "record"),
+                                   ("ops", "record")):
+                    conn.execute(f"DELETE FROM {table} WHERE {col} IN ({marks})", chunk)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -762,3 +827,6 @@ class Store:
 def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+chunks = _chunks

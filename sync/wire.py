@@ -63,6 +63,8 @@ class SyncRequest(msgspec.Struct, kw_only=True):
     protocol: int
     device: str
     cursor: int = 0
+    #: where an interrupted bootstrap stands: the last record id received ("" when not bootstrapping)
+    page: str = ""
     epoch: str = ""
     ops: OpBatch = msgspec.field(default_factory=OpBatch)
     limit: int = 5000
@@ -85,6 +87,7 @@ class SyncResponse(msgspec.Struct, kw_only=True):
     removed: list[str] = []
     #: True while the node is still sending a bootstrap of the current state
     bootstrapping: bool = False
+    page: str = ""
 
 
 class ErrorDetail(msgspec.Struct):

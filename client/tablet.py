@@ -1,0 +1,346 @@
+"""The tablet: a local store a village worker edits with no network, and the sync loop that moves its
+ops to the township node and the village's ops back.
+
+Everything the worker enters is an op in the local SQLite file the moment it is saved; the loop only
+ever adds to that file, and a tablet keeps its own ops until the node's current epoch acknowledges them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sync.edit import Editor
+from sync.errors import ClockAhead, SyncError
+from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
+from sync.ops import Op
+from sync.store import Conflict, Record, Store
+from sync.wire import (
+    MSGPACK,
+    PROTOCOL_VERSION,
+    ErrorBody,
+    SyncRequest,
+    SyncResponse,
+    compress,
+    decode,
+    encode,
+    pack_ops,
+    unpack_ops,
+)
+
+APP_VERSION = "0.1.0"
+#: Own ops sent per request.
+PUSH_BATCH = 1000
+
+
+class NodeUnreachable(Exception):
+    "The node could not be reached after every retry; nothing was lost, sync again later"
+
+
+class SyncFailed(Exception):
+    "The node refused the request; the message says why and what to do"
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{message} [{code}]")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class NotEnrolled(Exception):
+    "This tablet database has not been set up with `cunsync tablet init`"
+
+
+@dataclass
+class SyncReport:
+    rounds: int = 0
+    sent: int = 0
+    received: int = 0
+    removed: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    conflicts: int = 0
+    skew_ms: int = 0
+    round_ms: list[float] = field(default_factory=list)
+
+
+Progress = Callable[[SyncReport, SyncResponse], None]
+
+
+class Tablet:
+    """A tablet's local database and its link to the node.
+
+    ``client`` is the httpx client the sync loop uses; tests inject one over a real socket or over
+    Starlette's ``TestClient``. ``sleep`` is injected so back-off can be tested without waiting.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.path = str(path)
+        self.store = Store(path)
+        self._client = client
+        self.sleep = sleep
+        offset = int(self.store.meta("offset_ms", "0") or 0)
+        self.clock = HLC(self.store.last_hlc(), clock=clock, offset_ms=offset)
+
+    def close(self) -> None:
+        if self._client is not None and self._owns_client:
+            self._client.close()
+        self.store.close()
+
+    _owns_client = False
+
+    def __enter__(self) -> Tablet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str | Path, server: str, token: str, *, client: httpx.Client | None = None,
+             **kw: Any) -> Tablet:
+        "Set up a tablet database for the device a token belongs to"
+        tab = cls(path, client=client, **kw)
+        tab._set("server", server.rstrip("/"))
+        tab._set("token", token)
+        r = tab.client.get(tab.url("/api/whoami"), headers=tab._auth())
+        if r.status_code != 200:
+            tab._raise(r)
+        who = r.json()
+        for k in ("device", "user", "unit", "tier"):
+            tab._set(k, who[k])
+        return tab
+
+    def _set(self, key: str, value: str) -> None:
+        self.store.set_meta(key, value)
+
+    def _get(self, key: str, default: str = "") -> str:
+        return self.store.meta(key, default) or default
+
+    @property
+    def enrolled(self) -> bool:
+        return bool(self._get("device"))
+
+    @property
+    def device(self) -> str:
+        d = self._get("device")
+        if not d:
+            raise NotEnrolled(f"{self.path} is not set up; run `cunsync tablet init --server URL --token T`")
+        return d
+
+    @property
+    def unit(self) -> str:
+        return self._get("unit")
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
+            self._owns_client = True
+        return self._client
+
+    def url(self, path: str) -> str:
+        return self._get("server") + path
+
+    def _auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self._get('token')}"}
+
+    # -- working offline ------------------------------------------------------------------------
+
+    @property
+    def editor(self) -> Editor:
+        return Editor(self.store, device=self.device, user=self._get("user"), unit=self.unit,
+                      tier=self._get("tier", "village"), clock=self.clock)
+
+    def create(self, coll: str, values: Mapping[str, Any]) -> str:
+        vals = dict(values)
+        if coll != "unit":
+            vals.setdefault("unit", self.unit)
+            # the unit op goes first, so the node sees a new record's unit in the first batch
+            vals = {"unit": vals.pop("unit"), **vals}
+        return self.editor.create(coll, vals)
+
+    def update(self, record: str, values: Mapping[str, Any]) -> list[Op]:
+        return self.editor.update(record, values)
+
+    def delete(self, record: str) -> list[Op]:
+        return self.editor.delete(record)
+
+    def resolve(self, record: str, field: str, value: Any) -> list[Op]:
+        return self.editor.resolve(record, field, value)
+
+    def get(self, record: str) -> Record | None:
+        return self.store.get(record)
+
+    def list(self, coll: str, *, include_deleted: bool = False) -> list[Record]:
+        return self.store.records(coll, include_deleted=include_deleted)
+
+    def search(self, coll: str, text: str) -> list[Record]:
+        "Records whose name, ID number or phone contains the text"
+        t = text.strip().lower()
+        out = []
+        for r in self.store.records(coll):
+            hay = " ".join(str(r.data.get(k, "")) for k in ("name", "id_number", "phone", "description"))
+            if t in hay.lower():
+                out.append(r)
+        return out
+
+    def conflicts(self) -> list[Conflict]:
+        return self.store.conflicts()
+
+    def acked(self) -> int:
+        return int(self._get("acked", "0"))
+
+    def pending(self) -> int:
+        "Own ops the node has not acknowledged yet"
+        row = self.store.conn.execute(
+            "SELECT count(*) FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?",
+            (self._get("device"), self.acked()),
+        ).fetchone()
+        return int(row[0])
+
+    def status(self) -> dict[str, Any]:
+        last = self._get("last_sync")
+        return {
+            "device": self._get("device"), "user": self._get("user"), "unit": self.unit,
+            "server": self._get("server"), "pending": self.pending(), "acked": self.acked(),
+            "last_sync": int(last) if last else None, "cursor": int(self._get("cursor", "0")),
+            "records": {c: len(self.store.records(c)) for c in ("person", "need", "service")},
+            "conflicts": len(self.store.conflicts()), "clock_offset_ms": self.clock.offset_ms,
+        }
+
+    # -- sync -----------------------------------------------------------------------------------
+
+    def _pending_ops(self, limit: int) -> list[Op]:
+        rows = self.store.conn.execute(
+            "SELECT o.seq FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?"
+            " ORDER BY o.counter LIMIT ?", (self.device, self.acked(), limit),
+        ).fetchall()
+        return self.store.ops_by_seq([r[0] for r in rows])
+
+    def sync(self, *, progress: Progress | None = None, retries: int = 6, backoff: float = 0.5,
+             max_rounds: int = 100_000, limit: int = 5000) -> SyncReport:
+        """Push pending ops and pull the village's changes until nothing waits either way.
+
+        Each round trip's result is committed before the next starts, so an interrupted sync resumes
+        where it stopped. A node that cannot be reached is retried with exponential back-off.
+        """
+        report = SyncReport()
+        t0 = time.perf_counter()
+        restamped = False
+        for _ in range(max_rounds):
+            pending = self._pending_ops(PUSH_BATCH)
+            req = SyncRequest(
+                protocol=PROTOCOL_VERSION, device=self.device, cursor=int(self._get("cursor", "0")),
+                page=self._get("page"), epoch=self._get("epoch"), ops=pack_ops(pending), limit=limit,
+                client_time=self.clock.clock(), app_version=APP_VERSION,
+            )
+            t_round = time.perf_counter()
+            try:
+                resp = self._post(req, report, retries, backoff)
+            except SyncFailed as e:
+                if e.code == ClockAhead.code and not restamped and isinstance(e.details, dict):
+                    self._correct_clock(int(e.details.get("server_time", 0)))
+                    restamped = True
+                    continue
+                raise
+            report.round_ms.append((time.perf_counter() - t_round) * 1000)
+            report.rounds += 1
+            ops, dead = unpack_ops(resp.ops)
+            with self.store.transaction():
+                self.store.apply(ops, dead=dead)
+                if resp.removed:
+                    self._forget(resp.removed)
+                acked_before = self.acked()
+                for k, v in (("acked", resp.acked), ("cursor", resp.cursor), ("page", resp.page),
+                             ("epoch", resp.epoch), ("last_sync", int(time.time()))):
+                    self._set(k, str(v))
+            report.sent += max(0, min(len(pending), resp.acked - acked_before))
+            report.received += len(ops)
+            report.removed += len(resp.removed)
+            self._track_clock(resp.server_time, report)
+            if progress is not None:
+                progress(report, resp)
+            if not resp.more and not self._pending_ops(1):
+                break
+            if not resp.more and pending and resp.acked < pending[0].counter:
+                # the node took nothing of what we sent and has nothing for us: stop, don't spin
+                break
+        report.seconds = time.perf_counter() - t0
+        report.conflicts = len(self.store.conflicts())
+        return report
+
+    def _post(self, req: SyncRequest, report: SyncReport, retries: int, backoff: float) -> SyncResponse:
+        body = compress(encode(req))
+        headers = {**self._auth(), "content-type": MSGPACK, "content-encoding": "gzip",
+                   "accept": MSGPACK, "accept-encoding": "gzip"}
+        delay = backoff
+        for attempt in range(retries + 1):
+            try:
+                r = self.client.post(self.url("/api/sync"), content=body, headers=headers)
+            except httpx.TransportError as e:
+                if attempt == retries:
+                    raise NodeUnreachable(
+                        f"the node at {self._get('server')} did not answer ({type(e).__name__}); "
+                        f"{self.pending()} ops are kept on this tablet and will sync next time"
+                    ) from None
+            else:
+                if r.status_code == 200:
+                    report.bytes_up += len(body)
+                    report.bytes_down += r.num_bytes_downloaded
+                    return decode(r.content, SyncResponse)
+                if r.status_code not in (502, 503, 504, 507) or attempt == retries:
+                    self._raise(r)
+            report.retries += 1
+            self.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
+
+    def _raise(self, r: httpx.Response) -> None:
+        try:
+            err = decode(r.content, ErrorBody, "json").error
+            raise SyncFailed(r.status_code, err.code, err.message, err.details)
+        except SyncError:
+            raise SyncFailed(r.status_code, "http_error", f"the node answered HTTP {r.status_code}") from None
+
+    def _track_clock(self, server_time: int, report: SyncReport) -> None:
+        skew = self.clock.clock() + self.clock.offset_ms - physical_ms(server_time)
+        report.skew_ms = skew
+        if abs(skew) > MAX_AHEAD_MS // 5:
+            self._correct_clock(server_time)
+        else:
+            self.clock.observe(server_time)
+
+    def _correct_clock(self, server_time: int) -> None:
+        "Trust the node's clock from now on, and re-stamp own ops the node has not accepted yet"
+        if not server_time:
+            return
+        offset = physical_ms(server_time) - self.clock.clock()
+        shift = offset - self.clock.offset_ms
+        self.clock.offset_ms = offset
+        self._set("offset_ms", str(offset))
+        self.store.restamp(self.device, self.acked(), shift, server_time)
+        self.clock.last = server_time
+
+    def _forget(self, records: list[str]) -> None:
+        "Drop records that left this village (they were not deleted); keep any with unsent edits"
+        keep = {r[0] for r in self.store.conn.execute(
+            "SELECT DISTINCT o.record FROM ops o JOIN sites s ON s.id = o.site"
+            " WHERE s.device = ? AND o.counter > ?", (self.device, self.acked()))}
+        self.store.forget([r for r in records if r not in keep])

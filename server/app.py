@@ -1,0 +1,144 @@
+"""The node's HTTP API: a Starlette app, served by hypercorn.
+
+    POST /api/sync      one sync round trip (MessagePack by default, JSON on request, gzip both ways)
+    GET  /api/health    liveness and what this node is
+    GET  /api/whoami    the device a token belongs to (a tablet calls it once at set-up)
+
+Every error has one shape, ``{"error": {"code", "message", "details"}}``, with its HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.concurrency import run_in_threadpool
+
+from sync.errors import MalformedBody, SyncError, TooLarge
+from sync.wire import PROTOCOL_VERSION, SyncRequest, decode, decompress, encode, format_for, media_type, compress
+
+from .node import Node
+
+log = logging.getLogger("cunsync.server")
+
+#: Largest request body accepted on the wire, and once inflated.
+MAX_BODY = 16 * 1024 * 1024
+MAX_INFLATED = 64 * 1024 * 1024
+
+
+def error_response(err: SyncError) -> JSONResponse:
+    return JSONResponse(err.to_dict(), status_code=err.status)
+
+
+async def _sync_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SyncError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse({"error": {"code": code, "message": exc.detail, "details": None}},
+                        status_code=exc.status_code)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path)
+    return JSONResponse({"error": {"code": "internal", "message": "internal error; the node logged it",
+                                   "details": None}}, status_code=500)
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    "The request body, inflated if gzip, refused past the limits"
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise TooLarge(f"the body is {length} bytes; the limit is {limit}", details={"limit": limit})
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is over the limit of {limit} bytes", details={"limit": limit})
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        body = decompress(body, MAX_INFLATED)
+    return body
+
+
+def _token(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return None
+
+
+def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlette:
+    async def sync(request: Request) -> Response:
+        dev = await run_in_threadpool(node.authenticate, _token(request))
+        body = await read_body(request)
+        fmt = format_for(request.headers.get("content-type"))
+        if not body:
+            raise MalformedBody("empty body; send a SyncRequest")
+        req = decode(body, SyncRequest, fmt)
+        resp = await run_in_threadpool(node.sync, dev, req)
+        out_fmt = format_for(request.headers.get("accept")) if request.headers.get("accept") else fmt
+        payload = encode(resp, out_fmt)
+        headers = {}
+        if "gzip" in request.headers.get("accept-encoding", "") and len(payload) > 512:
+            payload = await run_in_threadpool(compress, payload)
+            headers["content-encoding"] = "gzip"
+        return Response(payload, media_type=media_type(out_fmt), headers=headers)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({
+            "status": "ok", "unit": node.unit, "tier": node.tier, "protocol": PROTOCOL_VERSION,
+            "epoch": node.epoch, "seq": await run_in_threadpool(node.store.max_seq),
+        })
+
+    async def whoami(request: Request) -> Response:
+        dev = await run_in_threadpool(node.authenticate, _token(request))
+        return JSONResponse({"device": dev.device, "user": dev.user, "unit": dev.unit, "tier": dev.tier,
+                             "node_unit": node.unit, "protocol": PROTOCOL_VERSION, "revoked": dev.revoked})
+
+    routes = [
+        Route("/api/sync", sync, methods=["POST"]),
+        Route("/api/health", health),
+        Route("/api/whoami", whoami),
+        *(extra_routes or []),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={SyncError: _sync_error, HTTPException: _http_error, Exception: _internal_error},
+    )
+    app.state.node = node
+    return app
+
+
+async def serve(app: Starlette, bind: str, shutdown: asyncio.Event | None = None,
+                ready: Callable[[], Awaitable[None] | None] | None = None) -> None:
+    "Serve ``app`` with hypercorn until ``shutdown`` is set (or forever)"
+    from hypercorn.asyncio import serve as hserve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [bind]
+    config.accesslog = None
+    config.errorlog = "-"
+    config.keep_alive_timeout = 30
+    config.graceful_timeout = 2
+    trigger = shutdown.wait if shutdown is not None else None
+    await hserve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+
+
+_ = msgspec  # msgspec types travel through sync.wire

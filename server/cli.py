@@ -1,0 +1,151 @@
+"""Node commands: serve, enrol devices, import the unit tree."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from sync import units as unitlib
+from sync.errors import SyncError
+
+from . import config
+from .app import create_app, serve
+from .node import Node
+
+db_option = click.option(
+    "--db", "db", default=config.DB, show_default=True, type=click.Path(dir_okay=False),
+    help="The node's database file (env CUNSYNC_DB)",
+)
+
+
+def _node(db: str, unit: str | None = None) -> Node:
+    if unit is None:
+        import sqlite3
+
+        if not Path(db).exists():
+            raise click.ClickException(f"{db} does not exist; start the node once with `cunsync serve --unit CODE`")
+        row = sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'unit'").fetchone()
+        if row is None:
+            raise click.ClickException(f"{db} is not a cunsync node database")
+        unit = str(row[0])
+    try:
+        return Node(db, unit)
+    except unitlib.UnitCodeError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def ensure_units(node: Node) -> int:
+    "Load the sample unit tree into an empty node"
+    if "units" in node.store.db.table_names() and node.store.db["units"].count:
+        return 0
+    return unitlib.load_units(node.store.db, unitlib.SAMPLE_TREE)
+
+
+@click.command()
+@db_option
+@click.option("--unit", default=config.UNIT or None, required=not config.UNIT,
+              help="This node's unit: a 12-digit statistical division code (env CUNSYNC_UNIT)")
+@click.option("--bind", default=config.BIND, show_default=True, help="host:port to listen on (env CUNSYNC_BIND)")
+def serve_cmd(db: str, unit: str, bind: str) -> None:
+    """Run a node (township, county or city) over HTTP with hypercorn.
+
+    Example:
+
+        cunsync serve --db township.db --unit 510903001000 --bind 127.0.0.1:8000
+    """
+    node = _node(db, unit)
+    ensure_units(node)
+    app = create_app(node)
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        click.echo(f"cunsync node {node.unit} ({node.tier}) on http://{bind}  db={db}", err=True)
+        await serve(app, bind, stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        node.close()
+
+
+@click.group(name="device")
+def device_group() -> None:
+    "Devices enrolled to this node."
+
+
+@device_group.command(name="add")
+@db_option
+@click.option("--unit", required=True, help="The village (or other unit) the device works in")
+@click.option("--user", required=True, help="The worker who carries it")
+@click.option("--device", default=None, help="A device id (default: generated)")
+def device_add(db: str, unit: str, user: str, device: str | None) -> None:
+    """Enrol a tablet and print its token (shown once). A development enrolment, until codes land.
+
+    Example:
+
+        cunsync device add --db township.db --unit 510903001001 --user 王芳
+    """
+    node = _node(db)
+    try:
+        dev, token = node.add_device(unit, user, device=device)
+    except (SyncError, unitlib.UnitCodeError) as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        node.close()
+    click.echo(f"device {dev}\ntoken  {token}")
+
+
+@device_group.command(name="list")
+@db_option
+def device_list(db: str) -> None:
+    """List devices: last seen, ops received, gaps, clock skew.
+
+    Example:
+
+        cunsync device list --db township.db
+    """
+    node = _node(db)
+    try:
+        for d in node.devices():
+            gaps = ", ".join(f"{a}–{b}" for a, b in d["gaps"]) or "-"
+            click.echo(f"{d['device']:<20} {d['unit']} {d['user']:<8} ops={d['max_counter']:<6} "
+                       f"gaps={gaps} skew_ms={d['skew_ms']} revoked={bool(d['revoked'])}")
+    finally:
+        node.close()
+
+
+@click.group(name="units")
+def units_group() -> None:
+    "The unit tree (统计用区划代码)."
+
+
+@units_group.command(name="import")
+@db_option
+@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+def units_import(db: str, csv_file: click.utils.LazyFile) -> None:
+    """Import a unit tree from a CSV of `code,name` rows (tier and parent follow from the code).
+
+    Example:
+
+        cunsync units import --db township.db 2023-sichuan.csv
+    """
+    units, problems = unitlib.parse_csv(csv_file)
+    for p in problems:
+        click.echo(p, err=True)
+    import sqlite_utils
+
+    n = unitlib.load_units(sqlite_utils.Database(db), units)
+    click.echo(f"imported {n} units into {db}")
+    if not units and problems:
+        sys.exit(1)
+
+
+COMMANDS = [serve_cmd, device_group, units_group]
+serve_cmd.name = "serve"

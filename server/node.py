@@ -1,0 +1,358 @@
+"""The node: one township (or county, or city) replica, the devices enrolled to it, and the sync
+exchange with tablets, independent of HTTP.
+
+One exchange: check the caller and every op it sends, apply the batch in one transaction, acknowledge,
+then answer with the ops since the caller's cursor that lie in its scope. A fresh tablet first receives
+the current state of its village (the live ops of its records, page by page), not the whole history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sync import units as unitlib
+from sync.edit import Editor
+from sync.errors import (
+    ClockAhead,
+    DeviceRevoked,
+    ForgedOp,
+    OutOfScope,
+    StorageFull,
+    TooLarge,
+    Unauthorized,
+    VersionMismatch,
+)
+from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
+from sync.ops import Op
+from sync.schema import SCHEMA
+from sync.store import Store, chunks as _chunks, decode_state as _state_decode
+from sync.types import TIER_RANK
+from sync.wire import (
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+    SyncRequest,
+    SyncResponse,
+    pack_ops,
+    unpack_ops,
+)
+
+#: Most ops one request may carry.
+MAX_BATCH = 5000
+#: Most ops one response carries.
+MAX_PULL = 5000
+#: Records per bootstrap page.
+BOOTSTRAP_PAGE = 1000
+
+_DEVICES_SQL = """
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, user TEXT NOT NULL, unit TEXT NOT NULL,
+    tier TEXT NOT NULL, created_at INTEGER NOT NULL, last_seen INTEGER, last_sync INTEGER,
+    app_version TEXT, skew_ms INTEGER, pushed INTEGER NOT NULL DEFAULT 0,
+    revoked INTEGER NOT NULL DEFAULT 0, wipe INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS moves_new_unit ON moves (new_unit, seq);
+CREATE INDEX IF NOT EXISTS moves_old_unit ON moves (old_unit, seq);
+"""
+
+
+@dataclass(frozen=True)
+class Device:
+    device: str
+    user: str
+    unit: str
+    tier: str
+    revoked: bool = False
+    wipe: bool = False
+
+    @property
+    def rank(self) -> int:
+        return TIER_RANK[self.tier]
+
+    @property
+    def scope(self) -> tuple[str, str]:
+        return unitlib.descendant_range(self.unit)
+
+
+def hash_token(token: str) -> str:
+    # tokens are 256-bit random strings, so a fast hash is enough; passwords use scrypt
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Node:
+    """A node's store and devices. Thread-safe: every store access holds the store's lock."""
+
+    def __init__(self, path: str | Path | None, unit: str, *, clock: HLC | None = None) -> None:
+        self.unit = unitlib.normalize_code(unit)
+        self.tier = unitlib.tier_of(self.unit)
+        self.store = Store(path)
+        self.store.conn.executescript(_DEVICES_SQL)
+        self.clock = clock or HLC()
+        self.clock.last = max(self.clock.last, self.store.last_hlc())
+        epoch = self.store.meta("epoch")
+        if epoch is None:
+            epoch = secrets.token_hex(8)
+            self.store.set_meta("epoch", epoch)
+        self.epoch = epoch
+        if self.store.meta("unit") is None:
+            self.store.set_meta("unit", self.unit)
+        self.device_id = f"node-{self.unit}"
+
+    def close(self) -> None:
+        self.store.close()
+
+    def editor(self, user: str = "staff") -> Editor:
+        "An editor for staff working on the node itself; ops carry the node's tier"
+        return Editor(self.store, device=self.device_id, user=user, unit=self.unit, tier=self.tier,
+                      clock=self.clock)
+
+    # -- devices --------------------------------------------------------------------------------
+
+    def add_device(self, unit: str, user: str, *, device: str | None = None, tier: str = "village") -> tuple[str, str]:
+        "Enrol a device for a unit under this node; returns (device id, token). The token is shown once."
+        code = unitlib.normalize_code(unit)
+        if not unitlib.is_under(code, self.unit):
+            raise OutOfScope(f"unit {code} is not under this node's unit {self.unit}",
+                             details={"unit": code, "node": self.unit})
+        device = device or "tab-" + secrets.token_hex(6)
+        token = secrets.token_urlsafe(32)
+        with self.store.transaction() as c:
+            c.execute(
+                "INSERT INTO devices (device, token_hash, user, unit, tier, created_at) VALUES (?,?,?,?,?,?)",
+                (device, hash_token(token), user, code, tier, int(time.time())),
+            )
+        return device, token
+
+    def authenticate(self, token: str | None) -> Device:
+        if not token:
+            raise Unauthorized("no device token; send 'Authorization: Bearer <token>' from enrolment")
+        with self.store.lock:
+            row = self.store.conn.execute(
+                "SELECT device, user, unit, tier, revoked, wipe FROM devices WHERE token_hash = ?",
+                (hash_token(token),),
+            ).fetchone()
+        if row is None:
+            raise Unauthorized("unknown device token; enrol this tablet again")
+        return Device(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]))
+
+    def revoke(self, device: str, *, wipe: bool = False) -> None:
+        with self.store.transaction() as c:
+            c.execute("UPDATE devices SET revoked = 1, wipe = ? WHERE device = ?", (int(wipe), device))
+
+    def devices(self) -> list[dict[str, Any]]:
+        with self.store.lock:
+            cur = self.store.conn.execute(
+                "SELECT device, user, unit, tier, created_at, last_seen, last_sync, app_version, skew_ms,"
+                " pushed, revoked FROM devices ORDER BY unit, device"
+            )
+            cols = [d[0] for d in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+            hw = self.store.high_water()
+        for r in rows:
+            h = hw.get(r["device"])
+            r["contiguous"] = h.contiguous if h else 0
+            r["max_counter"] = h.max_counter if h else 0
+            r["gaps"] = self.store.missing_counters(r["device"], limit=20) if h and h.gaps else []
+        return rows
+
+    # -- the exchange ---------------------------------------------------------------------------
+
+    def check_protocol(self, req: SyncRequest) -> None:
+        if not MIN_PROTOCOL_VERSION <= req.protocol <= PROTOCOL_VERSION:
+            raise VersionMismatch(
+                f"this node speaks sync protocol {MIN_PROTOCOL_VERSION}–{PROTOCOL_VERSION}, the client "
+                f"sent {req.protocol}; " + ("update the tablet app" if req.protocol < MIN_PROTOCOL_VERSION
+                                           else "this node needs updating before the tablet can sync"),
+                details={"client": req.protocol, "min": MIN_PROTOCOL_VERSION, "max": PROTOCOL_VERSION},
+            )
+
+    def sync(self, dev: Device, req: SyncRequest) -> SyncResponse:
+        "One round trip: push, acknowledge, pull. Any request may be retried."
+        self.check_protocol(req)
+        if req.device != dev.device:
+            raise ForgedOp(f"request names device {req.device!r} but the token belongs to {dev.device!r}")
+        ops, _dead = unpack_ops(req.ops)
+        if len(ops) > MAX_BATCH:
+            raise TooLarge(f"{len(ops)} ops in one request; send at most {MAX_BATCH}",
+                           details={"limit": MAX_BATCH})
+        now = wall_ms()
+        if ops and dev.revoked and dev.wipe:
+            ops = []
+        with self.store.lock:
+            self._check_ops(dev, ops, now)
+            try:
+                if ops:
+                    with self.store.transaction():
+                        self.store.apply(ops)
+                        self.clock.observe(max(o.hlc for o in ops))
+                        self._seen(dev, req, now, pushed=len(ops))
+                else:
+                    with self.store.transaction():
+                        self._seen(dev, req, now, pushed=0)
+            except sqlite3.OperationalError as e:
+                if "full" in str(e):
+                    raise StorageFull("the node's disk is full; nothing was written, the tablet keeps its "
+                                      "ops and will retry") from None
+                raise
+            acked = self._acked(dev.device)
+            if dev.revoked:
+                return SyncResponse(protocol=PROTOCOL_VERSION, acked=acked, ops=pack_ops([]),
+                                    cursor=req.cursor, more=False, server_time=self.clock.now(),
+                                    epoch=self.epoch)
+            return self._pull(dev, req)
+
+    def _seen(self, dev: Device, req: SyncRequest, now: int, *, pushed: int) -> None:
+        skew = req.client_time - now if req.client_time else None
+        self.store.conn.execute(
+            "UPDATE devices SET last_seen = ?, last_sync = ?, app_version = ?, skew_ms = ?,"
+            " pushed = pushed + ? WHERE device = ?",
+            (now // 1000, now // 1000, req.app_version or None, skew, pushed, dev.device),
+        )
+
+    def _acked(self, device: str) -> int:
+        row = self.store.conn.execute("SELECT contiguous FROM sites WHERE device = ?", (device,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _check_ops(self, dev: Device, ops: Sequence[Op], now: int) -> None:
+        "Refuse the whole batch if any op is forged, invalid, out of scope or too far in the future"
+        lo, hi = dev.scope
+        new_units: dict[str, str] = {}
+        for i, op in enumerate(ops):
+            if op.site != dev.device:
+                raise ForgedOp(f"ops[{i}] claims device {op.site!r}; this token is {dev.device!r}",
+                               details={"op": i})
+            if op.user != dev.user or op.unit != dev.unit or op.tier != dev.rank:
+                raise ForgedOp(f"ops[{i}] claims author {op.user}/{op.unit}/tier {op.tier}; this device "
+                               f"writes as {dev.user}/{dev.unit}/{dev.tier}", details={"op": i})
+            if op.counter < 1:
+                raise ForgedOp(f"ops[{i}] has counter {op.counter}; counters start at 1", details={"op": i})
+            ahead = physical_ms(op.hlc) - now
+            if ahead > MAX_AHEAD_MS:
+                raise ClockAhead(
+                    f"ops[{i}] is stamped {ahead // 60000} minutes ahead of the node's clock; correct the "
+                    "tablet's clock (the tablet re-stamps its unsent ops automatically)",
+                    details={"op": i, "ahead_ms": ahead, "server_time": self.clock.now()},
+                )
+            SCHEMA.validate(op.coll, op.field, op.kind, op.value) if op.value is not None else \
+                SCHEMA.field(op.coll, op.field)
+            c = SCHEMA.collections[op.coll]
+            if op.field == c.unit_field and op.value is not None:
+                if not (lo <= op.value <= hi):
+                    raise OutOfScope(f"ops[{i}] puts a record in unit {op.value}, outside this device's "
+                                     f"unit {dev.unit}", details={"op": i, "unit": op.value})
+                new_units.setdefault(op.record, op.value)
+        records = list({op.record for op in ops})
+        known: dict[str, str | None] = {}
+        for chunk in _chunks(records):
+            marks = ",".join("?" * len(chunk))
+            for rid, unit in self.store.conn.execute(
+                f"SELECT id, unit FROM records WHERE id IN ({marks})", chunk
+            ):
+                known[rid] = unit
+        for rid in records:
+            if rid in known:
+                unit = known[rid]
+                if unit is not None and lo <= unit <= hi:
+                    continue
+                if self._was_in_scope(rid, lo, hi):
+                    continue  # edited offline before it moved away: keep the edit
+                raise OutOfScope(f"record {rid} is not in unit {dev.unit}", details={"record": rid})
+            if rid not in new_units:
+                raise OutOfScope(f"record {rid} is new to the node and names no unit; send its "
+                                 "unit op first", details={"record": rid})
+
+    def _was_in_scope(self, rid: str, lo: str, hi: str) -> bool:
+        row = self.store.conn.execute(
+            "SELECT 1 FROM moves WHERE record = ? AND (new_unit BETWEEN ? AND ? OR old_unit BETWEEN ? AND ?)"
+            " LIMIT 1", (rid, lo, hi, lo, hi)
+        ).fetchone()
+        return row is not None
+
+    def _pull(self, dev: Device, req: SyncRequest) -> SyncResponse:
+        lo, hi = dev.scope
+        limit = max(1, min(req.limit, MAX_PULL))
+        conn = self.store.conn
+        server_time = self.clock.now()
+        cursor = req.cursor if req.epoch == self.epoch else 0
+        page = req.page if req.epoch == self.epoch else ""
+        if cursor == 0 or page:
+            # bootstrap: the current state of the scope, a page of records at a time
+            if cursor == 0:
+                cursor = self.store.max_seq()
+                if cursor == 0:  # an empty node: nothing to send
+                    return SyncResponse(
+                        protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops([]),
+                        cursor=0, more=False, server_time=server_time, epoch=self.epoch)
+            rows = conn.execute(
+                "SELECT id, state FROM records WHERE unit BETWEEN ? AND ? AND id > ? ORDER BY id LIMIT ?",
+                (lo, hi, page, max(1, limit // 8)),
+            ).fetchall()
+            seqs = [e.seq for _, st in rows for es in _state_decode(st).values() for e in es]
+            ops = self.store.ops_by_seq(seqs)
+            done = len(rows) < max(1, limit // 8)
+            return SyncResponse(
+                protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops(ops),
+                cursor=cursor, more=not done or self.store.max_seq() > cursor,
+                server_time=server_time, epoch=self.epoch,
+                page="" if done else rows[-1][0], bootstrapping=not done,
+            )
+        top = self.store.max_seq()
+        row = conn.execute("SELECT id FROM sites WHERE device = ?", (dev.device,)).fetchone()
+        own = row[0] if row else -1
+        # the tablet's own ops are not echoed back: it has them
+        seqs = [r[0] for r in conn.execute(
+            "SELECT o.seq FROM ops o JOIN records r ON r.id = o.record"
+            " WHERE o.seq > ? AND o.site != ? AND r.unit BETWEEN ? AND ? ORDER BY o.seq LIMIT ?",
+            (cursor, own, lo, hi, limit),
+        )]
+        more = len(seqs) == limit
+        new_cursor = seqs[-1] if more else top
+        # (with a full page, the cursor stops at the last op sent; ops skipped as the tablet's own
+        # before it are behind the cursor, and none after it are skipped)
+        ops = self.store.ops_by_seq(seqs)
+        # records that moved into scope arrive whole; records that left are removed on the tablet
+        moved_in: list[str] = []
+        removed: list[str] = []
+        for rid, old_unit, new_unit in conn.execute(
+            "SELECT record, old_unit, new_unit FROM moves WHERE seq > ? AND seq <= ? AND old_unit IS NOT NULL"
+            " ORDER BY seq", (cursor, new_cursor)
+        ):
+            into = new_unit is not None and lo <= new_unit <= hi
+            out_of = lo <= old_unit <= hi
+            if into and not out_of:
+                moved_in.append(rid)
+            elif out_of and not into:
+                removed.append(rid)
+        if removed:
+            still = {r for r, u in self._units(removed).items() if u is not None and lo <= u <= hi}
+            removed = [r for r in dict.fromkeys(removed) if r not in still]
+        if moved_in:
+            ops = ops + self.store.live_ops(dict.fromkeys(moved_in))
+        dead = self._dead(ops)
+        return SyncResponse(
+            protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops(ops, dead),
+            cursor=new_cursor, more=more, server_time=server_time, epoch=self.epoch, removed=removed,
+        )
+
+    def _units(self, records: list[str]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for chunk in _chunks(records):
+            marks = ",".join("?" * len(chunk))
+            out.update(self.store.conn.execute(f"SELECT id, unit FROM records WHERE id IN ({marks})", chunk))
+        return out
+
+    def _dead(self, ops: list[Op]) -> set[tuple[str, int]]:
+        "Ops already superseded here, so a tablet that never receives their superseder still drops them"
+        records = list({o.record for o in ops})
+        live: set[tuple[str, int]] = set()
+        for chunk in _chunks(records):
+            marks = ",".join("?" * len(chunk))
+            for (st,) in self.store.conn.execute(f"SELECT state FROM records WHERE id IN ({marks})", chunk):
+                for es in _state_decode(st).values():
+                    live.update((e.device, e.counter) for e in es)
+        return {o.id for o in ops if o.id not in live}
