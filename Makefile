@@ -19,7 +19,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/python -m client.demo
+	$(BIN)/cunsync demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

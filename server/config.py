@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.config import Config
 
-config = Config(environ=None)
+config = Config()
 
 DB: str = config("CUNSYNC_DB", default="township.db")
 UNIT: str = config("CUNSYNC_UNIT", default="")
