@@ -176,19 +176,27 @@ class Editor:
                 (coll, record, DELETED, SET, False, tuple(sorted((e.device, e.counter) for e in dels)))
             ]
             ops = {o.id: o for o in self.store.record_ops(record)}
-            seen: set[tuple[str, bytes]] = set()
-            for d in sorted(dels, key=lambda e: e.key(), reverse=True):
+            # what the delete superseded: per register field its winner, per set field its elements
+            back: dict[tuple[str, bytes], Op] = {}
+            for d in dels:
                 for pid in ops[(d.device, d.counter)].pred:
                     old = ops.get(pid)
-                    if old is None or old.field == DELETED or state.get(old.field):
+                    if old is None or old.field == DELETED or old.kind == REMOVE:
                         continue
                     mark = (old.field, _key(old.value) if old.kind == ADD else b"")
-                    if mark in seen:
-                        continue
-                    seen.add(mark)
-                    if old.kind in (SET, ADD):
-                        specs.append((coll, record, old.field, old.kind, old.value, ()))
+                    best = back.get(mark)
+                    if best is None or _rank(old) > _rank(best):
+                        back[mark] = old
+            for (name, elem), old in sorted(back.items()):
+                live = state.get(name, [])
+                if any(e.kind == old.kind and (old.kind == SET or _key(e.value) == elem) for e in live):
+                    continue  # a live value of its own: the concurrent edit stands
+                specs.append((coll, record, name, old.kind, old.value, ()))
             return self._commit(self._build(specs))
+
+
+def _rank(op: Op) -> tuple[int, int, str, int]:
+    return (op.tier, op.hlc, op.site, op.counter)
 
 
 def _as_list(value: Any) -> list[Any]:

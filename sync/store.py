@@ -490,7 +490,7 @@ class Store:
         conn = self.conn
         record_rows = []
         conflict_records: list[str] = []
-        conflict_rows = []
+        conflict_rows: list[tuple[str, str, str, str | None, int]] = []
         move_rows = []
         for rid, state in states.items():
             coll = colls[rid]

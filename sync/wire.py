@@ -135,6 +135,9 @@ def pack_ops(ops: Iterable[Op], dead: Iterable[OpId] = ()) -> OpBatch:
 def unpack_ops(batch: OpBatch) -> tuple[list[Op], set[OpId]]:
     "Ops from a packed batch; an index that points nowhere is a malformed body"
     devices = batch.devices
+    if (any(a.device < 0 for a in batch.authors) or any(w.author < 0 or min(w.pred, default=0) < 0
+                                                         for w in batch.ops) or min(batch.dead, default=0) < 0):
+        raise MalformedBody("an op refers to a negative device, author or op index")
     try:
         authors = [(devices[a.device], a.user, a.unit, a.tier) for a in batch.authors]
         ops = []
@@ -199,6 +202,8 @@ def decompress(body: bytes, limit: int) -> bytes:
         out = d.decompress(body, limit + 1)
     except zlib.error as e:
         raise MalformedBody(f"the body is not valid gzip: {e}") from None
+    if not d.eof and not d.unconsumed_tail and len(out) <= limit:
+        raise MalformedBody("the gzip body is truncated; send the whole body again")
     if len(out) > limit or d.unconsumed_tail:
         raise TooLarge(f"the body inflates past the limit of {limit} bytes; send smaller batches",
                        details={"limit": limit})
