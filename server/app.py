@@ -14,18 +14,24 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.concurrency import run_in_threadpool
 
 from sync.errors import MalformedBody, SyncError, TooLarge
-from sync.wire import PROTOCOL_VERSION, SyncRequest, decode, decompress, encode, format_for, media_type, compress
+from sync.wire import (
+    PROTOCOL_VERSION,
+    SyncRequest,
+    compress,
+    decode,
+    decompress,
+    encode,
+    format_for,
+    media_type,
+)
 
 from .node import Node
 
@@ -140,5 +146,3 @@ async def serve(app: Starlette, bind: str, shutdown: asyncio.Event | None = None
     trigger = shutdown.wait if shutdown is not None else None
     await hserve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
 
-
-_ = msgspec  # msgspec types travel through sync.wire

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -129,7 +130,7 @@ def units_group() -> None:
 @units_group.command(name="import")
 @db_option
 @click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
-def units_import(db: str, csv_file: click.utils.LazyFile) -> None:
+def units_import(db: str, csv_file: TextIO) -> None:
     """Import a unit tree from a CSV of `code,name` rows (tier and parent follow from the code).
 
     Example:
