@@ -210,20 +210,15 @@ def parse_csv(lines: Iterable[str]) -> tuple[list[Unit], list[str]]:
             problems.append((line, f"error: missing name for code {code}"))
             continue
         if code in first_seen:
-            problems.append(
-                (line, f"error: duplicate code {code} (first on line {first_seen[code]}); row ignored")
-            )
+            first = first_seen[code]
+            problems.append((line, f"error: duplicate code {code} (first on line {first}); row ignored"))
             continue
         first_seen[code] = line
         units.append(_unit(code, name))
     for unit in units:
         if unit.parent is not None and unit.parent not in first_seen:
-            problems.append(
-                (
-                    first_seen[unit.code],
-                    f"warning: parent {unit.parent} of {unit.code} {unit.name} is not in the file",
-                )
-            )
+            message = f"warning: parent {unit.parent} of {unit.code} {unit.name} is not in the file"
+            problems.append((first_seen[unit.code], message))
     problems.sort(key=lambda item: item[0])
     report = [f"line {line}: {message}" for line, message in problems]
     if province_lines:
@@ -261,15 +256,8 @@ def load_units(db: Database, units: Iterable[Unit]) -> int:
     rows: list[dict[str, Any]] = []
     for unit in units:
         _check_unit(unit)
-        rows.append(
-            {
-                "code": unit.code,
-                "name": unit.name,
-                "tier": unit.tier,
-                "parent": unit.parent,
-                "illustrative": int(unit.illustrative),
-            }
-        )
+        rows.append({"code": unit.code, "name": unit.name, "tier": unit.tier,
+                     "parent": unit.parent, "illustrative": int(unit.illustrative)})
     with db.atomic():
         table = db.table("units")
         if not table.exists():
