@@ -35,7 +35,7 @@ from sync.wire import (
 
 APP_VERSION = "0.1.0"
 #: Own ops sent per request.
-PUSH_BATCH = 1000
+PUSH_BATCH = 5000
 
 
 class NodeUnreachable(Exception):

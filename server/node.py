@@ -305,16 +305,22 @@ class Node:
         row = conn.execute("SELECT id FROM sites WHERE device = ?", (dev.device,)).fetchone()
         own = row[0] if row else -1
         # the tablet's own ops are not echoed back: it has them
-        seqs = [r[0] for r in conn.execute(
-            "SELECT o.seq FROM ops o JOIN records r ON r.id = o.record"
+        # an op some other op of its record names in pred is already superseded here: flag it, so a
+        # tablet that never receives the superseding op (dead when it bootstrapped) still drops it
+        rows = conn.execute(
+            "SELECT o.seq, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site AND s.counter = o.counter"
+            " AND s.record = o.record) FROM ops o JOIN records r ON r.id = o.record"
             " WHERE o.seq > ? AND o.site != ? AND r.unit BETWEEN ? AND ? ORDER BY o.seq LIMIT ?",
             (cursor, own, lo, hi, limit),
-        )]
+        ).fetchall()
+        seqs = [r[0] for r in rows]
+        dead_seqs = {r[0] for r in rows if r[1]}
         more = len(seqs) == limit
         new_cursor = seqs[-1] if more else top
         # (with a full page, the cursor stops at the last op sent; ops skipped as the tablet's own
         # before it are behind the cursor, and none after it are skipped)
         ops = self.store.ops_by_seq(seqs)
+        dead = {o.id for q, o in zip(seqs, ops) if q in dead_seqs}
         # records that moved into scope arrive whole; records that left are removed on the tablet
         moved_in: list[str] = []
         removed: list[str] = []
@@ -333,7 +339,6 @@ class Node:
             removed = [r for r in dict.fromkeys(removed) if r not in still]
         if moved_in:
             ops = ops + self.store.live_ops(dict.fromkeys(moved_in))
-        dead = self._dead(ops)
         return SyncResponse(
             protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops(ops, dead),
             cursor=new_cursor, more=more, server_time=server_time, epoch=self.epoch, removed=removed,
@@ -345,14 +350,3 @@ class Node:
             marks = ",".join("?" * len(chunk))
             out.update(self.store.conn.execute(f"SELECT id, unit FROM records WHERE id IN ({marks})", chunk))
         return out
-
-    def _dead(self, ops: list[Op]) -> set[tuple[str, int]]:
-        "Ops already superseded here, so a tablet that never receives their superseder still drops them"
-        records = list({o.record for o in ops})
-        live: set[tuple[str, int]] = set()
-        for chunk in _chunks(records):
-            marks = ",".join("?" * len(chunk))
-            for (st,) in self.store.conn.execute(f"SELECT state FROM records WHERE id IN ({marks})", chunk):
-                for es in _state_decode(st).values():
-                    live.update((e.device, e.counter) for e in es)
-        return {o.id for o in ops if o.id not in live}

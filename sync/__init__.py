@@ -26,9 +26,9 @@ from .errors import (
 from .hlc import HLC
 from .ops import Op, uuid7
 from .schema import SCHEMA, SCHEMA_VERSION, Collection, Field, Schema
-from .store import Applied, Change, Conflict, Record, Store, materialize
+from .store import Applied, Change, Conflict, Entry, HighWater, LiveOp, Materialized, Record, Store, materialize
 from .types import ADD, DELETED, REMOVE, SET, TIER_RANK
-from .wire import PROTOCOL_VERSION, OpBatch, SyncRequest, SyncResponse, pack_ops, unpack_ops
+from .wire import PROTOCOL_VERSION, OpBatch, SyncRequest, SyncResponse, WireAuthor, WireOp, pack_ops, unpack_ops
 
 __version__ = "0.1.0"
 
@@ -43,25 +43,31 @@ __all__ = [
     "DELETED",
     "DeviceRevoked",
     "Editor",
+    "Entry",
     "Field",
     "Forbidden",
     "ForgedOp",
+    "HighWater",
     "HLC",
     "InvalidValue",
+    "LiveOp",
     "MalformedBody",
+    "materialize",
+    "Materialized",
     "NotFound",
     "Op",
     "OpBatch",
     "OutOfScope",
+    "pack_ops",
     "PROTOCOL_VERSION",
-    "REMOVE",
     "Record",
+    "REMOVE",
     "SCHEMA",
+    "Schema",
     "SCHEMA_VERSION",
     "SET",
-    "Schema",
-    "Store",
     "StorageFull",
+    "Store",
     "SyncError",
     "SyncRequest",
     "SyncResponse",
@@ -71,9 +77,9 @@ __all__ = [
     "Unavailable",
     "UnknownCollection",
     "UnknownField",
-    "VersionMismatch",
-    "materialize",
-    "pack_ops",
     "unpack_ops",
     "uuid7",
+    "VersionMismatch",
+    "WireAuthor",
+    "WireOp",
 ]

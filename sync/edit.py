@@ -159,11 +159,23 @@ class Editor:
 
     def delete(self, record: str) -> list[Op]:
         """Delete a record. Its pred names every live op of the record, so an edit made concurrently
-        elsewhere stays live and shows as a conflict on ``_deleted`` instead of being lost."""
+        elsewhere stays live and shows as a conflict on ``_deleted`` instead of being lost. The unit is
+        re-asserted by a second op instead: a deleted record stays in its village (and in the scope of
+        its tablets), and a concurrent move shows as a conflict on the unit."""
         with self.store.transaction():
             coll = self._require(record)
-            ids = tuple(self.store.live_ids(record))
-            return self._commit(self._build([(coll, record, DELETED, SET, True, ids)]))
+            keep = self.schema.collections[coll].unit_field if coll in self.schema.collections else "unit"
+            st = self.store.state(record)
+            ids = tuple(sorted((e.device, e.counter) for n, es in st.items() if n != keep for e in es))
+            specs: list[tuple[str, str, str, int, Any, tuple[tuple[str, int], ...]]] = [
+                (coll, record, DELETED, SET, True, ids)
+            ]
+            units = [e for e in st.get(keep, []) if e.kind == SET]
+            if units:
+                # re-assert the unit the deleter saw: a concurrent move then conflicts with it
+                unit = max(units, key=lambda e: e.key()).value
+                specs.append((coll, record, keep, SET, unit, tuple(sorted((e.device, e.counter) for e in units))))
+            return self._commit(self._build(specs))
 
     def restore(self, record: str) -> list[Op]:
         """Undo a delete: the record comes back with the values the delete had superseded, except

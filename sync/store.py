@@ -77,12 +77,15 @@ def materialize(coll: str, state: State, schema: Schema = SCHEMA, unit_field: st
     data: dict[str, Any] = {}
     conflicts: list[str] = []
     others_live = False
+    c = schema.collections.get(coll)
+    ufield = c.unit_field if c else unit_field
     for name, entries in state.items():
         if not entries:
             continue
         if name == DELETED:
             continue
-        others_live = True
+        if name != ufield:  # a delete keeps the record's unit, so it stays in its village's scope
+            others_live = True
         regs = [e for e in entries if e.kind == SET]
         adds = [e for e in entries if e.kind == ADD]
         if regs:
@@ -98,8 +101,6 @@ def materialize(coll: str, state: State, schema: Schema = SCHEMA, unit_field: st
         deleted = max(dels, key=Entry.key).value is True
         if (len(dels) > 1 and _distinct(dels)) or (deleted and others_live):
             conflicts.append(DELETED)
-    c = schema.collections.get(coll)
-    ufield = c.unit_field if c else unit_field
     unit = data.get(ufield)
     return Materialized(data, deleted, unit if isinstance(unit, str) else None, sorted(conflicts))
 
@@ -766,7 +767,9 @@ class Store:
         for rid, name, coll, u in self.conn.execute(sql, params).fetchall():
             st = self.state(rid)
             if name == DELETED:
-                entries = [e for es in st.values() for e in es]
+                c = self.schema.collections.get(coll)
+                ufield = c.unit_field if c else "unit"
+                entries = [e for n, es in st.items() if n != ufield for e in es]
             else:
                 entries = st.get(name, [])
             entries = sorted(entries, key=Entry.key, reverse=True)

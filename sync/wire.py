@@ -9,7 +9,6 @@ rules, new fields get defaults, no field changes type, and ``array_like`` struct
 from __future__ import annotations
 
 import gzip
-import uuid
 import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, TypeVar
@@ -114,6 +113,7 @@ def pack_ops(ops: Iterable[Op], dead: Iterable[OpId] = ()) -> OpBatch:
 
     dead_set = set(dead)
     dead_idx: list[int] = []
+    rids: dict[str, bytes] = {}
     for op in ops:
         key = (dev(op.site), op.user, op.unit, op.tier)
         a = authors.get(key)
@@ -125,8 +125,10 @@ def pack_ops(ops: Iterable[Op], dead: Iterable[OpId] = ()) -> OpBatch:
             pred.append(c)
         if dead_set and (op.site, op.counter) in dead_set:
             dead_idx.append(len(out))
-        out.append(WireOp(a, op.counter, op.hlc, op.coll, uuid_bytes(op.record), op.field, op.kind,
-                          op.value, pred))
+        rb = rids.get(op.record)
+        if rb is None:
+            rb = rids[op.record] = uuid_bytes(op.record)
+        out.append(WireOp(a, op.counter, op.hlc, op.coll, rb, op.field, op.kind, op.value, pred))
     return OpBatch(
         list(devices), [WireAuthor(*k) for k in authors], out, dead_idx
     )
@@ -141,16 +143,20 @@ def unpack_ops(batch: OpBatch) -> tuple[list[Op], set[OpId]]:
     try:
         authors = [(devices[a.device], a.user, a.unit, a.tier) for a in batch.authors]
         ops = []
+        ids: dict[bytes, str] = {}  # a record's ops travel together: convert each id once
         for i, w in enumerate(batch.ops):
             site, user, unit, tier = authors[w.author]
             p = w.pred
             if len(p) % 2:
                 raise MalformedBody(f"ops[{i}].pred has an odd number of items", details={"op": i})
             pred = tuple((devices[p[j]], p[j + 1]) for j in range(0, len(p), 2))
-            if len(w.record) != 16:
-                raise MalformedBody(f"ops[{i}].record must be 16 bytes (a UUID)", details={"op": i})
-            ops.append(Op(site, w.counter, w.hlc, w.coll, str(uuid.UUID(bytes=w.record)), w.field, w.kind,
-                          w.value, pred, user, unit, tier))
+            rid = ids.get(w.record)
+            if rid is None:
+                if len(w.record) != 16:
+                    raise MalformedBody(f"ops[{i}].record must be 16 bytes (a UUID)", details={"op": i})
+                h = w.record.hex()
+                rid = ids[w.record] = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            ops.append(Op(site, w.counter, w.hlc, w.coll, rid, w.field, w.kind, w.value, pred, user, unit, tier))
         dead = {ops[i].id for i in batch.dead}
     except IndexError:
         raise MalformedBody("an op refers to a device, author or op index the batch does not list") from None

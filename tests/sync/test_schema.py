@@ -1,0 +1,136 @@
+"""Tests for sync.schema: the collections, value checks and masking of personal fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sync import SCHEMA, Collection, Field, InvalidValue, Schema, SyncError, UnknownCollection, UnknownField
+from sync.schema import NEED_TRANSITIONS, STATUSES, mask_id_number, mask_phone
+from sync.types import ADD, DELETED, REMOVE, SET
+
+PERSON = "01890a5d-ac96-774b-bcce-b302099a8057"
+
+
+@pytest.mark.parametrize(
+    ("coll", "name", "kind", "value"),
+    [
+        ("person", "name", SET, "张三"),
+        ("person", "gender", SET, "女"),
+        ("person", "birth_date", SET, "1948-03-01"),
+        ("person", "id_number", SET, "51090319480301123X"),
+        ("person", "phone", SET, "138 0013 8000"),
+        ("person", "unit", SET, "510903001001"),
+        ("person", "groups", ADD, "老年人"),
+        ("person", "groups", REMOVE, "独居"),
+        ("person", "notes", SET, None),
+        ("person", DELETED, SET, True),
+        ("need", "person", SET, PERSON),
+        ("need", "category", SET, "生活物资"),
+        ("need", "status", SET, "待处理"),
+        ("service", "served_at", SET, "2024-05-01T09:30"),
+        ("service", "minutes", SET, 45),
+        ("unit", "tier", SET, "township"),
+    ],
+)
+def test_validate_accepts_good_values(coll: str, name: str, kind: int, value: Any) -> None:
+    assert SCHEMA.validate(coll, name, kind, value) == value
+
+
+@pytest.mark.parametrize(
+    ("coll", "name", "kind", "value", "error", "words"),
+    [
+        ("person", "name", SET, 5, InvalidValue, ["person.name", "str"]),
+        ("person", "name", SET, "", InvalidValue, ["person.name"]),
+        ("person", "name", SET, None, InvalidValue, ["person.name"]),  # required
+        ("need", "category", SET, "买菜", InvalidValue, ["need.category", "买菜"]),
+        ("need", "status", SET, "done", InvalidValue, ["need.status"]),
+        ("person", "id_number", SET, "51090319480301123", InvalidValue, ["person.id_number"]),
+        ("person", "id_number", SET, "5109031948030112Xa", InvalidValue, ["person.id_number"]),
+        ("person", "unit", SET, "510903", InvalidValue, ["person.unit"]),
+        ("service", "minutes", SET, -1, InvalidValue, ["service.minutes"]),
+        ("service", "minutes", SET, "45", InvalidValue, ["service.minutes"]),  # strict: no coercion
+        ("person", "groups", SET, "老年人", InvalidValue, ["person.groups", "set field", "add or remove"]),
+        ("person", "groups", ADD, "买菜", InvalidValue, ["person.groups"]),
+        ("person", "name", ADD, "张三", InvalidValue, ["person.name", "register"]),
+        ("person", "nickname", SET, "x", UnknownField, ["nickname", "person"]),
+        ("resident", "name", SET, "x", UnknownCollection, ["resident", "person, service, unit"]),
+    ],
+)
+def test_validate_refuses_bad_values_naming_the_field(
+    coll: str, name: str, kind: int, value: Any, error: type[SyncError], words: list[str]
+) -> None:
+    with pytest.raises(error) as exc:
+        SCHEMA.validate(coll, name, kind, value)
+    for word in words:
+        assert word in exc.value.message
+    assert exc.value.status == 400
+    assert exc.value.details["collection"] == coll
+
+
+def test_invalid_value_passes_msgspecs_reason_through() -> None:
+    with pytest.raises(InvalidValue, match=r"身份证号.*regex"):
+        SCHEMA.validate("person", "id_number", SET, "123")
+
+
+def test_retired_fields_still_validate_and_future_fields_do_not() -> None:
+    fields = {
+        "phone": Field("phone", str, "电话", retired=2),
+        "wechat": Field("wechat", str, "微信", since=3),
+    }
+    schema = Schema(2, {"contact": Collection("contact", "联系方式", fields)})
+    assert schema.validate("contact", "phone", SET, "13800138000") == "13800138000"
+    with pytest.raises(UnknownField, match="wechat"):
+        schema.validate("contact", "wechat", SET, "x")
+
+
+def test_every_collection_has_a_deleted_register_under_review() -> None:
+    for coll in SCHEMA.collections.values():
+        f = coll.fields[DELETED]
+        assert (f.type, f.merge, f.review) == (bool, "register", True)
+        assert SCHEMA.needs_review(coll.name, DELETED)
+
+
+def test_field_kinds() -> None:
+    assert SCHEMA.is_set("person", "groups")
+    assert not SCHEMA.is_set("person", "name")
+    assert not SCHEMA.is_set("nowhere", "groups")
+    assert SCHEMA.needs_review("person", "name")
+    assert not SCHEMA.needs_review("person", "notes")
+    assert SCHEMA.collection("unit").unit_field == "code"
+
+
+def test_need_transitions_only_name_known_statuses() -> None:
+    assert set(NEED_TRANSITIONS) == set(STATUSES)
+    for status, targets in NEED_TRANSITIONS.items():
+        assert status not in targets
+        assert set(targets) <= set(STATUSES)
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("51090319480301123X", "5109**********123X"),
+        ("510903194803011234", "5109**********1234"),
+        ("12345678", "********"),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_mask_id_number(raw: str | None, masked: str) -> None:
+    assert mask_id_number(raw) == masked
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("13800138000", "138****8000"),
+        (" 13800138000 ", "138****8000"),
+        ("123456", "******"),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_mask_phone(raw: str | None, masked: str) -> None:
+    assert mask_phone(raw) == masked

@@ -1,0 +1,248 @@
+"""Tests for sync.store: the op log, applying batches, high-water marks and the read side."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sync import Editor, Op, Store, uuid7
+from sync.types import SET
+
+MakeEditor = Callable[..., Editor]
+Replica = Callable[[Store], Store]
+
+T0 = 1_700_000_000_000
+VILLAGE = "510903001001"
+TOWNSHIP = "510903001000"
+TOWNSHIP_RANGE = ("510903001000", "510903001999")
+
+
+def _op(site: str, counter: int, record: str, field: str = "name", value: Any = "张三", pred: Any = ()) -> Op:
+    return Op(site, counter, (T0 + counter) << 16, "person", record, field, SET, value, pred,
+              "wang.cun", VILLAGE, 1)
+
+
+def _person(editor: Editor, name: str = "张三", unit: str = VILLAGE, **more: Any) -> str:
+    return editor.create("person", {"name": name, "unit": unit, **more})
+
+
+def _all_ops(store: Store) -> list[Op]:
+    return [op for _, op in store.ops_since(0)]
+
+
+def _sites(store: Store) -> int:
+    (n,) = store.conn.execute("SELECT count(*) FROM sites").fetchone()
+    return int(n)
+
+
+# --- a file store ------------------------------------------------------------------------------
+
+def test_file_store_uses_wal_and_survives_reopen(db_path: Path, make_editor: MakeEditor) -> None:
+    with Store(db_path) as s:
+        assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        ed = make_editor(s)
+        rid = _person(ed, groups=["老年人"])
+        ed.update(rid, {"name": "张叁"})
+        digest, ops = s.digest(), _all_ops(s)
+    with Store(db_path) as again:
+        assert again.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert again.digest() == digest
+        assert _all_ops(again) == ops
+        # a new editor on the same device numbers on from where the last one stopped
+        (op,) = make_editor(again).update(rid, {"name": "张山"})
+        assert op.counter == len(ops) + 1
+
+
+# --- apply ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def batch(make_editor: MakeEditor) -> list[Op]:
+    "Ops from another replica: two persons, an edit and a set change"
+    with Store() as other:
+        ed = make_editor(other, "village", device="tab-other")
+        a = _person(ed, "张三", groups=["老年人", "独居"])
+        _person(ed, "李四")
+        ed.update(a, {"name": "张叁", "groups": ["老年人"]})
+        return _all_ops(other)
+
+
+def test_apply_is_one_transaction(store: Store, batch: list[Op], monkeypatch: pytest.MonkeyPatch) -> None:
+    store.apply(batch[:2])
+    before = store.digest()
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("disk went away")
+
+    # the last step of a batch: op rows, records and conflicts are written by then
+    monkeypatch.setattr(store, "_advance_site", fail)
+    with pytest.raises(RuntimeError, match="disk went away"):
+        store.apply(batch[2:])
+    monkeypatch.undo()
+    assert store.digest() == before
+    assert store.count_ops() == 2
+    assert store.high_water()["tab-other"].max_counter == 2
+    # the failed batch left nothing behind that spoils a retry
+    assert store.apply(batch).new == len(batch) - 2
+    assert _all_ops(store) == batch
+
+
+def test_an_op_row_that_fails_mid_batch_writes_nothing(store: Store, batch: list[Op]) -> None:
+    bad = _op("tab-bad", 1, batch[0].record, value=object())
+    with pytest.raises(TypeError):
+        store.apply([*batch[:3], bad, *batch[3:]])
+    assert store.count_ops() == 0
+    assert store.digest() == {}
+    assert _sites(store) == 0
+    assert store.apply(batch).new == len(batch)
+
+
+def test_duplicates_within_and_across_batches(store: Store, batch: list[Op]) -> None:
+    first = store.apply([batch[0], batch[1], batch[0], batch[1], batch[2]])
+    assert (first.new, first.duplicates, first.records) == (3, 2, 1)
+    assert (first.first_seq, first.last_seq) == (1, 3)
+    second = store.apply(batch)
+    assert (second.new, second.duplicates) == (len(batch) - 3, 3)
+    again = store.apply(batch)
+    assert (again.new, again.duplicates, again.records) == (0, len(batch), 0)
+    assert store.count_ops() == len(batch)
+
+
+def test_ops_may_arrive_before_the_ops_their_pred_names(store: Store, replica: Replica) -> None:
+    rid = uuid7()
+    a = _op("tab-a", 1, rid, value="张三")
+    b = _op("tab-b", 1, rid, value="张叁", pred=(a.id,))
+    store.apply([b])
+    store.apply([a])
+    assert store.get(rid).data == {"name": "张叁"}  # type: ignore[union-attr]
+    assert store.live_ids(rid) == [("tab-b", 1)]
+    in_order = Store()
+    in_order.apply([a])
+    in_order.apply([b])
+    assert store.digest() == in_order.digest()
+    # and inside one batch, in either order
+    for ops in ([a, b], [b, a]):
+        with Store() as s:
+            s.apply(ops)
+            assert s.digest() == in_order.digest()
+    in_order.close()
+
+
+def test_high_water_marks_and_missing_counters(store: Store) -> None:
+    rid = uuid7()
+    store.apply([_op("tab-7", c, rid, value=f"v{c}") for c in range(1, 41)])
+    store.apply([_op("tab-7", c, rid, value=f"v{c}") for c in range(44, 51)])
+    store.apply([_op("tab-9", c, rid, value=f"w{c}") for c in (2, 3)])
+    hw = store.high_water()
+    assert (hw["tab-7"].contiguous, hw["tab-7"].max_counter) == (40, 50)
+    assert hw["tab-7"].last_hlc == (T0 + 50) << 16
+    assert (hw["tab-9"].contiguous, hw["tab-9"].max_counter) == (0, 3)
+    assert store.missing_counters("tab-7") == [(41, 43)]
+    assert store.missing_counters("tab-9") == [(1, 1)]
+    assert store.missing_counters("tab-unknown") == []
+    store.apply([_op("tab-7", c, rid, value=f"v{c}") for c in (42, 41, 43)])
+    assert (store.high_water()["tab-7"].contiguous, store.missing_counters("tab-7")) == (50, [])
+    assert store.last_hlc() == (T0 + 50) << 16
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+def test_records_by_collection_unit_and_code_range(store: Store, village: Editor) -> None:
+    here = _person(village, "张三")
+    next_door = _person(village, "李四", unit="510903001002")
+    other_township = _person(village, "王五", unit="510904001001")
+    need = village.create("need", {"person": here, "unit": VILLAGE, "category": "生活物资"})
+    gone = _person(village, "赵六")
+    village.delete(gone)
+
+    def ids(**kw: Any) -> set[str]:
+        return {r.id for r in store.records(**kw)}
+
+    assert ids(coll="person") == {here, next_door, other_township}
+    assert ids(coll="need") == {need}
+    assert ids(unit=VILLAGE) == {here, need}
+    assert ids(coll="person", units=TOWNSHIP_RANGE) == {here, next_door}
+    assert ids(units=TOWNSHIP_RANGE) == {here, next_door, need}
+    assert gone in ids(coll="person", include_deleted=True)
+    assert len(store.records(limit=2)) == 2
+    rec = store.get(here)
+    assert rec is not None and (rec.coll, rec.unit, rec.data["name"]) == ("person", VILLAGE, "张三")
+
+
+def test_history_lists_who_device_tier_and_old_to_new(store: Store, village: Editor, township: Editor) -> None:
+    rid = _person(village, "张三")
+    village.update(rid, {"name": "张叁"})
+    township.update(rid, {"name": "张山"})
+    names = [c for c in store.history(rid) if c.field == "name"]
+    assert [(c.user, c.device, c.tier, c.kind, c.old, c.new) for c in names] == [
+        ("wang.cun", "tab-village-1", "village", "set", [], "张三"),
+        ("wang.cun", "tab-village-1", "village", "set", ["张三"], "张叁"),
+        ("li.zhen", "node-510903001000", "township", "set", ["张叁"], "张山"),
+    ]
+    assert names[2].unit == TOWNSHIP
+    assert [c.seq for c in store.history(rid)] == sorted(c.seq for c in store.history(rid))
+
+
+def test_conflicts_list_the_competing_values_and_their_authors(
+    store: Store, village: Editor, make_editor: MakeEditor, replica: Replica
+) -> None:
+    rid = _person(village, "张三")
+    node = replica(store)
+    make_editor(node, "township").update(rid, {"name": "张山"})  # concurrent with the village's edit
+    village.update(rid, {"name": "张叁"})
+    store.apply(_all_ops(node))
+    rec = store.get(rid)
+    assert rec is not None and rec.conflicts == ["name"] and rec.data["name"] == "张山"
+    (c,) = store.conflicts()
+    assert (c.record, c.coll, c.unit, c.field, c.winner) == (rid, "person", VILLAGE, "name", "张山")
+    assert [(o.value, o.user, o.device, o.tier, o.unit) for o in c.candidates] == [
+        ("张山", "li.zhen", "node-510903001000", "township", TOWNSHIP),
+        ("张叁", "wang.cun", "tab-village-1", "village", VILLAGE),
+    ]
+    assert store.conflicts(unit=VILLAGE) == [c]
+    assert store.conflicts(units=TOWNSHIP_RANGE) == [c]
+    assert store.conflicts(record=rid) == [c]
+    assert store.conflicts(unit="510903001002") == []
+    # a write that saw both values closes it
+    village.resolve(rid, "name", "张叁")
+    assert store.conflicts() == []
+    assert store.get(rid).data["name"] == "张叁"  # type: ignore[union-attr]
+
+
+def test_live_ops_reproduce_the_records_on_a_fresh_store(
+    store: Store, village: Editor, township: Editor, make_editor: MakeEditor, replica: Replica
+) -> None:
+    a = _person(village, "张三", groups=["老年人", "独居"])
+    b = _person(village, "李四")
+    c = _person(village, "王五")
+    village.update(a, {"name": "张叁", "groups": ["老年人", "儿童"]})
+    node = replica(store)
+    make_editor(node, "township").update(b, {"name": "李肆"})
+    village.update(b, {"name": "李思"})
+    store.apply(_all_ops(node))
+    township.delete(c)
+    wanted = [a, b, c]
+    live = store.live_ops(wanted)
+    assert len(live) < store.count_ops()
+    with Store() as fresh:
+        fresh.apply(live)
+        assert fresh.digest() == {r: store.digest()[r] for r in wanted}
+        assert fresh.get(b).conflicts == ["name"]  # type: ignore[union-attr]
+
+
+def test_dead_marks_an_op_as_superseded_on_arrival(store: Store) -> None:
+    rid = uuid7()
+    base = _op("tab-a", 1, rid, value="张三")
+    mine = _op("tab-a", 2, rid, value="张叁", pred=(base.id,))
+    theirs = _op("tab-b", 1, rid, value="张山", pred=(base.id,))
+    store.apply([base])
+    with Store() as plain:
+        plain.apply([base, mine, theirs])
+        assert plain.get(rid).conflicts == ["name"]  # type: ignore[union-attr]
+    store.apply([mine, theirs], dead={mine.id})
+    rec = store.get(rid)
+    assert rec is not None and (rec.data, rec.conflicts) == ({"name": "张山"}, [])
+    assert store.live_ids(rid) == [("tab-b", 1)]
+    assert store.count_ops() == 3  # kept in the log all the same

@@ -1,0 +1,193 @@
+"""Tests for sync.wire: packed op batches, the sync messages in MessagePack and JSON, and gzip bodies."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pytest
+
+from sync import MalformedBody, Op, OpBatch, SyncRequest, SyncResponse, TooLarge, pack_ops, unpack_ops, uuid7
+from sync.types import ADD, REMOVE, SET
+from sync.wire import WireAuthor, compress, decode, decompress, encode, format_for, media_type, ops_values_size
+
+T0 = 1_700_000_000_000 << 16
+VILLAGE = "510903001001"
+TOWNSHIP = "510903001000"
+
+
+def _ops() -> list[Op]:
+    "Ops from two devices and three authors, with preds naming both devices"
+    p, n = uuid7(), uuid7()
+    return [
+        Op("tab-1", 1, T0 + 1, "person", p, "name", SET, "张三", (), "wang", VILLAGE, 1),
+        Op("tab-1", 2, T0 + 2, "person", p, "groups", ADD, "老年人", (), "wang", VILLAGE, 1),
+        Op("tab-1", 3, T0 + 3, "person", p, "groups", REMOVE, "老年人", (("tab-1", 2),), "wang", VILLAGE, 1),
+        Op("node-t", 1, T0 + 4, "person", p, "name", SET, "张叁", (("tab-1", 1),), "li", TOWNSHIP, 2),
+        Op("tab-1", 4, T0 + 5, "need", n, "minutes", SET, 45, (), "zhang", VILLAGE, 1),
+        Op("tab-1", 5, T0 + 6, "need", n, "notes", SET, None, (("node-t", 1), ("tab-1", 4)), "wang", VILLAGE, 1),
+    ]
+
+
+def _request(ops: list[Op], dead: Any = ()) -> SyncRequest:
+    return SyncRequest(protocol=1, device="tab-1", cursor=17, epoch="e1", ops=pack_ops(ops, dead),
+                       client_time=T0 >> 16, app_version="0.1.0")
+
+
+def test_pack_unpack_round_trip() -> None:
+    ops = _ops()
+    batch = pack_ops(ops, dead=[("tab-1", 1), ("tab-1", 2)])
+    assert batch.devices == ["tab-1", "node-t"]
+    assert len(batch.authors) == 3  # (tab-1, wang), (tab-1, zhang), (node-t, li)
+    assert batch.dead == [0, 1]
+    assert unpack_ops(batch) == (ops, {("tab-1", 1), ("tab-1", 2)})
+    assert unpack_ops(pack_ops([])) == ([], set())
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "json"])
+def test_sync_request_round_trips(fmt: Any) -> None:
+    ops = _ops()
+    req = _request(ops, dead=[("node-t", 1)])
+    got = decode(encode(req, fmt), SyncRequest, fmt)
+    assert got == req
+    assert unpack_ops(got.ops) == (ops, {("node-t", 1)})
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "json"])
+def test_sync_response_round_trips(fmt: Any) -> None:
+    ops = _ops()
+    resp = SyncResponse(protocol=1, acked=3, ops=pack_ops(ops, [ops[0].id]), cursor=99, more=True,
+                        server_time=T0 >> 16, epoch="e1", removed=[uuid7()], bootstrapping=True)
+    got = decode(encode(resp, fmt), SyncResponse, fmt)
+    assert got == resp
+    assert unpack_ops(got.ops) == (ops, {ops[0].id})
+
+
+def test_request_fields_have_defaults() -> None:
+    req = decode(encode({"protocol": 1, "device": "tab-1"}), SyncRequest)
+    assert (req.cursor, req.ops, req.limit, req.schema_version) == (0, OpBatch(), 5000, 1)
+
+
+def test_unknown_fields_are_ignored_for_schema_evolution() -> None:
+    body = encode({"protocol": 1, "device": "tab-1", "battery": 80}, "json")
+    assert decode(body, SyncRequest, "json").device == "tab-1"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "body", "word"),
+    [("msgpack", b"\xc1", "MessagePack"), ("json", b'{"protocol": 1,', "JSON"), ("json", b"\x00\xff", "JSON")],
+)
+def test_malformed_bytes(fmt: Any, body: bytes, word: str) -> None:
+    with pytest.raises(MalformedBody) as exc:
+        decode(body, SyncRequest, fmt)
+    assert f"not valid {word}" in exc.value.message
+    assert (exc.value.status, exc.value.code) == (400, "malformed_body")
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "json"])
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"protocol": 1, "device": "tab-1", "ops": "none"}, "$.ops"),
+        ({"protocol": "1", "device": "tab-1"}, "$.protocol"),
+        ({"device": "tab-1"}, "protocol"),
+        ({"protocol": 1, "device": "tab-1", "ops": [[], [], [[0, 1, 2, "person", b"\x01" * 16, "name", "k"]]]},
+         "$.ops[2][0][6]"),
+    ],
+)
+def test_wrong_types_name_the_path(fmt: Any, body: dict[str, Any], path: str) -> None:
+    with pytest.raises(MalformedBody) as exc:
+        decode(encode(body, fmt), SyncRequest, fmt)
+    assert path in exc.value.message
+    assert exc.value.message.startswith("the body does not match the protocol")
+
+
+def _mangled(change: Callable[[OpBatch], None]) -> OpBatch:
+    batch = pack_ops(_ops())
+    change(batch)
+    return batch
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda b: setattr(b.ops[0], "author", len(b.authors)), id="author-past-end"),
+        pytest.param(lambda b: setattr(b.ops[0], "author", -1), id="author-negative"),
+        pytest.param(lambda b: b.authors.__setitem__(0, WireAuthor(2, "wang", VILLAGE, 1)),
+                     id="author-device-past-end"),
+        pytest.param(lambda b: b.authors.__setitem__(0, WireAuthor(-1, "wang", VILLAGE, 1)),
+                     id="author-device-negative"),
+        pytest.param(lambda b: setattr(b.ops[2], "pred", [5, 2]), id="pred-device-past-end"),
+        pytest.param(lambda b: setattr(b.ops[2], "pred", [-1, 2]), id="pred-device-negative"),
+        pytest.param(lambda b: setattr(b.ops[2], "pred", [0]), id="pred-odd"),
+        pytest.param(lambda b: setattr(b, "dead", [len(b.ops)]), id="dead-past-end"),
+        pytest.param(lambda b: setattr(b, "dead", [-1]), id="dead-negative"),
+        pytest.param(lambda b: setattr(b.ops[0], "record", b"\x01" * 15), id="record-short"),
+    ],
+)
+def test_bad_indexes_are_malformed(change: Callable[[OpBatch], None]) -> None:
+    with pytest.raises(MalformedBody):
+        unpack_ops(_mangled(change))
+
+
+def test_pack_refuses_a_record_id_that_is_not_a_uuid() -> None:
+    op = _ops()[0]
+    with pytest.raises(MalformedBody, match="not a UUID"):
+        pack_ops([msgspec.structs.replace(op, record="not-a-uuid")])
+
+
+def test_decompress_round_trip_and_limit() -> None:
+    body = encode(_request(_ops()))
+    assert decompress(compress(body), limit=len(body)) == body
+    with pytest.raises(TooLarge) as exc:
+        decompress(compress(body), limit=len(body) - 1)
+    assert exc.value.status == 413
+
+
+def test_decompress_refuses_a_gzip_bomb() -> None:
+    bomb = compress(b"\0" * (64 << 20))
+    assert len(bomb) < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooLarge) as exc:
+            decompress(bomb, limit=1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert exc.value.details == {"limit": 1 << 20}
+    assert "limit" in exc.value.message
+    assert peak < 16 << 20  # it stopped inflating near the limit, not after 64 MiB
+
+
+def test_decompress_refuses_what_is_not_gzip() -> None:
+    with pytest.raises(MalformedBody, match="gzip"):
+        decompress(b"\x93\x01\x02\x03", limit=1000)
+
+
+def test_decompress_refuses_a_truncated_body() -> None:
+    # an upload cut off mid-way must not be taken for a shorter body
+    body = compress(encode(_request(_ops())))
+    with pytest.raises(MalformedBody, match="gzip"):
+        decompress(body[: len(body) // 2], limit=1 << 20)
+
+
+def test_a_packed_single_field_edit_is_small() -> None:
+    op = Op("tab-village-1", 1234, T0 + 99, "person", uuid7(), "name", SET, "张叁", (("tab-village-1", 1200),),
+            "wang.cun", VILLAGE, 1)
+    (wire_op,) = pack_ops([op]).ops
+    overhead = len(msgspec.msgpack.encode(wire_op)) - ops_values_size([op])
+    assert overhead < 60
+    # in a batch, devices and authors are listed once: per op, the overhead stays under that
+    ops = [msgspec.structs.replace(op, counter=1234 + i, record=uuid7()) for i in range(100)]
+    batch_size = len(encode(pack_ops(ops)))
+    assert (batch_size - ops_values_size(ops)) / len(ops) < 60
+
+
+def test_formats() -> None:
+    assert format_for("application/json; charset=utf-8") == "json"
+    assert format_for("application/msgpack") == "msgpack"
+    assert format_for(None) == "msgpack"
+    assert media_type("json") == "application/json"
+    assert media_type("msgpack") == "application/msgpack"
