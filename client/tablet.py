@@ -250,6 +250,7 @@ class Tablet:
                 protocol=PROTOCOL_VERSION, device=self.device, cursor=int(self._get("cursor", "0")),
                 page=self._get("page"), epoch=self._get("epoch"), ops=pack_ops(pending), limit=limit,
                 client_time=self.clock.clock(), app_version=APP_VERSION,
+                cursor_check=self._get("cursor_check"),
             )
             t_round = time.perf_counter()
             try:
@@ -265,12 +266,14 @@ class Tablet:
             ops, dead = unpack_ops(resp.ops)
             with self.store.transaction():
                 self.store.apply(ops, dead=dead)
-                if resp.removed:
-                    self._forget(resp.removed)
                 acked_before = self.acked()
                 for k, v in (("acked", resp.acked), ("cursor", resp.cursor), ("page", resp.page),
-                             ("epoch", resp.epoch), ("last_sync", int(time.time()))):
+                             ("epoch", resp.epoch), ("last_sync", int(time.time())),
+                             ("cursor_check", resp.cursor_check)):
                     self._set(k, str(v))
+                leaving = [r for r in self._get("leaving").split(",") if r] + list(resp.removed)
+                if leaving:
+                    self._forget(leaving)
             report.sent += max(0, min(len(pending), resp.acked - acked_before))
             report.received += len(ops)
             report.removed += len(resp.removed)
@@ -344,3 +347,5 @@ class Tablet:
             "SELECT DISTINCT o.record FROM ops o JOIN sites s ON s.id = o.site"
             " WHERE s.device = ? AND o.counter > ?", (self.device, self.acked()))}
         self.store.forget([r for r in records if r not in keep])
+        # records kept for their unsent edits leave once the node has acknowledged them
+        self._set("leaving", ",".join(dict.fromkeys(r for r in records if r in keep)))

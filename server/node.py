@@ -174,6 +174,9 @@ class Node:
     def sync(self, dev: Device, req: SyncRequest) -> SyncResponse:
         "One round trip: push, acknowledge, pull. Any request may be retried."
         self.check_protocol(req)
+        if dev.revoked and dev.wipe:
+            raise DeviceRevoked("this tablet was revoked and is to erase its local data; nothing was "
+                                "written. Ask the township to enrol it again", details={"wipe": True})
         if req.device != dev.device:
             raise ForgedOp(f"request names device {req.device!r} but the token belongs to {dev.device!r}")
         ops, _dead = unpack_ops(req.ops)
@@ -181,8 +184,6 @@ class Node:
             raise TooLarge(f"{len(ops)} ops in one request; send at most {MAX_BATCH}",
                            details={"limit": MAX_BATCH})
         now = wall_ms()
-        if ops and dev.revoked and dev.wipe:
-            ops = []
         with self.store.lock:
             self._check_ops(dev, ops, now)
             try:
@@ -201,6 +202,7 @@ class Node:
                 raise
             acked = self._acked(dev.device)
             if dev.revoked:
+                # a revoked tablet without wipe may still push what it holds, but pulls nothing
                 return SyncResponse(protocol=PROTOCOL_VERSION, acked=acked, ops=pack_ops([]),
                                     cursor=req.cursor, more=False, server_time=self.clock.now(),
                                     epoch=self.epoch)
@@ -278,8 +280,10 @@ class Node:
         limit = max(1, min(req.limit, MAX_PULL))
         conn = self.store.conn
         server_time = self.clock.now()
-        cursor = req.cursor if req.epoch == self.epoch else 0
-        page = req.page if req.epoch == self.epoch else ""
+        trusted = req.epoch == self.epoch and (not req.cursor_check
+                                               or self._cursor_check(req.cursor) == req.cursor_check)
+        cursor = req.cursor if trusted else 0
+        page = req.page if trusted else ""
         if cursor == 0 or page:
             # bootstrap: the current state of the scope, a page of records at a time
             if cursor == 0:
@@ -299,7 +303,7 @@ class Node:
                 protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops(ops),
                 cursor=cursor, more=not done or self.store.max_seq() > cursor,
                 server_time=server_time, epoch=self.epoch,
-                page="" if done else rows[-1][0], bootstrapping=not done,
+                cursor_check=self._cursor_check(cursor), page="" if done else rows[-1][0], bootstrapping=not done,
             )
         top = self.store.max_seq()
         row = conn.execute("SELECT id FROM sites WHERE device = ?", (dev.device,)).fetchone()
@@ -342,7 +346,14 @@ class Node:
         return SyncResponse(
             protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops(ops, dead),
             cursor=new_cursor, more=more, server_time=server_time, epoch=self.epoch, removed=removed,
+            cursor_check=self._cursor_check(new_cursor),
         )
+
+    def _cursor_check(self, seq: int) -> str:
+        row = self.store.conn.execute(
+            "SELECT s.device, o.counter FROM ops o JOIN sites s ON s.id = o.site WHERE o.seq = ?", (seq,)
+        ).fetchone()
+        return f"{row[0]}:{row[1]}" if row else ""
 
     def _units(self, records: list[str]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}

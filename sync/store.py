@@ -86,6 +86,13 @@ def materialize(coll: str, state: State, schema: Schema = SCHEMA, unit_field: st
             continue
         if name != ufield:  # a delete keeps the record's unit, so it stays in its village's scope
             others_live = True
+        if len(entries) == 1:
+            e = entries[0]
+            if e.kind == SET:
+                data[name] = e.value
+            elif e.kind == ADD:
+                data[name] = [e.value]
+            continue
         regs = [e for e in entries if e.kind == SET]
         adds = [e for e in entries if e.kind == ADD]
         if regs:
@@ -236,6 +243,8 @@ class Store:
         conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("PRAGMA cache_size=-65536")
+        # a batch can write more pages than the default checkpoint size: don't checkpoint every commit
+        conn.execute("PRAGMA wal_autocheckpoint=20000")
         conn.executescript(_SCHEMA_SQL)
         self.conn = conn
         self.lock = threading.RLock()
@@ -510,8 +519,10 @@ class Store:
                 conflict_records.append(rid)
                 conflict_rows.extend((rid, f, coll, m.unit, record_seq[rid]) for f in m.conflicts)
         conn.executemany(
-            "INSERT OR REPLACE INTO records (id, coll, unit, deleted, conflicts, data, state, seq, unit_seq)"
-            " VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO records (id, coll, unit, deleted, conflicts, data, state, seq, unit_seq)"
+            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET unit = excluded.unit,"
+            " deleted = excluded.deleted, conflicts = excluded.conflicts, data = excluded.data,"
+            " state = excluded.state, seq = excluded.seq, unit_seq = excluded.unit_seq",
             record_rows,
         )
         if conflict_records:

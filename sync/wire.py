@@ -70,6 +70,8 @@ class SyncRequest(msgspec.Struct, kw_only=True):
     client_time: int = 0
     app_version: str = ""
     schema_version: int = 1
+    #: the node's check of ``cursor`` from its last answer
+    cursor_check: str = ""
 
 
 class SyncResponse(msgspec.Struct, kw_only=True):
@@ -87,6 +89,8 @@ class SyncResponse(msgspec.Struct, kw_only=True):
     #: True while the node is still sending a bootstrap of the current state
     bootstrapping: bool = False
     page: str = ""
+    #: names the op at ``cursor``: a node restored from a backup no longer holds it there
+    cursor_check: str = ""
 
 
 class ErrorDetail(msgspec.Struct):

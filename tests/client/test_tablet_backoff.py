@@ -1,0 +1,131 @@
+"""The tablet's retries: a node that cannot be reached, or answers 502/503/504/507, is tried again after
+0.5 s, 1 s, 2 s, ... (capped at 30 s); after the last retry the tablet gives up with ``NodeUnreachable``
+and keeps every op. No server: the node is an ``httpx.MockTransport``, the waits are recorded."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from client.tablet import NodeUnreachable, SyncFailed, Tablet
+from sync.hlc import pack, wall_ms
+from sync.wire import (
+    MSGPACK, PROTOCOL_VERSION, SyncRequest, SyncResponse, decode, encode, pack_ops, unpack_ops,
+)
+
+VILLAGE = "510903001001"
+
+
+class FlakyNode:
+    """A node that fails as scripted (``"connect"`` for a refused connection, or an HTTP status), then
+    acknowledges every op it is sent"""
+
+    def __init__(self, *failures: str | int) -> None:
+        self.failures = list(failures)
+        self.bodies: list[bytes] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(request.content)
+        if self.failures:
+            failure = self.failures.pop(0)
+            if failure == "connect":
+                raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+            return httpx.Response(int(failure), json={"error": {
+                "code": "unavailable", "message": "the node is busy; retry later", "details": None}})
+        assert request.headers["authorization"] == "Bearer t0ken"
+        req = decode(gzip.decompress(request.content), SyncRequest)
+        ops, _ = unpack_ops(req.ops)
+        resp = SyncResponse(protocol=PROTOCOL_VERSION, acked=max((o.counter for o in ops), default=0),
+                            ops=pack_ops([]), cursor=7, more=False, server_time=pack(wall_ms()), epoch="e1")
+        return httpx.Response(200, content=encode(resp), headers={"content-type": MSGPACK})
+
+
+class Rig:
+    def __init__(self, tmp_path: Path) -> None:
+        self.sleeps: list[float] = []
+        self.node = FlakyNode()
+        self.client = httpx.Client(transport=httpx.MockTransport(lambda r: self.node(r)))
+        self.tablet = Tablet(tmp_path / "tablet.db", client=self.client, sleep=self.sleeps.append)
+        for k, v in {"server": "http://township.test", "token": "t0ken", "device": "tab-1", "user": "wang",
+                     "unit": VILLAGE, "tier": "village"}.items():
+            self.tablet.store.set_meta(k, v)
+        person = self.tablet.create("person", {"name": "张秀英", "groups": ["老年人", "独居"]})
+        self.tablet.create("need", {"person": person, "category": "养老服务"})
+        self.pending = self.tablet.pending()
+        assert self.pending == 7
+
+    def close(self) -> None:
+        self.tablet.close()
+        self.client.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def test_waits_double_through_refused_connections_and_a_503_then_the_sync_completes(rig: Rig) -> None:
+    rig.node = FlakyNode("connect", "connect", "connect", 503)
+
+    report = rig.tablet.sync()
+
+    assert rig.sleeps == [0.5, 1.0, 2.0, 4.0]
+    assert report.retries == 4
+    assert len(rig.node.bodies) == 5 and len(set(rig.node.bodies)) == 1, "a retry resends the same request"
+    assert rig.tablet.pending() == 0
+    assert rig.tablet.acked() == rig.pending
+    assert report.sent == rig.pending
+
+
+def test_the_wait_starts_from_the_backoff_given(rig: Rig) -> None:
+    rig.node = FlakyNode(502, 504, 507)
+    rig.tablet.sync(backoff=0.1)
+    assert rig.sleeps == [0.1, 0.2, 0.4]
+    assert rig.tablet.pending() == 0
+
+
+def test_the_wait_is_capped_at_thirty_seconds(rig: Rig) -> None:
+    rig.node = FlakyNode(*["connect"] * 9)
+    rig.tablet.sync(retries=9)
+    assert rig.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert rig.tablet.pending() == 0
+
+
+def test_after_the_last_retry_the_node_is_unreachable_and_every_op_is_kept(rig: Rig) -> None:
+    rig.node = FlakyNode(*["connect"] * 10)
+
+    with pytest.raises(NodeUnreachable, match="7 ops are kept"):
+        rig.tablet.sync(retries=3)
+
+    assert rig.sleeps == [0.5, 1.0, 2.0]
+    assert len(rig.node.bodies) == 4
+    assert rig.tablet.pending() == rig.pending
+    assert rig.tablet.acked() == 0
+
+    rig.tablet.sync()  # the node is back
+    assert rig.tablet.pending() == 0
+
+
+def test_a_node_busy_past_the_last_retry_is_reported_with_its_error(rig: Rig) -> None:
+    rig.node = FlakyNode(*[503] * 10)
+    with pytest.raises(SyncFailed) as e:
+        rig.tablet.sync(retries=2)
+    assert (e.value.status, e.value.code) == (503, "unavailable")
+    assert rig.sleeps == [0.5, 1.0]
+    assert rig.tablet.pending() == rig.pending
+
+
+def test_a_refusal_is_not_retried(rig: Rig) -> None:
+    rig.node = FlakyNode(400)
+    with pytest.raises(SyncFailed) as e:
+        rig.tablet.sync()
+    assert e.value.status == 400
+    assert rig.sleeps == []
+    assert len(rig.node.bodies) == 1
+    assert rig.tablet.pending() == rig.pending

@@ -1,0 +1,198 @@
+"""The end-to-end harness: a real node (hypercorn, as ``cunsync serve``) in a subprocess on 127.0.0.1,
+and helpers that look straight into SQLite files to check what a node or a tablet holds.
+
+    NodeProcess    one node subprocess on a fixed port and database: start(), stop() (SIGTERM),
+                   kill() (SIGKILL, like pulling the plug), start() again on the same port and database
+    node_digest    the node's ``Store.digest()``, or only the records that belong to one village
+    op_count       how many ops a database holds
+    device_ops     (ops, distinct counters, lowest, highest counter) of one device's ops in a database
+    integrity      ``PRAGMA integrity_check``
+    populate       a tablet's worker registers residents, each with a need and a service
+    no_sleep       a back-off that does not wait
+
+Fixtures built on these live in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from client.tablet import Tablet
+from sync.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TOWNSHIP = "510903001000"  # 育才路街道
+V1, V2, V3 = "510903001001", "510903001002", "510903001003"  # 育才社区, 广场社区, 和平社区
+VILLAGES = (V1, V2, V3)
+
+#: ``enrol(unit, user, tier="village") -> (device, token)`` (the fixture)
+Enrol = Callable[..., tuple[str, str]]
+#: ``make_tablet(token, name=None, **kw) -> Tablet`` (the fixture)
+MakeTablet = Callable[..., Tablet]
+
+#: How long a node may take to answer /api/health after it is started.
+START_TIMEOUT = 15.0
+
+
+def no_sleep(seconds: float) -> None:
+    "A tablet's back-off that does not wait"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NodeProcess:
+    """A township node served by hypercorn in a subprocess, as an operator runs it.
+
+    Its output goes to ``<db>.log``; a node that dies or never answers raises with that output.
+    """
+
+    def __init__(self, db: Path, unit: str = TOWNSHIP, *, port: int | None = None) -> None:
+        self.db = Path(db)
+        self.unit = unit
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = self.db.with_suffix(".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> NodeProcess:
+        "Start the node (again: same port, same database) and wait until /api/health answers"
+        assert not self.running, "the node is already running"
+        self.starts += 1
+        with open(self.log, "ab") as log:
+            log.write(f"--- start {self.starts} ---\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from client.cli import cli; cli()", "serve",
+                 "--db", str(self.db), "--unit", self.unit, "--bind", f"127.0.0.1:{self.port}"],
+                cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the node exited with status {self.proc.returncode} before answering "
+                                   f"/api/health; its output:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/api/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"the node did not answer /api/health within {START_TIMEOUT} s; "
+                                   f"its output:\n{self.output()}")
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-4000:]
+        except OSError:
+            return "(no output)"
+
+    def kill(self) -> None:
+        "SIGKILL: no shutdown, no checkpoint, like a power cut"
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        "SIGTERM: the node shuts down cleanly"
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise RuntimeError(
+                    f"the node did not stop on SIGTERM; its output:\n{self.output()}") from None
+
+    def health(self) -> dict[str, Any]:
+        r = httpx.get(self.url + "/api/health", timeout=5.0)
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+
+# -- looking into databases -----------------------------------------------------------------------
+
+Digest = dict[str, tuple[Any, ...]]
+
+
+def node_digest(db: Path, unit: str | None = None) -> Digest:
+    "The node's digest (see ``Store.digest``), or only the records that belong to ``unit``"
+    with Store(db) as s:
+        d = s.digest()
+    if unit is None:
+        return d
+    return {rid: v for rid, v in d.items() if v[1] == unit}
+
+
+def _query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return tuple(conn.execute(sql, params).fetchone())
+    finally:
+        conn.close()
+
+
+def op_count(db: Path) -> int:
+    return int(_query(db, "SELECT count(*) FROM ops")[0])
+
+
+def device_ops(db: Path, device: str) -> tuple[int, int, int, int]:
+    "(ops, distinct counters, lowest counter, highest counter) of one device's ops in a database"
+    n, distinct, lo, hi = _query(
+        db,
+        "SELECT count(*), count(DISTINCT o.counter), coalesce(min(o.counter), 0),"
+        " coalesce(max(o.counter), 0) FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ?",
+        (device,),
+    )
+    return int(n), int(distinct), int(lo), int(hi)
+
+
+def integrity(db: Path) -> str:
+    return str(_query(db, "PRAGMA integrity_check")[0])
+
+
+# -- what workers enter ---------------------------------------------------------------------------
+
+def populate(tab: Tablet, people: int, tag: str) -> list[str]:
+    """Register ``people`` residents on a tablet, each with a need and a service delivered for it, in
+    one local transaction; returns the new record ids (person, need, service, person, ...)."""
+    ids: list[str] = []
+    with tab.store.transaction():
+        for i in range(people):
+            p = tab.create("person", {"name": f"{tag}居民{i}", "gender": "女" if i % 2 else "男",
+                                      "birth_date": "1942-03-08",
+                                      "groups": ["老年人", "独居"][: 1 + i % 2]})
+            n = tab.create("need", {"person": p, "category": "养老服务", "status": "待处理",
+                                    "urgency": "一般", "description": f"{tag}助餐{i}"})
+            s = tab.create("service", {"person": p, "need": n, "service_type": "养老服务",
+                                       "served_at": "2024-05-01T09:30", "minutes": 30 + i})
+            ids += [p, n, s]
+    return ids
