@@ -189,9 +189,9 @@ class Node:
             try:
                 if ops:
                     with self.store.transaction():
-                        self.store.apply(ops)
+                        applied = self.store.apply(ops)
                         self.clock.observe(max(o.hlc for o in ops))
-                        self._seen(dev, req, now, pushed=len(ops))
+                        self._seen(dev, req, now, pushed=applied.new)
                 else:
                     with self.store.transaction():
                         self._seen(dev, req, now, pushed=0)
@@ -240,8 +240,10 @@ class Node:
                     "tablet's clock (the tablet re-stamps its unsent ops automatically)",
                     details={"op": i, "ahead_ms": ahead, "server_time": self.clock.now()},
                 )
-            SCHEMA.validate(op.coll, op.field, op.kind, op.value) if op.value is not None else \
-                SCHEMA.field(op.coll, op.field)
+            if op.value is None:
+                SCHEMA.field(op.coll, op.field)  # clearing a field: the field must exist
+            else:
+                SCHEMA.validate(op.coll, op.field, op.kind, op.value)
             c = SCHEMA.collections[op.coll]
             if op.field == c.unit_field and op.value is not None:
                 if not (lo <= op.value <= hi):
@@ -292,13 +294,14 @@ class Node:
                     return SyncResponse(
                         protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops([]),
                         cursor=0, more=False, server_time=server_time, epoch=self.epoch)
+            page_size = max(1, min(BOOTSTRAP_PAGE, limit // 8))  # ~8 live ops per record
             rows = conn.execute(
                 "SELECT id, state FROM records WHERE unit BETWEEN ? AND ? AND id > ? ORDER BY id LIMIT ?",
-                (lo, hi, page, max(1, limit // 8)),
+                (lo, hi, page, page_size),
             ).fetchall()
             seqs = [e.seq for _, st in rows for es in _state_decode(st).values() for e in es]
             ops = self.store.ops_by_seq(seqs)
-            done = len(rows) < max(1, limit // 8)
+            done = len(rows) < page_size
             return SyncResponse(
                 protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops(ops),
                 cursor=cursor, more=not done or self.store.max_seq() > cursor,

@@ -646,21 +646,10 @@ class Store:
     ) -> list[Record]:
         """Current records, by collection and by unit: one ``unit``, or a code range ``units``
         (``sync.units.descendant_range`` gives the range of every village under a township)."""
-        where, params = [], []
-        if coll is not None:
-            where.append("coll = ?")
-            params.append(coll)
-        if unit is not None:
-            where.append("unit = ?")
-            params.append(unit)
-        if units is not None:
-            where.append("unit BETWEEN ? AND ?")
-            params.extend(units)
+        where, params = _where(coll=coll, unit=unit, units=units)
         if not include_deleted:
-            where.append("deleted = 0")
-        sql = "SELECT id, coll, unit, deleted, data, seq, conflicts FROM records"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+            where += (" AND " if where else " WHERE ") + "deleted = 0"
+        sql = "SELECT id, coll, unit, deleted, data, seq, conflicts FROM records" + where
         sql += " ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -760,19 +749,8 @@ class Store:
         self, *, unit: str | None = None, units: tuple[str, str] | None = None, record: str | None = None
     ) -> list[Conflict]:
         "Open conflicts with every competing value and its author"
-        where, params = [], []
-        if unit is not None:
-            where.append("unit = ?")
-            params.append(unit)
-        if units is not None:
-            where.append("unit BETWEEN ? AND ?")
-            params.extend(units)
-        if record is not None:
-            where.append("record = ?")
-            params.append(record)
-        sql = "SELECT record, field, coll, unit FROM conflicts"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        where, params = _where(unit=unit, units=units, record=record)
+        sql = "SELECT record, field, coll, unit FROM conflicts" + where
         sql += " ORDER BY seq, record, field"
         out = []
         for rid, name, coll, u in self.conn.execute(sql, params).fetchall():
@@ -836,6 +814,16 @@ class Store:
             ))
             out[rid] = (coll, unit, bool(deleted), _json_decode(data), live, tuple(conf.get(rid, ())))
         return out
+
+
+def _where(*, units: tuple[str, str] | None = None, **equal: str | None) -> tuple[str, list[str]]:
+    "A WHERE clause for the filters given: columns equal to values, and ``unit`` within a code range"
+    clauses = [f"{col} = ?" for col, v in equal.items() if v is not None]
+    params = [v for v in equal.values() if v is not None]
+    if units is not None:
+        clauses.append("unit BETWEEN ? AND ?")
+        params.extend(units)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
