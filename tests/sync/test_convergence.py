@@ -28,7 +28,7 @@ from typing import Any, TypeAlias
 from unittest.mock import ANY
 
 import msgspec
-from hypothesis import HealthCheck, event, given, note, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from sync import HLC, Editor, Op, Store
 from sync.schema import GROUPS, PERSON, SCHEMA, Collection, Field, Schema, Text
@@ -62,7 +62,6 @@ REGISTER_FIELDS = tuple(VALUES)
 REVIEW_FIELDS = tuple(f for f in VALUES if SCHEMA.needs_review("person", f))
 assert "notes" not in REVIEW_FIELDS and "name" in REVIEW_FIELDS  # the pools cover both kinds
 
-OpIds: TypeAlias = tuple[tuple[str, int], ...]
 _encode = msgspec.json.Encoder().encode
 
 
@@ -293,8 +292,8 @@ class Restore:
 @dataclass(frozen=True)
 class Resolve:
     """Resolve the ``pick``-th open conflict a replica shows: replica ``at``, or if it shows none the next
-    one that does. On ``_deleted``: keep the delete if ``choice`` is even, else restore. On a field: the ``choice``-th candidate's value, or with choice 3 a
-    value none of them holds (perhaps)."""
+    one that does. On ``_deleted``: keep the delete if ``choice`` is even, else restore. On a field: the
+    ``choice``-th candidate's value, or with choice 3 the last value of the field's pool."""
 
     at: int
     pick: int
@@ -321,7 +320,9 @@ class Tick:
     ms: int
 
 
-Action: TypeAlias = Create | Update | Concurrent | SetGroups | AddGroup | RemoveGroup | Delete | Restore | Resolve | Exchange | Tick
+Action: TypeAlias = (
+    Create | Update | Concurrent | SetGroups | AddGroup | RemoveGroup | Delete | Restore | Resolve | Exchange | Tick
+)
 
 
 @dataclass
@@ -364,8 +365,11 @@ class Net:
             for at, value in a.edits:
                 self.step(Delete(at, a.rec) if value is None else Update(at, a.rec, a.field, value))
             if a.share:
-                for src, dst in itertools.permutations(sorted({at for at, _ in a.edits}), 2):
-                    self.step(Exchange(src, dst, 1.0, src * 7 + dst, duplicate=False, observe=True))
+                for i, j in itertools.permutations(sorted({at for at, _ in a.edits}), 2):
+                    self.step(Exchange(i, j, 1.0, seed=i * 7 + j, duplicate=False, observe=True))
+            return
+        if isinstance(a, Resolve):
+            self.resolve(a)
             return
         r = self.replicas[a.at]
         ed = r.editor
@@ -374,26 +378,6 @@ class Net:
         elif isinstance(a, Create):
             self.made += 1
             ed.create("person", dict(a.values), record=record_id(self.made))
-        elif isinstance(a, Resolve):
-            n = len(self.replicas)
-            for r in (self.replicas[(a.at + i) % n] for i in range(n)):
-                found = sorted(r.store.conflicts(), key=lambda c: (c.record, c.field))
-                if found:
-                    break
-            else:
-                return
-            ed = r.editor
-            c = found[a.pick % len(found)]
-            if c.field == DELETED:
-                value: Any = a.choice % 2 == 0
-            elif a.choice < 3:
-                value = c.candidates[a.choice % len(c.candidates)].value
-            else:
-                value = VALUES[c.field][-1]
-            ed.resolve(c.record, c.field, value)
-            self.resolved.append(c.field)
-            # a value whose pred names every live op closes the conflict, at once, where it was written
-            assert (c.record, c.field) not in {(x.record, x.field) for x in r.store.conflicts()}
         else:
             rid = self.record(r, a.rec)
             if rid is None:
@@ -410,6 +394,27 @@ class Net:
                 ed.delete(rid)
             elif isinstance(a, Restore):
                 ed.restore(rid)
+
+    def resolve(self, a: Resolve) -> None:
+        n = len(self.replicas)
+        for r in (self.replicas[(a.at + i) % n] for i in range(n)):
+            found = sorted(r.store.conflicts(), key=lambda c: (c.record, c.field))
+            if found:
+                break
+        else:
+            return
+        c = found[a.pick % len(found)]
+        value: Any
+        if c.field == DELETED:
+            value = a.choice % 2 == 0
+        elif a.choice < 3:
+            value = c.candidates[a.choice % len(c.candidates)].value
+        else:
+            value = VALUES[c.field][-1]
+        r.editor.resolve(c.record, c.field, value)
+        self.resolved.append(c.field)
+        # a value whose pred names every live op closes the conflict, at once, where it was written
+        assert (c.record, c.field) not in {(x.record, x.field) for x in r.store.conflicts()}
 
     def union(self) -> list[Op]:
         ops: dict[tuple[str, int], Op] = {}
@@ -872,8 +877,8 @@ def causal_order(ops: Sequence[Op]) -> list[Op]:
             return
         done.add(op.id)
         for p in op.pred:
-            if tuple(p) in by_id:
-                visit(by_id[tuple(p)])
+            if p in by_id:
+                visit(by_id[p])
         out.append(op)
 
     for op in sorted(ops, key=lambda o: o.id):
@@ -931,7 +936,7 @@ SCHEMA_V2 = Schema(
 )
 
 int64 = st.integers(-(2**63), 2**63 - 1)  # what MessagePack carries
-contacts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30)
+contacts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=30)
 
 
 @settings(max_examples=40, deadline=None)
@@ -988,23 +993,3 @@ def test_ops_for_fields_unknown_to_the_schema_are_kept_and_exchanged(
             assert s.get(rid).data[field] == value  # type: ignore[union-attr]
         assert a.digest() == b.digest()
 
-
-def test_delete_against_a_concurrent_move_is_a_conflict_on_the_unit() -> None:
-    """A delete re-asserts the record's unit, so a concurrent move by someone who had not seen the delete
-    shows as a conflict on ``unit`` everywhere, and the deleted record never drops out of every village."""
-    net = Net.build(["village", "township", "county"], [0, 0, 0])
-    a, b, _ = net.replicas
-    try:
-        rid = a.editor.create("person", BASE, record=record_id(1))
-        net.full_exchange(1)
-        a.editor.delete(rid)
-        b.editor.update(rid, {"unit": "510903001002"})
-        net.full_exchange(2)
-        for r in net.replicas:
-            rec = r.store.get(rid)
-            assert rec is not None and rec.deleted, r.device
-            assert rec.conflicts == ["unit"], r.device
-            assert rec.unit == "510903001002", r.device  # the township's move wins by tier, visibly
-        assert len({repr(sorted(r.store.digest().items())) for r in net.replicas}) == 1
-    finally:
-        net.close()
