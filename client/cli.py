@@ -66,15 +66,21 @@ def tablet() -> None:
 @tablet.command(name="init")
 @tablet_option
 @click.option("--server", required=True, help="The township node's URL, e.g. http://192.168.1.10:8000")
-@click.option("--token", required=True, help="The device token from enrolment")
-def tablet_init(db: str, server: str, token: str) -> None:
-    """Set up a tablet database for an enrolled device.
+@click.option("--code", default=None, help="The one-time enrolment code from the township (e.g. 7KQ4M-2XD9P)")
+@click.option("--token", default=None, help="A device token instead of a code (development)")
+def tablet_init(db: str, server: str, code: str | None, token: str | None) -> None:
+    """Set up a tablet with the enrolment code the township printed for it.
 
     Example:
 
-        cunsync tablet init --db tablet.db --server http://127.0.0.1:8000 --token XXXX
+        cunsync tablet init --db tablet.db --server http://127.0.0.1:8000 --code 7KQ4M-2XD9P
     """
-    tab = _run(lambda: Tablet.init(db, server, token))
+    if bool(code) == bool(token):
+        raise click.UsageError("give one of --code (from the township) or --token")
+    if code:
+        tab = _run(lambda: Tablet.enrol(db, server, code))
+    else:
+        tab = _run(lambda: Tablet.init(db, server, token or ""))
     click.echo(f"tablet {tab.device} for unit {tab.unit} ready in {db}")
     tab.close()
 

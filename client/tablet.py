@@ -16,13 +16,15 @@ from typing import Any
 import httpx
 
 from sync.edit import Editor
-from sync.errors import ClockAhead, SyncError
+from sync.errors import ClockAhead, DeviceRevoked, SyncError
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync.ops import Op
 from sync.store import Conflict, Record, Store
 from sync.wire import (
     MSGPACK,
     PROTOCOL_VERSION,
+    EnrolRequest,
+    EnrolResponse,
     ErrorBody,
     SyncRequest,
     SyncResponse,
@@ -119,13 +121,45 @@ class Tablet:
         tab = cls(path, client=client, **kw)
         tab._set("server", server.rstrip("/"))
         tab._set("token", token)
-        r = tab.client.get(tab.url("/api/whoami"), headers=tab._auth())
-        if r.status_code != 200:
-            tab._raise(r)
+        try:
+            r = tab.client.get(tab.url("/api/whoami"), headers=tab._auth())
+            if r.status_code != 200:
+                tab._raise(r)
+        except BaseException:
+            tab.close()
+            raise
         who = r.json()
         for k in ("device", "user", "unit", "tier"):
             tab._set(k, who[k])
         return tab
+
+    @classmethod
+    def enrol(cls, path: str | Path, server: str, code: str, *, client: httpx.Client | None = None,
+              **kw: Any) -> Tablet:
+        "Set up a tablet with a one-time enrolment code from the township"
+        tab = cls(path, client=client, **kw)
+        tab._set("server", server.rstrip("/"))
+        try:
+            r = tab.client.post(tab.url("/api/enrol"), content=encode(EnrolRequest(code=code), "json"),
+                                headers={"content-type": "application/json"})
+            if r.status_code != 200:
+                tab._raise(r)
+        except BaseException:
+            tab.close()
+            raise
+        got = decode(r.content, EnrolResponse, "json")
+        for k, v in (("token", got.token), ("device", got.device), ("user", got.user), ("unit", got.unit),
+                     ("tier", got.tier)):
+            tab._set(k, v)
+        return tab
+
+    def wipe(self) -> None:
+        "Erase this tablet's local data: the node revoked it with wipe"
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(self.path + suffix)
+            if p.exists():
+                p.unlink()
 
     def _set(self, key: str, value: str) -> None:
         self.store.set_meta(key, value)
@@ -256,6 +290,10 @@ class Tablet:
             try:
                 resp = self._post(req, report, retries, backoff)
             except SyncFailed as e:
+                if e.code == DeviceRevoked.code and isinstance(e.details, dict) and e.details.get("wipe"):
+                    self.wipe()
+                    raise SyncFailed(e.status, e.code, "this tablet was revoked by the township and its "
+                                     "local data has been erased", e.details) from None
                 if e.code == ClockAhead.code and not restamped and isinstance(e.details, dict):
                     self._correct_clock(int(e.details.get("server_time", 0)))
                     restamped = True

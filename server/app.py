@@ -3,6 +3,7 @@
     POST /api/sync      one sync round trip (MessagePack by default, JSON on request, gzip both ways)
     GET  /api/health    liveness and what this node is
     GET  /api/whoami    the device a token belongs to (a tablet calls it once at set-up)
+    POST /api/enrol     exchange a one-time enrolment code for a device token
 
 Every error has one shape, ``{"error": {"code", "message", "details"}}``, with its HTTP status.
 """
@@ -24,6 +25,8 @@ from starlette.routing import Route
 from sync.errors import MalformedBody, SyncError, TooLarge
 from sync.wire import (
     PROTOCOL_VERSION,
+    EnrolRequest,
+    EnrolResponse,
     SyncRequest,
     compress,
     decode,
@@ -106,6 +109,15 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
             headers["content-encoding"] = "gzip"
         return Response(payload, media_type=media_type(out_fmt), headers=headers)
 
+    async def enrol(request: Request) -> Response:
+        body = await read_body(request, limit=4096)
+        req = decode(body, EnrolRequest, "json")
+        client = request.client.host if request.client else ""
+        dev, token = await run_in_threadpool(lambda: node.enrol(req.code, client=client))
+        resp = EnrolResponse(device=dev.device, token=token, user=dev.user, unit=dev.unit, tier=dev.tier,
+                             node_unit=node.unit)
+        return Response(encode(resp, "json"), media_type="application/json")
+
     async def health(request: Request) -> Response:
         return JSONResponse({
             "status": "ok", "unit": node.unit, "tier": node.tier, "protocol": PROTOCOL_VERSION,
@@ -121,6 +133,7 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
         Route("/api/sync", sync, methods=["POST"]),
         Route("/api/health", health),
         Route("/api/whoami", whoami),
+        Route("/api/enrol", enrol, methods=["POST"]),
         *(extra_routes or []),
     ]
     app = Starlette(

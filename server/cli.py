@@ -103,6 +103,68 @@ def device_add(db: str, unit: str, user: str, device: str | None) -> None:
     click.echo(f"device {dev}\ntoken  {token}")
 
 
+@device_group.command(name="revoke")
+@db_option
+@click.option("--device", required=True, help="The device id (see `cunsync device list`)")
+@click.option("--wipe", is_flag=True, help="Erase the tablet's local data at its next contact")
+def device_revoke(db: str, device: str, wipe: bool) -> None:
+    """Revoke a lost or retired tablet at once. Without --wipe it may still send what it holds but
+    receives nothing; with --wipe it erases its local data at its next contact.
+
+    Example:
+
+        cunsync device revoke --db township.db --device tab-3f2a9c --wipe
+    """
+    node = _node(db)
+    try:
+        if not any(d["device"] == device for d in node.devices()):
+            raise click.ClickException(f"no device {device!r}; see `cunsync device list --db {db}`")
+        node.revoke(device, wipe=wipe)
+    finally:
+        node.close()
+    click.echo(f"revoked {device}" + (" (its data will be erased at its next contact)" if wipe else ""))
+
+
+@click.group(name="enrol")
+def enrol_group() -> None:
+    "One-time enrolment codes for tablets."
+
+
+@enrol_group.command(name="create")
+@db_option
+@click.option("--unit", required=True, help="The village the tablet will work in")
+@click.option("--user", required=True, help="The worker who will carry it")
+@click.option("--hours", default=72, show_default=True, help="Hours before the code expires")
+@click.option("--server", default=None, help="The node's URL as tablets reach it, put in the QR code")
+@click.option("--png", type=click.Path(dir_okay=False), default=None, help="Also save the QR code as a PNG")
+def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, png: str | None) -> None:
+    """Create a one-time enrolment code for a worker's tablet, with a QR code to print.
+
+    Example:
+
+        cunsync enrol create --db township.db --unit 510903001001 --user 王芳 --server http://10.0.0.2:8000
+    """
+    import datetime as dt
+
+    import segno
+
+    node = _node(db)
+    try:
+        enr = node.create_enrolment(unit, user, hours=hours)
+    except (SyncError, unitlib.UnitCodeError) as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        node.close()
+    payload = f"cunsync:enrol?code={enr.code}" + (f"&server={server}" if server else "")
+    qr = segno.make(payload, error="m")
+    expires = dt.datetime.fromtimestamp(enr.expires_at).strftime("%Y-%m-%d %H:%M")
+    click.echo(f"enrolment code {enr.display} for {enr.user}, unit {enr.unit}; valid until {expires}, once")
+    qr.terminal(compact=True)
+    if png:
+        qr.save(png, scale=8, border=2)
+        click.echo(f"QR code saved to {png}")
+
+
 @device_group.command(name="list")
 @db_option
 def device_list(db: str) -> None:
@@ -148,5 +210,5 @@ def units_import(db: str, csv_file: TextIO) -> None:
         sys.exit(1)
 
 
-COMMANDS = [serve_cmd, device_group, units_group]
+COMMANDS = [serve_cmd, device_group, enrol_group, units_group]
 serve_cmd.name = "serve"

@@ -20,7 +20,9 @@ from typing import Any
 from sync import units as unitlib
 from sync.edit import Editor
 from sync.errors import (
+    BadRequest,
     ClockAhead,
+    TooManyAttempts,
     DeviceRevoked,
     ForgedOp,
     OutOfScope,
@@ -56,6 +58,11 @@ CREATE TABLE IF NOT EXISTS devices (
     tier TEXT NOT NULL, created_at INTEGER NOT NULL, last_seen INTEGER, last_sync INTEGER,
     app_version TEXT, skew_ms INTEGER, pushed INTEGER NOT NULL DEFAULT 0,
     revoked INTEGER NOT NULL DEFAULT 0, wipe INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS enrolments (
+    code_hash TEXT PRIMARY KEY, unit TEXT NOT NULL, user TEXT NOT NULL, tier TEXT NOT NULL,
+    created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, used_at INTEGER, device TEXT);
+CREATE TABLE IF NOT EXISTS auth_failures (client TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS auth_failures_client ON auth_failures (client, at);
 CREATE INDEX IF NOT EXISTS moves_new_unit ON moves (new_unit, seq);
 CREATE INDEX IF NOT EXISTS moves_old_unit ON moves (old_unit, seq);
 """
@@ -77,6 +84,32 @@ class Device:
     @property
     def scope(self) -> tuple[str, str]:
         return unitlib.descendant_range(self.unit)
+
+
+#: Enrolment codes use Crockford's base32 without look-alike characters: easy to read out and type.
+CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Failed enrolment attempts a client may make in ``FAILURE_WINDOW`` seconds before it must wait.
+MAX_FAILURES = 10
+FAILURE_WINDOW = 15 * 60
+
+
+def normalize_code(code: str) -> str:
+    "An enrolment code as typed: case, spaces, dashes and look-alikes (O→0, I/L→1) forgiven"
+    c = code.upper().replace("-", "").replace(" ", "").replace("O", "0").replace("I", "1").replace("L", "1")
+    return c
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    code: str
+    unit: str
+    user: str
+    tier: str
+    expires_at: int
+
+    @property
+    def display(self) -> str:
+        return f"{self.code[:5]}-{self.code[5:]}"
 
 
 def hash_token(token: str) -> str:
@@ -127,6 +160,55 @@ class Node:
                 (device, hash_token(token), user, code, tier, int(time.time())),
             )
         return device, token
+
+    def create_enrolment(self, unit: str, user: str, *, tier: str = "village", hours: int = 72) -> Enrolment:
+        """A one-time code a tablet exchanges for its device credential. Only its hash is stored."""
+        code = unitlib.normalize_code(unit)
+        if not unitlib.is_under(code, self.unit):
+            raise OutOfScope(f"unit {code} is not under this node's unit {self.unit}",
+                             details={"unit": code, "node": self.unit})
+        if not user.strip():
+            raise BadRequest("an enrolment names the worker who carries the tablet")
+        secret = "".join(secrets.choice(CODE_ALPHABET) for _ in range(10))
+        now = int(time.time())
+        enr = Enrolment(secret, code, user.strip(), tier, now + hours * 3600)
+        with self.store.transaction() as c:
+            c.execute("INSERT INTO enrolments (code_hash, unit, user, tier, created_at, expires_at)"
+                      " VALUES (?,?,?,?,?,?)", (hash_token(secret), code, enr.user, tier, now, enr.expires_at))
+        return enr
+
+    def enrol(self, code: str, *, client: str = "") -> tuple[Device, str]:
+        """Exchange a one-time enrolment code for a device and its token. A client that fails too often
+        must wait; a used or expired code is refused."""
+        now = int(time.time())
+        with self.store.transaction() as c:
+            (fails,) = c.execute("SELECT count(*) FROM auth_failures WHERE client = ? AND at > ?",
+                                 (client, now - FAILURE_WINDOW)).fetchone()
+            if fails >= MAX_FAILURES:
+                raise TooManyAttempts(f"too many wrong enrolment codes from this client; wait "
+                                      f"{FAILURE_WINDOW // 60} minutes", details={"retry_after": FAILURE_WINDOW})
+            row = c.execute("SELECT unit, user, tier, expires_at, used_at FROM enrolments WHERE code_hash = ?",
+                            (hash_token(normalize_code(code)),)).fetchone()
+            problem = None
+            if row is None:
+                problem = ("invalid_enrolment_code", "no such enrolment code; check it, or ask the township "
+                           "for a new one")
+            elif row[4] is not None:
+                problem = ("enrolment_used", "this enrolment code was already used; ask the township for a new one")
+            elif row[3] < now:
+                problem = ("enrolment_expired", "this enrolment code has expired; ask the township for a new one")
+            if problem is not None:
+                # recorded and committed before the refusal, so the count holds across attempts
+                c.execute("INSERT INTO auth_failures VALUES (?, ?)", (client, now))
+            else:
+                assert row is not None
+                unit, user, tier = row[0], row[1], row[2]
+                device, token = self.add_device(unit, user, tier=tier)
+                c.execute("UPDATE enrolments SET used_at = ?, device = ? WHERE code_hash = ?",
+                          (now, device, hash_token(normalize_code(code))))
+        if problem is not None:
+            raise Unauthorized(problem[1], code=problem[0])
+        return Device(device, user, unit, tier), token
 
     def authenticate(self, token: str | None) -> Device:
         if not token:

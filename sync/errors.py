@@ -15,6 +15,7 @@
     ├── NotFound (404)
     ├── VersionMismatch (409)       the client speaks a protocol version this node does not
     ├── TooLarge (413)              body or batch over the limit
+    ├── TooManyAttempts (429)       too many failed sign-ins or enrolment codes; wait
     ├── StorageFull (507)           the node's disk is full; retry later, nothing was written
     └── Unavailable (503)
 """
@@ -130,6 +131,13 @@ class TooLarge(SyncError):
 
     status = 413
     code = "too_large"
+
+
+class TooManyAttempts(SyncError):
+    "Too many failed attempts from this client; wait before trying again"
+
+    status = 429
+    code = "too_many_attempts"
 
 
 class StorageFull(SyncError):

@@ -93,6 +93,21 @@ class SyncResponse(msgspec.Struct, kw_only=True):
     cursor_check: str = ""
 
 
+class EnrolRequest(msgspec.Struct, kw_only=True):
+    "A tablet exchanging a one-time enrolment code for its device credential"
+
+    code: str
+
+
+class EnrolResponse(msgspec.Struct, kw_only=True):
+    device: str
+    token: str
+    user: str
+    unit: str
+    tier: str
+    node_unit: str
+
+
 class ErrorDetail(msgspec.Struct):
     code: str
     message: str
