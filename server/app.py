@@ -18,6 +18,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -36,6 +38,7 @@ from sync.wire import (
     media_type,
 )
 
+from . import config
 from .node import Node
 
 log = logging.getLogger("cunsync.server")
@@ -136,8 +139,14 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
         Route("/api/enrol", enrol, methods=["POST"]),
         *(extra_routes or []),
     ]
+    from .staff import staff_routes
+
+    routes.extend(staff_routes(node, node.accounts))
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(SessionMiddleware, secret_key=config.SECRET or node.session_secret,
+                               session_cookie="cunsync_session", same_site="strict", max_age=12 * 3600,
+                               https_only=config.HTTPS_ONLY)],
         exception_handlers={SyncError: _sync_error, HTTPException: _http_error, Exception: _internal_error},
     )
     app.state.node = node

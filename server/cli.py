@@ -125,6 +125,35 @@ def device_revoke(db: str, device: str, wipe: bool) -> None:
     click.echo(f"revoked {device}" + (" (its data will be erased at its next contact)" if wipe else ""))
 
 
+@click.group(name="user")
+def user_group() -> None:
+    "Staff accounts for the node's pages."
+
+
+@user_group.command(name="add")
+@db_option
+@click.option("--username", required=True)
+@click.option("--role", required=True, type=click.Choice(["township", "county", "city", "admin"]))
+@click.option("--unit", default=None, help="The staff member's unit (default: the node's)")
+@click.option("--name", "display_name", default="", help="姓名, shown on the pages")
+@click.password_option(help="At least 8 characters (prompted, hidden, if not given)")
+def user_add(db: str, username: str, role: str, unit: str | None, display_name: str, password: str) -> None:
+    """Add or reset a staff account; the password is stored as a scrypt hash.
+
+    Example:
+
+        cunsync user add --db township.db --username liu --role township --name 刘主任
+    """
+    node = _node(db)
+    try:
+        staff = node.accounts.add(username, password, role=role, unit=unit, display_name=display_name)
+    except (SyncError, unitlib.UnitCodeError) as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        node.close()
+    click.echo(f"staff {staff.username}: {staff.role} at {staff.unit}")
+
+
 @click.group(name="enrol")
 def enrol_group() -> None:
     "One-time enrolment codes for tablets."
@@ -210,5 +239,5 @@ def units_import(db: str, csv_file: TextIO) -> None:
         sys.exit(1)
 
 
-COMMANDS = [serve_cmd, device_group, enrol_group, units_group]
+COMMANDS = [serve_cmd, device_group, enrol_group, user_group, units_group]
 serve_cmd.name = "serve"

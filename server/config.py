@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from starlette.config import Config
+from starlette.datastructures import Secret
 
 config = Config()
 
 DB: str = config("CUNSYNC_DB", default="township.db")
 UNIT: str = config("CUNSYNC_UNIT", default="")
 BIND: str = config("CUNSYNC_BIND", default="127.0.0.1:8000")
+#: Signs session cookies; by default a random secret kept in the node's database.
+SECRET: str = str(config("CUNSYNC_SECRET", cast=Secret, default=""))
+#: Send session cookies only over HTTPS (set when the node runs behind TLS).
+HTTPS_ONLY: bool = config("CUNSYNC_HTTPS_ONLY", cast=bool, default=False)

@@ -135,6 +135,14 @@ class Node:
         if self.store.meta("unit") is None:
             self.store.set_meta("unit", self.unit)
         self.device_id = f"node-{self.unit}"
+        from .auth import Accounts
+
+        self.accounts = Accounts(self.store, self.unit)
+        secret = self.store.meta("session_secret")
+        if secret is None:
+            secret = secrets.token_urlsafe(32)
+            self.store.set_meta("session_secret", secret)
+        self.session_secret = secret
 
     def close(self) -> None:
         self.store.close()

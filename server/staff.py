@@ -1,0 +1,122 @@
+"""Staff sign-in and the staff API: signed session cookies, a CSRF token on every form and every
+state-changing request, and access decided by the signed-in account's role and unit."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.templating import Jinja2Templates
+
+from sync.errors import BadRequest, Forbidden, NotFound, SyncError, Unauthorized
+from sync.schema import SCHEMA
+
+from .auth import Accounts, Staff
+from .node import Node
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+ROLE_NAMES = {"township": "镇街工作人员", "county": "县区工作人员", "city": "市级工作人员", "admin": "管理员"}
+
+
+def current_staff(request: Request, accounts: Accounts) -> Staff:
+    username = request.session.get("user")
+    staff = accounts.get(username) if isinstance(username, str) else None
+    if staff is None:
+        raise Unauthorized("sign in first", code="not_signed_in")
+    return staff
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = request.session["csrf"] = secrets.token_urlsafe(24)
+    return token
+
+
+def check_csrf(request: Request, sent: str | None) -> None:
+    expected = request.session.get("csrf")
+    if not isinstance(expected, str) or not sent or not secrets.compare_digest(expected, sent):
+        raise Forbidden("missing or wrong CSRF token; reload the page and try again", code="csrf")
+
+
+def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
+    async def login_page(request: Request) -> Response:
+        return templates.TemplateResponse(request, "login.html", {"csrf": csrf_token(request), "error": None,
+                                                                   "node": node})
+
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        try:
+            check_csrf(request, str(form.get("csrf", "")))
+            staff = await run_in_threadpool(accounts.sign_in, str(form.get("username", "")),
+                                            str(form.get("password", "")))
+        except SyncError as e:
+            message = {"bad_credentials": "用户名或密码错误", "too_many_attempts": "密码错误次数过多，账户已暂时锁定，请稍后再试",
+                       "csrf": "页面已过期，请重新登录"}.get(e.code, e.message)
+            return templates.TemplateResponse(request, "login.html", {
+                "csrf": csrf_token(request), "error": message, "node": node}, status_code=e.status)
+        request.session.clear()
+        request.session["user"] = staff.username
+        csrf_token(request)
+        return RedirectResponse("/staff", status_code=303)
+
+    async def logout(request: Request) -> Response:
+        form = await request.form()
+        check_csrf(request, str(form.get("csrf", "")))
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
+
+    async def home(request: Request) -> Response:
+        try:
+            staff = current_staff(request, accounts)
+        except Unauthorized:
+            return RedirectResponse("/login", status_code=303)
+        conflicts: list[Any] = []
+        if staff.role == "township":
+            conflicts = await run_in_threadpool(lambda: node.store.conflicts(units=staff.scope))
+        return templates.TemplateResponse(request, "staff.html", {
+            "staff": staff, "role_name": ROLE_NAMES[staff.role], "csrf": csrf_token(request),
+            "conflicts": conflicts, "node": node, "schema": SCHEMA})
+
+    async def api_conflicts(request: Request) -> Response:
+        staff = current_staff(request, accounts)
+        staff.require("township")
+        found = await run_in_threadpool(lambda: node.store.conflicts(units=staff.scope))
+        return JSONResponse([{
+            "record": c.record, "collection": c.coll, "unit": c.unit, "field": c.field, "shown": c.winner,
+            "candidates": [{"value": o.value, "user": o.user, "device": o.device, "tier": o.tier,
+                            "unit": o.unit, "hlc": o.hlc} for o in c.candidates],
+        } for c in found])
+
+    async def api_resolve(request: Request) -> Response:
+        staff = current_staff(request, accounts)
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        staff.require("township")
+        body = await request.json()
+        if not isinstance(body, dict) or not {"record", "field", "value"} <= set(body):
+            raise BadRequest("send {\"record\": ..., \"field\": ..., \"value\": ...}")
+        record, field, value = str(body["record"]), str(body["field"]), body["value"]
+
+        def resolve() -> int:
+            rec = node.store.get(record)
+            lo, hi = staff.scope
+            if rec is None or rec.unit is None or not lo <= rec.unit <= hi:
+                raise NotFound(f"no record {record} in your township", details={"record": record})
+            return len(node.editor(staff.username).resolve(record, field, value))
+
+        written = await run_in_threadpool(resolve)
+        return JSONResponse({"record": record, "field": field, "ops": written})
+
+    return [
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/staff", home),
+        Route("/api/staff/conflicts", api_conflicts),
+        Route("/api/staff/resolve", api_resolve, methods=["POST"]),
+    ]
