@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from sync import units as unitlib
 from sync.edit import Editor
 from sync.errors import (
@@ -45,6 +47,7 @@ from sync.wire import (
     unpack_ops,
 )
 
+_json = msgspec.json.Encoder().encode
 #: Most ops one request may carry.
 MAX_BATCH = 5000
 #: Most ops one response carries.
@@ -340,6 +343,7 @@ class Node:
                     raise OutOfScope(f"ops[{i}] puts a record in unit {op.value}, outside this device's "
                                      f"unit {dev.unit}", details={"op": i, "unit": op.value})
                 new_units.setdefault(op.record, op.value)
+        self._check_replays(dev, ops)
         records = list({op.record for op in ops})
         known: dict[str, str | None] = {}
         for chunk in _chunks(records):
@@ -359,6 +363,29 @@ class Node:
             if rid not in new_units:
                 raise OutOfScope(f"record {rid} is new to the node and names no unit; send its "
                                  "unit op first", details={"record": rid})
+
+    def _check_replays(self, dev: Device, ops: Sequence[Op]) -> None:
+        """A retried op is harmless; an op id the node holds with other content is forged or replayed"""
+        row = self.store.conn.execute(
+            "SELECT id, max_counter FROM sites WHERE device = ?", (dev.device,)).fetchone()
+        if row is None or not ops:
+            return
+        sid, top = row
+        held = [op for op in ops if op.counter <= top]
+        if not held:
+            return
+        lo, hi = min(o.counter for o in held), max(o.counter for o in held)
+        stored = {c: (h, r, f, k, v) for c, h, r, f, k, v in self.store.conn.execute(
+            "SELECT counter, hlc, record, field, kind, value FROM ops WHERE site = ? AND counter BETWEEN ? AND ?",
+            (sid, lo, hi))}
+        for op in held:
+            have = stored.get(op.counter)
+            if have is None:
+                continue
+            value = _json(op.value).decode() if op.value is not None else None
+            if have != (op.hlc, op.record, op.field, op.kind, value):
+                raise ForgedOp(f"op {op.site}#{op.counter} was already received with other content; a device "
+                               "never reuses a counter", details={"counter": op.counter})
 
     def _was_in_scope(self, rid: str, lo: str, hi: str) -> bool:
         row = self.store.conn.execute(

@@ -3,6 +3,7 @@ and the node writes nothing."""
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from e2e_harness import TOWNSHIP, V1, V2, NodeProcess, op_count
 from server.app import MAX_INFLATED
 from server.node import MAX_BATCH, Node
 from sync.edit import Editor
+from sync.hlc import HLC
 from sync.ops import Op
 from sync.store import Store
 from sync.wire import MSGPACK, PROTOCOL_VERSION, SyncRequest, SyncResponse, compress, encode, pack_ops
@@ -50,6 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "zhang": n.add_device(V2, "zhang"),
             "retired": n.add_device(V1, "retired"),
             "lost": n.add_device(V1, "lost"),
+            "replayer": n.add_device(V1, "replayer"),
         }
         n.revoke(devices["retired"][0], wipe=True)
         n.revoke(devices["lost"][0], wipe=False)
@@ -124,6 +127,27 @@ def not_gzip(s: Server) -> Send:
     device, token, ops = _valid(s)
     body = encode(SyncRequest(protocol=PROTOCOL_VERSION, device=device, ops=pack_ops(ops)))
     return lambda: s.post(body, token=token, gzip=True)
+
+
+def clock_days_ahead(s: Server) -> Send:
+    "An op stamped two days ahead of the node's clock"
+    device, token = s.devices["wang"]
+    ahead = HLC(clock=lambda: int(time.time() * 1000) + 2 * 86_400_000)
+    ed = Editor(Store(), device=device, user="wang", unit=V1, tier="village", clock=ahead)
+    rid = ed.create("person", {"unit": V1, "name": "王芳"})
+    body = _request(device, ed.store.record_ops(rid))
+    return lambda: s.post(body, token=token)
+
+
+def replayed_op_id(s: Server) -> Send:
+    "An op id the node already holds, sent again with other content"
+    device, token = s.devices["replayer"]
+    first = _person(_editor(device, "replayer"))
+    r = s.post(_request(device, first), token=token)
+    assert r.status_code == 200, r.text
+    second = _person(_editor(device, "replayer"), name="李强")  # counters 1.. again, other content
+    body = _request(device, second)
+    return lambda: s.post(body, token=token)
 
 
 def protocol_too_new(s: Server) -> Send:
@@ -235,6 +259,8 @@ CASES: list[tuple[Callable[[Server], Send], int, str]] = [
     (wrong_type, 400, "invalid_value"),
     (unknown_field, 400, "unknown_field"),
     (too_many_ops, 413, "too_large"),
+    (clock_days_ahead, 400, "clock_ahead"),
+    (replayed_op_id, 403, "forged_op"),
     (gzip_bomb, 413, "too_large"),
 ]
 
