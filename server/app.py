@@ -54,7 +54,11 @@ def error_response(err: SyncError) -> JSONResponse:
 
 async def _sync_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SyncError)
-    return error_response(exc)
+    resp = error_response(exc)
+    if request.method in ("POST", "PUT", "PATCH"):
+        # the body may be unread: close the connection rather than leave it half-read for the next request
+        resp.headers["connection"] = "close"
+    return resp
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -97,8 +101,8 @@ def _token(request: Request) -> str | None:
 
 def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlette:
     async def sync(request: Request) -> Response:
-        dev = await run_in_threadpool(node.authenticate, _token(request))
         body = await read_body(request)
+        dev = await run_in_threadpool(node.authenticate, _token(request))
         fmt = format_for(request.headers.get("content-type"))
         if not body:
             raise MalformedBody("empty body; send a SyncRequest")

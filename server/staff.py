@@ -112,7 +112,52 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         written = await run_in_threadpool(resolve)
         return JSONResponse({"record": record, "field": field, "ops": written})
 
+    async def api_enrol(request: Request) -> Response:
+        "Township staff create a one-time enrolment code for a village and a worker"
+        staff = current_staff(request, accounts)
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        staff.require("township")
+        body = await request.json()
+        if not isinstance(body, dict) or not {"unit", "user"} <= set(body):
+            raise BadRequest("send {\"unit\": ..., \"user\": ...}")
+        unit = str(body["unit"])
+        lo, hi = staff.scope
+        if not lo <= unit <= hi:
+            raise Forbidden(f"unit {unit} is outside your scope", code="out_of_scope", details={"unit": unit})
+        enr = await run_in_threadpool(lambda: node.create_enrolment(unit, str(body["user"])))
+        return JSONResponse({"code": enr.display, "unit": enr.unit, "user": enr.user,
+                             "expires_at": enr.expires_at})
+
+    async def api_revoke(request: Request) -> Response:
+        staff = current_staff(request, accounts)
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        staff.require("township")
+        device = request.path_params["device"]
+        wipe = request.query_params.get("wipe") in ("1", "true")
+        lo, hi = staff.scope
+        found = [d for d in await run_in_threadpool(node.devices) if d["device"] == device]
+        if not found or not lo <= found[0]["unit"] <= hi:
+            raise NotFound(f"no device {device} in your scope", details={"device": device})
+        await run_in_threadpool(lambda: node.revoke(device, wipe=wipe))
+        return JSONResponse({"device": device, "revoked": True, "wipe": wipe})
+
+    async def api_users(request: Request) -> Response:
+        "Admins add staff accounts"
+        staff = current_staff(request, accounts)
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        staff.require("admin")
+        body = await request.json()
+        if not isinstance(body, dict) or not {"username", "password", "role"} <= set(body):
+            raise BadRequest("send {\"username\": ..., \"password\": ..., \"role\": ..., \"unit\": ...}")
+        added = await run_in_threadpool(lambda: accounts.add(
+            str(body["username"]), str(body["password"]), role=str(body["role"]),
+            unit=str(body["unit"]) if body.get("unit") else None))
+        return JSONResponse({"username": added.username, "role": added.role, "unit": added.unit})
+
     return [
+        Route("/api/staff/enrolments", api_enrol, methods=["POST"]),
+        Route("/api/staff/devices/{device}/revoke", api_revoke, methods=["POST"]),
+        Route("/api/admin/users", api_users, methods=["POST"]),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

@@ -28,6 +28,7 @@ STAFF = {  # username: (role, unit)
     "county": ("county", "510903000000"),
     "city": ("city", "510900000000"),
     "admin": ("admin", TOWNSHIP),
+    "locked": ("admin", TOWNSHIP),  # the lock-out test's own account
 }
 
 
@@ -164,13 +165,13 @@ def test_pages_by_role(world: World) -> None:
 
 def test_login_needs_csrf_and_locks_out(world: World) -> None:
     with _client(world) as c:
-        r = c.post("/login", data={"username": "admin", "password": PASSWORD, "csrf": "nope"})
+        r = c.post("/login", data={"username": "locked", "password": PASSWORD, "csrf": "nope"})
         assert r.status_code == 403 and "页面已过期" in r.text
         csrf = _csrf(c.get("/login").text)
         for _ in range(MAX_FAILURES):
-            r = c.post("/login", data={"username": "admin", "password": "wrong password", "csrf": csrf})
+            r = c.post("/login", data={"username": "locked", "password": "wrong password", "csrf": csrf})
             assert r.status_code == 401 and "用户名或密码错误" in r.text
-        r = c.post("/login", data={"username": "admin", "password": PASSWORD, "csrf": csrf})
+        r = c.post("/login", data={"username": "locked", "password": PASSWORD, "csrf": csrf})
         assert r.status_code == 429 and "锁定" in r.text
         assert "cunsync_session" not in r.headers.get("set-cookie", "") or "/staff" not in r.headers.get("location", "")
 
@@ -182,3 +183,56 @@ def test_passwords_are_stored_as_scrypt_hashes(world: World) -> None:
     assert rows and all(p.startswith("scrypt$") and PASSWORD not in p for (p,) in rows)
     raw = b"".join(p.read_bytes() for p in Path(world.node.db).parent.glob("township.db*"))
     assert PASSWORD.encode() not in raw
+
+
+@pytest.mark.parametrize("username,unit,status,code", [
+    ("liu", V1, 200, None),
+    ("zhao", V1, 403, "out_of_scope"),  # zhao's scope is village 2 only
+    ("county", V1, 403, "forbidden"), ("city", V1, 403, "forbidden"), ("admin", V1, 403, "forbidden"),
+])
+def test_enrolment_codes_by_role_and_scope(world: World, username: str, unit: str, status: int,
+                                           code: str | None) -> None:
+    with signed_in(world, username) as (c, csrf):
+        assert_error(c.post("/api/staff/enrolments", json={"unit": unit, "user": "新人"}), 403, "csrf")
+        r = c.post("/api/staff/enrolments", json={"unit": unit, "user": "新人"}, headers={"x-csrf-token": csrf})
+        if code:
+            assert_error(r, status, code)
+        else:
+            assert r.status_code == 200 and len(r.json()["code"]) == 11
+            enrolled = httpx.post(world.node.url + "/api/enrol", json={"code": r.json()["code"]}, timeout=30)
+            assert enrolled.status_code == 200 and enrolled.json()["unit"] == unit
+
+
+def test_revoke_by_role_and_scope(world: World) -> None:
+    n = Node(world.node.db, TOWNSHIP)
+    try:
+        victim, token = n.add_device(V1, "temp")
+    finally:
+        n.close()
+    path = f"/api/staff/devices/{victim}/revoke"
+    for user, status, code in (("county", 403, "forbidden"), ("admin", 403, "forbidden"), ("zhao", 404, "not_found")):
+        with signed_in(world, user) as (c, csrf):
+            assert_error(c.post(path, headers={"x-csrf-token": csrf}), status, code)
+    who = httpx.get(world.node.url + "/api/whoami", headers={"authorization": f"Bearer {token}"}, timeout=30)
+    assert who.json()["revoked"] is False
+    with signed_in(world, "liu") as (c, csrf):
+        r = c.post(path + "?wipe=1", headers={"x-csrf-token": csrf})
+        assert r.status_code == 200 and r.json() == {"device": victim, "revoked": True, "wipe": True}
+    who = httpx.get(world.node.url + "/api/whoami", headers={"authorization": f"Bearer {token}"}, timeout=30)
+    assert who.json()["revoked"] is True
+
+
+def test_only_admins_add_users(world: World) -> None:
+    new = {"username": "wu", "password": "another pass 2", "role": "township", "unit": V1}
+    for user in ("liu", "county", "city"):
+        with signed_in(world, user) as (c, csrf):
+            assert_error(c.post("/api/admin/users", json=new, headers={"x-csrf-token": csrf}), 403, "forbidden")
+    with signed_in(world, "admin") as (c, csrf):
+        assert_error(c.post("/api/admin/users", json={**new, "password": "short"},
+                            headers={"x-csrf-token": csrf}), 400, "bad_request")
+        r = c.post("/api/admin/users", json=new, headers={"x-csrf-token": csrf})
+        assert r.status_code == 200 and r.json() == {"username": "wu", "role": "township", "unit": V1}
+    with _client(world) as c:
+        csrf = _csrf(c.get("/login").text)
+        r = c.post("/login", data={"username": "wu", "password": "another pass 2", "csrf": csrf})
+        assert r.status_code == 303
