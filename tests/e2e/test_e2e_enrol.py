@@ -41,6 +41,8 @@ def test_a_code_enrols_a_tablet_once_and_only_its_hash_is_kept(
         tab.close()
     raw = b"".join(p.read_bytes() for p in node_db.parent.glob("township.db*"))
     assert token.encode() not in raw and code.replace("-", "").encode() not in raw
+    log = node.log.read_text(errors="replace")
+    assert token not in log and code.replace("-", "") not in log  # credentials are never logged
     with pytest.raises(SyncFailed) as err:
         Tablet.enrol(tmp_path / "again.db", node.url, code, sleep=no_sleep)
     assert (err.value.status, err.value.code) == (401, "enrolment_used")
