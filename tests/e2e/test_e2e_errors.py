@@ -225,6 +225,13 @@ def unknown_field(s: Server) -> Send:
     return lambda: s.post(body, token=token)
 
 
+def unknown_collection(s: Server) -> Send:
+    device, token, ops = _valid(s)
+    extra = msgspec.structs.replace(ops[-1], counter=ops[-1].counter + 1, coll="salary", field="amount")
+    body = _request(device, ops + [extra])
+    return lambda: s.post(body, token=token)
+
+
 def too_many_ops(s: Server) -> Send:
     device, token, _ = _valid(s)
     ed = _editor(device, "wang")
@@ -258,6 +265,7 @@ CASES: list[tuple[Callable[[Server], Send], int, str]] = [
     (invalid_category, 400, "invalid_value"),
     (wrong_type, 400, "invalid_value"),
     (unknown_field, 400, "unknown_field"),
+    (unknown_collection, 400, "unknown_collection"),
     (too_many_ops, 413, "too_large"),
     (clock_days_ahead, 400, "clock_ahead"),
     (replayed_op_id, 403, "forged_op"),
