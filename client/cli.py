@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 import sync
 from sync.errors import SyncError
 from sync.schema import CATEGORIES, GROUPS, PROVIDER_KINDS, URGENCIES
+from sync.store import is_encrypted
 
-from .tablet import NodeUnreachable, NotEnrolled, SyncFailed, SyncReport, Tablet
+from .tablet import NodeUnreachable, NotEnrolled, PinError, SyncFailed, SyncReport, Tablet
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,14 +35,72 @@ def _register_node_commands() -> None:
 
 _register_node_commands()
 
-tablet_option = click.option(
+_db_option = click.option(
     "--db", "db", envvar="CUNSYNC_TABLET", default="tablet.db", show_default=True,
     type=click.Path(dir_okay=False), help="The tablet's database file (env CUNSYNC_TABLET)",
 )
+_PIN = "cunsync.pin"
 
 
-def _open(db: str) -> Tablet:
-    tab = Tablet(db)
+def _remember_pin(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta[_PIN] = value
+
+
+_pin_option = click.option(
+    "--pin", envvar="CUNSYNC_PIN", default=None, expose_value=False, callback=_remember_pin,
+    help="The worker's PIN that unlocks the tablet's database (env CUNSYNC_PIN; asked for, hidden, when "
+         "not given; other users can see a PIN given on the command line)",
+)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def tablet_option(f: F) -> F:
+    "--db and --pin: which tablet database, and the PIN that unlocks it (read by ``_open``)"
+    return _db_option(_pin_option(f))
+
+
+def _interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _has_data(db: str) -> bool:
+    return os.path.exists(db) and os.path.getsize(db) > 0
+
+
+def _pin_for(db: str, *, warn: bool = True) -> str | None:
+    "The PIN to open an existing tablet database with; None for one set up without a PIN"
+    pin: str | None = click.get_current_context().meta.get(_PIN)
+    if not is_encrypted(db):
+        if warn and _has_data(db):
+            unused = " (no PIN needed)" if pin else ""
+            click.echo(f"warning: {db} is not encrypted{unused}; protect residents' data with "
+                       f"`cunsync tablet pin --db {db}`", err=True)
+        return None
+    if pin:
+        return pin
+    if _interactive():
+        return str(click.prompt("PIN", hide_input=True))
+    raise click.ClickException(f"{db} is encrypted; give its PIN with --pin or CUNSYNC_PIN")
+
+
+def _new_pin(db: str) -> str | None:
+    "The PIN for a tablet database being set up: given, or chosen at a prompt; None leaves it plaintext"
+    if _has_data(db):
+        return _pin_for(db)
+    pin: str | None = click.get_current_context().meta.get(_PIN)
+    if pin:
+        return pin
+    if _interactive():
+        return str(click.prompt("Choose the PIN that will unlock this tablet", hide_input=True,
+                                confirmation_prompt=True))
+    click.echo(f"warning: no PIN given, so {db} is not encrypted; give --pin or CUNSYNC_PIN, or "
+               f"encrypt it later with `cunsync tablet pin --db {db}`", err=True)
+    return None
+
+
+def _open(db: str, *, warn: bool = True) -> Tablet:
+    pin = _pin_for(db, warn=warn)
+    tab: Tablet = _run(lambda: Tablet(db, pin=pin))
     if not tab.enrolled:
         tab.close()
         raise click.ClickException(f"{db} is not set up; run `cunsync tablet init --server URL --token TOKEN`")
@@ -50,7 +111,7 @@ def _run(fn: Callable[[], Any]) -> Any:
     "Domain errors become click errors only here, at the CLI layer"
     try:
         return fn()
-    except (SyncError, SyncFailed, NodeUnreachable, NotEnrolled) as e:
+    except (SyncError, SyncFailed, NodeUnreachable, NotEnrolled, PinError) as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -77,12 +138,41 @@ def tablet_init(db: str, server: str, code: str | None, token: str | None) -> No
     """
     if bool(code) == bool(token):
         raise click.UsageError("give one of --code (from the township) or --token")
+    pin = _new_pin(db)
     if code:
-        tab = _run(lambda: Tablet.enrol(db, server, code))
+        tab = _run(lambda: Tablet.enrol(db, server, code, pin=pin))
     else:
-        tab = _run(lambda: Tablet.init(db, server, token or ""))
-    click.echo(f"tablet {tab.device} for unit {tab.unit} ready in {db}")
+        tab = _run(lambda: Tablet.init(db, server, token or "", pin=pin))
+    click.echo(f"tablet {tab.device} for unit {tab.unit} ready in {db}"
+               + (", encrypted with the PIN" if pin else ""))
     tab.close()
+
+
+@tablet.command(name="pin")
+@tablet_option
+@click.option("--new-pin", envvar="CUNSYNC_NEW_PIN", default=None,
+              help="The new PIN (env CUNSYNC_NEW_PIN; asked for twice, hidden, when not given)")
+def tablet_pin(db: str, new_pin: str | None) -> None:
+    """Set or change the PIN that encrypts this tablet's database.
+
+    Asks for the current PIN (none for a database set up without one, which is encrypted now), then
+    the new one twice. The old PIN stops working.
+
+    Example:
+
+        cunsync tablet pin --db tablet.db
+    """
+    tab = _open(db, warn=False)
+    try:
+        if new_pin is None:
+            if not _interactive():
+                raise click.ClickException("give the new PIN with --new-pin or CUNSYNC_NEW_PIN")
+            new_pin = str(click.prompt("New PIN", hide_input=True, confirmation_prompt=True))
+        was_encrypted = tab.store.encrypted
+        _run(lambda: tab.change_pin(new_pin or ""))
+    finally:
+        tab.close()
+    click.echo(f"PIN of {db} changed" if was_encrypted else f"{db} is now encrypted with the PIN")
 
 
 @cli.group()

@@ -7,6 +7,7 @@ ever adds to that file, and a tablet keeps its own ops until the node's current 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from sync.edit import Editor
 from sync.errors import ClockAhead, DeviceRevoked, SyncError
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync.ops import Op
-from sync.store import Conflict, Record, Store
+from sync.store import Conflict, Record, Store, WrongKey, is_encrypted, key_literal
 from sync.wire import (
     MSGPACK,
     PROTOCOL_VERSION,
@@ -59,6 +60,80 @@ class NotEnrolled(Exception):
     "This tablet database has not been set up with `cunsync tablet init`"
 
 
+class PinError(Exception):
+    "The PIN that encrypts a tablet's database was wrong, missing or too short; nothing was changed"
+
+
+class WrongPin(PinError):
+    "The PIN does not open this tablet's database; nothing was changed"
+
+
+class PinRequired(WrongPin):
+    "The tablet's database is encrypted and no PIN was given"
+
+
+class NotEncrypted(PinError):
+    "A PIN was given for a tablet database that was set up without one"
+
+
+class WeakPin(PinError, ValueError):
+    "A new PIN is too short"
+
+
+#: The shortest PIN a tablet's database can be encrypted with (a 6-digit PIN has only 10^6 values)
+MIN_PIN_LENGTH = 6
+
+
+def _check_new_pin(pin: str) -> None:
+    if len(pin.strip()) < MIN_PIN_LENGTH:
+        raise WeakPin(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
+
+
+def _open_store(path: str, pin: str | None) -> Store:
+    """The tablet's store: encrypted with the PIN (see ``sync.store.open_connection`` for how the key is
+    derived from it), or plaintext when there is no PIN. The PIN is passed on, never kept."""
+    encrypted = is_encrypted(path)
+    if pin is None:
+        if encrypted:
+            raise PinRequired(f"{path} is encrypted; give the worker's PIN to open it")
+        return Store(path)
+    if not encrypted and os.path.exists(path) and os.path.getsize(path) > 0:
+        raise NotEncrypted(f"{path} was set up without a PIN and is not encrypted: open it without one, "
+                           f"or encrypt it with `cunsync tablet pin --db {path}`")
+    if not encrypted:
+        _check_new_pin(pin)
+    try:
+        return Store(path, key=pin)
+    except WrongKey:
+        raise WrongPin(f"the PIN is wrong: it does not open {path}; nothing was changed") from None
+
+
+def _encrypt_plaintext(path: str, pin: str) -> None:
+    """Encrypt a plaintext tablet database in place: ``sqlcipher_export`` into a new encrypted file
+    beside it, which then replaces the original (atomically; a crash leaves the plaintext one)."""
+    from sqlcipher3 import dbapi2 as sqlcipher
+
+    tmp = path + ".encrypting"
+    for leftover in (tmp, tmp + "-journal"):
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+    conn = sqlcipher.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        salt = os.urandom(16)
+        conn.execute(f"ATTACH DATABASE ? AS encrypted KEY {key_literal(pin, salt, with_salt=True)}", (tmp,))
+        conn.execute("SELECT sqlcipher_export('encrypted')")
+        conn.execute("DETACH DATABASE encrypted")
+    finally:
+        conn.close()
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for suffix in ("-wal", "-shm"):  # the plaintext database's, checkpointed above
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+
+
 @dataclass
 class SyncReport:
     rounds: int = 0
@@ -82,6 +157,10 @@ class Tablet:
 
     ``client`` is the httpx client the sync loop uses; tests inject one over a real socket or over
     Starlette's ``TestClient``. ``sleep`` is injected so back-off can be tested without waiting.
+
+    ``pin`` is the worker's PIN: with it, a new database is created encrypted (SQLCipher, key derived
+    from the PIN) and an encrypted one is opened; a wrong PIN raises ``WrongPin`` and changes nothing.
+    Without it, the database is plaintext, as tablets set up before PINs were. The PIN is not kept.
     """
 
     def __init__(
@@ -91,9 +170,10 @@ class Tablet:
         client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], int] = wall_ms,
+        pin: str | None = None,
     ) -> None:
         self.path = str(path)
-        self.store = Store(path)
+        self.store = _open_store(self.path, pin)
         self._client = client
         self.sleep = sleep
         offset = int(self.store.meta("offset_ms", "0") or 0)
@@ -116,9 +196,9 @@ class Tablet:
 
     @classmethod
     def init(cls, path: str | Path, server: str, token: str, *, client: httpx.Client | None = None,
-             **kw: Any) -> Tablet:
-        "Set up a tablet database for the device a token belongs to"
-        tab = cls(path, client=client, **kw)
+             pin: str | None = None, **kw: Any) -> Tablet:
+        "Set up a tablet database for the device a token belongs to, encrypted with ``pin`` if given"
+        tab = cls(path, client=client, pin=pin, **kw)
         tab._set("server", server.rstrip("/"))
         tab._set("token", token)
         try:
@@ -135,9 +215,9 @@ class Tablet:
 
     @classmethod
     def enrol(cls, path: str | Path, server: str, code: str, *, client: httpx.Client | None = None,
-              **kw: Any) -> Tablet:
-        "Set up a tablet with a one-time enrolment code from the township"
-        tab = cls(path, client=client, **kw)
+              pin: str | None = None, **kw: Any) -> Tablet:
+        "Set up a tablet with a one-time enrolment code from the township, encrypted with ``pin`` if given"
+        tab = cls(path, client=client, pin=pin, **kw)
         tab._set("server", server.rstrip("/"))
         try:
             r = tab.client.post(tab.url("/api/enrol"), content=encode(EnrolRequest(code=code), "json"),
@@ -152,6 +232,29 @@ class Tablet:
                      ("tier", got.tier)):
             tab._set(k, v)
         return tab
+
+    def change_pin(self, new: str) -> None:
+        """Encrypt this tablet's database with a new PIN; the old one stops opening it.
+
+        An encrypted database is re-encrypted page by page (``PRAGMA rekey``, one transaction: a crash
+        leaves the old PIN or the new one working) and its WAL is checkpointed and truncated. A
+        plaintext database (set up without a PIN) is copied into a new encrypted file that replaces it;
+        no other process may have it open meanwhile, and flash storage may keep the old plaintext
+        blocks until they are reused. The PIN is not kept.
+        """
+        _check_new_pin(new)
+        with self.store.lock:
+            if self.store.conn.in_transaction:
+                raise RuntimeError("change the PIN outside a transaction")
+            if self.store.encrypted:
+                conn = self.store.conn
+                (salt,) = conn.execute("PRAGMA cipher_salt").fetchone()
+                conn.execute(f"PRAGMA rekey = {key_literal(new, bytes.fromhex(salt))}")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                return
+            self.store.close()
+            _encrypt_plaintext(self.path, new)
+            self.store = Store(self.path, key=new)
 
     def wipe(self) -> None:
         "Erase this tablet's local data: the node revoked it with wipe"
