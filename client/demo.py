@@ -20,7 +20,9 @@ from sync import units as unitlib
 from . import sample
 from .tablet import NodeUnreachable, Tablet
 
-TOWNSHIP = "510903001000"  # 育才路街道, 船山区, 遂宁市 (illustrative code)
+TOWNSHIP = "510903001000"
+#: The demo tablets' PIN: their databases are encrypted with a key derived from it.
+PIN = "246810"  # 育才路街道, 船山区, 遂宁市 (illustrative code)
 
 
 def _free_port() -> int:
@@ -93,7 +95,7 @@ def run(directory: str = "demo-data", *, tablets: int = 6, seed: int = 7) -> Non
     say(f"1. node up at {proc.url}; enrolling tablets")
     tabs: list[Tablet] = []
     for i, (village, _dev, token) in enumerate(enrolled):
-        tabs.append(Tablet.init(root / f"tablet-{i + 1}.db", proc.url, token, sleep=lambda s: None))
+        tabs.append(Tablet.init(root / f"tablet-{i + 1}.db", proc.url, token, sleep=lambda s: None, pin=PIN))
     staff = Tablet.init(root / "staff.db", proc.url, staff_token, sleep=lambda s: None)
 
     say("2. the node goes down; tablets keep working offline")
@@ -161,6 +163,7 @@ def run(directory: str = "demo-data", *, tablets: int = 6, seed: int = 7) -> Non
         f"gzip-compressed MessagePack")
     say(f"\nDatabases are in {root.resolve()}{os.sep}:")
     say(f"   sqlite-utils tables {root / 'township.db'} --counts")
-    say(f"   cunsync status --db {root / 'tablet-1.db'}")
+    say(f"   CUNSYNC_PIN={PIN} cunsync status --db {root / 'tablet-1.db'}   (tablets are encrypted; "
+        f"PIN {PIN})")
     for t in (*tabs, staff):
         t.close()
