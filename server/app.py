@@ -4,6 +4,7 @@
     GET  /api/health    liveness and what this node is
     GET  /api/whoami    the device a token belongs to (a tablet calls it once at set-up)
     POST /api/enrol     exchange a one-time enrolment code for a device token
+    GET  /openapi.json  this API described in OpenAPI 3.1, generated from the msgspec types
 
 Every error has one shape, ``{"error": {"code", "message", "details"}}``, with its HTTP status.
 """
@@ -40,6 +41,7 @@ from sync.wire import (
 
 from . import config
 from .node import Node
+from .openapi import openapi_route
 
 log = logging.getLogger("cunsync.server")
 
@@ -65,7 +67,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSONResponse({"error": {"code": code, "message": exc.detail, "details": None}},
-                        status_code=exc.status_code)
+                        status_code=exc.status_code, headers=exc.headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -141,6 +143,7 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
         Route("/api/health", health),
         Route("/api/whoami", whoami),
         Route("/api/enrol", enrol, methods=["POST"]),
+        openapi_route(),
         *(extra_routes or []),
     ]
     from .staff import staff_routes

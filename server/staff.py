@@ -3,6 +3,7 @@ state-changing request, and access decided by the signed-in account's role and u
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from starlette.templating import Jinja2Templates
 
 from sync.errors import BadRequest, Forbidden, NotFound, SyncError, Unauthorized
 from sync.schema import SCHEMA
+from sync.units import UnitCodeError
 
 from .auth import Accounts, Staff
 from .node import Node
@@ -40,8 +42,15 @@ def csrf_token(request: Request) -> str:
 
 def check_csrf(request: Request, sent: str | None) -> None:
     expected = request.session.get("csrf")
-    if not isinstance(expected, str) or not sent or not secrets.compare_digest(expected, sent):
+    if not isinstance(expected, str) or not sent or not secrets.compare_digest(expected.encode(), sent.encode()):
         raise Forbidden("missing or wrong CSRF token; reload the page and try again", code="csrf")
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except ValueError:  # not JSON, or not UTF-8
+        raise BadRequest("the body is not valid JSON") from None
 
 
 def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
@@ -97,7 +106,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         staff = current_staff(request, accounts)
         check_csrf(request, request.headers.get("x-csrf-token"))
         staff.require("township")
-        body = await request.json()
+        body = await _json_body(request)
         if not isinstance(body, dict) or not {"record", "field", "value"} <= set(body):
             raise BadRequest("send {\"record\": ..., \"field\": ..., \"value\": ...}")
         record, field, value = str(body["record"]), str(body["field"]), body["value"]
@@ -117,7 +126,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         staff = current_staff(request, accounts)
         check_csrf(request, request.headers.get("x-csrf-token"))
         staff.require("township")
-        body = await request.json()
+        body = await _json_body(request)
         if not isinstance(body, dict) or not {"unit", "user"} <= set(body):
             raise BadRequest("send {\"unit\": ..., \"user\": ...}")
         unit = str(body["unit"])
@@ -146,12 +155,15 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         staff = current_staff(request, accounts)
         check_csrf(request, request.headers.get("x-csrf-token"))
         staff.require("admin")
-        body = await request.json()
+        body = await _json_body(request)
         if not isinstance(body, dict) or not {"username", "password", "role"} <= set(body):
             raise BadRequest("send {\"username\": ..., \"password\": ..., \"role\": ..., \"unit\": ...}")
-        added = await run_in_threadpool(lambda: accounts.add(
-            str(body["username"]), str(body["password"]), role=str(body["role"]),
-            unit=str(body["unit"]) if body.get("unit") else None))
+        try:
+            added = await run_in_threadpool(lambda: accounts.add(
+                str(body["username"]), str(body["password"]), role=str(body["role"]),
+                unit=str(body["unit"]) if body.get("unit") else None))
+        except UnitCodeError as e:
+            raise BadRequest(str(e)) from None
         return JSONResponse({"username": added.username, "role": added.role, "unit": added.unit})
 
     return [

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -26,26 +26,28 @@ MIN_PROTOCOL_VERSION = 1
 MSGPACK = "application/msgpack"
 JSON = "application/json"
 Format = Literal["msgpack", "json"]
+#: an integer SQLite stores (and MessagePack carries): 0 to 2**63 - 1
+UInt = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 class WireAuthor(msgspec.Struct, array_like=True, frozen=True):
-    device: int
+    device: UInt
     user: str
     unit: str
-    tier: int
+    tier: UInt
 
 
 class WireOp(msgspec.Struct, array_like=True, gc=False):
-    author: int
-    counter: int
-    hlc: int
+    author: UInt
+    counter: UInt
+    hlc: UInt
     coll: str
     record: bytes
     field: str
-    kind: int
+    kind: UInt
     value: Any = None
     #: superseded op ids, flattened: device index, counter, device index, counter, ...
-    pred: list[int] = []
+    pred: list[UInt] = []
 
 
 class OpBatch(msgspec.Struct, array_like=True):
@@ -53,23 +55,23 @@ class OpBatch(msgspec.Struct, array_like=True):
     authors: list[WireAuthor] = []
     ops: list[WireOp] = []
     #: indexes into ``ops`` of ops the sender knows are already superseded
-    dead: list[int] = []
+    dead: list[UInt] = []
 
 
 class SyncRequest(msgspec.Struct, kw_only=True):
     "One round trip, tablet to node: pending ops up, and where the tablet's pull stands"
 
-    protocol: int
+    protocol: UInt
     device: str
-    cursor: int = 0
+    cursor: UInt = 0
     #: where an interrupted bootstrap stands: the last record id received ("" when not bootstrapping)
     page: str = ""
     epoch: str = ""
     ops: OpBatch = msgspec.field(default_factory=OpBatch)
-    limit: int = 5000
-    client_time: int = 0
+    limit: UInt = 5000
+    client_time: UInt = 0
     app_version: str = ""
-    schema_version: int = 1
+    schema_version: UInt = 1
     #: the node's check of ``cursor`` from its last answer
     cursor_check: str = ""
 
@@ -77,12 +79,12 @@ class SyncRequest(msgspec.Struct, kw_only=True):
 class SyncResponse(msgspec.Struct, kw_only=True):
     "The node's answer: what it acknowledged, ops for the tablet, its new cursor, whether more waits"
 
-    protocol: int
-    acked: int
+    protocol: UInt
+    acked: UInt
     ops: OpBatch
-    cursor: int
+    cursor: UInt
     more: bool
-    server_time: int
+    server_time: UInt
     epoch: str
     #: records that left the device's scope: drop them locally (they were not deleted)
     removed: list[str] = []

@@ -1,0 +1,398 @@
+"""The node's HTTP API as an OpenAPI 3.1 document, generated from the msgspec types it speaks.
+
+    openapi_spec()     the document, as a dict: schemas from ``sync.wire`` (and the small JSON bodies
+                       below, for the answers and the staff API that build theirs by hand) through
+                       ``msgspec.json.schema_components``
+    openapi_route()    a Route serving it at ``GET /openapi.json``; the document is built once
+
+Every error, on every endpoint, has one shape, ``sync.wire.ErrorBody``:
+``{"error": {"code", "message", "details"}}``, with its HTTP status.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import sync
+from sync.errors import SyncError
+from sync.wire import (
+    JSON,
+    MIN_PROTOCOL_VERSION,
+    MSGPACK,
+    PROTOCOL_VERSION,
+    EnrolRequest,
+    EnrolResponse,
+    ErrorBody,
+    SyncRequest,
+    SyncResponse,
+)
+
+OPENAPI_PATH = "/openapi.json"
+
+Tier = Literal["village", "township", "county", "city"]
+Role = Literal["township", "county", "city", "admin"]
+
+
+class Health(msgspec.Struct, kw_only=True):
+    "That the node is up, and what it is: its unit and tier, protocol, epoch and highest op sequence"
+
+    status: Literal["ok"]
+    unit: str
+    tier: Tier
+    protocol: int
+    #: changes when the node is restored from a backup: tablets then start their pull again
+    epoch: str
+    seq: int
+
+
+class WhoAmI(msgspec.Struct, kw_only=True):
+    "The device a token belongs to, and the node it is enrolled to"
+
+    device: str
+    user: str
+    unit: str
+    tier: Tier
+    node_unit: str
+    protocol: int
+    revoked: bool
+
+
+# -- the staff API (``server.staff``): signed-in staff, a session cookie, a CSRF token ----------------
+
+class LoginForm(msgspec.Struct):
+    "The sign-in form; ``csrf`` is the token in the form ``GET /login`` serves"
+
+    username: str
+    password: str
+    csrf: str
+
+
+class CsrfForm(msgspec.Struct):
+    csrf: str
+
+
+class ConflictCandidate(msgspec.Struct):
+    "One competing value of a field, with who wrote it"
+
+    value: Any
+    user: str
+    device: str
+    tier: str
+    unit: str
+    hlc: int
+
+
+class StaffConflict(msgspec.Struct):
+    "A field whose concurrent values a person must choose between; ``shown`` is the one shown meanwhile"
+
+    record: str
+    collection: str
+    unit: str | None
+    field: str
+    shown: Any
+    candidates: list[ConflictCandidate]
+
+
+class ConflictResolution(msgspec.Struct):
+    record: str
+    field: str
+    value: Any
+
+
+class ConflictResolved(msgspec.Struct):
+    record: str
+    field: str
+    #: how many ops the resolution wrote
+    ops: int
+
+
+class EnrolmentOrder(msgspec.Struct):
+    "A one-time enrolment code to create, for a unit in the staff member's scope and the worker there"
+
+    unit: str
+    user: str
+
+
+class EnrolmentCode(msgspec.Struct):
+    code: str
+    unit: str
+    user: str
+    #: Unix time, seconds
+    expires_at: int
+
+
+class Revocation(msgspec.Struct):
+    device: str
+    revoked: bool
+    wipe: bool
+
+
+class NewStaffAccount(msgspec.Struct):
+    username: str
+    password: Annotated[str, msgspec.Meta(min_length=8)]
+    role: Role
+    #: the account's unit; this node's unit when left out
+    unit: str | None = None
+
+
+class StaffAccount(msgspec.Struct):
+    username: str
+    role: Role
+    unit: str
+
+
+_REF = "#/components/schemas/{name}"
+HTML = "text/html"
+FORM = "application/x-www-form-urlencoded"
+SESSION_COOKIE = "cunsync_session"
+
+#: Error responses: the component name, its status and what it means.
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("BadRequest", "The request is wrong (a body that is not valid MessagePack or JSON, or not the "
+                        "expected shape; an unknown collection or field; an invalid value; a clock too far "
+                        "ahead); fix it and send it again."),
+    401: ("Unauthorized", "No valid credential: a device sends `Authorization: Bearer <token>` from "
+                          "enrolment; staff sign in first (code `not_signed_in`)."),
+    403: ("Forbidden", "The caller may not do this: for a device, a unit or record outside its scope, an "
+                       "op that claims another device or author, or a revoked device; for staff, a role or "
+                       "unit outside the account's, or a missing or wrong CSRF token (code `csrf`)."),
+    404: ("NotFound", "No such path."),
+    405: ("MethodNotAllowed", "The path does not take this method."),
+    409: ("VersionMismatch", f"The client speaks a sync protocol this node does not (it speaks "
+                             f"{MIN_PROTOCOL_VERSION}–{PROTOCOL_VERSION}); `details` has `client`, `min` and "
+                             "`max`."),
+    413: ("TooLarge", "The body, once inflated, or the batch is over the node's limit; `details.limit` "
+                      "names it. Send smaller batches."),
+    429: ("TooManyAttempts", "Too many failed attempts from this client; wait before trying again."),
+    500: ("InternalError", "A bug: the node logged it. Never expected; listed for its shape."),
+    507: ("StorageFull", "The node's disk is full; nothing was written. Retry later."),
+}
+
+#: codes the app's handlers use for Starlette's own errors (``server.app._http_error``)
+_HTTP_CODES = {404: ["not_found"], 405: ["method_not_allowed"], 500: ["internal"]}
+
+
+def _error_codes(status: int) -> list[str]:
+    "The ``error.code`` values of the SyncError classes with this status (handlers may pass others)"
+    found = set(_HTTP_CODES.get(status, []))
+    todo: list[type[SyncError]] = [SyncError]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.status == status and cls is not SyncError:
+            found.add(cls.code)
+    return sorted(found)
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    _, text = _ERRORS[status]
+    codes = _error_codes(status)
+    if codes:
+        text += " Codes include " + ", ".join(f"`{c}`" for c in codes) + "."
+    return {"description": text,
+            "content": {JSON: {"schema": {"$ref": _REF.format(name="ErrorBody")}}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"$ref": f"#/components/responses/{_ERRORS[s][0]}"} for s in statuses}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": {"$ref": _REF.format(name=name)}}}}
+
+
+_INFO = f"""The HTTP API of a cunsync node (township, county or city), which tablets sync with.
+
+Every error, on every endpoint, has one shape, `ErrorBody`:
+`{{"error": {{"code": "...", "message": "...", "details": ...}}}}`, with its HTTP status. That holds for
+paths the node does not serve (404, code `not_found`) and methods a path does not take (405, code
+`method_not_allowed`) too, which no operation below lists.
+
+`POST /api/sync` speaks MessagePack (`{MSGPACK}`) by default and JSON (`{JSON}`) on request: the body's
+`Content-Type` names its format, and the answer comes in the format `Accept` names (MessagePack unless it
+names JSON), or the request's format when there is no `Accept`. A body may be gzip-compressed
+(`Content-Encoding: gzip`); answers over 512 bytes are, when `Accept-Encoding` allows gzip. Structs marked
+`array_like` in `sync.wire` travel as arrays; `bytes` fields travel as MessagePack bin, or base64 in JSON.
+Errors are always JSON.
+
+Staff sign in at `/login` (an HTML form) and then hold a signed session cookie, `{SESSION_COOKIE}`. Every
+state-changing staff request carries the CSRF token of the session: a form's `csrf` field, or the
+`X-CSRF-Token` header on the JSON API (the staff pages hold the token). What an account may do depends on
+its role and unit: 403 otherwise.
+"""
+
+
+def openapi_spec() -> dict[str, Any]:
+    "The OpenAPI 3.1 document for the node's HTTP API"
+    types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
+                        LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved,
+                        EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount]
+    _, schemas = msgspec.json.schema_components(types, ref_template=_REF)
+    bearer: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+    sync_body = {"$ref": _REF.format(name="SyncRequest")}
+    sync_answer = {"$ref": _REF.format(name="SyncResponse")}
+    paths: dict[str, Any] = {
+        "/api/sync": {"post": {
+            "operationId": "sync",
+            "summary": "One sync round trip: push pending ops, acknowledge, pull what is new",
+            "description": "Any request may be retried. See the API description for formats and gzip.",
+            "security": bearer,
+            "requestBody": {"required": True, "content": {MSGPACK: {"schema": sync_body},
+                                                          JSON: {"schema": sync_body}}},
+            "responses": {
+                "200": {
+                    "description": "What the node acknowledged, ops for the tablet, its new cursor",
+                    "headers": {"Content-Encoding": {
+                        "description": "`gzip` when the answer is compressed", "required": False,
+                        "schema": {"type": "string", "enum": ["gzip"]}}},
+                    "content": {MSGPACK: {"schema": sync_answer}, JSON: {"schema": sync_answer}},
+                },
+                **_errors(400, 401, 403, 409, 413, 429, 507),
+            },
+        }},
+        "/api/health": {"get": {
+            "operationId": "health",
+            "summary": "Liveness, and what this node is",
+            "security": [],
+            "responses": {"200": _json("Health", "The node is up")},
+        }},
+        "/api/whoami": {"get": {
+            "operationId": "whoami",
+            "summary": "The device a token belongs to (a tablet calls it once at set-up)",
+            "security": bearer,
+            "responses": {"200": _json("WhoAmI", "The token's device"), **_errors(401)},
+        }},
+        "/api/enrol": {"post": {
+            "operationId": "enrol",
+            "summary": "Exchange a one-time enrolment code for a device and its token",
+            "description": "The code is forgiving as typed: case, spaces, dashes and look-alikes. A client "
+                           "that fails too often must wait (429).",
+            "security": [],
+            "requestBody": {"required": True,
+                            "content": {JSON: {"schema": {"$ref": _REF.format(name="EnrolRequest")}}}},
+            "responses": {
+                "200": _json("EnrolResponse", "The new device and its token (shown once)"),
+                **_errors(400),
+                "401": {"description": "A wrong, used or expired code: `error.code` is "
+                                       "`invalid_enrolment_code`, `enrolment_used` or `enrolment_expired`.",
+                        "content": {JSON: {"schema": {"$ref": _REF.format(name="ErrorBody")}}}},
+                **_errors(413, 429),
+            },
+        }},
+        OPENAPI_PATH: {"get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": {"description": "The OpenAPI 3.1 description of this API",
+                                  "content": {JSON: {"schema": {"type": "object"}}}}},
+        }},
+    }
+    paths.update(_staff_paths())
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "cunsync node", "version": sync.__version__, "description": _INFO,
+                 "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "responses": {name: _error_response(status) for status, (name, _) in _ERRORS.items()},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "The device token from enrolment (`POST /api/enrol`)"},
+                "staffSession": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
+                                 "description": "The signed session cookie `POST /login` sets"},
+            },
+        },
+    }
+
+
+def _redirect(to: str, description: str) -> dict[str, Any]:
+    return {"description": f"{description}: to `{to}`",
+            "headers": {"Location": {"required": True, "schema": {"type": "string", "const": to}}}}
+
+
+def _page(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {HTML: {"schema": {"type": "string"}}}}
+
+
+def _staff_paths() -> dict[str, Any]:
+    "The staff sign-in pages and the staff API (``server.staff``)"
+    session: list[dict[str, list[str]]] = [{"staffSession": []}]
+    csrf = {"name": "X-CSRF-Token", "in": "header", "required": True, "schema": {"type": "string"},
+            "description": "The session's CSRF token, as the staff pages hold it"}
+
+    def api(op_id: str, summary: str, body: str | None, answer: dict[str, Any], *errors: int,
+            parameters: list[dict[str, Any]] | None = None, changes: bool = True) -> dict[str, Any]:
+        "A staff API operation; one that ``changes`` state needs the CSRF header"
+        op: dict[str, Any] = {"operationId": op_id, "summary": summary, "security": session,
+                              "parameters": [*(parameters or []), *([csrf] if changes else [])],
+                              "responses": {"200": answer, **_errors(*errors)}}
+        if body is not None:
+            op["requestBody"] = {"required": True, "content": {JSON: {"schema": {"$ref": _REF.format(name=body)}}}}
+        return op
+
+    return {
+        "/login": {
+            "get": {"operationId": "loginPage", "summary": "The sign-in page", "security": [],
+                    "responses": {"200": _page("The sign-in form, with its CSRF token")}},
+            "post": {
+                "operationId": "login", "summary": "Sign in", "security": [],
+                "requestBody": {"required": True,
+                                "content": {FORM: {"schema": {"$ref": _REF.format(name="LoginForm")}}}},
+                "responses": {
+                    "303": _redirect("/staff", "Signed in; the session cookie is set"),
+                    **{str(status): _page(f"The sign-in form again, saying why: {why}") for status, why in (
+                        (401, "a wrong username or password"), (403, "a missing or stale CSRF token"),
+                        (429, "the account is locked after too many wrong passwords"))},
+                },
+            },
+        },
+        "/logout": {"post": {
+            "operationId": "logout", "summary": "Sign out", "security": [],
+            "requestBody": {"required": True,
+                            "content": {FORM: {"schema": {"$ref": _REF.format(name="CsrfForm")}}}},
+            "responses": {"303": _redirect("/login", "Signed out"), **_errors(403)},
+        }},
+        "/staff": {"get": {
+            "operationId": "staffHome", "summary": "The staff page", "security": session,
+            "responses": {"200": _page("The staff page: for township staff, the open conflicts"),
+                          "303": _redirect("/login", "Not signed in")},
+        }},
+        "/api/staff/conflicts": {"get": api(
+            "staffConflicts", "The open conflicts in a township staff member's scope", None,
+            {"description": "The conflicts", "content": {JSON: {"schema": {
+                "type": "array", "items": {"$ref": _REF.format(name="StaffConflict")}}}}},
+            401, 403, changes=False)},
+        "/api/staff/resolve": {"post": api(
+            "staffResolve", "Resolve a conflict: the value a field keeps", "ConflictResolution",
+            _json("ConflictResolved", "The resolution was written"), 400, 401, 403, 404)},
+        "/api/staff/enrolments": {"post": api(
+            "staffEnrol", "Create a one-time enrolment code for a worker's tablet", "EnrolmentOrder",
+            _json("EnrolmentCode", "The code, shown once"), 400, 401, 403)},
+        "/api/staff/devices/{device}/revoke": {"post": api(
+            "staffRevoke", "Revoke a device; with `wipe`, it also erases its local data", None,
+            _json("Revocation", "The device is revoked"), 401, 403, 404,
+            parameters=[
+                {"name": "device", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "wipe", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "`1` or `true` to have the tablet erase its local data"},
+            ])},
+        "/api/admin/users": {"post": api(
+            "adminAddUser", "Add (or replace) a staff account; admins only", "NewStaffAccount",
+            _json("StaffAccount", "The account"), 400, 401, 403)},
+    }
+
+
+def openapi_route() -> Route:
+    "``GET /openapi.json``: the document, built and rendered once"
+    body = msgspec.json.encode(openapi_spec())
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(body, media_type=JSON)
+
+    return Route(OPENAPI_PATH, openapi_json, methods=["GET"])
