@@ -104,6 +104,19 @@ class ConflictResolution(msgspec.Struct):
     value: Any
 
 
+class MergeOrder(msgspec.Struct):
+    "Merge the resident ``drop`` into ``keep``: its needs and services follow, it is deleted"
+
+    keep: str
+    drop: str
+
+
+class Merged(msgspec.Struct):
+    keep: str
+    drop: str
+    ops: int
+
+
 class ConflictResolved(msgspec.Struct):
     record: str
     field: str
@@ -230,7 +243,7 @@ its role and unit: 403 otherwise.
 def openapi_spec() -> dict[str, Any]:
     "The OpenAPI 3.1 document for the node's HTTP API"
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
-                        LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved,
+                        LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount]
     _, schemas = msgspec.json.schema_components(types, ref_template=_REF)
     bearer: list[dict[str, list[str]]] = [{"bearerAuth": []}]
@@ -371,6 +384,9 @@ def _staff_paths() -> dict[str, Any]:
         "/api/staff/resolve": {"post": api(
             "staffResolve", "Resolve a conflict: the value a field keeps", "ConflictResolution",
             _json("ConflictResolved", "The resolution was written"), 400, 401, 403, 404)},
+        "/api/staff/merge": {"post": api(
+            "staffMerge", "Merge a duplicate resident into another; its needs and services follow",
+            "MergeOrder", _json("Merged", "The merge was written"), 400, 401, 403, 404)},
         "/api/staff/enrolments": {"post": api(
             "staffEnrol", "Create a one-time enrolment code for a worker's tablet", "EnrolmentOrder",
             _json("EnrolmentCode", "The code, shown once"), 400, 401, 403)},

@@ -121,6 +121,27 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         written = await run_in_threadpool(resolve)
         return JSONResponse({"record": record, "field": field, "ops": written})
 
+    async def api_merge(request: Request) -> Response:
+        "Township staff merge a duplicate resident into another; needs and services follow"
+        staff = current_staff(request, accounts)
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        staff.require("township")
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not {"keep", "drop"} <= set(body):
+            raise BadRequest("send {\"keep\": ..., \"drop\": ...}: the resident to keep and its duplicate")
+        keep, drop = str(body["keep"]), str(body["drop"])
+
+        def merge() -> int:
+            lo, hi = staff.scope
+            for rid in (keep, drop):
+                rec = node.store.get(rid)
+                if rec is None or rec.unit is None or not lo <= rec.unit <= hi:
+                    raise NotFound(f"no resident {rid} in your township", details={"record": rid})
+            return len(node.editor(staff.username).merge(keep, drop))
+
+        written = await run_in_threadpool(merge)
+        return JSONResponse({"keep": keep, "drop": drop, "ops": written})
+
     async def api_enrol(request: Request) -> Response:
         "Township staff create a one-time enrolment code for a village and a worker"
         staff = current_staff(request, accounts)
@@ -168,6 +189,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
 
     return [
         Route("/api/staff/enrolments", api_enrol, methods=["POST"]),
+        Route("/api/staff/merge", api_merge, methods=["POST"]),
         Route("/api/staff/devices/{device}/revoke", api_revoke, methods=["POST"]),
         Route("/api/admin/users", api_users, methods=["POST"]),
         Route("/login", login_page, methods=["GET"]),

@@ -17,7 +17,7 @@ from .hlc import HLC
 from .ops import Op, uuid7
 from .schema import NEED_TRANSITIONS, Schema
 from .store import Store
-from .types import ADD, DELETED, REMOVE, SET, TIER_RANK
+from .types import ADD, DELETED, REMOVE, SET, SURVIVES_DELETE, TIER_RANK
 
 _key = msgspec.json.Encoder().encode
 
@@ -166,7 +166,8 @@ class Editor:
             coll = self._require(record)
             keep = self.schema.collections[coll].unit_field if coll in self.schema.collections else "unit"
             st = self.store.state(record)
-            ids = tuple(sorted((e.device, e.counter) for n, es in st.items() if n != keep for e in es))
+            ids = tuple(sorted((e.device, e.counter) for n, es in st.items()
+                               if n != keep and n not in SURVIVES_DELETE for e in es))
             specs: list[tuple[str, str, str, int, Any, tuple[tuple[str, int], ...]]] = [
                 (coll, record, DELETED, SET, True, ids)
             ]
@@ -176,6 +177,25 @@ class Editor:
                 unit = max(units, key=lambda e: e.key()).value
                 specs.append((coll, record, keep, SET, unit, tuple(sorted((e.device, e.counter) for e in units))))
             return self._commit(self._build(specs))
+
+    def merge(self, keep: str, drop: str) -> list[Op]:
+        """Merge a duplicate resident into another: every need and service of ``drop`` moves to ``keep``,
+        ``drop`` records where it went (``merged_into``) and is deleted. Both histories stay in the op
+        log, and ``resolve_id`` follows the redirect for ops that still name the old id."""
+        if keep == drop:
+            raise InvalidValue("a resident cannot be merged into itself")
+        with self.store.transaction():
+            for rid in (keep, drop):
+                if self._require(rid) != "person":
+                    raise InvalidValue(f"{rid} is not a resident; only residents are merged")
+            ops: list[Op] = []
+            for coll in ("need", "service"):
+                for rec in self.store.records(coll, include_deleted=True):
+                    if rec.data.get("person") == drop:
+                        ops += self.update(rec.id, {"person": keep})
+            ops += self.update(drop, {"merged_into": keep})
+            ops += self.delete(drop)
+            return ops
 
     def restore(self, record: str) -> list[Op]:
         """Undo a delete: the record comes back with the values the delete had superseded, except

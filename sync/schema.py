@@ -107,6 +107,7 @@ PERSON = _collection(
     Field("unit", UnitCode, "所属村/社区", review=True, required=True),
     Field("groups", Group, "人群类别", merge="set"),
     Field("notes", Text, "备注", personal=True),
+    Field("merged_into", RecordRef, "合并到", review=True),
 )
 NEED = _collection(
     "need", "需求",

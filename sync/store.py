@@ -37,7 +37,7 @@ import sqlite_utils
 
 from .ops import Op
 from .schema import SCHEMA, Schema
-from .types import ADD, DELETED, REMOVE, SET, TIER_NAME, OpId
+from .types import ADD, DELETED, REMOVE, SET, SURVIVES_DELETE, TIER_NAME, OpId
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.decode
@@ -87,7 +87,8 @@ def materialize(coll: str, state: State, schema: Schema = SCHEMA, unit_field: st
             continue
         if name == DELETED:
             continue
-        if name != ufield:  # a delete keeps the record's unit, so it stays in its village's scope
+        if name != ufield and name not in SURVIVES_DELETE:
+            # a delete keeps the record's unit (so it stays in its village's scope) and any merge redirect
             others_live = True
         if len(entries) == 1:
             e = entries[0]
@@ -753,6 +754,17 @@ class Store:
             rec.conflicts = self._conflict_fields(rec.id) if rec.conflicts else []
         return out
 
+    def resolve_id(self, record: str) -> str:
+        "Follow merges: the id of the resident a merged duplicate now lives on as"
+        seen = {record}
+        while True:
+            row = self.conn.execute(
+                "SELECT json_extract(data, '$.merged_into') FROM records WHERE id = ?", (record,)).fetchone()
+            if row is None or not row[0] or row[0] in seen:
+                return record
+            record = row[0]
+            seen.add(record)
+
     def state(self, record: str) -> State:
         "A record's live ops, by field"
         row = self.conn.execute("SELECT state FROM records WHERE id = ?", (record,)).fetchone()
@@ -853,7 +865,7 @@ class Store:
             if name == DELETED:
                 c = self.schema.collections.get(coll)
                 ufield = c.unit_field if c else "unit"
-                entries = [e for n, es in st.items() if n != ufield for e in es]
+                entries = [e for n, es in st.items() if n != ufield and n not in SURVIVES_DELETE for e in es]
             else:
                 entries = st.get(name, [])
             entries = sorted(entries, key=Entry.key, reverse=True)

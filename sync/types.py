@@ -29,3 +29,6 @@ TIER_NAME: dict[int, str] = {rank: name for name, rank in TIER_RANK.items()}
 
 #: The register that marks a record deleted. A delete against a concurrent edit is a conflict.
 DELETED = "_deleted"
+
+#: Fields a delete leaves live (besides the record's unit): where a merged duplicate went.
+SURVIVES_DELETE = ("merged_into",)

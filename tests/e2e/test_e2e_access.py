@@ -236,3 +236,31 @@ def test_only_admins_add_users(world: World) -> None:
         csrf = _csrf(c.get("/login").text)
         r = c.post("/login", data={"username": "wu", "password": "another pass 2", "csrf": csrf})
         assert r.status_code == 303
+
+
+def test_merging_duplicates_by_role_and_scope(world: World) -> None:
+    n = Node(world.node.db, TOWNSHIP)
+    try:
+        ed = n.editor("liu")
+        keep = ed.create("person", {"unit": V1, "name": "李桂兰", "birth_date": "1940-02-03"})
+        drop = ed.create("person", {"unit": V1, "name": "李桂兰", "birth_date": "1940-02-03"})
+        need = ed.create("need", {"unit": V1, "person": drop, "category": "养老服务"})
+    finally:
+        n.close()
+    body = {"keep": keep, "drop": drop}
+    for user, status, code in (("county", 403, "forbidden"), ("city", 403, "forbidden"),
+                               ("admin", 403, "forbidden"), ("zhao", 404, "not_found")):
+        with signed_in(world, user) as (c, csrf):
+            assert_error(c.post("/api/staff/merge", json=body, headers={"x-csrf-token": csrf}), status, code)
+    with signed_in(world, "liu") as (c, csrf):
+        assert_error(c.post("/api/staff/merge", json=body), 403, "csrf")
+        assert_error(c.post("/api/staff/merge", json={"keep": keep, "drop": keep},
+                            headers={"x-csrf-token": csrf}), 400, "invalid_value")
+        r = c.post("/api/staff/merge", json=body, headers={"x-csrf-token": csrf})
+        assert r.status_code == 200 and r.json()["ops"] >= 3
+    n = Node(world.node.db, TOWNSHIP)
+    try:
+        assert n.store.get(need).data["person"] == keep  # type: ignore[union-attr]
+        assert n.store.get(drop).deleted and n.store.resolve_id(drop) == keep  # type: ignore[union-attr]
+    finally:
+        n.close()

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from sync import HLC, Editor, Op, Store
 from sync.schema import GROUPS, PERSON, SCHEMA, Collection, Field, Schema, Text
 from sync.store import Conflict, LiveOp
-from sync.types import DELETED, REMOVE, SET, TIER_NAME, TIER_RANK
+from sync.types import DELETED, REMOVE, SET, SURVIVES_DELETE, TIER_NAME, TIER_RANK
 
 # --- the world ---------------------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ def expected_digest(ops: Iterable[Op], schema: Schema = SCHEMA) -> dict[str, tup
         unit_field = c.unit_field if c else "unit"
         # The unit does not count against a delete: a delete re-asserts the unit it saw, so the record
         # stays in its village, and a concurrent move shows as a conflict on the unit itself.
-        others_live = any(name not in (DELETED, unit_field) for name in by_field)
+        others_live = any(name not in (DELETED, unit_field, *SURVIVES_DELETE) for name in by_field)
         if len({_encode(op.value) for op in dels}) > 1 or (deleted and others_live):
             conflicts.append(DELETED)
         unit = data.get(unit_field)

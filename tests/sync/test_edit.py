@@ -204,3 +204,25 @@ def test_each_tier_stamps_its_rank(store: Store, village: Editor, township: Edit
 def test_unknown_tier(store: Store) -> None:
     with pytest.raises(ValueError, match="village, township, county, city"):
         Editor(store, device="d", user="u", unit=VILLAGE, tier="province")
+
+
+def test_merge_moves_needs_and_services_and_redirects_the_old_id(store: Store, village: Editor,
+                                                                 township: Editor) -> None:
+    keep = _person(village, name="张三", phone="13800138000")
+    drop = _person(village, name="张 三", phone="13800138000")
+    need = village.create("need", {"person": drop, "unit": "510903001001", "category": "养老服务"})
+    service = village.create("service", {"person": drop, "need": need, "unit": "510903001001",
+                                         "service_type": "养老服务", "served_at": "2026-11-01T09:00"})
+    other = village.create("need", {"person": keep, "unit": "510903001001", "category": "医疗健康"})
+    drop_history = len(store.history(drop))
+    township.merge(keep, drop)
+    for rid in (need, service, other):
+        assert store.get(rid).data["person"] == keep  # type: ignore[union-attr]
+    gone = store.get(drop)
+    assert gone is not None and gone.deleted and store.resolve_id(drop) == keep
+    assert [r.id for r in store.records("person")] == [keep]
+    assert len(store.history(drop)) == drop_history + 3  # merged_into, the delete, the unit re-asserted
+    with pytest.raises(InvalidValue):
+        township.merge(keep, keep)
+    with pytest.raises(InvalidValue):
+        township.merge(keep, need)
