@@ -25,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sync.errors import MalformedBody, SyncError, TooLarge
+from sync.errors import BadRequest, MalformedBody, SyncError, TooLarge
+from sync.units import UnitCodeError
 from sync.wire import (
     PROTOCOL_VERSION,
     EnrolRequest,
@@ -61,6 +62,11 @@ async def _sync_error(request: Request, exc: Exception) -> Response:
         # the body may be unread: close the connection rather than leave it half-read for the next request
         resp.headers["connection"] = "close"
     return resp
+
+
+async def _unit_error(request: Request, exc: Exception) -> Response:
+    "A malformed unit code anywhere is the caller's mistake: 400, with what a valid code looks like"
+    return await _sync_error(request, BadRequest(str(exc), code="invalid_unit"))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -154,7 +160,8 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
         middleware=[Middleware(SessionMiddleware, secret_key=config.SECRET or node.session_secret,
                                session_cookie="cunsync_session", same_site="strict", max_age=12 * 3600,
                                https_only=config.HTTPS_ONLY)],
-        exception_handlers={SyncError: _sync_error, HTTPException: _http_error, Exception: _internal_error},
+        exception_handlers={SyncError: _sync_error, UnitCodeError: _unit_error, HTTPException: _http_error,
+                            Exception: _internal_error},
     )
     app.state.node = node
     return app

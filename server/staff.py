@@ -54,6 +54,25 @@ async def _json_body(request: Request) -> Any:
 
 
 def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
+    async def change(request: Request, role: str, keys: tuple[str, ...] = ()) -> tuple[Staff, dict[str, Any]]:
+        """A state-changing staff request: signed in, the session's CSRF token, the role, and a JSON
+        object body with ``keys``"""
+        staff = current_staff(request, accounts)
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        staff.require(role)
+        if not keys:
+            return staff, {}
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not set(keys) <= set(body):
+            raise BadRequest("send a JSON object with " + ", ".join(repr(k) for k in keys))
+        return staff, body
+
+    def in_scope(staff: Staff, record: str) -> None:
+        rec = node.store.get(record)
+        lo, hi = staff.scope
+        if rec is None or rec.unit is None or not lo <= rec.unit <= hi:
+            raise NotFound(f"no record {record} in your township", details={"record": record})
+
     async def login_page(request: Request) -> Response:
         return templates.TemplateResponse(request, "login.html", {"csrf": csrf_token(request), "error": None,
                                                                    "node": node})
@@ -103,19 +122,11 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         } for c in found])
 
     async def api_resolve(request: Request) -> Response:
-        staff = current_staff(request, accounts)
-        check_csrf(request, request.headers.get("x-csrf-token"))
-        staff.require("township")
-        body = await _json_body(request)
-        if not isinstance(body, dict) or not {"record", "field", "value"} <= set(body):
-            raise BadRequest("send {\"record\": ..., \"field\": ..., \"value\": ...}")
+        staff, body = await change(request, "township", ("record", "field", "value"))
         record, field, value = str(body["record"]), str(body["field"]), body["value"]
 
         def resolve() -> int:
-            rec = node.store.get(record)
-            lo, hi = staff.scope
-            if rec is None or rec.unit is None or not lo <= rec.unit <= hi:
-                raise NotFound(f"no record {record} in your township", details={"record": record})
+            in_scope(staff, record)
             return len(node.editor(staff.username).resolve(record, field, value))
 
         written = await run_in_threadpool(resolve)
@@ -123,20 +134,12 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
 
     async def api_merge(request: Request) -> Response:
         "Township staff merge a duplicate resident into another; needs and services follow"
-        staff = current_staff(request, accounts)
-        check_csrf(request, request.headers.get("x-csrf-token"))
-        staff.require("township")
-        body = await _json_body(request)
-        if not isinstance(body, dict) or not {"keep", "drop"} <= set(body):
-            raise BadRequest("send {\"keep\": ..., \"drop\": ...}: the resident to keep and its duplicate")
+        staff, body = await change(request, "township", ("keep", "drop"))
         keep, drop = str(body["keep"]), str(body["drop"])
 
         def merge() -> int:
-            lo, hi = staff.scope
-            for rid in (keep, drop):
-                rec = node.store.get(rid)
-                if rec is None or rec.unit is None or not lo <= rec.unit <= hi:
-                    raise NotFound(f"no resident {rid} in your township", details={"record": rid})
+            in_scope(staff, keep)
+            in_scope(staff, drop)
             return len(node.editor(staff.username).merge(keep, drop))
 
         written = await run_in_threadpool(merge)
@@ -144,12 +147,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
 
     async def api_enrol(request: Request) -> Response:
         "Township staff create a one-time enrolment code for a village and a worker"
-        staff = current_staff(request, accounts)
-        check_csrf(request, request.headers.get("x-csrf-token"))
-        staff.require("township")
-        body = await _json_body(request)
-        if not isinstance(body, dict) or not {"unit", "user"} <= set(body):
-            raise BadRequest("send {\"unit\": ..., \"user\": ...}")
+        staff, body = await change(request, "township", ("unit", "user"))
         unit = str(body["unit"])
         lo, hi = staff.scope
         if not lo <= unit <= hi:
@@ -159,9 +157,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
                              "expires_at": enr.expires_at})
 
     async def api_revoke(request: Request) -> Response:
-        staff = current_staff(request, accounts)
-        check_csrf(request, request.headers.get("x-csrf-token"))
-        staff.require("township")
+        staff, _ = await change(request, "township")
         device = request.path_params["device"]
         wipe = request.query_params.get("wipe") in ("1", "true")
         lo, hi = staff.scope
@@ -173,12 +169,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
 
     async def api_users(request: Request) -> Response:
         "Admins add staff accounts"
-        staff = current_staff(request, accounts)
-        check_csrf(request, request.headers.get("x-csrf-token"))
-        staff.require("admin")
-        body = await _json_body(request)
-        if not isinstance(body, dict) or not {"username", "password", "role"} <= set(body):
-            raise BadRequest("send {\"username\": ..., \"password\": ..., \"role\": ..., \"unit\": ...}")
+        _, body = await change(request, "admin", ("username", "password", "role"))
         try:
             added = await run_in_threadpool(lambda: accounts.add(
                 str(body["username"]), str(body["password"]), role=str(body["role"]),

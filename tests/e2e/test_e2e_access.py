@@ -264,3 +264,10 @@ def test_merging_duplicates_by_role_and_scope(world: World) -> None:
         assert n.store.get(drop).deleted and n.store.resolve_id(drop) == keep  # type: ignore[union-attr]
     finally:
         n.close()
+
+
+def test_a_malformed_unit_is_a_400_not_a_crash(world: World) -> None:
+    with signed_in(world, "liu") as (c, csrf):
+        r = c.post("/api/staff/enrolments", json={"unit": "51090300100x", "user": "x"},
+                   headers={"x-csrf-token": csrf})
+        assert_error(r, 400, "invalid_unit")
