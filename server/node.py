@@ -417,10 +417,9 @@ class Node:
                 (lo, hi, page, page_size),
             ).fetchall()
             seqs = [e.seq for _, st in rows for es in _state_decode(st).values() for e in es]
-            ops = self.store.ops_by_seq(seqs)
             done = len(rows) < page_size
             return SyncResponse(
-                protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops(ops),
+                protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=self.store.packed(seqs),
                 cursor=cursor, more=not done or self.store.max_seq() > cursor,
                 server_time=server_time, epoch=self.epoch,
                 cursor_check=self._cursor_check(cursor), page="" if done else rows[-1][0], bootstrapping=not done,
@@ -443,8 +442,6 @@ class Node:
         new_cursor = seqs[-1] if more else top
         # (with a full page, the cursor stops at the last op sent; ops skipped as the tablet's own
         # before it are behind the cursor, and none after it are skipped)
-        ops = self.store.ops_by_seq(seqs)
-        dead = {o.id for q, o in zip(seqs, ops) if q in dead_seqs}
         # records that moved into scope arrive whole; records that left are removed on the tablet
         moved_in: list[str] = []
         removed: list[str] = []
@@ -462,9 +459,9 @@ class Node:
             still = {r for r, u in self._units(removed).items() if u is not None and lo <= u <= hi}
             removed = [r for r in dict.fromkeys(removed) if r not in still]
         if moved_in:
-            ops = ops + self.store.live_ops(dict.fromkeys(moved_in))
+            seqs = seqs + self.store.live_seqs(dict.fromkeys(moved_in))
         return SyncResponse(
-            protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops(ops, dead),
+            protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=self.store.packed(seqs, dead_seqs),
             cursor=new_cursor, more=more, server_time=server_time, epoch=self.epoch, removed=removed,
             cursor_check=self._cursor_check(new_cursor),
         )

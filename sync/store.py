@@ -37,6 +37,7 @@ import sqlite_utils
 
 from .ops import Op
 from .schema import SCHEMA, Schema
+from .wire import OpBatch, pack_rows
 from .types import ADD, DELETED, REMOVE, SET, SURVIVES_DELETE, TIER_NAME, OpId
 
 _json_encode = msgspec.json.Encoder().encode
@@ -808,15 +809,30 @@ class Store:
     def record_ops(self, record: str) -> list[Op]:
         return self._ops("WHERE record = ? ORDER BY seq", (record,))
 
-    def live_ops(self, records: Iterable[str]) -> list[Op]:
-        "The live ops of these records: enough for another replica to hold the same state"
+    def live_seqs(self, records: Iterable[str]) -> list[int]:
+        "The local sequence numbers of these records' live ops"
         seqs: list[int] = []
         for chunk in _chunks(list(records)):
             marks = ",".join("?" * len(chunk))
             for (state,) in self.conn.execute(f"SELECT state FROM records WHERE id IN ({marks})", chunk):
                 for entries in _state_decode(state).values():
                     seqs.extend(e.seq for e in entries)
-        return self.ops_by_seq(seqs)
+        return seqs
+
+    def live_ops(self, records: Iterable[str]) -> list[Op]:
+        "The live ops of these records: enough for another replica to hold the same state"
+        return self.ops_by_seq(self.live_seqs(records))
+
+    def packed(self, seqs: Sequence[int], dead: Collection[int] = ()) -> OpBatch:
+        """The ops at these sequence numbers packed for the wire straight from their rows, without
+        building ``Op`` objects; ``dead`` names the sequence numbers to flag as superseded"""
+        rows: list[tuple[Any, ...]] = []
+        for chunk in _chunks(sorted(set(seqs))):
+            marks = ",".join("?" * len(chunk))
+            rows.extend(self.conn.execute(
+                "SELECT seq, site, counter, hlc, coll, record, field, kind, value, pred, author FROM ops"
+                f" WHERE seq IN ({marks}) ORDER BY seq", chunk))
+        return pack_rows(rows, self.device_of, self._author, dead)
 
     def max_seq(self) -> int:
         (n,) = self.conn.execute("SELECT coalesce(max(seq), 0) FROM ops").fetchone()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -153,6 +153,52 @@ def pack_ops(ops: Iterable[Op], dead: Iterable[OpId] = ()) -> OpBatch:
     return OpBatch(
         list(devices), [WireAuthor(*k) for k in authors], out, dead_idx
     )
+
+
+def pack_rows(
+    rows: Iterable[tuple[Any, ...]],
+    device_of: Callable[[int], str],
+    author_of: Callable[[int], tuple[str, str, int]],
+    dead: Collection[int] = (),
+) -> OpBatch:
+    """Pack op rows as the store keeps them — (seq, site, counter, hlc, coll, record, field, kind,
+    value JSON, pred JSON, author) — the same as ``pack_ops`` would pack their ``Op`` objects"""
+    devices: dict[str, int] = {}
+    authors: dict[tuple[int, str, str, int], int] = {}
+    by_author: dict[tuple[int, int], int] = {}  # (author id, site id) -> index in ``authors``
+    out: list[WireOp] = []
+    dead_idx: list[int] = []
+    rids: dict[str, bytes] = {}
+    json_decode = msgspec.json.decode
+
+    def dev(d: str) -> int:
+        i = devices.get(d)
+        if i is None:
+            i = devices[d] = len(devices)
+        return i
+
+    for seq, site, counter, hlc, coll, record, field, kind, value, pred, aid in rows:
+        a = by_author.get((aid, site))
+        if a is None:
+            user, unit, tier = author_of(aid)
+            key = (dev(device_of(site)), user, unit, tier)
+            a = authors.get(key)
+            if a is None:
+                a = authors[key] = len(authors)
+            by_author[(aid, site)] = a
+        flat: list[int] = []
+        if pred:
+            for d, c in json_decode(pred):
+                flat.append(dev(d))
+                flat.append(c)
+        if seq in dead:
+            dead_idx.append(len(out))
+        rb = rids.get(record)
+        if rb is None:
+            rb = rids[record] = _uuid_bytes(record)
+        out.append(WireOp(a, counter, hlc, coll, rb, field, kind,
+                          json_decode(value) if value is not None else None, flat))
+    return OpBatch(list(devices), [WireAuthor(*k) for k in authors], out, dead_idx)
 
 
 def unpack_ops(batch: OpBatch) -> tuple[list[Op], set[OpId]]:

@@ -191,3 +191,18 @@ def test_formats() -> None:
     assert format_for(None) == "msgpack"
     assert media_type("json") == "application/json"
     assert media_type("msgpack") == "application/msgpack"
+
+
+def test_packing_straight_from_store_rows_equals_packing_ops() -> None:
+    from sync import Store
+
+    with Store() as store:
+        store.apply(_ops())
+        held = store.ops_since(0)
+        seqs = [seq for seq, _ in held]
+        ops = [op for _, op in held]
+        dead = {seqs[0], seqs[3]}
+        batch = store.packed(seqs, dead)
+        assert batch == pack_ops(ops, {ops[0].id, ops[3].id})
+        got, got_dead = unpack_ops(batch)
+        assert got == ops and got_dead == {ops[0].id, ops[3].id}
