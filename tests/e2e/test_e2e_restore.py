@@ -55,3 +55,42 @@ def test_a_node_restored_from_a_backup_brings_every_tablet_back_in_step(
     assert {tab.device: tab.store.digest() == want for tab in (a, c)} == {a.device: True, c.device: True}, (
         "a tablet whose cursor is past the restored node's sequence misses what others push after "
         "the restore")
+
+
+def test_cunsync_backup_while_syncing_and_restore_start_a_new_epoch(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, tmp_path: Path
+) -> None:
+    import threading
+
+    from click.testing import CliRunner
+
+    from client.cli import cli
+
+    runner = CliRunner()
+    node.start()
+    a, b = (make_tablet(enrol(V1, user)[1], user) for user in ("a", "b"))
+    populate(a, 30, tag="a")
+    syncing = threading.Thread(target=a.sync)
+    syncing.start()  # the backup runs while a tablet pushes
+    r = runner.invoke(cli, ["backup", "--db", str(node_db), "--to", str(tmp_path / "nightly-backup.db")])
+    syncing.join()
+    assert r.exit_code == 0 and "backed up" in r.output, r.output
+    assert sqlite3.connect(tmp_path / "nightly-backup.db").execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    b.sync()
+    populate(b, 2, tag="b")
+    b.sync()
+    epoch = node.health()["epoch"]
+
+    node.kill()
+    r = runner.invoke(cli, ["restore", "--db", str(node_db), "--from", str(tmp_path / "nightly-backup.db")])
+    assert r.exit_code == 0 and "new epoch" in r.output, r.output
+    node.start()
+    assert node.health()["epoch"] != epoch
+    for tab in (a, b, a, b):
+        tab.sync()
+    want = node_digest(node_db, V1)
+    for tab in (a, b):
+        assert device_ops(node_db, tab.device) == device_ops(Path(tab.path), tab.device)
+        assert tab.pending() == 0 and tab.store.digest() == want
+    r = runner.invoke(cli, ["restore", "--db", str(node_db), "--from", str(tmp_path / "nope.db")])
+    assert r.exit_code == 2  # click: the backup must exist
