@@ -249,6 +249,17 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def log(msg: str) -> None:
+    "Progress, to stderr, so stdout stays the table and the final JSON line"
+    print(msg, file=sys.stderr, flush=True)
+
+
+def print_pressure(figures: dict[str, Any]) -> None:
+    "The line that tells a reader how loaded the machine was during the run"
+    print(f"CPU pressure over the last minute (share of time some task waited for a CPU): "
+          f"{figures['cpu_pressure_avg60']}%; wall-clock figures grow with it, CPU seconds much less")
+
+
 def cpu_pressure() -> float | None:
     """The share of the last 60 s in which some runnable task waited for a CPU (Linux PSI), in percent:
     how much other work on the machine was slowing every wall-clock figure down"""

@@ -156,13 +156,11 @@ def main() -> None:
           f"node {fig['node_cpu_s_village_only']} s + tablet {fig['tablet_cpu_s_village_only']} s village-only")
     print(f"goals: under 5 s: {'met' if fig['goal_seconds'] else 'MISSED'}; "
           f"no slower than 1.2x village-only: {'met' if fig['goal_ratio'] else 'MISSED'}")
-    print(f"CPU pressure over the last minute (share of time some task waited for a CPU): "
-          f"{fig['cpu_pressure_avg60']}%; wall-clock figures grow with it, CPU seconds much less")
+    nodelib.print_pressure(fig)
     common.emit_json(fig)
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = nodelib.log
 
 
 if __name__ == "__main__":

@@ -173,13 +173,11 @@ def main() -> None:
           f"p50 {done[len(done) // 2]:.2f}, last {done[-1]:.2f}; retries {fig['retries']}")
     print(f"CPU while timed: node {fig['node_cpu_s']} s, the tablets' process {fig['tablets_cpu_s']} s "
           f"(wall {seconds:.1f} s)")
-    print(f"CPU pressure over the last minute (share of time some task waited for a CPU): "
-          f"{fig['cpu_pressure_avg60']}%; wall-clock figures grow with it, CPU seconds much less")
+    nodelib.print_pressure(fig)
     common.emit_json(fig)
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = nodelib.log
 
 
 if __name__ == "__main__":

@@ -164,8 +164,7 @@ def main() -> None:
           f"{CPU['node_cpu_s_create']} s + tablet {CPU['tablet_cpu_s_create']} s; edit sync: "
           f"{rep_e.bytes_up:,} B up, {rep_e.bytes_down:,} B down, CPU node {CPU['node_cpu_s_edit']} s + "
           f"tablet {CPU['tablet_cpu_s_edit']} s)")
-    print(f"CPU pressure over the last minute (share of time some task waited for a CPU): "
-          f"{fig['cpu_pressure_avg60']}%; wall-clock figures grow with it, CPU seconds much less")
+    nodelib.print_pressure(fig)
     common.emit_json(fig)
 
 
@@ -199,8 +198,7 @@ def check(tab: Tablet, rep: SyncReport, ops: int, label: str) -> None:
         sys.exit(f"{label} sync did not push everything: sent {rep.sent} of {ops}, {left} pending")
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = nodelib.log
 
 
 if __name__ == "__main__":

@@ -201,13 +201,7 @@ class Tablet:
         tab = cls(path, client=client, pin=pin, **kw)
         tab._set("server", server.rstrip("/"))
         tab._set("token", token)
-        try:
-            r = tab.client.get(tab.url("/api/whoami"), headers=tab._auth())
-            if r.status_code != 200:
-                tab._raise(r)
-        except BaseException:
-            tab.close()
-            raise
+        r = tab._set_up_call(lambda: tab.client.get(tab.url("/api/whoami"), headers=tab._auth()))
         who = r.json()
         for k in ("device", "user", "unit", "tier"):
             tab._set(k, who[k])
@@ -219,14 +213,9 @@ class Tablet:
         "Set up a tablet with a one-time enrolment code from the township, encrypted with ``pin`` if given"
         tab = cls(path, client=client, pin=pin, **kw)
         tab._set("server", server.rstrip("/"))
-        try:
-            r = tab.client.post(tab.url("/api/enrol"), content=encode(EnrolRequest(code=code), "json"),
-                                headers={"content-type": "application/json"})
-            if r.status_code != 200:
-                tab._raise(r)
-        except BaseException:
-            tab.close()
-            raise
+        r = tab._set_up_call(lambda: tab.client.post(
+            tab.url("/api/enrol"), content=encode(EnrolRequest(code=code), "json"),
+            headers={"content-type": "application/json"}))
         got = decode(r.content, EnrolResponse, "json")
         for k, v in (("token", got.token), ("device", got.device), ("user", got.user), ("unit", got.unit),
                      ("tier", got.tier)):
@@ -255,6 +244,17 @@ class Tablet:
             self.store.close()
             _encrypt_plaintext(self.path, new)
             self.store = Store(self.path, key=new)
+
+    def _set_up_call(self, call: Callable[[], httpx.Response]) -> httpx.Response:
+        "A set-up request that must answer 200; on any failure the half-made tablet is closed"
+        try:
+            r = call()
+            if r.status_code != 200:
+                self._raise(r)
+            return r
+        except BaseException:
+            self.close()
+            raise
 
     def wipe(self) -> None:
         "Erase this tablet's local data: the node revoked it with wipe"

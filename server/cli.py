@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -37,6 +39,18 @@ def _node(db: str, unit: str | None = None) -> Node:
         return Node(db, unit)
     except unitlib.UnitCodeError as e:
         raise click.ClickException(str(e)) from None
+
+
+@contextmanager
+def opened(db: str) -> Iterator[Node]:
+    "An existing node's database for one command; domain errors become click errors here"
+    node = _node(db)
+    try:
+        yield node
+    except (SyncError, unitlib.UnitCodeError) as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        node.close()
 
 
 def ensure_units(node: Node) -> int:
@@ -93,13 +107,8 @@ def device_add(db: str, unit: str, user: str, device: str | None) -> None:
 
         cunsync device add --db township.db --unit 510903001001 --user 王芳
     """
-    node = _node(db)
-    try:
+    with opened(db) as node:
         dev, token = node.add_device(unit, user, device=device)
-    except (SyncError, unitlib.UnitCodeError) as e:
-        raise click.ClickException(str(e)) from None
-    finally:
-        node.close()
     click.echo(f"device {dev}\ntoken  {token}")
 
 
@@ -115,13 +124,10 @@ def device_revoke(db: str, device: str, wipe: bool) -> None:
 
         cunsync device revoke --db township.db --device tab-3f2a9c --wipe
     """
-    node = _node(db)
-    try:
-        if not any(d["device"] == device for d in node.devices()):
+    with opened(db) as node:
+        if node.device(device) is None:
             raise click.ClickException(f"no device {device!r}; see `cunsync device list --db {db}`")
         node.revoke(device, wipe=wipe)
-    finally:
-        node.close()
     click.echo(f"revoked {device}" + (" (its data will be erased at its next contact)" if wipe else ""))
 
 
@@ -144,13 +150,8 @@ def user_add(db: str, username: str, role: str, unit: str | None, display_name: 
 
         cunsync user add --db township.db --username liu --role township --name 刘主任
     """
-    node = _node(db)
-    try:
+    with opened(db) as node:
         staff = node.accounts.add(username, password, role=role, unit=unit, display_name=display_name)
-    except (SyncError, unitlib.UnitCodeError) as e:
-        raise click.ClickException(str(e)) from None
-    finally:
-        node.close()
     click.echo(f"staff {staff.username}: {staff.role} at {staff.unit}")
 
 
@@ -177,13 +178,8 @@ def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, 
 
     import segno
 
-    node = _node(db)
-    try:
+    with opened(db) as node:
         enr = node.create_enrolment(unit, user, hours=hours)
-    except (SyncError, unitlib.UnitCodeError) as e:
-        raise click.ClickException(str(e)) from None
-    finally:
-        node.close()
     payload = f"cunsync:enrol?code={enr.code}" + (f"&server={server}" if server else "")
     qr = segno.make(payload, error="m")
     expires = dt.datetime.fromtimestamp(enr.expires_at).strftime("%Y-%m-%d %H:%M")
@@ -203,14 +199,11 @@ def device_list(db: str) -> None:
 
         cunsync device list --db township.db
     """
-    node = _node(db)
-    try:
+    with opened(db) as node:
         for d in node.devices():
             gaps = ", ".join(f"{a}–{b}" for a, b in d["gaps"]) or "-"
             click.echo(f"{d['device']:<20} {d['unit']} {d['user']:<8} ops={d['max_counter']:<6} "
                        f"gaps={gaps} skew_ms={d['skew_ms']} revoked={bool(d['revoked'])}")
-    finally:
-        node.close()
 
 
 @click.command(name="backup")
@@ -223,11 +216,8 @@ def backup_cmd(db: str, to: str) -> None:
 
         cunsync backup --db township.db --to backups/township-2026-11-27.db
     """
-    node = _node(db)
-    try:
+    with opened(db) as node:
         size = node.backup(to)
-    finally:
-        node.close()
     click.echo(f"backed up {db} to {to} ({size:,} bytes)")
 
 

@@ -265,14 +265,21 @@ class Node:
     def authenticate(self, token: str | None) -> Device:
         if not token:
             raise Unauthorized("no device token; send 'Authorization: Bearer <token>' from enrolment")
+        dev = self._device_by("token_hash", hash_token(token))
+        if dev is None:
+            raise Unauthorized("unknown device token; enrol this tablet again")
+        return dev
+
+    def device(self, device: str) -> Device | None:
+        "One enrolled device, revoked or not"
+        return self._device_by("device", device)
+
+    def _device_by(self, column: str, value: str) -> Device | None:
         with self.store.lock:
             row = self.store.conn.execute(
-                "SELECT device, user, unit, tier, revoked, wipe FROM devices WHERE token_hash = ?",
-                (hash_token(token),),
+                f"SELECT device, user, unit, tier, revoked, wipe FROM devices WHERE {column} = ?", (value,)
             ).fetchone()
-        if row is None:
-            raise Unauthorized("unknown device token; enrol this tablet again")
-        return Device(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]))
+        return Device(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5])) if row else None
 
     def revoke(self, device: str, *, wipe: bool = False) -> None:
         with self.store.transaction() as c:

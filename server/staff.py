@@ -161,8 +161,8 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         device = request.path_params["device"]
         wipe = request.query_params.get("wipe") in ("1", "true")
         lo, hi = staff.scope
-        found = [d for d in await run_in_threadpool(node.devices) if d["device"] == device]
-        if not found or not lo <= found[0]["unit"] <= hi:
+        found = await run_in_threadpool(node.device, device)
+        if found is None or not lo <= found.unit <= hi:
             raise NotFound(f"no device {device} in your scope", details={"device": device})
         await run_in_threadpool(lambda: node.revoke(device, wipe=wipe))
         return JSONResponse({"device": device, "revoked": True, "wipe": wipe})
