@@ -1,10 +1,18 @@
-# `make test` and `make demo` set themselves up: a .venv with the project and its test extras.
+# `make test` and `make demo` set themselves up: a .venv with the project and its test extras; `make test`
+# also installs Debian's chromium for the browser tests (as root, or through sudo).
 PYTHON ?= python3
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: test lint demo bench clean
+
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests"
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +23,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/mypy
 
-test: lint
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

@@ -7,6 +7,9 @@ import os
 
 from hypothesis import settings
 
+# node_db, node, enrol, make_tablet: real nodes on loopback, for tests/e2e, tests/browser and tests/faults
+pytest_plugins = ["e2e_fixtures"]
+
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")

@@ -1,4 +1,5 @@
-"""Fixtures for the end-to-end tests (the harness itself is ``e2e_harness.py``).
+"""Fixtures for the end-to-end, browser and fault tests, loaded for every test by ``tests/conftest.py``
+(the harness itself is ``e2e_harness.py``).
 
     node_db        the path of a fresh node database for the pilot township 510903001000
     node           a ``NodeProcess`` on ``node_db``, not started yet (tests enrol devices first or
