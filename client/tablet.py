@@ -388,6 +388,7 @@ class Tablet:
                 page=self._get("page"), epoch=self._get("epoch"), ops=pack_ops(pending), limit=limit,
                 client_time=self.clock.clock(), app_version=APP_VERSION,
                 cursor_check=self._get("cursor_check"),
+                pending=max(0, self.pending() - len(pending)),
             )
             t_round = time.perf_counter()
             try:

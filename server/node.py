@@ -72,6 +72,15 @@ CREATE INDEX IF NOT EXISTS moves_old_unit ON moves (old_unit, seq);
 """
 
 
+def _migrate_devices(store: Store) -> None:
+    "Columns added to ``devices`` since it was first made: add them to an existing database"
+    with store.transaction() as c:
+        have = {row[1] for row in c.execute("PRAGMA table_info(devices)")}
+        if "pending" not in have:
+            # what the tablet last said it still held unsent (SyncRequest.pending)
+            c.execute("ALTER TABLE devices ADD COLUMN pending INTEGER NOT NULL DEFAULT 0")
+
+
 @dataclass(frozen=True)
 class Device:
     device: str
@@ -129,6 +138,7 @@ class Node:
         self.tier = unitlib.tier_of(self.unit)
         self.store = Store(path)
         self.store.conn.executescript(_DEVICES_SQL)
+        _migrate_devices(self.store)
         self.clock = clock or HLC()
         self.clock.last = max(self.clock.last, self.store.last_hlc())
         epoch = self.store.meta("epoch")
@@ -289,7 +299,7 @@ class Node:
         with self.store.lock:
             cur = self.store.conn.execute(
                 "SELECT device, user, unit, tier, created_at, last_seen, last_sync, app_version, skew_ms,"
-                " pushed, revoked FROM devices ORDER BY unit, device"
+                " pushed, pending, revoked, wipe FROM devices ORDER BY unit, device"
             )
             cols = [d[0] for d in cur.description]
             rows = [dict(zip(cols, r)) for r in cur.fetchall()]
@@ -353,8 +363,8 @@ class Node:
         skew = req.client_time - now if req.client_time else None
         self.store.conn.execute(
             "UPDATE devices SET last_seen = ?, last_sync = ?, app_version = ?, skew_ms = ?,"
-            " pushed = pushed + ? WHERE device = ?",
-            (now // 1000, now // 1000, req.app_version or None, skew, pushed, dev.device),
+            " pushed = pushed + ?, pending = ? WHERE device = ?",
+            (now // 1000, now // 1000, req.app_version or None, skew, pushed, req.pending, dev.device),
         )
 
     def _acked(self, device: str) -> int:

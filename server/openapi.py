@@ -159,6 +159,65 @@ class StaffAccount(msgspec.Struct):
     unit: str
 
 
+# -- the township workbench's forms (``server.workbench``, ``server.devicepages``) ------------------
+
+class ResolveForm(msgspec.Struct, kw_only=True):
+    "Keep one competing value (``choice``, as JSON) or a typed one (``typed``)"
+
+    csrf: str
+    record: str
+    field: str
+    choice: str | None = None
+    typed: str | None = None
+
+
+class RecordForm(msgspec.Struct, kw_only=True):
+    "A correction of a record's fields; a field left out stays as it is"
+
+    csrf: str
+    name: str | None = None
+    gender: str | None = None
+    birth_date: str | None = None
+    id_number: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    groups: list[str] | None = None
+    groups_shown: str | None = None
+    notes: str | None = None
+    category: str | None = None
+    urgency: str | None = None
+    description: str | None = None
+
+
+class MergeForm(msgspec.Struct, kw_only=True):
+    csrf: str
+    keep: str
+    drop: str
+
+
+class NeedForm(msgspec.Struct, kw_only=True):
+    "The needs board's row: status, assignee, due date; ``back`` is the board's address to return to"
+
+    csrf: str
+    status: str | None = None
+    assignee: str | None = None
+    due_date: str | None = None
+    back: str | None = None
+
+
+class EnrolForm(msgspec.Struct, kw_only=True):
+    csrf: str
+    unit: str
+    user: str
+
+
+class RevokeForm(msgspec.Struct, kw_only=True):
+    "``wipe=1``: the tablet erases its local data at its next contact"
+
+    csrf: str
+    wipe: str | None = None
+
+
 _REF = "#/components/schemas/{name}"
 HTML = "text/html"
 FORM = "application/x-www-form-urlencoded"
@@ -244,7 +303,8 @@ def openapi_spec() -> dict[str, Any]:
     "The OpenAPI 3.1 document for the node's HTTP API"
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
-                        EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount]
+                        EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount,
+                        ResolveForm, RecordForm, MergeForm, NeedForm, EnrolForm, RevokeForm]
     _, schemas = msgspec.json.schema_components(types, ref_template=_REF)
     bearer: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     sync_body = {"$ref": _REF.format(name="SyncRequest")}
@@ -306,6 +366,7 @@ def openapi_spec() -> dict[str, Any]:
         }},
     }
     paths.update(_staff_paths())
+    paths.update(_workbench_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "cunsync node", "version": sync.__version__, "description": _INFO,
@@ -401,6 +462,79 @@ def _staff_paths() -> dict[str, Any]:
         "/api/admin/users": {"post": api(
             "adminAddUser", "Add (or replace) a staff account; admins only", "NewStaffAccount",
             _json("StaffAccount", "The account"), 400, 401, 403)},
+    }
+
+
+def _workbench_paths() -> dict[str, Any]:
+    """The township workbench: pages (``text/html``) for township staff, their forms, and the exports.
+    A page refuses in Chinese, as a page: 400 bad input, 403 another role or a stale CSRF token, 404 a
+    record or device outside the township. Not signed in, a page sends the visitor to ``/login``."""
+    session: list[dict[str, list[str]]] = [{"staffSession": []}]
+    refused = {400: "bad input", 403: "an account that is not township staff, or a missing or stale CSRF token",
+               404: "a record or device outside the staff member's township"}
+    see_other = {"description": "Done (or not signed in: to `/login`); the next page says what happened",
+                 "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}
+    record = {"name": "record", "in": "path", "required": True, "schema": {"type": "string"}}
+    device = {"name": "device", "in": "path", "required": True, "schema": {"type": "string"}}
+
+    def page(op_id: str, summary: str, *errors: int, parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return {"operationId": op_id, "summary": summary, "security": session, "parameters": parameters or [],
+                "responses": {"200": _page(summary), "303": _redirect("/login", "Not signed in"),
+                              **{str(s): _page(f"A page saying why: {refused[s]}") for s in (*errors, 403)}}}
+
+    def form(op_id: str, summary: str, body: str, *errors: int, parameters: list[dict[str, Any]] | None = None,
+             shows: str | None = None) -> dict[str, Any]:
+        answers: dict[str, Any] = {"200": _page(shows)} if shows else {"303": see_other}
+        if shows:
+            answers["303"] = _redirect("/login", "Not signed in")
+        return {"operationId": op_id, "summary": summary, "security": session, "parameters": parameters or [],
+                "requestBody": {"required": True, "content": {FORM: {"schema": {"$ref": _REF.format(name=body)}}}},
+                "responses": {**answers, **{str(s): _page(f"A page saying why: {refused[s]}") for s in (400, *errors, 403)}}}
+
+    def download(op_id: str, summary: str, media: str, *errors: int,
+                 parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return {"operationId": op_id, "summary": summary, "security": session, "parameters": parameters or [],
+                "description": "Personal data, exactly as the records hold it: township staff only, their "
+                               "township's villages only; any other role gets 403.",
+                "responses": {"200": {"description": "The file, as an attachment",
+                                      "content": {media: {"schema": {"type": "string"}}}},
+                              **_errors(*errors, 401, 403)}}
+
+    collection = {"name": "collection", "in": "query", "required": True, "description": "What to export",
+                  "schema": {"type": "string", "enum": ["person", "need", "service"]}}
+    return {
+        "/staff/conflicts": {"get": page("wbConflicts", "Open conflicts, the competing values side by side")},
+        "/staff/conflicts/resolve": {"post": form("wbResolve", "Keep one value of a conflict, or a typed one",
+                                                  "ResolveForm", 404)},
+        "/staff/records/{record}": {
+            "get": page("wbRecord", "A record, its every change, and a form to correct it", 404,
+                        parameters=[record]),
+            "post": form("wbRecordEdit", "Correct a record's fields", "RecordForm", 404, parameters=[record]),
+        },
+        "/staff/duplicates": {"get": page("wbDuplicates", "Residents that may be the same person")},
+        "/staff/duplicates/merge": {"post": form("wbMerge", "Merge a duplicate resident into another",
+                                                 "MergeForm", 404)},
+        "/staff/needs": {"get": page("wbNeeds", "The needs board, by status and village", 400, parameters=[
+            {"name": "status", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "A need status, `open` or `overdue`"},
+            {"name": "unit", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "A village of the township"}])},
+        "/staff/needs/{record}": {"post": form("wbNeed", "Assign a need, set its due date or status", "NeedForm",
+                                               404, parameters=[record])},
+        "/staff/devices": {"get": page("wbDevices", "The township's tablets, and enrolling a new one")},
+        "/staff/devices/enrol": {"post": form("wbEnrol", "A one-time enrolment code and its QR code", "EnrolForm",
+                                              shows="The code and its QR code, shown once")},
+        "/staff/devices/{device}/revoke": {
+            "get": page("wbRevokeConfirm", "Confirm revoking a tablet, with or without wiping it", 404,
+                        parameters=[device]),
+            "post": form("wbRevoke", "Revoke a tablet", "RevokeForm", 404, parameters=[device]),
+        },
+        "/staff/export": {"get": page("wbExport", "The export page")},
+        "/staff/export.csv": {"get": download("exportCsv", "One collection as CSV (UTF-8 with a BOM)", "text/csv",
+                                              400, parameters=[collection])},
+        "/staff/export.xlsx": {"get": download(
+            "exportXlsx", "Residents, needs and services as sheets of one XLSX workbook",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")},
     }
 
 

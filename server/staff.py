@@ -1,5 +1,6 @@
 """Staff sign-in and the staff API: signed session cookies, a CSRF token on every form and every
-state-changing request, and access decided by the signed-in account's role and unit."""
+state-changing request, and access decided by the signed-in account's role and unit. The workbench
+pages built on them live in ``server.workbench``, ``server.devicepages`` and ``server.export``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
 from sync.errors import BadRequest, Forbidden, NotFound, SyncError, Unauthorized
-from sync.schema import SCHEMA
 from sync.units import UnitCodeError
 
 from .auth import Accounts, Staff
@@ -99,18 +99,6 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
-    async def home(request: Request) -> Response:
-        try:
-            staff = current_staff(request, accounts)
-        except Unauthorized:
-            return RedirectResponse("/login", status_code=303)
-        conflicts: list[Any] = []
-        if staff.role == "township":
-            conflicts = await run_in_threadpool(lambda: node.store.conflicts(units=staff.scope))
-        return templates.TemplateResponse(request, "staff.html", {
-            "staff": staff, "role_name": ROLE_NAMES[staff.role], "csrf": csrf_token(request),
-            "conflicts": conflicts, "node": node, "schema": SCHEMA})
-
     async def api_conflicts(request: Request) -> Response:
         staff = current_staff(request, accounts)
         staff.require("township")
@@ -186,7 +174,18 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
-        Route("/staff", home),
         Route("/api/staff/conflicts", api_conflicts),
         Route("/api/staff/resolve", api_resolve, methods=["POST"]),
+        *workbench_pages(node, accounts),
     ]
+
+
+def workbench_pages(node: Node, accounts: Accounts) -> list[BaseRoute]:
+    "The township workbench's pages (``server.workbench``, ``server.devicepages``, ``server.export``)"
+    from .devicepages import device_routes
+    from .export import export_routes
+    from .pages import Pages
+    from .workbench import workbench_routes
+
+    pages = Pages(node, accounts)
+    return [*workbench_routes(pages), *device_routes(pages), *export_routes(pages)]

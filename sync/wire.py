@@ -74,6 +74,8 @@ class SyncRequest(msgspec.Struct, kw_only=True):
     schema_version: UInt = 1
     #: the node's check of ``cursor`` from its last answer
     cursor_check: str = ""
+    #: own ops the tablet still holds unsent after this request's batch (shown on the devices page)
+    pending: UInt = 0
 
 
 class SyncResponse(msgspec.Struct, kw_only=True):

@@ -1,0 +1,103 @@
+"""The devices page: every tablet of the township, when it was last seen, what it still holds unsent,
+gaps in its op sequence, its clock and app version; enrolling a new tablet (a one-time code and its QR
+code, drawn inline as SVG) and revoking one, with or without erasing its data, after a confirmation.
+
+    GET  /staff/devices                     the list, and the enrolment form
+    POST /staff/devices/enrol               a new one-time code, shown once with its QR code
+    GET  /staff/devices/{device}/revoke     "are you sure?", with both ways to revoke
+    POST /staff/devices/{device}/revoke     revoke (``wipe=1``: the tablet erases its data at next contact)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import segno
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from sync import units as unitlib
+from sync.errors import NotFound
+
+from .auth import Staff
+from .pages import SKEW_LIMIT_MS, PageError, Pages, local_time, required
+
+
+def gap_text(device: str, gaps: list[tuple[int, int]]) -> list[str]:
+    "Each gap as staff read it: 设备 tab-3f2a 缺少第41–43条"
+    return [f"设备 {device} 缺少第{a}条" if a == b else f"设备 {device} 缺少第{a}–{b}条" for a, b in gaps]
+
+
+class DevicePages:
+    def __init__(self, pages: Pages) -> None:
+        self.pages = pages
+        self.node = pages.node
+
+    def in_scope(self, staff: Staff) -> list[dict[str, Any]]:
+        lo, hi = staff.scope
+        return [d for d in self.node.devices() if lo <= d["unit"] <= hi]
+
+    def device(self, staff: Staff, device: str) -> dict[str, Any]:
+        for d in self.in_scope(staff):
+            if d["device"] == device:
+                return d
+        raise NotFound(f"no device {device} in your scope", details={"device": device})
+
+    async def list(self, request: Request, staff: Staff) -> Response:
+        def view() -> dict[str, Any]:
+            villages = self.pages.villages()
+            rows = []
+            for d in self.in_scope(staff):
+                skew = d["skew_ms"]
+                rows.append({**d, "village": villages.get(d["unit"], d["unit"]),
+                             "gap_text": gap_text(d["device"], d["gaps"]),
+                             "skewed": skew is not None and abs(skew) > SKEW_LIMIT_MS})
+            choices = {c: n for c, n in villages.items() if unitlib.tier_of(c) == "village"}
+            return {"devices": rows, "villages": choices}
+
+        return self.pages.render(request, staff, "wb_devices.html", await run_in_threadpool(view))
+
+    async def enrol(self, request: Request, staff: Staff) -> Response:
+        form = await self.pages.form(request)
+        unit, user = required(form, "unit", "user")
+        lo, hi = staff.scope
+        try:
+            unit = unitlib.normalize_code(unit)
+        except unitlib.UnitCodeError:
+            raise PageError(f"村/社区代码“{unit}”不正确：应为 12 位统计用区划代码。") from None
+        if not lo <= unit <= hi or unit == self.node.unit:
+            raise PageError("请选择您所在镇街下的一个村/社区。")
+        enr = await run_in_threadpool(lambda: self.node.create_enrolment(unit, user))
+        server = str(request.base_url).rstrip("/")
+        payload = f"cunsync:enrol?code={enr.code}&server={server}"
+        qr = segno.make(payload, error="m").svg_inline(scale=6, border=2, dark="#1f2933")
+        villages = self.pages.villages()
+        return self.pages.render(request, staff, "wb_enrol.html", {
+            "enr": enr, "qr": qr, "server": server, "village": villages.get(enr.unit, enr.unit),
+            "expires": local_time(enr.expires_at)})
+
+    async def confirm(self, request: Request, staff: Staff) -> Response:
+        d = await run_in_threadpool(self.device, staff, request.path_params["device"])
+        villages = self.pages.villages()
+        return self.pages.render(request, staff, "wb_revoke.html", {"d": d, "village": villages.get(d["unit"], d["unit"])})
+
+    async def revoke(self, request: Request, staff: Staff) -> Response:
+        device = request.path_params["device"]
+        form = await self.pages.form(request)
+        wipe = str(form.get("wipe", "")) in ("1", "true", "on")
+        await run_in_threadpool(self.device, staff, device)
+        await run_in_threadpool(lambda: self.node.revoke(device, wipe=wipe))
+        what = "已停用，下次联网时会清除平板上的全部数据" if wipe else "已停用：它还能上传手头的数据，但不再收到任何数据"
+        return self.pages.done(request, "/staff/devices", f"设备 {device} {what}。")
+
+
+def device_routes(pages: Pages) -> list[BaseRoute]:
+    dp = DevicePages(pages)
+    return [
+        Route("/staff/devices", pages.page(dp.list)),
+        Route("/staff/devices/enrol", pages.page(dp.enrol), methods=["POST"]),
+        Route("/staff/devices/{device}/revoke", pages.page(dp.confirm)),
+        Route("/staff/devices/{device}/revoke", pages.page(dp.revoke), methods=["POST"]),
+    ]

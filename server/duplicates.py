@@ -1,0 +1,135 @@
+"""Finding residents who look like the same person, for township staff to merge.
+
+Three signs, strongest first:
+
+    same_id        the same ID number (身份证号), in any village of the township
+    same_birth     the same name and the same birth date, in any village
+    same_name      in one village, the same name (and nothing, such as a birth date, tells them apart)
+    same_pinyin    in one village, names that sound the same (张秀英 / 章秀英: zhang xiu ying)
+    one_apart      in one village, names one character apart (王建国 / 王建华, 李明 / 李明明)
+
+Near names are common among different people, so a near-name pair is dropped when the two residents
+hold different birth dates or different ID numbers: those tell them apart. Every pair found is only a
+suggestion; staff look and decide. Residents already merged (deleted) are not considered.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pypinyin import lazy_pinyin
+
+from sync.store import Record
+
+REASONS = {"same_id": "身份证号相同", "same_birth": "姓名和出生日期相同", "same_name": "同村同名",
+           "same_pinyin": "同村、姓名读音相同",
+           "one_apart": "同村、姓名只差一个字"}
+
+
+@dataclass
+class Pair:
+    "Two residents that may be one person, and why"
+
+    a: Record
+    b: Record
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return [REASONS[r] for r in self.reasons]
+
+
+def pinyin_key(name: str) -> str:
+    "A name as it sounds, tones left out: 张秀英 and 章秀英 both give 'zhang xiu ying'"
+    return " ".join(lazy_pinyin(name.strip()))
+
+
+def one_apart(a: str, b: str) -> bool:
+    "Whether two names differ by one character changed, added or left out"
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b)) == 1
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+def _near_keys(name: str) -> Iterable[str]:
+    "Keys two names one character apart share: the name with one position blanked, or one left out"
+    for i in range(len(name)):
+        yield "~" + name[:i] + "?" + name[i + 1:]
+        yield name[:i] + name[i + 1:]
+    yield name
+
+
+def _tells_apart(a: Record, b: Record) -> bool:
+    for key in ("birth_date", "id_number"):
+        x, y = a.data.get(key), b.data.get(key)
+        if x and y and x != y:
+            return True
+    return False
+
+
+def find_pairs(people: Sequence[Record]) -> list[Pair]:
+    """Pairs of residents that may be the same person, strongest signs first. ``people`` are live
+    person records (one township's)."""
+    pairs: dict[tuple[str, str], Pair] = {}
+
+    def note(a: Record, b: Record, reason: str) -> None:
+        if a.id == b.id:
+            return
+        x, y = (a, b) if a.id < b.id else (b, a)
+        p = pairs.setdefault((x.id, y.id), Pair(x, y))
+        if reason not in p.reasons:
+            p.reasons.append(reason)
+
+    def groups(key_of: Mapping[Any, list[Record]]) -> Iterable[list[Record]]:
+        return (g for g in key_of.values() if len(g) > 1)
+
+    by_id: dict[str, list[Record]] = defaultdict(list)
+    by_birth: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    by_sound: dict[tuple[str | None, str], list[Record]] = defaultdict(list)
+    by_near: dict[tuple[str | None, str], list[Record]] = defaultdict(list)
+    for p in people:
+        name = str(p.data.get("name") or "").strip()
+        if p.data.get("id_number"):
+            by_id[str(p.data["id_number"]).upper()].append(p)
+        if name and p.data.get("birth_date"):
+            by_birth[(name, str(p.data["birth_date"]))].append(p)
+        if name:
+            by_sound[(p.unit, pinyin_key(name))].append(p)
+            for k in set(_near_keys(name)):
+                by_near[(p.unit, k)].append(p)
+    for g in groups(by_id):
+        for i, a in enumerate(g):
+            for b in g[i + 1:]:
+                note(a, b, "same_id")
+    for g2 in groups(by_birth):
+        for i, a in enumerate(g2):
+            for b in g2[i + 1:]:
+                note(a, b, "same_birth")
+    for reason, index in (("same_pinyin", by_sound), ("one_apart", by_near)):
+        for g3 in groups(index):
+            for i, a in enumerate(g3):
+                for b in g3[i + 1:]:
+                    na, nb = str(a.data.get("name", "")), str(b.data.get("name", ""))
+                    if reason == "one_apart" and not one_apart(na, nb):
+                        continue  # a shared key of identical names, or of two names two apart
+                    if _tells_apart(a, b):
+                        continue
+                    if reason == "same_pinyin" and na == nb:
+                        if "same_birth" not in _reasons(pairs, a, b):
+                            note(a, b, "same_name")
+                        continue
+                    note(a, b, reason)
+    order = list(REASONS)
+    return sorted(pairs.values(), key=lambda p: (min(order.index(r) for r in p.reasons), p.a.unit or "",
+                                                 str(p.a.data.get("name", "")), p.a.id))
+
+
+def _reasons(pairs: dict[tuple[str, str], Pair], a: Record, b: Record) -> list[str]:
+    key = (a.id, b.id) if a.id < b.id else (b.id, a.id)
+    return pairs[key].reasons if key in pairs else []

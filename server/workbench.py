@@ -1,0 +1,350 @@
+"""The township workbench: the pages township staff reconcile their villages' records on.
+
+    /staff                          overview: what waits (open conflicts, overdue needs, silent tablets)
+    /staff/conflicts                each open conflict with its competing values side by side; keep one
+                                    with one click, or type the value (a resolve op through the Editor)
+    /staff/records/{record}         a record's values, its every change (who, device, tier, when, old →
+                                    new), and a form to correct it
+    /staff/duplicates               residents that may be one person (``server.duplicates``); merge
+    /staff/needs                    the needs board: by status and village; assign, due dates, status
+
+Every write is an op made by ``Node.editor`` with the signed-in staff member as author at the node's
+tier, so it reaches the tablets at their next sync like any other edit. Devices are in
+``server.devicepages``, exports in ``server.export``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from sync.errors import InvalidValue
+from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES
+from sync.store import Record
+from sync.types import DELETED
+
+from .auth import Staff
+from .duplicates import find_pairs
+from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
+    required, show
+
+#: Needs in these states are finished: never overdue.
+CLOSED = ("已解决", "已关闭", "已取消")
+#: Fields staff correct on a record's page (the others are set by moves, merges or the needs board).
+EDITABLE = {
+    "person": ("name", "gender", "birth_date", "id_number", "phone", "address", "groups", "notes"),
+    "need": ("category", "urgency", "description"),
+    "service": ("service_type", "provider_kind", "provider_name", "served_at", "minutes", "people_served", "notes"),
+}
+
+
+def today() -> str:
+    return dt.datetime.now(CST).strftime("%Y-%m-%d")
+
+
+def is_overdue(need: Record, on: str) -> bool:
+    due = need.data.get("due_date")
+    return bool(due) and str(due) < on and need.data.get("status") not in CLOSED
+
+
+def _edit_error(coll: str, values: dict[str, Any], e: InvalidValue) -> PageError:
+    "An Editor refusal, in Chinese"
+    d = e.details if isinstance(e.details, dict) else {}
+    if "from" in d:
+        allowed = "、".join(NEED_TRANSITIONS.get(d["from"], ()))
+        return PageError(f"需求状态不能从“{d['from']}”直接改为“{d['to']}”；从“{d['from']}”可以改为：{allowed}。")
+    name = d.get("field")
+    if isinstance(name, str) and name in values:
+        return invalid(coll, name, values[name])
+    if "missing" in d:
+        return PageError("缺少必填内容：" + "、".join(field_label(coll, n) for n in d["missing"]) + "。")
+    return PageError("输入有误：" + e.message)
+
+
+class Workbench:
+    def __init__(self, pages: Pages) -> None:
+        self.pages = pages
+        self.node = pages.node
+        self.store = pages.node.store
+
+    # -- reading, under the store's lock ----------------------------------------------------------
+
+    def person_name(self, pid: Any) -> str:
+        if not isinstance(pid, str):
+            return "（未知居民）"
+        rec = self.store.get(self.store.resolve_id(pid))
+        return str(rec.data.get("name", "（未知居民）")) if rec else "（不在本镇街）"
+
+    def title(self, rec: Record) -> str:
+        "A record as a person names it: 张秀英; 张秀英的需求（养老服务）"
+        if rec.coll == "person":
+            return str(rec.data.get("name", "（无名）"))
+        who = self.person_name(rec.data.get("person"))
+        if rec.coll == "need":
+            return f"{who}的需求（{rec.data.get('category', '')}）"
+        if rec.coll == "service":
+            return f"{who}的服务记录（{rec.data.get('service_type', '')}，{rec.data.get('served_at', '')}）"
+        return f"{SCHEMA.collections[rec.coll].label if rec.coll in SCHEMA.collections else rec.coll} {rec.id[:8]}"
+
+    def linked(self, pid: str) -> dict[str, list[Record]]:
+        "The needs and services of a resident, and the residents merged into it"
+        rows = self.store.conn.execute(
+            "SELECT id FROM records WHERE deleted = 0 AND coll IN ('need', 'service') AND"
+            " json_extract(data, '$.person') = ? ORDER BY id", (pid,)).fetchall()
+        merged = self.store.conn.execute(
+            "SELECT id FROM records WHERE coll = 'person' AND json_extract(data, '$.merged_into') = ? ORDER BY id",
+            (pid,)).fetchall()
+        out: dict[str, list[Record]] = {"need": [], "service": [], "merged": []}
+        for (rid,) in rows:
+            rec = self.store.get(rid)
+            if rec is not None:
+                out[rec.coll].append(rec)
+        for (rid,) in merged:
+            rec = self.store.get(rid)
+            if rec is not None:
+                out["merged"].append(rec)
+        return out
+
+    def conflicts_view(self, staff: Staff) -> list[dict[str, Any]]:
+        villages = self.pages.villages()
+        out = []
+        with self.store.lock:
+            for c in self.store.conflicts(units=staff.scope):
+                rec = self.store.get(c.record)
+                if rec is None:
+                    continue
+                f = SCHEMA.collections[c.coll].fields.get(c.field) if c.coll in SCHEMA.collections else None
+                cands = [{
+                    "value": o.value, "choice": json.dumps(o.value, ensure_ascii=False), "user": o.user,
+                    "device": o.device, "tier": TIER_LABELS.get(o.tier, o.tier), "time": local_time(o.hlc, hlc=True),
+                    "village": villages.get(o.unit, o.unit), "shown": i == 0,
+                } for i, o in enumerate(c.candidates)]
+                out.append({"record": c.record, "coll": c.coll, "field": c.field, "label": field_label(c.coll, c.field),
+                            "title": self.title(rec), "village": villages.get(c.unit or "", c.unit or ""),
+                            "unit": c.unit, "shown": c.winner, "candidates": cands, "deleted": c.field == DELETED,
+                            "typed": f is not None and f.merge == "register" and c.field != DELETED})
+        return out
+
+    # -- pages ------------------------------------------------------------------------------------
+
+    async def home(self, request: Request, staff: Staff) -> Response:
+        if staff.role != "township":
+            return self.pages.render(request, staff, "staff.html", {})
+
+        def summary() -> dict[str, Any]:
+            with self.store.lock:
+                conflicts = len(self.store.conflicts(units=staff.scope))
+                needs = self.store.records("need", units=staff.scope)
+            on = today()
+            devices = [d for d in self.node.devices() if staff.scope[0] <= d["unit"] <= staff.scope[1]]
+            return {"conflicts": conflicts, "needs_open": sum(n.data.get("status") not in CLOSED for n in needs),
+                    "overdue": sum(is_overdue(n, on) for n in needs),
+                    "devices": len([d for d in devices if not d["revoked"]]),
+                    "device_problems": sum(bool(d["gaps"]) or abs(d["skew_ms"] or 0) > 5 * 60 * 1000
+                                           for d in devices if not d["revoked"])}
+
+        return self.pages.render(request, staff, "staff.html", await run_in_threadpool(summary))
+
+    async def conflicts(self, request: Request, staff: Staff) -> Response:
+        found = await run_in_threadpool(self.conflicts_view, staff)
+        return self.pages.render(request, staff, "wb_conflicts.html", {"conflicts": found})
+
+    async def resolve(self, request: Request, staff: Staff) -> Response:
+        form = await self.pages.form(request)
+        record, name = required(form, "record", "field")
+        choice, typed = form.get("choice"), form.get("typed")
+
+        def write() -> str:
+            with self.store.transaction():
+                rec = self.pages.in_scope(staff, record)
+                if name not in rec.conflicts:
+                    raise PageError(f"“{self.title(rec)}”的“{field_label(rec.coll, name)}”已经没有待处理的冲突"
+                                    "（可能已被其他人处理）。", status=400)
+                if isinstance(choice, str) and choice:
+                    value = decode_choice(choice)
+                elif isinstance(typed, str) and name != DELETED:
+                    value = parse_typed(rec.coll, name, typed)
+                else:
+                    raise PageError("请选择要保留的值，或输入一个新值。")
+                try:
+                    self.node.editor(staff.username).resolve(record, name, value)
+                except InvalidValue as e:
+                    raise _edit_error(rec.coll, {name: value}, e) from None
+                shown = ("删除" if value else "恢复") if name == DELETED else show(value)
+                return f"已处理：{self.title(rec)}的“{field_label(rec.coll, name)}”定为“{shown}”。平板下次同步时会收到。"
+
+        return self.pages.done(request, "/staff/conflicts", await run_in_threadpool(write))
+
+    async def record(self, request: Request, staff: Staff) -> Response:
+        rid = request.path_params["record"]
+
+        def view() -> dict[str, Any]:
+            villages = self.pages.villages()
+            with self.store.lock:
+                rec = self.pages.in_scope(staff, rid)
+                history = self.store.history(rid)
+                linked = self.linked(rid) if rec.coll == "person" else {}
+                changes = [{"time": local_time(h.hlc, hlc=True), "user": h.user, "device": h.device,
+                            "tier": TIER_LABELS.get(h.tier, h.tier), "field": field_label(rec.coll, h.field),
+                            "kind": h.kind, "old": [show(v) for v in h.old], "new": show(h.new)}
+                           for h in reversed(history)]
+                person = None
+                if rec.coll in ("need", "service") and isinstance(rec.data.get("person"), str):
+                    pid = self.store.resolve_id(rec.data["person"])
+                    p = self.store.get(pid)
+                    if p is not None and p.unit and staff.scope[0] <= p.unit <= staff.scope[1]:
+                        person = p
+                return {"rec": rec, "title": self.title(rec), "village": villages.get(rec.unit or "", rec.unit),
+                        "changes": changes, "linked": linked, "person": person,
+                        "fields": [SCHEMA.collections[rec.coll].fields[n] for n in EDITABLE.get(rec.coll, ())],
+                        "groups": GROUPS, "titles": {r.id: self.title(r) for rs in linked.values() for r in rs}}
+
+        return self.pages.render(request, staff, "wb_record.html", await run_in_threadpool(view))
+
+    async def edit(self, request: Request, staff: Staff) -> Response:
+        rid = request.path_params["record"]
+        form = await self.pages.form(request)
+
+        def write() -> str:
+            with self.store.transaction():
+                rec = self.pages.in_scope(staff, rid)
+                values: dict[str, Any] = {}
+                for name in EDITABLE.get(rec.coll, ()):
+                    f = SCHEMA.collections[rec.coll].fields[name]
+                    if f.merge == "set":
+                        if form.get("groups_shown"):
+                            chosen = [str(v) for v in form.getlist(name)]
+                            if sorted(chosen) != sorted(rec.data.get(name) or []):
+                                values[name] = chosen
+                        continue
+                    if name not in form:
+                        continue
+                    value = parse_typed(rec.coll, name, str(form.get(name, "")))
+                    if value != rec.data.get(name):
+                        values[name] = value
+                if not values:
+                    return "没有改动。"
+                try:
+                    self.node.editor(staff.username).update(rid, values)
+                except InvalidValue as e:
+                    raise _edit_error(rec.coll, values, e) from None
+                return "已保存：" + "、".join(field_label(rec.coll, n) for n in values) + "。平板下次同步时会收到。"
+
+        return self.pages.done(request, f"/staff/records/{rid}", await run_in_threadpool(write))
+
+    async def duplicates(self, request: Request, staff: Staff) -> Response:
+        def view() -> dict[str, Any]:
+            villages = self.pages.villages()
+            with self.store.lock:
+                people = self.store.records("person", units=staff.scope)
+                counts: Counter[tuple[str, str]] = Counter()
+                lo, hi = staff.scope
+                for coll, pid in self.store.conn.execute(
+                        "SELECT coll, json_extract(data, '$.person') FROM records WHERE deleted = 0 AND"
+                        " coll IN ('need', 'service') AND unit BETWEEN ? AND ?", (lo, hi)):
+                    counts[(pid, coll)] += 1
+            pairs = find_pairs(people)
+            return {"pairs": pairs, "villages": villages, "counts": counts}
+
+        return self.pages.render(request, staff, "wb_duplicates.html", await run_in_threadpool(view))
+
+    async def merge(self, request: Request, staff: Staff) -> Response:
+        form = await self.pages.form(request)
+        keep, drop = required(form, "keep", "drop")
+
+        def write() -> str:
+            with self.store.transaction():
+                if keep == drop:
+                    raise PageError("不能把一位居民合并到他自己。")
+                k = self.pages.in_scope(staff, keep, "person")
+                d = self.pages.in_scope(staff, drop, "person")
+                if k.deleted or d.deleted:
+                    raise PageError("其中一位居民已被删除或已合并，请刷新页面。")
+                moved = self.linked(drop)
+                self.node.editor(staff.username).merge(keep, drop)
+                return (f"已合并：{self.title(d)}（{drop[:8]}）并入 {self.title(k)}（{keep[:8]}），"
+                        f"{len(moved['need'])} 条需求和 {len(moved['service'])} 条服务记录随之转移。")
+
+        return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
+
+    async def needs(self, request: Request, staff: Staff) -> Response:
+        status = request.query_params.get("status", "")
+        unit = request.query_params.get("unit", "")
+        if status not in ("", "open", "overdue", *STATUSES):
+            raise PageError(f"没有“{status}”这个状态；可选：{'、'.join(STATUSES)}。")
+
+        def view() -> dict[str, Any]:
+            villages = {c: n for c, n in self.pages.villages().items() if c != self.node.unit}
+            if unit and unit not in villages:
+                raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
+            with self.store.lock:
+                needs = self.store.records("need", units=staff.scope)
+                names = {n.id: self.person_name(n.data.get("person")) for n in needs}
+            on = today()
+            matrix: Counter[tuple[str, str]] = Counter((n.unit or "", str(n.data.get("status", "待处理"))) for n in needs)
+            overdue = Counter(n.unit or "" for n in needs if is_overdue(n, on))
+            rows = [n for n in needs if (not unit or n.unit == unit) and (
+                not status or (status == "open" and n.data.get("status") not in CLOSED)
+                or (status == "overdue" and is_overdue(n, on)) or n.data.get("status", "待处理") == status)]
+            urgency = {"紧急": 0, "较急": 1, "一般": 2}
+            rows.sort(key=lambda n: (not is_overdue(n, on), n.data.get("status") in CLOSED,
+                                     str(n.data.get("due_date") or "9999"), urgency.get(str(n.data.get("urgency")), 3),
+                                     n.id))
+            return {"rows": rows, "names": names, "villages": villages, "matrix": matrix, "overdue": overdue,
+                    "statuses": STATUSES, "status": status, "unit": unit, "today": on,
+                    "overdue_ids": {n.id for n in needs if is_overdue(n, on)},
+                    "back": str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")}
+
+        return self.pages.render(request, staff, "wb_needs.html", await run_in_threadpool(view))
+
+    async def need_update(self, request: Request, staff: Staff) -> Response:
+        rid = request.path_params["record"]
+        form = await self.pages.form(request)
+        back = str(form.get("back", "/staff/needs"))
+        if not back.startswith("/staff/needs"):
+            back = "/staff/needs"
+
+        def write() -> str:
+            with self.store.transaction():
+                rec = self.pages.in_scope(staff, rid, "need")
+                values: dict[str, Any] = {}
+                for name in ("assignee", "due_date", "status"):
+                    if name in form:
+                        value = parse_typed("need", name, str(form.get(name, "")))
+                        if value != rec.data.get(name):
+                            values[name] = value
+                current = rec.data.get("status") or "待处理"
+                if values.get("assignee") and "status" not in values and current == "待处理":
+                    values["status"] = "已分派"  # assigning a waiting need assigns it
+                if not values:
+                    return "没有改动。"
+                try:
+                    self.node.editor(staff.username).update(rid, values)
+                except InvalidValue as e:
+                    raise _edit_error("need", values, e) from None
+                parts = [f"{field_label('need', n)}“{show(v)}”" for n, v in values.items()]
+                return f"已保存：{self.title(rec)}，" + "，".join(parts) + "。"
+
+        return self.pages.done(request, back, await run_in_threadpool(write))
+
+
+def workbench_routes(pages: Pages) -> list[BaseRoute]:
+    wb = Workbench(pages)
+    return [
+        Route("/staff", pages.page(wb.home, township=False)),
+        Route("/staff/conflicts", pages.page(wb.conflicts)),
+        Route("/staff/conflicts/resolve", pages.page(wb.resolve), methods=["POST"]),
+        Route("/staff/records/{record}", pages.page(wb.record)),
+        Route("/staff/records/{record}", pages.page(wb.edit), methods=["POST"]),
+        Route("/staff/duplicates", pages.page(wb.duplicates)),
+        Route("/staff/duplicates/merge", pages.page(wb.merge), methods=["POST"]),
+        Route("/staff/needs", pages.page(wb.needs)),
+        Route("/staff/needs/{record}", pages.page(wb.need_update), methods=["POST"]),
+    ]

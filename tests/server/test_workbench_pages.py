@@ -1,0 +1,334 @@
+"""The township workbench's pages over a real node (hypercorn on 127.0.0.1, httpx as the browser):
+conflicts kept with one click or typed, record history and corrections, duplicates merged with their
+needs and services, the needs board, devices (gaps, clock skew, pending, enrol with a QR code, revoke),
+and the refusals: no CSRF token, another role, a record outside the township, bad input in Chinese."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from client.tablet import Tablet
+from conftest import Signed, World, make_world
+from e2e_harness import TOWNSHIP, V1, V2, V3, no_sleep
+from server.node import Node
+from sync.edit import Editor
+from sync.hlc import wall_ms
+from sync.store import Store
+
+pytestmark = pytest.mark.e2e
+DAY_MS = 86_400_000
+
+
+def concurrently(n: Node, device: str, user: str, unit: str, record: str, values: dict[str, Any]) -> None:
+    """A village edit made without seeing the node's latest ops of the record: made on a copy of what the
+    node held before, then applied to the node"""
+    copy = Store(None)
+    try:
+        copy.apply([op for _, op in n.store.ops_since(0, limit=100_000)
+                    if op.record != record or op.site == device])
+        ops = Editor(copy, device=device, user=user, unit=unit, tier="village").update(record, values)
+    finally:
+        copy.close()
+    n.store.apply(ops)
+
+
+def setup(n: Node, ids: dict[str, Any]) -> None:
+    ids["dev1"], ids["token1"] = n.add_device(V1, "wang")
+    ids["dev2"], _ = n.add_device(V2, "li")
+    ids["dev3"], _ = n.add_device(V3, "zhou")
+    ids["dev4"], ids["token4"] = n.add_device(V3, "wu")
+    v1 = Editor(n.store, device=ids["dev1"], user="wang", unit=V1, tier="village")
+    v2 = Editor(n.store, device=ids["dev2"], user="li", unit=V2, tier="village")
+    staff = n.editor("liu")
+    # conflicts: the township corrects a phone while the village worker changes it too
+    for key, name in (("click", "张秀英"), ("typed", "刘翠花"), ("bad", "何玉兰"), ("scope", "孙桂英")):
+        pid = ids[key] = v1.create("person", {"unit": V1, "name": name, "phone": "13800000000"})
+        staff.update(pid, {"phone": "13811112222"})
+        concurrently(n, ids["dev1"], "wang", V1, pid, {"phone": "13899990000"})
+    # duplicates: one ID number in two villages, each with a need and a service
+    for key, ed, unit in (("dupA", v1, V1), ("dupB", v2, V2)):
+        pid = ids[key] = ed.create("person", {"unit": unit, "name": "李桂兰", "id_number": "51090319450101002X",
+                                              "birth_date": "1945-01-01"})
+        need = ids[key + "_need"] = ed.create("need", {"unit": unit, "person": pid, "category": "养老服务"})
+        ids[key + "_service"] = ed.create("service", {"unit": unit, "person": pid, "need": need,
+                                                      "service_type": "养老服务", "served_at": "2025-05-01T09:30"})
+    # near names in one village; two near names told apart by their birth dates
+    ids["nearA"] = v1.create("person", {"unit": V1, "name": "张桂芳"})
+    ids["nearB"] = v1.create("person", {"unit": V1, "name": "章桂芳"})
+    ids["oneA"] = v1.create("person", {"unit": V1, "name": "王建国"})
+    ids["oneB"] = v1.create("person", {"unit": V1, "name": "王建华"})
+    v1.create("person", {"unit": V1, "name": "赵明", "birth_date": "1950-02-02"})
+    v1.create("person", {"unit": V1, "name": "赵敏", "birth_date": "1960-03-03"})
+    # needs: one overdue, one to assign, one finished long ago (never overdue)
+    ids["late"] = v1.create("need", {"unit": V1, "person": ids["click"], "category": "医疗健康",
+                                     "status": "待处理", "due_date": "2020-01-01", "urgency": "紧急"})
+    ids["todo"] = v1.create("need", {"unit": V1, "person": ids["typed"], "category": "生活物资", "status": "待处理"})
+    ids["done"] = v2.create("need", {"unit": V2, "person": ids["dupB"], "category": "其他", "status": "已解决",
+                                     "due_date": "2020-01-01"})
+    # device 3 sent ops 1-3 and 7, not 4-6; its clock was two days fast and it still holds 7 ops
+    copy = Store(None)
+    v3 = Editor(copy, device=ids["dev3"], user="zhou", unit=V3, tier="village")
+    pid = v3.create("person", {"unit": V3, "name": "周大伯", "phone": "13700000000"})  # counters 1-3
+    for phone in ("13700000001", "13700000002", "13700000003", "13700000004"):
+        v3.update(pid, {"phone": phone})  # counters 4-7
+    n.store.apply([op for _, op in copy.ops_since(0) if op.counter not in (4, 5, 6)])
+    copy.close()
+    with n.store.transaction() as c:
+        c.execute("UPDATE devices SET skew_ms = ?, pending = 7, last_seen = ?, app_version = '0.1.0'"
+                  " WHERE device = ?", (2 * DAY_MS + 3 * 3_600_000, wall_ms() // 1000 - 7200, ids["dev3"]))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    yield from make_world(tmp_path_factory.mktemp("workbench"), setup)
+
+
+@pytest.fixture(scope="module")
+def liu(world: World) -> Signed:
+    return world.sign_in("liu")
+
+
+def _record(world: World, rid: str) -> Any:
+    n = world.open()
+    try:
+        return n.store.get(rid)
+    finally:
+        n.close()
+
+
+def _error(r: httpx.Response, status: int) -> str:
+    "The Chinese message of an error page"
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    m = re.search(r'<p class="error" role="alert">(.*?)</p>', r.text, re.S)
+    assert m, r.text
+    return m.group(1)
+
+
+# -- conflicts --------------------------------------------------------------------------------------
+
+def test_the_conflicts_page_shows_each_competing_value_with_its_author(world: World, liu: Signed) -> None:
+    page = liu.get("/staff/conflicts").text
+    card = page[page.index(f'data-record="{world.ids["click"]}"'):]
+    card = card[:card.index('class="card conflict"') if 'class="card conflict"' in card else None]
+    assert "张秀英 · 电话" in card and "育才社区" in card
+    assert "13811112222" in card and "13899990000" in card
+    assert "liu" in card and "wang" in card and world.ids["dev1"] in card
+    assert "镇街" in card and "村/社区" in card
+    assert re.search(r"20\d\d-\d\d-\d\d \d\d:\d\d", card)  # the clocks, in local time
+    assert "当前显示" in card
+
+
+def test_one_click_keeps_a_value_and_closes_the_conflict(world: World, liu: Signed) -> None:
+    rid = world.ids["click"]
+    r = liu.post("/staff/conflicts/resolve", {"record": rid, "field": "phone", "choice": '"13899990000"'})
+    assert liu.notice(r) == "已处理：张秀英的“电话”定为“13899990000”。平板下次同步时会收到。"
+    typed = liu.post("/staff/conflicts/resolve", {"record": world.ids["typed"], "field": "phone",
+                                                  "typed": " 13855556666 "})
+    assert "13855556666" in liu.notice(typed)
+    rec = _record(world, rid)
+    assert rec.data["phone"] == "13899990000" and rec.conflicts == []
+    assert _record(world, world.ids["typed"]).data["phone"] == "13855556666"
+    assert f'data-record="{rid}"' not in liu.get("/staff/conflicts").text
+    # resolving again: the conflict is gone, said plainly
+    again = liu.post("/staff/conflicts/resolve", {"record": rid, "field": "phone", "choice": '"1"'})
+    assert "已经没有待处理的冲突" in _error(again, 400)
+
+
+def test_a_bad_typed_value_is_refused_in_chinese_and_nothing_is_written(world: World, liu: Signed) -> None:
+    rid = world.ids["bad"]
+    r = liu.post("/staff/conflicts/resolve", {"record": rid, "field": "phone", "typed": "不是电话"})
+    assert "电话" in _error(r, 400) and "5 到 20 位数字" in _error(r, 400)
+    r = liu.post("/staff/conflicts/resolve", {"record": rid, "field": "phone"})
+    assert "请选择要保留的值" in _error(r, 400)
+    assert _record(world, rid).conflicts == ["phone"]
+
+
+def test_form_refusals_csrf_role_and_scope(world: World, liu: Signed) -> None:
+    rid = world.ids["scope"]
+    body = {"record": rid, "field": "phone", "choice": '"13899990000"'}
+    assert "页面已过期" in _error(liu.post("/staff/conflicts/resolve", body, csrf=False), 403)
+    assert "页面已过期" in _error(liu.post("/staff/conflicts/resolve", {**body, "csrf": "forged"}, csrf=False), 403)
+    zhao = world.sign_in("zhao")  # township role, scoped to V2: a V1 record is not there
+    assert "没有找到" in _error(zhao.post("/staff/conflicts/resolve", body), 404)
+    assert "没有找到" in _error(zhao.get(f"/staff/records/{rid}"), 404)
+    assert f'data-record="{rid}"' not in zhao.get("/staff/conflicts").text
+    for who in ("county", "city", "admin"):
+        other = world.sign_in(who)
+        assert "只能查看汇总数据" in _error(other.post("/staff/conflicts/resolve", body), 403)
+        assert "只能查看汇总数据" in _error(other.get("/staff/conflicts"), 403)
+        assert "孙桂英" not in other.get("/staff").text
+    anon = httpx.Client(base_url=world.node.url, follow_redirects=False)
+    with anon:
+        for path in ("/staff/conflicts", "/staff/needs", "/staff/devices", f"/staff/records/{rid}"):
+            r = anon.get(path)
+            assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert _record(world, rid).conflicts == ["phone"]  # nothing was written by the refused posts
+
+
+# -- records ----------------------------------------------------------------------------------------
+
+def test_a_record_page_shows_every_change_and_takes_a_correction(world: World, liu: Signed) -> None:
+    rid = world.ids["oneB"]
+    r = liu.post(f"/staff/records/{rid}", {"phone": "13912345678", "address": "育才路 8 号", "name": "王建华",
+                                            "groups_shown": "1", "groups": ["老年人", "独居"]})
+    said = liu.notice(r)
+    assert "已保存" in said and "电话" in said and "人群类别" in said
+    rec = _record(world, rid)
+    assert rec.data["phone"] == "13912345678" and sorted(rec.data["groups"]) == ["独居", "老年人"]
+    page = liu.get(f"/staff/records/{rid}").text
+    history = page[page.index('class="tight history"'):]
+    assert "13912345678" in history and "liu" in history and "镇街" in history and "wang" in history
+    assert '<span class="muted">（无）</span> → <b>王建华</b>' in history and "添加 老年人" in history
+    assert '<span class="muted">13800000000</span> → <b>13912345678</b>' not in history  # not this one's phone
+    bad = liu.post(f"/staff/records/{rid}", {"birth_date": "1950/1/1"})
+    assert "出生日期" in _error(bad, 400) and "1942-03-08" in _error(bad, 400)
+    assert "birth_date" not in _record(world, rid).data
+
+
+# -- duplicates -------------------------------------------------------------------------------------
+
+def test_duplicates_are_found_by_id_name_and_sound(world: World, liu: Signed) -> None:
+    page = liu.get("/staff/duplicates").text
+    ids = world.ids
+
+    def pair(a: str, b: str) -> str:
+        x, y = sorted((ids[a], ids[b]))
+        start = page.find(f'data-a="{x}" data-b="{y}"')
+        assert start >= 0, f"{a}/{b} not paired"
+        return page[start:page.find('class="card pair"', start + 1)]
+
+    assert "身份证号相同" in pair("dupA", "dupB") and "姓名和出生日期相同" in pair("dupA", "dupB")
+    assert "育才社区" in pair("dupA", "dupB") and "广场社区" in pair("dupA", "dupB")
+    assert "5109**********002X" in pair("dupA", "dupB")  # masked on the page
+    assert "读音相同" in pair("nearA", "nearB")
+    assert "只差一个字" in pair("oneA", "oneB")
+    assert "赵敏" not in page  # one character apart, but their birth dates tell them apart
+
+
+def test_merging_from_the_duplicates_page_moves_needs_and_services(world: World, liu: Signed) -> None:
+    keep, drop = world.ids["dupA"], world.ids["dupB"]
+    r = liu.post("/staff/duplicates/merge", {"keep": keep, "drop": drop})
+    assert "2 条需求和 1 条服务记录" in liu.notice(r)  # its own need, and the one finished
+    n = world.open()
+    try:
+        assert n.store.get(drop).deleted and n.store.get(drop).data["merged_into"] == keep  # type: ignore[union-attr]
+        assert n.store.resolve_id(drop) == keep
+        for key in ("dupB_need", "dupB_service", "dupA_need", "dupA_service"):
+            assert n.store.get(world.ids[key]).data["person"] == keep  # type: ignore[union-attr]
+        assert n.store.history(drop)  # the old record's history is kept
+    finally:
+        n.close()
+    page = liu.get(f"/staff/records/{keep}").text
+    assert "合并进来的记录" in page and drop[:8] in page
+    assert f'data-b="{drop}"' not in liu.get("/staff/duplicates").text and f'data-a="{drop}"' not in liu.get(
+        "/staff/duplicates").text
+    assert "自己" in _error(liu.post("/staff/duplicates/merge", {"keep": keep, "drop": keep}), 400)
+    assert "已被删除或已合并" in _error(liu.post("/staff/duplicates/merge", {"keep": keep, "drop": drop}), 400)
+
+
+# -- needs ------------------------------------------------------------------------------------------
+
+def test_the_needs_board_highlights_overdue_and_assigns(world: World, liu: Signed) -> None:
+    page = liu.get("/staff/needs").text
+    rows = re.findall(r'<tr class="need ([a-z]*)" data-id="([^"]+)"', page)
+    assert rows[0] == ("overdue", world.ids["late"])  # overdue first, highlighted
+    assert ("", world.ids["done"]) in rows  # finished: past its due date but not overdue
+    r = liu.post(f"/staff/needs/{world.ids['todo']}", {"assignee": "陈社工", "due_date": "2099-12-31",
+                                                       "status": "待处理", "back": "/staff/needs?unit=" + V1})
+    assert r.headers["location"] == "/staff/needs?unit=" + V1
+    assert "陈社工" in liu.notice(r)
+    rec = _record(world, world.ids["todo"])
+    assert rec.data["assignee"] == "陈社工" and rec.data["due_date"] == "2099-12-31"
+    assert rec.data["status"] == "已分派"  # assigning a waiting need assigns it
+    n = world.open()
+    try:
+        op = n.store.record_ops(world.ids["todo"])[-1]
+        assert (op.user, op.site, op.tier) == ("liu", f"node-{TOWNSHIP}", 2)  # staff, on the node, township
+    finally:
+        n.close()
+    bad = liu.post(f"/staff/needs/{world.ids['todo']}", {"status": "已关闭"})
+    assert "不能从“已分派”直接改为“已关闭”" in _error(bad, 400)
+    assert "截止日期" in _error(liu.post(f"/staff/needs/{world.ids['todo']}", {"due_date": "明天"}), 400)
+    only_v2 = liu.get(f"/staff/needs?unit={V2}").text
+    assert world.ids["done"] in only_v2 and world.ids["late"] not in only_v2
+    assert world.ids["late"] in liu.get("/staff/needs?status=overdue").text
+    assert "没有“x”这个状态" in _error(liu.get("/staff/needs?status=x"), 400)
+
+
+# -- devices ----------------------------------------------------------------------------------------
+
+def test_the_devices_page_shows_gaps_skew_and_pending(world: World, liu: Signed) -> None:
+    page = liu.get("/staff/devices").text
+    row = page[page.index(f'data-device="{world.ids["dev3"]}"'):]
+    row = row[:row.index("</tr>")]
+    assert f"设备 {world.ids['dev3']} 缺少第4–6条" in row
+    assert '<span class="red">快 2 天 3 小时</span>' in row
+    assert "7 条" in row and "0.1.0" in row and "2 小时前" in row and "和平社区" in row
+
+
+def test_enrol_shows_a_code_and_qr_that_a_tablet_can_use(world: World, liu: Signed, tmp_path: Path) -> None:
+    r = liu.post("/staff/devices/enrol", {"unit": V2, "user": "新社工"})
+    assert r.status_code == 200, r.text
+    code = re.search(r'class="enrol-code"[^>]*>([0-9A-Z]{5}-[0-9A-Z]{5})<', r.text)
+    assert code and "<svg" in r.text and "广场社区 · 新社工" in r.text
+    tab = Tablet.enrol(tmp_path / "new.db", world.node.url, code.group(1), sleep=no_sleep)
+    try:
+        assert tab.unit == V2 and tab._get("user") == "新社工"
+    finally:
+        tab.close()
+    outside = world.sign_in("zhao").post("/staff/devices/enrol", {"unit": V1, "user": "x"})  # zhao: V2 only
+    assert "请选择您所在镇街下的一个村/社区" in _error(outside, 400)
+
+
+def test_revoke_asks_first_then_revokes_with_or_without_wipe(world: World, liu: Signed) -> None:
+    dev = world.ids["dev2"]
+    confirm = liu.get(f"/staff/devices/{dev}/revoke").text
+    assert "只停用" in confirm and "停用并清除数据" in confirm
+    assert "没有找到" in _error(world.sign_in("zhao").get(f"/staff/devices/{world.ids['dev3']}/revoke"), 404)
+    assert "页面已过期" in _error(liu.post(f"/staff/devices/{dev}/revoke", {"wipe": "1"}, csrf=False), 403)
+    assert "清除" in liu.notice(liu.post(f"/staff/devices/{dev}/revoke", {"wipe": "1"}))
+    n = world.open()
+    try:
+        d = n.device(dev)
+        assert d is not None and d.revoked and d.wipe
+    finally:
+        n.close()
+    assert "已停用并清除" in liu.get("/staff/devices").text
+
+
+def test_a_tablet_reports_its_pending_ops_and_its_clock(world: World, liu: Signed, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    "Through real syncs: a tablet two days fast, pushing two ops a request, says what it still holds"
+    monkeypatch.setattr("client.tablet.PUSH_BATCH", 2)
+    dev = world.ids["dev4"]
+    seen: list[int] = []
+
+    def pending_on_node(*_: object) -> None:
+        conn = sqlite3.connect(world.db)
+        try:
+            seen.append(conn.execute("SELECT pending FROM devices WHERE device = ?", (dev,)).fetchone()[0])
+        finally:
+            conn.close()
+
+    tab = Tablet.init(tmp_path / "fast.db", world.node.url, world.ids["token4"], sleep=no_sleep,
+                      clock=lambda: wall_ms() + 2 * DAY_MS)
+    try:
+        tab.create("person", {"name": "新居民", "phone": "13600000000"})  # 3 ops
+        tab.create("person", {"name": "新居民二", "phone": "13600000001"})  # 3 more
+        tab.sync(progress=pending_on_node)
+        assert tab.pending() == 0
+    finally:
+        tab.close()
+    assert seen[0] == 4 and seen[-1] == 0  # 6 held, 2 sent in the first request
+    page = liu.get("/staff/devices").text
+    row = page[page.index(f'data-device="{dev}"'):]
+    row = row[:row.index("</tr>")]
+    assert '<span class="red">快 2 天</span>' in row and "0.1.0" in row, row
