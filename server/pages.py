@@ -182,11 +182,19 @@ class Pages:
             names[me.code] = me.name
         return names
 
+    def staff_names(self) -> dict[str, str]:
+        "Staff accounts' names by username: ops staff write carry the username"
+        with self.node.store.lock:
+            rows = self.node.store.conn.execute("SELECT username, display_name FROM staff").fetchall()
+        return {u: d for u, d in rows if d}
+
     def render(self, request: Request, staff: Staff | None, template: str, context: Mapping[str, Any],
                status: int = 200) -> Response:
         notice = request.session.pop("notice", None) if staff is not None else None
+        names = self.villages()
         ctx = {"staff": staff, "role_name": ROLE_NAMES[staff.role] if staff else "", "csrf": csrf_token(request),
-               "node": self.node, "path": request.url.path, "notice": notice, **context}
+               "node": self.node, "unit_name": names.get(self.node.unit, ""), "path": request.url.path,
+               "notice": notice, **context}
         return templates.TemplateResponse(request, template, ctx, status_code=status)
 
     def error_page(self, request: Request, staff: Staff | None, err: SyncError) -> Response:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from typing import Any
+from typing import Any, get_args
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -43,6 +43,11 @@ EDITABLE = {
     "need": ("category", "urgency", "description"),
     "service": ("service_type", "provider_kind", "provider_name", "served_at", "minutes", "people_served", "notes"),
 }
+
+
+def choices(coll: str, name: str) -> list[str]:
+    "The values a catalogue field takes (性别, 需求类别, ...), or [] for free text"
+    return [a for a in get_args(SCHEMA.field(coll, name).type) if isinstance(a, str)]
 
 
 def today() -> str:
@@ -80,12 +85,20 @@ class Workbench:
         if not isinstance(pid, str):
             return "（未知居民）"
         rec = self.store.get(self.store.resolve_id(pid))
-        return str(rec.data.get("name", "（未知居民）")) if rec else "（不在本镇街）"
+        return self.title(rec) if rec else "（不在本镇街）"
+
+    def last_value(self, rid: str, name: str) -> Any:
+        "The last value a field was set to, from the op log: what a deleted (or merged) record was called"
+        for h in reversed(self.store.history(rid)):
+            if h.field == name and h.new is not None:
+                return h.new
+        return None
 
     def title(self, rec: Record) -> str:
         "A record as a person names it: 张秀英; 张秀英的需求（养老服务）"
         if rec.coll == "person":
-            return str(rec.data.get("name", "（无名）"))
+            name = rec.data.get("name") or (self.last_value(rec.id, "name") if rec.deleted else None)
+            return str(name or "（无名）")
         who = self.person_name(rec.data.get("person"))
         if rec.coll == "need":
             return f"{who}的需求（{rec.data.get('category', '')}）"
@@ -114,6 +127,7 @@ class Workbench:
 
     def conflicts_view(self, staff: Staff) -> list[dict[str, Any]]:
         villages = self.pages.villages()
+        names = self.pages.staff_names()
         out = []
         with self.store.lock:
             for c in self.store.conflicts(units=staff.scope):
@@ -123,6 +137,7 @@ class Workbench:
                 f = SCHEMA.collections[c.coll].fields.get(c.field) if c.coll in SCHEMA.collections else None
                 cands = [{
                     "value": o.value, "choice": json.dumps(o.value, ensure_ascii=False), "user": o.user,
+                    "user_name": names.get(o.user, ""),
                     "device": o.device, "tier": TIER_LABELS.get(o.tier, o.tier), "time": local_time(o.hlc, hlc=True),
                     "village": villages.get(o.unit, o.unit), "shown": i == 0,
                 } for i, o in enumerate(c.candidates)]
@@ -204,7 +219,9 @@ class Workbench:
                 return {"rec": rec, "title": self.title(rec), "village": villages.get(rec.unit or "", rec.unit),
                         "changes": changes, "linked": linked, "person": person,
                         "fields": [SCHEMA.collections[rec.coll].fields[n] for n in EDITABLE.get(rec.coll, ())],
-                        "groups": GROUPS, "titles": {r.id: self.title(r) for rs in linked.values() for r in rs}}
+                        "groups": GROUPS, "titles": {r.id: self.title(r) for rs in linked.values() for r in rs},
+                        "choices": {n: choices(rec.coll, n) for n in EDITABLE.get(rec.coll, ())},
+                        "staff_names": self.pages.staff_names()}
 
         return self.pages.render(request, staff, "wb_record.html", await run_in_threadpool(view))
 

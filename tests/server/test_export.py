@@ -13,7 +13,7 @@ import httpx
 import openpyxl
 import pytest
 
-from conftest import Signed, World, make_world
+from staff_world import Signed, World, make_world
 from e2e_harness import V1, V2
 from server.node import Node
 from sync.edit import Editor

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from client.tablet import Tablet
-from conftest import Signed, World, make_world
+from staff_world import Signed, World, make_world
 from e2e_harness import TOWNSHIP, V1, V2, V3, no_sleep
 from server.node import Node
 from sync.edit import Editor

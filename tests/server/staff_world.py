@@ -1,9 +1,11 @@
-"""Fixtures for the node's page tests: a township node with sample units, staff accounts of every role,
-and httpx clients signed in as one of them.
+"""Helpers for the node's page tests: a township node with sample units and staff accounts of every
+role, started for a test module, and httpx clients signed in as one of them.
 
-    world      (module) a running node on a database made by ``build`` functions the test module gives
-               through ``WORLD_SETUP`` (each gets the ``Node`` before it starts); staff as in ``STAFF``
-    sign_in    ``sign_in(username) -> Signed``: a client with a session, and its CSRF token
+    make_world(tmp, setup)   yields a ``World``: the node's database built by ``setup(node, ids)`` (ids
+                             it records go to ``World.ids``), then the node running on it; staff as in
+                             ``STAFF``, password ``PASSWORD``
+    World.sign_in(username)  a ``Signed`` client: a session and its CSRF token; ``post`` sends forms as
+                             the pages do, ``notice`` follows a form's redirect and reads what it said
 """
 
 from __future__ import annotations

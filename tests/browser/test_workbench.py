@@ -1,0 +1,227 @@
+"""The township workbench in headless Chromium against a real node, with real tablets syncing over HTTP:
+a concurrent edit resolved with one click, duplicates merged with their needs and services, the needs
+board, and the devices page. Each test's last page is saved under test-output/ for a person to look at."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from client.tablet import Tablet
+from e2e_harness import TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess
+from server.node import Node
+from sync.hlc import wall_ms
+from sync.store import Store
+
+PASSWORD = "correct horse 1"
+DAY_MS = 86_400_000
+
+
+def staff_account(db: Path) -> None:
+    n = Node(db, TOWNSHIP)
+    try:
+        n.accounts.add("liu", PASSWORD, role="township", display_name="刘主任")
+    finally:
+        n.close()
+
+
+def sign_in(page: Page, node: NodeProcess) -> None:
+    page.goto(node.url + "/login")
+    page.fill("input[name=username]", "liu")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("nav.wb")).to_contain_text("需求看板")
+
+
+def test_a_concurrent_edit_is_resolved_with_one_click_and_reaches_the_tablet(
+        page: Page, node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet) -> None:
+    staff_account(node_db)
+    _, token = enrol(V1, "王芳")
+    node.start()
+    tab = make_tablet(token)
+    pid = tab.create("person", {"name": "冯玉杰", "gender": "女", "phone": "13800000000"})
+    tab.sync()
+    tab.update(pid, {"phone": "13811112222"})  # the village worker, offline for now
+
+    sign_in(page, node)  # meanwhile township staff correct the same phone
+    page.goto(f"{node.url}/staff/records/{pid}")
+    page.fill("input[name=phone]", "13899990000")
+    page.click("text=保存修改")
+    expect(page.locator(".notice")).to_contain_text("已保存：电话")
+
+    tab.sync()  # both edits meet: a conflict, the township's value shown meanwhile
+    assert tab.get(pid).data["phone"] == "13899990000"  # type: ignore[union-attr]
+    assert [c.field for c in tab.conflicts()] == ["phone"]
+
+    page.goto(node.url + "/staff/conflicts")
+    card = page.locator(f".conflict[data-record='{pid}']")
+    expect(card).to_contain_text("冯玉杰 · 电话")
+    expect(card).to_contain_text("育才社区")
+    village = card.locator(".cand", has_text="13811112222")
+    expect(village).to_contain_text("王芳")
+    expect(village).to_contain_text("村/社区")
+    expect(card.locator(".cand.shown")).to_contain_text("13899990000")
+    village.get_by_role("button", name="保留此值").click()  # the one click
+    expect(page.locator(".notice")).to_contain_text("定为“13811112222”")
+    expect(page.locator(".conflict")).to_have_count(0)
+
+    tab.sync()
+    assert tab.get(pid).data["phone"] == "13811112222"  # type: ignore[union-attr]
+    assert tab.conflicts() == []
+    with Store(node_db) as s:
+        assert s.get(pid).data["phone"] == "13811112222" and s.conflicts() == []  # type: ignore[union-attr]
+
+    page.goto(f"{node.url}/staff/records/{pid}")  # the last page: the record's history
+    rows = page.locator("table.history tr")
+    expect(rows.filter(has_text="13811112222")).to_have_count(2)  # the worker's edit, then the resolution
+    expect(rows.filter(has_text="liu")).to_have_count(2)  # the correction and the resolution
+
+
+def _register(tab: Tablet, name: str) -> tuple[str, str, str]:
+    "A resident with a need and a service: (person, need, service)"
+    p = tab.create("person", {"name": name, "gender": "女", "birth_date": "1942-03-08",
+                              "id_number": "51090319420308002X", "groups": ["老年人"]})
+    n = tab.create("need", {"person": p, "category": "养老服务", "status": "待处理", "description": "需要助餐"})
+    s = tab.create("service", {"person": p, "need": n, "service_type": "养老服务", "served_at": "2025-05-01T09:30",
+                               "minutes": 40})
+    return p, n, s
+
+
+def test_duplicates_found_on_the_page_are_merged_and_their_needs_follow(
+        page: Page, node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet) -> None:
+    staff_account(node_db)
+    t1, t2 = enrol(V1, "王芳")[1], enrol(V2, "李娜")[1]
+    node.start()
+    tab1, tab2 = make_tablet(t1), make_tablet(t2)
+    keep, keep_need, keep_service = _register(tab1, "张秀英")
+    drop, drop_need, drop_service = _register(tab2, "张秀英")  # the same woman, registered again in V2
+    tab1.sync()
+    tab2.sync()
+
+    sign_in(page, node)
+    page.goto(node.url + "/staff/duplicates")
+    a, b = sorted((keep, drop))
+    pair = page.locator(f".pair[data-a='{a}'][data-b='{b}']")
+    expect(pair).to_contain_text("身份证号相同")
+    expect(pair).to_contain_text("姓名和出生日期相同")
+    expect(pair).to_contain_text("育才社区")
+    expect(pair).to_contain_text("广场社区")
+    page.once("dialog", lambda d: d.accept())  # "keep this one and merge the other?"
+    pair.locator(f"button[data-keep='{keep}']").click()
+    expect(page.locator(".notice")).to_contain_text("1 条需求和 1 条服务记录随之转移")
+    expect(page.locator(".pair")).to_have_count(0)
+
+    with Store(node_db) as s:
+        for rid in (keep_need, keep_service, drop_need, drop_service):
+            assert s.get(rid).data["person"] == keep  # type: ignore[union-attr]
+        gone = s.get(drop)
+        assert gone is not None and gone.deleted and gone.data["merged_into"] == keep
+        assert s.resolve_id(drop) == keep
+        assert {h.user for h in s.history(drop)} >= {"李娜", "liu"}  # the old record's history is kept
+    tab2.sync()
+    assert tab2.get(drop_need).data["person"] == keep  # type: ignore[union-attr]
+    assert tab2.get(drop_service).data["person"] == keep  # type: ignore[union-attr]
+    assert tab2.store.resolve_id(drop) == keep and tab2.get(drop).deleted  # type: ignore[union-attr]
+    tab1.sync()
+    assert tab1.get(keep_need).data["person"] == keep  # type: ignore[union-attr]
+
+    page.goto(f"{node.url}/staff/records/{keep}")  # the last page: the kept resident, with what was merged
+    expect(page.get_by_text("合并进来的记录")).to_be_visible()
+    expect(page.locator("a", has_text=drop[:8])).to_be_visible()
+    expect(page.locator("a", has_text="张秀英的需求（养老服务）")).to_have_count(2)
+
+
+def test_the_needs_board_assigns_a_need_and_highlights_an_overdue_one(
+        page: Page, node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet) -> None:
+    staff_account(node_db)
+    _, token = enrol(V1, "王芳")
+    node.start()
+    tab = make_tablet(token)
+    p = tab.create("person", {"name": "何玉兰", "groups": ["老年人"]})
+    late = tab.create("need", {"person": p, "category": "医疗健康", "status": "待处理", "urgency": "紧急",
+                               "due_date": "2020-01-01", "description": "陪同就医"})
+    fresh = tab.create("need", {"person": p, "category": "生活物资", "status": "待处理", "description": "米面油"})
+    tab.sync()
+
+    sign_in(page, node)
+    page.goto(node.url + "/staff/needs")
+    overdue = page.locator(f"tr.need[data-id='{late}']")
+    expect(overdue).to_have_class(re.compile(r"\boverdue\b"))
+    expect(overdue).to_contain_text("已逾期")
+    assert overdue.locator("td").first.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(253, 236, 234)"
+    assert page.locator("tr.need").first.get_attribute("data-id") == late  # overdue first
+    expect(page.locator(f"tr.need[data-id='{fresh}']")).not_to_have_class(re.compile(r"\boverdue\b"))
+
+    row = page.locator(f"tr.need[data-id='{fresh}']")
+    row.locator("input[name=assignee]").fill("陈社工")
+    row.locator("input[name=due_date]").fill("2099-06-30")
+    row.get_by_role("button", name="保存").click()
+    expect(page.locator(".notice")).to_contain_text("负责人“陈社工”")
+    row = page.locator(f"tr.need[data-id='{fresh}']")
+    expect(row.locator("input[name=assignee]")).to_have_value("陈社工")
+    expect(row.locator("select[name=status]")).to_have_value("已分派")
+
+    tab.sync()
+    got = tab.get(fresh)
+    assert got is not None and (got.data["assignee"], got.data["due_date"], got.data["status"]) == (
+        "陈社工", "2099-06-30", "已分派")
+    page.goto(node.url + "/staff/needs?status=overdue")
+    expect(page.locator("tr.need")).to_have_count(1)
+    page.goto(node.url + "/staff/needs")  # the last page: the whole board
+
+
+def test_the_devices_page_shows_a_gap_and_a_skewed_clock(
+        page: Page, node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet) -> None:
+    staff_account(node_db)
+    gap_dev, gap_token = enrol(V1, "王芳")
+    fast_dev, fast_token = enrol(V2, "李娜")
+    node.start()
+    gappy = make_tablet(gap_token, "gappy")
+    pid = gappy.create("person", {"name": "周大伯", "phone": "13700000000"})  # ops 1-3
+    for phone in ("13700000001", "13700000002", "13700000003", "13700000004"):
+        gappy.update(pid, {"phone": phone})  # ops 4-7
+    # ops 4-6 are lost on the tablet (a damaged card, a restored backup): the node must see the hole
+    gappy.store.conn.execute("DELETE FROM ops WHERE counter BETWEEN 4 AND 6 AND site = "
+                             "(SELECT id FROM sites WHERE device = ?)", (gap_dev,))
+    gappy.sync()
+    fast = make_tablet(fast_token, "fast", clock=lambda: wall_ms() + 3 * DAY_MS)
+    fast.create("person", {"name": "钱奶奶"})
+    fast.sync()
+    assert fast.pending() == 0  # its ops were re-stamped to the node's clock and accepted
+
+    sign_in(page, node)
+    page.goto(node.url + "/staff/devices")
+    gap_row = page.locator(f"tr.device[data-device='{gap_dev}']")
+    expect(gap_row.locator("td.gaps")).to_contain_text(f"设备 {gap_dev} 缺少第4–6条")
+    expect(gap_row.locator("td.skew")).to_have_text("准确")
+    fast_row = page.locator(f"tr.device[data-device='{fast_dev}']")
+    skew = fast_row.locator("td.skew .red")
+    expect(skew).to_have_text("快 3 天")
+    assert skew.evaluate("e => getComputedStyle(e).color") == "rgb(183, 28, 28)"
+    expect(fast_row).to_contain_text("广场社区")
+    expect(fast_row).to_contain_text("0.1.0")
+    expect(fast_row.locator("td.gaps")).to_contain_text("无")
+
+    # enrol a new tablet: the one-time code with its QR code
+    page.select_option("select[name=unit]", V2)
+    page.fill("input[name=user]", "新社工")
+    page.click("text=生成登记码")
+    expect(page.locator(".qr svg")).to_be_visible()
+    code = page.locator(".enrol-code").inner_text()
+    assert re.fullmatch(r"[0-9A-Z]{5}-[0-9A-Z]{5}", code)
+
+    # revoke the gappy tablet, after the confirmation page
+    page.goto(node.url + "/staff/devices")
+    page.locator(f"tr.device[data-device='{gap_dev}']").get_by_role("link", name="停用…").click()
+    expect(page.get_by_role("heading", name=f"停用设备 {gap_dev}？")).to_be_visible()
+    page.click("#revoke")
+    expect(page.locator(".notice")).to_contain_text(f"设备 {gap_dev} 已停用")
+    expect(page.locator(f"tr.device[data-device='{gap_dev}']")).to_contain_text("已停用")
+    n = Node(node_db, TOWNSHIP)
+    try:
+        d = n.device(gap_dev)
+        assert d is not None and d.revoked and not d.wipe
+    finally:
+        n.close()
