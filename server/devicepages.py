@@ -73,14 +73,14 @@ class DevicePages:
         server = str(request.base_url).rstrip("/")
         payload = f"cunsync:enrol?code={enr.code}&server={server}"
         qr = segno.make(payload, error="m").svg_inline(scale=6, border=2, dark="#1f2933")
-        villages = self.pages.villages()
+        villages = await run_in_threadpool(self.pages.villages)
         return self.pages.render(request, staff, "wb_enrol.html", {
             "enr": enr, "qr": qr, "server": server, "village": villages.get(enr.unit, enr.unit),
             "expires": local_time(enr.expires_at)})
 
     async def confirm(self, request: Request, staff: Staff) -> Response:
         d = await run_in_threadpool(self.device, staff, request.path_params["device"])
-        villages = self.pages.villages()
+        villages = await run_in_threadpool(self.pages.villages)
         return self.pages.render(request, staff, "wb_revoke.html", {"d": d, "village": villages.get(d["unit"], d["unit"])})
 
     async def revoke(self, request: Request, staff: Staff) -> Response:

@@ -434,7 +434,8 @@ def _staff_paths() -> dict[str, Any]:
         }},
         "/staff": {"get": {
             "operationId": "staffHome", "summary": "The staff page", "security": session,
-            "responses": {"200": _page("The staff page: for township staff, the open conflicts"),
+            "responses": {"200": _page("The staff page: for township staff, the workbench's overview (open "
+                                      "conflicts, overdue needs, tablets to look at); for others, a note"),
                           "303": _redirect("/login", "Not signed in")},
         }},
         "/api/staff/conflicts": {"get": api(

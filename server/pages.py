@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -171,16 +172,22 @@ class Pages:
     def __init__(self, node: Node, accounts: Accounts) -> None:
         self.node = node
         self.accounts = accounts
+        self._names: dict[str, str] = {}
+        self._names_at = 0.0
 
     def villages(self) -> dict[str, str]:
-        "The names of the villages (and the township itself) under this node, by code"
-        with self.node.store.lock:
-            found = unitlib.villages_under(self.node.store.db, self.node.unit)
-            me = unitlib.get_unit(self.node.store.db, self.node.unit)
-        names = {u.code: u.name for u in found}
-        if me is not None:
-            names[me.code] = me.name
-        return names
+        """The names of the villages (and the township itself) under this node, by code; read again
+        after a minute (``cunsync units import`` may run beside a live node). Call it from a thread:
+        it may wait for the store's lock while a sync batch commits."""
+        if time.monotonic() - self._names_at > 60:
+            with self.node.store.lock:
+                found = unitlib.villages_under(self.node.store.db, self.node.unit)
+                me = unitlib.get_unit(self.node.store.db, self.node.unit)
+            names = {u.code: u.name for u in found}
+            if me is not None:
+                names[me.code] = me.name
+            self._names, self._names_at = names, time.monotonic()
+        return self._names
 
     def staff_names(self) -> dict[str, str]:
         "Staff accounts' names by username: ops staff write carry the username"
@@ -191,9 +198,9 @@ class Pages:
     def render(self, request: Request, staff: Staff | None, template: str, context: Mapping[str, Any],
                status: int = 200) -> Response:
         notice = request.session.pop("notice", None) if staff is not None else None
-        names = self.villages()
         ctx = {"staff": staff, "role_name": ROLE_NAMES[staff.role] if staff else "", "csrf": csrf_token(request),
-               "node": self.node, "unit_name": names.get(self.node.unit, ""), "path": request.url.path,
+               "node": self.node, "path": request.url.path,
+               "unit_name": self._names.get(self.node.unit, ""),  # as last read: no waiting for the lock
                "notice": notice, **context}
         return templates.TemplateResponse(request, template, ctx, status_code=status)
 
@@ -265,6 +272,3 @@ def decode_choice(text: str) -> Any:
     except ValueError:
         raise BadRequest("the chosen value is not valid JSON") from None
 
-
-__all__ = ["CST", "NAV", "PageError", "Pages", "SKEW_LIMIT_MS", "TIER_LABELS", "ago", "decode_choice", "field_label",
-           "invalid", "local_time", "parse_typed", "required", "show", "skew_text", "span", "value_hint"]

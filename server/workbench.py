@@ -150,6 +150,7 @@ class Workbench:
     # -- pages ------------------------------------------------------------------------------------
 
     async def home(self, request: Request, staff: Staff) -> Response:
+        await run_in_threadpool(self.pages.villages)  # the header names the township
         if staff.role != "township":
             return self.pages.render(request, staff, "staff.html", {})
 
@@ -184,6 +185,8 @@ class Workbench:
                                     "（可能已被其他人处理）。", status=400)
                 if isinstance(choice, str) and choice:
                     value = decode_choice(choice)
+                    if name == DELETED and not isinstance(value, bool):
+                        raise PageError("请选择“确认删除”或“保留这条记录”。")
                 elif isinstance(typed, str) and name != DELETED:
                     value = parse_typed(rec.coll, name, typed)
                 else:
@@ -335,6 +338,8 @@ class Workbench:
                 for name in ("assignee", "due_date", "status"):
                     if name in form:
                         value = parse_typed("need", name, str(form.get(name, "")))
+                        if name == "status" and value is None:
+                            continue  # a status is changed, never cleared
                         if value != rec.data.get(name):
                             values[name] = value
                 current = rec.data.get("status") or "待处理"
