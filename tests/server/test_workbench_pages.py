@@ -52,6 +52,10 @@ def setup(n: Node, ids: dict[str, Any]) -> None:
         pid = ids[key] = v1.create("person", {"unit": V1, "name": name, "phone": "13800000000"})
         staff.update(pid, {"phone": "13811112222"})
         concurrently(n, ids["dev1"], "wang", V1, pid, {"phone": "13899990000"})
+    # a delete by the township while the village edits the same resident
+    pid = ids["deleted"] = v1.create("person", {"unit": V1, "name": "吴老汉", "phone": "13500000000"})
+    staff.delete(pid)
+    concurrently(n, ids["dev1"], "wang", V1, pid, {"address": "育才路 1 号"})
     # duplicates: one ID number in two villages, each with a need and a service
     for key, ed, unit in (("dupA", v1, V1), ("dupB", v2, V2)):
         pid = ids[key] = ed.create("person", {"unit": unit, "name": "李桂兰", "id_number": "51090319450101002X",
@@ -171,6 +175,20 @@ def test_form_refusals_csrf_role_and_scope(world: World, liu: Signed) -> None:
             r = anon.get(path)
             assert r.status_code == 303 and r.headers["location"] == "/login"
     assert _record(world, rid).conflicts == ["phone"]  # nothing was written by the refused posts
+
+
+def test_a_delete_against_a_concurrent_edit_is_kept_or_undone_by_choice(world: World, liu: Signed) -> None:
+    rid = world.ids["deleted"]
+    page = liu.get("/staff/conflicts").text
+    card = page[page.index(f'data-record="{rid}"'):]
+    assert "吴老汉 · 删除还是保留" in card and "确认删除" in card and "保留这条记录" in card
+    bad = liu.post("/staff/conflicts/resolve", {"record": rid, "field": "_deleted", "choice": '"abc"'})
+    assert "请选择“确认删除”或“保留这条记录”" in _error(bad, 400)
+    r = liu.post("/staff/conflicts/resolve", {"record": rid, "field": "_deleted", "choice": "false"})
+    assert "定为“恢复”" in liu.notice(r)
+    rec = _record(world, rid)
+    assert not rec.deleted and rec.conflicts == []
+    assert (rec.data["name"], rec.data["address"]) == ("吴老汉", "育才路 1 号")  # back, with the village's edit
 
 
 # -- records ----------------------------------------------------------------------------------------
