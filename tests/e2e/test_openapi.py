@@ -4,7 +4,8 @@ operation with an enrolled tablet's token and signed-in staff sessions, finds no
 the description does not allow (status, content type, body).
 
 Bounded and deterministic: at most ``MAX_EXAMPLES`` generated requests per operation (plus schemathesis'
-own examples and coverage cases), derandomized, no example database; one node for the module; about 35 s.
+own examples and coverage cases; ``PAGE_EXAMPLES`` for the staff pages), derandomized, no example database;
+one node for the module.
 (At 30 the fuzzing missed a 500 that 100 find: a ``client_time`` past 64 bits.) Integers past 64 bits, which
 fuzzing finds only by luck, also have explicit cases at the end.
 """
@@ -39,6 +40,7 @@ from sync.wire import JSON, MSGPACK, PROTOCOL_VERSION, SyncRequest
 pytestmark = pytest.mark.e2e
 
 MAX_EXAMPLES = 100
+PAGE_EXAMPLES = 20
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 PASSWORD = "correct horse battery"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -142,10 +144,10 @@ def test_the_description_is_served_valid_and_covers_every_route(served: Served) 
 schema = schemathesis.openapi.from_dict(openapi_spec())
 
 
-@hypothesis.settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
-                     suppress_health_check=list(hypothesis.HealthCheck))
-@schema.parametrize()
-def test_the_node_answers_as_described(case: schemathesis.Case[Any], served: Served) -> None:
+API = r"^/(api/|openapi)"
+
+
+def _call(case: schemathesis.Case[Any], served: Served) -> None:
     if case.operation.path == "/api/sync" and isinstance(case.body, dict):
         # reach past the first refusals: a request for another device or protocol stops at 403 / 409
         if isinstance(case.body.get("device"), str):
@@ -155,6 +157,21 @@ def test_the_node_answers_as_described(case: schemathesis.Case[Any], served: Ser
     if case.media_type == MSGPACK and not _msgpack_can_carry(case.body):
         case.media_type = JSON  # the same request, in the one format that can carry it
     case.call_and_validate(base_url=served.node.url, checks=CHECKS, timeout=10, **served.credentials(case))
+
+
+@hypothesis.settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@schema.include(path_regex=API).parametrize()
+def test_the_node_answers_as_described(case: schemathesis.Case[Any], served: Served) -> None:
+    _call(case, served)
+
+
+@hypothesis.settings(max_examples=PAGE_EXAMPLES, derandomize=True, database=None, deadline=None,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@schema.exclude(path_regex=API).parametrize()
+def test_the_staff_pages_answer_as_described(case: schemathesis.Case[Any], served: Served) -> None:
+    "The workbench's HTML pages and forms: fewer examples each (their inputs are form fields and ids)"
+    _call(case, served)
 
 
 #: Integers a schema-valid request may carry that SQLite (64-bit signed) cannot store, each in one place a
