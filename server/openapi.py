@@ -32,6 +32,8 @@ from sync.wire import (
     SyncResponse,
 )
 
+from .snapshots import Snapshot
+
 OPENAPI_PATH = "/openapi.json"
 
 Tier = Literal["village", "township", "county", "city"]
@@ -244,7 +246,7 @@ def openapi_spec() -> dict[str, Any]:
     "The OpenAPI 3.1 document for the node's HTTP API"
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
-                        EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount]
+                        EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount, Snapshot]
     _, schemas = msgspec.json.schema_components(types, ref_template=_REF)
     bearer: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     sync_body = {"$ref": _REF.format(name="SyncRequest")}
@@ -306,6 +308,7 @@ def openapi_spec() -> dict[str, Any]:
         }},
     }
     paths.update(_staff_paths())
+    paths.update(_rollup_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "cunsync node", "version": sync.__version__, "description": _INFO,
@@ -374,7 +377,10 @@ def _staff_paths() -> dict[str, Any]:
         "/staff": {"get": {
             "operationId": "staffHome", "summary": "The staff page", "security": session,
             "responses": {"200": _page("The staff page: for township staff, the open conflicts"),
-                          "303": _redirect("/login", "Not signed in")},
+                          "303": {"description": "Not signed in: to `/login`; county and city staff: to "
+                                                 "their roll-up, `/rollup`",
+                                  "headers": {"Location": {"required": True, "schema": {
+                                      "type": "string", "enum": ["/login", "/rollup"]}}}}},
         }},
         "/api/staff/conflicts": {"get": api(
             "staffConflicts", "The open conflicts in a township staff member's scope", None,
@@ -401,6 +407,54 @@ def _staff_paths() -> dict[str, Any]:
         "/api/admin/users": {"post": api(
             "adminAddUser", "Add (or replace) a staff account; admins only", "NewStaffAccount",
             _json("StaffAccount", "The account"), 400, 401, 403)},
+    }
+
+
+def _rollup_paths() -> dict[str, Any]:
+    "The snapshot endpoint and the roll-up pages (``server.rollup_web``)"
+    session: list[dict[str, list[str]]] = [{"staffSession": []}]
+    snap = {"$ref": _REF.format(name="Snapshot")}
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "/api/snapshot": {"get": {
+            "operationId": "snapshot",
+            "summary": "This node's aggregated snapshot: only the parts the caller lacks",
+            "description": "For the node above, with the link token this node issued it (a device whose tier "
+                           "is above this node's and whose unit contains it), or for this node's signed-in "
+                           "staff. No personal field; small cells are null. MessagePack unless `Accept` names "
+                           "JSON; gzip when `Accept-Encoding` allows.",
+            "security": [{"bearerAuth": []}, *session],
+            "parameters": [{"name": "have", "in": "query", "required": False, "schema": {"type": "string"},
+                            "description": "The parts the caller holds, `name:hash` pairs separated by commas; "
+                                           "the answer leaves out those unchanged"}],
+            "responses": {
+                "200": {"description": "The snapshot: every part's hash in `manifest`, the changed ones in "
+                                       "`parts`",
+                        "content": {MSGPACK: {"schema": snap}, JSON: {"schema": snap}}},
+                **_errors(400, 401),
+                "403": {"description": "The token is not a link device of the node above (`not_an_upper_node`,"
+                                       " `out_of_scope`) or was revoked (`device_revoked`).",
+                        "content": {JSON: {"schema": {"$ref": _REF.format(name="ErrorBody")}}}},
+            },
+        }},
+        "/rollup": {"get": {
+            "operationId": "rollupPage", "summary": "The roll-up page (zh-CN) with charts", "security": session,
+            "responses": {"200": _page("Needs, services, resolution times and each child's freshness"),
+                          "303": _redirect("/login", "Not signed in")},
+        }},
+        "/rollup.csv": {"get": {
+            "operationId": "rollupCsv", "summary": "The roll-up's tables as CSV (UTF-8 with BOM)",
+            "security": session,
+            "responses": {"200": {"description": "The tables, one after another",
+                                  "content": {"text/csv": {"schema": {"type": "string"}}}}, **_errors(401)},
+        }},
+        "/rollup.xlsx": {"get": {
+            "operationId": "rollupXlsx", "summary": "The roll-up as an Excel workbook, a sheet per table",
+            "security": session,
+            "responses": {"200": {"description": "The workbook", "content": {
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {"schema": binary}}},
+                **_errors(401)},
+        }},
     }
 
 

@@ -104,6 +104,8 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
             staff = current_staff(request, accounts)
         except Unauthorized:
             return RedirectResponse("/login", status_code=303)
+        if staff.role in ("county", "city"):
+            return RedirectResponse("/rollup", status_code=303)  # aggregates only: the roll-up
         conflicts: list[Any] = []
         if staff.role == "township":
             conflicts = await run_in_threadpool(lambda: node.store.conflicts(units=staff.scope))
