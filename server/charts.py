@@ -56,7 +56,7 @@ def columns(points: Sequence[tuple[str, float]], *, title: str, unit: str = "", 
     "One column per point, labelled below, its value above"
     bottom, top, left = 40, 20, 10
     n = max(len(points), 1)
-    slot = (width - left * 2) / n
+    slot = min((width - left * 2) / n, 90.0)
     biggest = max([v for _, v in points] + [1])
     scale = (height - bottom - top) / biggest
     out = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="100%" '

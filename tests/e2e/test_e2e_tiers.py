@@ -28,7 +28,7 @@ from sync.errors import OutOfScope
 from sync.wire import MSGPACK, decode
 from tiers_harness import (
     ALL_TOWNSHIPS, CITY, COUNTIES, TOWNSHIPS, Tree, build_tree, node_env, staff_client, stop_tree,
-    tablet_totals, villages,
+    villages,
 )
 
 pytestmark = pytest.mark.e2e
@@ -81,7 +81,7 @@ def test_the_city_totals_equal_the_tablets_own(tree: Tree) -> None:
     first.update(tree.pull(CITY))
     setattr(tree, "first_pull", first)
     snap = snapshot_as_staff(tree.nodes[CITY].url, "shi")
-    want = tablet_totals(tree.tablets)
+    want = tree.totals()
     assert sum(want["needs"].values()) > 20 and len(want["services"]) > 10  # the tree has real work in it
     assert {k: v[0] for k, v in cells(snap, "needs").items()} == dict(want["needs"])
     assert cells(snap, "services") == {k: [n, want["minutes"][k], want["people"][k]]
@@ -132,7 +132,7 @@ def test_pulls_move_only_what_changed(tree: Tree) -> None:
     assert city[COUNTIES[0]].bytes < first[COUNTIES[0]].bytes
     # and the change arrived
     snap = snapshot_as_staff(tree.nodes[CITY].url, "shi")
-    assert cells(snap, "needs") == {k: [v] for k, v in tablet_totals(tree.tablets)["needs"].items()}
+    assert cells(snap, "needs") == {k: [v] for k, v in tree.totals()["needs"].items()}
 
 
 def test_a_closed_months_revision_shows_its_diff(tree: Tree) -> None:
@@ -172,7 +172,7 @@ def test_exports_for_excel(tree: Tree, tmp_path: Path) -> None:
     wb = openpyxl.load_workbook(out)
     assert wb.sheetnames[:3] == ["需求", "服务", "办结"]
     rows = list(wb["需求"].iter_rows(values_only=True))
-    want = tablet_totals({v: t for v, t in tree.tablets.items() if v[:6] == COUNTIES[0][:6]})
+    want = tree.totals(COUNTIES[0][:6])
     assert sum(int(row[-1]) for row in rows[1:]) == sum(want["needs"].values())
     csv_out = tmp_path / "county.csv"
     assert cli("snapshot", "pull", "--db", str(tree.db(COUNTIES[0])), "--offline", "--format", "csv",
@@ -270,11 +270,11 @@ def test_the_schedule_pulls_on_its_own(tree: Tree, tmp_path: Path) -> None:
 
 def test_an_unreachable_township_shows_its_last_snapshot_and_age(tree: Tree) -> None:
     county = COUNTIES[1]
+    want = tree.totals(T4[:9])
     tree.pull_up()
     tree.nodes[T4].kill()
     results = tree.pull(county)
     assert results[T3].ok and not results[T4].ok and "ConnectError" in results[T4].error
-    want = tablet_totals({v: t for v, t in tree.tablets.items() if v[:9] == T4[:9]})
     with staff_client(tree.nodes[county].url, "xian") as c:
         assert c.get("/staff", follow_redirects=False).headers["location"] == "/rollup"
         page = c.get("/rollup").text

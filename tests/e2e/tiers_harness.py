@@ -97,6 +97,14 @@ class Tree:
     def tablet(self, village: str, i: int = 0) -> Tablet:
         return self.tablets[village][i]
 
+    def totals(self, prefix: str = "") -> dict[str, Counter[tuple[Any, ...]]]:
+        "``tablet_totals`` of the tablets of villages whose code starts with ``prefix``, each synced first"
+        chosen = {v: tabs for v, tabs in self.tablets.items() if v.startswith(prefix)}
+        for tabs in chosen.values():
+            for tab in tabs:
+                tab.sync()
+        return tablet_totals(chosen)
+
     def work(self, tab: Tablet, people: int, *, months: tuple[int, ...] = (9, 10, 11)) -> None:
         "A worker registers residents, each with needs in several states and services in several months"
         rng = self.rng
