@@ -32,6 +32,7 @@ groups by county, a county by township. ``Snapshotter`` answers ``GET /api/snaps
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections import defaultdict
@@ -157,8 +158,6 @@ def month_of_ms(ms: int) -> str:
 
 
 def _month_arg(month: str) -> str:
-    import re
-
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
         raise BadRequest(f"month {month!r} is not YYYY-MM, e.g. 2026-10", code="invalid_month")
     return month
