@@ -117,7 +117,8 @@ class Source(msgspec.Struct, kw_only=True):
 class Snapshot(msgspec.Struct, kw_only=True):
     """A node's aggregates. ``manifest`` names every part and its hash; ``parts`` holds only those the
     caller did not say it has. ``watermark`` is a township's op sequence; for a county or city, the sum of
-    its children's (it grows as theirs do). Times are Unix seconds."""
+    its children's (it grows as theirs do). ``suppress_below`` is the node's own setting: only a
+    township's applies to its cells. Times are Unix seconds."""
 
     unit: str
     tier: str
