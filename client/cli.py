@@ -355,9 +355,11 @@ def status(db: str, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--dir", "directory", default="demo-data", show_default=True, help="Where to put the databases")
-@click.option("--tablets", default=6, show_default=True, help="Simulated tablets")
+@click.option("--tablets", default=6, show_default=True, help="Simulated tablets in the first township")
 def demo(directory: str, tablets: int) -> None:
-    """Run the demo: a township node on loopback and simulated tablets working offline, then syncing.
+    """Run the demo: a city, its counties and townships on loopback, simulated tablets working offline,
+    then syncing; the counties and the city pull aggregated snapshots; the city's roll-up is printed beside
+    the totals counted from the tablets.
 
     Example:
 

@@ -1,5 +1,9 @@
-"""The demo: a township node on loopback, village tablets that work offline, a concurrent edit by
-township staff, and what the merge made of it. Ends by itself and says where the databases are."""
+"""The demo: all four tiers on loopback. A city node (遂宁市), its three counties and a township in each,
+village tablets under them. In 育才路街道 the tablets work offline, township staff make a concurrent edit
+and the merge settles it; the other townships' tablets work too. Then the counties pull aggregated
+snapshots from their townships and the city from its counties, a tablet's edit moves only what changed,
+and the demo prints the city's roll-up beside the totals counted straight from the tablets. Ends by itself
+and says where the databases are."""
 
 from __future__ import annotations
 
@@ -12,9 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Any
+
 import httpx
 
+from server import links, schedule
+from server.links import PullResult
 from server.node import Node
+from server.rollup_web import node_rollup
+from server.snapshots import Snapshotter
 from sync import units as unitlib
 
 from . import sample
@@ -34,8 +44,9 @@ def _free_port() -> int:
 class NodeProcess:
     "A real node: `cunsync serve` in a subprocess"
 
-    def __init__(self, db: Path, unit: str, port: int) -> None:
+    def __init__(self, db: Path, unit: str, port: int, env: dict[str, str] | None = None) -> None:
         self.db, self.unit, self.port = db, unit, port
+        self.env = {**os.environ, **(env or {})}
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = db.with_suffix(".log")
@@ -45,7 +56,7 @@ class NodeProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "client", "serve", "--db", str(self.db), "--unit", self.unit,
                  "--bind", f"127.0.0.1:{self.port}"],
-                stdout=log, stderr=log, cwd=Path(__file__).resolve().parent.parent,
+                stdout=log, stderr=log, cwd=Path(__file__).resolve().parent.parent, env=self.env,
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -69,7 +80,41 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+CITY = "510900000000"
+#: The other townships of the pilot tree, each in its own county, and how many tablets each has.
+OTHER_TOWNSHIPS = ("510904001000", "510921101000")
+#: The demo's townships publish exact counts, so the city's roll-up can be checked against the tablets;
+#: a real node suppresses cells under 3 (CUNSYNC_SUPPRESS_BELOW).
+NODE_ENV = {"CUNSYNC_SUPPRESS_BELOW": "0", "CUNSYNC_PULL_MINUTES": "0"}
+
+
+def _work(rng: random.Random, tab: Tablet, people: tuple[int, int]) -> dict[int, str]:
+    "A worker registers residents, some with needs, services and status moves; returns the first resident"
+    first: dict[int, str] = {}
+    for _ in range(rng.randint(*people)):
+        pid = tab.create("person", sample.person(rng, tab.unit))
+        first.setdefault(0, pid)
+        if rng.random() < 0.6:
+            nd = sample.need(rng, tab.unit, pid)
+            nid = tab.create("need", nd)
+            if rng.random() < 0.7:
+                tab.create("service", sample.service(rng, tab.unit, pid, nid, nd["category"]))
+                tab.update(nid, {"status": "服务中"})
+                if rng.random() < 0.4:
+                    tab.update(nid, {"status": "已解决"})
+    return first
+
+
+def _pull(db: Path, unit: str) -> list[PullResult]:
+    node = Node(db, unit)
+    try:
+        return schedule.pull_all(node)
+    finally:
+        node.close()
+
+
 def run(directory: str = "demo-data", *, tablets: int = 6, seed: int = 7) -> None:
+    t0 = time.monotonic()
     rng = random.Random(seed)
     root = Path(directory)
     if root.exists():
@@ -77,22 +122,52 @@ def run(directory: str = "demo-data", *, tablets: int = 6, seed: int = 7) -> Non
     root.mkdir(parents=True)
     names = {u.code: u.name for u in unitlib.SAMPLE_TREE}
     villages = [u.code for u in unitlib.SAMPLE_TREE if u.parent == TOWNSHIP]
+    townships = (TOWNSHIP, *OTHER_TOWNSHIPS)
+    counties = tuple(str(unitlib.parent_of(t)) for t in townships)
 
-    say(f"cunsync demo — township node {names[TOWNSHIP]} ({TOWNSHIP}), {tablets} tablets in "
-        f"{len(villages)} communities\n")
-    node_db = root / "township.db"
-    node = Node(node_db, TOWNSHIP)
-    unitlib.load_units(node.store.db, unitlib.SAMPLE_TREE)
-    enrolled = []
-    for i in range(tablets):
-        village = villages[i % len(villages)]
-        enrolled.append((village, *node.add_device(village, f"社工{i + 1}", device=f"tab-{i + 1}")))
-    _, staff_token = node.add_device(TOWNSHIP, "镇街中心-刘主任", device="staff-1", tier="township")
-    node.close()
+    say(f"cunsync demo — four tiers on loopback: city {names[CITY]}, counties "
+        f"{'、'.join(names[c] for c in counties)}, a township in each, village tablets under them\n")
+    # the databases: devices and link devices before the nodes start
+    dbs = {TOWNSHIP: root / "township.db", CITY: root / "city.db",
+           **{t: root / f"township-{t}.db" for t in OTHER_TOWNSHIPS},
+           **{c: root / f"county-{c}.db" for c in counties}}
+    procs = {u: NodeProcess(db, u, _free_port(), NODE_ENV) for u, db in dbs.items()}
+    link_tokens: dict[str, str] = {}
+    enrolled: list[tuple[str, str, str]] = []
+    others: list[tuple[str, str]] = []  # (village, token) of the other townships' tablets
+    staff_token = ""
+    for unit, db in dbs.items():
+        node = Node(db, unit)
+        unitlib.load_units(node.store.db, unitlib.SAMPLE_TREE)
+        parent = unitlib.parent_of(unit)
+        if parent is not None:  # a link device: the node above pulls this one's snapshot with its token
+            _, link_tokens[unit] = node.add_device(parent, f"{names[parent]}-link", tier=unitlib.tier_of(parent))
+        if unit == TOWNSHIP:
+            for i in range(tablets):
+                village = villages[i % len(villages)]
+                enrolled.append((village, *node.add_device(village, f"社工{i + 1}", device=f"tab-{i + 1}")))
+            _, staff_token = node.add_device(TOWNSHIP, "镇街中心-刘主任", device="staff-1", tier="township")
+        elif unit in OTHER_TOWNSHIPS:
+            for v in (u.code for u in unitlib.SAMPLE_TREE if u.parent == unit):
+                others.append((v, node.add_device(v, f"{names[v]}社工")[1]))
+        node.close()
+    for unit, db in dbs.items():  # each county links to its township, the city to its counties
+        if unitlib.tier_of(unit) in ("county", "city"):
+            node = Node(db, unit)
+            for child in dbs:
+                if unitlib.parent_of(child) == unit:
+                    links.add_link(node.store, unit, child, procs[child].url, link_tokens[child])
+            node.close()
+    for unit in (CITY, *counties, *OTHER_TOWNSHIPS):
+        procs[unit].start()
+    say(f"0. {names[CITY]} node at {procs[CITY].url}, " + ", ".join(
+        f"{names[c]} at {procs[c].url}" for c in counties) + "; each linked to the nodes below it with a "
+        "link token the lower node issued")
 
-    proc = NodeProcess(node_db, TOWNSHIP, _free_port())
+    proc = procs[TOWNSHIP]
     proc.start()
-    say(f"1. node up at {proc.url}; enrolling tablets")
+    say(f"\n{names[TOWNSHIP]} ({TOWNSHIP}): {tablets} tablets in {len(villages)} communities")
+    say(f"1. township node up at {proc.url}; enrolling tablets")
     tabs: list[Tablet] = []
     for i, (village, _dev, token) in enumerate(enrolled):
         tabs.append(Tablet.init(root / f"tablet-{i + 1}.db", proc.url, token, sleep=lambda s: None, pin=PIN))
@@ -102,15 +177,7 @@ def run(directory: str = "demo-data", *, tablets: int = 6, seed: int = 7) -> Non
     proc.stop()
     first_person: dict[int, str] = {}
     for i, tab in enumerate(tabs):
-        for _ in range(rng.randint(5, 9)):
-            pid = tab.create("person", sample.person(rng, tab.unit))
-            first_person.setdefault(i, pid)
-            if rng.random() < 0.6:
-                nd = sample.need(rng, tab.unit, pid)
-                nid = tab.create("need", nd)
-                if rng.random() < 0.7:
-                    tab.create("service", sample.service(rng, tab.unit, pid, nid, nd["category"]))
-                    tab.update(nid, {"status": "服务中"})
+        first_person[i] = _work(rng, tab, (5, 9))[0]
     try:
         tabs[0].sync(retries=1)
     except NodeUnreachable as e:
@@ -150,20 +217,87 @@ def run(directory: str = "demo-data", *, tablets: int = 6, seed: int = 7) -> Non
     assert after is not None
     say(f"   node and staff now show {after.data['phone']!r}, open conflicts: {len(staff.conflicts())}")
 
-    say("\nRecords per community (on the node):")
-    node = Node(node_db, TOWNSHIP)
+    say("\nRecords per community (on the township node):")
+    node = Node(dbs[TOWNSHIP], TOWNSHIP)
     for v in villages:
         counts = {c: len(node.store.records(c, unit=v)) for c in ("person", "need", "service")}
         say(f"   {names[v]:<8} {v}  residents {counts['person']:>3}  needs {counts['need']:>3}  "
             f"services {counts['service']:>3}")
     total_ops = node.store.count_ops()
     node.close()
-    proc.stop()
-    say(f"\n{total_ops} ops on the node; {up + down} bytes on the wire ({up} up, {down} down), "
+    say(f"   {total_ops} ops on the node; {up + down} bytes on the wire ({up} up, {down} down), "
         f"gzip-compressed MessagePack")
-    say(f"\nDatabases are in {root.resolve()}{os.sep}:")
+
+    say(f"\n6. the tablets of {'、'.join(names[t] for t in OTHER_TOWNSHIPS)} work and sync")
+    for i, (village, token) in enumerate(others):
+        township = str(unitlib.parent_of(village))
+        tab = Tablet.init(root / f"tablet-{village}.db", procs[township].url, token, sleep=lambda s: None, pin=PIN)
+        _work(rng, tab, (6, 12))
+        tab.sync()
+        tabs.append(tab)
+
+    say("7. the counties pull snapshots from their townships, then the city from its counties")
+    for unit in (*counties, CITY):
+        for r in _pull(dbs[unit], unit):
+            say(f"   {names[unit]} ← {names[r.unit]}: {r.changed} parts, {r.bytes:,} bytes")
+    say("8. a worker in 育才社区 closes a need; the next pulls move only what changed")
+    need = next(r for r in tabs[0].list("need") if r.data.get("status") == "服务中")
+    tabs[0].update(need.id, {"status": "已解决"})
+    tabs[0].sync()
+    for unit in (counties[0], CITY):
+        for r in _pull(dbs[unit], unit):
+            say(f"   {names[unit]} ← {names[r.unit]}: {r.changed} of {r.parts} parts changed, {r.bytes:,} bytes")
+
+    for t in tabs:  # every tablet up to date, so that counting their records counts the latest
+        t.sync()
+    _print_rollup(dbs[CITY], tabs, names)
+    for unit in (TOWNSHIP, *OTHER_TOWNSHIPS, *counties, CITY):
+        procs[unit].stop()
+    for t in (*tabs, staff):
+        t.close()
+    say(f"\nDone in {time.monotonic() - t0:.0f} s. Databases are in {root.resolve()}{os.sep}:")
     say(f"   sqlite-utils tables {root / 'township.db'} --counts")
     say(f"   CUNSYNC_PIN={PIN} cunsync status --db {root / 'tablet-1.db'}   (tablets are encrypted; "
         f"PIN {PIN})")
-    for t in (*tabs, staff):
-        t.close()
+    say(f"   cunsync link list --db {root / 'city.db'}")
+    say(f"   cunsync snapshot pull --db {root / 'city.db'} --offline --format xlsx --out city.xlsx")
+
+
+def _print_rollup(city_db: Path, tabs: list[Tablet], names: dict[str, str]) -> None:
+    "The city's roll-up, by county, beside the same figures counted from every tablet's own records"
+    node = Node(city_db, CITY)
+    try:
+        ro = node_rollup(node, Snapshotter(node.store, node.unit))
+    finally:
+        node.close()
+    seen: dict[str, Any] = {}
+    for tab in tabs:
+        for coll in ("person", "need", "service"):
+            for rec in tab.list(coll):
+                seen[rec.id] = rec
+    counted: dict[str, list[int]] = {}
+    for rec in seen.values():
+        row = counted.setdefault(rec.unit[:6] + "000000", [0, 0, 0, 0, 0])
+        if rec.coll == "person":
+            row[0] += 1
+            row[1] += "老年人" in (rec.data.get("groups") or [])
+        elif rec.coll == "need":
+            row[2] += 1
+            row[3] += rec.data.get("status") in ("已解决", "已关闭")
+        else:
+            row[4] += 1
+    say(f"\n{names[CITY]} roll-up (from the city node)  |  counted from {len(tabs)} tablets' own records")
+    say(f"   {'':<6} {'residents':>9} {'elderly':>7} {'needs':>5} {'resolved':>8} {'services':>8}  |"
+        f" {'residents':>9} {'elderly':>7} {'needs':>5} {'resolved':>8} {'services':>8}")
+    same = True
+    for c in ro.children:
+        city_row = [ro.resident_total("合计", c), ro.resident_total("老年人", c), ro.need_total(c),
+                    sum(ro.need_total(c, status=s) for s in ("已解决", "已关闭")), ro.service_total(c)[0]]
+        mine = counted.get(c, [0] * 5)
+        same = same and city_row == mine
+        say(f"   {names.get(c, c):<6} " + " ".join(f"{x:>{w}}" for x, w in zip(city_row, (9, 7, 5, 8, 8)))
+            + "  | " + " ".join(f"{x:>{w}}" for x, w in zip(mine, (9, 7, 5, 8, 8))))
+    rate = ro.resolution_rate()
+    say(f"   resolution rate {rate:.0%}, median days to resolve {ro.median_days()}; "
+        + ("the city's figures equal the tablets' ✓" if same else "MISMATCH between the city and the tablets ✗"))
+    say("   (the demo's townships publish exact counts; a real township withholds cells under 3)")

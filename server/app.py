@@ -155,6 +155,9 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
     from .staff import staff_routes
 
     routes.extend(staff_routes(node, node.accounts))
+    from .rollup_web import rollup_routes
+
+    routes.extend(rollup_routes(node))
     app = Starlette(
         routes=routes,
         middleware=[Middleware(SessionMiddleware, secret_key=config.SECRET or node.session_secret,

@@ -15,8 +15,9 @@ import click
 from sync import units as unitlib
 from sync.errors import SyncError
 
-from . import config
+from . import config, schedule
 from .app import create_app, serve
+from .cli_links import link_group, snapshot_group
 from .node import Node
 
 db_option = click.option(
@@ -82,7 +83,10 @@ def serve_cmd(db: str, unit: str, bind: str) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         click.echo(f"cunsync node {node.unit} ({node.tier}) on http://{bind}  db={db}", err=True)
+        jobs = asyncio.create_task(schedule.run(node, stop))  # county and city: pull from the links below
         await serve(app, bind, stop)
+        stop.set()
+        await jobs
 
     try:
         asyncio.run(main())
@@ -100,15 +104,21 @@ def device_group() -> None:
 @click.option("--unit", required=True, help="The village (or other unit) the device works in")
 @click.option("--user", required=True, help="The worker who carries it")
 @click.option("--device", default=None, help="A device id (default: generated)")
-def device_add(db: str, unit: str, user: str, device: str | None) -> None:
+@click.option("--tier", default="village", show_default=True,
+              type=click.Choice(["village", "township", "county", "city"]),
+              help="The device's tier; county or city makes a link device for the node above "
+                   "(--unit is then that node's unit)")
+def device_add(db: str, unit: str, user: str, device: str | None, tier: str) -> None:
     """Enrol a tablet and print its token (shown once). A development enrolment, until codes land.
+    With --tier county (or city), a link device: its token lets the node above pull this node's snapshot.
 
     Example:
 
         cunsync device add --db township.db --unit 510903001001 --user 王芳
+        cunsync device add --db township.db --unit 510903000000 --user county-link --tier county
     """
     with opened(db) as node:
-        dev, token = node.add_device(unit, user, device=device)
+        dev, token = node.add_device(unit, user, device=device, tier=tier)
     click.echo(f"device {dev}\ntoken  {token}")
 
 
@@ -266,5 +276,6 @@ def units_import(db: str, csv_file: TextIO) -> None:
         sys.exit(1)
 
 
-COMMANDS = [serve_cmd, device_group, enrol_group, user_group, units_group, backup_cmd, restore_cmd]
+COMMANDS = [serve_cmd, device_group, enrol_group, user_group, units_group, backup_cmd, restore_cmd,
+            link_group, snapshot_group]
 serve_cmd.name = "serve"

@@ -14,3 +14,9 @@ BIND: str = config("CUNSYNC_BIND", default="127.0.0.1:8000")
 SECRET: str = str(config("CUNSYNC_SECRET", cast=Secret, default=""))
 #: Send session cookies only over HTTPS (set when the node runs behind TLS).
 HTTPS_ONLY: bool = config("CUNSYNC_HTTPS_ONLY", cast=bool, default=False)
+#: A county or city node pulls its children's snapshots (and runs the other link jobs) every so many
+#: minutes; 0 turns the schedule off (``cunsync snapshot pull`` still works).
+PULL_MINUTES: float = config("CUNSYNC_PULL_MINUTES", cast=float, default=15)
+#: Snapshot cells counting fewer residents, needs or services than this leave the township suppressed;
+#: 0 publishes exact counts.
+SUPPRESS_BELOW: int = config("CUNSYNC_SUPPRESS_BELOW", cast=int, default=3)

@@ -211,10 +211,18 @@ class Node:
     def add_device(self, unit: str, user: str, *, device: str | None = None, tier: str = "village") -> tuple[str, str]:
         "Enrol a device for a unit under this node; returns (device id, token). The token is shown once."
         code = unitlib.normalize_code(unit)
-        if not unitlib.is_under(code, self.unit):
+        if tier not in TIER_RANK:
+            raise BadRequest(f"unknown tier {tier!r}; one of {', '.join(TIER_RANK)}", code="invalid_tier")
+        upper = TIER_RANK[tier] > TIER_RANK[self.tier]
+        if upper:
+            # a link device for the node above: its unit is this node's ancestor at that tier
+            if unitlib.tier_of(code) != tier or not unitlib.is_under(self.unit, code):
+                raise OutOfScope(f"a {tier} link device names the {tier} above this node's unit {self.unit};"
+                                 f" {code} is not it", details={"unit": code, "node": self.unit})
+        elif not unitlib.is_under(code, self.unit):
             raise OutOfScope(f"unit {code} is not under this node's unit {self.unit}",
                              details={"unit": code, "node": self.unit})
-        device = device or "tab-" + secrets.token_hex(6)
+        device = device or ("link-" if upper else "tab-") + secrets.token_hex(6)
         token = secrets.token_urlsafe(32)
         with self.store.transaction() as c:
             c.execute(

@@ -32,6 +32,8 @@ from sync.wire import (
     SyncResponse,
 )
 
+from .snapshots import Snapshot
+
 OPENAPI_PATH = "/openapi.json"
 
 Tier = Literal["village", "township", "county", "city"]
@@ -304,7 +306,7 @@ def openapi_spec() -> dict[str, Any]:
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount,
-                        ResolveForm, RecordForm, MergeForm, NeedForm, EnrolForm, RevokeForm]
+                        ResolveForm, RecordForm, MergeForm, NeedForm, EnrolForm, RevokeForm, Snapshot]
     _, schemas = msgspec.json.schema_components(types, ref_template=_REF)
     bearer: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     sync_body = {"$ref": _REF.format(name="SyncRequest")}
@@ -367,6 +369,7 @@ def openapi_spec() -> dict[str, Any]:
     }
     paths.update(_staff_paths())
     paths.update(_workbench_paths())
+    paths.update(_rollup_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "cunsync node", "version": sync.__version__, "description": _INFO,
@@ -435,8 +438,11 @@ def _staff_paths() -> dict[str, Any]:
         "/staff": {"get": {
             "operationId": "staffHome", "summary": "The staff page", "security": session,
             "responses": {"200": _page("The staff page: for township staff, the workbench's overview (open "
-                                      "conflicts, overdue needs, tablets to look at); for others, a note"),
-                          "303": _redirect("/login", "Not signed in")},
+                                      "conflicts, overdue needs, tablets to look at); for admins, a note"),
+                          "303": {"description": "Not signed in: to `/login`; county and city staff: to "
+                                                 "their roll-up, `/rollup`",
+                                  "headers": {"Location": {"required": True, "schema": {
+                                      "type": "string", "enum": ["/login", "/rollup"]}}}}},
         }},
         "/api/staff/conflicts": {"get": api(
             "staffConflicts", "The open conflicts in a township staff member's scope", None,
@@ -536,6 +542,54 @@ def _workbench_paths() -> dict[str, Any]:
         "/staff/export.xlsx": {"get": download(
             "exportXlsx", "Residents, needs and services as sheets of one XLSX workbook",
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")},
+    }
+
+
+def _rollup_paths() -> dict[str, Any]:
+    "The snapshot endpoint and the roll-up pages (``server.rollup_web``)"
+    session: list[dict[str, list[str]]] = [{"staffSession": []}]
+    snap = {"$ref": _REF.format(name="Snapshot")}
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "/api/snapshot": {"get": {
+            "operationId": "snapshot",
+            "summary": "This node's aggregated snapshot: only the parts the caller lacks",
+            "description": "For the node above, with the link token this node issued it (a device whose tier "
+                           "is above this node's and whose unit contains it), or for this node's signed-in "
+                           "staff. No personal field; small cells are null. MessagePack unless `Accept` names "
+                           "JSON; gzip when `Accept-Encoding` allows.",
+            "security": [{"bearerAuth": []}, *session],
+            "parameters": [{"name": "have", "in": "query", "required": False, "schema": {"type": "string"},
+                            "description": "The parts the caller holds, `name:hash` pairs separated by commas; "
+                                           "the answer leaves out those unchanged"}],
+            "responses": {
+                "200": {"description": "The snapshot: every part's hash in `manifest`, the changed ones in "
+                                       "`parts`",
+                        "content": {MSGPACK: {"schema": snap}, JSON: {"schema": snap}}},
+                **_errors(400, 401),
+                "403": {"description": "The token is not a link device of the node above (`not_an_upper_node`,"
+                                       " `out_of_scope`) or was revoked (`device_revoked`).",
+                        "content": {JSON: {"schema": {"$ref": _REF.format(name="ErrorBody")}}}},
+            },
+        }},
+        "/rollup": {"get": {
+            "operationId": "rollupPage", "summary": "The roll-up page (zh-CN) with charts", "security": session,
+            "responses": {"200": _page("Needs, services, resolution times and each child's freshness"),
+                          "303": _redirect("/login", "Not signed in")},
+        }},
+        "/rollup.csv": {"get": {
+            "operationId": "rollupCsv", "summary": "The roll-up's tables as CSV (UTF-8 with BOM)",
+            "security": session,
+            "responses": {"200": {"description": "The tables, one after another",
+                                  "content": {"text/csv": {"schema": {"type": "string"}}}}, **_errors(401)},
+        }},
+        "/rollup.xlsx": {"get": {
+            "operationId": "rollupXlsx", "summary": "The roll-up as an Excel workbook, a sheet per table",
+            "security": session,
+            "responses": {"200": {"description": "The workbook", "content": {
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {"schema": binary}}},
+                **_errors(401)},
+        }},
     }
 
 

@@ -22,7 +22,7 @@ from typing import Any, get_args
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync.errors import InvalidValue
@@ -150,6 +150,8 @@ class Workbench:
     # -- pages ------------------------------------------------------------------------------------
 
     async def home(self, request: Request, staff: Staff) -> Response:
+        if staff.role in ("county", "city"):
+            return RedirectResponse("/rollup", status_code=303)  # aggregates only: the roll-up
         await run_in_threadpool(self.pages.villages)  # the header names the township
         if staff.role != "township":
             return self.pages.render(request, staff, "staff.html", {})

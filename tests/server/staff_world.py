@@ -74,7 +74,7 @@ class World:
         csrf = csrf_of(c.get("/login").text)
         r = c.post("/login", data={"username": username, "password": PASSWORD, "csrf": csrf})
         assert r.status_code == 303, r.text
-        return Signed(c, csrf_of(c.get("/staff").text))
+        return Signed(c, csrf_of(c.get("/staff", follow_redirects=True).text))  # county, city: /rollup
 
     def open(self) -> Node:
         "The node's database, opened beside the running node (WAL: fine while it runs); close it after"

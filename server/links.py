@@ -1,0 +1,252 @@
+"""An upper node's links to the nodes directly below it, and the snapshot pull over them.
+
+A county links to each of its townships, a city to each of its counties: the child's unit, its URL and a
+device token the child issued for this node (a device whose tier and unit are this node's, made on the
+child with ``cunsync device add --unit <this node's unit> --tier <this node's tier>``). The child checks,
+from the token alone, that the caller is above it.
+
+``pull(store, unit, link)`` sends the child the hash of every part it holds and stores what comes back:
+only the parts that changed, in one transaction, with the child's watermark and when its snapshot was
+taken. A pull that fails keeps the last snapshot and records the error, so pages show the last figures
+and their age. Tables:
+
+    links         one row per child: URL, token, last attempt, last successful pull, last error, the
+                  watermark, time and hash of its last snapshot, bytes and parts the last pull moved
+    child_parts   the parts last pulled from each child (MessagePack ``Part``), by child and part name
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+
+from sync import units as unitlib
+from sync.errors import BadRequest, NotFound, OutOfScope
+from sync.store import Store
+from sync.wire import MSGPACK, decode
+
+from .snapshots import Part, Snapshot, Source, decode_part, encode_part
+
+_SQL = """
+CREATE TABLE IF NOT EXISTS links (
+    unit TEXT PRIMARY KEY, url TEXT NOT NULL, token TEXT NOT NULL, added_at INTEGER NOT NULL,
+    last_attempt INTEGER NOT NULL DEFAULT 0, last_pulled INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '', watermark INTEGER NOT NULL DEFAULT 0,
+    taken_at INTEGER NOT NULL DEFAULT 0, hash TEXT NOT NULL DEFAULT '', sources BLOB,
+    last_bytes INTEGER NOT NULL DEFAULT 0, last_parts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS child_parts (
+    unit TEXT NOT NULL, name TEXT NOT NULL, hash TEXT NOT NULL, body BLOB NOT NULL,
+    pulled_at INTEGER NOT NULL, PRIMARY KEY (unit, name));
+"""
+_COLUMNS = ("unit, url, token, added_at, last_attempt, last_pulled, last_error, watermark, taken_at, hash,"
+            " last_bytes, last_parts")
+_sources_enc = msgspec.msgpack.Encoder().encode
+_sources_dec = msgspec.msgpack.Decoder(list[Source]).decode
+#: Seconds a pull may take before it counts as failed.
+TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Link:
+    unit: str
+    url: str
+    token: str
+    added_at: int
+    last_attempt: int = 0
+    last_pulled: int = 0
+    last_error: str = ""
+    watermark: int = 0
+    taken_at: int = 0
+    hash: str = ""
+    last_bytes: int = 0
+    last_parts: int = 0
+
+    def age(self, now: float | None = None) -> int | None:
+        "Seconds since the child's last snapshot that this node holds was taken (None: never pulled)"
+        if not self.taken_at:
+            return None
+        return max(0, int((now if now is not None else time.time()) - self.taken_at))
+
+
+@dataclass(frozen=True)
+class PullResult:
+    unit: str
+    ok: bool
+    #: bytes received on the wire (compressed)
+    bytes: int = 0
+    #: parts received (changed since the last pull) and parts the child has in all
+    changed: int = 0
+    parts: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
+def ensure_tables(store: Store) -> None:
+    with store.lock:
+        store.conn.executescript(_SQL)
+
+
+def add_link(store: Store, node_unit: str, unit: str, url: str, token: str) -> Link:
+    """Link this node to a node directly below it; adding a link again replaces its URL and token"""
+    ensure_tables(store)
+    code = unitlib.normalize_code(unit)
+    if unitlib.parent_of(code) != node_unit:
+        raise OutOfScope(f"unit {code} is not directly under this node's unit {node_unit}; link each "
+                         "node to the nodes one tier below it", details={"unit": code, "node": node_unit})
+    if not url.startswith(("http://", "https://")):
+        raise BadRequest(f"{url!r} is not an http:// or https:// URL", code="invalid_url")
+    if not token.strip():
+        raise BadRequest("a link needs the token the child node issued", code="invalid_token")
+    with store.transaction() as c:
+        c.execute("INSERT INTO links (unit, url, token, added_at) VALUES (?,?,?,?) ON CONFLICT (unit)"
+                  " DO UPDATE SET url = excluded.url, token = excluded.token, last_error = ''",
+                  (code, url.rstrip("/"), token.strip(), int(time.time())))
+    found = get_link(store, code)
+    assert found is not None
+    return found
+
+
+def remove_link(store: Store, unit: str) -> None:
+    "Forget a child: its link and the parts pulled from it"
+    ensure_tables(store)
+    code = unitlib.normalize_code(unit)
+    with store.transaction() as c:
+        if c.execute("DELETE FROM links WHERE unit = ?", (code,)).rowcount == 0:
+            raise NotFound(f"no link to {code}")
+        c.execute("DELETE FROM child_parts WHERE unit = ?", (code,))
+        _bump(c)
+
+
+def links(store: Store) -> list[Link]:
+    ensure_tables(store)
+    with store.lock:
+        return [Link(*row) for row in store.conn.execute(f"SELECT {_COLUMNS} FROM links ORDER BY unit")]
+
+
+def get_link(store: Store, unit: str) -> Link | None:
+    with store.lock:
+        row = store.conn.execute(f"SELECT {_COLUMNS} FROM links WHERE unit = ?", (unit,)).fetchone()
+    return Link(*row) if row else None
+
+
+def _bump(c: Any) -> None:
+    "Tell this node's Snapshotter (in whichever process) that the pulled parts changed"
+    c.execute("INSERT INTO meta (key, value) VALUES ('child_parts_version', '1') ON CONFLICT (key)"
+              " DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+
+
+def held(store: Store, unit: str) -> dict[str, str]:
+    "The parts this node holds from a child: name -> hash"
+    with store.lock:
+        return dict(store.conn.execute("SELECT name, hash FROM child_parts WHERE unit = ?", (unit,)).fetchall())
+
+
+def stored_parts(store: Store) -> dict[str, dict[str, Part]]:
+    "The parts this node holds from its children, by child"
+    ensure_tables(store)
+    children: dict[str, dict[str, Part]] = {}
+    with store.lock:
+        for unit, name, blob in store.conn.execute("SELECT unit, name, body FROM child_parts ORDER BY unit, name"):
+            children.setdefault(unit, {})[name] = decode_part(blob)
+    return children
+
+
+def sources(store: Store) -> list[Source]:
+    """The sources of this node's figures: each child, then the nodes below them as the children
+    reported them"""
+    ensure_tables(store)
+    with store.lock:
+        rows = store.conn.execute("SELECT unit, watermark, taken_at, last_pulled, last_error, sources FROM links"
+                                  " ORDER BY unit").fetchall()
+    direct: list[Source] = []
+    nested: list[Source] = []
+    for unit, watermark, taken_at, pulled, error, blob in rows:
+        direct.append(Source(unit=unit, tier=unitlib.tier_of(unit), watermark=watermark, taken_at=taken_at,
+                             pulled_at=pulled, last_error=error))
+        if blob:
+            nested.extend(_sources_dec(blob))
+    return direct + nested
+
+
+def _check(snap: Snapshot, link: Link) -> None:
+    "A child answers for its own unit only: every cell, closure and source lies under it"
+    if snap.unit != link.unit:
+        raise BadRequest(f"the node at {link.url} is {snap.unit}, not {link.unit}; check the link's URL",
+                         code="wrong_node")
+    lo, hi = unitlib.descendant_range(link.unit)
+    for part in snap.parts:
+        for cell in part.cells:
+            if not cell.k or not lo <= cell.k[0] <= hi:
+                raise BadRequest(f"part {part.name} of {link.unit} has a cell for {cell.k[:1]}, outside it",
+                                 code="out_of_scope")
+        for cl in part.closures:
+            if not lo <= cl.unit <= hi:
+                raise BadRequest(f"part {part.name} of {link.unit} carries a closure of {cl.unit}",
+                                 code="out_of_scope")
+    for src in snap.sources:
+        if not lo <= src.unit <= hi:
+            raise BadRequest(f"{link.unit} reports a source {src.unit} outside it", code="out_of_scope")
+
+
+def fetch(link: Link, have: dict[str, str], *, client: httpx.Client | None = None) -> tuple[Snapshot, int]:
+    """GET the child's snapshot, sending the parts held; returns it and the bytes received on the wire"""
+    params = {"have": ",".join(f"{n}:{h}" for n, h in sorted(have.items()))} if have else {}
+    headers = {"Authorization": f"Bearer {link.token}", "Accept": MSGPACK, "Accept-Encoding": "gzip"}
+    own = client is None
+    c = client or httpx.Client(timeout=TIMEOUT)
+    try:
+        r = c.get(link.url + "/api/snapshot", params=params, headers=headers)
+        wire = r.num_bytes_downloaded
+        if r.status_code != 200:
+            try:
+                err = r.json()["error"]
+                what = f"{r.status_code} {err['code']}: {err['message']}"
+            except (ValueError, KeyError, TypeError):
+                what = f"HTTP {r.status_code}"
+            raise BadRequest(f"{link.url} refused the pull: {what}", code="pull_refused")
+        return decode(r.content, Snapshot, "msgpack"), wire
+    finally:
+        if own:
+            c.close()
+
+
+def pull(store: Store, link: Link, *, client: httpx.Client | None = None) -> PullResult:
+    """Pull one child's snapshot, only the parts that changed, and store it. Never raises for the
+    child's faults: the result (and the link row) says what went wrong."""
+    ensure_tables(store)
+    t0 = time.perf_counter()
+    now = int(time.time())
+    have = held(store, link.unit)
+    try:
+        snap, wire = fetch(link, have, client=client)
+        _check(snap, link)
+        names = {p.name: p.hash for p in snap.manifest}
+        sent = {p.name: p for p in snap.parts}
+        for name, h in names.items():
+            if name not in sent and have.get(name) != h:
+                raise BadRequest(f"{link.unit} left out part {name}, which changed", code="incomplete")
+    except (httpx.HTTPError, BadRequest, msgspec.MsgspecError) as e:
+        error = f"{type(e).__name__}: {e}" if isinstance(e, httpx.HTTPError) else str(e)
+        with store.transaction() as c:
+            c.execute("UPDATE links SET last_attempt = ?, last_error = ? WHERE unit = ?",
+                      (now, error[:500], link.unit))
+        return PullResult(link.unit, False, seconds=time.perf_counter() - t0, error=error)
+    gone = [n for n in have if n not in names]
+    changed = [p for p in snap.parts if have.get(p.name) != p.hash]
+    with store.transaction() as c:
+        c.executemany("INSERT OR REPLACE INTO child_parts (unit, name, hash, body, pulled_at) VALUES (?,?,?,?,?)",
+                      [(link.unit, p.name, p.hash, encode_part(p), now) for p in changed])
+        c.executemany("DELETE FROM child_parts WHERE unit = ? AND name = ?", [(link.unit, n) for n in gone])
+        c.execute("UPDATE links SET last_attempt = ?, last_pulled = ?, last_error = '', watermark = ?,"
+                  " taken_at = ?, hash = ?, sources = ?, last_bytes = ?, last_parts = ? WHERE unit = ?",
+                  (now, now, snap.watermark, snap.taken_at, snap.hash, _sources_enc(snap.sources), wire,
+                   len(changed), link.unit))
+        if changed or gone:
+            _bump(c)
+    return PullResult(link.unit, True, bytes=wire, changed=len(changed), parts=len(names), removed=len(gone),
+                      seconds=time.perf_counter() - t0)

@@ -1,0 +1,291 @@
+"""A node's roll-up as people read it: its snapshot's cells grouped by the units one tier below the node
+(a city's counties, a county's townships, a township's villages), with totals, resolution rates and
+medians, and how fresh each child's figures are; and the same as CSV and XLSX for staff who work in Excel.
+
+Suppressed cells (see ``server.snapshots``) add nothing to a total; each table says how many were withheld.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sync import units as unitlib
+from sync.schema import CATEGORIES, STATUSES
+
+from .snapshots import GROUPS, RESOLVED, Closure, Part, Source
+
+Triple = tuple[int, int, int]
+
+
+def child_of(top: str, code: str) -> str:
+    "The unit directly under ``top`` that ``code`` lies in (``code`` itself when it is directly under)"
+    c = code
+    while (p := unitlib.parent_of(c)) is not None and p != top:
+        c = p
+    return c
+
+
+def median_of(hist: Mapping[int, int]) -> float | None:
+    "The median of values given as value -> how many times"
+    n = sum(hist.values())
+    if n == 0:
+        return None
+    lo_at, hi_at = (n - 1) // 2, n // 2
+    seen = 0
+    lo = hi = None
+    for value in sorted(hist):
+        nxt = seen + hist[value]
+        if lo is None and lo_at < nxt:
+            lo = value
+        if hi_at < nxt:
+            hi = value
+            break
+        seen = nxt
+    assert lo is not None and hi is not None
+    return (lo + hi) / 2
+
+
+@dataclass
+class Freshness:
+    unit: str
+    name: str
+    taken_at: int
+    pulled_at: int
+    age: int | None
+    error: str
+
+    @property
+    def age_text(self) -> str:
+        return age_text(self.age)
+
+
+def age_text(seconds: int | None) -> str:
+    "An age as pages say it: 刚刚, 5 分钟前, 3 小时前, 2 天前; 从未 for never"
+    if seconds is None:
+        return "从未"
+    if seconds < 60:
+        return "刚刚"
+    if seconds < 3600:
+        return f"{seconds // 60} 分钟前"
+    if seconds < 86400:
+        return f"{seconds // 3600} 小时前"
+    return f"{seconds // 86400} 天前"
+
+
+@dataclass
+class Rollup:
+    unit: str
+    tier: str
+    names: dict[str, str]
+    children: list[str]
+    #: needs by child, then (category, status)
+    needs: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
+    #: services by month, then child: (count, minutes, people served)
+    services: dict[str, dict[str, Triple]] = field(default_factory=dict)
+    #: services by type: (count, minutes, people served)
+    service_types: dict[str, Triple] = field(default_factory=dict)
+    #: days to resolve by child: days -> needs
+    resolved_days: dict[str, dict[int, int]] = field(default_factory=dict)
+    residents: dict[str, dict[str, int]] = field(default_factory=dict)
+    devices: dict[str, Triple] = field(default_factory=dict)
+    #: cells withheld as small, by section
+    suppressed: dict[str, int] = field(default_factory=dict)
+    closures: list[Closure] = field(default_factory=list)
+    freshness: list[Freshness] = field(default_factory=list)
+    taken_at: int = 0
+    watermark: int = 0
+
+    def name(self, code: str) -> str:
+        return self.names.get(code, code)
+
+    # -- figures the pages show -----------------------------------------------------------------
+
+    def need_total(self, child: str | None = None, *, status: str | None = None,
+                   category: str | None = None) -> int:
+        kids = [child] if child is not None else list(self.needs)
+        return sum(n for c in kids for (cat, st), n in self.needs.get(c, {}).items()
+                   if (status is None or st == status) and (category is None or cat == category))
+
+    def resolution_rate(self, child: str | None = None) -> float | None:
+        "Needs resolved or closed, of all needs not cancelled"
+        total = self.need_total(child) - self.need_total(child, status="已取消")
+        done = sum(self.need_total(child, status=s) for s in RESOLVED)
+        return done / total if total else None
+
+    def median_days(self, child: str | None = None) -> float | None:
+        hist: dict[int, int] = defaultdict(int)
+        for c, h in self.resolved_days.items():
+            if child is None or c == child:
+                for d, n in h.items():
+                    hist[d] += n
+        return median_of(hist)
+
+    def resolved_count(self, child: str | None = None) -> int:
+        return sum(n for c, h in self.resolved_days.items() if child is None or c == child for n in h.values())
+
+    def service_total(self, child: str | None = None) -> Triple:
+        rows = [t for m in self.services.values() for c, t in m.items() if child is None or c == child]
+        return (sum(r[0] for r in rows), sum(r[1] for r in rows), sum(r[2] for r in rows))
+
+    def service_total_month(self, month: str) -> int:
+        return sum(t[0] for t in self.services.get(month, {}).values())
+
+    def months(self) -> list[str]:
+        return sorted(self.services)
+
+    def resident_total(self, group: str, child: str | None = None) -> int:
+        return sum(g.get(group, 0) for c, g in self.residents.items() if child is None or c == child)
+
+    def device_total(self) -> Triple:
+        rows = list(self.devices.values())
+        return (sum(r[0] for r in rows), sum(r[1] for r in rows), sum(r[2] for r in rows))
+
+    def categories(self) -> list[str]:
+        seen = {cat for m in self.needs.values() for cat, _ in m}
+        return [c for c in CATEGORIES if c in seen] + sorted(seen - set(CATEGORIES))
+
+    def stale(self) -> list[Freshness]:
+        return [f for f in self.freshness if f.error]
+
+
+def build(unit: str, parts: Mapping[str, Part], sources: Iterable[Source] = (), *,
+          names: Mapping[str, str] | None = None, taken_at: int = 0, watermark: int = 0,
+          now: float | None = None) -> Rollup:
+    "A roll-up of ``parts`` for the node at ``unit``"
+    at = now if now is not None else time.time()
+    ro = Rollup(unit=unit, tier=unitlib.tier_of(unit), names=dict(names or {}), children=[],
+                taken_at=taken_at, watermark=watermark)
+    kids: set[str] = set()
+    suppressed: dict[str, int] = defaultdict(int)
+    needs: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
+    services: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+    types: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    days: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    residents: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    devices: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for name, part in parts.items():
+        section, _, month = name.partition("/")
+        ro.closures.extend(part.closures)
+        for cell in part.cells:
+            child = child_of(unit, cell.k[0])
+            kids.add(child)
+            if any(v is None for v in cell.v):
+                suppressed[section] += 1
+                continue
+            v = [int(x or 0) for x in cell.v]
+            if section == "needs":
+                needs[child][(cell.k[1], cell.k[2])] += v[0]
+            elif section == "services":
+                row = services[month][child]
+                trow = types[cell.k[1]]
+                for i in range(3):
+                    row[i] += v[i]
+                    trow[i] += v[i]
+            elif section == "resolved":
+                days[child][int(cell.k[1])] += v[0]
+            elif section == "residents":
+                residents[child][cell.k[1]] += v[0]
+            elif section == "devices":
+                for i in range(3):
+                    devices[child][i] += v[i]
+    for src in sources:
+        if unitlib.parent_of(src.unit) == unit:
+            kids.add(src.unit)
+            age = int(at - src.taken_at) if src.taken_at else None
+            ro.freshness.append(Freshness(src.unit, ro.name(src.unit), src.taken_at, src.pulled_at, age,
+                                          src.last_error))
+    ro.children = sorted(kids)
+    ro.needs = {c: dict(m) for c, m in needs.items()}
+    ro.services = {m: {c: (r[0], r[1], r[2]) for c, r in cs.items()} for m, cs in services.items()}
+    ro.service_types = {t: (r[0], r[1], r[2]) for t, r in types.items()}
+    ro.resolved_days = {c: dict(h) for c, h in days.items()}
+    ro.residents = {c: dict(g) for c, g in residents.items()}
+    ro.devices = {c: (r[0], r[1], r[2]) for c, r in devices.items()}
+    ro.suppressed = dict(suppressed)
+    ro.closures.sort(key=lambda c: (c.month, c.unit))
+    return ro
+
+
+# -- exports --------------------------------------------------------------------------------------
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return ""
+    return f"{x * 100:.1f}%" if pct else f"{x:g}"
+
+
+def tables(ro: Rollup) -> dict[str, list[list[object]]]:
+    "The roll-up as named tables, header row first: what both exports write"
+    kid = "下级单位代码"
+    out: dict[str, list[list[object]]] = {}
+    out["需求"] = [[kid, "下级单位", "需求类别", *STATUSES, "合计"]]
+    for c in ro.children:
+        for cat in ro.categories():
+            row = [ro.need_total(c, category=cat, status=s) for s in STATUSES]
+            if any(row):
+                out["需求"].append([c, ro.name(c), cat, *row, sum(row)])
+    out["服务"] = [["月份", kid, "下级单位", "服务次数", "服务时长(分钟)", "服务人次"]]
+    for m in ro.months():
+        for c, (n, minutes, people) in sorted(ro.services[m].items()):
+            out["服务"].append([m, c, ro.name(c), n, minutes, people])
+    out["办结"] = [[kid, "下级单位", "需求数(不含已取消)", "已解决或已关闭", "办结率", "办结天数中位数"]]
+    for c in ro.children:
+        total = ro.need_total(c) - ro.need_total(c, status="已取消")
+        out["办结"].append([c, ro.name(c), total, sum(ro.need_total(c, status=s) for s in RESOLVED),
+                          _fmt(ro.resolution_rate(c), pct=True), _fmt(ro.median_days(c))])
+    out["居民"] = [[kid, "下级单位", *GROUPS]]
+    for c in ro.children:
+        out["居民"].append([c, ro.name(c), *(ro.resident_total(g, c) for g in GROUPS)])
+    out["平板"] = [[kid, "下级单位", "在用平板", "7天内同步", "30天内同步"]]
+    for c in ro.children:
+        out["平板"].append([c, ro.name(c), *ro.devices.get(c, (0, 0, 0))])
+    out["数据来源"] = [[kid, "下级单位", "数据时间", "拉取时间", "距今", "最近错误"]]
+    for f in ro.freshness:
+        out["数据来源"].append([f.unit, f.name, _when(f.taken_at), _when(f.pulled_at), f.age_text, f.error])
+    return out
+
+
+def _when(ts: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
+
+
+def to_csv(ro: Rollup) -> str:
+    "Every table one after the other, each under its name, in one CSV (UTF-8 with BOM, for Excel)"
+    buf = io.StringIO()
+    buf.write("\ufeff")
+    w = csv.writer(buf, lineterminator="\r\n")
+    for name, rows in tables(ro).items():
+        w.writerow([f"# {name}"])
+        w.writerows(rows)
+        w.writerow([])
+    return buf.getvalue()
+
+
+def to_xlsx(ro: Rollup) -> bytes:
+    "One sheet per table, header rows bold and frozen"
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    wb = Workbook()
+    first = True
+    for name, rows in tables(ro).items():
+        ws = wb.active if first else wb.create_sheet()
+        assert ws is not None
+        first = False
+        ws.title = name
+        for row in rows:
+            ws.append(row)
+        for cell in ws[1]:
+            cell.font = Font(bold=True)
+        ws.freeze_panes = "A2"
+        for col in ws.columns:
+            width = max(len(str(c.value or "")) for c in col)
+            ws.column_dimensions[col[0].column_letter].width = min(40, 4 + width * 2)
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()

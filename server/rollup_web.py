@@ -1,0 +1,152 @@
+"""The snapshot endpoint and the roll-up pages of a node.
+
+    GET /api/snapshot   this node's snapshot (``server.snapshots.Snapshot``), only the parts the caller
+                        lacks (``have=name:hash,...``); MessagePack, or JSON on request; gzip. For the node
+                        above, with a link token; or for this node's signed-in staff
+    GET /rollup         the roll-up page (zh-CN): needs by category and status per child, services per
+                        month, resolution times, each child's freshness; inline SVG charts
+    GET /rollup.csv     the same tables as CSV (UTF-8 with BOM) and XLSX, for Excel
+    GET /rollup.xlsx
+
+Who may read: a link token is a device on this node whose tier is above the node's and whose unit is an
+ancestor of the node's unit, checked from the token alone; staff may read their own node's roll-up (county
+and city staff land on it, township staff see their villages).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.templating import Jinja2Templates
+
+from sync import units as unitlib
+from sync.errors import DeviceRevoked, Forbidden, OutOfScope, Unauthorized
+from sync.schema import STATUSES
+from sync.types import TIER_RANK
+from sync.wire import compress, encode, format_for, media_type
+
+from . import charts
+from .auth import Staff
+from .node import Device, Node
+from .rollup import Rollup, age_text, build, to_csv, to_xlsx
+from .snapshots import GROUPS, Snapshotter, parse_have
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+templates.env.filters["datetime"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.localtime(int(ts)))
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+TIER_NAMES = {"city": "市", "county": "县/区", "township": "镇/街道", "village": "村/社区"}
+
+
+def check_upper(node: Node, dev: Device) -> None:
+    "A link token must belong to a device above this node whose unit contains this node's unit"
+    if dev.revoked:
+        raise DeviceRevoked("this link's device was revoked on the node below; ask its admin for a new one")
+    if dev.rank <= TIER_RANK[node.tier]:
+        raise Forbidden(f"this token is a {dev.tier} device's; snapshots go to the county or city above this "
+                        f"{node.tier}. On this node, issue a link device with "
+                        f"`cunsync device add --unit <upper unit> --tier <upper tier>`",
+                        code="not_an_upper_node", details={"tier": dev.tier, "node_tier": node.tier})
+    if not unitlib.is_under(node.unit, dev.unit):
+        raise OutOfScope(f"the token's unit {dev.unit} is not above this node's unit {node.unit}",
+                         details={"unit": dev.unit, "node": node.unit})
+
+
+def unit_names(node: Node) -> dict[str, str]:
+    db = node.store.db
+    if not db["units"].exists():
+        return {}
+    with node.store.lock:
+        return {str(r[0]): str(r[1]) for r in node.store.conn.execute("SELECT code, name FROM units")}
+
+
+def node_rollup(node: Node, snapshotter: Snapshotter) -> Rollup:
+    parts, watermark, sources = snapshotter.parts()
+    return build(node.unit, parts, sources, names=unit_names(node), taken_at=int(time.time()),
+                 watermark=watermark)
+
+
+def _staff(request: Request, node: Node) -> Staff | None:
+    username = request.session.get("user")
+    return node.accounts.get(username) if isinstance(username, str) else None
+
+
+def _csrf(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = request.session["csrf"] = secrets.token_urlsafe(24)
+    return token
+
+
+def _token(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+
+def rollup_routes(node: Node, snapshotter: Snapshotter | None = None) -> list[BaseRoute]:
+    snap = snapshotter or Snapshotter(node.store, node.unit)
+
+    async def api_snapshot(request: Request) -> Response:
+        token = _token(request)
+        if token is not None:
+            dev = await run_in_threadpool(node.authenticate, token)
+            check_upper(node, dev)
+        elif _staff(request, node) is None:
+            raise Unauthorized("send the link token the node below issued ('Authorization: Bearer <token>'), "
+                               "or sign in as this node's staff")
+        have = parse_have(request.query_params.get("have"))
+        body = await run_in_threadpool(snap.snapshot, have)
+        fmt = format_for(request.headers.get("accept"))
+        payload = encode(body, fmt)
+        headers = {}
+        if "gzip" in request.headers.get("accept-encoding", "") and len(payload) > 512:
+            payload = await run_in_threadpool(compress, payload)
+            headers["content-encoding"] = "gzip"
+        return Response(payload, media_type=media_type(fmt), headers=headers)
+
+    async def page(request: Request) -> Response:
+        staff = _staff(request, node)
+        if staff is None:
+            return RedirectResponse("/login", status_code=303)
+        ro = await run_in_threadpool(node_rollup, node, snap)
+        return templates.TemplateResponse(request, "rollup.html", {
+            "node": node, "staff": staff, "csrf": _csrf(request), "ro": ro, "statuses": STATUSES,
+            "groups": GROUPS, "tier_names": TIER_NAMES, "charts": _charts(ro), "age_text": age_text,
+            "now": int(time.time())})
+
+    async def export(request: Request) -> Response:
+        if _staff(request, node) is None:
+            raise Unauthorized("sign in first", code="not_signed_in")
+        ro = await run_in_threadpool(node_rollup, node, snap)
+        stamp = time.strftime("%Y%m%d")
+        if request.url.path.endswith(".csv"):
+            body = to_csv(ro).encode("utf-8")
+            kind, ext = "text/csv; charset=utf-8", "csv"
+        else:
+            body = await run_in_threadpool(to_xlsx, ro)
+            kind, ext = XLSX, "xlsx"
+        return Response(body, media_type=kind, headers={
+            "content-disposition": f'attachment; filename="rollup-{node.unit}-{stamp}.{ext}"'})
+
+    return [
+        Route("/api/snapshot", api_snapshot, methods=["GET"]),
+        Route("/rollup", page, methods=["GET"]),
+        Route("/rollup.csv", export, methods=["GET"]),
+        Route("/rollup.xlsx", export, methods=["GET"]),
+    ]
+
+
+def _charts(ro: Rollup) -> dict[str, Any]:
+    needs = charts.hbars([(ro.name(c), [ro.need_total(c, status=s) for s in STATUSES]) for c in ro.children],
+                         STATUSES, title="各下级单位需求（按状态）")
+    months = ro.months()[-12:]
+    services = charts.columns([(m[2:], ro.service_total_month(m)) for m in months], title="每月服务次数")
+    medians = charts.columns([(ro.name(c), ro.median_days(c) or 0) for c in ro.children],
+                             title="办结天数中位数", unit="天")
+    return {"needs": needs, "services": services, "medians": medians}

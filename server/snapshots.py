@@ -1,0 +1,440 @@
+"""Aggregated snapshots: what a node shows the tier above it, counts and rates with no personal field.
+
+A snapshot is a set of **parts**, each a list of cells and a content hash, so an upper node pulls only
+the parts whose hash differs from what it holds:
+
+    needs/YYYY-MM       needs created that month: [village, category, status] -> [count]
+    services/YYYY-MM    services delivered that month: [village, type] -> [count, minutes, people served]
+    resolved/YYYY-MM    needs resolved that month: [village, whole days it took] -> [count]
+    residents           residents now: [village, group] -> [count] (一老一小一困一残, and 合计 for all)
+    devices             village tablets: [village] -> [enrolled, synced in 7 days, synced in 30 days]
+
+A **township** computes its parts from its records (``township_parts``), at a watermark: its highest op
+sequence. Months are China time (UTC+8); a need's month is when its first op was written; it counts as
+resolved when its status is 已解决 or 已关闭, at the latest op that set 已解决 (or the first that set
+已关闭). People served is a service's 服务人次, 1 when not filled in.
+
+**Small cells.** In needs, services and residents a cell whose count is under ``suppress_below``
+(``CUNSYNC_SUPPRESS_BELOW``, default 3; 0 turns it off) leaves the township with its values as null:
+upper nodes never receive them, and roll-ups count how many were withheld. The resolution histogram and
+device counts are not suppressed: they count needs and tablets, not residents. Exact totals exist only on
+the township; a roll-up that must add up exactly (the tests, the demo) runs its townships with 0.
+
+**Closing a month** (``close_month``) freezes that month's parts as published. Data entry goes on
+(DHIS2-style approval without its lock-out): a part that changes after it was closed carries a
+``Closure`` with a revision number and the cells that differ from the frozen ones.
+
+A **county or city** stores the parts it pulled from each child (``server.links``) and its own snapshot is
+their union (``upper_parts``): every cell is keyed by village, so nothing is lost on the way up and a city
+groups by county, a county by township. ``Snapshotter`` answers ``GET /api/snapshot`` for both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from sync import units as unitlib
+from sync.errors import BadRequest
+from sync.schema import SPECIAL_GROUPS
+from sync.store import Store
+
+from . import config
+
+#: Resident groups the residents part counts, and the row for all residents.
+GROUPS = (*SPECIAL_GROUPS, "合计")
+RESOLVED = ("已解决", "已关闭")
+#: Offset of China time from UTC, for months and days.
+CST_MS = 8 * 3600 * 1000
+DAY_MS = 24 * 3600 * 1000
+#: The parts a closed month freezes.
+MONTHLY = ("needs", "services", "resolved")
+SECTIONS = (*MONTHLY, "residents", "devices")
+#: Sections whose cells are suppressed under the threshold.
+SUPPRESSED = ("needs", "services", "residents")
+
+
+class Cell(msgspec.Struct, array_like=True, frozen=True):
+    "One cell: its key (village first) and its values; values are null when the cell was suppressed"
+
+    k: list[str]
+    v: list[int | None]
+
+
+class CellDiff(msgspec.Struct, array_like=True):
+    "A cell of a closed month that changed: null ``before`` is new, null ``after`` is gone"
+
+    k: list[str]
+    before: list[int | None] | None
+    after: list[int | None] | None
+
+
+class Closure(msgspec.Struct, kw_only=True):
+    "A township closed this month's part; ``revision`` counts the versions published since, 0 for none"
+
+    unit: str
+    month: str
+    closed_at: int
+    closed_by: str
+    frozen_hash: str
+    revision: int = 0
+    diff: list[CellDiff] = []
+
+
+class Part(msgspec.Struct, kw_only=True):
+    "One section of a snapshot (for monthly sections, one month) and its content hash"
+
+    name: str
+    hash: str
+    cells: list[Cell]
+    closures: list[Closure] = []
+
+
+class PartHash(msgspec.Struct, array_like=True):
+    name: str
+    hash: str
+
+
+class Source(msgspec.Struct, kw_only=True):
+    """Where a roll-up's figures come from: one node below, the watermark of its last snapshot, when that
+    was taken, when it was last pulled, and the last error, if the last attempt failed"""
+
+    unit: str
+    tier: str
+    watermark: int = 0
+    taken_at: int = 0
+    pulled_at: int = 0
+    last_error: str = ""
+
+
+class Snapshot(msgspec.Struct, kw_only=True):
+    """A node's aggregates. ``manifest`` names every part and its hash; ``parts`` holds only those the
+    caller did not say it has. ``watermark`` is a township's op sequence; for a county or city, the sum of
+    its children's (it grows as theirs do). ``suppress_below`` is the node's own setting: only a
+    township's applies to its cells. Times are Unix seconds."""
+
+    unit: str
+    tier: str
+    watermark: int
+    taken_at: int
+    hash: str
+    suppress_below: int
+    manifest: list[PartHash]
+    parts: list[Part]
+    sources: list[Source] = []
+
+
+_enc = msgspec.msgpack.Encoder()
+_part_dec = msgspec.msgpack.Decoder(Part)
+_cells_dec = msgspec.msgpack.Decoder(list[Cell])
+
+
+def encode_part(part: Part) -> bytes:
+    return _enc.encode(part)
+
+
+def decode_part(blob: bytes) -> Part:
+    return _part_dec.decode(blob)
+
+
+def content_hash(cells: list[Cell], closures: Iterable[Closure] = ()) -> str:
+    "64 bits of BLAKE2b over the cells (sorted) and closures: enough to notice a change"
+    body = _enc.encode([sorted(cells, key=lambda c: c.k), sorted(closures, key=lambda c: (c.unit, c.month))])
+    return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+
+def snapshot_hash(manifest: Iterable[PartHash]) -> str:
+    return hashlib.blake2b(_enc.encode(sorted((p.name, p.hash) for p in manifest)), digest_size=8).hexdigest()
+
+
+def month_of_ms(ms: int) -> str:
+    return time.strftime("%Y-%m", time.gmtime((ms + CST_MS) // 1000))
+
+
+def _month_arg(month: str) -> str:
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+        raise BadRequest(f"month {month!r} is not YYYY-MM, e.g. 2026-10", code="invalid_month")
+    return month
+
+
+# -- a township's figures ------------------------------------------------------------------------
+
+_SQL = """
+CREATE TABLE IF NOT EXISTS snapshot_closed (
+    part TEXT PRIMARY KEY, month TEXT NOT NULL, hash TEXT NOT NULL, cells BLOB NOT NULL,
+    closed_at INTEGER NOT NULL, closed_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot_revisions (
+    part TEXT NOT NULL, revision INTEGER NOT NULL, hash TEXT NOT NULL, seen_at INTEGER NOT NULL,
+    PRIMARY KEY (part, revision));
+"""
+
+_NEEDS_SQL = """
+SELECT r.unit, coalesce(json_extract(r.data, '$.category'), ''),
+       coalesce(json_extract(r.data, '$.status'), '待处理'),
+       (SELECT min(o.hlc) FROM ops o WHERE o.record = r.id),
+       coalesce((SELECT max(o.hlc) FROM ops o WHERE o.record = r.id AND o.field = 'status'
+                 AND o.value = '"已解决"'),
+                (SELECT min(o.hlc) FROM ops o WHERE o.record = r.id AND o.field = 'status'
+                 AND o.value = '"已关闭"'))
+FROM records r WHERE r.coll = 'need' AND r.deleted = 0 AND r.unit BETWEEN ? AND ?
+"""
+_SERVICES_SQL = """
+SELECT unit, coalesce(json_extract(data, '$.service_type'), ''),
+       coalesce(substr(json_extract(data, '$.served_at'), 1, 7), '0000-00'), count(*),
+       sum(coalesce(json_extract(data, '$.minutes'), 0)), sum(coalesce(json_extract(data, '$.people_served'), 1))
+FROM records WHERE coll = 'service' AND deleted = 0 AND unit BETWEEN ? AND ? GROUP BY 1, 2, 3
+"""
+_RESIDENTS_SQL = """
+SELECT r.unit, g.value, count(*) FROM records r, json_each(r.data, '$.groups') g
+WHERE r.coll = 'person' AND r.deleted = 0 AND r.unit BETWEEN ? AND ? GROUP BY 1, 2
+UNION ALL
+SELECT unit, '合计', count(*) FROM records WHERE coll = 'person' AND deleted = 0 AND unit BETWEEN ? AND ?
+GROUP BY 1
+"""
+_DEVICES_SQL = """
+SELECT unit, count(*), sum(last_sync >= ?), sum(last_sync >= ?) FROM devices
+WHERE tier = 'village' AND revoked = 0 AND unit BETWEEN ? AND ? GROUP BY unit
+"""
+
+
+def _suppress(cells: list[Cell], below: int) -> list[Cell]:
+    return [Cell(c.k, [None] * len(c.v)) if c.v and c.v[0] is not None and 0 < c.v[0] < below else c
+            for c in cells]
+
+
+def figures(store: Store, unit: str) -> dict[str, list[Cell]]:
+    """Every part's exact cells for the villages under ``unit``, from the store's current records"""
+    lo, hi = unitlib.descendant_range(unit)
+    out: dict[str, list[Cell]] = defaultdict(list)
+    needs: dict[tuple[str, ...], int] = defaultdict(int)
+    resolved: dict[tuple[str, ...], int] = defaultdict(int)
+    with store.lock:
+        conn = store.conn
+        for village, cat, status, created, done in conn.execute(_NEEDS_SQL, (lo, hi)):
+            created_ms = (created or 0) >> 16
+            needs[(month_of_ms(created_ms), village, cat, status)] += 1
+            if status in RESOLVED and done is not None:
+                done_ms = done >> 16
+                days = max(0, (done_ms - created_ms) // DAY_MS)
+                resolved[(month_of_ms(done_ms), village, str(days))] += 1
+        services = conn.execute(_SERVICES_SQL, (lo, hi)).fetchall()
+        residents = conn.execute(_RESIDENTS_SQL, (lo, hi, lo, hi)).fetchall()
+    for (month, *key), n in needs.items():
+        out[f"needs/{month}"].append(Cell(key, [n]))
+    for (month, *key), n in resolved.items():
+        out[f"resolved/{month}"].append(Cell(key, [n]))
+    for village, kind, month, n, minutes, people in services:
+        out[f"services/{month}"].append(Cell([village, kind], [n, int(minutes), int(people)]))
+    for village, group, n in residents:
+        if group in GROUPS:
+            out["residents"].append(Cell([village, group], [n]))
+    out.setdefault("residents", [])
+    return dict(out)
+
+
+def device_cells(store: Store, unit: str, now: float) -> list[Cell]:
+    lo, hi = unitlib.descendant_range(unit)
+    week, month = int(now) - 7 * 86400, int(now) - 30 * 86400
+    with store.lock:
+        rows = store.conn.execute(_DEVICES_SQL, (week, month, lo, hi)).fetchall()
+    return [Cell([u], [n, int(w or 0), int(m or 0)]) for u, n, w, m in rows]
+
+
+def _diff(before: list[Cell], after: list[Cell]) -> list[CellDiff]:
+    old = {tuple(c.k): c.v for c in before}
+    new = {tuple(c.k): c.v for c in after}
+    return [CellDiff(list(k), old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
+            if old.get(k) != new.get(k)]
+
+
+def ensure_tables(store: Store) -> None:
+    with store.lock:
+        store.conn.executescript(_SQL)
+
+
+def close_month(store: Store, unit: str, month: str, *, by: str, now: float | None = None) -> list[str]:
+    """Close ``month``: freeze its figures as they are now (exact; they are published, like the current
+    ones, with the node's small-cell setting). Closing it again approves the current figures (the revision
+    count starts over). Returns the parts frozen."""
+    month = _month_arg(month)
+    ensure_tables(store)
+    cells = figures(store, unit)
+    at = int(now if now is not None else time.time())
+    names = [f"{s}/{month}" for s in MONTHLY]
+    with store.transaction() as c:
+        for name in names:
+            exact = sorted(cells.get(name, []), key=lambda cell: cell.k)
+            c.execute("INSERT OR REPLACE INTO snapshot_closed VALUES (?,?,?,?,?,?)",
+                      (name, month, content_hash(exact), _enc.encode(exact), at, by))
+            c.execute("DELETE FROM snapshot_revisions WHERE part = ?", (name,))
+    return names
+
+
+def closed_months(store: Store) -> list[tuple[str, int, str]]:
+    "(month, closed at, closed by) of every closed month"
+    ensure_tables(store)
+    with store.lock:
+        return [(m, a, b) for m, a, b in store.conn.execute(
+            "SELECT month, max(closed_at), closed_by FROM snapshot_closed GROUP BY month ORDER BY month")]
+
+
+def _published(name: str, cells: list[Cell], below: int) -> list[Cell]:
+    section = name.split("/")[0]
+    cells = sorted(cells, key=lambda c: c.k)
+    return _suppress(cells, below) if below > 0 and section in SUPPRESSED else cells
+
+
+def township_parts(store: Store, unit: str, *, suppress_below: int | None = None,
+                   now: float | None = None) -> dict[str, Part]:
+    "A township's parts as it publishes them: suppressed, with the closures of closed months"
+    below = config.SUPPRESS_BELOW if suppress_below is None else suppress_below
+    at = now if now is not None else time.time()
+    ensure_tables(store)
+    cells = figures(store, unit)
+    cells["devices"] = device_cells(store, unit, at)
+    with store.lock:
+        closed = {row[0]: row for row in store.conn.execute(
+            "SELECT part, month, hash, cells, closed_at, closed_by FROM snapshot_closed")}
+    parts: dict[str, Part] = {}
+    for name in sorted(cells.keys() | closed.keys()):
+        published = _published(name, cells.get(name, []), below)
+        closures: list[Closure] = []
+        if name in closed:
+            _, month, _exact_hash, frozen_blob, closed_at, closed_by = closed[name]
+            frozen = _published(name, _cells_dec.decode(frozen_blob), below)
+            frozen_hash, h = content_hash(frozen), content_hash(published)
+            revision, diff = 0, []
+            if h != frozen_hash:
+                revision = _revision(store, name, h, int(at))
+                diff = _diff(frozen, published)
+            closures.append(Closure(unit=unit, month=month, closed_at=closed_at, closed_by=closed_by,
+                                    frozen_hash=frozen_hash, revision=revision, diff=diff))
+        parts[name] = Part(name=name, hash=content_hash(published, closures), cells=published, closures=closures)
+    return parts
+
+
+def _revision(store: Store, name: str, h: str, at: int) -> int:
+    "The revision number of a closed part's content ``h``: a new one the first time it is seen"
+    with store.transaction() as c:
+        row = c.execute("SELECT revision FROM snapshot_revisions WHERE part = ? AND hash = ?", (name, h)).fetchone()
+        if row:
+            return int(row[0])
+        (top,) = c.execute("SELECT coalesce(max(revision), 0) FROM snapshot_revisions WHERE part = ?",
+                           (name,)).fetchone()
+        c.execute("INSERT INTO snapshot_revisions VALUES (?,?,?,?)", (name, top + 1, h, at))
+        return int(top) + 1
+
+
+# -- a county's or city's: the union of its children's ------------------------------------------
+
+def merge_parts(children: Iterable[Mapping[str, Part]]) -> dict[str, Part]:
+    "Parts of several children as one set: cells with the same key add up, closures are kept side by side"
+    cells: dict[str, dict[tuple[str, ...], list[int | None]]] = defaultdict(dict)
+    closures: dict[str, list[Closure]] = defaultdict(list)
+    for parts in children:
+        for name, part in parts.items():
+            into = cells[name]
+            for c in part.cells:
+                key = tuple(c.k)
+                have = into.get(key)
+                into[key] = list(c.v) if have is None else _add(have, c.v)
+            closures[name].extend(part.closures)
+    out: dict[str, Part] = {}
+    for name in sorted(cells):
+        cs = [Cell(list(k), v) for k, v in sorted(cells[name].items())]
+        cl = sorted(closures[name], key=lambda c: (c.unit, c.month))
+        out[name] = Part(name=name, hash=content_hash(cs, cl), cells=cs, closures=cl)
+    return out
+
+
+def _add(a: list[int | None], b: list[int | None]) -> list[int | None]:
+    return [None if x is None or y is None else x + y for x, y in zip(a, b)]
+
+
+# -- answering GET /api/snapshot -----------------------------------------------------------------
+
+def parse_have(text: str | None) -> dict[str, str]:
+    "The ``have`` query parameter: ``name:hash`` pairs, comma-separated"
+    out: dict[str, str] = {}
+    if not text:
+        return out
+    items = text.split(",")
+    if len(items) > 10_000:
+        raise BadRequest("more than 10,000 parts in `have`", code="invalid_have")
+    for item in items:
+        name, sep, h = item.partition(":")
+        if not sep or not name or len(h) != 16 or any(ch not in "0123456789abcdef" for ch in h):
+            raise BadRequest(f"`have` holds {item[:60]!r}; send name:hash pairs, e.g. needs/2026-10:"
+                             "0123456789abcdef, separated by commas", code="invalid_have")
+        out[name] = h
+    return out
+
+
+class Snapshotter:
+    """A node's snapshot, answered from a cache while nothing changed: a township recomputes when its op
+    sequence or its closed months change (devices are counted afresh each time); a county or city when
+    it has pulled something new. Thread-safe."""
+
+    def __init__(self, store: Store, unit: str, *, suppress_below: int | None = None) -> None:
+        self.store = store
+        self.unit = unitlib.normalize_code(unit)
+        self.tier = unitlib.tier_of(self.unit)
+        self.suppress_below = config.SUPPRESS_BELOW if suppress_below is None else suppress_below
+        self._lock = threading.Lock()
+        self._key: tuple[Any, ...] | None = None
+        self._parts: dict[str, Part] = {}
+        self._watermark = 0
+        ensure_tables(store)
+
+    def _state(self) -> tuple[Any, ...]:
+        with self.store.lock:
+            if self.tier == "township":
+                closed = self.store.conn.execute(
+                    "SELECT count(*), coalesce(max(closed_at), 0) FROM snapshot_closed").fetchone()
+                return ("t", self.store.max_seq(), tuple(closed))
+            return ("u", self.store.meta("child_parts_version", "0"))
+
+    def parts(self, now: float | None = None) -> tuple[dict[str, Part], int, list[Source]]:
+        "All of this node's parts now, its watermark and its sources"
+        at = now if now is not None else time.time()
+        with self._lock:
+            key = self._state()
+            if key != self._key:
+                if self.tier == "township":
+                    self._parts = township_parts(self.store, self.unit, suppress_below=self.suppress_below, now=at)
+                    self._watermark = self.store.max_seq()
+                else:
+                    from .links import stored_parts
+
+                    self._parts = merge_parts(stored_parts(self.store).values())
+                self._key = key
+            parts = dict(self._parts)
+            watermark = self._watermark
+        found: list[Source] = []
+        if self.tier == "township":
+            devices = device_cells(self.store, self.unit, at)
+            parts["devices"] = Part(name="devices", hash=content_hash(devices), cells=devices)
+        else:
+            from .links import sources
+
+            found = sources(self.store)
+            watermark = sum(s.watermark for s in found if unitlib.parent_of(s.unit) == self.unit)
+        return parts, watermark, found
+
+    def snapshot(self, have: Mapping[str, str] | None = None, now: float | None = None) -> Snapshot:
+        "The snapshot, with only the parts whose hash differs from ``have``"
+        at = now if now is not None else time.time()
+        parts, watermark, sources = self.parts(at)
+        have = have or {}
+        manifest = [PartHash(p.name, p.hash) for p in parts.values()]
+        return Snapshot(
+            unit=self.unit, tier=self.tier, watermark=watermark, taken_at=int(at),
+            hash=snapshot_hash(manifest), suppress_below=self.suppress_below, manifest=manifest,
+            parts=[p for p in parts.values() if have.get(p.name) != p.hash], sources=sources)
