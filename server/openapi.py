@@ -245,6 +245,9 @@ def openapi_spec() -> dict[str, Any]:
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount]
+    from .flows_openapi import FLOW_TYPES, flow_paths  # reference data and escalations
+
+    types += FLOW_TYPES
     _, schemas = msgspec.json.schema_components(types, ref_template=_REF)
     bearer: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     sync_body = {"$ref": _REF.format(name="SyncRequest")}
@@ -306,6 +309,7 @@ def openapi_spec() -> dict[str, Any]:
         }},
     }
     paths.update(_staff_paths())
+    paths.update(flow_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "cunsync node", "version": sync.__version__, "description": _INFO,
