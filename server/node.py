@@ -422,7 +422,7 @@ class Node:
             if op.value is None:
                 SCHEMA.field(op.coll, op.field)  # clearing a field: the field must exist
             else:
-                SCHEMA.validate(op.coll, op.field, op.kind, op.value)
+                SCHEMA.validate(op.coll, op.field, op.kind, op.value, self.store.catalogue_codes)
             if dev.tier == "village" and op.coll not in RECORD_COLLECTIONS:
                 raise ReadOnly(f"ops[{i}] writes {op.coll}: tablets read reference data and escalations but "
                                "do not write them; the township, county or city authors them",
@@ -486,7 +486,7 @@ class Node:
             if op.value is None:
                 SCHEMA.field(op.coll, op.field)
             else:
-                SCHEMA.validate(op.coll, op.field, op.kind, op.value)
+                SCHEMA.validate(op.coll, op.field, op.kind, op.value, self.store.catalogue_codes)
             if op.field == SCHEMA.collections[op.coll].unit_field and op.value is not None:
                 if not self._within_reach(op.coll, op.value, lo, hi, above):
                     raise OutOfScope(f"ops[{i}] puts a {op.coll} record in unit {op.value}, outside this node's "

@@ -20,6 +20,7 @@ reference record's ``unit`` is the unit that authored it (a ``unit`` record's is
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection as Some
 from dataclasses import dataclass, field as dc_field
 from typing import Annotated, Any, Literal
 
@@ -95,6 +96,8 @@ class Field:
     personal: bool = False
     since: int = 1
     retired: int | None = None
+    #: a catalogue (``need_category``, ``service_type``) whose codes are valid values besides ``type``'s
+    catalogue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ NEED = _collection(
     "need", "需求",
     Field("person", RecordRef, "居民", required=True),
     Field("unit", UnitCode, "所属村/社区", review=True, required=True),
-    Field("category", Category, "需求类别", review=True, required=True),
+    Field("category", Category, "需求类别", review=True, required=True, catalogue="need_category"),
     Field("description", Text, "需求描述", personal=True),
     Field("urgency", Urgency, "紧急程度", review=True),
     Field("status", Status, "状态", review=True),
@@ -143,7 +146,7 @@ SERVICE = _collection(
     Field("need", RecordRef, "对应需求"),
     Field("person", RecordRef, "居民", required=True),
     Field("unit", UnitCode, "所属村/社区", review=True, required=True),
-    Field("service_type", Category, "服务类型", review=True, required=True),
+    Field("service_type", Category, "服务类型", review=True, required=True, catalogue="service_type"),
     Field("provider_kind", ProviderKind, "服务主体类型", review=True),
     Field("provider_name", Text, "服务主体名称"),
     Field("served_at", DateTime, "服务时间", review=True, required=True),
@@ -246,10 +249,14 @@ class Schema:
         f = c.field(name) if c else None
         return f is not None and f.review
 
-    def validate(self, coll: str, name: str, kind: int, value: Any) -> Any:
+    def validate(self, coll: str, name: str, kind: int, value: Any,
+                 codes: Callable[[str], Some[str]] | None = None) -> Any:
         """Check one op's field, kind and value; return the value converted to its field's type.
 
         Retired fields are still accepted: tablets on an older schema may have ops queued for them.
+        A field backed by a catalogue also takes any code ``codes(catalogue)`` gives (the replica's synced
+        catalogue entries, retired ones too, so queued ops stay valid); it is asked only when the built-in
+        type refuses the value.
         """
         f = self.field(coll, name)
         if kind not in _KIND_FOR_MERGE[f.merge]:
@@ -264,6 +271,8 @@ class Schema:
         try:
             return msgspec.convert(value, f.type, strict=True)
         except msgspec.ValidationError as e:
+            if f.catalogue and codes is not None and isinstance(value, str) and value in codes(f.catalogue):
+                return value
             raise InvalidValue(
                 f"invalid value for {coll}.{name} ({f.label}): {e}",
                 details={"collection": coll, "field": name},

@@ -24,7 +24,7 @@ from server.reference import publish_units
 from server.relay import LinkError, LinkSyncResult, link_progress, sync_link
 from sync import reference as ref
 from sync import units as unitlib
-from sync.errors import ReadOnly
+from sync.errors import InvalidValue, ReadOnly
 from sync.hlc import HLC
 from sync.ops import Op, uuid7
 from sync.types import SET, TIER_RANK
@@ -148,6 +148,14 @@ def test_a_catalogue_change_made_at_the_city_reaches_a_tablet(chain: Chain, enro
     assert to_county.pushed > 0 and to_township.pushed > to_county.pushed  # the county relays and adds its own
     tab.sync()
     assert tab.need_categories() == ["养老服务", "儿童关爱", "防汛救灾"]
+    # a category the city added is one a worker can record, and the township accepts it
+    person = tab.create("person", {"name": "李大爷"})
+    need = tab.create("need", {"person": person, "category": "防汛救灾"})
+    with pytest.raises(InvalidValue):
+        tab.create("need", {"person": person, "category": "没有的类别"})
+    tab.sync()
+    with on(chain.township.db, TOWNSHIP) as t:
+        assert t.store.get(need).data["category"] == "防汛救灾"  # type: ignore[union-attr]
     assert [e["code"] for e in tab.catalogue("service_type")] == ["上门探访"]
     assert [(n["title"], n["unit"]) for n in tab.notices()] == [("汛期安全通知", CITY)]
     assert [(t["title"], t["due_date"]) for t in tab.tasks()] == [("高龄老人走访", "2024-06-30")]
