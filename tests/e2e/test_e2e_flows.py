@@ -21,7 +21,7 @@ from client.tablet import SyncFailed, Tablet
 from e2e_harness import TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess, op_count
 from server.node import Node
 from server.reference import publish_units
-from server.relay import LinkError, LinkSyncResult, link_progress, sync_link
+from server.relay import LinkError, LinkSyncResult, LinkUnreachable, link_progress, sync_link
 from sync import reference as ref
 from sync import units as unitlib
 from sync.errors import InvalidValue, ReadOnly
@@ -365,3 +365,90 @@ def test_an_escalation_round_trips_and_no_personal_field_reaches_the_county(
     assert _scan(chain.county_db, words) == []
     with on(chain.county_db, COUNTY) as county:
         assert county.store.records("person") == county.store.records("need") == []
+
+
+# -- the link's progress: resumable, repeatable, restored nodes ---------------------------------------------
+
+def test_a_link_sync_repeated_after_lost_answers_changes_nothing(chain: Chain, enrol: Enrol,
+                                                                 make_tablet: MakeTablet) -> None:
+    tab = make_tablet(enrol(V1, "王芳")[1])
+    with on(chain.county_db, COUNTY) as county:
+        ref.add_notice(county.editor("区"), "通知")
+        ref.add_task(county.editor("区"), "任务")
+    with on(chain.township.db, TOWNSHIP) as t:
+        need = tab.create("need", {"person": tab.create("person", {"name": "李大爷"}), "category": "其他"})
+        tab.sync()
+        t.editor("liu").create("escalation", {"unit": V1, "need": need, "category": "其他", "summary": "s"})
+    first = relay(chain.county_db, COUNTY, chain.township.url, chain.county_token)
+    assert first.pushed > 0 and first.pulled > 0
+    township_ops, county_ops = op_count(chain.township.db), op_count(chain.county_db)
+    # as if every answer had been lost: the county starts over, and both sides end as they were
+    with on(chain.county_db, COUNTY) as county:
+        county.store.conn.execute("UPDATE relay_links SET cursor = 0, cursor_check = '', pushed_seq = 0")
+    again = relay(chain.county_db, COUNTY, chain.township.url, chain.county_token)
+    assert (again.pushed, again.pulled) == (first.pushed, first.pulled)
+    assert (op_count(chain.township.db), op_count(chain.county_db)) == (township_ops, county_ops)
+    quiet = relay(chain.county_db, COUNTY, chain.township.url, chain.county_token)
+    assert (quiet.pushed, quiet.pulled, quiet.rounds) == (0, 0, 1)
+
+
+def test_a_lower_node_restored_from_a_backup_gets_everything_again(chain: Chain, tmp_path: Path) -> None:
+    backup = tmp_path / "before.db"
+    with on(chain.township.db, TOWNSHIP) as t:
+        t.backup(backup)
+    with on(chain.county_db, COUNTY) as county:
+        ref.add_notice(county.editor("区"), "恢复前的通知")
+    assert relay(chain.county_db, COUNTY, chain.township.url, chain.county_token).pushed == 4
+    chain.township.stop()
+    Node.restore(chain.township.db, backup)  # the notice is gone, and the epoch is new
+    chain.township.start()
+    again = relay(chain.county_db, COUNTY, chain.township.url, chain.county_token)
+    assert again.pushed == 4
+    with on(chain.township.db, TOWNSHIP) as t:
+        assert [n["title"] for n in ref.notices(t.store)] == ["恢复前的通知"]
+
+
+def test_an_unreachable_lower_node_is_reported_and_nothing_changes(chain: Chain) -> None:
+    with on(chain.county_db, COUNTY) as county:
+        ref.add_notice(county.editor("区"), "通知")
+    chain.township.stop()
+    with on(chain.county_db, COUNTY) as county, pytest.raises(LinkUnreachable):
+        sync_link(county, chain.township.url, chain.county_token)
+    with on(chain.county_db, COUNTY) as county:
+        assert link_progress(county) == []
+    chain.township.start()
+    assert relay(chain.county_db, COUNTY, chain.township.url, chain.county_token).pushed == 4
+
+
+def test_a_county_sends_each_township_its_own_answers_and_everyone_the_notices(
+        chain: Chain, tmp_path: Path) -> None:
+    other_unit, other_village = "510903002000", "510903002001"
+    other_db = tmp_path / "other-township.db"
+    with on(other_db, other_unit) as o:
+        o.editor("zhou").create("escalation", {"unit": other_village, "need": uuid7(), "category": "其他",
+                                               "summary": "另一个街道的事项", "status": "已上报"})
+    _, other_token = link_token(other_db, other_unit, COUNTY)
+    other = NodeProcess(other_db, other_unit).start()
+    try:
+        with on(chain.township.db, TOWNSHIP) as t:
+            mine = t.editor("liu").create("escalation", {"unit": V1, "need": uuid7(), "category": "其他",
+                                                         "summary": "本街道的事项", "status": "已上报"})
+        for url, token in ((chain.township.url, chain.county_token), (other.url, other_token)):
+            assert relay(chain.county_db, COUNTY, url, token).pulled == 5
+        with on(chain.county_db, COUNTY) as county:
+            ref.add_notice(county.editor("区"), "全区通知")
+            county.editor("chen").update(mine, {"status": "已受理"})
+        to_mine = relay(chain.county_db, COUNTY, chain.township.url, chain.county_token)
+        to_other = relay(chain.county_db, COUNTY, other.url, other_token)
+        assert (to_mine.pushed, to_other.pushed) == (5, 4)  # the notice to both; the answer to its township
+        with on(other_db, other_unit) as o:
+            assert [n["title"] for n in ref.notices(o.store)] == ["全区通知"]
+            assert o.store.get(mine) is None
+            assert [e["summary"] for e in ref.escalations(o.store)] == ["另一个街道的事项"]
+        with on(chain.township.db, TOWNSHIP) as t:
+            assert t.store.get(mine).data["status"] == "已受理"  # type: ignore[union-attr]
+            assert [e["summary"] for e in ref.escalations(t.store)] == ["本街道的事项"]
+        with on(chain.county_db, COUNTY) as county:
+            assert {p["child"] for p in link_progress(county)} == {TOWNSHIP, other_unit}
+    finally:
+        other.kill()
