@@ -220,7 +220,7 @@ def _check_pulled(node: Node, child: str, ops: list[Op]) -> None:
         if op.coll != "escalation":
             raise LinkError(f"the node {child} sent a {op.coll} op; a link brings up escalations only",
                             code="bad_pull", details={"op": i})
-        if not (lo <= op.unit <= hi) or op.tier >= TIER_RANK[node.tier]:
+        if not _under(op.unit, child) or op.tier >= TIER_RANK[node.tier]:
             raise LinkError(f"the node {child} sent an op by {op.unit} at tier {op.tier}, which is not below "
                             "this node", code="bad_pull", details={"op": i})
         if physical_ms(op.hlc) - now > MAX_AHEAD_MS:
@@ -234,7 +234,7 @@ def _check_pulled(node: Node, child: str, ops: list[Op]) -> None:
         except SyncError as e:
             raise LinkError(f"the node {child} sent an invalid op: {e.message}", code="bad_pull",
                             details={"op": i}) from None
-        if op.field == "unit" and op.value is not None and not lo <= op.value <= hi:
+        if op.field == "unit" and op.value is not None and not _under(op.value, child):
             raise LinkError(f"the node {child} sent an escalation for unit {op.value}, not one of its own",
                             code="bad_pull", details={"op": i})
     records = list({op.record for op in ops})
@@ -244,6 +244,14 @@ def _check_pulled(node: Node, child: str, ops: list[Op]) -> None:
             if row is not None and (row[0] != "escalation" or row[1] is None or not lo <= row[1] <= hi):
                 raise LinkError(f"the node {child} sent ops for record {rid}, which is not one of its escalations",
                                 code="bad_pull", details={"record": rid})
+
+
+def _under(code: object, unit: str) -> bool:
+    "Whether ``code`` is a well-formed unit code at or under ``unit``"
+    try:
+        return isinstance(code, str) and unitlib.normalize_code(code) == code and unitlib.is_under(code, unit)
+    except unitlib.UnitCodeError:
+        return False
 
 
 def _whoami(http: httpx.Client, base: str, auth: dict[str, str]) -> dict[str, Any]:
