@@ -5,9 +5,11 @@ node through that node's ``Editor`` (so its ops carry the node's tier) and flows
 below, where it is read-only. Concurrent edits at two tiers resolve through the ordinary merge: the
 higher tier's value shows.
 
-A catalogue entry is named by its kind and code, so its record id is derived from them (a UUID made by
+A catalogue entry is named by its kind and code, so its record id is derived from them (a UUIDv5 made by
 hashing, not a UUIDv7): the same entry created at two tiers is one record, and the tiers' values for it
-merge by tier instead of leaving two entries with one code.
+merge by tier instead of leaving two entries with one code. A ``unit`` record's id is derived from its
+code the same way. These are the only exceptions to DESIGN.md's "a record's id is a UUIDv7 made where
+the record is created": still no server round trip, and still made where the record is created.
 """
 
 from __future__ import annotations
