@@ -102,12 +102,20 @@ def act(node: Node, staff: Staff, escalation: str, action: str, text: str = "") 
         if status not in allowed:
             raise WrongStatus(f"an escalation that is {status} cannot be {action}ed; from {'/'.join(allowed)} only",
                               details={"status": status, "action": action})
-        values: dict[str, Any] = {"status": to} if to != status else {}
+        values: dict[str, Any] = {}
+        editor = node.editor(staff.username)
+        if not any(e.tier >= editor.rank for e in node.store.state(escalation).get("unit", [])):
+            # the county's first step re-asserts the village at its own tier, so its ops name their unit:
+            # a township restored from a backup older than the escalation then still takes them (the
+            # record comes back with the county's fields) instead of refusing every later link sync
+            values["unit"] = rec.unit
+        if to != status:
+            values["status"] = to
         if action == "assign":
             values["department"] = text
         elif field == "answer":
             values.update(answer=text, answered_at=now_text())
-        node.editor(staff.username).update(escalation, values)
+        editor.update(escalation, values)
         got = node.store.get(escalation)
         assert got is not None
         return {"id": escalation, **got.data}

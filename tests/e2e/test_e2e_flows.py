@@ -351,7 +351,7 @@ def test_an_escalation_round_trips_and_no_personal_field_reaches_the_county(
         assert done["status"] == "已办结" and done["answered_at"]
         _assert_error(c.post(f"/api/staff/escalations/{made['id']}/accept", json={}, headers={}), 403, "csrf")
     down = relay(chain.county_db, COUNTY, chain.township.url, chain.county_token)
-    assert down.pushed == 5 and down.pulled == 0  # accepted; department; resolved, answer, answered_at
+    assert down.pushed == 6 and down.pulled == 0  # accepted (and the village); department; resolved, answer, at
     with signed_in(chain.township.url, "liu") as (c, _):
         [row] = _ok(c.get("/api/staff/escalations"))
         assert (row["status"], row["department"], row["answer"]) == ("已办结", "区民政局", "已协调街道食堂每日送餐")
@@ -396,16 +396,23 @@ def test_a_lower_node_restored_from_a_backup_gets_everything_again(chain: Chain,
     backup = tmp_path / "before.db"
     with on(chain.township.db, TOWNSHIP) as t:
         t.backup(backup)
+        # an escalation made after the backup: the restore loses it on the township, not on the county
+        esc = t.editor("liu").create("escalation", {"unit": V1, "need": uuid7(), "category": "其他",
+                                                    "summary": "备份之后的事项", "status": "已上报"})
+    assert relay(chain.county_db, COUNTY, chain.township.url, chain.county_token).pulled == 5
     with on(chain.county_db, COUNTY) as county:
         ref.add_notice(county.editor("区"), "恢复前的通知")
-    assert relay(chain.county_db, COUNTY, chain.township.url, chain.county_token).pushed == 4
+    with signed_in(chain.county.url, "chen") as (c, h):
+        _ok(c.post(f"/api/staff/escalations/{esc}/accept", json={}, headers=h))
+    assert relay(chain.county_db, COUNTY, chain.township.url, chain.county_token).pushed == 6
     chain.township.stop()
-    Node.restore(chain.township.db, backup)  # the notice is gone, and the epoch is new
+    Node.restore(chain.township.db, backup)  # the notice and the escalation are gone; the epoch is new
     chain.township.start()
     again = relay(chain.county_db, COUNTY, chain.township.url, chain.county_token)
-    assert again.pushed == 4
+    assert again.pushed == 6  # everything again, and the link is not stuck on the escalation it lost
     with on(chain.township.db, TOWNSHIP) as t:
         assert [n["title"] for n in ref.notices(t.store)] == ["恢复前的通知"]
+        assert t.store.get(esc).data == {"unit": V1, "status": "已受理"}  # type: ignore[union-attr]
 
 
 def test_an_unreachable_lower_node_is_reported_and_nothing_changes(chain: Chain) -> None:
