@@ -236,7 +236,7 @@ def need() -> None:
 @need.command(name="add")
 @tablet_option
 @click.option("--person", "person_id", required=True, help="The resident's record id")
-@click.option("--category", required=True, type=click.Choice(CATEGORIES), help="需求类别")
+@click.option("--category", required=True, help="需求类别: one of the synced catalogue's (built-in list before one arrives)")
 @click.option("--description", help="需求描述")
 @click.option("--urgency", type=click.Choice(URGENCIES), default="一般", show_default=True)
 @click.option("--due-date", help="截止日期, YYYY-MM-DD")
@@ -249,6 +249,11 @@ def need_add(db: str, person_id: str, category: str, description: str | None, ur
         cunsync need add --person 0190... --category 养老服务 --description 需要助餐
     """
     tab = _open(db)
+    offered = tab.need_categories()
+    if category not in offered:
+        tab.close()
+        raise click.BadParameter(f"{category!r} is not a need category here; choose from " + ", ".join(offered),
+                                 param_hint="--category")
     values = {"person": person_id, "category": category, "description": description, "urgency": urgency,
               "status": "待处理", "due_date": due_date}
     click.echo(_run(lambda: tab.create("need", {k: v for k, v in values.items() if v is not None})))

@@ -19,6 +19,7 @@ import httpx
 from sync.edit import Editor
 from sync.errors import ClockAhead, DeviceRevoked, SyncError
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
+from sync import reference
 from sync.ops import Op
 from sync.store import Conflict, Record, Store, WrongKey, is_encrypted, key_literal
 from sync.wire import (
@@ -340,6 +341,29 @@ class Tablet:
 
     def conflicts(self) -> list[Conflict]:
         return self.store.conflicts()
+
+    # -- reference data and escalations: synced from above, read-only here ----------------------
+
+    def notices(self) -> list[dict[str, Any]]:
+        "Notices from the township, county and city, newest first"
+        return reference.notices(self.store)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        "Tasks set by the township, county and city, the soonest due first"
+        return reference.tasks(self.store)
+
+    def catalogue(self, kind: str, *, include_retired: bool = False) -> list[dict[str, Any]]:
+        "A synced catalogue (``need_category`` or ``service_type``) in its order"
+        return reference.catalogue(self.store, kind, include_retired=include_retired)
+
+    def need_categories(self) -> list[str]:
+        "The need categories to offer: the synced catalogue's, or the built-in list before one arrives"
+        return reference.need_categories(self.store)
+
+    def escalation(self, need: str) -> dict[str, Any] | None:
+        "The latest escalation (吹哨报到) of a need: status, department, answer; None if never escalated"
+        found = reference.escalations(self.store, need=need)
+        return found[0] if found else None
 
     def acked(self) -> int:
         return int(self._get("acked", "0"))

@@ -158,6 +158,10 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
     from .rollup_web import rollup_routes
 
     routes.extend(rollup_routes(node))
+    from .escalations import escalation_routes
+    from .reference import reference_routes
+
+    routes.extend([*reference_routes(node), *escalation_routes(node)])
     app = Starlette(
         routes=routes,
         middleware=[Middleware(SessionMiddleware, secret_key=config.SECRET or node.session_secret,

@@ -278,4 +278,8 @@ def units_import(db: str, csv_file: TextIO) -> None:
 
 COMMANDS = [serve_cmd, device_group, enrol_group, user_group, units_group, backup_cmd, restore_cmd,
             link_group, snapshot_group]
+from .reference_cli import REFERENCE_COMMANDS, units_publish  # noqa: E402  (they use db_option, opened)
+
+COMMANDS += REFERENCE_COMMANDS
+units_group.add_command(units_publish)
 serve_cmd.name = "serve"

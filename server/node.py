@@ -4,6 +4,13 @@ exchange with tablets, independent of HTTP.
 One exchange: check the caller and every op it sends, apply the batch in one transaction, acknowledge,
 then answer with the ops since the caller's cursor that lie in its scope. A fresh tablet first receives
 the current state of its village (the live ops of its records, page by page), not the whole history.
+
+A tablet's scope is its village's records, plus the reference data (``unit``, ``catalogue``, ``notice``,
+``task``) of the units above it, which it reads but may not write. A **link device** is the credential
+an upper node (county, city) holds on this node: its unit is that upper node's unit, its tier that
+node's tier. It may push reference data and escalation ops authored at its own node or relayed from
+above (never by a lower tier), and it pulls only escalation ops from below: never a person, need or
+service (see ``server/relay.py`` for the upper node's side).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from sync.edit import Editor
 from sync.errors import (
     BadRequest,
     ClockAhead,
+    CollectionForbidden,
+    ReadOnly,
     TooManyAttempts,
     DeviceRevoked,
     ForgedOp,
@@ -36,7 +45,7 @@ from sync.errors import (
 )
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync.ops import Op
-from sync.schema import SCHEMA
+from sync.schema import LINK_COLLECTIONS, RECORD_COLLECTIONS, REFERENCE_COLLECTIONS, SCHEMA
 from sync.store import Store, chunks as _chunks, decode_state as _state_decode
 from sync.types import TIER_RANK
 from sync.wire import (
@@ -97,6 +106,24 @@ class Device:
     @property
     def scope(self) -> tuple[str, str]:
         return unitlib.descendant_range(self.unit)
+
+    @property
+    def ancestors(self) -> tuple[str, ...]:
+        "The units above this device's: their reference data is in its scope, read-only"
+        return unitlib.ancestors(self.unit)
+
+
+def _ancestor_or_self(code: object, of: str) -> bool:
+    "Whether ``code`` is a valid unit code naming ``of`` or a unit above it"
+    if not isinstance(code, str):
+        return False
+    try:
+        return unitlib.normalize_code(code) == code and unitlib.is_under(of, code)
+    except unitlib.UnitCodeError:
+        return False
+
+
+_REF_SQL = ",".join(f"'{c}'" for c in REFERENCE_COLLECTIONS)
 
 
 #: Enrolment codes use Crockford's base32 without look-alike characters: easy to read out and type.
@@ -209,7 +236,10 @@ class Node:
     # -- devices --------------------------------------------------------------------------------
 
     def add_device(self, unit: str, user: str, *, device: str | None = None, tier: str = "village") -> tuple[str, str]:
-        "Enrol a device for a unit under this node; returns (device id, token). The token is shown once."
+        """Enrol a device for a unit under this node; returns (device id, token). The token is shown once.
+
+        A device for a unit *above* this node, at that unit's tier, is a link device: the credential the
+        upper node uses to sync with this one (see ``is_link``)."""
         code = unitlib.normalize_code(unit)
         if tier not in TIER_RANK:
             raise BadRequest(f"unknown tier {tier!r}; one of {', '.join(TIER_RANK)}", code="invalid_tier")
@@ -299,6 +329,10 @@ class Node:
             ).fetchone()
         return Device(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5])) if row else None
 
+    def is_link(self, dev: Device) -> bool:
+        "Whether a device is an upper node's link credential: its unit lies above this node's"
+        return dev.unit != self.unit and unitlib.is_under(self.unit, dev.unit)
+
     def revoke(self, device: str, *, wipe: bool = False) -> None:
         with self.store.transaction() as c:
             c.execute("UPDATE devices SET revoked = 1, wipe = ? WHERE device = ?", (int(wipe), device))
@@ -381,6 +415,9 @@ class Node:
 
     def _check_ops(self, dev: Device, ops: Sequence[Op], now: int) -> None:
         "Refuse the whole batch if any op is forged, invalid, out of scope or too far in the future"
+        if self.is_link(dev):
+            self._check_link_ops(dev, ops, now)
+            return
         lo, hi = dev.scope
         new_units: dict[str, str] = {}
         for i, op in enumerate(ops):
@@ -402,7 +439,11 @@ class Node:
             if op.value is None:
                 SCHEMA.field(op.coll, op.field)  # clearing a field: the field must exist
             else:
-                SCHEMA.validate(op.coll, op.field, op.kind, op.value)
+                SCHEMA.validate(op.coll, op.field, op.kind, op.value, self.store.catalogue_codes)
+            if dev.tier == "village" and op.coll not in RECORD_COLLECTIONS:
+                raise ReadOnly(f"ops[{i}] writes {op.coll}: tablets read reference data and escalations but "
+                               "do not write them; the township, county or city authors them",
+                               details={"op": i, "collection": op.coll})
             c = SCHEMA.collections[op.coll]
             if op.field == c.unit_field and op.value is not None:
                 if not (lo <= op.value <= hi):
@@ -430,10 +471,79 @@ class Node:
                 raise OutOfScope(f"record {rid} is new to the node and names no unit; send its "
                                  "unit op first", details={"record": rid})
 
+    def _check_link_ops(self, dev: Device, ops: Sequence[Op], now: int) -> None:
+        """Refuse the whole batch unless every op is reference data or an escalation, authored by a node at
+        the link's unit or above it (relayed) and written as that node, within this node's reach.
+
+        Reach: an escalation's village lies under this node; a reference record's unit is this node's,
+        one above it, or one under it (a ``unit`` record names the unit it describes)."""
+        lo, hi = unitlib.descendant_range(self.unit)
+        above = set(unitlib.ancestors(self.unit))
+        new_units: dict[str, str] = {}
+        by_site: dict[str, list[Op]] = {}
+        for i, op in enumerate(ops):
+            if op.coll not in LINK_COLLECTIONS:
+                raise CollectionForbidden(
+                    f"ops[{i}] writes {op.coll}: a link from an upper node carries reference data and "
+                    "escalations only, never persons, needs or services", details={"op": i, "collection": op.coll})
+            if not _ancestor_or_self(op.unit, dev.unit):
+                raise ForgedOp(f"ops[{i}] claims author unit {op.unit!r}; this link relays ops of {dev.unit} and "
+                               "the units above it, never of a lower tier", details={"op": i})
+            if op.tier != TIER_RANK[unitlib.tier_of(op.unit)] or op.site != f"node-{op.unit}":
+                raise ForgedOp(f"ops[{i}] claims device {op.site!r} at tier {op.tier} for unit {op.unit}; ops "
+                               f"relayed over a link are written by node-{op.unit} at its unit's tier",
+                               details={"op": i})
+            if op.counter < 1:
+                raise ForgedOp(f"ops[{i}] has counter {op.counter}; counters start at 1", details={"op": i})
+            ahead = physical_ms(op.hlc) - now
+            if ahead > MAX_AHEAD_MS:
+                raise ClockAhead(f"ops[{i}] is stamped {ahead // 60000} minutes ahead of this node's clock; "
+                                 "correct the upper node's clock", details={
+                                     "op": i, "ahead_ms": ahead, "server_time": self.clock.now()})
+            if op.value is None:
+                SCHEMA.field(op.coll, op.field)
+            else:
+                SCHEMA.validate(op.coll, op.field, op.kind, op.value, self.store.catalogue_codes)
+            if op.field == SCHEMA.collections[op.coll].unit_field and op.value is not None:
+                if not self._within_reach(op.coll, op.value, lo, hi, above):
+                    raise OutOfScope(f"ops[{i}] puts a {op.coll} record in unit {op.value}, outside this node's "
+                                     "reach", details={"op": i, "unit": op.value})
+                new_units.setdefault(op.record, op.value)
+            by_site.setdefault(op.site, []).append(op)
+        for site, site_ops in by_site.items():
+            self._check_replays_of(site, site_ops)
+        colls = {op.record: op.coll for op in ops}
+        known: dict[str, tuple[str, str | None]] = {}
+        records = list(colls)
+        for chunk in _chunks(records):
+            marks = ",".join("?" * len(chunk))
+            for rid, coll, unit in self.store.conn.execute(
+                f"SELECT id, coll, unit FROM records WHERE id IN ({marks})", chunk
+            ):
+                known[rid] = (coll, unit)
+        for rid in records:
+            if rid in known:
+                coll, unit = known[rid]
+                if coll != colls[rid] or unit is None or not self._within_reach(coll, unit, lo, hi, above):
+                    raise OutOfScope(f"record {rid} is not a {colls[rid]} record within this node's reach",
+                                     details={"record": rid})
+            elif rid not in new_units:
+                raise OutOfScope(f"record {rid} is new to this node and names no unit; send its unit op first",
+                                 details={"record": rid})
+
+    @staticmethod
+    def _within_reach(coll: str, unit: str, lo: str, hi: str, above: set[str]) -> bool:
+        if lo <= unit <= hi:
+            return True
+        return coll in REFERENCE_COLLECTIONS and unit in above
+
     def _check_replays(self, dev: Device, ops: Sequence[Op]) -> None:
         """A retried op is harmless; an op id the node holds with other content is forged or replayed"""
+        self._check_replays_of(dev.device, ops)
+
+    def _check_replays_of(self, device: str, ops: Sequence[Op]) -> None:
         row = self.store.conn.execute(
-            "SELECT id, max_counter FROM sites WHERE device = ?", (dev.device,)).fetchone()
+            "SELECT id, max_counter FROM sites WHERE device = ?", (device,)).fetchone()
         if row is None or not ops:
             return
         sid, top = row
@@ -461,7 +571,13 @@ class Node:
         return row is not None
 
     def _pull(self, dev: Device, req: SyncRequest) -> SyncResponse:
+        if self.is_link(dev):
+            return self._pull_link(dev, req)
         lo, hi = dev.scope
+        # the reference data of the units above the device: at most three units, matched by equality
+        above = dev.ancestors
+        above_sql = (f" OR (r.unit IN ({','.join('?' * len(above))}) AND r.coll IN ({_REF_SQL}))"
+                     if above else "")
         limit = max(1, min(req.limit, MAX_PULL))
         conn = self.store.conn
         server_time = self.clock.now()
@@ -479,8 +595,8 @@ class Node:
                         cursor=0, more=False, server_time=server_time, epoch=self.epoch)
             page_size = max(1, min(BOOTSTRAP_PAGE, limit // 8))  # ~8 live ops per record
             rows = conn.execute(
-                "SELECT id, state FROM records WHERE unit BETWEEN ? AND ? AND id > ? ORDER BY id LIMIT ?",
-                (lo, hi, page, page_size),
+                "SELECT id, state FROM records r WHERE (unit BETWEEN ? AND ?" + above_sql + ") AND id > ?"
+                " ORDER BY id LIMIT ?", (lo, hi, *above, page, page_size),
             ).fetchall()
             seqs = [e.seq for _, st in rows for es in _state_decode(st).values() for e in es]
             done = len(rows) < page_size
@@ -499,8 +615,8 @@ class Node:
         rows = conn.execute(
             "SELECT o.seq, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site AND s.counter = o.counter"
             " AND s.record = o.record) FROM ops o JOIN records r ON r.id = o.record"
-            " WHERE o.seq > ? AND o.site != ? AND r.unit BETWEEN ? AND ? ORDER BY o.seq LIMIT ?",
-            (cursor, own, lo, hi, limit),
+            " WHERE o.seq > ? AND o.site != ? AND (r.unit BETWEEN ? AND ?" + above_sql + ") ORDER BY o.seq"
+            " LIMIT ?", (cursor, own, lo, hi, *above, limit),
         ).fetchall()
         seqs = [r[0] for r in rows]
         dead_seqs = {r[0] for r in rows if r[1]}
@@ -530,6 +646,33 @@ class Node:
             protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=self.store.packed(seqs, dead_seqs),
             cursor=new_cursor, more=more, server_time=server_time, epoch=self.epoch, removed=removed,
             cursor_check=self._cursor_check(new_cursor),
+        )
+
+    def _pull_link(self, dev: Device, req: SyncRequest) -> SyncResponse:
+        """What an upper node pulls over its link: the escalation ops of this node's villages written
+        below the link's tier (its own and relayed ops it already holds), from its cursor on, in order.
+        Escalations are few, so there is no bootstrap: a new link or a new epoch starts from the top."""
+        lo, hi = unitlib.descendant_range(self.unit)
+        limit = max(1, min(req.limit, MAX_PULL))
+        conn = self.store.conn
+        server_time = self.clock.now()
+        trusted = req.epoch == self.epoch and (not req.cursor_check
+                                               or self._cursor_check(req.cursor) == req.cursor_check)
+        cursor = req.cursor if trusted else 0
+        top = self.store.max_seq()
+        rows = conn.execute(
+            "SELECT o.seq, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site AND s.counter = o.counter"
+            " AND s.record = o.record) FROM ops o JOIN records r ON r.id = o.record JOIN authors a ON a.id = o.author"
+            " WHERE o.seq > ? AND o.coll = 'escalation' AND r.coll = 'escalation' AND r.unit BETWEEN ? AND ?"
+            " AND a.tier < ? ORDER BY o.seq LIMIT ?", (cursor, lo, hi, dev.rank, limit),
+        ).fetchall()
+        seqs = [r[0] for r in rows]
+        more = len(seqs) == limit
+        new_cursor = seqs[-1] if more else top
+        return SyncResponse(
+            protocol=PROTOCOL_VERSION, acked=self._acked(dev.device),
+            ops=self.store.packed(seqs, {r[0] for r in rows if r[1]}), cursor=new_cursor, more=more,
+            server_time=server_time, epoch=self.epoch, cursor_check=self._cursor_check(new_cursor),
         )
 
     def _cursor_check(self, seq: int) -> str:

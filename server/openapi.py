@@ -307,6 +307,9 @@ def openapi_spec() -> dict[str, Any]:
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount,
                         ResolveForm, RecordForm, MergeForm, NeedForm, EnrolForm, RevokeForm, Snapshot]
+    from .flows_openapi import FLOW_TYPES, flow_paths  # reference data and escalations
+
+    types += FLOW_TYPES
     _, schemas = msgspec.json.schema_components(types, ref_template=_REF)
     bearer: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     sync_body = {"$ref": _REF.format(name="SyncRequest")}
@@ -370,6 +373,7 @@ def openapi_spec() -> dict[str, Any]:
     paths.update(_staff_paths())
     paths.update(_workbench_paths())
     paths.update(_rollup_paths())
+    paths.update(flow_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "cunsync node", "version": sync.__version__, "description": _INFO,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from . import config, links
+from . import config, links, relay
 from .links import Link, PullResult
 from .node import Node
 
@@ -38,8 +38,18 @@ def pull_snapshot(node: Node, link: Link) -> None:
         log.warning("snapshot pull from %s failed: %s", link.unit, result.error)
 
 
+def sync_records(node: Node, link: Link) -> None:
+    "Reference data down, escalations up and their answers down (``server.relay``), as a scheduled job"
+    try:
+        relay.sync_link(node, link.url, link.token)
+    except relay.LinkUnreachable as e:
+        log.warning("link sync with %s: unreachable: %s", link.unit, e)
+    except relay.LinkError as e:
+        log.warning("link sync with %s refused: %s", link.unit, e)
+
+
 #: The jobs run for every link, in this order.
-JOBS: list[Job] = [pull_snapshot]
+JOBS: list[Job] = [sync_records, pull_snapshot]
 
 
 def run_once(node: Node, jobs: Sequence[Job] | None = None,

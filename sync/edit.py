@@ -89,9 +89,9 @@ class Editor:
             f = self.schema.field(coll, name)
             if f.merge == "set":
                 for elem in _as_list(value):
-                    specs.append((coll, rid, name, ADD, self.schema.validate(coll, name, ADD, elem), ()))
+                    specs.append((coll, rid, name, ADD, self.schema.validate(coll, name, ADD, elem, self.store.catalogue_codes), ()))
             elif value is not None:
-                specs.append((coll, rid, name, SET, self.schema.validate(coll, name, SET, value), ()))
+                specs.append((coll, rid, name, SET, self.schema.validate(coll, name, SET, value, self.store.catalogue_codes), ()))
         with self.store.transaction():
             self._commit(self._build(specs))
         return rid
@@ -119,7 +119,7 @@ class Editor:
                         if k not in want:
                             specs.append((coll, record, name, REMOVE, _json_value(k), tuple(sorted(ids))))
                     continue
-                value = self.schema.validate(coll, name, SET, value)
+                value = self.schema.validate(coll, name, SET, value, self.store.catalogue_codes)
                 if check_transitions and coll == "need" and name == "status":
                     current = max(live, key=lambda e: e.key()).value if live else None
                     if current is not None and value != current and value not in NEED_TRANSITIONS.get(current, ()):

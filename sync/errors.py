@@ -11,7 +11,9 @@
     ├── Forbidden (403)
     │   ├── OutOfScope              a unit or record outside the caller's scope
     │   ├── ForgedOp                an op that claims another device, tier or unit
-    │   └── DeviceRevoked           the device's credential was revoked
+    │   ├── DeviceRevoked           the device's credential was revoked
+    │   ├── ReadOnly                a collection the caller may read but not write (reference data on a tablet)
+    │   └── CollectionForbidden     a collection the caller may neither read nor write (records over a link)
     ├── NotFound (404)
     ├── VersionMismatch (409)       the client speaks a protocol version this node does not
     ├── TooLarge (413)              body or batch over the limit
@@ -110,6 +112,18 @@ class DeviceRevoked(Forbidden):
     "The device's credential was revoked"
 
     code = "device_revoked"
+
+
+class ReadOnly(Forbidden):
+    "A collection the caller may read but not write: tablets read reference data and escalations"
+
+    code = "read_only"
+
+
+class CollectionForbidden(Forbidden):
+    "A collection the caller may neither read nor write: a link from an upper node never carries records"
+
+    code = "collection_forbidden"
 
 
 class NotFound(SyncError):

@@ -6,11 +6,21 @@ names what is wrong. ``merge`` is ``"register"`` (multi-value register, winner b
 while its live ops hold different values.
 
 Fields are never removed: a field dropped from use gets ``retired`` set to the schema version that
-retired it, so ops queued on tablets running an older schema are still accepted and kept.
+retired it, so ops queued on tablets running an older schema are still accepted and kept. Collections
+are only ever added (schema 2 added the reference collections and ``escalation``); a replica running an
+older schema stores ops of a collection it does not know and merges them like any other.
+
+Two kinds of collection: **records** (``person``, ``need``, ``service``), entered on tablets, personal,
+kept in their village; and **reference data** (``unit``, ``catalogue``, ``notice``, ``task``), authored at
+a township, county or city node and flowing down to every tablet below, where it is read-only. A
+reference record's ``unit`` is the unit that authored it (a ``unit`` record's is its own ``code``).
+``escalation`` (吹哨报到) is a need passed up from the township to the county: no personal field, its
+``unit`` the need's village, written by township and county staff and read on the village's tablets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection as Some
 from dataclasses import dataclass, field as dc_field
 from typing import Annotated, Any, Literal
 
@@ -20,7 +30,7 @@ from msgspec import Meta
 from .errors import InvalidValue, UnknownCollection, UnknownField
 from .types import ADD, DELETED, KIND_NAMES, REMOVE, SET
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 GROUPS = ("老年人", "儿童", "困难群众", "残疾人", "独居", "留守")
 #: 一老一小一困一残: the four special groups, in the order reports show them.
@@ -43,6 +53,10 @@ URGENCIES = ("一般", "较急", "紧急")
 PROVIDER_KINDS = ("社工", "志愿者", "社会组织", "企业", "村干部")
 GENDERS = ("男", "女")
 TIERS = ("village", "township", "county", "city")
+CATALOGUE_KINDS = ("need_category", "service_type")
+TASK_STATUSES = ("待办", "进行中", "已完成", "已取消")
+#: 吹哨报到: 已上报 (escalated) → 已受理 (accepted) → 已办结 (resolved), or 已退回 (returned).
+ESCALATION_STATUSES = ("已上报", "已受理", "已办结", "已退回")
 
 Group = Literal["老年人", "儿童", "困难群众", "残疾人", "独居", "留守"]
 Category = Literal[
@@ -54,6 +68,9 @@ Urgency = Literal["一般", "较急", "紧急"]
 ProviderKind = Literal["社工", "志愿者", "社会组织", "企业", "村干部"]
 Gender = Literal["男", "女"]
 Tier = Literal["village", "township", "county", "city"]
+CatalogueKind = Literal["need_category", "service_type"]
+TaskStatus = Literal["待办", "进行中", "已完成", "已取消"]
+EscalationStatus = Literal["已上报", "已受理", "已办结", "已退回"]
 
 Text = Annotated[str, Meta(max_length=2000)]
 Name = Annotated[str, Meta(min_length=1, max_length=60)]
@@ -64,6 +81,8 @@ Phone = Annotated[str, Meta(pattern=r"^[0-9+\- ]{5,20}$")]
 UnitCode = Annotated[str, Meta(pattern=r"^\d{12}$")]
 RecordRef = Annotated[str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
 Count = Annotated[int, Meta(ge=0, le=100_000)]
+Title = Annotated[str, Meta(min_length=1, max_length=200)]
+LongText = Annotated[str, Meta(max_length=20_000)]
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,8 @@ class Field:
     personal: bool = False
     since: int = 1
     retired: int | None = None
+    #: a catalogue (``need_category``, ``service_type``) whose codes are valid values besides ``type``'s
+    catalogue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +134,7 @@ NEED = _collection(
     "need", "需求",
     Field("person", RecordRef, "居民", required=True),
     Field("unit", UnitCode, "所属村/社区", review=True, required=True),
-    Field("category", Category, "需求类别", review=True, required=True),
+    Field("category", Category, "需求类别", review=True, required=True, catalogue="need_category"),
     Field("description", Text, "需求描述", personal=True),
     Field("urgency", Urgency, "紧急程度", review=True),
     Field("status", Status, "状态", review=True),
@@ -125,7 +146,7 @@ SERVICE = _collection(
     Field("need", RecordRef, "对应需求"),
     Field("person", RecordRef, "居民", required=True),
     Field("unit", UnitCode, "所属村/社区", review=True, required=True),
-    Field("service_type", Category, "服务类型", review=True, required=True),
+    Field("service_type", Category, "服务类型", review=True, required=True, catalogue="service_type"),
     Field("provider_kind", ProviderKind, "服务主体类型", review=True),
     Field("provider_name", Text, "服务主体名称"),
     Field("served_at", DateTime, "服务时间", review=True, required=True),
@@ -141,6 +162,55 @@ UNIT = _collection(
     Field("parent", UnitCode, "上级单位"),
     unit_field="code",
 )
+
+# -- reference data (schema 2): authored at a township, county or city node, read-only on tablets.
+# No field is under review: concurrent edits at two tiers resolve by tier precedence (the higher tier's
+# value shows), and nobody below could close a conflict on a tablet that may only read.
+CATALOGUE = _collection(
+    "catalogue", "目录",
+    Field("unit", UnitCode, "发布单位", required=True, since=2),
+    Field("kind", CatalogueKind, "目录类别", required=True, since=2),
+    Field("code", Name, "代码", required=True, since=2),
+    Field("name", Name, "名称", required=True, since=2),
+    Field("order", Count, "排序", since=2),
+    Field("retired", bool, "已停用", since=2),
+)
+NOTICE = _collection(
+    "notice", "通知",
+    Field("unit", UnitCode, "发布单位", required=True, since=2),
+    Field("title", Title, "标题", required=True, since=2),
+    Field("body", LongText, "正文", since=2),
+    Field("published_at", DateTime, "发布时间", since=2),
+)
+TASK = _collection(
+    "task", "任务",
+    Field("unit", UnitCode, "发布单位", required=True, since=2),
+    Field("title", Title, "标题", required=True, since=2),
+    Field("description", LongText, "任务说明", since=2),
+    Field("due_date", Date, "截止日期", since=2),
+    Field("status", TaskStatus, "状态", since=2),
+)
+# -- escalations (schema 2): a need the township cannot meet, passed up without any personal field.
+ESCALATION = _collection(
+    "escalation", "吹哨报到",
+    Field("unit", UnitCode, "所属村/社区", required=True, since=2),
+    Field("need", RecordRef, "对应需求", required=True, since=2),
+    Field("category", Name, "需求类别", required=True, since=2),
+    Field("urgency", Urgency, "紧急程度", since=2),
+    Field("summary", Text, "情况摘要", required=True, since=2),
+    Field("status", EscalationStatus, "状态", since=2),
+    Field("escalated_at", DateTime, "上报时间", since=2),
+    Field("department", Text, "承办部门", since=2),
+    Field("answer", Text, "办理答复", since=2),
+    Field("answered_at", DateTime, "答复时间", since=2),
+)
+
+#: Collections tablets enter; personal, kept in their village, never passed above the township.
+RECORD_COLLECTIONS = ("person", "need", "service")
+#: Collections authored at a node and read below it.
+REFERENCE_COLLECTIONS = ("unit", "catalogue", "notice", "task")
+#: What links between nodes carry: reference data down, escalations up and their answers down.
+LINK_COLLECTIONS = (*REFERENCE_COLLECTIONS, "escalation")
 
 _KIND_FOR_MERGE = {"register": (SET,), "set": (ADD, REMOVE)}
 
@@ -179,10 +249,14 @@ class Schema:
         f = c.field(name) if c else None
         return f is not None and f.review
 
-    def validate(self, coll: str, name: str, kind: int, value: Any) -> Any:
+    def validate(self, coll: str, name: str, kind: int, value: Any,
+                 codes: Callable[[str], Some[str]] | None = None) -> Any:
         """Check one op's field, kind and value; return the value converted to its field's type.
 
         Retired fields are still accepted: tablets on an older schema may have ops queued for them.
+        A field backed by a catalogue also takes any code ``codes(catalogue)`` gives (the replica's synced
+        catalogue entries, retired ones too, so queued ops stay valid); it is asked only when the built-in
+        type refuses the value.
         """
         f = self.field(coll, name)
         if kind not in _KIND_FOR_MERGE[f.merge]:
@@ -197,13 +271,16 @@ class Schema:
         try:
             return msgspec.convert(value, f.type, strict=True)
         except msgspec.ValidationError as e:
+            if f.catalogue and codes is not None and isinstance(value, str) and value in codes(f.catalogue):
+                return value
             raise InvalidValue(
                 f"invalid value for {coll}.{name} ({f.label}): {e}",
                 details={"collection": coll, "field": name},
             ) from None
 
 
-SCHEMA = Schema(SCHEMA_VERSION, {c.name: c for c in (PERSON, NEED, SERVICE, UNIT)})
+SCHEMA = Schema(SCHEMA_VERSION, {c.name: c for c in (PERSON, NEED, SERVICE, UNIT, CATALOGUE, NOTICE, TASK,
+                                                     ESCALATION)})
 
 
 

@@ -766,6 +766,12 @@ class Store:
             record = row[0]
             seen.add(record)
 
+    def catalogue_codes(self, kind: str) -> set[str]:
+        "The codes of a synced catalogue (``need_category``, ``service_type``), retired entries included"
+        return {r[0] for r in self.conn.execute(
+            "SELECT json_extract(data, '$.code') FROM records WHERE coll = 'catalogue'"
+            " AND json_extract(data, '$.kind') = ?", (kind,)) if r[0] is not None}
+
     def state(self, record: str) -> State:
         "A record's live ops, by field"
         row = self.conn.execute("SELECT state FROM records WHERE id = ?", (record,)).fetchone()

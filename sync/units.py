@@ -105,6 +105,16 @@ def parent_of(code: str) -> str | None:
     return full[:keep].ljust(12, "0")
 
 
+def ancestors(code: str) -> tuple[str, ...]:
+    """Codes of every unit above ``code``, nearest first (a village: its township, county and city)."""
+    out: list[str] = []
+    parent = parent_of(code)
+    while parent is not None:
+        out.append(parent)
+        parent = parent_of(parent)
+    return tuple(out)
+
+
 def descendant_range(code: str) -> tuple[str, str]:
     """Inclusive bounds (lo, hi): every code under ``code``, and ``code`` itself, lies in them."""
     full = normalize_code(code)

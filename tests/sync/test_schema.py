@@ -55,7 +55,7 @@ def test_validate_accepts_good_values(coll: str, name: str, kind: int, value: An
         ("person", "groups", ADD, "买菜", InvalidValue, ["person.groups"]),
         ("person", "name", ADD, "张三", InvalidValue, ["person.name", "register"]),
         ("person", "nickname", SET, "x", UnknownField, ["nickname", "person"]),
-        ("resident", "name", SET, "x", UnknownCollection, ["resident", "person, service, unit"]),
+        ("resident", "name", SET, "x", UnknownCollection, ["resident", "person, service, task, unit"]),
     ],
 )
 def test_validate_refuses_bad_values_naming_the_field(
@@ -134,3 +134,19 @@ def test_mask_id_number(raw: str | None, masked: str) -> None:
 )
 def test_mask_phone(raw: str | None, masked: str) -> None:
     assert mask_phone(raw) == masked
+
+
+def test_a_catalogue_backed_field_also_takes_its_catalogues_codes() -> None:
+    synced = {"need_category": {"防汛救灾"}, "service_type": {"上门探访"}}
+
+    def codes(kind: str) -> set[str]:
+        return synced[kind]
+
+    assert SCHEMA.validate("need", "category", SET, "防汛救灾", codes) == "防汛救灾"
+    assert SCHEMA.validate("service", "service_type", SET, "上门探访", codes) == "上门探访"
+    with pytest.raises(InvalidValue):
+        SCHEMA.validate("need", "category", SET, "防汛救灾")  # no catalogue given: the built-in list only
+    with pytest.raises(InvalidValue):
+        SCHEMA.validate("need", "category", SET, "上门探访", codes)  # another catalogue's code
+    with pytest.raises(InvalidValue):
+        SCHEMA.validate("need", "urgency", SET, "防汛救灾", codes)  # a field with no catalogue

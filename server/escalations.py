@@ -1,0 +1,203 @@
+"""Escalation up (吹哨报到): a need the township cannot meet goes to the county, and the answer comes back.
+
+Township staff escalate a need with a summary they write; the node records an ``escalation`` whose
+fields carry no personal data (need id, village, category, urgency, summary, status). The county's node
+pulls it over its link (``server/relay.py``); county staff accept it, assign a department and resolve it
+with an answer, or send it back. Those ops go down on the next link sync to the township, and on to the
+tablet that recorded the need: an escalation's unit is the need's village, so it is in that tablet's scope.
+
+    已上报 (escalated) → 已受理 (accepted) → 已办结 (resolved)
+    已上报 or 已受理 → 已退回 (returned, with the reason as the answer)
+
+Staff API (signed in, CSRF token in ``x-csrf-token``; JSON bodies):
+
+    GET  /api/staff/escalations                      the escalations in the staff member's units
+    POST /api/staff/escalations                      township: {"need", "summary"} → the new escalation
+    POST /api/staff/escalations/{id}/accept          county
+    POST /api/staff/escalations/{id}/assign          county: {"department"}
+    POST /api/staff/escalations/{id}/resolve         county: {"answer"}
+    POST /api/staff/escalations/{id}/return          county: {"answer"} (why it goes back)
+    GET  /staff/escalations                          the county's page (zh-CN), forms post to:
+    POST /staff/escalations/{id}                     form fields ``action``, ``department``/``answer``, ``csrf``
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.templating import Jinja2Templates
+
+from sync.errors import BadRequest, InvalidValue, NotFound, Unauthorized
+from sync.reference import escalations as list_escalations, now_text
+
+from .auth import Staff
+from .node import Node
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+#: What county staff may do from each status, and the status it leads to.
+ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "accept": (("已上报",), "已受理"),
+    "assign": (("已受理",), "已受理"),
+    "resolve": (("已受理",), "已办结"),
+    "return": (("已上报", "已受理"), "已退回"),
+}
+#: The field each action needs, if any.
+NEEDS = {"assign": "department", "resolve": "answer", "return": "answer"}
+OPEN = ("已上报", "已受理")
+
+
+class AlreadyEscalated(BadRequest):
+    "The need already has an open escalation"
+
+    code = "already_escalated"
+
+
+class WrongStatus(BadRequest):
+    "The escalation's status does not allow this step"
+
+    code = "wrong_status"
+
+
+def escalate(node: Node, staff: Staff, need: str, summary: str) -> str:
+    """Township staff escalate one of their needs; returns the escalation's id. Only the need's id,
+    village, category and urgency are copied: never its description or anything about the person."""
+    summary = summary.strip()
+    if not summary:
+        raise InvalidValue("write a summary of what is needed (without names, phone or ID numbers)")
+    with node.store.transaction():
+        rec = node.store.get(need)
+        lo, hi = staff.scope
+        if rec is None or rec.coll != "need" or rec.deleted or rec.unit is None or not lo <= rec.unit <= hi:
+            raise NotFound(f"no need {need} in your township", details={"need": need})
+        for e in list_escalations(node.store, need=need):
+            if e.get("status") in OPEN:
+                raise AlreadyEscalated(f"need {need} is already escalated ({e['status']})",
+                                       details={"escalation": e["id"]})
+        return node.editor(staff.username).create("escalation", {
+            "unit": rec.unit, "need": need, "category": rec.data["category"],
+            "urgency": rec.data.get("urgency") or "一般", "summary": summary, "status": "已上报",
+            "escalated_at": now_text(),
+        })
+
+
+def act(node: Node, staff: Staff, escalation: str, action: str, text: str = "") -> dict[str, Any]:
+    "County staff move an escalation on: accept, assign a department, resolve or return it"
+    if action not in ACTIONS:
+        raise BadRequest(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+    allowed, to = ACTIONS[action]
+    field = NEEDS.get(action)
+    text = text.strip()
+    if field and not text:
+        raise InvalidValue(f"{action} needs a {field}", details={"field": field})
+    with node.store.transaction():
+        rec = _in_scope(node, staff, escalation)
+        status = rec.data.get("status")
+        if status not in allowed:
+            raise WrongStatus(f"an escalation that is {status} cannot be {action}ed; from {'/'.join(allowed)} only",
+                              details={"status": status, "action": action})
+        values: dict[str, Any] = {}
+        editor = node.editor(staff.username)
+        if not any(e.tier >= editor.rank for e in node.store.state(escalation).get("unit", [])):
+            # the county's first step re-asserts the village at its own tier, so its ops name their unit:
+            # a township restored from a backup older than the escalation then still takes them (the
+            # record comes back with the county's fields) instead of refusing every later link sync
+            values["unit"] = rec.unit
+        if to != status:
+            values["status"] = to
+        if action == "assign":
+            values["department"] = text
+        elif field == "answer":
+            values.update(answer=text, answered_at=now_text())
+        editor.update(escalation, values)
+        got = node.store.get(escalation)
+        assert got is not None
+        return {"id": escalation, **got.data}
+
+
+def _in_scope(node: Node, staff: Staff, escalation: str) -> Any:
+    rec = node.store.get(escalation)
+    lo, hi = staff.scope
+    if rec is None or rec.coll != "escalation" or rec.unit is None or not lo <= rec.unit <= hi:
+        raise NotFound(f"no escalation {escalation} in your units", details={"escalation": escalation})
+    return rec
+
+
+def escalation_routes(node: Node) -> list[BaseRoute]:
+    from .staff import ROLE_NAMES, check_csrf, csrf_token, current_staff
+
+    accounts = node.accounts
+
+    async def guarded(request: Request, role: str) -> Staff:
+        staff = current_staff(request, accounts)
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        staff.require(role)
+        return staff
+
+    async def body_of(request: Request, *keys: str) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            raise BadRequest("the body is not valid JSON") from None
+        if not isinstance(body, dict) or not set(keys) <= set(body):
+            raise BadRequest("send a JSON object with " + ", ".join(repr(k) for k in keys))
+        return body
+
+    async def api_list(request: Request) -> Response:
+        staff = current_staff(request, accounts)
+        staff.require("township", "county")
+        rows = await run_in_threadpool(lambda: list_escalations(node.store, units=staff.scope))
+        return JSONResponse(rows)
+
+    async def api_escalate(request: Request) -> Response:
+        staff = await guarded(request, "township")
+        body = await body_of(request, "need", "summary")
+        rid = await run_in_threadpool(lambda: escalate(node, staff, str(body["need"]), str(body["summary"])))
+        return JSONResponse({"id": rid, "status": "已上报"}, status_code=201)
+
+    async def api_act(request: Request) -> Response:
+        staff = await guarded(request, "county")
+        action = request.path_params["action"]
+        field = NEEDS.get(action)
+        body = await body_of(request, *((field,) if field else ()))
+        text = str(body.get(field, "")) if field else ""
+        got = await run_in_threadpool(lambda: act(node, staff, request.path_params["id"], action, text))
+        return JSONResponse(got)
+
+    async def page(request: Request) -> Response:
+        try:
+            staff = current_staff(request, accounts)
+        except Unauthorized:
+            return RedirectResponse("/login", status_code=303)
+        staff.require("township", "county")
+        rows = await run_in_threadpool(lambda: list_escalations(node.store, units=staff.scope))
+        return templates.TemplateResponse(request, "escalations.html", {
+            "staff": staff, "role_name": ROLE_NAMES[staff.role], "csrf": csrf_token(request), "node": node,
+            "rows": rows, "error": request.query_params.get("error", "")})
+
+    async def page_act(request: Request) -> Response:
+        staff = current_staff(request, accounts)
+        form = await request.form()
+        check_csrf(request, str(form.get("csrf", "")))
+        staff.require("county")
+        action = str(form.get("action", ""))
+        text = str(form.get(NEEDS.get(action, "answer"), ""))
+        try:
+            await run_in_threadpool(lambda: act(node, staff, request.path_params["id"], action, text))
+        except BadRequest as e:  # a missing answer, a wrong status: say so on the page
+            return RedirectResponse(f"/staff/escalations?error={e.code}", status_code=303)
+        return RedirectResponse("/staff/escalations", status_code=303)
+
+    return [
+        Route("/api/staff/escalations", api_list, methods=["GET"]),
+        Route("/api/staff/escalations", api_escalate, methods=["POST"]),
+        Route("/api/staff/escalations/{id}/{action}", api_act, methods=["POST"]),
+        Route("/staff/escalations", page, methods=["GET"]),
+        Route("/staff/escalations/{id}", page_act, methods=["POST"]),
+    ]

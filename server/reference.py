@@ -1,0 +1,113 @@
+"""Reference data on a node: the staff API for authoring notices, tasks and catalogue entries, and
+publishing the node's unit tree as synced ``unit`` records.
+
+Everything is written through ``Node.editor``, so the ops carry this node's unit and tier and flow down
+to every node and tablet below (see ``server/relay.py``). Only the node's own staff author here: a
+township node's township staff, a county node's county staff, a city node's city staff.
+
+    GET  /api/staff/reference         notices, tasks and both catalogues as this node holds them
+    POST /api/staff/notices           {"title", "body"}
+    POST /api/staff/tasks             {"title", "description"?, "due_date"?, "status"?}
+    POST /api/staff/catalogue         {"kind", "code", "name"?, "order"?, "retired"?}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from sync import reference as ref
+from sync import units as unitlib
+from sync.errors import BadRequest, Forbidden
+
+from .auth import Staff
+from .node import Node
+
+
+def publish_units(node: Node, user: str = "staff") -> int:
+    """Write the node's stored unit tree (``cunsync units import``) as ``unit`` records: this node's unit
+    and every unit under it whose synced name differs. Returns how many records were written."""
+    lo, hi = unitlib.descendant_range(node.unit)
+    if "units" not in node.store.db.table_names():
+        return 0
+    editor = node.editor(user)
+    have = {r.data.get("code"): r for r in node.store.records("unit", units=(lo, hi))}
+    written = 0
+    with node.store.transaction():
+        for row in node.store.db.query("SELECT code, name, tier, parent FROM units WHERE code BETWEEN ? AND ?"
+                                       " ORDER BY code", [lo, hi]):
+            rec = have.get(row["code"])
+            if rec is None:
+                values = {"code": row["code"], "name": row["name"], "tier": row["tier"]}
+                if row["parent"]:
+                    values["parent"] = row["parent"]
+                editor.create("unit", values, record=ref.unit_id(row["code"]))
+            elif rec.data.get("name") != row["name"]:
+                editor.update(rec.id, {"name": row["name"]})
+            else:
+                continue
+            written += 1
+    return written
+
+
+def reference_routes(node: Node) -> list[BaseRoute]:
+    from .staff import check_csrf, current_staff
+
+    accounts = node.accounts
+
+    async def author(request: Request, *keys: str) -> tuple[Staff, dict[str, Any]]:
+        staff = current_staff(request, accounts)
+        check_csrf(request, request.headers.get("x-csrf-token"))
+        staff.require("township", "county", "city")
+        if staff.role != node.tier:
+            raise Forbidden(f"reference data on this {node.tier} node is authored by its own {node.tier} staff",
+                            details={"role": staff.role, "node": node.tier})
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise BadRequest("the body is not valid JSON") from None
+        if not isinstance(body, dict) or not set(keys) <= set(body):
+            raise BadRequest("send a JSON object with " + ", ".join(repr(k) for k in keys))
+        return staff, body
+
+    async def api_reference(request: Request) -> Response:
+        current_staff(request, accounts).require("township", "county", "city")
+
+        def read() -> dict[str, Any]:
+            return {"notices": ref.notices(node.store), "tasks": ref.tasks(node.store),
+                    "need_categories": ref.catalogue(node.store, "need_category", include_retired=True),
+                    "service_types": ref.catalogue(node.store, "service_type", include_retired=True)}
+
+        return JSONResponse(await run_in_threadpool(read))
+
+    async def api_notice(request: Request) -> Response:
+        staff, body = await author(request, "title")
+        rid = await run_in_threadpool(lambda: ref.add_notice(
+            node.editor(staff.username), str(body["title"]), str(body.get("body", ""))))
+        return JSONResponse({"id": rid}, status_code=201)
+
+    async def api_task(request: Request) -> Response:
+        staff, body = await author(request, "title")
+        rid = await run_in_threadpool(lambda: ref.add_task(
+            node.editor(staff.username), str(body["title"]), str(body.get("description", "")),
+            due_date=body.get("due_date"), status=str(body.get("status", "待办"))))
+        return JSONResponse({"id": rid}, status_code=201)
+
+    async def api_catalogue(request: Request) -> Response:
+        staff, body = await author(request, "kind", "code")
+        rid = await run_in_threadpool(lambda: ref.set_catalogue(
+            node.editor(staff.username), str(body["kind"]), str(body["code"]), name=body.get("name"),
+            order=body.get("order"), retired=body.get("retired")))
+        return JSONResponse({"id": rid})
+
+    return [
+        Route("/api/staff/reference", api_reference, methods=["GET"]),
+        Route("/api/staff/notices", api_notice, methods=["POST"]),
+        Route("/api/staff/tasks", api_task, methods=["POST"]),
+        Route("/api/staff/catalogue", api_catalogue, methods=["POST"]),
+    ]

@@ -1,0 +1,132 @@
+"""Reference data and escalations as authors write them and replicas read them.
+
+Reference data (the unit tree, the catalogues, notices, tasks) is authored at a township, county or city
+node through that node's ``Editor`` (so its ops carry the node's tier) and flows down to every tablet
+below, where it is read-only. Concurrent edits at two tiers resolve through the ordinary merge: the
+higher tier's value shows.
+
+A catalogue entry is named by its kind and code, so its record id is derived from them (a UUIDv5 made by
+hashing, not a UUIDv7): the same entry created at two tiers is one record, and the tiers' values for it
+merge by tier instead of leaving two entries with one code. A ``unit`` record's id is derived from its
+code the same way. These are the only exceptions to DESIGN.md's "a record's id is a UUIDv7 made where
+the record is created": still no server round trip, and still made where the record is created.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from .edit import Editor
+from .errors import InvalidValue, NotFound, ReadOnly
+from .schema import CATALOGUE_KINDS, CATEGORIES
+from .store import Record, Store
+
+_NAMESPACE = uuid.UUID("6f0c1a52-3d1e-4e7b-9a55-0b1c7c5e2a10")
+
+
+def catalogue_id(kind: str, code: str) -> str:
+    "The record id of a catalogue entry: the same for the same kind and code on every replica"
+    return str(uuid.uuid5(_NAMESPACE, f"catalogue/{kind}/{code}"))
+
+
+def unit_id(code: str) -> str:
+    "The record id of a unit's ``unit`` record: the same on every replica, whichever tier publishes it"
+    return str(uuid.uuid5(_NAMESPACE, f"unit/{code}"))
+
+
+def now_text() -> str:
+    "The local time as reference records store it: ``YYYY-MM-DDTHH:MM``"
+    return time.strftime("%Y-%m-%dT%H:%M")
+
+
+def _author(editor: Editor) -> None:
+    if editor.tier == "village":
+        raise ReadOnly("reference data is authored at a township, county or city node, not on a tablet")
+
+
+# -- authoring ------------------------------------------------------------------------------------
+
+def set_catalogue(editor: Editor, kind: str, code: str, *, name: str | None = None, order: int | None = None,
+                  retired: bool | None = None) -> str:
+    """Add a catalogue entry, or change the name, order or retired flag of one; returns its record id.
+    A new entry needs a name; its unit is the author's."""
+    _author(editor)
+    if kind not in CATALOGUE_KINDS:
+        raise InvalidValue(f"unknown catalogue kind {kind!r}; use one of {', '.join(CATALOGUE_KINDS)}")
+    rid = catalogue_id(kind, code)
+    values: dict[str, Any] = {k: v for k, v in (("name", name), ("order", order), ("retired", retired))
+                              if v is not None}
+    with editor.store.transaction():
+        if editor.store.get(rid) is None:
+            if name is None:
+                raise InvalidValue(f"a new catalogue entry needs a name ({kind} {code})")
+            return editor.create("catalogue", {"unit": editor.unit, "kind": kind, "code": code, **values},
+                                 record=rid)
+        if values:
+            editor.update(rid, values)
+    return rid
+
+
+def add_notice(editor: Editor, title: str, body: str = "", *, published_at: str | None = None) -> str:
+    "Publish a notice from the author's unit to every tablet below it; returns its record id"
+    _author(editor)
+    return editor.create("notice", {"unit": editor.unit, "title": title, "body": body,
+                                    "published_at": published_at or now_text()})
+
+
+def add_task(editor: Editor, title: str, description: str = "", *, due_date: str | None = None,
+             status: str = "待办") -> str:
+    "Set a task for every unit below the author's; returns its record id"
+    _author(editor)
+    return editor.create("task", {"unit": editor.unit, "title": title, "description": description,
+                                  "due_date": due_date, "status": status})
+
+
+def edit_reference(editor: Editor, record: str, values: dict[str, Any]) -> None:
+    "Change fields of a notice, task or catalogue entry (never its unit)"
+    _author(editor)
+    rec = editor.store.get(record)
+    if rec is None or rec.coll not in ("notice", "task", "catalogue"):
+        raise NotFound(f"no notice, task or catalogue entry {record}", details={"record": record})
+    if "unit" in values:
+        raise InvalidValue("the unit of a reference record is the unit that authored it; it does not change")
+    editor.update(record, values)
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+def _rows(records: list[Record]) -> list[dict[str, Any]]:
+    return [{"id": r.id, **r.data} for r in records]
+
+
+def catalogue(store: Store, kind: str, *, include_retired: bool = False) -> list[dict[str, Any]]:
+    "The entries of one catalogue in their order (then by code), retired ones only if asked"
+    rows = [r for r in _rows(store.records("catalogue")) if r.get("kind") == kind
+            and (include_retired or not r.get("retired"))]
+    return sorted(rows, key=lambda r: (r.get("order", 0) or 0, str(r.get("code", ""))))
+
+
+def need_categories(store: Store) -> list[str]:
+    "The need categories a worker picks from: the synced catalogue's codes, or the built-in list"
+    rows = catalogue(store, "need_category")
+    return [str(r["code"]) for r in rows] if rows else list(CATEGORIES)
+
+
+def notices(store: Store) -> list[dict[str, Any]]:
+    "Notices, newest first"
+    return sorted(_rows(store.records("notice")), key=lambda r: str(r.get("published_at", "")), reverse=True)
+
+
+def tasks(store: Store) -> list[dict[str, Any]]:
+    "Tasks, the soonest due first (undated last)"
+    return sorted(_rows(store.records("task")), key=lambda r: (not r.get("due_date"), str(r.get("due_date", ""))))
+
+
+def escalations(store: Store, *, need: str | None = None, units: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    "Escalations, newest first; of one need, or of the villages in a unit range"
+    rows = _rows(store.records("escalation", units=units))
+    if need is not None:
+        rows = [r for r in rows if r.get("need") == need]
+    return sorted(rows, key=lambda r: str(r.get("escalated_at", "")), reverse=True)

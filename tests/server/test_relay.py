@@ -1,0 +1,90 @@
+"""The upper node's side of a link against a lower node that misbehaves. The lower node is faked at the
+narrowest seam, the HTTP transport (``httpx.MockTransport``), since a real node never sends such answers:
+the upper node must refuse what a link may not bring up, and write nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.node import Node
+from server.relay import LinkError, link_progress, sync_link
+from sync.hlc import HLC
+from sync.ops import Op, uuid7
+from sync.types import SET
+from sync.wire import MSGPACK, PROTOCOL_VERSION, SyncRequest, SyncResponse, decode, encode, pack_ops
+
+COUNTY, TOWNSHIP, VILLAGE = "510903000000", "510903001000", "510903001001"
+OTHER_VILLAGE = "510904001001"  # in another county
+
+
+@pytest.fixture
+def county(tmp_path: Path) -> Iterator[Node]:
+    n = Node(tmp_path / "county.db", COUNTY)
+    yield n
+    n.close()
+
+
+def fake_township(ops: list[Op], seen: list[SyncRequest] | None = None) -> httpx.Client:
+    "A lower node that answers whoami as a county link and every sync with ``ops``"
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/whoami":
+            return httpx.Response(200, json={"device": "county-link", "user": "x", "unit": COUNTY, "tier": "county",
+                                             "node_unit": TOWNSHIP})
+        if seen is not None:
+            import gzip
+
+            seen.append(decode(gzip.decompress(request.content), SyncRequest))
+        resp = SyncResponse(protocol=PROTOCOL_VERSION, acked=0, ops=pack_ops(ops), cursor=len(ops), more=False,
+                            server_time=HLC().now(), epoch="e1")
+        return httpx.Response(200, content=encode(resp), headers={"content-type": MSGPACK})
+
+    return httpx.Client(transport=httpx.MockTransport(handle), base_url="http://township")
+
+
+def op(coll: str, record: str, field: str, value: object, *, unit: str = TOWNSHIP, tier: int = 2,
+       counter: int = 1) -> Op:
+    return Op(f"node-{unit}", counter, HLC().now(), coll, record, field, SET, value, (), "liu", unit, tier)
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: [op("person", uuid7(), "unit", VILLAGE), op("person", uuid7(), "name", "张三", counter=2)],
+    lambda: [op("need", uuid7(), "description", "需要助餐")],
+    lambda: [op("escalation", uuid7(), "unit", OTHER_VILLAGE)],  # not one of the township's villages
+    lambda: [op("escalation", uuid7(), "unit", VILLAGE, unit=COUNTY, tier=3)],  # claims the county wrote it
+    lambda: [op("escalation", uuid7(), "unit", VILLAGE, unit="51090300100x")],
+    lambda: [op("notice", uuid7(), "unit", TOWNSHIP)],  # reference data does not flow up
+    lambda: [op("escalation", uuid7(), "urgency", "马上")],  # not a valid value
+])
+def test_the_upper_node_refuses_what_a_link_may_not_bring_up(county: Node, bad: Callable[[], list[Op]]) -> None:
+    before = county.store.count_ops()
+    with fake_township(bad()) as client, pytest.raises(LinkError) as exc:
+        sync_link(county, "http://township", "token", client=client)
+    assert exc.value.code == "bad_pull"
+    assert county.store.count_ops() == before
+    assert link_progress(county) == []
+
+
+def test_a_pulled_escalation_may_not_write_into_one_of_the_upper_nodes_records(county: Node) -> None:
+    notice = county.editor("区").create("notice", {"unit": COUNTY, "title": "通知"})
+    before = county.store.count_ops()
+    with fake_township([op("escalation", notice, "summary", "改写")]) as client, pytest.raises(LinkError):
+        sync_link(county, "http://township", "token", client=client)
+    assert county.store.count_ops() == before
+
+
+def test_a_good_pull_is_applied_and_the_link_pushes_the_county_s_notice(county: Node) -> None:
+    county.editor("区").create("notice", {"unit": COUNTY, "title": "通知"})
+    rid = uuid7()
+    seen: list[SyncRequest] = []
+    good = [op("escalation", rid, "unit", VILLAGE), op("escalation", rid, "summary", "事项", counter=2)]
+    with fake_township(good, seen) as client:
+        result = sync_link(county, "http://township", "token", client=client)
+    assert (result.pulled, result.pushed, result.cursor, result.epoch) == (2, 2, 2, "e1")
+    assert county.store.get(rid).data == {"unit": VILLAGE, "summary": "事项"}  # type: ignore[union-attr]
+    assert [len(r.ops.ops) for r in seen] == [2] and seen[0].device == "county-link"
+    [progress] = link_progress(county)
+    assert (progress["child"], progress["pushed_seq"], progress["cursor"]) == (TOWNSHIP, 2, 2)  # its own ops
