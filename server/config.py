@@ -14,3 +14,9 @@ BIND: str = config("CUNSYNC_BIND", default="127.0.0.1:8000")
 SECRET: str = str(config("CUNSYNC_SECRET", cast=Secret, default=""))
 #: Send session cookies only over HTTPS (set when the node runs behind TLS).
 HTTPS_ONLY: bool = config("CUNSYNC_HTTPS_ONLY", cast=bool, default=False)
+#: Cap the database at this many megabytes (SQLite ``max_page_count``); 0 is no cap. For tests that need
+#: a full disk, and for a node on a small disk: past the cap, writes are refused with 507 storage_full.
+MAX_DB_MB: float = config("CUNSYNC_MAX_DB_MB", cast=float, default=0)
+#: Serve HTTPS with this certificate chain and private key (PEM files); both or neither.
+CERTFILE: str = config("CUNSYNC_CERTFILE", default="")
+KEYFILE: str = config("CUNSYNC_KEYFILE", default="")

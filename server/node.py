@@ -29,7 +29,6 @@ from sync.errors import (
     DeviceRevoked,
     ForgedOp,
     OutOfScope,
-    StorageFull,
     TooLarge,
     Unauthorized,
     VersionMismatch,
@@ -47,6 +46,8 @@ from sync.wire import (
     pack_ops,
     unpack_ops,
 )
+
+from . import config, storage
 
 _json = msgspec.json.Encoder().encode
 #: Most ops one request may carry.
@@ -124,11 +125,14 @@ def hash_token(token: str) -> str:
 class Node:
     """A node's store and devices. Thread-safe: every store access holds the store's lock."""
 
-    def __init__(self, path: str | Path | None, unit: str, *, clock: HLC | None = None) -> None:
+    def __init__(self, path: str | Path | None, unit: str, *, clock: HLC | None = None,
+                 max_db_mb: float | None = None) -> None:
         self.unit = unitlib.normalize_code(unit)
         self.tier = unitlib.tier_of(self.unit)
         self.store = Store(path)
         self.store.conn.executescript(_DEVICES_SQL)
+        # a size cap (CUNSYNC_MAX_DB_MB): for tests and small disks; see server.storage
+        storage.cap_database(self.store.conn, config.MAX_DB_MB if max_db_mb is None else max_db_mb)
         self.clock = clock or HLC()
         self.clock.last = max(self.clock.last, self.store.last_hlc())
         epoch = self.store.meta("epoch")
@@ -336,10 +340,9 @@ class Node:
                 else:
                     with self.store.transaction():
                         self._seen(dev, req, now, pushed=0)
-            except sqlite3.OperationalError as e:
-                if "full" in str(e):
-                    raise StorageFull("the node's disk is full; nothing was written, the tablet keeps its "
-                                      "ops and will retry") from None
+            except (sqlite3.Error, OSError) as e:
+                if storage.is_disk_full(e):
+                    raise storage.storage_full(e) from None
                 raise
             acked = self._acked(dev.device)
             if dev.revoked:
