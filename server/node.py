@@ -47,7 +47,7 @@ from sync.wire import (
     unpack_ops,
 )
 
-from . import config, storage
+from . import storage
 
 _json = msgspec.json.Encoder().encode
 #: Most ops one request may carry.
@@ -126,13 +126,13 @@ class Node:
     """A node's store and devices. Thread-safe: every store access holds the store's lock."""
 
     def __init__(self, path: str | Path | None, unit: str, *, clock: HLC | None = None,
-                 max_db_mb: float | None = None) -> None:
+                 max_db_mb: float = 0) -> None:
         self.unit = unitlib.normalize_code(unit)
         self.tier = unitlib.tier_of(self.unit)
         self.store = Store(path)
         self.store.conn.executescript(_DEVICES_SQL)
-        # a size cap (CUNSYNC_MAX_DB_MB): for tests and small disks; see server.storage
-        storage.cap_database(self.store.conn, config.MAX_DB_MB if max_db_mb is None else max_db_mb)
+        # a size cap (cunsync passes CUNSYNC_MAX_DB_MB): for tests and small disks; see server.storage
+        storage.cap_database(self.store.conn, max_db_mb)
         self.clock = clock or HLC()
         self.clock.last = max(self.clock.last, self.store.last_hlc())
         epoch = self.store.meta("epoch")
