@@ -50,6 +50,11 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def db_mb(db: Path) -> float:
+    "The node database's size on disk in MiB, its WAL included"
+    return sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists()) / 2**20
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=300.0, help="how long the tablets work and sync")
@@ -86,7 +91,7 @@ def main() -> None:
                     tab = Tablet.init(d / f"tablet-{i:03d}.db", rn.url, token)
                     tab.sync()
                     tablets.append(tab)
-                figures = run(args, tablets, rn.pid)
+                figures = run(args, tablets, rn.pid, db)
                 figures["errors"] += settle(tablets, db)
                 figures["rss_after_settle_mb"] = round(rss_mb(rn.pid), 1)
             finally:
@@ -95,7 +100,7 @@ def main() -> None:
     report(args, figures)
 
 
-def run(args: argparse.Namespace, tablets: list[Tablet], pid: int) -> dict[str, object]:
+def run(args: argparse.Namespace, tablets: list[Tablet], pid: int, db: Path) -> dict[str, object]:
     "Every tablet works and syncs until the time is up; the figures of the run"
     stop = threading.Event()
     lock = threading.Lock()
@@ -123,6 +128,7 @@ def run(args: argparse.Namespace, tablets: list[Tablet], pid: int) -> dict[str, 
             stop.wait(rng.uniform(*args.think))
 
     rss = [(0.0, rss_mb(pid))]
+    sizes = [db_mb(db)]
     cpu0 = nodelib.cpu_seconds(pid)
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(tablets))]
     t0 = time.perf_counter()
@@ -132,13 +138,16 @@ def run(args: argparse.Namespace, tablets: list[Tablet], pid: int) -> dict[str, 
     while (left := args.seconds - (time.perf_counter() - t0)) > 0:
         time.sleep(min(args.sample, left))
         rss.append((time.perf_counter() - t0, rss_mb(pid)))
+        sizes.append(db_mb(db))
         with lock:
-            log(f"  {rss[-1][0]:5.0f} s: {counts['syncs']} syncs, {len(errors)} errors, node RSS {rss[-1][1]:.1f} MiB")
+            log(f"  {rss[-1][0]:5.0f} s: {counts['syncs']} syncs, {len(errors)} errors, node RSS {rss[-1][1]:.1f} MiB,"
+                f" database {sizes[-1]:.1f} MiB")
     stop.set()
     for t in threads:
         t.join(120)
     seconds = time.perf_counter() - t0
     rss.append((seconds, rss_mb(pid)))
+    sizes.append(db_mb(db))
     for e in errors[:3]:
         log(e)
     return {
@@ -151,6 +160,8 @@ def run(args: argparse.Namespace, tablets: list[Tablet], pid: int) -> dict[str, 
         "rss_start_mb": round(rss[0][1], 1), "rss_end_mb": round(rss[-1][1], 1),
         "rss_max_mb": round(max(r for _, r in rss), 1),
         "rss_samples_mb": [round(r, 1) for _, r in rss],
+        "db_start_mb": round(sizes[0], 1), "db_end_mb": round(sizes[-1], 1),
+        "db_samples_mb": [round(x, 1) for x in sizes],
         "node_cpu_s": round(nodelib.cpu_seconds(pid) - cpu0, 1),
         "cpu_pressure_avg60": nodelib.cpu_pressure(),
     }
@@ -205,11 +216,13 @@ def report(args: argparse.Namespace, fig: dict[str, object]) -> None:
     )
     print(f"node RSS every {args.sample:.0f} s (MiB): {fig['rss_samples_mb']}; after the final syncs "
           f"{fig['rss_after_settle_mb']}")
+    print(f"node database with its WAL at the same moments (MiB): {fig['db_samples_mb']} (SQLite's page cache "
+          "of up to 64 MiB grows with the pages read, so RSS follows the database until the cache is full)")
     print(f"node CPU during the run: {fig['node_cpu_s']} s")
     nodelib.print_pressure(fig)
     out = {"errors": fig["errors"], "p99_ms": fig["p99_ms"], "rss_start_mb": fig["rss_start_mb"],
            "rss_end_mb": fig["rss_end_mb"]}
-    out.update({k: v for k, v in fig.items() if k not in out and k != "rss_samples_mb"})
+    out.update({k: v for k, v in fig.items() if k not in out and not k.endswith("_samples_mb")})
     common.emit_json(out)
 
 
