@@ -150,8 +150,8 @@ def settle(node_db: Path, tablets: list[Tablet]) -> None:
     for tab in tablets:
         assert tab.pending() == 0, f"{tab.device} still has {tab.pending()} ops pending"
         n = device_ops(Path(tab.path), tab.device)[0]
-        assert device_ops(node_db, tab.device) == (n, n, 1, n) if n else (0, 0, 0, 0), (
-            f"{tab.device}: not every op on the node exactly once")
+        want = (n, n, 1, n) if n else (0, 0, 0, 0)
+        assert device_ops(node_db, tab.device) == want, f"{tab.device}: not every op on the node exactly once"
         assert tab.store.digest() == node_digest(node_db, tab.unit), f"{tab.device} did not converge"
         assert integrity(Path(tab.path)) == "ok", tab.path
     assert integrity(node_db) == "ok"
@@ -251,17 +251,22 @@ def flaky_link(workdir: Path, seed: int, *, rounds: int = 40) -> Outcome:
 
 def _child(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, str(TABLET_PROC), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
 
 
-def _kill_at(proc: subprocess.Popen[str], line: str, delay: float = 0.0) -> bool:
-    """Read the child's progress until a line starting with ``line``, then SIGKILL it (after ``delay``);
-    False if it finished first"""
+def _kill_at(proc: subprocess.Popen[str], line: str, delay: float | None = None) -> bool:
+    """Follow the child's progress (it waits after each line until told to go on) to the line starting
+    with ``line``, then SIGKILL it: at once, while it waits there, or ``delay`` seconds after letting it go
+    on. False if it finished without printing that line."""
     with proc:
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None
         for got in proc.stdout:
-            if got.startswith(line):
-                if delay:
+            at = got.startswith(line)
+            if not at or delay is not None:
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+            if at:
+                if delay is not None:
                     time.sleep(delay)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
@@ -290,6 +295,7 @@ def tablet_kill_9(workdir: Path, seed: int, *, times: int = 3, people: int = 60)
         for i in range(times):
             tag = f"k{i}-"
             at = rng.randint(1, people // 2)
+            # killed while its transaction is open, part of it spilled into the WAL
             if _kill_at(_child("write", str(db), str(people), tag), f"wrote {at}"):
                 kills["mid-write"] += 1
                 assert integrity(db) == "ok"
@@ -299,6 +305,7 @@ def tablet_kill_9(workdir: Path, seed: int, *, times: int = 3, people: int = 60)
             work(other, rng, f"li{i}-")
             other.sync()
             round_ = rng.randint(1, 3)
+            # let it go on from round N, and kill it 0–30 ms later: in the middle of the next round trip
             if _kill_at(_child("sync", str(db), "100"), f"round {round_} acked", rng.uniform(0.0, 0.03)):
                 kills["mid-sync"] += 1
                 assert integrity(db) == "ok"

@@ -1,5 +1,6 @@
 """A tablet in its own process, for the tests that kill one with SIGKILL: it says on stdout how far it has
-got, so the test can kill it at a chosen point.
+got and then waits for a line on stdin before it goes on, so the test can kill it at a chosen point
+however slow the machine (the test answers each line, or kills instead).
 
     python tablet_proc.py write DB PEOPLE TAG   one local transaction registering PEOPLE residents (each
                                                 with a need and a service); "wrote i" after each, then
@@ -28,7 +29,9 @@ from sync.wire import SyncResponse  # noqa: E402
 
 
 def say(line: str) -> None:
+    "Report progress, then wait until the test says go on (or kills this process)"
     print(line, flush=True)
+    sys.stdin.readline()
 
 
 def write(db: str, people: int, tag: str) -> None:
