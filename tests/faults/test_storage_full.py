@@ -12,6 +12,7 @@ import asyncio
 import errno
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -44,7 +45,9 @@ def _whoami(node: Node) -> httpx.Response:
         async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
             return await client.get("/api/whoami", headers={"authorization": "Bearer t"})
 
-    return asyncio.run(call())
+    # in a thread of its own: other tests (Playwright's) may leave an event loop running in this one
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(call())).result()
 
 
 @pytest.fixture
