@@ -246,7 +246,8 @@ def flaky_link(workdir: Path, seed: int, *, rounds: int = 40) -> Outcome:
             injected = Counter(proxy.injected)
     assert injected["cut_request"] and injected["cut_response"] and injected["duplicate"], injected
     return Outcome("flaky link (proxy)", sum(injected.values()), acknowledged, lost,
-                   ", ".join(f"{k} {v}" for k, v in sorted(injected.items())) + f"; syncs: {dict(ends)}")
+                   ", ".join(f"{k} {v}" for k, v in sorted(injected.items()))
+                   + "; syncs: " + ", ".join(f"{k} {v}" for k, v in sorted(ends.items())))
 
 
 def _child(*args: str) -> subprocess.Popen[str]:
