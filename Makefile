@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench clean
+.PHONY: test lint demo bench faults clean
 
 $(CHROMIUM):
 	@echo "installing Debian's chromium for the browser tests"
@@ -31,6 +31,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+# the fault-injection suite alone, with its table of faults injected and ops lost (also part of `make test`)
+faults: $(STAMP)
+	$(BIN)/python -m tests.faults
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis build *.egg-info

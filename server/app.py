@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ from sync.wire import (
 from . import config
 from .node import Node
 from .openapi import openapi_route
+from .storage import is_disk_full, storage_full
 
 log = logging.getLogger("cunsync.server")
 
@@ -74,6 +76,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSONResponse({"error": {"code": code, "message": exc.detail, "details": None}},
                         status_code=exc.status_code, headers=exc.headers)
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    "A full disk anywhere (SQLITE_FULL, ENOSPC) is a 507 storage_full, not a 500; anything else is a 500"
+    if is_disk_full(exc):
+        log.error("storage full on %s: %s", request.url.path, exc)
+        return await _sync_error(request, storage_full(exc))
+    return await _internal_error(request, exc)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -168,20 +178,25 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
                                session_cookie="cunsync_session", same_site="strict", max_age=12 * 3600,
                                https_only=config.HTTPS_ONLY)],
         exception_handlers={SyncError: _sync_error, UnitCodeError: _unit_error, HTTPException: _http_error,
-                            Exception: _internal_error},
+                            sqlite3.Error: _storage_error, OSError: _storage_error, Exception: _internal_error},
     )
     app.state.node = node
     return app
 
 
 async def serve(app: Starlette, bind: str, shutdown: asyncio.Event | None = None,
-                ready: Callable[[], Awaitable[None] | None] | None = None) -> None:
-    "Serve ``app`` with hypercorn until ``shutdown`` is set (or forever)"
+                ready: Callable[[], Awaitable[None] | None] | None = None, *,
+                certfile: str | None = None, keyfile: str | None = None) -> None:
+    """Serve ``app`` with hypercorn until ``shutdown`` is set (or forever); over HTTPS (TLS) when
+    ``certfile`` and ``keyfile`` (PEM) are given"""
     from hypercorn.asyncio import serve as hserve
     from hypercorn.config import Config
 
     config = Config()
     config.bind = [bind]
+    if certfile and keyfile:
+        config.certfile = certfile
+        config.keyfile = keyfile
     config.accesslog = None
     config.errorlog = "-"
     config.keep_alive_timeout = 30

@@ -37,7 +37,7 @@ def _node(db: str, unit: str | None = None) -> Node:
             raise click.ClickException(f"{db} is not a cunsync node database")
         unit = str(row[0])
     try:
-        return Node(db, unit)
+        return Node(db, unit, max_db_mb=config.MAX_DB_MB)
     except unitlib.UnitCodeError as e:
         raise click.ClickException(str(e)) from None
 
@@ -66,13 +66,23 @@ def ensure_units(node: Node) -> int:
 @click.option("--unit", default=config.UNIT or None, required=not config.UNIT,
               help="This node's unit: a 12-digit statistical division code (env CUNSYNC_UNIT)")
 @click.option("--bind", default=config.BIND, show_default=True, help="host:port to listen on (env CUNSYNC_BIND)")
-def serve_cmd(db: str, unit: str, bind: str) -> None:
-    """Run a node (township, county or city) over HTTP with hypercorn.
+@click.option("--certfile", default=config.CERTFILE or None, type=click.Path(exists=True, dir_okay=False),
+              help="Serve HTTPS: the certificate chain, PEM (env CUNSYNC_CERTFILE); needs --keyfile")
+@click.option("--keyfile", default=config.KEYFILE or None, type=click.Path(exists=True, dir_okay=False),
+              help="Serve HTTPS: the certificate's private key, PEM (env CUNSYNC_KEYFILE); needs --certfile")
+def serve_cmd(db: str, unit: str, bind: str, certfile: str | None, keyfile: str | None) -> None:
+    """Run a node (township, county or city) over HTTP with hypercorn, or HTTPS with --certfile and
+    --keyfile.
 
-    Example:
+    Examples:
 
+    \b
         cunsync serve --db township.db --unit 510903001000 --bind 127.0.0.1:8000
+        cunsync serve --db township.db --unit 510903001000 --bind 0.0.0.0:8443 \\
+            --certfile /etc/cunsync/cert.pem --keyfile /etc/cunsync/key.pem
     """
+    if bool(certfile) != bool(keyfile):
+        raise click.UsageError("HTTPS needs both --certfile and --keyfile")
     node = _node(db, unit)
     ensure_units(node)
     app = create_app(node)
@@ -82,9 +92,10 @@ def serve_cmd(db: str, unit: str, bind: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        click.echo(f"cunsync node {node.unit} ({node.tier}) on http://{bind}  db={db}", err=True)
+        scheme = "https" if certfile else "http"
+        click.echo(f"cunsync node {node.unit} ({node.tier}) on {scheme}://{bind}  db={db}", err=True)
         jobs = asyncio.create_task(schedule.run(node, stop))  # county and city: pull from the links below
-        await serve(app, bind, stop)
+        await serve(app, bind, stop, certfile=certfile, keyfile=keyfile)
         stop.set()
         await jobs
 

@@ -20,3 +20,9 @@ PULL_MINUTES: float = config("CUNSYNC_PULL_MINUTES", cast=float, default=15)
 #: Snapshot cells counting fewer residents, needs or services than this leave the township suppressed;
 #: 0 publishes exact counts.
 SUPPRESS_BELOW: int = config("CUNSYNC_SUPPRESS_BELOW", cast=int, default=3)
+#: Cap the database at this many megabytes (SQLite ``max_page_count``); 0 is no cap. For tests that need
+#: a full disk, and for a node on a small disk: past the cap, writes are refused with 507 storage_full.
+MAX_DB_MB: float = config("CUNSYNC_MAX_DB_MB", cast=float, default=0)
+#: Serve HTTPS with this certificate chain and private key (PEM files); both or neither.
+CERTFILE: str = config("CUNSYNC_CERTFILE", default="")
+KEYFILE: str = config("CUNSYNC_KEYFILE", default="")

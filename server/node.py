@@ -38,14 +38,13 @@ from sync.errors import (
     DeviceRevoked,
     ForgedOp,
     OutOfScope,
-    StorageFull,
     TooLarge,
     Unauthorized,
     VersionMismatch,
 )
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync.ops import Op
-from sync.schema import LINK_COLLECTIONS, RECORD_COLLECTIONS, REFERENCE_COLLECTIONS, SCHEMA
+from sync.schema import LINK_COLLECTIONS, REFERENCE_COLLECTIONS, SCHEMA
 from sync.store import Store, chunks as _chunks, decode_state as _state_decode
 from sync.types import TIER_RANK
 from sync.wire import (
@@ -56,6 +55,8 @@ from sync.wire import (
     pack_ops,
     unpack_ops,
 )
+
+from . import storage
 
 _json = msgspec.json.Encoder().encode
 #: Most ops one request may carry.
@@ -160,12 +161,15 @@ def hash_token(token: str) -> str:
 class Node:
     """A node's store and devices. Thread-safe: every store access holds the store's lock."""
 
-    def __init__(self, path: str | Path | None, unit: str, *, clock: HLC | None = None) -> None:
+    def __init__(self, path: str | Path | None, unit: str, *, clock: HLC | None = None,
+                 max_db_mb: float = 0) -> None:
         self.unit = unitlib.normalize_code(unit)
         self.tier = unitlib.tier_of(self.unit)
         self.store = Store(path)
         self.store.conn.executescript(_DEVICES_SQL)
         _migrate_devices(self.store)
+        # a size cap (cunsync passes CUNSYNC_MAX_DB_MB): for tests and small disks; see server.storage
+        storage.cap_database(self.store.conn, max_db_mb)
         self.clock = clock or HLC()
         self.clock.last = max(self.clock.last, self.store.last_hlc())
         epoch = self.store.meta("epoch")
@@ -388,10 +392,9 @@ class Node:
                 else:
                     with self.store.transaction():
                         self._seen(dev, req, now, pushed=0)
-            except sqlite3.OperationalError as e:
-                if "full" in str(e):
-                    raise StorageFull("the node's disk is full; nothing was written, the tablet keeps its "
-                                      "ops and will retry") from None
+            except (sqlite3.Error, OSError) as e:
+                if storage.is_disk_full(e):
+                    raise storage.storage_full(e) from None
                 raise
             acked = self._acked(dev.device)
             if dev.revoked:
@@ -440,7 +443,7 @@ class Node:
                 SCHEMA.field(op.coll, op.field)  # clearing a field: the field must exist
             else:
                 SCHEMA.validate(op.coll, op.field, op.kind, op.value, self.store.catalogue_codes)
-            if dev.tier == "village" and op.coll not in RECORD_COLLECTIONS:
+            if dev.tier == "village" and op.coll in LINK_COLLECTIONS:
                 raise ReadOnly(f"ops[{i}] writes {op.coll}: tablets read reference data and escalations but "
                                "do not write them; the township, county or city authors them",
                                details={"op": i, "collection": op.coll})

@@ -62,7 +62,14 @@ class NodeProcess:
     Its output goes to ``<db>.log``; a node that dies or never answers raises with that output.
     """
 
-    def __init__(self, db: Path, unit: str = TOWNSHIP, *, port: int | None = None) -> None:
+    #: How the node is started: ``cunsync`` itself; a test may run another entry point (a launcher that
+    #: changes something first, such as the schema) that ends by calling the same ``cli()``.
+    PROGRAM = ("-c", "from client.cli import cli; cli()")
+
+    def __init__(self, db: Path, unit: str = TOWNSHIP, *, port: int | None = None,
+                 env: dict[str, str] | None = None, program: tuple[str, ...] | None = None) -> None:
+        self.env = dict(env or {})  # extra environment, e.g. CUNSYNC_MAX_DB_MB; may change between starts
+        self.program = program or self.PROGRAM
         self.db = Path(db)
         self.unit = unit
         self.port = port or free_port()
@@ -83,10 +90,10 @@ class NodeProcess:
             log.write(f"--- start {self.starts} ---\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from client.cli import cli; cli()", "serve",
+                [sys.executable, *self.program, "serve",
                  "--db", str(self.db), "--unit", self.unit, "--bind", f"127.0.0.1:{self.port}"],
                 cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         self._wait_ready()
         return self

@@ -1,0 +1,156 @@
+"""Tablets whose clocks are days wrong, against a real node: the node records each device's skew (what
+``cunsync device list`` and the workbench's devices page show), a wrong clock never wins a concurrent
+edit, and every replica converges.
+
+(The merge rule's tie order with clocks days apart is property-tested in tests/sync/test_convergence.py;
+the node's refusal of a single op stamped days ahead is in test_e2e_errors.py. Here the whole loop runs:
+refusal, the tablet's correction and re-stamping, the flag on the node.)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.tablet import Tablet
+from e2e_harness import TOWNSHIP, V1, Enrol, MakeTablet, NodeProcess, integrity, node_digest
+from server.node import Node
+from sync.hlc import physical_ms, wall_ms
+
+pytestmark = pytest.mark.e2e
+
+DAY = 86_400_000
+#: How close the recorded skew must be to the clock's real error (a sync's own time, on a loaded machine)
+SLACK = 60_000
+
+
+class Clock:
+    "A tablet's wall clock that can be set wrong at any moment, as a flat battery or a bad manual setting does"
+
+    def __init__(self, error_ms: int = 0) -> None:
+        self.error_ms = error_ms
+
+    def __call__(self) -> int:
+        return wall_ms() + self.error_ms
+
+
+def _devices(node_db: Path) -> dict[str, dict[str, Any]]:
+    n = Node(node_db, TOWNSHIP)
+    try:
+        return {d["device"]: d for d in n.devices()}
+    finally:
+        n.close()
+
+
+def _node_op(node_db: Path, device: str, field: str) -> tuple[int, Any]:
+    "(clock, value) of a device's last op on a field, as the node holds it"
+    import sqlite3
+
+    conn = sqlite3.connect(node_db)
+    try:
+        hlc, value = conn.execute(
+            "SELECT o.hlc, o.value FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.field = ?"
+            " ORDER BY o.counter DESC LIMIT 1", (device, field)).fetchone()
+        return int(hlc), value
+    finally:
+        conn.close()
+
+
+def _three(node: NodeProcess, enrol: Enrol, make_tablet: MakeTablet, wrong: Clock) -> tuple[Tablet, Tablet, Tablet]:
+    "A tablet with the given clock, one with a right clock, and an observer; all three hold one resident"
+    node.start()
+    skewed = make_tablet(enrol(V1, "wang")[1], "wang", clock=wrong)
+    honest = make_tablet(enrol(V1, "li")[1], "li")
+    observer = make_tablet(enrol(V1, "zhao")[1], "zhao")
+    return skewed, honest, observer
+
+
+def _converged(node_db: Path, *tabs: Tablet) -> None:
+    for _ in range(2):
+        for tab in tabs:
+            tab.sync()
+    want = node_digest(node_db, V1)
+    for tab in tabs:
+        assert tab.pending() == 0
+        assert tab.store.digest() == want, tab.device
+        assert integrity(Path(tab.path)) == "ok"
+    assert integrity(node_db) == "ok"
+
+
+def test_a_clock_days_ahead_is_flagged_and_cannot_win_a_concurrent_edit(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet
+) -> None:
+    clock = Clock()
+    ahead, honest, observer = _three(node, enrol, make_tablet, clock)
+    rid = honest.create("person", {"name": "张秀英", "phone": "13800000000"})
+    for tab in (honest, ahead, observer):
+        tab.sync()
+
+    clock.error_ms = 3 * DAY  # the tablet's clock jumps three days ahead; its worker edits offline
+    (early,) = ahead.update(rid, {"phone": "13811111111"})
+    assert physical_ms(early.hlc) > wall_ms() + 2 * DAY
+    time.sleep(0.02)
+    (later,) = honest.update(rid, {"phone": "13822222222"})  # later in real time, without seeing it
+    honest.sync()
+    report = ahead.sync()  # refused as clock_ahead, re-stamped, sent again
+
+    assert report.rounds >= 1 and ahead.pending() == 0
+    stamped, value = _node_op(node_db, ahead.device, "phone")
+    assert value == '"13811111111"'
+    assert physical_ms(stamped) <= wall_ms(), "the node holds an op stamped in its future"
+    assert stamped < later.hlc, "the re-stamped edit keeps its place before the later one"
+    devices = _devices(node_db)
+    assert abs(devices[ahead.device]["skew_ms"] - 3 * DAY) < SLACK, devices[ahead.device]
+    assert abs(devices[honest.device]["skew_ms"]) < SLACK
+    assert abs(ahead.status()["clock_offset_ms"] + 3 * DAY) < SLACK  # it stamps with the node's time now
+
+    _converged(node_db, ahead, honest, observer)
+    for tab in (ahead, honest, observer):
+        rec = tab.get(rid)
+        assert rec is not None and rec.data["phone"] == "13822222222", tab.device
+        assert rec.conflicts == ["phone"]  # both values stay visible for the township to settle
+
+    (after,) = ahead.update(rid, {"notes": "电话已核实"})  # from now on its ops carry the corrected time
+    assert abs(physical_ms(after.hlc) - wall_ms()) < SLACK
+    ahead.sync()
+    assert abs(_devices(node_db)[ahead.device]["skew_ms"] - 3 * DAY) < SLACK, "the flag stays while the clock is wrong"
+
+
+def test_a_clock_days_behind_is_flagged_loses_concurrent_edits_and_wins_by_causality(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet
+) -> None:
+    clock = Clock()
+    behind, honest, observer = _three(node, enrol, make_tablet, clock)
+    rid = honest.create("person", {"name": "李桂兰", "phone": "13800000000", "address": "育才路1号"})
+    for tab in (honest, behind, observer):
+        tab.sync()
+
+    clock.error_ms = -3 * DAY
+    (first,) = honest.update(rid, {"phone": "13822222222"})
+    honest.sync()
+    time.sleep(0.02)
+    (late,) = behind.update(rid, {"phone": "13811111111"})  # later in real time, concurrent, clock behind
+    assert late.hlc < first.hlc  # its clock cannot make it win
+    behind.sync()
+    devices = _devices(node_db)
+    assert abs(devices[behind.device]["skew_ms"] + 3 * DAY) < SLACK, devices[behind.device]
+
+    _converged(node_db, behind, honest, observer)
+    for tab in (behind, honest, observer):
+        rec = tab.get(rid)
+        assert rec is not None and rec.data["phone"] == "13822222222" and rec.conflicts == ["phone"], tab.device
+
+    # having seen the other value, the worker with the slow clock settles it: seeing beats any clock
+    (fix,) = behind.resolve(rid, "phone", "13811111111")
+    assert first.id in fix.pred and late.id in fix.pred
+    honest.update(rid, {"address": "育才路2号"})  # meanwhile, an edit of another field
+    behind.sync()
+    _converged(node_db, behind, honest, observer)
+    for tab in (behind, honest, observer):
+        rec = tab.get(rid)
+        assert rec is not None, tab.device
+        assert (rec.data["phone"], rec.data["address"], rec.conflicts) == ("13811111111", "育才路2号", [])
+    assert abs(_devices(node_db)[behind.device]["skew_ms"] + 3 * DAY) < SLACK
