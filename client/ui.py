@@ -264,7 +264,7 @@ SECURITY_HEADERS = [
                                  b"base-uri 'none'; object-src 'none'"),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make Chromium send Origin: null
     (b"cache-control", b"no-store"),
 ]
 
