@@ -200,11 +200,16 @@ def tablet_ui(db: str, port: int, open_browser: bool) -> None:
 
         cunsync tablet ui --db tablet.db --port 8765 --open
     """
-    from .ui import TabletApp, serve_ui
+    from .ui import TabletApp, check_port, serve_ui
 
     pin: str | None = click.get_current_context().meta.get(_PIN)
     if not _has_data(db):
         raise click.ClickException(f"{db} is not set up; run `cunsync tablet init --server URL --code CODE`")
+    try:
+        check_port("127.0.0.1", port)
+    except OSError as e:
+        raise click.ClickException(f"cannot serve on 127.0.0.1:{port}: {e.strerror or e}; "
+                                   "choose another --port") from None
     tapp = _run(lambda: TabletApp(db, port=port, pin=pin or None))
     click.echo(f"the tablet app is at {tapp.origin}/ ({'unlocked' if tapp.unlocked else 'locked: enter the PIN'})"
                "; Ctrl-C stops it")

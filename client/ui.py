@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -399,6 +400,7 @@ def serve_ui(tapp: TabletApp, *, open_browser: bool = False, shutdown: asyncio.E
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
+    check_port(tapp.host, tapp.port)
     config = Config()
     config.bind = [f"{tapp.host}:{tapp.port}"]
     config.accesslog = None
@@ -417,6 +419,13 @@ def serve_ui(tapp: TabletApp, *, open_browser: bool = False, shutdown: asyncio.E
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+
+
+def check_port(host: str, port: int) -> None:
+    "Fail with a plain OSError before serving when the port is taken (hypercorn would fail noisily)"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
 
 
 def _open_browser(url: str) -> None:

@@ -432,3 +432,54 @@ def test_a_plaintext_tablet_opens_without_a_pin(tmp_path: Path) -> None:
         assert app.unlocked
     finally:
         app.close()
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+def test_the_command_has_help_with_an_example() -> None:
+    from click.testing import CliRunner
+
+    from client.cli import cli
+
+    r = CliRunner().invoke(cli, ["tablet", "ui", "--help"])
+    assert r.exit_code == 0 and "cunsync tablet ui --db tablet.db --port 8765 --open" in r.output
+
+
+def test_the_command_refuses_a_missing_database_a_wrong_pin_and_a_busy_port(db: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from client.cli import cli
+
+    runner = CliRunner()
+    r = runner.invoke(cli, ["tablet", "ui", "--db", str(tmp_path / "none.db")])
+    assert r.exit_code == 1 and "is not set up" in r.output
+    assert not (tmp_path / "none.db").exists()
+    r = runner.invoke(cli, ["tablet", "ui", "--db", str(db), "--port", str(closed_port())],
+                      env={"CUNSYNC_PIN": "000000"})
+    assert r.exit_code == 1 and "the PIN is wrong" in r.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = runner.invoke(cli, ["tablet", "ui", "--db", str(db), "--port", str(port)], env={"CUNSYNC_PIN": PIN})
+    assert r.exit_code == 1 and "choose another --port" in r.output
+
+
+def test_tablet_commands_close_the_tablet_when_they_fail(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    "The CLI's one context manager: a command that fails half-way still closes the database"
+    from click.testing import CliRunner
+
+    from client.cli import cli
+
+    closed: list[str] = []
+    real_close = Tablet.close
+
+    def close(self: Tablet) -> None:
+        closed.append(self.path)
+        real_close(self)
+
+    monkeypatch.setattr(Tablet, "close", close)
+    r = CliRunner().invoke(cli, ["need", "add", "--db", str(db), "--person", "not-a-record-id",
+                                 "--category", "养老服务"], env={"CUNSYNC_PIN": PIN})
+    assert r.exit_code == 1 and "invalid value for need.person" in r.output
+    assert closed == [str(db)]
