@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from client.tablet import Tablet
 from e2e_harness import ROOT, TOWNSHIP, V1, Enrol, NodeProcess, free_port
@@ -280,3 +280,32 @@ def test_an_unreachable_node_is_said_plainly_and_nothing_is_lost(
     page.goto(app.url + "/people")
     expect(page.locator("#people .name")).to_have_text(["李桂兰"])
     page.goto(app.url + "/sync")  # the page a person looks at: the message, the changes still waiting
+
+
+def test_the_sync_page_shows_progress_while_a_sync_runs(page: Page, tmp_path: Path, tablet_app: StartApp,
+                                                        request: pytest.FixtureRequest) -> None:
+    """The progress bar follows /api/status. The only stand-in: the first status answers say a sync of
+    10 changes is 3 along, for as long as the test looks; then the real answers come through."""
+    app = tablet_app(offline_tablet(tmp_path, ["张三"]), pin=PIN)
+    hold = [True]
+
+    def status(route: Route) -> None:
+        if hold[0]:
+            route.fulfill(json={"pending": 10, "conflicts": 0, "last_sync": None, "job": {
+                "state": "running", "total": 10, "sent": 3, "received": 2, "rounds": 1, "conflicts": 0,
+                "code": "", "message": "", "started": 0, "finished": 0}})
+        else:
+            route.continue_()
+
+    page.route("**/api/status", status)
+    page.goto(app.url + "/sync")
+    expect(page.locator("#progress-box")).to_be_hidden()
+    page.click("#sync-now")
+    expect(page.locator("#sync-progress-text")).to_have_text("正在同步… 已发出 3 / 10 条，已收到 2 条")
+    expect(page.locator("#progress-box")).to_be_visible()
+    expect(page.locator("#sync-now")).to_be_disabled()
+    assert page.locator("#sync-progress").evaluate("p => [p.value, p.max]") == [3, 10]
+    snapshot(page, request, "sync-in-progress")
+    with page.expect_navigation(timeout=SYNC_WAIT_MS):
+        hold[0] = False
+    expect(page.locator("#sync-result")).to_have_text(UNREACHABLE)  # this tablet's node is nowhere
