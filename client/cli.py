@@ -189,12 +189,15 @@ def tablet_pin(db: str, new_pin: str | None) -> None:
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535),
               help="The port on 127.0.0.1 to serve the app on")
 @click.option("--open", "open_browser", is_flag=True, help="Open the app in the tablet's browser")
-def tablet_ui(db: str, port: int, open_browser: bool) -> None:
+@click.option("--server", default="", help="For a tablet not set up yet: the township node's URL its set-up "
+              "page suggests")
+def tablet_ui(db: str, port: int, open_browser: bool, server: str) -> None:
     """Serve the tablet app (in Chinese) on 127.0.0.1, for the village worker's browser.
 
     It works with no network: residents, needs and services are saved on the tablet, and the sync
     page sends them to the township when the node can be reached. The app asks for the PIN on its
-    lock page, unless --pin or CUNSYNC_PIN unlocks it at start.
+    lock page, unless --pin or CUNSYNC_PIN unlocks it at start. A tablet not set up yet is set up on
+    the app's first page, with the township's enrolment code and the worker's new PIN.
 
     Example:
 
@@ -203,16 +206,14 @@ def tablet_ui(db: str, port: int, open_browser: bool) -> None:
     from .ui import TabletApp, check_port, serve_ui
 
     pin: str | None = click.get_current_context().meta.get(_PIN)
-    if not _has_data(db):
-        raise click.ClickException(f"{db} is not set up; run `cunsync tablet init --server URL --code CODE`")
     try:
         check_port("127.0.0.1", port)
     except OSError as e:
         raise click.ClickException(f"cannot serve on 127.0.0.1:{port}: {e.strerror or e}; "
                                    "choose another --port") from None
-    tapp = _run(lambda: TabletApp(db, port=port, pin=pin or None))
-    click.echo(f"the tablet app is at {tapp.origin}/ ({'unlocked' if tapp.unlocked else 'locked: enter the PIN'})"
-               "; Ctrl-C stops it")
+    tapp = _run(lambda: TabletApp(db, port=port, pin=(pin or None) if _has_data(db) else None, server=server))
+    state = "unlocked" if tapp.unlocked else "locked: enter the PIN" if tapp.set_up else "not set up yet"
+    click.echo(f"the tablet app is at {tapp.origin}/ ({state}); Ctrl-C stops it")
     try:
         serve_ui(tapp, open_browser=open_browser)
     except OSError as e:

@@ -1,4 +1,4 @@
-"""The tablet app's pages: unlock, residents (search first, then register), needs, services, sync and
+"""The tablet app's pages: set-up, unlock, residents (search first, then register), needs, services, sync and
 conflicts. Each handler reads or writes through ``TabletApp.run`` (the pages' tablet, under its lock)
 and renders a template from ``client/templates``; every form POST carries the CSRF token.
 
@@ -10,7 +10,10 @@ so saving a form never silently settles a conflict on a field the worker did not
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
+
+import httpx
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -25,9 +28,10 @@ from sync.types import DELETED
 
 from . import forms
 from .lookup import find_people, name_matches, normalize, readings
-from .tablet import PinRequired, Tablet, WrongPin
+from .tablet import MIN_PIN_LENGTH, PinRequired, SyncFailed, Tablet, WrongPin
 from .ui import (
-    LIST_LIMIT, Locked, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf, local_path, templates,
+    LIST_LIMIT, AlreadySetUp, Locked, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf, local_path,
+    templates,
 )
 
 #: Messages a redirect may ask a page to show (never text from the request itself)
@@ -38,6 +42,14 @@ DONE = {
     "service": "服务记录已保存。",
     "resolved": "已选定，冲突已解决；下次同步时会告诉镇街。",
     "changed": "这个冲突已有变化，请重新查看后再选。",
+    "enrolled": "本平板已登记，可以开始工作了。数据用您设置的 PIN 加密保存在本机。",
+}
+#: Why the township refused an enrolment code, for the worker
+ENROL_ERRORS = {
+    "invalid_enrolment_code": "登记码不对。请核对后重新输入，或请镇街重新发一个。",
+    "enrolment_used": "这个登记码已经用过了。请镇街重新发一个。",
+    "enrolment_expired": "这个登记码已过期。请镇街重新发一个。",
+    "too_many_attempts": "登记码输错次数太多，请过一段时间再试。",
 }
 OPEN_STATUSES = ("待处理", "已分派", "服务中")
 
@@ -132,7 +144,42 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
     async def unlock_page(request: Request) -> Response:
         if tapp.unlocked:
             return _redirect("/")
+        if not tapp.set_up:
+            return _redirect("/setup")
         return await render(request, "unlock.html", {"error": tapp.notice or None})
+
+    async def setup_page(request: Request) -> Response:
+        if tapp.set_up:
+            return _redirect("/unlock")
+        return await render(request, "setup.html", {"values": {"server": tapp.server_hint}, "errors": {}})
+
+    async def setup(request: Request) -> Response:
+        form = await form_of(request)
+        if tapp.set_up:
+            return _redirect("/unlock")
+        values = {k: str(form.get(k, "")).strip() for k in ("server", "code")}
+        pin, again = str(form.get("pin", "")).strip(), str(form.get("pin2", "")).strip()
+        errors: dict[str, str] = {}
+        if not re.fullmatch(r"https?://[^\s/]+(:\d+)?/?", values["server"]):
+            errors["server"] = "请填写镇街服务器地址，例如 http://192.168.1.10:8000"
+        if not values["code"]:
+            errors["code"] = "请填写镇街发给本平板的登记码"
+        if len(pin) < MIN_PIN_LENGTH:
+            errors["pin"] = f"PIN 至少 {MIN_PIN_LENGTH} 位"
+        elif pin != again:
+            errors["pin2"] = "两次输入的 PIN 不一样"
+        if not errors:
+            try:
+                await run_in_threadpool(tapp.enrol, values["server"], values["code"], pin)
+            except httpx.TransportError:
+                errors["server"] = "无法连接镇街服务器。请检查地址和网络后再试。"
+            except SyncFailed as e:
+                errors["code"] = ENROL_ERRORS.get(e.code, f"镇街服务器拒绝了登记：{e.message}")
+            except AlreadySetUp:
+                return _redirect("/unlock")
+        if errors:
+            return await render(request, "setup.html", {"values": values, "errors": errors}, 400)
+        return _redirect("/?done=enrolled")
 
     async def unlock(request: Request) -> Response:
         form = await form_of(request)
@@ -544,6 +591,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         Route("/unlock", unlock_page, methods=["GET"]),
         Route("/unlock", unlock, methods=["POST"]),
         Route("/lock", lock, methods=["POST"]),
+        Route("/setup", setup_page, methods=["GET"]),
+        Route("/setup", setup, methods=["POST"]),
         Route("/people", people),
         Route("/people/new", person_find, methods=["GET"]),
         Route("/people/new", person_create, methods=["POST"]),

@@ -2,6 +2,7 @@
 no network at all (``cunsync tablet ui``).
 
     GET  /unlock                 the lock page: the worker's PIN opens the encrypted database
+    GET  /setup                  a new tablet: the township's enrolment code and the worker's new PIN
     GET  /                       home: what waits to sync, the day's shortcuts
     GET  /people?q=              residents, searched by name, pinyin, ID number or phone
     GET  /people/new?q=          registering starts with a search of the village (duplicates)
@@ -102,13 +103,15 @@ ERROR_TEXT = {
 class TabletApp:
     """The app's state: the database path, the bound port, the CSRF token, and the unlocked tablet.
 
-    ``pin`` unlocks at once (``CUNSYNC_PIN``); a database set up without a PIN opens without one.
-    ``client`` (tests) is the httpx client the sync uses.
+    ``pin`` unlocks at once (``CUNSYNC_PIN``); a database set up without a PIN opens without one; a
+    database that does not exist yet is set up on the set-up page (``server`` is the address it
+    suggests). ``client`` (tests) is the httpx client the sync uses.
     """
 
     def __init__(self, db: str | Path, *, port: int, pin: str | None = None, host: str = "127.0.0.1",
-                 retries: int = 2, backoff: float = 0.5, client: Any = None) -> None:
+                 retries: int = 2, backoff: float = 0.5, client: Any = None, server: str = "") -> None:
         self.db = str(db)
+        self.server_hint = server  # the node's address the set-up page suggests
         self.host = host
         self.port = port
         self.csrf = secrets.token_urlsafe(24)
@@ -178,6 +181,21 @@ class TabletApp:
             self.village = _village_name(tab)
             self.notice = ""
 
+    def enrol(self, server: str, code: str, pin: str) -> None:
+        """Set up this tablet with the township's one-time code, encrypted with the worker's new PIN,
+        then unlock it. Needs the node once; a failed attempt leaves no half-made database behind."""
+        with self._guard:
+            if self.set_up:
+                raise AlreadySetUp(f"{self.db} is set up already")
+            try:
+                Tablet.enrol(self.db, server, code, pin=pin, client=self._client).close()
+            except BaseException:
+                for suffix in ("", "-wal", "-shm"):
+                    if os.path.exists(self.db + suffix):
+                        os.unlink(self.db + suffix)
+                raise
+        self.unlock(pin)
+
     def lock(self) -> None:
         "Close the tablet; the PIN is needed again. Refused while a sync runs."
         with self._guard:
@@ -236,6 +254,10 @@ class TabletApp:
 
 class NotSetUp(PinError):
     "The tablet's database does not exist or was never enrolled"
+
+
+class AlreadySetUp(PinError):
+    "The tablet is set up already; it is not enrolled twice"
 
 
 class TooManyPins(PinError):
