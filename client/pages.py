@@ -151,7 +151,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
     async def setup_page(request: Request) -> Response:
         if tapp.set_up:
             return _redirect("/unlock")
-        return await render(request, "setup.html", {"values": {"server": tapp.server_hint}, "errors": {}})
+        return await render(request, "setup.html", {"values": {"server": tapp.server_hint}, "errors": {},
+                                                     "notice": tapp.notice})
 
     async def setup(request: Request) -> Response:
         form = await form_of(request)
@@ -311,7 +312,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             services.sort(key=lambda s: str(s.data.get("served_at", "")), reverse=True)
             names = _names(tab)
             related = {rid, *(n.id for n in needs), *(s.id for s in services)}
-            conflicts = [conflict_view(tab, c, names) for c in tab.conflicts() if c.record in related]
+            conflicts = [conflict_view(tab, c, names) for c in tab.store.conflicts() if c.record in related]
             return {"p": rec, "needs": needs, "services": services, "conflicts": conflicts,
                     "need_labels": {n.id: n.data.get("category", "") for n in needs}}
 
@@ -531,7 +532,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
     async def sync_page(request: Request) -> Response:
         def load(tab: Tablet) -> dict[str, Any]:
             names = _names(tab)
-            return {"conflicts": [conflict_view(tab, c, names) for c in tab.conflicts()],
+            return {"conflicts": [conflict_view(tab, c, names) for c in tab.store.conflicts()],
                     "last_sync": tab.store.meta("last_sync"), "server": tab.store.meta("server")}
 
         ctx = await tapp.run(load)

@@ -32,7 +32,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,19 +42,16 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sync.errors import BadRequest, Forbidden, InvalidValue, NotFound, SyncError
+from sync.errors import BadRequest, Forbidden, SyncError
 from sync.hlc import physical_ms
-from sync.schema import SCHEMA, mask_id_number, mask_phone
+from sync.schema import mask_id_number, mask_phone
 from sync.store import is_encrypted
-from sync.types import DELETED
 
-from . import forms
-from .lookup import find_people, name_matches
 from .syncjob import SyncJob
 from .tablet import PinError, Tablet, WrongPin
 
@@ -224,12 +221,17 @@ class TabletApp:
     def _synced(self, ok: bool, code: str) -> None:
         "After a sync (in its thread): the pages' clock follows the node's, a revoked tablet locks"
         tab, background = self.tablet, self._background
-        if code == "device_revoked":
+        if code == "device_revoked":  # locked for good: the node will not take this tablet's changes
             with self._guard:
                 self.tablet = self._background = None
                 if tab is not None:
                     with tab.store.lock:
                         tab.close()
+                if background is not None:
+                    try:
+                        background.close()
+                    except Exception:  # wiped, and closed by the wipe
+                        pass
                 self.notice = "本平板已被镇街停用。请联系镇街社会工作服务中心。"
             return
         if ok and tab is not None and background is not None:
@@ -455,5 +457,3 @@ def _open_browser(url: str) -> None:
 
     threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
 
-
-Form = Mapping[str, Any]

@@ -1,6 +1,8 @@
-"""Setting a new tablet up from the app: the township's enrolment code, exchanged once with a real node,
-and the worker's new PIN that encrypts the database. Mistakes are explained in Chinese, and a failed
-attempt leaves no database behind."""
+"""The tablet app against a real node, over Starlette's TestClient.
+
+Setting a new tablet up from the app: the township's enrolment code, exchanged once with the node, and
+the worker's new PIN that encrypts the database; mistakes are explained in Chinese, and a failed attempt
+leaves no database behind. A tablet the township revoked with wipe locks itself and says why."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from client.tablet import Tablet
 from client.ui import TabletApp, create_app
-from e2e_harness import TOWNSHIP, V1, NodeProcess, free_port
+from e2e_harness import TOWNSHIP, V1, Enrol, NodeProcess, free_port
 from server.node import Node
 from sync.store import is_encrypted
 
@@ -94,3 +97,33 @@ def test_mistakes_at_set_up_are_explained_and_leave_nothing_behind(tapp: TabletA
     r = client.post("/setup", data={"csrf": tapp.csrf, "server": node.url, "code": code, "pin": PIN, "pin2": PIN},
                     headers={"origin": ORIGIN})
     assert r.status_code == 303 and tapp.unlocked
+
+
+def test_a_tablet_revoked_with_wipe_locks_and_says_why(tmp_path: Path, node: NodeProcess, node_db: Path,
+                                                       enrol: Enrol) -> None:
+    device, token = enrol(V1, "王芳")
+    node.start()
+    db = tmp_path / "revoked.db"
+    with Tablet.init(db, node.url, token, pin=PIN) as tab:
+        tab.create("person", {"name": "张三"})
+    n = Node(node_db, TOWNSHIP)
+    try:
+        n.revoke(device, wipe=True)
+    finally:
+        n.close()
+    tapp = TabletApp(db, port=PORT, pin=PIN)
+    try:
+        with TestClient(create_app(tapp), base_url=ORIGIN, follow_redirects=False) as c:
+            r = c.post("/api/sync", headers={"origin": ORIGIN, "x-csrf-token": tapp.csrf})
+            assert r.status_code == 202
+            assert tapp.job is not None
+            job = tapp.job
+            job.wait(30)
+            assert job.snapshot()["code"] == "device_revoked"
+            assert "本平板已被镇街停用" in job.snapshot()["message"]
+            assert not tapp.unlocked and sorted(tmp_path.glob("revoked.db*")) == []
+            assert c.get("/api/status").json()["error"]["code"] == "locked"
+            assert c.get("/unlock").headers["location"] == "/setup"
+            assert "本平板已被镇街停用。请联系镇街社会工作服务中心。" in c.get("/setup").text
+    finally:
+        tapp.close()
