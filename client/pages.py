@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sync.errors import InvalidValue, NotFound
+from sync.errors import InvalidValue, NotFound, Unauthorized
 from sync.schema import SCHEMA
 from sync.store import Conflict, Record
 from sync.types import DELETED
@@ -30,8 +30,8 @@ from . import forms
 from .lookup import find_people, name_matches, normalize, readings
 from .tablet import MIN_PIN_LENGTH, PinRequired, SyncFailed, Tablet, WrongPin
 from .ui import (
-    LIST_LIMIT, AlreadySetUp, Locked, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf, local_path,
-    templates,
+    LIST_LIMIT, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf, local_path,
+    is_locked, locked, templates,
 )
 
 #: Messages a redirect may ask a page to show (never text from the request itself)
@@ -127,8 +127,9 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         if tapp.unlocked:
             try:
                 nav = await tapp.run(_nav)
-            except Locked:
-                pass
+            except Unauthorized as e:
+                if not is_locked(e):
+                    raise
         done = DONE.get(request.query_params.get("done", ""))
         return templates.TemplateResponse(request, name, {
             "tapp": tapp, "csrf": tapp.csrf, "done": done, "path": request.url.path, **nav, **ctx},
@@ -541,7 +542,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
     def _start() -> bool:
         if tapp.job is None:
-            raise Locked("the tablet is locked; enter the PIN")
+            raise locked()
         return tapp.job.start()
 
     async def sync_start(request: Request) -> Response:

@@ -47,7 +47,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sync.errors import BadRequest, Forbidden, SyncError
+from sync.errors import BadRequest, Forbidden, SyncError, Unauthorized
 from sync.hlc import physical_ms
 from sync.schema import mask_id_number, mask_phone
 from sync.store import is_encrypted
@@ -65,23 +65,16 @@ LIST_LIMIT = 200
 T = TypeVar("T")
 
 
-class Locked(SyncError):
+# The app's own refusals are the engine's error classes with codes of their own (no subclasses: the
+# node's OpenAPI document lists every SyncError subclass's code, and these are not the node's).
+
+def locked() -> Unauthorized:
     "The tablet's database is locked: enter the PIN first"
-
-    status = 401
-    code = "locked"
+    return Unauthorized("the tablet is locked; enter the PIN", code="locked")
 
 
-class BadHost(BadRequest):
-    "The request does not name the address the app is bound to"
-
-    code = "bad_host"
-
-
-class CrossOrigin(Forbidden):
-    "A state-changing request that did not come from the app's own pages"
-
-    code = "cross_origin"
+def is_locked(err: BaseException) -> bool:
+    return isinstance(err, Unauthorized) and err.code == "locked"
 
 
 #: What an error means, for the worker
@@ -244,10 +237,10 @@ class TabletApp:
         "Run ``fn`` on the pages' tablet, holding its store's lock (pages share one connection)"
         tab = self.tablet
         if tab is None:
-            raise Locked("the tablet is locked; enter the PIN")
+            raise locked()
         with tab.store.lock:
             if self.tablet is not tab:
-                raise Locked("the tablet is locked; enter the PIN")
+                raise locked()
             return fn(tab)
 
     async def run(self, fn: Callable[[Tablet], T]) -> T:
@@ -310,11 +303,11 @@ class Guard:
         host = request.headers.get("host", "").lower()
         err: SyncError | None = None
         if host not in self.tapp.hosts:
-            err = BadHost(f"this app answers only at {self.tapp.origin}; the request named {host!r}",
-                          details={"host": host})
+            err = BadRequest(f"this app answers only at {self.tapp.origin}; the request named {host!r}",
+                             code="bad_host", details={"host": host})
         elif request.method not in SAFE_METHODS and request.headers.get("origin") != f"http://{host}":
-            err = CrossOrigin("state-changing requests must come from this app's own pages (Origin)",
-                              details={"origin": request.headers.get("origin")})
+            err = Forbidden("state-changing requests must come from this app's own pages (Origin)",
+                            code="cross_origin", details={"origin": request.headers.get("origin")})
 
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -366,7 +359,7 @@ def error_page(request: Request, err: SyncError) -> Response:
     "JSON under /api/ (the project's one error shape), a Chinese page everywhere else"
     if request.url.path.startswith("/api/"):
         return JSONResponse(err.to_dict(), status_code=err.status)
-    if isinstance(err, Locked) and request.method in SAFE_METHODS:
+    if is_locked(err) and request.method in SAFE_METHODS:
         return RedirectResponse("/unlock", status_code=303)
     text = ERROR_TEXT.get(err.code) or ERROR_TEXT["invalid_value" if err.status == 400 else "internal"]
     return templates.TemplateResponse(request, "error.html", {"message": text, "code": err.code,

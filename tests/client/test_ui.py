@@ -480,3 +480,17 @@ def test_tablet_commands_close_the_tablet_when_they_fail(db: Path, monkeypatch: 
                                  "--category", "养老服务"], env={"CUNSYNC_PIN": PIN})
     assert r.exit_code == 1 and "invalid value for need.person" in r.output
     assert closed == [str(db)]
+
+
+def test_the_app_adds_no_error_classes_to_the_nodes_api_description() -> None:
+    "The node's OpenAPI document lists every SyncError subclass's code; the app's refusals are not the node's"
+    import client.pages  # noqa: F401  (everything the app defines, loaded)
+    from sync.errors import SyncError
+
+    todo: list[type[SyncError]] = [SyncError]
+    modules = set()
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        modules.add(cls.__module__)
+    assert {m for m in modules if m.startswith("client")} == set()
