@@ -29,7 +29,7 @@ def normalize(query: str) -> str:
     return re.sub(r"\s+", "", query).lower().replace("ü", "v").replace("u:", "v")
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=20_000)
 def readings(name: str) -> tuple[tuple[str, ...], ...]:
     """Every pinyin reading of a name, as tuples of syllables (non-Chinese characters kept as they are,
     lower case, one syllable per character)"""
@@ -69,6 +69,20 @@ def _prefix_match(query: str, syllables: tuple[str, ...]) -> bool:
     return any(rest(start, 0) for start in range(n))
 
 
+@lru_cache(maxsize=20_000)
+def _keys(name: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    "A name's syllables' first letters, and its readings both written out in full and as initials"
+    rs = readings(name)
+    firsts = frozenset(syl[0] for r in rs for syl in r if syl)
+    return firsts, tuple(["".join(r) for r in rs] + ["".join(syl[:1] for syl in r) for r in rs])
+
+
+def warm(names: Iterable[str]) -> None:
+    "Work out the pinyin of these names now, so the first search is as fast as the next"
+    for name in names:
+        _keys(name)
+
+
 def name_matches(query: str, name: str) -> bool:
     "Characters of the name, or pinyin of it"
     q = normalize(query)
@@ -78,6 +92,11 @@ def name_matches(query: str, name: str) -> bool:
         return True
     if not _LATIN.match(q):
         return False
+    firsts, spelled = _keys(name)
+    if q[0] not in firsts:  # every pinyin match starts at the start of a syllable
+        return False
+    if any(q in s for s in spelled):  # full pinyin or initials: the common cases, without the search
+        return True
     return any(_prefix_match(q, syl) for syl in readings(name))
 
 
@@ -95,14 +114,20 @@ def record_matches(query: str, data: dict[str, object]) -> bool:
     return name_matches(q, str(data.get("name") or ""))
 
 
+def sort_key(name: str) -> str:
+    "Names in pinyin order, as a list of residents is read"
+    r = readings(name)
+    return " ".join(r[0]) if r else name
+
+
 def find_people(people: Iterable[Record], query: str) -> list[Record]:
-    """Residents matching a query, exact name and ID matches first, then by name"""
+    """Residents matching a query, exact name, ID number or phone matches first, then in pinyin order"""
     q = normalize(query)
     found = [p for p in people if record_matches(q, p.data)]
 
     def rank(p: Record) -> tuple[int, str]:
         exact = q in (normalize(str(p.data.get("name", ""))), str(p.data.get("id_number", "")).lower(),
                       str(p.data.get("phone", "")))
-        return (0 if exact else 1, str(p.data.get("name", "")))
+        return (0 if exact else 1, sort_key(str(p.data.get("name", ""))))
 
     return sorted(found, key=rank)

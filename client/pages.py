@@ -27,7 +27,7 @@ from sync.store import Conflict, Record
 from sync.types import DELETED
 
 from . import forms
-from .lookup import find_people, name_matches, normalize, readings
+from .lookup import find_people, name_matches, normalize, sort_key
 from .tablet import MIN_PIN_LENGTH, PinRequired, SyncFailed, Tablet, WrongPin
 from .ui import (
     LIST_LIMIT, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf, local_path,
@@ -59,9 +59,7 @@ def _redirect(url: str) -> RedirectResponse:
 
 
 def _name_key(rec: Record) -> str:
-    name = str(rec.data.get("name", ""))
-    r = readings(name)
-    return "".join(r[0]) if r else name
+    return sort_key(str(rec.data.get("name", "")))
 
 
 def _differs(old: Any, new: Any) -> bool:

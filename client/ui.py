@@ -52,6 +52,7 @@ from sync.hlc import physical_ms
 from sync.schema import mask_id_number, mask_phone
 from sync.store import is_encrypted
 
+from .lookup import warm
 from .syncjob import SyncJob
 from .tablet import PinError, Tablet, WrongPin
 
@@ -170,6 +171,15 @@ class TabletApp:
             self.job = SyncJob(background, on_done=self._synced, retries=self.retries, backoff=self.backoff)
             self.village = _village_name(tab)
             self.notice = ""
+        threading.Thread(target=self._warm, name="cunsync-ui-pinyin", daemon=True).start()
+
+    def _warm(self) -> None:
+        "The residents' pinyin, worked out once after unlocking, so the first search is quick too"
+        try:
+            names = self.read(lambda t: [str(p.data.get("name", "")) for p in t.list("person")])
+            warm(names)
+        except Exception:  # locked again meanwhile, or closed: the searches work it out themselves
+            pass
 
     def enrol(self, server: str, code: str, pin: str) -> None:
         """Set up this tablet with the township's one-time code, encrypted with the worker's new PIN,
