@@ -1,7 +1,8 @@
 # `make test` and `make demo` set themselves up: a .venv with the project and its test extras; `make test`
-# also installs Debian's chromium for the browser tests (as root, or through sudo).
+# also installs Debian's chromium and a Chinese font for the browser tests (as root, or through sudo).
 PYTHON ?= python3
 CHROMIUM ?= /usr/bin/chromium
+CJK_FONT ?= /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,6 +15,12 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -q
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium
 
+# a Chinese font, so the screenshots the browser tests save show the pages' Chinese, not boxes
+$(CJK_FONT):
+	@echo "installing a Chinese font for the browser tests' screenshots"
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends fonts-wqy-microhei
+
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -23,7 +30,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/mypy
 
-test: lint $(CHROMIUM)
+test: lint $(CHROMIUM) $(CJK_FONT)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

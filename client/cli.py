@@ -7,7 +7,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+import contextlib
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
@@ -107,6 +109,16 @@ def _open(db: str, *, warn: bool = True) -> Tablet:
     return tab
 
 
+@contextmanager
+def opened(db: str, *, warn: bool = True) -> Iterator[Tablet]:
+    "An enrolled tablet, unlocked with the PIN, closed however the command ends"
+    tab = _open(db, warn=warn)
+    try:
+        yield tab
+    finally:
+        tab.close()
+
+
 def _run(fn: Callable[[], Any]) -> Any:
     "Domain errors become click errors only here, at the CLI layer"
     try:
@@ -143,9 +155,9 @@ def tablet_init(db: str, server: str, code: str | None, token: str | None) -> No
         tab = _run(lambda: Tablet.enrol(db, server, code, pin=pin))
     else:
         tab = _run(lambda: Tablet.init(db, server, token or "", pin=pin))
-    click.echo(f"tablet {tab.device} for unit {tab.unit} ready in {db}"
-               + (", encrypted with the PIN" if pin else ""))
-    tab.close()
+    with contextlib.closing(tab):
+        click.echo(f"tablet {tab.device} for unit {tab.unit} ready in {db}"
+                   + (", encrypted with the PIN" if pin else ""))
 
 
 @tablet.command(name="pin")
@@ -162,17 +174,53 @@ def tablet_pin(db: str, new_pin: str | None) -> None:
 
         cunsync tablet pin --db tablet.db
     """
-    tab = _open(db, warn=False)
-    try:
+    with opened(db, warn=False) as tab:
         if new_pin is None:
             if not _interactive():
                 raise click.ClickException("give the new PIN with --new-pin or CUNSYNC_NEW_PIN")
             new_pin = str(click.prompt("New PIN", hide_input=True, confirmation_prompt=True))
         was_encrypted = tab.store.encrypted
         _run(lambda: tab.change_pin(new_pin or ""))
-    finally:
-        tab.close()
     click.echo(f"PIN of {db} changed" if was_encrypted else f"{db} is now encrypted with the PIN")
+
+
+@tablet.command(name="ui")
+@tablet_option
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535),
+              help="The port on 127.0.0.1 to serve the app on")
+@click.option("--open", "open_browser", is_flag=True, help="Open the app in the tablet's browser")
+@click.option("--server", default="", help="For a tablet not set up yet: the township node's URL its set-up "
+              "page suggests")
+def tablet_ui(db: str, port: int, open_browser: bool, server: str) -> None:
+    """Serve the tablet app (in Chinese) on 127.0.0.1, for the village worker's browser.
+
+    It works with no network: residents, needs and services are saved on the tablet, and the sync
+    page sends them to the township when the node can be reached. The app asks for the PIN on its
+    lock page, unless --pin or CUNSYNC_PIN unlocks it at start. A tablet not set up yet is set up on
+    the app's first page, with the township's enrolment code and the worker's new PIN.
+
+    Example:
+
+        cunsync tablet ui --db tablet.db --port 8765 --open
+    """
+    from .ui import TabletApp, check_port, serve_ui
+
+    pin: str | None = click.get_current_context().meta.get(_PIN)
+    try:
+        check_port("127.0.0.1", port)
+    except OSError as e:
+        raise click.ClickException(f"cannot serve on 127.0.0.1:{port}: {e.strerror or e}; "
+                                   "choose another --port") from None
+    tapp = _run(lambda: TabletApp(db, port=port, pin=(pin or None) if _has_data(db) else None, server=server))
+    state = "unlocked" if tapp.unlocked else "locked: enter the PIN" if tapp.set_up else "not set up yet"
+    click.echo(f"the tablet app is at {tapp.origin}/ ({state}); Ctrl-C stops it")
+    try:
+        serve_ui(tapp, open_browser=open_browser)
+    except OSError as e:
+        raise click.ClickException(f"cannot serve on {tapp.origin}: {e.strerror or e}; "
+                                   "choose another --port") from None
+    finally:
+        tapp.close()
 
 
 @cli.group()
@@ -198,12 +246,11 @@ def person_add(db: str, name: str, gender: str | None, birth_date: str | None, i
 
         cunsync person add --name 张秀英 --gender 女 --birth-date 1942-03-08 --groups 老年人,独居
     """
-    tab = _open(db)
     values = {"name": name, "gender": gender, "birth_date": birth_date, "id_number": id_number,
               "phone": phone, "address": address, "notes": notes, "groups": _csv(groups)}
-    rid = _run(lambda: tab.create("person", {k: v for k, v in values.items() if v not in (None, [])}))
+    with opened(db) as tab:
+        rid = _run(lambda: tab.create("person", {k: v for k, v in values.items() if v not in (None, [])}))
     click.echo(rid)
-    tab.close()
 
 
 @person.command(name="list")
@@ -217,15 +264,14 @@ def person_list(db: str, text: str | None, as_json: bool) -> None:
 
         cunsync person list --search 张
     """
-    tab = _open(db)
-    recs = tab.search("person", text) if text else tab.list("person")
+    with opened(db) as tab:
+        recs = tab.search("person", text) if text else tab.list("person")
     for r in recs:
         if as_json:
             click.echo(json.dumps({"id": r.id, **r.data}, ensure_ascii=False))
         else:
             flag = " [冲突]" if r.conflicts else ""
             click.echo(f"{r.id}  {r.data.get('name', '')}  {','.join(r.data.get('groups', []))}{flag}")
-    tab.close()
 
 
 @cli.group()
@@ -248,16 +294,14 @@ def need_add(db: str, person_id: str, category: str, description: str | None, ur
 
         cunsync need add --person 0190... --category 养老服务 --description 需要助餐
     """
-    tab = _open(db)
-    offered = tab.need_categories()
-    if category not in offered:
-        tab.close()
-        raise click.BadParameter(f"{category!r} is not a need category here; choose from " + ", ".join(offered),
-                                 param_hint="--category")
     values = {"person": person_id, "category": category, "description": description, "urgency": urgency,
               "status": "待处理", "due_date": due_date}
-    click.echo(_run(lambda: tab.create("need", {k: v for k, v in values.items() if v is not None})))
-    tab.close()
+    with opened(db) as tab:
+        offered = tab.need_categories()
+        if category not in offered:
+            raise click.BadParameter(f"{category!r} is not a need category here; choose from " + ", ".join(offered),
+                                     param_hint="--category")
+        click.echo(_run(lambda: tab.create("need", {k: v for k, v in values.items() if v is not None})))
 
 
 @cli.group()
@@ -285,13 +329,12 @@ def service_add(db: str, person_id: str, need_id: str | None, service_type: str,
 
         cunsync service add --person 0190... --type 养老服务 --minutes 45
     """
-    tab = _open(db)
     values = {"person": person_id, "need": need_id, "service_type": service_type,
               "provider_kind": provider_kind, "provider_name": provider_name,
               "served_at": served_at or dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
               "minutes": minutes, "people_served": people_served, "notes": notes}
-    click.echo(_run(lambda: tab.create("service", {k: v for k, v in values.items() if v is not None})))
-    tab.close()
+    with opened(db) as tab:
+        click.echo(_run(lambda: tab.create("service", {k: v for k, v in values.items() if v is not None})))
 
 
 @cli.command(name="sync")
@@ -307,9 +350,8 @@ def sync_cmd(db: str, silent: bool, retries: int) -> None:
 
         cunsync sync --db tablet.db
     """
-    tab = _open(db)
-    pending = tab.pending()
     bar: Any = None
+    pending = 0
 
     def progress(report: SyncReport, resp: Any) -> None:
         nonlocal bar
@@ -321,15 +363,16 @@ def sync_cmd(db: str, silent: bool, retries: int) -> None:
         bar.update(max(0, min(report.sent, pending) - bar.pos))
         bar.label = f"sent {report.sent} · received {report.received}"
 
-    try:
-        report = _run(lambda: tab.sync(progress=progress, retries=retries))
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+    with opened(db) as tab:
+        pending = tab.pending()
+        try:
+            report = _run(lambda: tab.sync(progress=progress, retries=retries))
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
     click.echo(f"sent {report.sent} ops, received {report.received}, removed {report.removed}; "
                f"{report.rounds} round trips, {report.bytes_up + report.bytes_down} bytes, "
                f"{report.seconds:.2f} s; {report.conflicts} open conflicts")
-    tab.close()
 
 
 @cli.command()
@@ -342,9 +385,8 @@ def status(db: str, as_json: bool) -> None:
 
         cunsync status --db tablet.db
     """
-    tab = _open(db)
-    st = tab.status()
-    tab.close()
+    with opened(db) as tab:
+        st = tab.status()
     if as_json:
         click.echo(json.dumps(st, ensure_ascii=False))
         return

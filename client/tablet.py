@@ -360,6 +360,10 @@ class Tablet:
         "The need categories to offer: the synced catalogue's, or the built-in list before one arrives"
         return reference.need_categories(self.store)
 
+    def service_types(self) -> list[str]:
+        "The service types to offer: the synced catalogue's, or the built-in list before one arrives"
+        return reference.service_types(self.store)
+
     def escalation(self, need: str) -> dict[str, Any] | None:
         "The latest escalation (吹哨报到) of a need: status, department, answer; None if never escalated"
         found = reference.escalations(self.store, need=need)

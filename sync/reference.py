@@ -114,6 +114,12 @@ def need_categories(store: Store) -> list[str]:
     return [str(r["code"]) for r in rows] if rows else list(CATEGORIES)
 
 
+def service_types(store: Store) -> list[str]:
+    "The service types a worker picks from: the synced catalogue's codes, or the built-in list"
+    rows = catalogue(store, "service_type")
+    return [str(r["code"]) for r in rows] if rows else list(CATEGORIES)
+
+
 def notices(store: Store) -> list[dict[str, Any]]:
     "Notices, newest first"
     return sorted(_rows(store.records("notice")), key=lambda r: str(r.get("published_at", "")), reverse=True)

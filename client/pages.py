@@ -1,0 +1,626 @@
+"""The tablet app's pages: set-up, unlock, residents (search first, then register), needs, services, sync and
+conflicts. Each handler reads or writes through ``TabletApp.run`` (the pages' tablet, under its lock)
+and renders a template from ``client/templates``; every form POST carries the CSRF token.
+
+What a worker saves is checked whole first (``client.forms``); on a mistake the form comes back with
+the message beside its field and nothing is written. An edit writes only the fields the worker changed,
+so saving a form never silently settles a conflict on a field the worker did not touch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from sync.errors import InvalidValue, NotFound, Unauthorized
+from sync.schema import CATALOGUE_KINDS, SCHEMA
+from sync.store import Conflict, Record
+from sync.types import DELETED
+
+from . import forms
+from .lookup import find_people, name_matches, normalize, sort_key
+from .tablet import MIN_PIN_LENGTH, PinRequired, SyncFailed, Tablet, WrongPin
+from .ui import (
+    LIST_LIMIT, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf, local_path,
+    is_locked, locked, templates,
+)
+
+#: Messages a redirect may ask a page to show (never text from the request itself)
+DONE = {
+    "created": "居民已登记，已保存在本机。",
+    "saved": "已保存。",
+    "need": "需求已记录。",
+    "service": "服务记录已保存。",
+    "resolved": "已选定，冲突已解决；下次同步时会告诉镇街。",
+    "changed": "这个冲突已有变化，请重新查看后再选。",
+    "enrolled": "本平板已登记，可以开始工作了。数据用您设置的 PIN 加密保存在本机。",
+}
+#: Why the township refused an enrolment code, for the worker
+ENROL_ERRORS = {
+    "invalid_enrolment_code": "登记码不对。请核对后重新输入，或请镇街重新发一个。",
+    "enrolment_used": "这个登记码已经用过了。请镇街重新发一个。",
+    "enrolment_expired": "这个登记码已过期。请镇街重新发一个。",
+    "too_many_attempts": "登记码输错次数太多，请过一段时间再试。",
+}
+OPEN_STATUSES = ("待处理", "已分派", "服务中")
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _name_key(rec: Record) -> str:
+    return sort_key(str(rec.data.get("name", "")))
+
+
+def _differs(old: Any, new: Any) -> bool:
+    if isinstance(old, list) or isinstance(new, list):
+        return set(old or []) != set(new or [])
+    return (old if old != "" else None) != (new if new != "" else None)
+
+
+def _raw(form: FormData) -> dict[str, Any]:
+    "What the worker typed, to show the form again"
+    out: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    out["groups"] = [str(g) for g in form.getlist("groups")]
+    return out
+
+
+def _nav(tab: Tablet) -> dict[str, Any]:
+    (conflicts,) = tab.store.conn.execute("SELECT count(*) FROM conflicts").fetchone()
+    return {"pending": tab.pending(), "conflict_count": int(conflicts), "me": {
+        "device": tab.device, "user": tab.store.meta("user") or "", "unit": tab.unit}}
+
+
+def _person(tab: Tablet, rid: str) -> Record:
+    rec = tab.get(rid)
+    if rec is None or rec.coll != "person":
+        raise NotFound(f"no resident {rid}", details={"record": rid})
+    return rec
+
+
+def _record(tab: Tablet, rid: str, coll: str) -> Record:
+    rec = tab.get(rid)
+    if rec is None or rec.coll != coll or rec.deleted:
+        raise NotFound(f"no {coll} {rid}", details={"record": rid})
+    return rec
+
+
+def _names(tab: Tablet) -> dict[str, str]:
+    return {p.id: str(p.data.get("name", "")) for p in tab.list("person", include_deleted=True)}
+
+
+def conflict_view(tab: Tablet, c: Conflict, names: dict[str, str]) -> dict[str, Any]:
+    "A conflict as the pages show it: what, whose record, the value shown and every competing value"
+    col = SCHEMA.collections.get(c.coll)
+    rec = tab.get(c.record)
+    person = c.record if c.coll == "person" else (rec.data.get("person") if rec else None)
+    fields = col.fields if col else {}
+    return {
+        "record": c.record, "field": c.field, "coll": c.coll, "coll_label": col.label if col else c.coll,
+        "field_label": "删除" if c.field == DELETED else (fields[c.field].label if c.field in fields else c.field),
+        "person": person, "person_name": names.get(str(person), "") if person else "",
+        "winner": c.winner, "deleted": c.field == DELETED,
+        "candidates": [{
+            "op": f"{o.device}:{o.counter}", "value": o.value, "user": o.user, "device": o.device,
+            "tier": o.tier, "hlc": o.hlc, "mine": o.device == tab.device,
+            "field_label": "",
+        } for o in c.candidates],
+        "mine": any(o.device == tab.device for o in c.candidates),
+    }
+
+
+def page_routes(tapp: TabletApp) -> list[BaseRoute]:
+    async def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
+        nav: dict[str, Any] = {}
+        if tapp.unlocked:
+            try:
+                nav = await tapp.run(_nav)
+                if "cat" in ctx:  # the catalogues synced from above
+                    ctx = {**ctx, "cat": await tapp.run(forms.catalogues)}
+            except Unauthorized as e:
+                if not is_locked(e):
+                    raise
+        done = DONE.get(request.query_params.get("done", ""))
+        return templates.TemplateResponse(request, name, {
+            "tapp": tapp, "csrf": tapp.csrf, "done": done, "path": request.url.path, **nav, **ctx},
+            status_code=status)
+
+    async def synced_codes() -> Callable[[str], set[str]]:
+        "The codes of the catalogues synced from above, for the forms' checks"
+        known = await tapp.run(lambda t: {k: t.store.catalogue_codes(k) for k in CATALOGUE_KINDS})
+        return lambda kind: known.get(kind, set())
+
+    async def form_of(request: Request) -> FormData:
+        form = await request.form()
+        check_csrf(tapp, form.get("csrf"))
+        return form
+
+    # -- unlock -------------------------------------------------------------------------------------
+
+    async def unlock_page(request: Request) -> Response:
+        if tapp.unlocked:
+            return _redirect("/")
+        if not tapp.set_up:
+            return _redirect("/setup")
+        return await render(request, "unlock.html", {"error": tapp.notice or None})
+
+    async def setup_page(request: Request) -> Response:
+        if tapp.set_up:
+            return _redirect("/unlock")
+        return await render(request, "setup.html", {"values": {"server": tapp.server_hint}, "errors": {},
+                                                     "notice": tapp.notice})
+
+    async def setup(request: Request) -> Response:
+        form = await form_of(request)
+        if tapp.set_up:
+            return _redirect("/unlock")
+        values = {k: str(form.get(k, "")).strip() for k in ("server", "code")}
+        pin, again = str(form.get("pin", "")).strip(), str(form.get("pin2", "")).strip()
+        errors: dict[str, str] = {}
+        if not re.fullmatch(r"https?://[^\s/]+(:\d+)?/?", values["server"]):
+            errors["server"] = "请填写镇街服务器地址，例如 http://192.168.1.10:8000"
+        if not values["code"]:
+            errors["code"] = "请填写镇街发给本平板的登记码"
+        if len(pin) < MIN_PIN_LENGTH:
+            errors["pin"] = f"PIN 至少 {MIN_PIN_LENGTH} 位"
+        elif pin != again:
+            errors["pin2"] = "两次输入的 PIN 不一样"
+        if not errors:
+            try:
+                await run_in_threadpool(tapp.enrol, values["server"], values["code"], pin)
+            except httpx.TransportError:
+                errors["server"] = "无法连接镇街服务器。请检查地址和网络后再试。"
+            except SyncFailed as e:
+                errors["code"] = ENROL_ERRORS.get(e.code, f"镇街服务器拒绝了登记：{e.message}")
+            except AlreadySetUp:
+                return _redirect("/unlock")
+        if errors:
+            return await render(request, "setup.html", {"values": values, "errors": errors}, 400)
+        return _redirect("/?done=enrolled")
+
+    async def unlock(request: Request) -> Response:
+        form = await form_of(request)
+        pin = str(form.get("pin", "")).strip()
+        error, status = None, 200
+        try:
+            if not pin and tapp.encrypted:
+                raise PinRequired("no PIN")
+            await run_in_threadpool(tapp.unlock, pin or None)
+        except TooManyPins as e:
+            error, status = f"PIN 错误次数过多，请 {e.seconds} 秒后再试。", 429
+        except NotSetUp:
+            error, status = "本平板尚未登记。请先用“cunsync tablet init”和镇街发的登记码完成登记。", 409
+        except PinRequired:
+            error, status = "请输入 PIN。", 401
+        except WrongPin:
+            error, status = "PIN 不正确，请重新输入。", 401
+        if error:
+            return await render(request, "unlock.html", {"error": error}, status)
+        return _redirect("/")
+
+    async def lock(request: Request) -> Response:
+        await form_of(request)
+        try:
+            await run_in_threadpool(tapp.lock)
+        except SyncRunning:
+            return await render(request, "error.html", {"message": "正在同步，同步结束后再锁定。"}, 409)
+        return _redirect("/unlock")
+
+    # -- home ---------------------------------------------------------------------------------------
+
+    async def home(request: Request) -> Response:
+        def load(tab: Tablet) -> dict[str, Any]:
+            counts = dict(tab.store.conn.execute(
+                "SELECT coll, count(*) FROM records WHERE deleted = 0 GROUP BY coll").fetchall())
+            needs = tab.list("need")
+            return {"counts": counts, "open_needs": sum(n.data.get("status") in OPEN_STATUSES for n in needs),
+                    "last_sync": tab.store.meta("last_sync"), "server": tab.store.meta("server")}
+
+        return await render(request, "home.html", await tapp.run(load))
+
+    # -- residents ----------------------------------------------------------------------------------
+
+    async def people(request: Request) -> Response:
+        q = request.query_params.get("q", "").strip()
+        pick = request.query_params.get("for", "")
+        pick = pick if pick in ("need", "service") else ""
+
+        def load(tab: Tablet) -> dict[str, Any]:
+            everyone = tab.list("person")
+            found = find_people(everyone, q) if q else sorted(everyone, key=_name_key)
+            return {"people": found[:LIST_LIMIT], "total": len(found), "all": len(everyone)}
+
+        return await render(request, "people.html", {"q": q, "pick": pick, **await tapp.run(load)})
+
+    async def person_find(request: Request) -> Response:
+        q = request.query_params.get("q", "").strip()
+        found = await tapp.run(lambda tab: find_people(tab.list("person"), q)[:LIST_LIMIT]) if q else []
+        return await render(request, "person_find.html", {"q": q, "people": found})
+
+    def _prefill(q: str) -> dict[str, Any]:
+        compact = q.replace(" ", "")
+        if len(compact) == 18 and compact[:17].isdigit():
+            return {"id_number": compact.upper()}
+        if compact.isdigit() and len(compact) >= 7:
+            return {"phone": compact}
+        if any("\u4e00" <= ch <= "\u9fff" for ch in q):
+            return {"name": q}
+        return {}
+
+    async def person_new(request: Request) -> Response:
+        q = request.query_params.get("q", "").strip()
+        if not q:
+            return _redirect("/people/new")
+        return await render(request, "person_form.html", {
+            "mode": "new", "values": _prefill(q), "errors": {}, "searched": q, "dupes": [],
+            "cat": forms.catalogues()})
+
+    def _duplicates(tab: Tablet, values: dict[str, Any], exclude: str | None) -> tuple[Record | None, list[Record]]:
+        "A resident with the same ID number, and residents with the same name and birth date"
+        same_id, same_person = None, []
+        for p in tab.list("person"):
+            if p.id == exclude:
+                continue
+            if values.get("id_number") and p.data.get("id_number") == values["id_number"]:
+                same_id = p
+            elif (values.get("birth_date") and p.data.get("birth_date") == values["birth_date"]
+                  and normalize(str(p.data.get("name", ""))) == normalize(str(values.get("name", "")))):
+                same_person.append(p)
+        return same_id, same_person
+
+    async def person_create(request: Request) -> Response:
+        form = await form_of(request)
+        searched = str(form.get("searched", "")).strip()
+        if not searched:
+            return _redirect("/people/new")  # search the village first
+        values, errors = forms.parse("person", form)
+        confirmed = form.get("confirm_new") == "1"
+
+        def save(tab: Tablet) -> tuple[str | None, list[Record]]:
+            if errors:
+                return None, []
+            same_id, same = _duplicates(tab, values, None)
+            if same_id is not None:
+                errors["id_number"] = f"这个身份证号已登记给“{same_id.data.get('name', '')}”，不能重复登记"
+                return None, [same_id]
+            if same and not confirmed:
+                errors["confirm_new"] = "本村已有同名、同出生日期的居民。请先查看是否为同一人；确认不是，再勾选下面的确认框保存。"
+                return None, same
+            return tab.create("person", {k: v for k, v in values.items() if v not in (None, [])}), []
+
+        rid, dupes = await tapp.run(save)
+        if rid is None:
+            return await render(request, "person_form.html", {
+                "mode": "new", "values": _raw(form), "errors": errors, "searched": searched, "dupes": dupes,
+                "cat": forms.catalogues()}, 400)
+        return _redirect(f"/people/{rid}?done=created")
+
+    async def person_page(request: Request) -> Response:
+        rid = request.path_params["id"]
+
+        def load(tab: Tablet) -> dict[str, Any] | str:
+            real = tab.store.resolve_id(rid)
+            if real != rid:
+                return real
+            rec = _person(tab, rid)
+            needs = [n for n in tab.list("need") if n.data.get("person") == rid]
+            services = [s for s in tab.list("service") if s.data.get("person") == rid]
+            services.sort(key=lambda s: str(s.data.get("served_at", "")), reverse=True)
+            names = _names(tab)
+            related = {rid, *(n.id for n in needs), *(s.id for s in services)}
+            conflicts = [conflict_view(tab, c, names) for c in tab.store.conflicts() if c.record in related]
+            return {"p": rec, "needs": needs, "services": services, "conflicts": conflicts,
+                    "need_labels": {n.id: n.data.get("category", "") for n in needs}}
+
+        got = await tapp.run(load)
+        if isinstance(got, str):
+            return _redirect(f"/people/{got}")
+        return await render(request, "person.html", got)
+
+    async def person_edit(request: Request) -> Response:
+        rid = request.path_params["id"]
+        rec = await tapp.run(lambda tab: _record(tab, rid, "person"))
+        return await render(request, "person_form.html", {
+            "mode": "edit", "p": rec, "values": forms.as_form(rec.data), "errors": {}, "dupes": [],
+            "cat": forms.catalogues()})
+
+    async def person_update(request: Request) -> Response:
+        rid = request.path_params["id"]
+        form = await form_of(request)
+        values, errors = forms.parse("person", form, editing=True)
+
+        def save(tab: Tablet) -> tuple[Record, list[Record]]:
+            rec = _record(tab, rid, "person")
+            if errors:
+                return rec, []
+            same_id, _ = _duplicates(tab, values, rid)
+            if same_id is not None:
+                errors["id_number"] = f"这个身份证号已登记给“{same_id.data.get('name', '')}”"
+                return rec, [same_id]
+            changes = {k: v for k, v in values.items() if _differs(rec.data.get(k), v)}
+            if changes:
+                tab.update(rid, changes)
+            return rec, []
+
+        rec, dupes = await tapp.run(save)
+        if errors:
+            return await render(request, "person_form.html", {
+                "mode": "edit", "p": rec, "values": _raw(form), "errors": errors, "dupes": dupes,
+                "cat": forms.catalogues()}, 400)
+        return _redirect(f"/people/{rid}?done=saved")
+
+    # -- needs --------------------------------------------------------------------------------------
+
+    async def needs(request: Request) -> Response:
+        q = request.query_params.get("q", "").strip()
+        status = request.query_params.get("status", "open")
+
+        def load(tab: Tablet) -> dict[str, Any]:
+            names = _names(tab)
+            out = []
+            for n in tab.list("need"):
+                st = n.data.get("status")
+                if status == "open" and st not in OPEN_STATUSES or status not in ("open", "all") and st != status:
+                    continue
+                hay = " ".join(str(n.data.get(k, "")) for k in ("category", "description", "assignee"))
+                if q and normalize(q) not in normalize(hay) and not name_matches(q, names.get(n.data.get("person", ""), "")):
+                    continue
+                out.append(n)
+            out.sort(key=lambda n: (str(n.data.get("due_date") or "9999"), n.id))
+            return {"needs": out[:LIST_LIMIT], "total": len(out), "names": names}
+
+        return await render(request, "needs.html", {
+            "q": q, "status": status, "today": dt.date.today().isoformat(), "cat": forms.catalogues(),
+            **await tapp.run(load)})
+
+    def _need_ctx(tab: Tablet, pid: str) -> dict[str, Any]:
+        return {"p": _record(tab, pid, "person"), "cat": forms.catalogues()}
+
+    async def need_new(request: Request) -> Response:
+        pid = request.query_params.get("person", "")
+        if not pid:
+            return _redirect("/people?for=need")
+        ctx = await tapp.run(lambda tab: _need_ctx(tab, pid))
+        return await render(request, "need_form.html", {"mode": "new", "values": {"urgency": "一般"},
+                                                        "errors": {}, **ctx})
+
+    async def need_create(request: Request) -> Response:
+        form = await form_of(request)
+        pid = str(form.get("person", ""))
+        values, errors = forms.parse("need", form, codes=await synced_codes())
+
+        def save(tab: Tablet) -> tuple[str | None, dict[str, Any]]:
+            ctx = _need_ctx(tab, pid)
+            if errors:
+                return None, ctx
+            vals = {"person": pid, **{k: v for k, v in values.items() if v is not None}, "status": "待处理"}
+            return tab.create("need", vals), ctx
+
+        nid, ctx = await tapp.run(save)
+        if nid is None:
+            return await render(request, "need_form.html", {"mode": "new", "values": _raw(form),
+                                                            "errors": errors, **ctx}, 400)
+        return _redirect(f"/people/{pid}?done=need")
+
+    async def need_edit(request: Request) -> Response:
+        nid = request.path_params["id"]
+
+        def load(tab: Tablet) -> dict[str, Any]:
+            n = _record(tab, nid, "need")
+            return {"n": n, "values": forms.as_form(n.data), **_need_ctx(tab, str(n.data.get("person", "")))}
+
+        ctx = await tapp.run(load)
+        return await render(request, "need_form.html", {
+            "mode": "edit", "errors": {}, "statuses": forms.allowed_statuses(ctx["n"].data.get("status")), **ctx})
+
+    async def need_update(request: Request) -> Response:
+        nid = request.path_params["id"]
+        form = await form_of(request)
+        values, errors = forms.parse("need", form, editing=True, codes=await synced_codes())
+
+        def save(tab: Tablet) -> dict[str, Any]:
+            n = _record(tab, nid, "need")
+            ctx = {"n": n, **_need_ctx(tab, str(n.data.get("person", "")))}
+            if not errors:
+                changes = {k: v for k, v in values.items() if _differs(n.data.get(k), v)}
+                try:
+                    if changes:
+                        tab.update(nid, changes)
+                except InvalidValue as e:
+                    frm, to = (e.details or {}).get("from"), (e.details or {}).get("to")
+                    errors["status"] = (f"需求不能从“{frm}”直接改为“{to}”" if frm else "状态填写有误")
+            return ctx
+
+        ctx = await tapp.run(save)
+        if errors:
+            return await render(request, "need_form.html", {
+                "mode": "edit", "values": _raw(form), "errors": errors,
+                "statuses": forms.allowed_statuses(ctx["n"].data.get("status")), **ctx}, 400)
+        return _redirect(f"/people/{ctx['p'].id}?done=saved")
+
+    # -- services -----------------------------------------------------------------------------------
+
+    async def services(request: Request) -> Response:
+        q = request.query_params.get("q", "").strip()
+
+        def load(tab: Tablet) -> dict[str, Any]:
+            names = _names(tab)
+            out = [s for s in tab.list("service") if not q
+                   or normalize(q) in normalize(" ".join(str(s.data.get(k, "")) for k in
+                                                         ("service_type", "provider_name", "notes")))
+                   or name_matches(q, names.get(s.data.get("person", ""), ""))]
+            out.sort(key=lambda s: str(s.data.get("served_at", "")), reverse=True)
+            return {"services": out[:LIST_LIMIT], "total": len(out), "names": names}
+
+        return await render(request, "services.html", {"q": q, **await tapp.run(load)})
+
+    def _service_ctx(tab: Tablet, pid: str) -> dict[str, Any]:
+        p = _record(tab, pid, "person")
+        needs = [n for n in tab.list("need") if n.data.get("person") == pid]
+        return {"p": p, "needs": needs, "cat": forms.catalogues()}
+
+    async def service_new(request: Request) -> Response:
+        pid = request.query_params.get("person", "")
+        if not pid:
+            return _redirect("/people?for=service")
+        ctx = await tapp.run(lambda tab: _service_ctx(tab, pid))
+        need = request.query_params.get("need", "")
+        preset = next((n for n in ctx["needs"] if n.id == need), None)
+        values = {"need": need if preset else "", "provider_kind": "社工", "people_served": "1",
+                  "served_at": dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
+                  "service_type": preset.data.get("category", "") if preset else ""}
+        return await render(request, "service_form.html", {"mode": "new", "values": values, "errors": {}, **ctx})
+
+    def _check_need(ctx: dict[str, Any], values: dict[str, Any], errors: dict[str, str]) -> None:
+        if values.get("need") and values["need"] not in {n.id for n in ctx["needs"]}:
+            errors["need"] = "请从这位居民的需求中选择"
+
+    async def service_create(request: Request) -> Response:
+        form = await form_of(request)
+        pid = str(form.get("person", ""))
+        values, errors = forms.parse("service", form, codes=await synced_codes())
+
+        def save(tab: Tablet) -> tuple[str | None, dict[str, Any]]:
+            ctx = _service_ctx(tab, pid)
+            _check_need(ctx, values, errors)
+            if errors:
+                return None, ctx
+            return tab.create("service", {"person": pid, **{k: v for k, v in values.items() if v is not None}}), ctx
+
+        sid, ctx = await tapp.run(save)
+        if sid is None:
+            return await render(request, "service_form.html", {"mode": "new", "values": _raw(form),
+                                                               "errors": errors, **ctx}, 400)
+        return _redirect(f"/people/{pid}?done=service")
+
+    async def service_edit(request: Request) -> Response:
+        sid = request.path_params["id"]
+
+        def load(tab: Tablet) -> dict[str, Any]:
+            s = _record(tab, sid, "service")
+            return {"s": s, "values": forms.as_form(s.data), **_service_ctx(tab, str(s.data.get("person", "")))}
+
+        return await render(request, "service_form.html", {"mode": "edit", "errors": {}, **await tapp.run(load)})
+
+    async def service_update(request: Request) -> Response:
+        sid = request.path_params["id"]
+        form = await form_of(request)
+        values, errors = forms.parse("service", form, editing=True, codes=await synced_codes())
+
+        def save(tab: Tablet) -> dict[str, Any]:
+            s = _record(tab, sid, "service")
+            ctx = {"s": s, **_service_ctx(tab, str(s.data.get("person", "")))}
+            _check_need(ctx, values, errors)
+            if not errors:
+                changes = {k: v for k, v in values.items() if _differs(s.data.get(k), v)}
+                if changes:
+                    tab.update(sid, changes)
+            return ctx
+
+        ctx = await tapp.run(save)
+        if errors:
+            return await render(request, "service_form.html", {"mode": "edit", "values": _raw(form),
+                                                               "errors": errors, **ctx}, 400)
+        return _redirect(f"/people/{ctx['p'].id}?done=saved")
+
+    # -- sync and conflicts -------------------------------------------------------------------------
+
+    async def sync_page(request: Request) -> Response:
+        def load(tab: Tablet) -> dict[str, Any]:
+            names = _names(tab)
+            return {"conflicts": [conflict_view(tab, c, names) for c in tab.store.conflicts()],
+                    "last_sync": tab.store.meta("last_sync"), "server": tab.store.meta("server")}
+
+        ctx = await tapp.run(load)
+        job = tapp.job.snapshot() if tapp.job else {}
+        return await render(request, "sync.html", {"job": job, **ctx})
+
+    def _start() -> bool:
+        if tapp.job is None:
+            raise locked()
+        return tapp.job.start()
+
+    async def sync_start(request: Request) -> Response:
+        await form_of(request)
+        _start()
+        return _redirect("/sync")
+
+    async def api_sync(request: Request) -> Response:
+        check_csrf(tapp, request.headers.get("x-csrf-token"))
+        started = _start()
+        assert tapp.job is not None
+        return JSONResponse({"started": started, "job": tapp.job.snapshot()}, status_code=202)
+
+    async def api_status(request: Request) -> Response:
+        def load(tab: Tablet) -> dict[str, Any]:
+            nav = _nav(tab)
+            return {"pending": nav["pending"], "conflicts": nav["conflict_count"],
+                    "last_sync": int(tab.store.meta("last_sync") or 0) or None}
+
+        st = await tapp.run(load)
+        job = tapp.job.snapshot() if tapp.job else None
+        return JSONResponse({**st, "job": job})
+
+    async def resolve(request: Request) -> Response:
+        form = await form_of(request)
+        record, field = str(form.get("record", "")), str(form.get("field", ""))
+        back = local_path(form.get("next"), "/sync")
+
+        def do(tab: Tablet) -> bool:
+            found = [c for c in tab.store.conflicts(record=record) if c.field == field]
+            if not found:
+                return False
+            if field == DELETED:
+                tab.resolve(record, DELETED, form.get("value") == "delete")
+                return True
+            pick = next((o for o in found[0].candidates if f"{o.device}:{o.counter}" == form.get("op")), None)
+            if pick is None:
+                return False
+            tab.resolve(record, field, pick.value)
+            return True
+
+        ok = await tapp.run(do)
+        sep = "&" if "?" in back else "?"
+        return _redirect(f"{back}{sep}done={'resolved' if ok else 'changed'}")
+
+    return [
+        Route("/", home),
+        Route("/unlock", unlock_page, methods=["GET"]),
+        Route("/unlock", unlock, methods=["POST"]),
+        Route("/lock", lock, methods=["POST"]),
+        Route("/setup", setup_page, methods=["GET"]),
+        Route("/setup", setup, methods=["POST"]),
+        Route("/people", people),
+        Route("/people/new", person_find, methods=["GET"]),
+        Route("/people/new", person_create, methods=["POST"]),
+        Route("/people/new/form", person_new),
+        Route("/people/{id}", person_page),
+        Route("/people/{id}/edit", person_edit, methods=["GET"]),
+        Route("/people/{id}/edit", person_update, methods=["POST"]),
+        Route("/needs", needs),
+        Route("/needs/new", need_new, methods=["GET"]),
+        Route("/needs/new", need_create, methods=["POST"]),
+        Route("/needs/{id}/edit", need_edit, methods=["GET"]),
+        Route("/needs/{id}/edit", need_update, methods=["POST"]),
+        Route("/services", services),
+        Route("/services/new", service_new, methods=["GET"]),
+        Route("/services/new", service_create, methods=["POST"]),
+        Route("/services/{id}/edit", service_edit, methods=["GET"]),
+        Route("/services/{id}/edit", service_update, methods=["POST"]),
+        Route("/sync", sync_page, methods=["GET"]),
+        Route("/sync", sync_start, methods=["POST"]),
+        Route("/conflicts/resolve", resolve, methods=["POST"]),
+        Route("/api/status", api_status),
+        Route("/api/sync", api_sync, methods=["POST"]),
+    ]

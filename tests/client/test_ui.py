@@ -1,0 +1,517 @@
+"""The tablet app over Starlette's TestClient: the lock page, the guards of a local web app (Host,
+Origin, CSRF), registering with a duplicate search first, validation in Chinese with nothing written,
+needs and services, conflicts with their competing values, and a sync whose node cannot be reached.
+
+No node runs here: the tablet's identity is set directly and its node is a closed port on 127.0.0.1.
+Browser tests against a real node are in ``tests/browser/test_tablet_ui.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.syncjob import UNREACHABLE
+from client.tablet import Tablet
+from client.ui import PIN_TRIES, TabletApp, create_app
+from sync.ops import Op
+from sync.types import SET, TIER_RANK
+
+with warnings.catch_warnings():
+    # starlette's TestClient warns that it prefers httpx2; the project's httpx is what it runs on
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+    from starlette.testclient import TestClient
+
+PIN = "246810"
+PORT = 8765
+ORIGIN = f"http://127.0.0.1:{PORT}"
+SAME = {"origin": ORIGIN}
+VILLAGE = "510903001001"
+ZHANG = {"name": "张三", "gender": "男", "birth_date": "1942-03-08", "id_number": "510903194203081234",
+         "phone": "13800138000", "groups": ["老年人"]}
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def set_up_tablet(path: Path, pin: str | None = PIN) -> None:
+    "A tablet as enrolment leaves it, with no node: its node is a port nobody listens on"
+    tab = Tablet(path, pin=pin)
+    for k, v in (("device", "tab-ui-1"), ("user", "王芳"), ("unit", VILLAGE), ("tier", "village"),
+                 ("server", f"http://127.0.0.1:{closed_port()}")):
+        tab.store.set_meta(k, v)
+    tab.create("person", ZHANG)
+    tab.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "tablet.db"
+    set_up_tablet(path)
+    return path
+
+
+@pytest.fixture
+def tapp(db: Path) -> Iterator[TabletApp]:
+    app = TabletApp(db, port=PORT, backoff=0.01)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def client(tapp: TabletApp) -> Iterator[TestClient]:
+    with TestClient(create_app(tapp), base_url=ORIGIN, follow_redirects=False) as c:
+        yield c
+
+
+@pytest.fixture
+def unlocked(tapp: TabletApp, client: TestClient) -> TestClient:
+    r = client.post("/unlock", data={"csrf": tapp.csrf, "pin": PIN}, headers=SAME)
+    assert r.status_code == 303 and tapp.unlocked
+    return client
+
+
+def post(c: TestClient, tapp: TabletApp, url: str, data: dict[str, Any]) -> Any:
+    return c.post(url, data={"csrf": tapp.csrf, **data}, headers=SAME)
+
+
+def messages(html: str) -> list[str]:
+    "The error messages shown beside form fields"
+    return re.findall(r'<div class="msg" role="alert">([^<]*)</div>', html)
+
+
+def pending(tapp: TabletApp) -> int:
+    return tapp.read(lambda t: t.pending())
+
+
+def people(tapp: TabletApp) -> dict[str, str]:
+    return tapp.read(lambda t: {str(p.data["name"]): p.id for p in t.list("person")})
+
+
+# -- unlocking ------------------------------------------------------------------------------------
+
+def test_a_locked_app_asks_for_the_pin(tapp: TabletApp, client: TestClient) -> None:
+    assert not tapp.unlocked
+    r = client.get("/people")
+    assert r.status_code == 303 and r.headers["location"] == "/unlock"
+    page = client.get("/unlock")
+    assert page.status_code == 200 and "请输入 PIN 解锁" in page.text
+    api = client.get("/api/status")
+    assert api.status_code == 401
+    assert api.json() == {"error": {"code": "locked", "message": api.json()["error"]["message"], "details": None}}
+
+
+def test_a_wrong_pin_is_refused_in_chinese_and_the_right_one_unlocks(tapp: TabletApp, client: TestClient) -> None:
+    r = post(client, tapp, "/unlock", {"pin": "111111"})
+    assert r.status_code == 401
+    assert "PIN 不正确，请重新输入。" in r.text
+    assert not tapp.unlocked
+    assert "请输入 PIN。" in post(client, tapp, "/unlock", {"pin": ""}).text
+    r = post(client, tapp, "/unlock", {"pin": PIN})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    assert "张三" in client.get("/people").text
+
+
+def test_wrong_pins_in_a_row_make_the_worker_wait(tapp: TabletApp, client: TestClient) -> None:
+    for _ in range(PIN_TRIES):
+        assert post(client, tapp, "/unlock", {"pin": "000000"}).status_code == 401
+    r = post(client, tapp, "/unlock", {"pin": PIN})
+    assert r.status_code == 429 and "PIN 错误次数过多" in r.text
+    assert not tapp.unlocked
+
+
+def test_the_pin_from_the_environment_unlocks_at_start(db: Path) -> None:
+    app = TabletApp(db, port=PORT, pin=PIN)
+    try:
+        assert app.unlocked and app.read(lambda t: t.device) == "tab-ui-1"
+    finally:
+        app.close()
+
+
+def test_locking_closes_the_tablet(tapp: TabletApp, unlocked: TestClient) -> None:
+    r = post(unlocked, tapp, "/lock", {})
+    assert r.status_code == 303 and r.headers["location"] == "/unlock"
+    assert not tapp.unlocked
+    assert unlocked.get("/").headers["location"] == "/unlock"
+
+
+# -- the guards of a local web app ----------------------------------------------------------------
+
+def test_a_request_naming_another_host_is_refused(unlocked: TestClient) -> None:
+    page = unlocked.get("/people", headers={"host": "evil.example:8765"})
+    assert page.status_code == 400 and "请用本机地址打开本应用" in page.text and "张三" not in page.text
+    api = unlocked.get("/api/status", headers={"host": "127.0.0.1:9999"})
+    assert api.status_code == 400 and api.json()["error"]["code"] == "bad_host"
+    assert unlocked.get("/people", headers={"host": f"localhost:{PORT}"}).status_code == 200
+
+
+#: Every state-changing route, with a body that would succeed with the token
+POSTS = [
+    ("/people/new", {"searched": "李四", "name": "李四"}),
+    ("/needs/new", {"category": "养老服务"}),
+    ("/services/new", {"service_type": "养老服务", "served_at": "2024-05-01T09:30"}),
+    ("/sync", {}),
+    ("/conflicts/resolve", {"record": "x", "field": "phone"}),
+    ("/lock", {}),
+]
+
+
+@pytest.mark.parametrize(("url", "data"), POSTS)
+def test_posts_need_the_apps_origin_and_csrf_token(tapp: TabletApp, unlocked: TestClient, url: str,
+                                                   data: dict[str, Any]) -> None:
+    before = pending(tapp)
+    person = people(tapp)["张三"]
+    data = {**data, "person": person}
+    no_origin = unlocked.post(url, data={"csrf": tapp.csrf, **data})
+    assert no_origin.status_code == 403 and "不是从本应用的页面发出的" in no_origin.text
+    other_site = unlocked.post(url, data={"csrf": tapp.csrf, **data}, headers={"origin": "http://evil.example"})
+    assert other_site.status_code == 403
+    no_token = unlocked.post(url, data=data, headers=SAME)
+    assert no_token.status_code == 403 and "页面已过期" in no_token.text
+    wrong_token = unlocked.post(url, data={**data, "csrf": "guessed"}, headers=SAME)
+    assert wrong_token.status_code == 403
+    assert tapp.unlocked and pending(tapp) == before
+    assert tapp.job is not None and not tapp.job.running
+
+
+def test_the_json_sync_endpoint_needs_the_token_header_and_answers_the_one_error_shape(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    r = unlocked.post("/api/sync", headers=SAME)
+    assert r.status_code == 403
+    assert r.json() == {"error": {"code": "csrf", "message": r.json()["error"]["message"], "details": None}}
+    r = unlocked.post("/api/sync", headers={"x-csrf-token": tapp.csrf})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "cross_origin"
+    assert unlocked.get("/api/nothing-here").json()["error"]["code"] == "not_found"
+
+
+def test_pages_may_not_be_framed_or_cached(unlocked: TestClient) -> None:
+    r = unlocked.get("/people")
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["cache-control"] == "no-store"
+
+
+def test_an_unknown_page_is_a_friendly_chinese_page(unlocked: TestClient) -> None:
+    r = unlocked.get("/people/0190b6a2-0000-7000-8000-000000000000")
+    assert r.status_code == 404 and "找不到这个页面或这条记录" in r.text
+
+
+# -- registering: search first --------------------------------------------------------------------
+
+def test_the_form_appears_only_after_a_search(tapp: TabletApp, unlocked: TestClient) -> None:
+    assert unlocked.get("/people/new/form").headers["location"] == "/people/new"
+    first = unlocked.get("/people/new")
+    assert "先查一查" in first.text and 'id="register-new"' not in first.text
+    found = unlocked.get("/people/new", params={"q": "王五"})
+    assert 'id="no-matches"' in found.text and 'id="register-new"' in found.text
+    form = unlocked.get("/people/new/form", params={"q": "王五"})
+    assert form.status_code == 200 and 'value="王五"' in form.text
+    skipped = post(unlocked, tapp, "/people/new", {"name": "王五"})  # no search behind it
+    assert skipped.status_code == 303 and skipped.headers["location"] == "/people/new"
+    assert "王五" not in people(tapp)
+
+
+@pytest.mark.parametrize("query", ["张三", "zhangsan", "zs", "zhangs", "5109031942", "13800138000"])
+def test_the_duplicate_search_finds_by_name_pinyin_id_number_or_phone_and_masks(
+        unlocked: TestClient, query: str) -> None:
+    r = unlocked.get("/people/new", params={"q": query})
+    assert 'id="matches"' in r.text and "张三" in r.text
+    assert "以上都不是，登记新居民" in r.text
+    matches = r.text.split('id="matches"')[1].split("</ul>")[0]
+    assert ZHANG["id_number"] not in matches and "5109**********1234" in matches
+    assert ZHANG["phone"] not in matches and "138****8000" in matches
+
+
+def test_register_a_resident(tapp: TabletApp, unlocked: TestClient) -> None:
+    before = pending(tapp)
+    r = post(unlocked, tapp, "/people/new", {
+        "searched": "李四", "name": "李四", "id_number": "51090319500101123x", "phone": "139 0000 1111",
+        "address": "育才路1号", "groups": ["老年人", "独居"]})
+    assert r.status_code == 303 and r.headers["location"].endswith("?done=created")
+    rid = people(tapp)["李四"]
+    rec = tapp.read(lambda t: t.get(rid))
+    assert rec is not None
+    assert rec.data["id_number"] == "51090319500101123X"
+    assert rec.data["birth_date"] == "1950-01-01" and rec.data["gender"] == "男"  # from the ID number
+    assert sorted(rec.data["groups"]) == ["独居", "老年人"]
+    assert rec.unit == VILLAGE
+    assert pending(tapp) > before
+    page = unlocked.get(r.headers["location"])
+    assert "居民已登记" in page.text and "李四" in page.text
+
+
+def test_mistakes_are_explained_in_chinese_and_nothing_is_written(tapp: TabletApp, unlocked: TestClient) -> None:
+    before = pending(tapp)
+    r = post(unlocked, tapp, "/people/new", {
+        "searched": "x", "name": "", "id_number": "12345", "phone": "电话", "birth_date": "1942-02-30",
+        "groups": ["外星人"]})
+    assert r.status_code == 400
+    assert messages(r.text) == [
+        "请填写姓名", "身份证号应为18位：前17位是数字，最后一位是数字或X", "出生日期不是一个存在的日期，请核对",
+        "电话号码只能填数字（可带 + 或 -），5到20位", "请从列表中选择人群类别"]
+    assert "没有保存任何内容" in r.text
+    assert 'value="12345"' in r.text  # what the worker typed comes back
+    assert pending(tapp) == before and list(people(tapp)) == ["张三"]
+
+
+def test_an_id_number_that_disagrees_with_birth_date_or_gender_is_refused(tapp: TabletApp,
+                                                                         unlocked: TestClient) -> None:
+    r = post(unlocked, tapp, "/people/new", {"searched": "赵六", "name": "赵六", "id_number": "51090319500101123X",
+                                              "birth_date": "1951-01-01", "gender": "女"})
+    assert r.status_code == 400
+    assert messages(r.text) == ["性别与身份证号不一致（身份证号第17位表示男性）",
+                                "出生日期与身份证号不一致（身份证号上是 1950-01-01）"]
+    assert "赵六" not in people(tapp)
+
+
+def test_the_same_id_number_cannot_be_registered_twice(tapp: TabletApp, unlocked: TestClient) -> None:
+    r = post(unlocked, tapp, "/people/new", {"searched": "张山", "name": "张山", "id_number": ZHANG["id_number"]})
+    assert r.status_code == 400
+    assert messages(r.text) == ["这个身份证号已登记给“张三”，不能重复登记"]
+    assert 'id="dupes"' in r.text
+    assert list(people(tapp)) == ["张三"]
+
+
+def test_same_name_and_birth_date_needs_a_confirmation(tapp: TabletApp, unlocked: TestClient) -> None:
+    data = {"searched": "张三", "name": "张三", "birth_date": ZHANG["birth_date"]}
+    r = post(unlocked, tapp, "/people/new", data)
+    assert r.status_code == 400 and "本村已有同名、同出生日期的居民" in r.text
+    assert len(tapp.read(lambda t: t.list("person"))) == 1
+    r = post(unlocked, tapp, "/people/new", {**data, "confirm_new": "1"})
+    assert r.status_code == 303
+    assert len(tapp.read(lambda t: t.list("person"))) == 2
+
+
+def test_the_residents_list_searches_by_pinyin(unlocked: TestClient, tapp: TabletApp) -> None:
+    post(unlocked, tapp, "/people/new", {"searched": "李四", "name": "李四"})
+    for query, want, not_want in (("zs", "张三", "李四"), ("lisi", "李四", "张三"), ("", "张三", None)):
+        r = unlocked.get("/people", params={"q": query})
+        listed = r.text.split('id="people"')[1]
+        assert want in listed
+        if not_want:
+            assert not_want not in listed
+
+
+# -- needs, services, editing ---------------------------------------------------------------------
+
+def test_a_need_then_a_service_against_it(tapp: TabletApp, unlocked: TestClient) -> None:
+    pid = people(tapp)["张三"]
+    assert unlocked.get("/needs/new").headers["location"] == "/people?for=need"
+    bad = post(unlocked, tapp, "/needs/new", {"person": pid, "description": "助餐", "due_date": "2024-13-01"})
+    assert bad.status_code == 400
+    assert messages(bad.text) == ["请选择需求类别", "截止日期不是一个存在的日期，请核对"]
+    r = post(unlocked, tapp, "/needs/new", {"person": pid, "category": "养老服务", "description": "需要助餐",
+                                             "urgency": "较急"})
+    assert r.status_code == 303 and r.headers["location"] == f"/people/{pid}?done=need"
+    (need,) = tapp.read(lambda t: t.list("need"))
+    assert need.data == {**need.data, "person": pid, "category": "养老服务", "status": "待处理", "urgency": "较急"}
+
+    form = unlocked.get("/services/new", params={"person": pid, "need": need.id})
+    assert f'<option value="{need.id}" selected>' in form.text
+    r = post(unlocked, tapp, "/services/new", {"person": pid, "need": need.id, "service_type": "养老服务",
+                                                "served_at": "2024-05-01T09:30", "minutes": "45",
+                                                "people_served": "1", "provider_kind": "志愿者"})
+    assert r.status_code == 303
+    (svc,) = tapp.read(lambda t: t.list("service"))
+    assert svc.data["need"] == need.id and svc.data["minutes"] == 45 and svc.data["provider_kind"] == "志愿者"
+    page = unlocked.get(f"/people/{pid}").text
+    assert "需要助餐" in page and "45 分钟" in page
+    assert "需要助餐" in unlocked.get("/needs", params={"q": "zs"}).text
+    assert "养老服务" in unlocked.get("/services", params={"q": "zhangsan"}).text
+
+
+def test_a_service_standalone_and_its_mistakes(tapp: TabletApp, unlocked: TestClient) -> None:
+    pid = people(tapp)["张三"]
+    bad = post(unlocked, tapp, "/services/new", {"person": pid, "service_type": "养老服务", "served_at": "明天",
+                                                  "minutes": "-5", "need": "0190b6a2-0000-7000-8000-000000000000"})
+    assert bad.status_code == 400
+    assert messages(bad.text) == ["请从这位居民的需求中选择", "服务时间应按 年-月-日 时:分 填写，例如 2024-05-01 09:30",
+                                  "服务时长应为0到100000之间的整数（分钟）"]
+    assert tapp.read(lambda t: t.list("service")) == []
+    ok = post(unlocked, tapp, "/services/new", {"person": pid, "service_type": "心理支持",
+                                                 "served_at": "2024-05-02 10:00"})
+    assert ok.status_code == 303
+    (svc,) = tapp.read(lambda t: t.list("service"))
+    assert svc.data["served_at"] == "2024-05-02T10:00" and "need" not in svc.data
+
+
+def test_need_status_moves_only_as_allowed(tapp: TabletApp, unlocked: TestClient) -> None:
+    pid = people(tapp)["张三"]
+    post(unlocked, tapp, "/needs/new", {"person": pid, "category": "养老服务"})
+    (need,) = tapp.read(lambda t: t.list("need"))
+    form = unlocked.get(f"/needs/{need.id}/edit").text
+    assert 'value="服务中"' in form and 'value="已关闭"' not in form  # only the moves allowed from 待处理
+    base = {"category": "养老服务", "urgency": "一般"}
+    r = post(unlocked, tapp, f"/needs/{need.id}/edit", {**base, "status": "已关闭"})
+    assert r.status_code == 400 and messages(r.text) == ["需求不能从“待处理”直接改为“已关闭”"]
+    r = post(unlocked, tapp, f"/needs/{need.id}/edit", {**base, "status": "服务中", "assignee": "王芳"})
+    assert r.status_code == 303
+    got = tapp.read(lambda t: t.get(need.id))
+    assert got is not None and got.data["status"] == "服务中" and got.data["assignee"] == "王芳"
+
+
+def concurrent_phone(tapp: TabletApp, rid: str, phone: str) -> None:
+    "A township staff member's phone correction that did not see the tablet's value (pred is empty)"
+    def apply(tab: Tablet) -> None:
+        hlc = tab.store.last_hlc() + (1 << 16)
+        tab.store.apply([Op("node-510903001000", 1, hlc, "person", rid, "phone", SET, phone, (),
+                            "刘主任", "510903001000", TIER_RANK["township"])])
+    tapp.read(apply)
+
+
+def test_a_conflict_shows_both_values_and_an_edit_elsewhere_does_not_settle_it(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    rid = people(tapp)["张三"]
+    concurrent_phone(tapp, rid, "13899990000")
+    page = unlocked.get(f"/people/{rid}").text
+    assert 'id="conflicts"' in page
+    assert "13899990000" in page and "13800138000" in page and "刘主任" in page and "王芳" in page
+    assert "镇街" in page and "涉及本机的修改" in page
+    assert "13899990000" in unlocked.get("/sync").text
+
+    form = unlocked.get(f"/people/{rid}/edit").text
+    assert 'name="phone" value="13899990000"' in form  # the value shown: the township's wins for now
+    r = post(unlocked, tapp, f"/people/{rid}/edit", {**ZHANG, "phone": "13899990000", "address": "育才路2号"})
+    assert r.status_code == 303
+    rec = tapp.read(lambda t: t.get(rid))
+    assert rec is not None and rec.data["address"] == "育才路2号"
+    assert rec.conflicts == ["phone"], "saving the form must not settle the phone conflict"
+
+
+def test_the_worker_settles_a_conflict_by_picking_a_value(tapp: TabletApp, unlocked: TestClient) -> None:
+    rid = people(tapp)["张三"]
+    concurrent_phone(tapp, rid, "13899990000")
+    page = unlocked.get("/sync").text
+    op = re.findall(r'name="op" value="([^"]+)"', page)
+    assert len(op) == 2
+    mine = next(o for o in op if o.startswith("tab-ui-1:"))
+    r = post(unlocked, tapp, "/conflicts/resolve", {"record": rid, "field": "phone", "op": mine, "next": "/sync"})
+    assert r.status_code == 303 and r.headers["location"] == "/sync?done=resolved"
+    rec = tapp.read(lambda t: t.get(rid))
+    assert rec is not None and rec.conflicts == [] and rec.data["phone"] == "13800138000"
+    assert 'id="no-conflicts"' in unlocked.get("/sync").text
+    again = post(unlocked, tapp, "/conflicts/resolve", {"record": rid, "field": "phone", "op": mine})
+    assert again.headers["location"] == "/sync?done=changed"
+
+
+# -- sync -----------------------------------------------------------------------------------------
+
+def test_an_unreachable_node_is_said_plainly_and_nothing_is_lost(tapp: TabletApp, unlocked: TestClient) -> None:
+    before = pending(tapp)
+    assert before > 0
+    r = unlocked.post("/api/sync", headers={**SAME, "x-csrf-token": tapp.csrf})
+    assert r.status_code == 202 and r.json()["started"] is True
+    assert tapp.job is not None
+    tapp.job.wait(30)
+    st = unlocked.get("/api/status").json()
+    assert st["job"]["state"] == "failed" and st["job"]["code"] == "unreachable"
+    assert st["job"]["message"] == UNREACHABLE == "无法连接镇街服务器。数据已安全保存在本机，联网后再点同步。"
+    assert st["pending"] == before
+    assert UNREACHABLE in unlocked.get("/sync").text
+    # the form fallback (no script) starts a sync the same way
+    r = post(unlocked, tapp, "/sync", {})
+    assert r.status_code == 303 and r.headers["location"] == "/sync"
+    tapp.job.wait(30)
+    assert pending(tapp) == before
+
+
+def test_a_plaintext_tablet_opens_without_a_pin(tmp_path: Path) -> None:
+    path = tmp_path / "plain.db"
+    set_up_tablet(path, pin=None)
+    app = TabletApp(path, port=PORT)
+    try:
+        assert app.unlocked
+    finally:
+        app.close()
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+def test_the_command_has_help_with_an_example() -> None:
+    from click.testing import CliRunner
+
+    from client.cli import cli
+
+    r = CliRunner().invoke(cli, ["tablet", "ui", "--help"])
+    assert r.exit_code == 0 and "cunsync tablet ui --db tablet.db --port 8765 --open" in r.output
+
+
+def test_the_command_refuses_a_wrong_pin_and_a_busy_port(db: Path) -> None:
+    from click.testing import CliRunner
+
+    from client.cli import cli
+
+    runner = CliRunner()
+    r = runner.invoke(cli, ["tablet", "ui", "--db", str(db), "--port", str(closed_port())],
+                      env={"CUNSYNC_PIN": "000000"})
+    assert r.exit_code == 1 and "the PIN is wrong" in r.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = runner.invoke(cli, ["tablet", "ui", "--db", str(db), "--port", str(port)], env={"CUNSYNC_PIN": PIN})
+    assert r.exit_code == 1 and "choose another --port" in r.output
+
+
+def test_tablet_commands_close_the_tablet_when_they_fail(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    "The CLI's one context manager: a command that fails half-way still closes the database"
+    from click.testing import CliRunner
+
+    from client.cli import cli
+
+    closed: list[str] = []
+    real_close = Tablet.close
+
+    def close(self: Tablet) -> None:
+        closed.append(self.path)
+        real_close(self)
+
+    monkeypatch.setattr(Tablet, "close", close)
+    r = CliRunner().invoke(cli, ["need", "add", "--db", str(db), "--person", "not-a-record-id",
+                                 "--category", "养老服务"], env={"CUNSYNC_PIN": PIN})
+    assert r.exit_code == 1 and "invalid value for need.person" in r.output
+    assert closed == [str(db)]
+
+
+def test_the_app_adds_no_error_classes_to_the_nodes_api_description() -> None:
+    "The node's OpenAPI document lists every SyncError subclass's code; the app's refusals are not the node's"
+    import client.pages  # noqa: F401  (everything the app defines, loaded)
+    from sync.errors import SyncError
+
+    todo: list[type[SyncError]] = [SyncError]
+    modules = set()
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        modules.add(cls.__module__)
+    assert {m for m in modules if m.startswith("client")} == set()
+
+
+def test_the_forms_offer_the_catalogues_synced_from_above(tapp: TabletApp, unlocked: TestClient) -> None:
+    from sync import Editor, Store
+    from sync import reference as ref
+
+    pid = people(tapp)["张三"]
+    form = unlocked.get("/needs/new", params={"person": pid}).text
+    assert ">养老服务<" in form and "防汛救灾" not in form  # the built-in list until a catalogue arrives
+    with Store(None) as city:
+        ed = Editor(city, device="node-510900000000", user="市民政局", unit="510900000000", tier="city")
+        ref.set_catalogue(ed, "need_category", "防汛救灾", name="防汛救灾", order=1)
+        ref.set_catalogue(ed, "service_type", "应急转移", name="应急转移", order=1)
+        ops = [op for _, op in city.ops_since(0)]
+    tapp.read(lambda t: t.store.apply(ops))  # as a sync delivers them
+    form = unlocked.get("/needs/new", params={"person": pid}).text
+    assert "防汛救灾" in form and ">养老服务<" not in form
+    assert "应急转移" in unlocked.get("/services/new", params={"person": pid}).text
+    r = post(unlocked, tapp, "/needs/new", {"person": pid, "category": "防汛救灾", "description": "危房转移"})
+    assert r.status_code == 303, messages(r.text)
+    assert [n.data["category"] for n in tapp.read(lambda t: t.list("need"))] == ["防汛救灾"]

@@ -1,0 +1,129 @@
+"""The tablet app against a real node, over Starlette's TestClient.
+
+Setting a new tablet up from the app: the township's enrolment code, exchanged once with the node, and
+the worker's new PIN that encrypts the database; mistakes are explained in Chinese, and a failed attempt
+leaves no database behind. A tablet the township revoked with wipe locks itself and says why."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.tablet import Tablet
+from client.ui import TabletApp, create_app
+from e2e_harness import TOWNSHIP, V1, Enrol, NodeProcess, free_port
+from server.node import Node
+from sync.store import is_encrypted
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+    from starlette.testclient import TestClient
+
+pytestmark = pytest.mark.e2e
+
+PORT = 8765
+ORIGIN = f"http://127.0.0.1:{PORT}"
+PIN = "135792"
+
+
+@pytest.fixture
+def code(node: NodeProcess, node_db: Path) -> str:
+    n = Node(node_db, TOWNSHIP)
+    try:
+        enr = n.create_enrolment(V1, "王芳")
+    finally:
+        n.close()
+    node.start()
+    return enr.display
+
+
+@pytest.fixture
+def tapp(tmp_path: Path, node: NodeProcess) -> Iterator[TabletApp]:
+    app = TabletApp(tmp_path / "tablet.db", port=PORT, server=node.url)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def client(tapp: TabletApp) -> Iterator[TestClient]:
+    with TestClient(create_app(tapp), base_url=ORIGIN, follow_redirects=False) as c:
+        yield c
+
+
+
+
+def test_a_new_tablet_is_set_up_from_the_app(tapp: TabletApp, client: TestClient, code: str, node: NodeProcess,
+                                             node_db: Path) -> None:
+    assert client.get("/").headers["location"] == "/unlock"
+    assert client.get("/unlock").headers["location"] == "/setup"
+    page = client.get("/setup")
+    assert "登记本平板" in page.text and f'value="{node.url}"' in page.text
+    r = client.post("/setup", data={"csrf": tapp.csrf, "server": node.url, "code": code, "pin": PIN,
+                                    "pin2": PIN}, headers={"origin": ORIGIN})
+    assert r.status_code == 303 and r.headers["location"] == "/?done=enrolled"
+    assert tapp.unlocked and is_encrypted(tapp.db)
+    device = tapp.read(lambda t: t.device)
+    n = Node(node_db, TOWNSHIP)
+    try:
+        found = n.device(device)
+        assert found is not None and found.unit == V1 and found.user == "王芳"
+    finally:
+        n.close()
+    assert "本平板已登记" in client.get("/?done=enrolled").text
+    assert client.get("/setup").headers["location"] == "/unlock"
+
+
+def test_mistakes_at_set_up_are_explained_and_leave_nothing_behind(tapp: TabletApp, client: TestClient,
+                                                                   code: str, node: NodeProcess) -> None:
+    cases = [
+        ({"server": "192.168.1.10", "code": "", "pin": "123", "pin2": "123"},
+         ["请填写镇街服务器地址，例如 http://192.168.1.10:8000", "请填写镇街发给本平板的登记码", "PIN 至少 6 位"]),
+        ({"server": node.url, "code": code, "pin": PIN, "pin2": "000000"}, ["两次输入的 PIN 不一样"]),
+        ({"server": node.url, "code": "AAAAA-BBBBB", "pin": PIN, "pin2": PIN},
+         ["登记码不对。请核对后重新输入，或请镇街重新发一个。"]),
+        ({"server": f"http://127.0.0.1:{free_port()}", "code": code, "pin": PIN, "pin2": PIN},
+         ["无法连接镇街服务器。请检查地址和网络后再试。"]),
+    ]
+    for form, want in cases:
+        r = client.post("/setup", data={"csrf": tapp.csrf, **form}, headers={"origin": ORIGIN})
+        assert r.status_code == 400
+        assert re.findall(r'<div class="msg" role="alert">([^<]*)</div>', r.text) == want
+        assert not Path(tapp.db).exists() and not tapp.unlocked
+    # the code was not used up by the failures: it still sets the tablet up
+    r = client.post("/setup", data={"csrf": tapp.csrf, "server": node.url, "code": code, "pin": PIN, "pin2": PIN},
+                    headers={"origin": ORIGIN})
+    assert r.status_code == 303 and tapp.unlocked
+
+
+def test_a_tablet_revoked_with_wipe_locks_and_says_why(tmp_path: Path, node: NodeProcess, node_db: Path,
+                                                       enrol: Enrol) -> None:
+    device, token = enrol(V1, "王芳")
+    node.start()
+    db = tmp_path / "revoked.db"
+    with Tablet.init(db, node.url, token, pin=PIN) as tab:
+        tab.create("person", {"name": "张三"})
+    n = Node(node_db, TOWNSHIP)
+    try:
+        n.revoke(device, wipe=True)
+    finally:
+        n.close()
+    tapp = TabletApp(db, port=PORT, pin=PIN)
+    try:
+        with TestClient(create_app(tapp), base_url=ORIGIN, follow_redirects=False) as c:
+            r = c.post("/api/sync", headers={"origin": ORIGIN, "x-csrf-token": tapp.csrf})
+            assert r.status_code == 202
+            assert tapp.job is not None
+            job = tapp.job
+            job.wait(30)
+            assert job.snapshot()["code"] == "device_revoked"
+            assert "本平板已被镇街停用" in job.snapshot()["message"]
+            assert not tapp.unlocked and sorted(tmp_path.glob("revoked.db*")) == []
+            assert c.get("/api/status").json()["error"]["code"] == "locked"
+            assert c.get("/unlock").headers["location"] == "/setup"
+            assert "本平板已被镇街停用。请联系镇街社会工作服务中心。" in c.get("/setup").text
+    finally:
+        tapp.close()
