@@ -23,12 +23,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync.errors import InvalidValue, NotFound, Unauthorized
+from sync.lookup import find_people, name_matches, normalize, sort_key
 from sync.schema import CATALOGUE_KINDS, SCHEMA
 from sync.store import Conflict, Record
 from sync.types import DELETED
 
 from . import forms
-from .lookup import find_people, name_matches, normalize, sort_key
 from .tablet import MIN_PIN_LENGTH, PinRequired, SyncFailed, Tablet, WrongPin
 from .ui import (
     LIST_LIMIT, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf, local_path,

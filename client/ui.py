@@ -49,10 +49,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sync.errors import BadRequest, Forbidden, SyncError, Unauthorized
 from sync.hlc import physical_ms
+from sync.lookup import warm
 from sync.schema import mask_id_number, mask_phone
 from sync.store import is_encrypted
 
-from .lookup import warm
 from .syncjob import SyncJob
 from .tablet import PinError, Tablet, WrongPin
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.lookup import find_people, name_matches, record_matches
+from sync.lookup import find_people, name_matches, record_matches
 from sync.store import Record
 
 

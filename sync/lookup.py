@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from pypinyin import Style, pinyin
 
-from sync.store import Record
+from .store import Record
 
 #: More readings than this per name are cut off (a name of many heteronyms would multiply them).
 MAX_READINGS = 64
