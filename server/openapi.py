@@ -197,6 +197,13 @@ class MergeForm(msgspec.Struct, kw_only=True):
     drop: str
 
 
+class EscalateForm(msgspec.Struct, kw_only=True):
+    "A need escalated to the county (吹哨报到): a summary written by staff, nothing personal"
+
+    csrf: str
+    summary: str
+
+
 class NeedForm(msgspec.Struct, kw_only=True):
     "The needs board's row: status, assignee, due date; ``back`` is the board's address to return to"
 
@@ -306,7 +313,7 @@ def openapi_spec() -> dict[str, Any]:
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount,
-                        ResolveForm, RecordForm, MergeForm, NeedForm, EnrolForm, RevokeForm, Snapshot]
+                        ResolveForm, RecordForm, MergeForm, NeedForm, EnrolForm, RevokeForm, EscalateForm, Snapshot]
     from .flows_openapi import FLOW_TYPES, flow_paths  # reference data and escalations
 
     types += FLOW_TYPES
@@ -522,6 +529,14 @@ def _workbench_paths() -> dict[str, Any]:
                         parameters=[record]),
             "post": form("wbRecordEdit", "Correct a record's fields", "RecordForm", 404, parameters=[record]),
         },
+        "/staff/records/{record}/escalate": {"post": form(
+            "wbEscalate", "Escalate a need to the county (吹哨报到)", "EscalateForm", 404, parameters=[record])},
+        "/staff/people": {"get": page("wbPeople", "The township's residents, searched by name, pinyin, ID number or "
+                                      "phone", 400, parameters=[
+            {"name": "q", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "Name characters, pinyin (full or initials), ID number or phone"},
+            {"name": "unit", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "A village of the township"}])},
         "/staff/duplicates": {"get": page("wbDuplicates", "Residents that may be the same person")},
         "/staff/duplicates/merge": {"post": form("wbMerge", "Merge a duplicate resident into another",
                                                  "MergeForm", 404)},

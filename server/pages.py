@@ -36,8 +36,9 @@ TIER_LABELS = {"village": "村/社区", "township": "镇街", "county": "县区"
 #: A clock further off than this is flagged on the devices page.
 SKEW_LIMIT_MS = 5 * 60 * 1000
 #: The nav bar: path, label.
-NAV = (("/staff", "概览"), ("/staff/conflicts", "冲突"), ("/staff/duplicates", "疑似重复"),
-       ("/staff/needs", "需求看板"), ("/staff/devices", "设备"), ("/staff/export", "导出"))
+NAV = (("/staff", "概览"), ("/staff/people", "居民"), ("/staff/conflicts", "冲突"), ("/staff/duplicates", "疑似重复"),
+       ("/staff/needs", "需求看板"), ("/staff/escalations", "吹哨报到"), ("/staff/devices", "设备"),
+       ("/staff/export", "导出"))
 
 #: What an error's code means, for staff reading a page.
 _MESSAGES = {

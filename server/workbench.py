@@ -1,6 +1,8 @@
 """The township workbench: the pages township staff reconcile their villages' records on.
 
     /staff                          overview: what waits (open conflicts, overdue needs, silent tablets)
+    /staff/people                   the township's residents, by village; search by name, pinyin, ID
+                                    number or phone
     /staff/conflicts                each open conflict with its competing values side by side; keep one
                                     with one click, or type the value (a resolve op through the Editor)
     /staff/records/{record}         a record's values, its every change (who, device, tier, when, old →
@@ -26,10 +28,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync.errors import InvalidValue
+from sync.lookup import find_people, sort_key
+from sync.reference import escalations as list_escalations
 from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES
 from sync.store import Record
 from sync.types import DELETED
 
+from . import escalations
 from .auth import Staff
 from .duplicates import find_pairs
 from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
@@ -37,6 +42,8 @@ from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_labe
 
 #: Needs in these states are finished: never overdue.
 CLOSED = ("已解决", "已关闭", "已取消")
+#: At most this many residents on one page; a search narrows the rest.
+PEOPLE_SHOWN = 200
 #: Fields staff correct on a record's page (the others are set by moves, merges or the needs board).
 EDITABLE = {
     "person": ("name", "gender", "birth_date", "id_number", "phone", "address", "groups", "notes"),
@@ -226,9 +233,26 @@ class Workbench:
                         "fields": [SCHEMA.collections[rec.coll].fields[n] for n in EDITABLE.get(rec.coll, ())],
                         "groups": GROUPS, "titles": {r.id: self.title(r) for rs in linked.values() for r in rs},
                         "choices": {n: choices(rec.coll, n) for n in EDITABLE.get(rec.coll, ())},
-                        "staff_names": self.pages.staff_names()}
+                        "staff_names": self.pages.staff_names(),
+                        "escalations": list_escalations(self.store, need=rid) if rec.coll == "need" else []}
 
         return self.pages.render(request, staff, "wb_record.html", await run_in_threadpool(view))
+
+    async def escalate(self, request: Request, staff: Staff) -> Response:
+        "Township staff escalate a need to the county (吹哨报到), with a summary and nothing personal"
+        rid = request.path_params["record"]
+        form = await self.pages.form(request)
+
+        def write() -> str:
+            try:
+                escalations.escalate(self.node, staff, rid, str(form.get("summary", "")))
+            except InvalidValue:
+                raise PageError("请写一段情况说明再上报（不要写姓名、电话、身份证号）。") from None
+            except escalations.AlreadyEscalated:
+                raise PageError("这条需求已经上报，正在等县区办理。") from None
+            return "已上报县区。县区受理、办结后，答复会在下次同步时传回本镇街和录入这条需求的平板。"
+
+        return self.pages.done(request, f"/staff/records/{rid}", await run_in_threadpool(write))
 
     async def edit(self, request: Request, staff: Staff) -> Response:
         rid = request.path_params["record"]
@@ -295,6 +319,23 @@ class Workbench:
                         f"{len(moved['need'])} 条需求和 {len(moved['service'])} 条服务记录随之转移。")
 
         return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
+
+    async def people(self, request: Request, staff: Staff) -> Response:
+        q = request.query_params.get("q", "").strip()
+        unit = request.query_params.get("unit", "")
+
+        def view() -> dict[str, Any]:
+            villages = {c: n for c, n in self.pages.villages().items() if c != self.node.unit}
+            if unit and unit not in villages:
+                raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
+            with self.store.lock:
+                people = [p for p in self.store.records("person", units=staff.scope)
+                          if not p.data.get("merged_into") and (not unit or p.unit == unit)]
+            rows = find_people(people, q) if q else sorted(people, key=lambda p: sort_key(str(p.data.get("name", ""))))
+            return {"rows": rows[:PEOPLE_SHOWN], "found": len(rows), "shown": PEOPLE_SHOWN, "q": q, "unit": unit,
+                    "villages": villages}
+
+        return self.pages.render(request, staff, "wb_people.html", await run_in_threadpool(view))
 
     async def needs(self, request: Request, staff: Staff) -> Response:
         status = request.query_params.get("status", "")
@@ -363,10 +404,12 @@ def workbench_routes(pages: Pages) -> list[BaseRoute]:
     wb = Workbench(pages)
     return [
         Route("/staff", pages.page(wb.home, township=False)),
+        Route("/staff/people", pages.page(wb.people)),
         Route("/staff/conflicts", pages.page(wb.conflicts)),
         Route("/staff/conflicts/resolve", pages.page(wb.resolve), methods=["POST"]),
         Route("/staff/records/{record}", pages.page(wb.record)),
         Route("/staff/records/{record}", pages.page(wb.edit), methods=["POST"]),
+        Route("/staff/records/{record}/escalate", pages.page(wb.escalate), methods=["POST"]),
         Route("/staff/duplicates", pages.page(wb.duplicates)),
         Route("/staff/duplicates/merge", pages.page(wb.merge), methods=["POST"]),
         Route("/staff/needs", pages.page(wb.needs)),

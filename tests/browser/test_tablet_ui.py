@@ -135,7 +135,7 @@ def sync_from_page(page: Page) -> None:
     expect(page.locator("#sync-result")).to_be_visible()
 
 
-def test_register_with_the_node_down_then_sync_reaches_the_node(
+def test_register_with_the_node_down_then_sync_reaches_the_workbench(
         page: Page, tmp_path: Path, node: NodeProcess, node_db: Path, enrol: Enrol,
         tablet_app: StartApp, request: pytest.FixtureRequest) -> None:
     node.start()
@@ -186,6 +186,28 @@ def test_register_with_the_node_down_then_sync_reaches_the_node(
     assert on_node["王秀英"] == {**on_node["王秀英"], "unit": V1, "id_number": "510903194203081220",
                                  "birth_date": "1942-03-08", "gender": "女", "phone": "13800138000"}
     assert sorted(on_node["王秀英"]["groups"]) == ["独居", "老年人"]  # type: ignore[call-overload]
+
+    # township staff see her in the workbench, found by pinyin initials, with the tablet's own history
+    n = Node(node_db, TOWNSHIP)
+    try:
+        n.accounts.add("liu", "correct horse 1", role="township", display_name="刘主任")
+    finally:
+        n.close()
+    page.goto(node.url + "/login")
+    page.fill("input[name=username]", "liu")
+    page.fill("input[name=password]", "correct horse 1")
+    page.click("button[type=submit]")
+    page.click("nav.wb >> text=居民")
+    page.fill("input[name=q]", "wxy")
+    page.click("button:has-text('搜索')")
+    row = page.locator("tr.person")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("王秀英")
+    expect(row).to_contain_text("育才社区")
+    expect(row).to_contain_text("5109**********1220")
+    row.locator("a").click()
+    expect(page.locator("body")).to_contain_text("育才社区3栋2单元")
+    expect(page.locator("body")).to_contain_text("村/社区")  # each change shows its author's tier
 
 
 def test_pinyin_finds_zhang_san_by_full_pinyin_and_initials(page: Page, tmp_path: Path, tablet_app: StartApp,

@@ -6,6 +6,7 @@ and the refusals: no CSRF token, another role, a record outside the township, ba
 from __future__ import annotations
 
 import re
+from contextlib import closing
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -350,3 +351,40 @@ def test_a_tablet_reports_its_pending_ops_and_its_clock(world: World, liu: Signe
     row = page[page.index(f'data-device="{dev}"'):]
     row = row[:row.index("</tr>")]
     assert '<span class="red">快 2 天</span>' in row and "0.1.0" in row, row
+
+
+def test_the_residents_page_lists_and_finds_by_pinyin_phone_and_village(world: World, liu: Signed) -> None:
+    def names(page: str) -> list[str]:
+        return re.findall(r'<tr class="person" data-id="[^"]+">\s*<td><a href="/staff/records/[^"]+">([^<]+)</a>', page)
+
+    everyone = names(liu.get("/staff/people").text)
+    assert {"张秀英", "刘翠花", "李桂兰", "王建国"} <= set(everyone) and everyone.count("李桂兰") == 2
+    assert names(liu.get("/staff/people", params={"q": "zxy"}).text) == ["张秀英"]
+    assert names(liu.get("/staff/people", params={"q": "zhangxiuying"}).text) == ["张秀英"]
+    by_phone = names(liu.get("/staff/people", params={"q": "138"}).text)  # part of a phone number
+    assert sorted(by_phone) == sorted(["张秀英", "刘翠花", "何玉兰", "孙桂英"])
+    in_v2 = liu.get("/staff/people", params={"unit": V2}).text
+    assert names(in_v2) == ["李桂兰"] and "5109**********002X" in in_v2 and "51090319450101002X" not in in_v2
+    bad = liu.get("/staff/people", params={"unit": "510903001999"})
+    assert bad.status_code == 400 and "不在您所在镇街的范围内" in bad.text
+    zhao = world.sign_in("zhao")  # township staff scoped to one village see that village only
+    assert names(zhao.get("/staff/people").text) == ["李桂兰"]
+
+
+def test_a_need_is_escalated_to_the_county_from_its_page(world: World, liu: Signed) -> None:
+    need = world.ids["todo"]
+    page = liu.get(f"/staff/records/{need}").text
+    assert "上报县区" in page and 'action="/staff/records/' + need + '/escalate"' in page
+    assert "请写一段情况说明" in _error(liu.post(f"/staff/records/{need}/escalate", {"summary": "  "}), 400)
+    zhao = world.sign_in("zhao")  # scoped to V2: a V1 need is not there
+    assert "没有找到" in _error(zhao.post(f"/staff/records/{need}/escalate", {"summary": "x"}), 404)
+    notice = liu.notice(liu.post(f"/staff/records/{need}/escalate", {"summary": "生活物资缺口大，需区里协调"}))
+    assert notice.startswith("已上报县区")
+    page = liu.get(f"/staff/records/{need}").text
+    assert "已上报" in page and "生活物资缺口大，需区里协调" in page and "/escalate" not in page  # no second form
+    assert "已经上报" in _error(liu.post(f"/staff/records/{need}/escalate", {"summary": "再报一次"}), 400)
+    with closing(world.open()) as n:
+        (esc,) = [r for r in n.store.records("escalation")]
+    assert esc.data == {**esc.data, "need": need, "category": "生活物资", "status": "已上报",
+                        "summary": "生活物资缺口大，需区里协调"}
+    assert not {"person", "name", "phone", "description"} & set(esc.data)  # nothing personal goes up
