@@ -20,11 +20,13 @@ from typing import Any
 
 import httpx
 
-from server import links, schedule
+from server import escalations, links, relay, schedule
+from server.auth import Staff
 from server.links import PullResult
 from server.node import Node
 from server.rollup_web import node_rollup
 from server.snapshots import Snapshotter
+from sync import reference
 from sync import units as unitlib
 
 from . import sample
@@ -248,9 +250,12 @@ def run(directory: str = "demo-data", *, tablets: int = 6, seed: int = 7) -> Non
         for r in _pull(dbs[unit], unit):
             say(f"   {names[unit]} ← {names[r.unit]}: {r.changed} of {r.parts} parts changed, {r.bytes:,} bytes")
 
+    say("9. reference data down, an escalation up (吹哨报到) and its answer back down")
+    _reference_and_escalation(dbs, procs, link_tokens, names, tabs[0], counties[0])
+
     for t in tabs:  # every tablet up to date, so that counting their records counts the latest
         t.sync()
-    _print_rollup(dbs[CITY], tabs, names)
+    same = _print_rollup(dbs[CITY], tabs, names)
     for unit in (TOWNSHIP, *OTHER_TOWNSHIPS, *counties, CITY):
         procs[unit].stop()
     for t in (*tabs, staff):
@@ -261,10 +266,65 @@ def run(directory: str = "demo-data", *, tablets: int = 6, seed: int = 7) -> Non
         f"PIN {PIN})")
     say(f"   cunsync link list --db {root / 'city.db'}")
     say(f"   cunsync snapshot pull --db {root / 'city.db'} --offline --format xlsx --out city.xlsx")
+    if not same:
+        raise SystemExit("the city's roll-up differs from the tablets' own records: that is a bug; please report it")
 
 
-def _print_rollup(city_db: Path, tabs: list[Tablet], names: dict[str, str]) -> None:
-    "The city's roll-up, by county, beside the same figures counted from every tablet's own records"
+def _link_sync(dbs: dict[str, Path], procs: dict[str, NodeProcess], tokens: dict[str, str], upper: str,
+               lower: str) -> relay.LinkSyncResult:
+    "The upper node syncs with the lower one over their link, as its schedule does"
+    node = Node(dbs[upper], upper)
+    try:
+        return relay.sync_link(node, procs[lower].url, tokens[lower])
+    finally:
+        node.close()
+
+
+def _reference_and_escalation(dbs: dict[str, Path], procs: dict[str, NodeProcess], tokens: dict[str, str],
+                              names: dict[str, str], tab: Tablet, county: str) -> None:
+    "A city notice and catalogue entry reach a tablet; the township escalates a need; the county answers"
+    city = Node(dbs[CITY], CITY)
+    try:
+        editor = city.editor("市民政局")
+        reference.add_notice(editor, "汛期走访独居老人", "各村（社区）本周内走访一次独居老人。")
+        reference.set_catalogue(editor, "need_category", "防汛救灾", name="防汛救灾", order=11)
+    finally:
+        city.close()
+    pushed = _link_sync(dbs, procs, tokens, CITY, county).pushed
+    pushed += _link_sync(dbs, procs, tokens, county, TOWNSHIP).pushed
+    tab.sync()
+    say(f"   {names[CITY]} publishes a notice and a need category; relayed through {names[county]} "
+        f"({pushed} ops), tablet-1 reads “{tab.notices()[0]['title']}” and offers "
+        f"{'防汛救灾' if '防汛救灾' in tab.need_categories() else '(missing)'}")
+    need = next(r for r in tab.list("need") if r.data.get("status") in ("待处理", "服务中"))
+    township = Node(dbs[TOWNSHIP], TOWNSHIP)
+    try:
+        liu = Staff("镇街中心-刘主任", "township", TOWNSHIP)
+        eid = escalations.escalate(township, liu, need.id, f"{need.data['category']}需求本镇街资源不足，需区里协调")
+    finally:
+        township.close()
+    _link_sync(dbs, procs, tokens, county, TOWNSHIP)
+    county_node = Node(dbs[county], county)
+    try:
+        chen = Staff("区民政局-陈科长", "county", county)
+        escalations.act(county_node, chen, eid, "accept")
+        escalations.act(county_node, chen, eid, "assign", "区民政局养老服务科")
+        escalations.act(county_node, chen, eid, "resolve", "已协调社区食堂每日送餐上门")
+        held = county_node.store.get(eid)
+        assert held is not None
+        say(f"   {names[TOWNSHIP]} escalates a need; {names[county]} sees only "
+            + "、".join(f"{k}={held.data[k]}" for k in ("category", "urgency", "unit")) + " and the summary")
+    finally:
+        county_node.close()
+    _link_sync(dbs, procs, tokens, county, TOWNSHIP)
+    tab.sync()
+    answer = tab.escalation(need.id) or {}
+    say(f"   tablet-1 sees the answer: {answer.get('status')} · {answer.get('department')} · {answer.get('answer')}")
+
+
+def _print_rollup(city_db: Path, tabs: list[Tablet], names: dict[str, str]) -> bool:
+    """The city's roll-up, by county, beside the same figures counted from every tablet's own records;
+    whether they are equal"""
     node = Node(city_db, CITY)
     try:
         ro = node_rollup(node, Snapshotter(node.store, node.unit))
@@ -301,3 +361,4 @@ def _print_rollup(city_db: Path, tabs: list[Tablet], names: dict[str, str]) -> N
     say(f"   resolution rate {rate:.0%}, median days to resolve {ro.median_days()}; "
         + ("the city's figures equal the tablets' ✓" if same else "MISMATCH between the city and the tablets ✗"))
     say("   (the demo's townships publish exact counts; a real township withholds cells under 3)")
+    return same
