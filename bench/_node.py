@@ -67,7 +67,8 @@ class RunningNode:
 
 
 @contextmanager
-def running_node(db: str | Path, *, unit: str = TOWNSHIP, timeout: float = 60.0) -> Iterator[RunningNode]:
+def running_node(db: str | Path, *, unit: str = TOWNSHIP, timeout: float = 60.0,
+                 env: dict[str, str] | None = None) -> Iterator[RunningNode]:
     """``cunsync serve`` on a free loopback port, until the block ends (SIGTERM, then SIGKILL after 10 s).
 
     The node's stderr goes to ``<db>.log``; its tail is printed if it does not come up.
@@ -81,6 +82,7 @@ def running_node(db: str | Path, *, unit: str = TOWNSHIP, timeout: float = 60.0)
             [sys.executable, "-c", "from client.cli import cli; cli()", "serve", "--db", str(db),
              "--unit", unit, "--bind", bind],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     try:
         deadline = time.monotonic() + timeout

@@ -3,6 +3,7 @@ to show that nothing fails and the node's memory stays flat. Not run in CI.
 
     .venv/bin/python bench/soak.py                     # 200 tablets, 300 s
     .venv/bin/python bench/soak.py --seconds 30 --tablets 20   # a quick check
+    .venv/bin/python bench/soak.py --warmup 120 --cache-mb 8   # steady state: measured after the cache is full
 
 Set-up (not measured): a node database for township 510903001000 whose 10 villages hold ``--base``
 persons each; ``--tablets`` tablets enrolled round-robin over the villages, each with its own database
@@ -72,6 +73,10 @@ def main() -> None:
     ap.add_argument("--think", type=float, nargs=2, default=(5.0, 15.0), metavar=("MIN", "MAX"),
                     help="seconds a tablet waits between syncs, uniformly random in this range")
     ap.add_argument("--sample", type=float, default=30.0, help="seconds between RSS samples")
+    ap.add_argument("--warmup", type=float, default=0.0,
+                    help="seconds the tablets work before the measured run starts (its RSS, round trips, counts)")
+    ap.add_argument("--cache-mb", type=float, default=None,
+                    help="the node's SQLite page cache (CUNSYNC_CACHE_MB; the node's default when not given)")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
@@ -91,7 +96,8 @@ def main() -> None:
         finally:
             node.close()
 
-        with nodelib.running_node(db) as rn:
+        env = {"CUNSYNC_CACHE_MB": str(args.cache_mb)} if args.cache_mb is not None else None
+        with nodelib.running_node(db, env=env) as rn:
             log(f"setting up {args.tablets} tablets")
             tablets: list[Tablet] = []
             try:
@@ -135,13 +141,23 @@ def run(args: argparse.Namespace, tablets: list[Tablet], pid: int, db: Path) -> 
                     errors.append(f"tablet {i}: {traceback.format_exc(limit=3)}")
             stop.wait(rng.uniform(*args.think))
 
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(tablets))]
+    rss_cold = rss_mb(pid)
+    for t in threads:
+        t.start()
+    if args.warmup > 0:  # the tablets work; nothing of this is counted
+        log(f"warming up for {args.warmup:.0f} s; node RSS {rss_cold:.1f} MiB")
+        time.sleep(args.warmup)
+        with lock:
+            rounds_ms.clear()
+            errors_in_warmup = len(errors)
+            counts.update(syncs=0, sent=0, received=0, retries=0)
+    else:
+        errors_in_warmup = 0
     rss = [(0.0, rss_mb(pid))]
     sizes = [db_mb(db)]
     cpu0 = nodelib.cpu_seconds(pid)
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(tablets))]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
     log(f"running for {args.seconds:.0f} s; node RSS {rss[0][1]:.1f} MiB")
     while (left := args.seconds - (time.perf_counter() - t0)) > 0:
         time.sleep(min(args.sample, left))
@@ -165,6 +181,8 @@ def run(args: argparse.Namespace, tablets: list[Tablet], pid: int, db: Path) -> 
         "p50_ms": round(nodelib.percentile(rounds_ms, 50), 1),
         "p99_ms": round(nodelib.percentile(rounds_ms, 99), 1),
         "max_ms": round(max(rounds_ms, default=0.0), 1),
+        "warmup_s": args.warmup, "cache_mb": args.cache_mb, "errors_in_warmup": errors_in_warmup,
+        "rss_cold_mb": round(rss_cold, 1),
         "rss_start_mb": round(rss[0][1], 1), "rss_end_mb": round(rss[-1][1], 1),
         "rss_max_mb": round(max(r for _, r in rss), 1),
         "rss_samples_mb": [round(r, 1) for _, r in rss],

@@ -37,7 +37,7 @@ def _node(db: str, unit: str | None = None) -> Node:
             raise click.ClickException(f"{db} is not a cunsync node database")
         unit = str(row[0])
     try:
-        return Node(db, unit, max_db_mb=config.MAX_DB_MB)
+        return Node(db, unit, max_db_mb=config.MAX_DB_MB, cache_mb=config.CACHE_MB)
     except unitlib.UnitCodeError as e:
         raise click.ClickException(str(e)) from None
 

@@ -20,8 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pypinyin import lazy_pinyin
-
+from sync.lookup import sound
 from sync.store import Record
 
 REASONS = {"same_id": "身份证号相同", "same_birth": "姓名和出生日期相同", "same_name": "同村同名",
@@ -44,7 +43,7 @@ class Pair:
 
 def pinyin_key(name: str) -> str:
     "A name as it sounds, tones left out: 张秀英 and 章秀英 both give 'zhang xiu ying'"
-    return " ".join(lazy_pinyin(name.strip()))
+    return sound(name)
 
 
 def one_apart(a: str, b: str) -> bool:

@@ -162,7 +162,7 @@ class Node:
     """A node's store and devices. Thread-safe: every store access holds the store's lock."""
 
     def __init__(self, path: str | Path | None, unit: str, *, clock: HLC | None = None,
-                 max_db_mb: float = 0) -> None:
+                 max_db_mb: float = 0, cache_mb: float | None = None) -> None:
         self.unit = unitlib.normalize_code(unit)
         self.tier = unitlib.tier_of(self.unit)
         self.store = Store(path)
@@ -170,6 +170,8 @@ class Node:
         _migrate_devices(self.store)
         # a size cap (cunsync passes CUNSYNC_MAX_DB_MB): for tests and small disks; see server.storage
         storage.cap_database(self.store.conn, max_db_mb)
+        if cache_mb is not None:  # cunsync passes CUNSYNC_CACHE_MB; the store's own default otherwise
+            self.store.conn.execute(f"PRAGMA cache_size=-{max(1, int(cache_mb * 1024))}")
         self.clock = clock or HLC()
         self.clock.last = max(self.clock.last, self.store.last_hlc())
         epoch = self.store.meta("epoch")

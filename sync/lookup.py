@@ -10,11 +10,15 @@ consecutive syllables of the name: ``zhangsan``, ``zs``, ``zhangs``, ``zsan`` an
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-from pypinyin import Style, pinyin
+# pypinyin's phrase dictionary (about 45 MB resident) only helps to read words of several characters;
+# names are read a character at a time here, every reading of each, so it is not loaded
+os.environ.setdefault("PYPINYIN_NO_PHRASES", "1")
+from pypinyin import Style, lazy_pinyin, pinyin  # noqa: E402
 
 from .store import Record
 
@@ -22,6 +26,11 @@ from .store import Record
 MAX_READINGS = 64
 _LATIN = re.compile(r"^[a-zü:]+$")
 _DIGITS = re.compile(r"^[0-9xX+\- ]+$")
+
+
+def sound(name: str) -> str:
+    "A name as it sounds, tones left out, one reading per character: 张秀英 and 章秀英 both give 'zhang xiu ying'"
+    return " ".join(lazy_pinyin(name.strip()))
 
 
 def normalize(query: str) -> str:
