@@ -586,8 +586,7 @@ class Node:
         limit = max(1, min(req.limit, MAX_PULL))
         conn = self.store.conn
         server_time = self.clock.now()
-        trusted = req.epoch == self.epoch and (not req.cursor_check
-                                               or self._cursor_check(req.cursor) == req.cursor_check)
+        trusted = self._trusted(req)
         cursor = req.cursor if trusted else 0
         page = req.page if trusted else ""
         if cursor == 0 or page:
@@ -661,8 +660,7 @@ class Node:
         limit = max(1, min(req.limit, MAX_PULL))
         conn = self.store.conn
         server_time = self.clock.now()
-        trusted = req.epoch == self.epoch and (not req.cursor_check
-                                               or self._cursor_check(req.cursor) == req.cursor_check)
+        trusted = self._trusted(req)
         cursor = req.cursor if trusted else 0
         top = self.store.max_seq()
         rows = conn.execute(
@@ -679,6 +677,11 @@ class Node:
             ops=self.store.packed(seqs, {r[0] for r in rows if r[1]}), cursor=new_cursor, more=more,
             server_time=server_time, epoch=self.epoch, cursor_check=self._cursor_check(new_cursor),
         )
+
+    def _trusted(self, req: SyncRequest) -> bool:
+        "Whether a client's cursor is of this node's epoch and is the one this node last answered it"
+        return req.epoch == self.epoch and (not req.cursor_check
+                                            or self._cursor_check(req.cursor) == req.cursor_check)
 
     def _cursor_check(self, seq: int) -> str:
         row = self.store.conn.execute(
