@@ -124,7 +124,9 @@ def _ancestor_or_self(code: object, of: str) -> bool:
         return False
 
 
-_REF_SQL = ",".join(f"'{c}'" for c in REFERENCE_COLLECTIONS)
+#: The reference and link collections as SQL lists, for ``coll IN (...)`` (here and in ``server.relay``)
+REFERENCE_SQL = ",".join(f"'{c}'" for c in REFERENCE_COLLECTIONS)
+LINK_SQL = ",".join(f"'{c}'" for c in LINK_COLLECTIONS)
 
 
 #: Enrolment codes use Crockford's base32 without look-alike characters: easy to read out and type.
@@ -581,7 +583,7 @@ class Node:
         lo, hi = dev.scope
         # the reference data of the units above the device: at most three units, matched by equality
         above = dev.ancestors
-        above_sql = (f" OR (r.unit IN ({','.join('?' * len(above))}) AND r.coll IN ({_REF_SQL}))"
+        above_sql = (f" OR (r.unit IN ({','.join('?' * len(above))}) AND r.coll IN ({REFERENCE_SQL}))"
                      if above else "")
         limit = max(1, min(req.limit, MAX_PULL))
         conn = self.store.conn

@@ -32,7 +32,7 @@ from sync import units as unitlib
 from sync.errors import SyncError
 from sync.hlc import MAX_AHEAD_MS, physical_ms, wall_ms
 from sync.ops import Op
-from sync.schema import LINK_COLLECTIONS, REFERENCE_COLLECTIONS, SCHEMA
+from sync.schema import SCHEMA
 from sync.types import TIER_RANK
 from sync.wire import (
     MSGPACK,
@@ -46,7 +46,7 @@ from sync.wire import (
     unpack_ops,
 )
 
-from .node import MAX_BATCH, MAX_PULL, Node
+from .node import LINK_SQL, MAX_BATCH, MAX_PULL, REFERENCE_SQL, Node
 
 APP_VERSION = "cunsync-relay/0.1.0"
 
@@ -57,8 +57,6 @@ CREATE TABLE IF NOT EXISTS relay_links (
     pushed_seq INTEGER NOT NULL DEFAULT 0, last_sync INTEGER, pushed_total INTEGER NOT NULL DEFAULT 0,
     pulled_total INTEGER NOT NULL DEFAULT 0);
 """
-_LINK_SQL = ",".join(f"'{c}'" for c in LINK_COLLECTIONS)
-_REF_SQL = ",".join(f"'{c}'" for c in REFERENCE_COLLECTIONS)
 
 
 class LinkError(Exception):
@@ -204,8 +202,8 @@ def _pending(node: Node, child: str, after: int, limit: int) -> tuple[int, list[
         top = node.store.max_seq()
         rows = node.store.conn.execute(
             "SELECT o.seq FROM ops o JOIN records r ON r.id = o.record JOIN authors a ON a.id = o.author"
-            f" WHERE o.seq > ? AND o.seq <= ? AND o.coll IN ({_LINK_SQL}) AND a.tier >= ?"
-            f" AND (r.unit BETWEEN ? AND ? OR (r.unit IN ({','.join('?' * len(above))}) AND r.coll IN ({_REF_SQL})))"
+            f" WHERE o.seq > ? AND o.seq <= ? AND o.coll IN ({LINK_SQL}) AND a.tier >= ?"
+            f" AND (r.unit BETWEEN ? AND ? OR (r.unit IN ({','.join('?' * len(above))}) AND r.coll IN ({REFERENCE_SQL})))"
             " ORDER BY o.seq LIMIT ?", (after, top, TIER_RANK[node.tier], lo, hi, *above, limit),
         ).fetchall()
     return top, [r[0] for r in rows]
