@@ -125,9 +125,10 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         nav: dict[str, Any] = {}
         if tapp.unlocked:
             try:
-                nav = await tapp.run(_nav)
-                if "cat" in ctx:  # the catalogues synced from above
-                    ctx = {**ctx, "cat": await tapp.run(forms.catalogues)}
+                # one trip to the tablet's thread: the header's counts, and a form's catalogues synced from above
+                nav, cat = await tapp.run(lambda t: (_nav(t), forms.catalogues(t) if "cat" in ctx else None))
+                if cat is not None:
+                    ctx = {**ctx, "cat": cat}
             except Unauthorized as e:
                 if not is_locked(e):
                     raise
