@@ -148,7 +148,7 @@ def change_one_percent(path: Path, township: str, records: int, seed: int) -> in
         store = node.store
         needs = [r for (r,) in store.conn.execute(
             "SELECT r.id FROM records r WHERE r.coll = 'need' AND json_extract(r.data, '$.status') = '待处理'"
-            " AND (SELECT min(hlc) FROM ops o WHERE o.record = r.id) > ?", (recent,))]
+            " AND (SELECT min(o.hlc) FROM json_each(r.log) j JOIN ops o ON o.seq = j.value) > ?", (recent,))]
         services = [r for (r,) in store.conn.execute(
             "SELECT id FROM records WHERE coll = 'service' AND json_extract(data, '$.served_at') > ?",
             (time.strftime("%Y-%m-%d", time.gmtime((NOW_MS - 60 * DAY) // 1000)),))]

@@ -33,7 +33,6 @@ from sync.wire import (
     compress,
     decode,
     encode,
-    pack_ops,
     unpack_ops,
 )
 
@@ -392,12 +391,12 @@ class Tablet:
 
     # -- sync -----------------------------------------------------------------------------------
 
-    def _pending_ops(self, limit: int) -> list[Op]:
-        rows = self.store.conn.execute(
-            "SELECT o.seq FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?"
+    def _pending_ops(self, limit: int) -> list[tuple[int, int]]:
+        "(seq, counter) of own ops not acknowledged yet, oldest first"
+        return self.store.conn.execute(
+            "SELECT o.seq, o.counter FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?"
             " ORDER BY o.counter LIMIT ?", (self.device, self.acked(), limit),
         ).fetchall()
-        return self.store.ops_by_seq([r[0] for r in rows])
 
     def sync(self, *, progress: Progress | None = None, retries: int = 6, backoff: float = 0.5,
              max_rounds: int = 100_000, limit: int = 5000) -> SyncReport:
@@ -413,7 +412,8 @@ class Tablet:
             pending = self._pending_ops(PUSH_BATCH)
             req = SyncRequest(
                 protocol=PROTOCOL_VERSION, device=self.device, cursor=int(self._get("cursor", "0")),
-                page=self._get("page"), epoch=self._get("epoch"), ops=pack_ops(pending), limit=limit,
+                page=self._get("page"), epoch=self._get("epoch"), ops=self.store.packed([p[0] for p in pending]),
+                limit=limit,
                 client_time=self.clock.clock(), app_version=APP_VERSION,
                 cursor_check=self._get("cursor_check"),
                 pending=max(0, self.pending() - len(pending)),
@@ -452,7 +452,7 @@ class Tablet:
                 progress(report, resp)
             if not resp.more and not self._pending_ops(1):
                 break
-            if not resp.more and pending and resp.acked < pending[0].counter:
+            if not resp.more and pending and resp.acked < pending[0][1]:
                 # the node took nothing of what we sent and has nothing for us: stop, don't spin
                 break
         report.seconds = time.perf_counter() - t0

@@ -178,11 +178,11 @@ CREATE TABLE IF NOT EXISTS snapshot_revisions (
 _NEEDS_SQL = """
 SELECT r.unit, coalesce(json_extract(r.data, '$.category'), ''),
        coalesce(json_extract(r.data, '$.status'), '待处理'),
-       (SELECT min(o.hlc) FROM ops o WHERE o.record = r.id),
-       coalesce((SELECT max(o.hlc) FROM ops o WHERE o.record = r.id AND o.field = 'status'
-                 AND o.value = '"已解决"'),
-                (SELECT min(o.hlc) FROM ops o WHERE o.record = r.id AND o.field = 'status'
-                 AND o.value = '"已关闭"'))
+       (SELECT min(o.hlc) FROM json_each(r.log) j JOIN ops o ON o.seq = j.value),
+       coalesce((SELECT max(o.hlc) FROM json_each(r.log) j JOIN ops o ON o.seq = j.value
+                 WHERE o.field = 'status' AND o.value = '"已解决"'),
+                (SELECT min(o.hlc) FROM json_each(r.log) j JOIN ops o ON o.seq = j.value
+                 WHERE o.field = 'status' AND o.value = '"已关闭"'))
 FROM records r WHERE r.coll = 'need' AND r.deleted = 0 AND r.unit BETWEEN ? AND ?
 """
 _SERVICES_SQL = """

@@ -6,8 +6,10 @@ Tables (sqlite-utils can open any of them):
     ops         every op ever accepted, in arrival order; ``seq`` is the local sequence for cursors
     sites       the compact local numbering of devices, with each one's high-water marks
     authors     (user, unit, tier) triples ops were written by
-    superseded  every op id some op has named in ``pred`` (scoped to that op's record)
-    records     the current record: winning values as JSON, its live ops, deleted, unit, conflicts
+    superseded  op ids some op named in ``pred`` (scoped to that op's record) that were not live here
+                then: ops not held yet, which then arrive dead (and ops superseded twice)
+    records     the current record: winning values as JSON, its live ops, deleted, unit, conflicts, and
+                ``log``: the sequence numbers of all its ops, a JSON array (``json_each`` reads it in SQL)
     conflicts   the open conflicts, one row per (record, field)
     moves       each change of a record's unit, for scope changes on tablets
 
@@ -20,6 +22,7 @@ of another field leaves a conflict on ``_deleted``.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import sqlite3
@@ -91,22 +94,11 @@ def materialize(coll: str, state: State, schema: Schema = SCHEMA, unit_field: st
         if name != ufield and name not in SURVIVES_DELETE:
             # a delete keeps the record's unit (so it stays in its village's scope) and any merge redirect
             others_live = True
-        if len(entries) == 1:
-            e = entries[0]
-            if e.kind == SET:
-                data[name] = e.value
-            elif e.kind == ADD:
-                data[name] = [e.value]
-            continue
-        regs = [e for e in entries if e.kind == SET]
-        adds = [e for e in entries if e.kind == ADD]
-        if regs:
-            data[name] = max(regs, key=Entry.key).value
-            if len(regs) > 1 and schema.needs_review(coll, name) and _distinct(regs):
-                conflicts.append(name)
-        elif adds:
-            elems = {_json_encode(e.value): e.value for e in adds}
-            data[name] = [elems[k] for k in sorted(elems)]
+        has, value, conflict = _field_value(schema, coll, name, entries)
+        if has:
+            data[name] = value
+        if conflict:
+            conflicts.append(name)
     deleted = False
     dels = state.get(DELETED)
     if dels:
@@ -117,9 +109,69 @@ def materialize(coll: str, state: State, schema: Schema = SCHEMA, unit_field: st
     return Materialized(data, deleted, unit if isinstance(unit, str) else None, sorted(conflicts))
 
 
+def _field_value(schema: Schema, coll: str, name: str, entries: list[Entry]) -> tuple[bool, Any, bool]:
+    """One field's visible value from its live ops: (whether it has one, the value, whether it is an
+    open conflict). A register shows its winner, and conflicts when it is marked for review and its
+    live ops hold different values; a set shows the elements of its live adds."""
+    if len(entries) == 1:
+        e = entries[0]
+        if e.kind == SET:
+            return True, e.value, False
+        if e.kind == ADD:
+            return True, [e.value], False
+        return False, None, False
+    regs = [e for e in entries if e.kind == SET]
+    if regs:
+        conflict = len(regs) > 1 and schema.needs_review(coll, name) and _distinct(regs)
+        return True, max(regs, key=Entry.key).value, conflict
+    adds = [e for e in entries if e.kind == ADD]
+    if adds:
+        elems = {_json_encode(e.value): e.value for e in adds}
+        return True, [elems[k] for k in sorted(elems)], False
+    return False, None, False
+
+
+def _unit_field(schema: Schema, coll: str) -> str:
+    c = schema.collections.get(coll)
+    return c.unit_field if c else "unit"
+
+
 def _distinct(entries: list[Entry]) -> bool:
     first = _json_encode(entries[0].value)
     return any(_json_encode(e.value) != first for e in entries[1:])
+
+
+#: A record's state as ``apply`` holds it: a field's live ops stay encoded (``msgspec.Raw``) until the
+#: batch touches that field, and are written back as they were read.
+LazyState = dict[str, Any]
+_lazy_decode = msgspec.msgpack.Decoder(dict[str, msgspec.Raw]).decode
+_entries_decode = msgspec.msgpack.Decoder(list[Entry]).decode
+#: A touched record as stored: coll, unit, unit_seq, open conflicts, deleted, values (JSON), log (JSON)
+_Old = tuple[str, "str | None", int, int, int, str, str]
+
+
+def _drop(state: LazyState, name: str, ids: set[OpId]) -> bool:
+    """Remove the live ops ``ids`` names from field ``name`` of ``state``; those found leave ``ids``.
+    Returns whether any was found."""
+    lst = state.get(name)
+    if lst is None:
+        return False
+    if type(lst) is msgspec.Raw:
+        lst = state[name] = _entries_decode(lst)
+    kept = []
+    for e in lst:
+        i = (e.device, e.counter)
+        if i in ids:
+            ids.discard(i)
+        else:
+            kept.append(e)
+    if len(kept) == len(lst):
+        return False
+    if kept:
+        state[name] = kept
+    else:
+        del state[name]
+    return True
 
 
 @dataclass
@@ -211,14 +263,13 @@ CREATE TABLE IF NOT EXISTS ops (
     seq INTEGER PRIMARY KEY, site INTEGER NOT NULL, counter INTEGER NOT NULL, hlc INTEGER NOT NULL,
     coll TEXT NOT NULL, record TEXT NOT NULL, field TEXT NOT NULL, kind INTEGER NOT NULL,
     value TEXT, pred TEXT, author INTEGER NOT NULL, UNIQUE (site, counter));
-CREATE INDEX IF NOT EXISTS ops_record ON ops (record);
 CREATE TABLE IF NOT EXISTS superseded (
     site INTEGER NOT NULL, counter INTEGER NOT NULL, record TEXT NOT NULL,
     PRIMARY KEY (site, counter, record)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
     id TEXT PRIMARY KEY, coll TEXT NOT NULL, unit TEXT, deleted INTEGER NOT NULL DEFAULT 0,
     conflicts INTEGER NOT NULL DEFAULT 0, data TEXT NOT NULL, state BLOB NOT NULL,
-    seq INTEGER NOT NULL, unit_seq INTEGER NOT NULL DEFAULT 0);
+    seq INTEGER NOT NULL, unit_seq INTEGER NOT NULL DEFAULT 0, log TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS records_unit ON records (unit, coll);
 CREATE TABLE IF NOT EXISTS conflicts (
     record TEXT NOT NULL, field TEXT NOT NULL, coll TEXT NOT NULL, unit TEXT, seq INTEGER NOT NULL,
@@ -344,6 +395,7 @@ class Store:
         conn.execute("PRAGMA wal_autocheckpoint=20000")
         conn.executescript(_SCHEMA_SQL)
         self.conn = conn
+        self._migrate()
         self.lock = threading.RLock()
         self._sites: dict[str, int] = {}
         self._devices: dict[int, str] = {}
@@ -352,6 +404,24 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    def _migrate(self) -> None:
+        "Bring a database made by an older version up to date, in one transaction; nothing is lost"
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(records)")}
+        if "log" in columns:
+            return
+        # before the log column, a record's ops were found through an index on ops (record)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("ALTER TABLE records ADD COLUMN log TEXT NOT NULL DEFAULT '[]'")
+            self.conn.execute(
+                "UPDATE records SET log = (SELECT json_group_array(seq) FROM"
+                " (SELECT seq FROM ops WHERE ops.record = records.id ORDER BY seq))")
+            self.conn.execute("DROP INDEX IF EXISTS ops_record")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     def __enter__(self) -> Store:
         return self
@@ -455,7 +525,15 @@ class Store:
         op whose superseding op the tablet will never receive).
         """
         with self.transaction():
-            return self._apply(ops, dead)
+            # a batch makes many small objects and frees them at the end; none of them form cycles,
+            # so the cyclic collector would only spend time walking them
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return self._apply(ops, dead)
+            finally:
+                if collecting:
+                    gc.enable()
 
     def _apply(self, ops: Sequence[Op], dead: Collection[OpId]) -> Applied:
         result = Applied()
@@ -468,7 +546,8 @@ class Store:
                 devices.add(d)
         sites = self.site_ids(devices)
 
-        # 1. drop duplicates: inside the batch, then those already held
+        # 1. drop duplicates, inside the batch and those already held; note the new ops that an op
+        #    held here already superseded: they arrive dead
         by_site: dict[int, dict[int, Op]] = defaultdict(dict)
         for op in ops:
             by_site[sites[op.site]].setdefault(op.counter, op)
@@ -476,59 +555,53 @@ class Store:
         held_killed: set[tuple[int, int, str]] = set()
         for sid, batch in by_site.items():
             lo, hi = min(batch), max(batch)
-            have = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT counter FROM ops WHERE site = ? AND counter BETWEEN ? AND ?", (sid, lo, hi)
-                )
-            }
-            for counter, op in batch.items():
-                if counter not in have:
-                    new.append(op)
+            have = {r[0] for r in conn.execute(
+                "SELECT counter FROM ops WHERE site = ? AND counter BETWEEN ? AND ?", (sid, lo, hi))}
             fresh = [c for c in batch if c not in have]
+            new.extend(batch[c] for c in fresh)
             if fresh:
                 lo, hi = min(fresh), max(fresh)
-                held_killed.update(
-                    (sid, r[0], r[1])
-                    for r in conn.execute(
-                        "SELECT counter, record FROM superseded WHERE site = ? AND counter BETWEEN ? AND ?",
-                        (sid, lo, hi),
-                    )
-                )
+                held_killed.update((sid, r[0], r[1]) for r in conn.execute(
+                    "SELECT counter, record FROM superseded WHERE site = ? AND counter BETWEEN ? AND ?",
+                    (sid, lo, hi)))
         result.duplicates = len(ops) - len(new)
         if not new:
             return result
 
-        # 2. every op id this batch supersedes, scoped to the superseding op's record
-        dead_set = set(dead)
-        kills: set[tuple[int, int, str]] = set()
-        kill_by_record: dict[str, set[tuple[str, int]]] = defaultdict(set)
+        # 2. what the batch supersedes: per record, per field of the op that names it
+        kills: dict[str, dict[str, set[OpId]]] = {}
+        batch_kills: set[tuple[str, int, str]] = set()
         for op in new:
-            for d, c in op.pred:
-                kills.add((sites[d], c, op.record))
-                kill_by_record[op.record].add((d, c))
-            if dead_set and (op.site, op.counter) in dead_set:
-                kills.add((sites[op.site], op.counter, op.record))
-                kill_by_record[op.record].add((op.site, op.counter))
+            if op.pred:
+                ids = kills.setdefault(op.record, {}).setdefault(op.field, set())
+                for d, c in op.pred:
+                    ids.add((d, c))
+                    batch_kills.add((d, c, op.record))
 
-        # 3. load the touched records' state
-        touched = {op.record for op in new}
-        rows: dict[str, tuple[str, str | None, int, int, State]] = {}
-        for chunk in _chunks(list(touched)):
+        # 3. the touched records as stored; each field's live ops stay undecoded until needed
+        old: dict[str, _Old] = {}
+        states: dict[str, LazyState] = {}
+        for chunk in _chunks(list({op.record for op in new})):
             marks = ",".join("?" * len(chunk))
-            for rid, coll, unit, unit_seq, nconf, state in conn.execute(
-                f"SELECT id, coll, unit, unit_seq, conflicts, state FROM records WHERE id IN ({marks})", chunk
+            for rid, coll, unit, unit_seq, nconf, deleted, data, state, log in conn.execute(
+                "SELECT id, coll, unit, unit_seq, conflicts, deleted, data, state, log FROM records"
+                f" WHERE id IN ({marks})", chunk
             ):
-                rows[rid] = (coll, unit, unit_seq, nconf, _state_decode(state))
+                old[rid] = (coll, unit, unit_seq, nconf, deleted, data, log)
+                states[rid] = _lazy_decode(state)
 
-        # 4. op rows, live entries, and the supersession log
+        # 4. op rows and live entries
         (base,) = conn.execute("SELECT coalesce(max(seq), 0) FROM ops").fetchone()
         seq = base
         op_rows = []
-        states: dict[str, State] = {}
         colls: dict[str, str] = {}
         record_seq: dict[str, int] = {}
+        logs: dict[str, list[str]] = {}
+        touched: dict[str, set[str]] = {}
         author_ids: dict[tuple[str, str, int], int] = {}
+        dead_set = set(dead)
+        pending: set[tuple[int, int, str]] = set()
+        encode = _json_encode
         for op in new:
             seq += 1
             key = (op.user, op.unit, op.tier)
@@ -536,47 +609,73 @@ class Store:
             if aid is None:
                 aid = author_ids[key] = self._author_id(*key)
             sid = sites[op.site]
+            value = op.value
             op_rows.append((
                 seq, sid, op.counter, op.hlc, op.coll, op.record, op.field, op.kind,
-                _json_encode(op.value).decode() if op.value is not None else None,
-                _json_encode(op.pred).decode() if op.pred else None,
+                encode(value).decode() if value is not None else None,
+                encode(op.pred).decode() if op.pred else None,
                 aid,
             ))
             rid = op.record
             record_seq[rid] = seq
-            state = states.get(rid)
-            if state is None:
-                row = rows.get(rid)
-                state = states[rid] = row[4] if row else {}
-                colls[rid] = row[0] if row else op.coll
+            log = logs.get(rid)
+            if log is None:
+                log = logs[rid] = []
+                if rid not in states:
+                    states[rid] = {}
+                    colls[rid] = op.coll
+                else:
+                    o = old.get(rid)
+                    colls[rid] = o[0] if o else op.coll
+                touched[rid] = {op.field}
+            else:
+                touched[rid].add(op.field)
+            log.append(str(seq))
+            state = states[rid]
             if op.kind == REMOVE:
                 continue
-            ident = (sid, op.counter, rid)
-            if ident in kills or ident in held_killed:
+            if (op.site, op.counter, rid) in batch_kills or (sid, op.counter, rid) in held_killed:
                 continue
-            entry = Entry(op.site, op.counter, op.hlc, op.tier, op.kind, op.value, seq)
+            if dead_set and (op.site, op.counter) in dead_set:
+                pending.add((sid, op.counter, rid))
+                continue
+            entry = Entry(op.site, op.counter, op.hlc, op.tier, op.kind, value, seq)
             lst = state.get(op.field)
             if lst is None:
                 state[op.field] = [entry]
             else:
+                if type(lst) is msgspec.Raw:
+                    lst = state[op.field] = _entries_decode(lst)
                 lst.append(entry)
-        for rid, killed in kill_by_record.items():
+
+        # 5. superseded ops leave their records' live entries. One not found live there is either held
+        #    and already superseded, or not held yet: it is noted, so that it arrives dead
+        new_ids = {(op.site, op.counter) for op in new}
+        for rid, by_field in kills.items():
             state = states[rid]
-            for name in list(state):
-                kept = [e for e in state[name] if (e.device, e.counter) not in killed]
-                if len(kept) != len(state[name]):
-                    if kept:
-                        state[name] = kept
-                    else:
-                        del state[name]
+            fields = touched[rid]
+            left: set[OpId] = set()
+            for name, named in by_field.items():
+                ids = set(named)
+                if _drop(state, name, ids):
+                    fields.add(name)
+                left |= ids
+            left -= new_ids  # ops of this batch never went live
+            if left:
+                for name in list(state):  # a delete names the live ops of every field
+                    if _drop(state, name, left):
+                        fields.add(name)
+                    if not left:
+                        break
+                pending.update((sites[d], c, rid) for d, c in left)
         conn.executemany("INSERT INTO ops VALUES (?,?,?,?,?,?,?,?,?,?,?)", op_rows)
-        if kills:
-            conn.executemany("INSERT OR IGNORE INTO superseded VALUES (?,?,?)", kills)
+        if pending:
+            conn.executemany("INSERT OR IGNORE INTO superseded VALUES (?,?,?)", pending)
 
-        # 5. materialise the touched records
-        self._save_records(states, colls, rows, record_seq)
+        # 6. materialise the touched records
+        self._save_records(states, colls, old, record_seq, touched, logs)
 
-        # 6. per-site high-water marks
+        # 7. per-site high-water marks
         for sid, batch in by_site.items():
             self._advance_site(sid, batch)
         result.new = len(new)
@@ -585,43 +684,97 @@ class Store:
         result.last_seq = seq
         return result
 
-
     def _save_records(
         self,
-        states: dict[str, State],
+        states: dict[str, LazyState],
         colls: dict[str, str],
-        rows: dict[str, tuple[str, str | None, int, int, State]],
+        old: dict[str, _Old],
         record_seq: dict[str, int],
+        touched: dict[str, set[str]] | None = None,
+        logs: dict[str, list[str]] | None = None,
     ) -> None:
-        "Materialise records from their live ops and write them, their conflicts and their moves"
+        """Materialise records from their live ops and write them, their conflicts and their moves.
+
+        ``touched`` names the fields whose live ops changed. A record that was stored without open
+        conflicts and not deleted, and whose ``_deleted`` did not change, is patched: only the touched
+        fields of its stored values are recomputed. Every other record is materialised whole.
+        ``logs`` gives each record's new op sequence numbers, appended to its ``log``."""
         conn = self.conn
-        record_rows = []
+        schema = self.schema
+        inserts = []
+        updates = []
+        moved = []
         conflict_records: list[str] = []
         conflict_rows: list[tuple[str, str, str, str | None, int]] = []
         move_rows = []
         for rid, state in states.items():
             coll = colls[rid]
-            m = materialize(coll, state, self.schema)
-            old = rows.get(rid)
-            old_unit = old[1] if old else None
-            unit_seq = old[2] if old else 0
-            if m.unit != old_unit:
-                unit_seq = record_seq[rid]
-                move_rows.append((unit_seq, rid, old_unit, m.unit))
-            record_rows.append((
-                rid, coll, m.unit, int(m.deleted), len(m.conflicts), _json_encode(m.data).decode(),
-                _state_encode(state), record_seq[rid], unit_seq,
-            ))
-            if (old and old[3]) or m.conflicts:
+            o = old.get(rid)
+            seq = record_seq[rid]
+            fields = touched.get(rid) if touched is not None else None
+            if o is not None and fields is not None and not o[3] and not o[4] and DELETED not in fields:
+                data = _json_decode(o[5])
+                conflicts = []
+                for name in fields:
+                    lst = state.get(name)
+                    if lst is None:
+                        data.pop(name, None)
+                        continue
+                    if type(lst) is msgspec.Raw:
+                        lst = state[name] = _entries_decode(lst)
+                    has, value, conflict = _field_value(schema, coll, name, lst)
+                    if has:
+                        data[name] = value
+                    else:
+                        data.pop(name, None)
+                    if conflict:
+                        conflicts.append(name)
+                conflicts.sort()
+                unit = o[1]
+                ufield = _unit_field(schema, coll)
+                if ufield in fields:
+                    u = data.get(ufield)
+                    unit = u if isinstance(u, str) else None
+                deleted = False
+            else:
+                for name, lst in state.items():
+                    if type(lst) is msgspec.Raw:
+                        state[name] = _entries_decode(lst)
+                m = materialize(coll, state, schema)
+                data, unit, deleted, conflicts = m.data, m.unit, m.deleted, m.conflicts
+            old_unit = o[1] if o else None
+            unit_seq = o[2] if o else 0
+            data_text = _json_encode(data).decode()
+            blob = _state_encode(state)
+            added = logs.get(rid) if logs is not None else None
+            if o is None:
+                log = "[" + ",".join(added or ()) + "]"
+            elif added:
+                log = (o[6][:-1] + "," if o[6] != "[]" else "[") + ",".join(added) + "]"
+            else:
+                log = o[6]
+            if unit != old_unit:
+                unit_seq = seq
+                move_rows.append((seq, rid, old_unit, unit))
+            if o is None:
+                inserts.append((rid, coll, unit, int(deleted), len(conflicts), data_text, blob, seq, unit_seq, log))
+            elif unit != old_unit:
+                moved.append((unit, unit_seq, int(deleted), len(conflicts), data_text, blob, seq, log, rid))
+            else:
+                updates.append((int(deleted), len(conflicts), data_text, blob, seq, log, rid))
+            if (o and o[3]) or conflicts:
                 conflict_records.append(rid)
-                conflict_rows.extend((rid, f, coll, m.unit, record_seq[rid]) for f in m.conflicts)
-        conn.executemany(
-            "INSERT INTO records (id, coll, unit, deleted, conflicts, data, state, seq, unit_seq)"
-            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET unit = excluded.unit,"
-            " deleted = excluded.deleted, conflicts = excluded.conflicts, data = excluded.data,"
-            " state = excluded.state, seq = excluded.seq, unit_seq = excluded.unit_seq",
-            record_rows,
-        )
+                conflict_rows.extend((rid, f, coll, unit, seq) for f in conflicts)
+        if inserts:
+            conn.executemany("INSERT INTO records (id, coll, unit, deleted, conflicts, data, state, seq, unit_seq,"
+                             " log) VALUES (?,?,?,?,?,?,?,?,?,?)", inserts)
+        # an update that leaves the unit alone does not name it, so SQLite leaves records_unit alone
+        if updates:
+            conn.executemany("UPDATE records SET deleted = ?, conflicts = ?, data = ?, state = ?, seq = ?,"
+                             " log = ? WHERE id = ?", updates)
+        if moved:
+            conn.executemany("UPDATE records SET unit = ?, unit_seq = ?, deleted = ?, conflicts = ?, data = ?,"
+                             " state = ?, seq = ?, log = ? WHERE id = ?", moved)
         if conflict_records:
             old_conf = {
                 (r, f): s
@@ -681,15 +834,15 @@ class Store:
             conn.executemany("UPDATE ops SET hlc = ? WHERE seq = ?",
                              [(new_hlc[c], seq) for seq, c, _, _ in rows])
             touched = list({r[3] for r in rows})
-            states: dict[str, State] = {}
+            states: dict[str, LazyState] = {}
             colls: dict[str, str] = {}
-            old: dict[str, tuple[str, str | None, int, int, State]] = {}
+            old: dict[str, _Old] = {}
             record_seq: dict[str, int] = {}
             for chunk in _chunks(touched):
                 marks = ",".join("?" * len(chunk))
-                for rid, coll, unit, unit_seq, nconf, state, seq in conn.execute(
-                    f"SELECT id, coll, unit, unit_seq, conflicts, state, seq FROM records WHERE id IN ({marks})",
-                    chunk,
+                for rid, coll, unit, unit_seq, nconf, deleted, data, state, seq, log in conn.execute(
+                    "SELECT id, coll, unit, unit_seq, conflicts, deleted, data, state, seq, log FROM records"
+                    f" WHERE id IN ({marks})", chunk,
                 ):
                     st = _state_decode(state)
                     for es in st.values():
@@ -697,8 +850,8 @@ class Store:
                             if e.device == device and e.counter in new_hlc:
                                 e.hlc = new_hlc[e.counter]
                     states[rid], colls[rid], record_seq[rid] = st, coll, seq
-                    old[rid] = (coll, unit, unit_seq, nconf, st)
-            self._save_records(states, colls, old, record_seq)
+                    old[rid] = (coll, unit, unit_seq, nconf, deleted, data, log)
+            self._save_records(states, colls, old, record_seq)  # whole: clocks decide winners
             conn.execute("UPDATE sites SET last_hlc = ? WHERE id = ?", (prev, sid))
             return len(rows)
 
@@ -708,8 +861,9 @@ class Store:
         with self.transaction() as conn:
             for chunk in _chunks(list(records)):
                 marks = ",".join("?" * len(chunk))
-                for table, col in (("records", "id"), ("conflicts", "record"), ("superseded", "record"),
-                                   ("ops", "record")):
+                conn.execute("DELETE FROM ops WHERE seq IN (SELECT j.value FROM records r, json_each(r.log) j"
+                             f" WHERE r.id IN ({marks}))", chunk)
+                for table, col in (("records", "id"), ("conflicts", "record"), ("superseded", "record")):
                     conn.execute(f"DELETE FROM {table} WHERE {col} IN ({marks})", chunk)
 
     # -- reading --------------------------------------------------------------------------------
@@ -812,8 +966,13 @@ class Store:
         seqs = [r[0] for r in rows]
         return list(zip(seqs, self.ops_by_seq(seqs)))
 
+    def record_seqs(self, record: str) -> list[int]:
+        "The local sequence numbers of a record's ops, in order"
+        row = self.conn.execute("SELECT log FROM records WHERE id = ?", (record,)).fetchone()
+        return cast(list[int], _json_decode(row[0])) if row else []
+
     def record_ops(self, record: str) -> list[Op]:
-        return self._ops("WHERE record = ? ORDER BY seq", (record,))
+        return self.ops_by_seq(self.record_seqs(record))
 
     def live_seqs(self, records: Iterable[str]) -> list[int]:
         "The local sequence numbers of these records' live ops"
@@ -907,9 +1066,9 @@ class Store:
 
     def history(self, record: str) -> list[Change]:
         "Every change to a record: who, which device, tier, when, old and new value"
-        ops = self.record_ops(record)
+        seqs = self.record_seqs(record)
+        ops = self.ops_by_seq(seqs)
         by_id = {o.id: o for o in ops}
-        seqs = [r[0] for r in self.conn.execute("SELECT seq FROM ops WHERE record = ? ORDER BY seq", (record,))]
         out = []
         for seq, o in zip(seqs, ops):
             old = [by_id[p].value for p in o.pred if p in by_id and by_id[p].field == o.field]

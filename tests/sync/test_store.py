@@ -246,3 +246,36 @@ def test_dead_marks_an_op_as_superseded_on_arrival(store: Store) -> None:
     assert rec is not None and (rec.data, rec.conflicts) == ({"name": "张山"}, [])
     assert store.live_ids(rid) == [("tab-b", 1)]
     assert store.count_ops() == 3  # kept in the log all the same
+
+
+# --- a database made by an older version ---------------------------------------------------------
+
+def test_a_store_from_before_the_record_log_is_migrated_on_open(db_path: Path, make_editor: MakeEditor) -> None:
+    with Store(db_path) as s:
+        ed = make_editor(s)
+        a, b = _person(ed, "张三"), _person(ed, "李四")
+        ed.update(a, {"name": "张叁"})
+        history = [(c.seq, c.field, c.old, c.new) for c in s.history(a)]
+        digest = s.digest()
+        # the older layout: no log column, a record's ops found through an index on ops (record)
+        s.conn.execute("ALTER TABLE records DROP COLUMN log")
+        s.conn.execute("CREATE INDEX ops_record ON ops (record)")
+    with Store(db_path) as s:
+        assert "log" in {r[1] for r in s.conn.execute("PRAGMA table_info(records)")}
+        assert s.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ops_record'").fetchone() is None
+        assert [(c.seq, c.field, c.old, c.new) for c in s.history(a)] == history
+        assert s.digest() == digest
+        assert len(s.record_ops(b)) == 2  # name and unit
+        # and it keeps working: a new op lands in the log
+        make_editor(s).update(b, {"name": "李肆"})
+        assert s.history(b)[-1].new == "李肆"
+
+
+def test_forgetting_a_record_drops_its_ops_and_nothing_else(store: Store, village: Editor) -> None:
+    a, b = _person(village, "张三"), _person(village, "李四")
+    village.update(a, {"name": "张叁"})
+    before = store.count_ops()
+    store.forget([a])
+    assert store.get(a) is None and store.record_ops(a) == []
+    assert store.count_ops() == before - 3
+    assert [c.new for c in store.history(b) if c.field == "name"] == ["李四"]
