@@ -460,24 +460,27 @@ RAW_SQL = """
 CREATE TABLE ops (
     seq INTEGER PRIMARY KEY, site INTEGER NOT NULL, counter INTEGER NOT NULL, hlc INTEGER NOT NULL,
     coll TEXT NOT NULL, record TEXT NOT NULL, field TEXT NOT NULL, kind INTEGER NOT NULL,
-    value TEXT, pred TEXT, author INTEGER NOT NULL)
+    value TEXT, pred TEXT, author INTEGER NOT NULL, unit TEXT)
 """
 
 
 def raw_rows(ops: Sequence[Op]) -> list[tuple[Any, ...]]:
-    "The rows the store's ops table gets for these ops (compact site and author ids, JSON values)"
+    "The rows the store's ops table gets for these ops (compact site and author ids, JSON values, the record's unit)"
     enc = msgspec.json.Encoder().encode
     sites: dict[str, int] = {}
     authors: dict[tuple[str, str, int], int] = {}
+    units: dict[str, str] = {}
     rows = []
     for seq, op in enumerate(ops, 1):
         sid = sites.setdefault(op.site, len(sites) + 1)
         aid = authors.setdefault((op.user, op.unit, op.tier), len(authors) + 1)
+        if op.field == "unit" and isinstance(op.value, str):
+            units[op.record] = op.value
         rows.append((
             seq, sid, op.counter, op.hlc, op.coll, op.record, op.field, op.kind,
             enc(op.value).decode() if op.value is not None else None,
             enc(op.pred).decode() if op.pred else None,
-            aid,
+            aid, units.get(op.record),
         ))
     return rows
 
@@ -494,7 +497,7 @@ def part_raw(batches: Sequence[Sequence[tuple[Any, ...]]], path: Path) -> Callab
         try:
             for b in batches:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("INSERT INTO ops VALUES (?,?,?,?,?,?,?,?,?,?,?)", b)
+                conn.executemany("INSERT INTO ops VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", b)
                 conn.execute("COMMIT")
             (n,) = conn.execute("SELECT count(*) FROM ops").fetchone()
             return int(n)

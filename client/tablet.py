@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from sync.wire import (
     EnrolRequest,
     EnrolResponse,
     ErrorBody,
+    OpBatch,
     SyncRequest,
     SyncResponse,
     compress,
@@ -37,6 +39,33 @@ from sync.wire import (
 )
 
 APP_VERSION = "0.1.0"
+
+
+class _Packing:
+    "The next push batch: own ops after counter ``after``, read and packed in a thread of its own"
+
+    def __init__(self, store: Store, device: str, after: int) -> None:
+        self.after = after
+        self._out: tuple[OpBatch, list[int]] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(store, device), name="cunsync-pack", daemon=True)
+        self._thread.start()
+
+    def _run(self, store: Store, device: str) -> None:
+        try:
+            self._out = store.packed_own(device, self.after, PUSH_BATCH)
+        except BaseException as e:  # handed to whoever asks for the result
+            self._error = e
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> tuple[OpBatch, list[int]]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._out is not None
+        return self._out
 #: Own ops sent per request.
 PUSH_BATCH = 5000
 
@@ -391,70 +420,86 @@ class Tablet:
 
     # -- sync -----------------------------------------------------------------------------------
 
-    def _pending_ops(self, limit: int) -> list[tuple[int, int]]:
-        "(seq, counter) of own ops not acknowledged yet, oldest first"
-        return self.store.conn.execute(
-            "SELECT o.seq, o.counter FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?"
-            " ORDER BY o.counter LIMIT ?", (self.device, self.acked(), limit),
-        ).fetchall()
+    def _pending_ops(self, limit: int) -> list[int]:
+        "The counters of own ops not acknowledged yet, oldest first"
+        return [r[0] for r in self.store.conn.execute(
+            "SELECT o.counter FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?"
+            " ORDER BY o.counter LIMIT ?", (self.device, self.acked(), limit))]
 
     def sync(self, *, progress: Progress | None = None, retries: int = 6, backoff: float = 0.5,
              max_rounds: int = 100_000, limit: int = 5000) -> SyncReport:
         """Push pending ops and pull the village's changes until nothing waits either way.
 
         Each round trip's result is committed before the next starts, so an interrupted sync resumes
-        where it stopped. A node that cannot be reached is retried with exponential back-off.
+        where it stopped. A node that cannot be reached is retried with exponential back-off. While the
+        node works on a full batch, a second thread reads and packs the next one.
         """
         report = SyncReport()
         t0 = time.perf_counter()
         restamped = False
-        for _ in range(max_rounds):
-            pending = self._pending_ops(PUSH_BATCH)
-            req = SyncRequest(
-                protocol=PROTOCOL_VERSION, device=self.device, cursor=int(self._get("cursor", "0")),
-                page=self._get("page"), epoch=self._get("epoch"), ops=self.store.packed([p[0] for p in pending]),
-                limit=limit,
-                client_time=self.clock.clock(), app_version=APP_VERSION,
-                cursor_check=self._get("cursor_check"),
-                pending=max(0, self.pending() - len(pending)),
-            )
-            t_round = time.perf_counter()
-            try:
-                resp = self._post(req, report, retries, backoff)
-            except SyncFailed as e:
-                if e.code == DeviceRevoked.code and isinstance(e.details, dict) and e.details.get("wipe"):
-                    self.wipe()
-                    raise SyncFailed(e.status, e.code, "this tablet was revoked by the township and its "
-                                     "local data has been erased", e.details) from None
-                if e.code == ClockAhead.code and not restamped and isinstance(e.details, dict):
-                    self._correct_clock(int(e.details.get("server_time", 0)))
-                    restamped = True
-                    continue
-                raise
-            report.round_ms.append((time.perf_counter() - t_round) * 1000)
-            report.rounds += 1
-            ops, dead = unpack_ops(resp.ops)
-            with self.store.transaction():
-                self.store.apply(ops, dead=dead)
-                acked_before = self.acked()
-                for k, v in (("acked", resp.acked), ("cursor", resp.cursor), ("page", resp.page),
-                             ("epoch", resp.epoch), ("last_sync", int(time.time())),
-                             ("cursor_check", resp.cursor_check)):
-                    self._set(k, str(v))
-                leaving = [r for r in self._get("leaving").split(",") if r] + list(resp.removed)
-                if leaving:
-                    self._forget(leaving)
-            report.sent += max(0, min(len(pending), resp.acked - acked_before))
-            report.received += len(ops)
-            report.removed += len(resp.removed)
-            self._track_clock(resp.server_time, report)
-            if progress is not None:
-                progress(report, resp)
-            if not resp.more and not self._pending_ops(1):
-                break
-            if not resp.more and pending and resp.acked < pending[0][1]:
-                # the node took nothing of what we sent and has nothing for us: stop, don't spin
-                break
+        ahead: _Packing | None = None
+        try:
+            for _ in range(max_rounds):
+                after = self.acked()
+                if ahead is not None and ahead.after == after:
+                    batch, pending = ahead.result()
+                else:
+                    batch, pending = self.store.packed_own(self.device, after, PUSH_BATCH)
+                ahead = None
+                req = SyncRequest(
+                    protocol=PROTOCOL_VERSION, device=self.device, cursor=int(self._get("cursor", "0")),
+                    page=self._get("page"), epoch=self._get("epoch"), ops=batch, limit=limit,
+                    client_time=self.clock.clock(), app_version=APP_VERSION,
+                    cursor_check=self._get("cursor_check"),
+                    pending=max(0, self.pending() - len(pending)),
+                )
+                if len(pending) == PUSH_BATCH:
+                    ahead = _Packing(self.store, self.device, pending[-1])
+                t_round = time.perf_counter()
+                try:
+                    resp = self._post(req, report, retries, backoff)
+                except SyncFailed as e:
+                    if ahead is not None:
+                        ahead.wait()
+                        ahead = None
+                    if e.code == DeviceRevoked.code and isinstance(e.details, dict) and e.details.get("wipe"):
+                        self.wipe()
+                        raise SyncFailed(e.status, e.code, "this tablet was revoked by the township and its "
+                                         "local data has been erased", e.details) from None
+                    if e.code == ClockAhead.code and not restamped and isinstance(e.details, dict):
+                        self._correct_clock(int(e.details.get("server_time", 0)))
+                        restamped = True
+                        continue
+                    raise
+                report.round_ms.append((time.perf_counter() - t_round) * 1000)
+                report.rounds += 1
+                if ahead is not None:
+                    ahead.wait()  # it reads the store: let it finish before this round writes
+                ops, dead = unpack_ops(resp.ops)
+                with self.store.transaction():
+                    self.store.apply(ops, dead=dead)
+                    acked_before = self.acked()
+                    for k, v in (("acked", resp.acked), ("cursor", resp.cursor), ("page", resp.page),
+                                 ("epoch", resp.epoch), ("last_sync", int(time.time())),
+                                 ("cursor_check", resp.cursor_check)):
+                        self._set(k, str(v))
+                    leaving = [r for r in self._get("leaving").split(",") if r] + list(resp.removed)
+                    if leaving:
+                        self._forget(leaving)
+                report.sent += max(0, min(len(pending), resp.acked - acked_before))
+                report.received += len(ops)
+                report.removed += len(resp.removed)
+                self._track_clock(resp.server_time, report)
+                if progress is not None:
+                    progress(report, resp)
+                if not resp.more and not self._pending_ops(1):
+                    break
+                if not resp.more and pending and resp.acked < pending[0]:
+                    # the node took nothing of what we sent and has nothing for us: stop, don't spin
+                    break
+        finally:
+            if ahead is not None:
+                ahead.wait()
         report.seconds = time.perf_counter() - t0
         report.conflicts = len(self.store.conflicts())
         return report

@@ -427,11 +427,15 @@ class Node:
             return
         lo, hi = dev.scope
         new_units: dict[str, str] = {}
+        device, user, author_unit, rank = dev.device, dev.user, dev.unit, dev.rank
+        village = dev.tier == "village"
+        # values are checked per field, all of a batch's values of one field at once
+        values: dict[tuple[str, str, int], list[Any]] = {}
         for i, op in enumerate(ops):
-            if op.site != dev.device:
+            if op.site != device:
                 raise ForgedOp(f"ops[{i}] claims device {op.site!r}; this token is {dev.device!r}",
                                details={"op": i})
-            if op.user != dev.user or op.unit != dev.unit or op.tier != dev.rank:
+            if op.user != user or op.unit != author_unit or op.tier != rank:
                 raise ForgedOp(f"ops[{i}] claims author {op.user}/{op.unit}/tier {op.tier}; this device "
                                f"writes as {dev.user}/{dev.unit}/{dev.tier}", details={"op": i})
             if op.counter < 1:
@@ -443,11 +447,14 @@ class Node:
                     "tablet's clock (the tablet re-stamps its unsent ops automatically)",
                     details={"op": i, "ahead_ms": ahead, "server_time": self.clock.now()},
                 )
-            if op.value is None:
-                SCHEMA.field(op.coll, op.field)  # clearing a field: the field must exist
-            else:
-                SCHEMA.validate(op.coll, op.field, op.kind, op.value, self.store.catalogue_codes)
-            if dev.tier == "village" and op.coll in LINK_COLLECTIONS:
+            key = (op.coll, op.field, op.kind)
+            same = values.get(key)
+            if same is None:
+                SCHEMA.field(op.coll, op.field)  # the field must exist, even to clear it
+                same = values[key] = []
+            if op.value is not None:
+                same.append(op.value)
+            if village and op.coll in LINK_COLLECTIONS:
                 raise ReadOnly(f"ops[{i}] writes {op.coll}: tablets read reference data and escalations but "
                                "do not write them; the township, county or city authors them",
                                details={"op": i, "collection": op.coll})
@@ -457,6 +464,9 @@ class Node:
                     raise OutOfScope(f"ops[{i}] puts a record in unit {op.value}, outside this device's "
                                      f"unit {dev.unit}", details={"op": i, "unit": op.value})
                 new_units.setdefault(op.record, op.value)
+        for (coll, name, kind), vals in values.items():
+            if vals:
+                SCHEMA.validate_many(coll, name, kind, vals, self.store.catalogue_codes)
         self._check_replays(dev, ops)
         records = list({op.record for op in ops})
         known: dict[str, str | None] = {}
@@ -618,14 +628,19 @@ class Node:
         # the tablet's own ops are not echoed back: it has them
         # an op some other op of its record names in pred is already superseded here: flag it, so a
         # tablet that never receives the superseding op (dead when it bootstrapped) still drops it
+        # an op is in scope by the unit its record had once the op was applied (``ops.unit``): a record
+        # that moved in since arrives whole below, and one that moved out is removed
+        above_ops = (f" OR (unit IN ({','.join('?' * len(above))}) AND coll IN ({REFERENCE_SQL}))"
+                     if above else "")
         rows = conn.execute(
-            "SELECT o.seq, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site AND s.counter = o.counter"
-            " AND s.record = o.record) FROM ops o JOIN records r ON r.id = o.record"
-            " WHERE o.seq > ? AND o.site != ? AND (r.unit BETWEEN ? AND ?" + above_sql + ") ORDER BY o.seq"
+            f"SELECT {Store.OP_COLUMNS}, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site"
+            " AND s.counter = o.counter AND s.record = o.record) FROM ops o"
+            " WHERE seq > ? AND site != ? AND (unit BETWEEN ? AND ?" + above_ops + ") ORDER BY seq"
             " LIMIT ?", (cursor, own, lo, hi, *above, limit),
         ).fetchall()
         seqs = [r[0] for r in rows]
-        dead_seqs = {r[0] for r in rows if r[1]}
+        dead_seqs = {r[0] for r in rows if r[11]}
+        op_rows = [r[:11] for r in rows]
         more = len(seqs) == limit
         new_cursor = seqs[-1] if more else top
         # (with a full page, the cursor stops at the last op sent; ops skipped as the tablet's own
@@ -647,9 +662,11 @@ class Node:
             still = {r for r, u in self._units(removed).items() if u is not None and lo <= u <= hi}
             removed = [r for r in dict.fromkeys(removed) if r not in still]
         if moved_in:
-            seqs = seqs + self.store.live_seqs(dict.fromkeys(moved_in))
+            extra = set(self.store.live_seqs(dict.fromkeys(moved_in))) - set(seqs)
+            if extra:
+                op_rows = sorted(op_rows + self.store.op_rows(extra))
         return SyncResponse(
-            protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=self.store.packed(seqs, dead_seqs),
+            protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=self.store.pack(op_rows, dead_seqs),
             cursor=new_cursor, more=more, server_time=server_time, epoch=self.epoch, removed=removed,
             cursor_check=self._cursor_check(new_cursor),
         )

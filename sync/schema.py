@@ -278,6 +278,25 @@ class Schema:
                 details={"collection": coll, "field": name},
             ) from None
 
+    def validate_many(self, coll: str, name: str, kind: int, values: list[Any],
+                      codes: Callable[[str], Some[str]] | None = None) -> None:
+        "Check many values of one field and kind, as ``validate`` checks one: refuses the first bad one"
+        f = self.field(coll, name)
+        if kind in _KIND_FOR_MERGE[f.merge] and None not in values:
+            many = _LIST_OF.get(f.type)
+            if many is None:
+                many = _LIST_OF[f.type] = list[f.type]  # type: ignore[name-defined]
+            try:
+                msgspec.convert(values, many, strict=True)
+                return
+            except msgspec.ValidationError:
+                pass  # find the bad one, or accept catalogue codes, one value at a time
+        for v in values:
+            self.validate(coll, name, kind, v, codes)
+
+
+_LIST_OF: dict[Any, Any] = {}
+
 
 SCHEMA = Schema(SCHEMA_VERSION, {c.name: c for c in (PERSON, NEED, SERVICE, UNIT, CATALOGUE, NOTICE, TASK,
                                                      ESCALATION)})

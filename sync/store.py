@@ -3,7 +3,8 @@ records, open conflicts, per-site high-water marks and a local sequence for pull
 
 Tables (sqlite-utils can open any of them):
 
-    ops         every op ever accepted, in arrival order; ``seq`` is the local sequence for cursors
+    ops         every op ever accepted, in arrival order; ``seq`` is the local sequence for cursors;
+                ``unit`` is its record's unit once the op's batch was applied (what a pull filters on)
     sites       the compact local numbering of devices, with each one's high-water marks
     authors     (user, unit, tier) triples ops were written by
     superseded  op ids some op named in ``pred`` (scoped to that op's record) that were not live here
@@ -262,7 +263,7 @@ CREATE TABLE IF NOT EXISTS authors (
 CREATE TABLE IF NOT EXISTS ops (
     seq INTEGER PRIMARY KEY, site INTEGER NOT NULL, counter INTEGER NOT NULL, hlc INTEGER NOT NULL,
     coll TEXT NOT NULL, record TEXT NOT NULL, field TEXT NOT NULL, kind INTEGER NOT NULL,
-    value TEXT, pred TEXT, author INTEGER NOT NULL, UNIQUE (site, counter));
+    value TEXT, pred TEXT, author INTEGER NOT NULL, unit TEXT, UNIQUE (site, counter));
 CREATE TABLE IF NOT EXISTS superseded (
     site INTEGER NOT NULL, counter INTEGER NOT NULL, record TEXT NOT NULL,
     PRIMARY KEY (site, counter, record)) WITHOUT ROWID;
@@ -407,21 +408,27 @@ class Store:
 
     def _migrate(self) -> None:
         "Bring a database made by an older version up to date, in one transaction; nothing is lost"
-        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(records)")}
-        if "log" in columns:
+        conn = self.conn
+        records = {r[1] for r in conn.execute("PRAGMA table_info(records)")}
+        ops = {r[1] for r in conn.execute("PRAGMA table_info(ops)")}
+        if "log" in records and "unit" in ops:
             return
-        # before the log column, a record's ops were found through an index on ops (record)
-        self.conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            self.conn.execute("ALTER TABLE records ADD COLUMN log TEXT NOT NULL DEFAULT '[]'")
-            self.conn.execute(
-                "UPDATE records SET log = (SELECT json_group_array(seq) FROM"
-                " (SELECT seq FROM ops WHERE ops.record = records.id ORDER BY seq))")
-            self.conn.execute("DROP INDEX IF EXISTS ops_record")
+            if "log" not in records:
+                # before the log column, a record's ops were found through an index on ops (record)
+                conn.execute("ALTER TABLE records ADD COLUMN log TEXT NOT NULL DEFAULT '[]'")
+                conn.execute(
+                    "UPDATE records SET log = (SELECT json_group_array(seq) FROM"
+                    " (SELECT seq FROM ops WHERE ops.record = records.id ORDER BY seq))")
+                conn.execute("DROP INDEX IF EXISTS ops_record")
+            if "unit" not in ops:
+                conn.execute("ALTER TABLE ops ADD COLUMN unit TEXT")
+                conn.execute("UPDATE ops SET unit = (SELECT unit FROM records WHERE records.id = ops.record)")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        conn.execute("COMMIT")
 
     def __enter__(self) -> Store:
         return self
@@ -668,12 +675,13 @@ class Store:
                     if not left:
                         break
                 pending.update((sites[d], c, rid) for d, c in left)
-        conn.executemany("INSERT INTO ops VALUES (?,?,?,?,?,?,?,?,?,?,?)", op_rows)
         if pending:
             conn.executemany("INSERT OR IGNORE INTO superseded VALUES (?,?,?)", pending)
 
-        # 6. materialise the touched records
-        self._save_records(states, colls, old, record_seq, touched, logs)
+        # 6. materialise the touched records; each op row gets its record's unit
+        units = self._save_records(states, colls, old, record_seq, touched, logs)
+        conn.executemany("INSERT INTO ops VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                         [(*row, units[row[5]]) for row in op_rows])
 
         # 7. per-site high-water marks
         for sid, batch in by_site.items():
@@ -692,13 +700,14 @@ class Store:
         record_seq: dict[str, int],
         touched: dict[str, set[str]] | None = None,
         logs: dict[str, list[str]] | None = None,
-    ) -> None:
+    ) -> dict[str, str | None]:
         """Materialise records from their live ops and write them, their conflicts and their moves.
 
         ``touched`` names the fields whose live ops changed. A record that was stored without open
         conflicts and not deleted, and whose ``_deleted`` did not change, is patched: only the touched
         fields of its stored values are recomputed. Every other record is materialised whole.
-        ``logs`` gives each record's new op sequence numbers, appended to its ``log``."""
+        ``logs`` gives each record's new op sequence numbers, appended to its ``log``. Returns each
+        record's unit."""
         conn = self.conn
         schema = self.schema
         inserts = []
@@ -707,6 +716,8 @@ class Store:
         conflict_records: list[str] = []
         conflict_rows: list[tuple[str, str, str, str | None, int]] = []
         move_rows = []
+        units: dict[str, str | None] = {}
+        found_unit: list[tuple[str | None, str]] = []  # (unit, log) of records held before their unit
         for rid, state in states.items():
             coll = colls[rid]
             o = old.get(rid)
@@ -742,6 +753,7 @@ class Store:
                         state[name] = _entries_decode(lst)
                 m = materialize(coll, state, schema)
                 data, unit, deleted, conflicts = m.data, m.unit, m.deleted, m.conflicts
+            units[rid] = unit
             old_unit = o[1] if o else None
             unit_seq = o[2] if o else 0
             data_text = _json_encode(data).decode()
@@ -756,6 +768,8 @@ class Store:
             if unit != old_unit:
                 unit_seq = seq
                 move_rows.append((seq, rid, old_unit, unit))
+                if o is not None and old_unit is None:
+                    found_unit.append((unit, o[6]))
             if o is None:
                 inserts.append((rid, coll, unit, int(deleted), len(conflicts), data_text, blob, seq, unit_seq, log))
             elif unit != old_unit:
@@ -793,6 +807,11 @@ class Store:
             )
         if move_rows:
             conn.executemany("INSERT INTO moves VALUES (?,?,?,?)", move_rows)
+        if found_unit:
+            # ops that arrived before their record's unit op take the unit now, so pulls find them
+            conn.executemany("UPDATE ops SET unit = ? WHERE seq IN (SELECT value FROM json_each(?))"
+                             " AND unit IS NULL", found_unit)
+        return units
 
     def _advance_site(self, sid: int, batch: dict[int, Op]) -> None:
         contiguous, max_counter, last_hlc = self.conn.execute(
@@ -802,6 +821,9 @@ class Store:
         last_hlc = max(last_hlc, max(op.hlc for op in batch.values()))
         if contiguous + 1 in batch:
             nxt = contiguous + 1
+            while nxt in batch:
+                nxt += 1
+            # ops held from earlier batches (after a gap) may continue the run
             for (c,) in self.conn.execute(
                 "SELECT counter FROM ops WHERE site = ? AND counter >= ? ORDER BY counter", (sid, nxt)
             ):
@@ -988,16 +1010,37 @@ class Store:
         "The live ops of these records: enough for another replica to hold the same state"
         return self.ops_by_seq(self.live_seqs(records))
 
-    def packed(self, seqs: Sequence[int], dead: Collection[int] = ()) -> OpBatch:
-        """The ops at these sequence numbers packed for the wire straight from their rows, without
-        building ``Op`` objects; ``dead`` names the sequence numbers to flag as superseded"""
+    #: the columns of an op row as ``pack`` takes them
+    OP_COLUMNS = "seq, site, counter, hlc, coll, record, field, kind, value, pred, author"
+
+    def op_rows(self, seqs: Iterable[int]) -> list[tuple[Any, ...]]:
+        "The rows (``OP_COLUMNS``) of the ops at these sequence numbers, in order"
         rows: list[tuple[Any, ...]] = []
         for chunk in _chunks(sorted(set(seqs))):
             marks = ",".join("?" * len(chunk))
             rows.extend(self.conn.execute(
-                "SELECT seq, site, counter, hlc, coll, record, field, kind, value, pred, author FROM ops"
-                f" WHERE seq IN ({marks}) ORDER BY seq", chunk))
+                f"SELECT {self.OP_COLUMNS} FROM ops WHERE seq IN ({marks}) ORDER BY seq", chunk))
+        return rows
+
+    def pack(self, rows: Iterable[tuple[Any, ...]], dead: Collection[int] = ()) -> OpBatch:
+        """Op rows (``OP_COLUMNS``) packed for the wire without building ``Op`` objects; ``dead`` names the
+        sequence numbers to flag as superseded"""
         return pack_rows(rows, self.device_of, self._author, dead)
+
+    def packed(self, seqs: Sequence[int], dead: Collection[int] = ()) -> OpBatch:
+        "The ops at these sequence numbers, packed for the wire"
+        return self.pack(self.op_rows(seqs), dead)
+
+    def packed_own(self, device: str, after: int, limit: int) -> tuple[OpBatch, list[int]]:
+        """A device's ops after counter ``after`` (at most ``limit``, in counter order) packed for the wire
+        straight from their rows, with their counters"""
+        row = self.conn.execute("SELECT id FROM sites WHERE device = ?", (device,)).fetchone()
+        if row is None:
+            return OpBatch(), []
+        rows = self.conn.execute(
+            f"SELECT {self.OP_COLUMNS} FROM ops WHERE site = ? AND counter > ? ORDER BY counter LIMIT ?",
+            (row[0], after, limit)).fetchall()
+        return self.pack(rows), [r[2] for r in rows]
 
     def max_seq(self) -> int:
         (n,) = self.conn.execute("SELECT coalesce(max(seq), 0) FROM ops").fetchone()

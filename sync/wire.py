@@ -216,9 +216,14 @@ def unpack_ops(batch: OpBatch) -> tuple[list[Op], set[OpId]]:
         for i, w in enumerate(batch.ops):
             site, user, unit, tier = authors[w.author]
             p = w.pred
-            if len(p) % 2:
+            if not p:
+                pred: tuple[tuple[str, int], ...] = ()
+            elif len(p) % 2:
                 raise MalformedBody(f"ops[{i}].pred has an odd number of items", details={"op": i})
-            pred = tuple((devices[p[j]], p[j + 1]) for j in range(0, len(p), 2))
+            elif len(p) == 2:
+                pred = ((devices[p[0]], p[1]),)
+            else:
+                pred = tuple((devices[p[j]], p[j + 1]) for j in range(0, len(p), 2))
             rid = ids.get(w.record)
             if rid is None:
                 if len(w.record) != 16:

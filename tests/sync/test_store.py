@@ -250,18 +250,23 @@ def test_dead_marks_an_op_as_superseded_on_arrival(store: Store) -> None:
 
 # --- a database made by an older version ---------------------------------------------------------
 
-def test_a_store_from_before_the_record_log_is_migrated_on_open(db_path: Path, make_editor: MakeEditor) -> None:
+def test_a_store_from_before_the_record_log_and_op_units_is_migrated_on_open(db_path: Path, make_editor: MakeEditor) -> None:
     with Store(db_path) as s:
         ed = make_editor(s)
         a, b = _person(ed, "张三"), _person(ed, "李四")
         ed.update(a, {"name": "张叁"})
         history = [(c.seq, c.field, c.old, c.new) for c in s.history(a)]
         digest = s.digest()
-        # the older layout: no log column, a record's ops found through an index on ops (record)
+        units = s.conn.execute("SELECT seq, unit FROM ops ORDER BY seq").fetchall()
+        # the older layout: no log column, a record's ops found through an index on ops (record), and
+        # no unit on ops
         s.conn.execute("ALTER TABLE records DROP COLUMN log")
+        s.conn.execute("ALTER TABLE ops DROP COLUMN unit")
         s.conn.execute("CREATE INDEX ops_record ON ops (record)")
     with Store(db_path) as s:
         assert "log" in {r[1] for r in s.conn.execute("PRAGMA table_info(records)")}
+        assert s.conn.execute("SELECT seq, unit FROM ops ORDER BY seq").fetchall() == units
+        assert {u for _, u in units} == {VILLAGE}
         assert s.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ops_record'").fetchone() is None
         assert [(c.seq, c.field, c.old, c.new) for c in s.history(a)] == history
         assert s.digest() == digest
@@ -279,3 +284,11 @@ def test_forgetting_a_record_drops_its_ops_and_nothing_else(store: Store, villag
     assert store.get(a) is None and store.record_ops(a) == []
     assert store.count_ops() == before - 3
     assert [c.new for c in store.history(b) if c.field == "name"] == ["李四"]
+
+
+def test_ops_that_arrive_before_their_records_unit_take_it_when_it_comes(store: Store) -> None:
+    rid = uuid7()
+    store.apply([_op("tab-a", 1, rid, "name", "张三")])
+    assert store.conn.execute("SELECT unit FROM ops").fetchall() == [(None,)]
+    store.apply([_op("tab-a", 2, rid, "unit", VILLAGE)])
+    assert store.conn.execute("SELECT unit FROM ops ORDER BY seq").fetchall() == [(VILLAGE,), (VILLAGE,)]
