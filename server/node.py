@@ -628,16 +628,20 @@ class Node:
         # the tablet's own ops are not echoed back: it has them
         # an op some other op of its record names in pred is already superseded here: flag it, so a
         # tablet that never receives the superseding op (dead when it bootstrapped) still drops it
-        # an op is in scope by the unit its record had once the op was applied (``ops.unit``): a record
-        # that moved in since arrives whole below, and one that moved out is removed
-        above_ops = (f" OR (unit IN ({','.join('?' * len(above))}) AND coll IN ({REFERENCE_SQL}))"
-                     if above else "")
-        rows = conn.execute(
-            f"SELECT {Store.OP_COLUMNS}, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site"
-            " AND s.counter = o.counter AND s.record = o.record) FROM ops o"
-            " WHERE seq > ? AND site != ? AND (unit BETWEEN ? AND ?" + above_ops + ") ORDER BY seq"
-            " LIMIT ?", (cursor, own, lo, hi, *above, limit),
-        ).fetchall()
+        # an op is in scope by the unit its record had once the op was applied (``ops.unit``, indexed
+        # with seq): a record that moved in since arrives whole below, and one that moved out is removed
+        cols = (f"{Store.OP_COLUMNS}, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site"
+                " AND s.counter = o.counter AND s.record = o.record)")
+        in_scope = "unit = ?" if lo == hi else "unit BETWEEN ? AND ?"
+        parts = [f"SELECT * FROM (SELECT {cols} FROM ops o WHERE {in_scope} AND seq > ? AND site != ?"
+                 " ORDER BY seq LIMIT ?)"]
+        params: list[Any] = [lo] if lo == hi else [lo, hi]
+        params += [cursor, own, limit]
+        if above:
+            parts.append(f"SELECT * FROM (SELECT {cols} FROM ops o WHERE unit IN ({','.join('?' * len(above))})"
+                         f" AND coll IN ({REFERENCE_SQL}) AND seq > ? AND site != ? ORDER BY seq LIMIT ?)")
+            params += [*above, cursor, own, limit]
+        rows = conn.execute(" UNION ALL ".join(parts) + " ORDER BY 1 LIMIT ?", (*params, limit)).fetchall()
         seqs = [r[0] for r in rows]
         dead_seqs = {r[0] for r in rows if r[11]}
         op_rows = [r[:11] for r in rows]

@@ -4,7 +4,8 @@ records, open conflicts, per-site high-water marks and a local sequence for pull
 Tables (sqlite-utils can open any of them):
 
     ops         every op ever accepted, in arrival order; ``seq`` is the local sequence for cursors;
-                ``unit`` is its record's unit once the op's batch was applied (what a pull filters on)
+                ``unit`` is its record's unit once the op's batch was applied: pulls find a village's
+                new ops through the index on (unit, seq)
     sites       the compact local numbering of devices, with each one's high-water marks
     authors     (user, unit, tier) triples ops were written by
     superseded  op ids some op named in ``pred`` (scoped to that op's record) that were not live here
@@ -412,6 +413,7 @@ class Store:
         records = {r[1] for r in conn.execute("PRAGMA table_info(records)")}
         ops = {r[1] for r in conn.execute("PRAGMA table_info(ops)")}
         if "log" in records and "unit" in ops:
+            conn.execute("CREATE INDEX IF NOT EXISTS ops_unit ON ops (unit, seq)")
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -425,6 +427,7 @@ class Store:
             if "unit" not in ops:
                 conn.execute("ALTER TABLE ops ADD COLUMN unit TEXT")
                 conn.execute("UPDATE ops SET unit = (SELECT unit FROM records WHERE records.id = ops.record)")
+            conn.execute("CREATE INDEX IF NOT EXISTS ops_unit ON ops (unit, seq)")
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -261,6 +261,7 @@ def test_a_store_from_before_the_record_log_and_op_units_is_migrated_on_open(db_
         # the older layout: no log column, a record's ops found through an index on ops (record), and
         # no unit on ops
         s.conn.execute("ALTER TABLE records DROP COLUMN log")
+        s.conn.execute("DROP INDEX ops_unit")
         s.conn.execute("ALTER TABLE ops DROP COLUMN unit")
         s.conn.execute("CREATE INDEX ops_record ON ops (record)")
     with Store(db_path) as s:
@@ -268,6 +269,7 @@ def test_a_store_from_before_the_record_log_and_op_units_is_migrated_on_open(db_
         assert s.conn.execute("SELECT seq, unit FROM ops ORDER BY seq").fetchall() == units
         assert {u for _, u in units} == {VILLAGE}
         assert s.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ops_record'").fetchone() is None
+        assert s.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ops_unit'").fetchone() is not None
         assert [(c.seq, c.field, c.old, c.new) for c in s.history(a)] == history
         assert s.digest() == digest
         assert len(s.record_ops(b)) == 2  # name and unit
