@@ -11,6 +11,10 @@ Three signs, strongest first:
 Near names are common among different people, so a near-name pair is dropped when the two residents
 hold different birth dates or different ID numbers: those tell them apart. Every pair found is only a
 suggestion; staff look and decide. Residents already merged (deleted) are not considered.
+
+Staff who find that a pair is two people mark it so (``dismiss``): the node keeps the pair with the
+reasons it was found for, and who said so. The pair stays off the list until a reason it was not
+dismissed for appears (two near names that later get the same ID number come back).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.lookup import sound
-from sync.store import Record
+from sync.store import Record, Store
 
 REASONS = {"same_id": "身份证号相同", "same_birth": "姓名和出生日期相同", "same_name": "同村同名",
            "same_pinyin": "同村、姓名读音相同",
@@ -132,3 +136,51 @@ def find_pairs(people: Sequence[Record]) -> list[Pair]:
 def _reasons(pairs: dict[tuple[str, str], Pair], a: Record, b: Record) -> list[str]:
     key = (a.id, b.id) if a.id < b.id else (b.id, a.id)
     return pairs[key].reasons if key in pairs else []
+
+
+# -- pairs staff said are two people ---------------------------------------------------------------
+
+_SQL = """
+CREATE TABLE IF NOT EXISTS duplicate_dismissals (
+    a TEXT NOT NULL, b TEXT NOT NULL, reasons TEXT NOT NULL, by TEXT NOT NULL, at INTEGER NOT NULL,
+    PRIMARY KEY (a, b)) WITHOUT ROWID
+"""
+
+
+def ensure_table(store: Store) -> None:
+    with store.transaction() as c:
+        c.execute(_SQL)
+
+
+def _key(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def dismissed(store: Store) -> dict[tuple[str, str], tuple[set[str], str, int]]:
+    "Every pair staff said is two people: (a, b) -> (the reasons it was found for, who, when in unix s)"
+    return {(a, b): (set(r.split(",")), by, at) for a, b, r, by, at in store.conn.execute(
+        "SELECT a, b, reasons, by, at FROM duplicate_dismissals")}
+
+
+def dismiss(store: Store, pair: Pair, by: str, at: int) -> None:
+    "Note that a pair is two people, for the reasons it is found for now"
+    with store.transaction() as c:
+        c.execute("INSERT OR REPLACE INTO duplicate_dismissals VALUES (?,?,?,?,?)",
+                  (*_key(pair.a.id, pair.b.id), ",".join(sorted(pair.reasons)), by, at))
+
+
+def undismiss(store: Store, a: str, b: str) -> bool:
+    "Put a dismissed pair back on the list; whether it was dismissed"
+    with store.transaction() as c:
+        return c.execute("DELETE FROM duplicate_dismissals WHERE a = ? AND b = ?", _key(a, b)).rowcount > 0
+
+
+def split(pairs: Iterable[Pair], said: Mapping[tuple[str, str], tuple[set[str], str, int]]
+          ) -> tuple[list[Pair], list[Pair]]:
+    "(pairs to show, pairs staff dismissed): a pair found for a reason it was not dismissed for shows again"
+    show: list[Pair] = []
+    hidden: list[Pair] = []
+    for p in pairs:
+        d = said.get(_key(p.a.id, p.b.id))
+        (hidden if d is not None and set(p.reasons) <= d[0] else show).append(p)
+    return show, hidden

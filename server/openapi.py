@@ -197,6 +197,14 @@ class MergeForm(msgspec.Struct, kw_only=True):
     drop: str
 
 
+class PairForm(msgspec.Struct, kw_only=True):
+    "Two residents the duplicates page paired"
+
+    csrf: str
+    a: str
+    b: str
+
+
 class EscalateForm(msgspec.Struct, kw_only=True):
     "A need escalated to the county (吹哨报到): a summary written by staff, nothing personal"
 
@@ -313,7 +321,7 @@ def openapi_spec() -> dict[str, Any]:
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount,
-                        ResolveForm, RecordForm, MergeForm, NeedForm, EnrolForm, RevokeForm, EscalateForm, Snapshot]
+                        ResolveForm, RecordForm, MergeForm, PairForm, NeedForm, EnrolForm, RevokeForm, EscalateForm, Snapshot]
     from .flows_openapi import FLOW_TYPES, flow_paths  # reference data and escalations
 
     types += FLOW_TYPES
@@ -537,9 +545,15 @@ def _workbench_paths() -> dict[str, Any]:
              "description": "Name characters, pinyin (full or initials), ID number or phone"},
             {"name": "unit", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "A village of the township"}])},
-        "/staff/duplicates": {"get": page("wbDuplicates", "Residents that may be the same person")},
+        "/staff/duplicates": {"get": page("wbDuplicates", "Residents that may be the same person", parameters=[
+            {"name": "dismissed", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "`1`: the pairs staff marked as two people instead"}])},
         "/staff/duplicates/merge": {"post": form("wbMerge", "Merge a duplicate resident into another",
                                                  "MergeForm", 404)},
+        "/staff/duplicates/dismiss": {"post": form("wbDismiss", "Mark a suspected pair as two people",
+                                                   "PairForm", 404)},
+        "/staff/duplicates/restore": {"post": form("wbRestore", "Put a pair marked as two people back on "
+                                                   "the list", "PairForm", 404)},
         "/staff/needs": {"get": page("wbNeeds", "The needs board, by status and village", 400, parameters=[
             {"name": "status", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "A need status, `open` or `overdue`"},

@@ -7,7 +7,8 @@
                                     with one click, or type the value (a resolve op through the Editor)
     /staff/records/{record}         a record's values, its every change (who, device, tier, when, old →
                                     new), and a form to correct it
-    /staff/duplicates               residents that may be one person (``server.duplicates``); merge
+    /staff/duplicates               residents that may be one person (``server.duplicates``); merge, or
+                                    mark a pair as two people (``?dismissed=1`` lists those, to restore)
     /staff/needs                    the needs board: by status and village; assign, due dates, status
 
 Every write is an op made by ``Node.editor`` with the signed-in staff member as author at the node's
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections import Counter
 from typing import Any, get_args
 
@@ -36,6 +38,7 @@ from sync.types import DELETED
 
 from . import escalations
 from .auth import Staff
+from . import duplicates as dup
 from .duplicates import find_pairs
 from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
     required, show
@@ -85,6 +88,7 @@ class Workbench:
         self.pages = pages
         self.node = pages.node
         self.store = pages.node.store
+        dup.ensure_table(self.store)
 
     # -- reading, under the store's lock ----------------------------------------------------------
 
@@ -286,9 +290,12 @@ class Workbench:
         return self.pages.done(request, f"/staff/records/{rid}", await run_in_threadpool(write))
 
     async def duplicates(self, request: Request, staff: Staff) -> Response:
+        show_dismissed = request.query_params.get("dismissed") == "1"
+
         def view() -> dict[str, Any]:
             villages = self.pages.villages()
             with self.store.lock:
+                said = dup.dismissed(self.store)
                 people = self.store.records("person", units=staff.scope)
                 counts: Counter[tuple[str, str]] = Counter()
                 lo, hi = staff.scope
@@ -296,8 +303,10 @@ class Workbench:
                         "SELECT coll, json_extract(data, '$.person') FROM records WHERE deleted = 0 AND"
                         " coll IN ('need', 'service') AND unit BETWEEN ? AND ?", (lo, hi)):
                     counts[(pid, coll)] += 1
-            pairs = find_pairs(people)
-            return {"pairs": pairs, "villages": villages, "counts": counts}
+            shown, hidden = dup.split(find_pairs(people), said)
+            return {"pairs": hidden if show_dismissed else shown, "villages": villages, "counts": counts,
+                    "dismissed_view": show_dismissed, "dismissed": len(hidden), "open": len(shown),
+                    "said": said}
 
         return self.pages.render(request, staff, "wb_duplicates.html", await run_in_threadpool(view))
 
@@ -317,6 +326,44 @@ class Workbench:
                 self.node.editor(staff.username).merge(keep, drop)
                 return (f"已合并：{self.title(d)}（{drop[:8]}）并入 {self.title(k)}（{keep[:8]}），"
                         f"{len(moved['need'])} 条需求和 {len(moved['service'])} 条服务记录随之转移。")
+
+        return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
+
+    def pair(self, staff: Staff, a: str, b: str) -> dup.Pair:
+        "Two residents of the staff member's township, as the duplicates page pairs them; else a 400 page"
+        if a == b:
+            raise PageError("请选择两位不同的居民。")
+        ra, rb = self.pages.in_scope(staff, a, "person"), self.pages.in_scope(staff, b, "person")
+        if ra.deleted or rb.deleted:
+            raise PageError("其中一位居民已被删除或已合并，请刷新页面。")
+        found = find_pairs([ra, rb])
+        if not found:
+            raise PageError(f"{self.title(ra)} 和 {self.title(rb)} 现在不是疑似重复，不用标记。")
+        return found[0]
+
+    async def dismiss(self, request: Request, staff: Staff) -> Response:
+        form = await self.pages.form(request)
+        a, b = required(form, "a", "b")
+
+        def write() -> str:
+            with self.store.transaction():
+                p = self.pair(staff, a, b)
+                dup.dismiss(self.store, p, staff.username, int(time.time()))
+                return (f"已标记为不是同一人：{self.title(p.a)} 和 {self.title(p.b)}。"
+                        "以后如果出现新的疑似理由（例如身份证号相同），这一组会重新列出。")
+
+        return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
+
+    async def undismiss(self, request: Request, staff: Staff) -> Response:
+        form = await self.pages.form(request)
+        a, b = required(form, "a", "b")
+
+        def write() -> str:
+            with self.store.transaction():
+                ra, rb = self.pages.in_scope(staff, a, "person"), self.pages.in_scope(staff, b, "person")
+                if not dup.undismiss(self.store, a, b):
+                    raise PageError(f"{self.title(ra)} 和 {self.title(rb)} 没有被标记过，无需恢复。")
+                return f"已恢复：{self.title(ra)} 和 {self.title(rb)} 重新列为疑似重复。"
 
         return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
 
@@ -412,6 +459,8 @@ def workbench_routes(pages: Pages) -> list[BaseRoute]:
         Route("/staff/records/{record}/escalate", pages.page(wb.escalate), methods=["POST"]),
         Route("/staff/duplicates", pages.page(wb.duplicates)),
         Route("/staff/duplicates/merge", pages.page(wb.merge), methods=["POST"]),
+        Route("/staff/duplicates/dismiss", pages.page(wb.dismiss), methods=["POST"]),
+        Route("/staff/duplicates/restore", pages.page(wb.undismiss), methods=["POST"]),
         Route("/staff/needs", pages.page(wb.needs)),
         Route("/staff/needs/{record}", pages.page(wb.need_update), methods=["POST"]),
     ]

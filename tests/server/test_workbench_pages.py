@@ -253,6 +253,60 @@ def test_merging_from_the_duplicates_page_moves_needs_and_services(world: World,
     assert "已被删除或已合并" in _error(liu.post("/staff/duplicates/merge", {"keep": keep, "drop": drop}), 400)
 
 
+def test_a_pair_marked_as_two_people_leaves_the_list_until_a_new_reason_appears(world: World, liu: Signed) -> None:
+    n = world.open()
+    try:
+        v2 = Editor(n.store, device=world.ids["dev2"], user="li", unit=V2, tier="village")
+        a = v2.create("person", {"unit": V2, "name": "钱玉珍"})
+        b = v2.create("person", {"unit": V2, "name": "钱玉真"})
+    finally:
+        n.close()
+    x, y = sorted((a, b))
+    card = f'data-a="{x}" data-b="{y}"'
+    page = liu.get("/staff/duplicates").text
+    assert card in page and "只差一个字" in page[page.index(card):]
+
+    said = liu.notice(liu.post("/staff/duplicates/dismiss", {"a": a, "b": b}))
+    assert "不是同一人" in said and "钱玉珍" in said and "钱玉真" in said
+    page = liu.get("/staff/duplicates").text
+    assert card not in page and "已标记为不是同一人的 1 组" in page
+    n = world.open()
+    try:
+        assert n.store.conn.execute("SELECT a, b, reasons, by FROM duplicate_dismissals").fetchall() == [
+            (x, y, "one_apart,same_pinyin", "liu")]  # 珍 and 真 both read zhen
+    finally:
+        n.close()
+    marked = liu.get("/staff/duplicates?dismissed=1").text
+    assert card in marked and "由 liu 于" in marked and "恢复为疑似重复" in marked
+
+    # restored, it is back; marked again, it stays away
+    assert "重新列为疑似重复" in liu.notice(liu.post("/staff/duplicates/restore", {"a": b, "b": a}))
+    assert card in liu.get("/staff/duplicates").text
+    assert "没有被标记过" in _error(liu.post("/staff/duplicates/restore", {"a": a, "b": b}), 400)
+    liu.post("/staff/duplicates/dismiss", {"a": b, "b": a})
+    assert card not in liu.get("/staff/duplicates").text
+
+    # a reason it was not marked for brings it back: the same name now
+    liu.post(f"/staff/records/{b}", {"name": "钱玉珍"})
+    page = liu.get("/staff/duplicates").text
+    assert card in page and "同村同名" in page[page.index(card):]
+
+    # refused, and nothing written: a pair that is no pair, one resident twice, a record elsewhere
+    assert "不是疑似重复" in _error(liu.post("/staff/duplicates/dismiss", {"a": a, "b": world.ids["oneA"]}), 400)
+    assert "两位不同" in _error(liu.post("/staff/duplicates/dismiss", {"a": a, "b": a}), 400)
+    liu.post("/staff/duplicates/dismiss", {"a": a, "b": "0190c0de-0000-7000-8000-000000000000"})
+    one = {"a": world.ids["oneA"], "b": world.ids["oneB"]}
+    assert "没有找到" in _error(world.sign_in("zhao").post("/staff/duplicates/dismiss", one), 404)  # V1, not V2
+    assert "只能查看汇总数据" in _error(world.sign_in("county").post("/staff/duplicates/dismiss", one), 403)
+    liu.post("/staff/duplicates/restore", {"a": a, "b": b})  # back on the list, with the same name now
+    n = world.open()
+    try:
+        rows = n.store.conn.execute("SELECT a, b FROM duplicate_dismissals").fetchall()
+    finally:
+        n.close()
+    assert rows == []
+
+
 # -- needs ------------------------------------------------------------------------------------------
 
 def test_the_needs_board_highlights_overdue_and_assigns(world: World, liu: Signed) -> None:
