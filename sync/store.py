@@ -603,7 +603,7 @@ class Store:
         # 4. op rows and live entries
         (base,) = conn.execute("SELECT coalesce(max(seq), 0) FROM ops").fetchone()
         seq = base
-        op_rows = []
+        op_rows: list[list[Any]] = []
         colls: dict[str, str] = {}
         record_seq: dict[str, int] = {}
         logs: dict[str, list[str]] = {}
@@ -612,21 +612,25 @@ class Store:
         dead_set = set(dead)
         pending: set[tuple[int, int, str]] = set()
         encode = _json_encode
+        last_key: tuple[str, str, int] | None = None
+        aid = 0
         for op in new:
             seq += 1
             key = (op.user, op.unit, op.tier)
-            aid = author_ids.get(key)
-            if aid is None:
-                aid = author_ids[key] = self._author_id(*key)
+            if key != last_key:  # a batch mostly comes from one author
+                aid = author_ids.get(key) or author_ids.setdefault(key, self._author_id(*key))
+                last_key = key
             sid = sites[op.site]
             value = op.value
-            op_rows.append((
-                seq, sid, op.counter, op.hlc, op.coll, op.record, op.field, op.kind,
-                encode(value).decode() if value is not None else None,
-                encode(op.pred).decode() if op.pred else None,
-                aid,
-            ))
+            pred = op.pred
             rid = op.record
+            # the record's unit (the last item) is known once the batch is materialised
+            op_rows.append([
+                seq, sid, op.counter, op.hlc, op.coll, rid, op.field, op.kind,
+                encode(value).decode() if value is not None else None,
+                encode(pred).decode() if pred else None,
+                aid, None,
+            ])
             record_seq[rid] = seq
             log = logs.get(rid)
             if log is None:
@@ -641,14 +645,16 @@ class Store:
             else:
                 touched[rid].add(op.field)
             log.append(str(seq))
-            state = states[rid]
             if op.kind == REMOVE:
                 continue
-            if (op.site, op.counter, rid) in batch_kills or (sid, op.counter, rid) in held_killed:
+            if batch_kills and (op.site, op.counter, rid) in batch_kills:
+                continue
+            if held_killed and (sid, op.counter, rid) in held_killed:
                 continue
             if dead_set and (op.site, op.counter) in dead_set:
                 pending.add((sid, op.counter, rid))
                 continue
+            state = states[rid]
             entry = Entry(op.site, op.counter, op.hlc, op.tier, op.kind, value, seq)
             lst = state.get(op.field)
             if lst is None:
@@ -683,8 +689,9 @@ class Store:
 
         # 6. materialise the touched records; each op row gets its record's unit
         units = self._save_records(states, colls, old, record_seq, touched, logs)
-        conn.executemany("INSERT INTO ops VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                         [(*row, units[row[5]]) for row in op_rows])
+        for row in op_rows:
+            row[11] = units[row[5]]
+        conn.executemany("INSERT INTO ops VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", op_rows)
 
         # 7. per-site high-water marks
         for sid, batch in by_site.items():
