@@ -53,7 +53,8 @@ class _Packing:
 
     def _run(self, store: Store, device: str) -> None:
         try:
-            self._out = store.packed_own(device, self.after, PUSH_BATCH)
+            with store.lock:  # the store's connection is shared: whoever else reads it meanwhile waits
+                self._out = store.packed_own(device, self.after, PUSH_BATCH)
         except BaseException as e:  # handed to whoever asks for the result
             self._error = e
 
@@ -453,11 +454,12 @@ class Tablet:
                     cursor_check=self._get("cursor_check"),
                     pending=max(0, self.pending() - len(pending)),
                 )
+                url, auth = self.url("/api/sync"), self._auth()
                 if len(pending) == PUSH_BATCH:
                     ahead = _Packing(self.store, self.device, pending[-1])
                 t_round = time.perf_counter()
                 try:
-                    resp = self._post(req, report, retries, backoff)
+                    resp = self._post(req, report, retries, backoff, url, auth)
                 except SyncFailed as e:
                     if ahead is not None:
                         ahead.wait()
@@ -504,19 +506,23 @@ class Tablet:
         report.conflicts = len(self.store.conflicts())
         return report
 
-    def _post(self, req: SyncRequest, report: SyncReport, retries: int, backoff: float) -> SyncResponse:
+    def _post(self, req: SyncRequest, report: SyncReport, retries: int, backoff: float, url: str,
+              auth: dict[str, str]) -> SyncResponse:
+        "One round trip; it reads nothing from the store while it waits (the packer may be reading it)"
         body = compress(encode(req))
-        headers = {**self._auth(), "content-type": MSGPACK, "content-encoding": "gzip",
+        headers = {**auth, "content-type": MSGPACK, "content-encoding": "gzip",
                    "accept": MSGPACK, "accept-encoding": "gzip"}
         delay = backoff
         for attempt in range(retries + 1):
             try:
-                r = self.client.post(self.url("/api/sync"), content=body, headers=headers)
+                r = self.client.post(url, content=body, headers=headers)
             except httpx.TransportError as e:
                 if attempt == retries:
+                    with self.store.lock:  # after the packer
+                        pending = self.pending()
                     raise NodeUnreachable(
-                        f"the node at {self._get('server')} did not answer ({type(e).__name__}); "
-                        f"{self.pending()} ops are kept on this tablet and will sync next time"
+                        f"the node at {url.removesuffix('/api/sync')} did not answer ({type(e).__name__}); "
+                        f"{pending} ops are kept on this tablet and will sync next time"
                     ) from None
             else:
                 if r.status_code == 200:

@@ -268,6 +268,9 @@ _HTTP_CODES = {404: ["not_found"], 405: ["method_not_allowed"], 500: ["internal"
 
 def _error_codes(status: int) -> list[str]:
     "The ``error.code`` values of the SyncError classes with this status (handlers may pass others)"
+    # the modules that define error classes of their own, imported here so that the list does not
+    # depend on what the process happened to import first
+    from . import escalations, pages  # noqa: F401
     found = set(_HTTP_CODES.get(status, []))
     todo: list[type[SyncError]] = [SyncError]
     while todo:

@@ -13,7 +13,10 @@ fuzzing finds only by luck, also have explicit cases at the end.
 from __future__ import annotations
 
 import base64
+import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -136,6 +139,21 @@ def test_the_description_is_served_valid_and_covers_every_route(served: Served) 
         served_ops |= {(m.lower(), route.path) for m in route.methods or () if m != "HEAD"}
     assert served_ops - described == set(), "routes server/openapi.py does not describe"
     assert described - served_ops == set(), "operations server/openapi.py describes that the app lacks"
+
+
+def test_the_description_does_not_depend_on_what_was_imported_first() -> None:
+    "A process that imports only server.openapi describes the same error codes as one that ran the app"
+    fresh = subprocess.run(
+        [sys.executable, "-c", "import json; from server.openapi import openapi_spec; print(json.dumps(openapi_spec()))"],
+        capture_output=True, text=True, check=True, timeout=120)
+    node = Node(None, TOWNSHIP)
+    try:
+        create_app(node)  # imports every route's module
+    finally:
+        node.close()
+    built = openapi_spec()
+    assert json.loads(fresh.stdout) == built
+    assert "`already_escalated`" in json.dumps(built, ensure_ascii=False)
 
 
 # The document as built in-process, so that schemathesis makes one test per operation at collection; the
