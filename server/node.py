@@ -626,8 +626,9 @@ class Node:
         row = conn.execute("SELECT id FROM sites WHERE device = ?", (dev.device,)).fetchone()
         own = row[0] if row else -1
         # the tablet's own ops are not echoed back: it has them
-        # an op some other op of its record names in pred is already superseded here: flag it, so a
-        # tablet that never receives the superseding op (dead when it bootstrapped) still drops it
+        # an op that came after an op of its record naming it in pred (``superseded`` keeps those) is
+        # flagged dead, so a tablet that already holds the superseding op, or never gets it, drops it;
+        # an op superseded after it came is followed, in seq order, by the op that supersedes it
         # an op is in scope by the unit its record had once the op was applied (``ops.unit``, indexed
         # with seq): a record that moved in since arrives whole below, and one that moved out is removed
         cols = (f"{Store.OP_COLUMNS}, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site"
