@@ -216,3 +216,26 @@ def test_the_cli_keeps_a_plaintext_tablet_working_and_can_encrypt_it(db: Path) -
     assert found(SECRETS, raw_bytes(db)) == []
     r = runner.invoke(cli, ["person", "list", "--db", str(db)], env={"CUNSYNC_PIN": PIN})
     assert r.exit_code == 0 and RESIDENT["name"] in r.output and "not encrypted" not in r.output, r.output
+
+
+def test_an_encrypted_tablet_from_the_older_layout_is_migrated_when_unlocked(db: Path, rid: str) -> None:
+    "A tablet database made before records listed their ops and ops carried units: brought up to date"
+    tab = Tablet(db, pin=PIN)
+    history = [(c.field, c.new) for c in tab.store.history(rid)]
+    conn = tab.store.conn
+    conn.execute("DROP INDEX ops_unit")
+    conn.execute("ALTER TABLE ops DROP COLUMN unit")
+    conn.execute("ALTER TABLE records DROP COLUMN log")
+    conn.execute("CREATE INDEX ops_record ON ops (record)")
+    tab.close()
+    with pytest.raises(WrongPin):
+        Tablet(db, pin="000000")  # a wrong PIN migrates nothing
+    tab = Tablet(db, pin=PIN)
+    try:
+        assert [(c.field, c.new) for c in tab.store.history(rid)] == history
+        assert {u for (u,) in tab.store.conn.execute("SELECT unit FROM ops")} == {VILLAGE}
+        tab.update(rid, {"phone": "13900139000"})
+        assert tab.store.history(rid)[-1].new == "13900139000"
+    finally:
+        tab.close()
+    assert is_encrypted(db) and not found(SECRETS, raw_bytes(db))
