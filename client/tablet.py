@@ -41,6 +41,10 @@ from sync.wire import (
 APP_VERSION = "0.1.0"
 
 
+#: Own ops sent per request.
+PUSH_BATCH = 5000
+
+
 class _Packing:
     "The next push batch: own ops after counter ``after``, read and packed in a thread of its own"
 
@@ -67,8 +71,6 @@ class _Packing:
             raise self._error
         assert self._out is not None
         return self._out
-#: Own ops sent per request.
-PUSH_BATCH = 5000
 
 
 class NodeUnreachable(Exception):
@@ -491,7 +493,10 @@ class Tablet:
                 report.sent += max(0, min(len(pending), resp.acked - acked_before))
                 report.received += len(ops)
                 report.removed += len(resp.removed)
+                offset = self.clock.offset_ms
                 self._track_clock(resp.server_time, report)
+                if self.clock.offset_ms != offset:
+                    ahead = None  # the clock was corrected and unsent ops re-stamped: pack them again
                 if progress is not None:
                     progress(report, resp)
                 if not resp.more and not self._pending_ops(1):

@@ -154,3 +154,33 @@ def test_a_clock_days_behind_is_flagged_loses_concurrent_edits_and_wins_by_causa
         assert rec is not None, tab.device
         assert (rec.data["phone"], rec.data["address"], rec.conflicts) == ("13811111111", "育才路2号", [])
     assert abs(_devices(node_db)[behind.device]["skew_ms"] + 3 * DAY) < SLACK
+
+
+def test_ops_re_stamped_mid_sync_are_sent_as_re_stamped(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clock 3 minutes slow is corrected after the first round trip, which re-stamps the ops not sent
+    yet: the batches that follow (one of them read ahead while the node worked) carry the new stamps"""
+    import client.tablet as tablet_mod
+
+    monkeypatch.setattr(tablet_mod, "PUSH_BATCH", 4)
+    node.start()
+    tab = make_tablet(enrol(V1, "wang")[1], "wang", clock=Clock(-3 * 60_000))
+    for i in range(5):
+        tab.create("person", {"name": f"王{i}", "phone": f"1380000000{i}"})  # 3 ops each
+    report = tab.sync()
+    assert tab.pending() == 0 and report.rounds >= 4
+    assert tab.clock.offset_ms > 60_000  # corrected
+    import sqlite3
+
+    def own(db: Path) -> set[tuple[Any, ...]]:
+        conn = sqlite3.connect(db)
+        try:
+            return set(conn.execute(
+                "SELECT o.counter, o.hlc, o.record, o.field, o.value FROM ops o JOIN sites s ON s.id = o.site"
+                " WHERE s.device = ?", (tab.device,)))
+        finally:
+            conn.close()
+
+    mine = own(Path(tab.path))
+    assert len(mine) == 15 and own(node_db) == mine
