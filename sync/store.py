@@ -410,13 +410,18 @@ class Store:
     def _migrate(self) -> None:
         "Bring a database made by an older version up to date, in one transaction; nothing is lost"
         conn = self.conn
-        records = {r[1] for r in conn.execute("PRAGMA table_info(records)")}
-        ops = {r[1] for r in conn.execute("PRAGMA table_info(ops)")}
+
+        def columns() -> tuple[set[str], set[str]]:
+            return ({r[1] for r in conn.execute("PRAGMA table_info(records)")},
+                    {r[1] for r in conn.execute("PRAGMA table_info(ops)")})
+
+        records, ops = columns()
         if "log" in records and "unit" in ops:
             conn.execute("CREATE INDEX IF NOT EXISTS ops_unit ON ops (unit, seq)")
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
+            records, ops = columns()  # another process may have migrated it while this one waited
             if "log" not in records:
                 # before the log column, a record's ops were found through an index on ops (record)
                 conn.execute("ALTER TABLE records ADD COLUMN log TEXT NOT NULL DEFAULT '[]'")

@@ -294,3 +294,38 @@ def test_ops_that_arrive_before_their_records_unit_take_it_when_it_comes(store: 
     assert store.conn.execute("SELECT unit FROM ops").fetchall() == [(None,)]
     store.apply([_op("tab-a", 2, rid, "unit", VILLAGE)])
     assert store.conn.execute("SELECT unit FROM ops ORDER BY seq").fetchall() == [(VILLAGE,), (VILLAGE,)]
+
+
+def test_two_processes_opening_an_older_store_at_once_migrate_it_once(db_path: Path, make_editor: MakeEditor) -> None:
+    import sqlite3
+    import threading
+    import time
+
+    with Store(db_path) as s:
+        rid = _person(make_editor(s), "张三")
+        s.conn.execute("DROP INDEX ops_unit")
+        s.conn.execute("ALTER TABLE ops DROP COLUMN unit")
+        s.conn.execute("ALTER TABLE records DROP COLUMN log")
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # both openers see the old layout, then wait for the write lock
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            opened.append(Store(db_path))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_it) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    for t in threads:
+        t.join(30)
+    assert errors == [] and len(opened) == 2
+    for s in opened:
+        assert s.record_seqs(rid) == [1, 2] and s.get(rid) is not None
+        s.close()
