@@ -453,7 +453,7 @@ class Tablet:
                     protocol=PROTOCOL_VERSION, device=self.device, cursor=int(self._get("cursor", "0")),
                     page=self._get("page"), epoch=self._get("epoch"), ops=batch, limit=limit,
                     client_time=self.clock.clock(), app_version=APP_VERSION,
-                    cursor_check=self._get("cursor_check"),
+                    schema_version=self.store.schema.version, cursor_check=self._get("cursor_check"),
                     pending=max(0, self.pending() - len(pending)),
                 )
                 url, auth = self.url("/api/sync"), self._auth()

@@ -371,6 +371,13 @@ class Node:
                                            else "this node needs updating before the tablet can sync"),
                 details={"client": req.protocol, "min": MIN_PROTOCOL_VERSION, "max": PROTOCOL_VERSION},
             )
+        if req.schema_version > SCHEMA.version:
+            # older schemas are fine (their ops still apply); a newer one may write what this node cannot check
+            raise VersionMismatch(
+                f"the client writes schema version {req.schema_version}, this node knows up to {SCHEMA.version}; "
+                "this node needs updating before the tablet can sync (nothing was written; the tablet keeps "
+                "its ops)", details={"client_schema": req.schema_version, "schema": SCHEMA.version},
+            )
 
     def sync(self, dev: Device, req: SyncRequest) -> SyncResponse:
         "One round trip: push, acknowledge, pull. Any request may be retried."

@@ -71,6 +71,8 @@ class SyncRequest(msgspec.Struct, kw_only=True):
     limit: UInt = 5000
     client_time: UInt = 0
     app_version: str = ""
+    #: the schema version a tablet writes (``sync.schema``); a node that knows an older one refuses it.
+    #: Links between nodes leave it at 1: their ops are checked field by field.
     schema_version: UInt = 1
     #: the node's check of ``cursor`` from its last answer
     cursor_check: str = ""

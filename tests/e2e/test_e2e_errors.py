@@ -20,6 +20,7 @@ from server.node import MAX_BATCH, Node
 from sync.edit import Editor
 from sync.hlc import HLC
 from sync.ops import Op
+from sync.schema import SCHEMA
 from sync.store import Store
 from sync.wire import MSGPACK, PROTOCOL_VERSION, SyncRequest, SyncResponse, compress, encode, pack_ops
 
@@ -156,6 +157,13 @@ def protocol_too_new(s: Server) -> Send:
     return lambda: s.post(body, token=token)
 
 
+def schema_too_new(s: Server) -> Send:
+    "A tablet app that writes a newer schema than the node knows"
+    device, token, ops = _valid(s)
+    body = _request(device, ops, schema_version=SCHEMA.version + 1)
+    return lambda: s.post(body, token=token)
+
+
 def protocol_too_old(s: Server) -> Send:
     device, token, ops = _valid(s)
     body = _request(device, ops, protocol=0)
@@ -257,6 +265,7 @@ CASES: list[tuple[Callable[[Server], Send], int, str]] = [
     (not_gzip, 400, "malformed_body"),
     (protocol_too_new, 409, "version_mismatch"),
     (protocol_too_old, 409, "version_mismatch"),
+    (schema_too_new, 409, "version_mismatch"),
     (request_names_another_device, 403, "forged_op"),
     (op_claims_another_devices_site, 403, "forged_op"),
     (op_claims_a_higher_tier, 403, "forged_op"),
