@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from sync.edit import Editor
-from sync.errors import ClockAhead, DeviceRevoked, SyncError
+from sync.errors import ClockAhead, DeviceRevoked
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync import reference
 from sync.ops import Op
@@ -28,13 +28,13 @@ from sync.wire import (
     PROTOCOL_VERSION,
     EnrolRequest,
     EnrolResponse,
-    ErrorBody,
     OpBatch,
     SyncRequest,
     SyncResponse,
     compress,
     decode,
     encode,
+    refusal,
     unpack_ops,
 )
 
@@ -542,11 +542,8 @@ class Tablet:
         raise AssertionError("unreachable")
 
     def _raise(self, r: httpx.Response) -> None:
-        try:
-            err = decode(r.content, ErrorBody, "json").error
-            raise SyncFailed(r.status_code, err.code, err.message, err.details)
-        except SyncError:
-            raise SyncFailed(r.status_code, "http_error", f"the node answered HTTP {r.status_code}") from None
+        err = refusal(r.status_code, r.content)
+        raise SyncFailed(r.status_code, err.code, err.message, err.details)
 
     def _track_clock(self, server_time: int, report: SyncReport) -> None:
         skew = self.clock.clock() + self.clock.offset_ms - physical_ms(server_time)

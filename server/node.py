@@ -638,7 +638,8 @@ class Node:
         # an op superseded after it came is followed, in seq order, by the op that supersedes it
         # an op is in scope by the unit its record had once the op was applied (``ops.unit``, indexed
         # with seq): a record that moved in since arrives whole below, and one that moved out is removed
-        cols = (f"{Store.OP_COLUMNS}, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site"
+        # only the sequence numbers here: ``Store.packed`` keeps ops decoded for the next tablet's pull
+        cols = ("seq, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site"
                 " AND s.counter = o.counter AND s.record = o.record)")
         in_scope = "unit = ?" if lo == hi else "unit BETWEEN ? AND ?"
         parts = [f"SELECT * FROM (SELECT {cols} FROM ops o WHERE {in_scope} AND seq > ? AND site != ?"
@@ -651,8 +652,7 @@ class Node:
             params += [*above, cursor, own, limit]
         rows = conn.execute(" UNION ALL ".join(parts) + " ORDER BY 1 LIMIT ?", (*params, limit)).fetchall()
         seqs = [r[0] for r in rows]
-        dead_seqs = {r[0] for r in rows if r[11]}
-        op_rows = [r[:11] for r in rows]
+        dead_seqs = {r[0] for r in rows if r[1]}
         more = len(seqs) == limit
         new_cursor = seqs[-1] if more else top
         # (with a full page, the cursor stops at the last op sent; ops skipped as the tablet's own
@@ -674,11 +674,9 @@ class Node:
             still = {r for r, u in self._units(removed).items() if u is not None and lo <= u <= hi}
             removed = [r for r in dict.fromkeys(removed) if r not in still]
         if moved_in:
-            extra = set(self.store.live_seqs(dict.fromkeys(moved_in))) - set(seqs)
-            if extra:
-                op_rows = sorted(op_rows + self.store.op_rows(extra))
+            seqs += self.store.live_seqs(dict.fromkeys(moved_in))  # ``packed`` sorts them and drops repeats
         return SyncResponse(
-            protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=self.store.pack(op_rows, dead_seqs),
+            protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=self.store.packed(seqs, dead_seqs),
             cursor=new_cursor, more=more, server_time=server_time, epoch=self.epoch, removed=removed,
             cursor_check=self._cursor_check(new_cursor),
         )

@@ -37,12 +37,12 @@ from sync.types import TIER_RANK
 from sync.wire import (
     MSGPACK,
     PROTOCOL_VERSION,
-    ErrorBody,
     SyncRequest,
     SyncResponse,
     compress,
     decode,
     encode,
+    refusal,
     unpack_ops,
 )
 
@@ -278,8 +278,5 @@ def _post(http: httpx.Client, base: str, auth: dict[str, str], body: bytes) -> t
 
 
 def _raise(r: httpx.Response) -> None:
-    try:
-        err = decode(r.content, ErrorBody, "json").error
-    except SyncError:
-        raise LinkError(f"the lower node answered HTTP {r.status_code}", status=r.status_code) from None
+    err = refusal(r.status_code, r.content)
     raise LinkError(err.message, code=err.code, status=r.status_code, details=err.details)

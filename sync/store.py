@@ -13,7 +13,7 @@ Tables (sqlite-utils can open any of them):
     records     the current record: winning values as JSON, its live ops, deleted, unit, conflicts, and
                 ``log``: the sequence numbers of all its ops, a JSON array (``json_each`` reads it in SQL)
     conflicts   the open conflicts, one row per (record, field)
-    moves       each change of a record's unit, for scope changes on tablets
+    moves       each change of a record's unit from one unit to another, for scope changes on tablets
 
 The merge rule lives here, in ``materialize``: a register's live ops are those no op of the record names
 in ``pred``; the visible value is the winner by (tier rank, hlc, device, counter); a review field whose
@@ -42,7 +42,7 @@ import sqlite_utils
 
 from .ops import Op
 from .schema import SCHEMA, Schema
-from .wire import OpBatch, pack_rows
+from .wire import OpBatch, Prepared, pack_prepared, prepare_row
 from .types import ADD, DELETED, REMOVE, SET, SURVIVES_DELETE, TIER_NAME, OpId
 
 _json_encode = msgspec.json.Encoder().encode
@@ -403,6 +403,8 @@ class Store:
         self._devices: dict[int, str] = {}
         self._authors: dict[tuple[str, str, int], int] = {}
         self._author_rows: dict[int, tuple[str, str, int]] = {}
+        self._ready: dict[int, Prepared] = {}  # see ``packed``
+        self._ready_version = -1
 
     def close(self) -> None:
         self.conn.close()
@@ -782,8 +784,9 @@ class Store:
                 log = o[6]
             if unit != old_unit:
                 unit_seq = seq
-                move_rows.append((seq, rid, old_unit, unit))
-                if o is not None and old_unit is None:
+                if old_unit is not None:  # a record's first unit is not a move
+                    move_rows.append((seq, rid, old_unit, unit))
+                elif o is not None:
                     found_unit.append((unit, o[6]))
             if o is None:
                 inserts.append((rid, coll, unit, int(deleted), len(conflicts), data_text, blob, seq, unit_seq, log))
@@ -856,6 +859,7 @@ class Store:
         has left the device), keeping their order and keeping each at or under ``ceiling``. Used when a
         tablet learns its clock was wrong. Returns how many ops changed."""
         with self.transaction() as conn:
+            self._ready.clear()  # op rows change
             sid = self.site_ids([device])[device]
             rows = conn.execute(
                 "SELECT seq, counter, hlc, record FROM ops WHERE site = ? AND counter > ? ORDER BY counter",
@@ -896,6 +900,7 @@ class Store:
         """Drop records and their ops from this replica: they left its scope (they were not deleted).
         If they come back, the node sends their live ops whole."""
         with self.transaction() as conn:
+            self._ready.clear()  # op rows go, and their sequence numbers may be used again
             for chunk in _chunks(list(records)):
                 marks = ",".join("?" * len(chunk))
                 conn.execute("DELETE FROM ops WHERE seq IN (SELECT j.value FROM records r, json_each(r.log) j"
@@ -1027,6 +1032,8 @@ class Store:
 
     #: the columns of an op row as ``pack`` takes them
     OP_COLUMNS = "seq, site, counter, hlc, coll, record, field, kind, value, pred, author"
+    #: Most ops ``packed`` keeps decoded
+    READY_OPS = 100_000
 
     def op_rows(self, seqs: Iterable[int]) -> list[tuple[Any, ...]]:
         "The rows (``OP_COLUMNS``) of the ops at these sequence numbers, in order"
@@ -1040,11 +1047,30 @@ class Store:
     def pack(self, rows: Iterable[tuple[Any, ...]], dead: Collection[int] = ()) -> OpBatch:
         """Op rows (``OP_COLUMNS``) packed for the wire without building ``Op`` objects; ``dead`` names the
         sequence numbers to flag as superseded"""
-        return pack_rows(rows, self.device_of, self._author, dead)
+        return pack_prepared(((r[0], prepare_row(r)) for r in rows), self.device_of, self._author, dead)
 
     def packed(self, seqs: Sequence[int], dead: Collection[int] = ()) -> OpBatch:
-        "The ops at these sequence numbers, packed for the wire"
-        return self.pack(self.op_rows(seqs), dead)
+        """The ops at these sequence numbers, in order, packed for the wire.
+
+        Ops read for a pull are kept decoded (up to ``READY_OPS`` of them), so the tablets of a village
+        that pull the same new ops have them read and decoded once. An op row never changes once
+        committed, except through ``restamp`` and ``forget``, which drop the kept ops, as does a commit
+        by another connection."""
+        with self.lock:
+            (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+            ready = self._ready
+            if version != self._ready_version:
+                ready.clear()
+                self._ready_version = version
+            order = sorted(set(seqs))
+            missing = [s for s in order if s not in ready]
+            read = {row[0]: prepare_row(row) for row in self.op_rows(missing)} if missing else {}
+            items = [(s, p) for s in order if (p := ready.get(s) or read.get(s)) is not None]
+            if read and not self.conn.in_transaction:  # only committed rows are kept
+                ready.update(read)
+                if len(ready) > self.READY_OPS:  # keep the newer half: the oldest read go first
+                    self._ready = dict(list(ready.items())[len(ready) - self.READY_OPS // 2:])
+            return pack_prepared(items, self.device_of, self._author, dead)
 
     def packed_own(self, device: str, after: int, limit: int) -> tuple[OpBatch, list[int]]:
         """A device's ops after counter ``after`` (at most ``limit``, in counter order) packed for the wire
@@ -1135,14 +1161,6 @@ class Store:
                 o.field, {SET: "set", ADD: "add", REMOVE: "remove"}.get(o.kind, str(o.kind)), old, o.value,
             ))
         return out
-
-    def moves_since(self, seq: int) -> list[tuple[int, str, str | None, str | None]]:
-        return [
-            (s, r, a, b)
-            for s, r, a, b in self.conn.execute(
-                "SELECT seq, record, old_unit, new_unit FROM moves WHERE seq > ? ORDER BY seq", (seq,)
-            )
-        ]
 
     def digest(self) -> dict[str, tuple[Any, ...]]:
         """Everything that must be equal across converged replicas: each record's values, deleted flag,

@@ -19,6 +19,8 @@ from .errors import MalformedBody, TooLarge
 from .ops import Op
 from .types import OpId
 
+_json_decode = msgspec.json.decode
+
 PROTOCOL_VERSION = 1
 #: Oldest protocol this code still speaks.
 MIN_PROTOCOL_VERSION = 1
@@ -124,6 +126,15 @@ class ErrorBody(msgspec.Struct):
     error: ErrorDetail
 
 
+def refusal(status: int, body: bytes) -> ErrorDetail:
+    """What a node's error answer says: its code, message and details. An answer that is no
+    ``ErrorBody`` (a proxy's error page, say) gives the code ``http_error`` and names the status."""
+    try:
+        return decode(body, ErrorBody, "json").error
+    except MalformedBody:
+        return ErrorDetail("http_error", f"the node answered HTTP {status}")
+
+
 def pack_ops(ops: Iterable[Op], dead: Iterable[OpId] = ()) -> OpBatch:
     devices: dict[str, int] = {}
     authors: dict[tuple[int, str, str, int], int] = {}
@@ -159,21 +170,33 @@ def pack_ops(ops: Iterable[Op], dead: Iterable[OpId] = ()) -> OpBatch:
     )
 
 
-def pack_rows(
-    rows: Iterable[tuple[Any, ...]],
+#: An op ready to pack, decoded from its row: (site id, counter, hlc, coll, record id as 16 bytes, field,
+#: kind, value, pred as [[device, counter], ...] or None, author id)
+Prepared = tuple[int, int, int, str, bytes, str, int, Any, Any, int]
+
+
+def prepare_row(row: tuple[Any, ...]) -> Prepared:
+    """An op row as the store keeps it — (seq, site, counter, hlc, coll, record, field, kind, value JSON,
+    pred JSON, author) — decoded, ready for ``pack_prepared``"""
+    _, site, counter, hlc, coll, record, field, kind, value, pred, aid = row
+    return (site, counter, hlc, coll, _uuid_bytes(record), field, kind,
+            _json_decode(value) if value is not None else None,
+            _json_decode(pred) if pred else None, aid)
+
+
+def pack_prepared(
+    ops: Iterable[tuple[int, Prepared]],
     device_of: Callable[[int], str],
     author_of: Callable[[int], tuple[str, str, int]],
     dead: Collection[int] = (),
 ) -> OpBatch:
-    """Pack op rows as the store keeps them — (seq, site, counter, hlc, coll, record, field, kind,
-    value JSON, pred JSON, author) — the same as ``pack_ops`` would pack their ``Op`` objects"""
+    """Pack (seq, prepared op) pairs the same as ``pack_ops`` would pack their ``Op`` objects; ``dead``
+    names the sequence numbers to flag as superseded"""
     devices: dict[str, int] = {}
     authors: dict[tuple[int, str, str, int], int] = {}
     by_author: dict[tuple[int, int], int] = {}  # (author id, site id) -> index in ``authors``
     out: list[WireOp] = []
     dead_idx: list[int] = []
-    rids: dict[str, bytes] = {}
-    json_decode = msgspec.json.decode
 
     def dev(d: str) -> int:
         i = devices.get(d)
@@ -181,7 +204,7 @@ def pack_rows(
             i = devices[d] = len(devices)
         return i
 
-    for seq, site, counter, hlc, coll, record, field, kind, value, pred, aid in rows:
+    for seq, (site, counter, hlc, coll, record, field, kind, value, pred, aid) in ops:
         a = by_author.get((aid, site))
         if a is None:
             user, unit, tier = author_of(aid)
@@ -192,16 +215,12 @@ def pack_rows(
             by_author[(aid, site)] = a
         flat: list[int] = []
         if pred:
-            for d, c in json_decode(pred):
+            for d, c in pred:
                 flat.append(dev(d))
                 flat.append(c)
         if seq in dead:
             dead_idx.append(len(out))
-        rb = rids.get(record)
-        if rb is None:
-            rb = rids[record] = _uuid_bytes(record)
-        out.append(WireOp(a, counter, hlc, coll, rb, field, kind,
-                          json_decode(value) if value is not None else None, flat))
+        out.append(WireOp(a, counter, hlc, coll, record, field, kind, value, flat))
     return OpBatch(list(devices), [WireAuthor(*k) for k in authors], out, dead_idx)
 
 

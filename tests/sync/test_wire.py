@@ -206,3 +206,44 @@ def test_packing_straight_from_store_rows_equals_packing_ops() -> None:
         assert batch == pack_ops(ops, {ops[0].id, ops[3].id})
         got, got_dead = unpack_ops(batch)
         assert got == ops and got_dead == {ops[0].id, ops[3].id}
+
+
+def test_ops_kept_for_pulls_never_go_stale(tmp_path: Any) -> None:
+    "``Store.packed`` keeps the ops it read; each way an op row can change makes it read them again"
+    import sqlite3
+
+    from sync import Store
+
+    with Store(tmp_path / "s.db") as store:
+        ops = _ops()
+        store.apply(ops)
+        seqs = [seq for seq, _ in store.ops_since(0)]
+        in_order = [op for _, op in store.ops_since(0)]
+        first = store.packed(seqs)
+        assert len(store._ready) == len(ops)
+        assert store.packed(seqs[2:]) == pack_ops(in_order[2:])  # from what it kept, and the same
+
+        # a commit by another connection (another process) drops what was kept
+        other = sqlite3.connect(tmp_path / "s.db")
+        other.execute("UPDATE ops SET value = '\"张仨\"' WHERE seq = ?", (seqs[0],))
+        other.commit()
+        other.close()
+        assert store.packed(seqs[:1]).ops[0].value == "张仨"
+
+        # a clock correction rewrites the device's unsent ops
+        store.restamp("tab-1", 0, 1000, ceiling=T0 + (10**6 << 16))
+        assert [w.hlc for w in store.packed(seqs).ops] != [w.hlc for w in first.ops]
+        assert store.packed(seqs) == pack_ops([op for _, op in store.ops_since(0)])
+
+        # forgotten records free their sequence numbers for new ops
+        store.forget([ops[0].record])
+        fresh = Op("tab-2", 1, T0 + 9, "person", uuid7(), "name", SET, "李四", (), "li", VILLAGE, 1)
+        store.apply([fresh])
+        held = store.ops_since(0)
+        assert store.packed([seq for seq, _ in held]) == pack_ops([op for _, op in held])
+
+        # rows read inside a transaction are not kept: it may still roll back
+        store._ready.clear()
+        with store.transaction():
+            assert len(store.packed([seq for seq, _ in held]).ops) == len(held)
+            assert not store._ready
