@@ -92,8 +92,9 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
                                    "details": None}}, status_code=500)
 
 
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    "The request body, inflated if gzip, refused past the limits"
+async def read_body(request: Request, limit: int = MAX_BODY, *, inflate: bool = True) -> bytes:
+    """The request body, refused past the limits; inflated if gzip (unless ``inflate`` is False: then
+    the caller inflates it with ``inflated``)"""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise TooLarge(f"the body is {length} bytes; the limit is {limit}", details={"limit": limit})
@@ -105,8 +106,13 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
             raise TooLarge(f"the body is over the limit of {limit} bytes", details={"limit": limit})
         chunks.append(chunk)
     body = b"".join(chunks)
+    return inflated(request, body) if inflate else body
+
+
+def inflated(request: Request, body: bytes) -> bytes:
+    "A body as sent, gunzipped if it says it is gzip"
     if request.headers.get("content-encoding", "").lower() == "gzip":
-        body = decompress(body, MAX_INFLATED)
+        return decompress(body, MAX_INFLATED)
     return body
 
 
@@ -119,19 +125,25 @@ def _token(request: Request) -> str | None:
 
 def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlette:
     async def sync(request: Request) -> Response:
-        body = await read_body(request)
-        dev = await run_in_threadpool(node.authenticate, _token(request))
+        body = await read_body(request, inflate=False)
+        token = _token(request)
         fmt = format_for(request.headers.get("content-type"))
-        if not body:
-            raise MalformedBody("empty body; send a SyncRequest")
-        req = decode(body, SyncRequest, fmt)
-        resp = await run_in_threadpool(node.sync, dev, req)
         out_fmt = format_for(request.headers.get("accept")) if request.headers.get("accept") else fmt
-        payload = encode(resp, out_fmt)
-        headers = {}
-        if "gzip" in request.headers.get("accept-encoding", "") and len(payload) > 512:
-            payload = await run_in_threadpool(compress, payload)
-            headers["content-encoding"] = "gzip"
+        gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
+
+        def exchange() -> tuple[bytes, bool]:
+            # all of it in one worker thread: the event loop only moves bytes
+            raw = inflated(request, body)
+            dev = node.authenticate(token)
+            if not raw:
+                raise MalformedBody("empty body; send a SyncRequest")
+            payload = encode(node.sync(dev, decode(raw, SyncRequest, fmt)), out_fmt)
+            if gzip_ok and len(payload) > 512:
+                return compress(payload), True
+            return payload, False
+
+        payload, gzipped = await run_in_threadpool(exchange)
+        headers = {"content-encoding": "gzip"} if gzipped else {}
         return Response(payload, media_type=media_type(out_fmt), headers=headers)
 
     async def enrol(request: Request) -> Response:
