@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import TextIO
 
 import click
@@ -17,41 +14,10 @@ from sync.errors import SyncError
 
 from . import config, schedule
 from .app import create_app, serve
+from .cli_common import db_option, open_node, opened
 from .cli_links import link_group, snapshot_group
 from .node import Node
-
-db_option = click.option(
-    "--db", "db", default=config.DB, show_default=True, type=click.Path(dir_okay=False),
-    help="The node's database file (env CUNSYNC_DB)",
-)
-
-
-def _node(db: str, unit: str | None = None) -> Node:
-    if unit is None:
-        import sqlite3
-
-        if not Path(db).exists():
-            raise click.ClickException(f"{db} does not exist; start the node once with `cunsync serve --unit CODE`")
-        row = sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'unit'").fetchone()
-        if row is None:
-            raise click.ClickException(f"{db} is not a cunsync node database")
-        unit = str(row[0])
-    try:
-        return Node(db, unit, max_db_mb=config.MAX_DB_MB, cache_mb=config.CACHE_MB)
-    except unitlib.UnitCodeError as e:
-        raise click.ClickException(str(e)) from None
-
-
-@contextmanager
-def opened(db: str) -> Iterator[Node]:
-    "An existing node's database for one command; domain errors become click errors here"
-    node = _node(db)
-    try:
-        yield node
-    except (SyncError, unitlib.UnitCodeError) as e:
-        raise click.ClickException(str(e)) from None
-    finally:
-        node.close()
+from .reference_cli import REFERENCE_COMMANDS, units_publish
 
 
 def ensure_units(node: Node) -> int:
@@ -83,7 +49,7 @@ def serve_cmd(db: str, unit: str, bind: str, certfile: str | None, keyfile: str 
     """
     if bool(certfile) != bool(keyfile):
         raise click.UsageError("HTTPS needs both --certfile and --keyfile")
-    node = _node(db, unit)
+    node = open_node(db, unit)
     ensure_units(node)
     app = create_app(node)
     stop = asyncio.Event()
@@ -288,9 +254,6 @@ def units_import(db: str, csv_file: TextIO) -> None:
 
 
 COMMANDS = [serve_cmd, device_group, enrol_group, user_group, units_group, backup_cmd, restore_cmd,
-            link_group, snapshot_group]
-from .reference_cli import REFERENCE_COMMANDS, units_publish  # noqa: E402  (they use db_option, opened)
-
-COMMANDS += REFERENCE_COMMANDS
+            link_group, snapshot_group, *REFERENCE_COMMANDS]
 units_group.add_command(units_publish)
 serve_cmd.name = "serve"

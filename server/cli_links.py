@@ -7,15 +7,10 @@ from pathlib import Path
 
 import click
 
-from . import config, links, schedule, snapshots
+from . import links, schedule, snapshots
+from .cli_common import db_option, opened
 from .rollup import to_csv, to_xlsx
 from .rollup_web import node_rollup
-
-db_option = click.option(
-    "--db", "db", default=config.DB, show_default=True, type=click.Path(dir_okay=False),
-    help="The node's database file (env CUNSYNC_DB)",
-)
-
 
 @click.group(name="link")
 def link_group() -> None:
@@ -35,8 +30,6 @@ def link_add(db: str, unit: str, url: str, token: str) -> None:
 
         cunsync link add --db county.db --unit 510903001000 --url http://10.0.0.5:8000 --token 3q...
     """
-    from .cli import opened
-
     with opened(db) as node:
         link = links.add_link(node.store, node.unit, unit, url, token)
     click.echo(f"linked {link.unit} at {link.url}; pull with `cunsync snapshot pull --db {db}`")
@@ -52,8 +45,6 @@ def link_remove(db: str, unit: str) -> None:
 
         cunsync link remove --db county.db --unit 510903001000
     """
-    from .cli import opened
-
     with opened(db) as node:
         links.remove_link(node.store, unit)
     click.echo(f"removed the link to {unit}")
@@ -69,8 +60,6 @@ def link_list(db: str) -> None:
         cunsync link list --db county.db
     """
     now = time.time()
-    from .cli import opened
-
     with opened(db) as node:
         found = links.links(node.store)
     if not found:
@@ -112,8 +101,6 @@ def snapshot_pull(db: str, fmt: str, out: str | None, offline: bool) -> None:
     """
     if fmt != "text" and not out:
         raise click.UsageError(f"--format {fmt} needs --out FILE")
-    from .cli import opened
-
     with opened(db) as node:
         if not offline:
             for r in schedule.pull_all(node):
@@ -155,8 +142,6 @@ def snapshot_close(db: str, month: str, by: str) -> None:
 
         cunsync snapshot close --db township.db --month 2026-10 --by 刘主任
     """
-    from .cli import opened
-
     with opened(db) as node:
         if node.tier != "township":
             raise click.ClickException("months are closed on township nodes, where the records are")

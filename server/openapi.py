@@ -163,20 +163,24 @@ class StaffAccount(msgspec.Struct):
 
 # -- the township workbench's forms (``server.workbench``, ``server.devicepages``) ------------------
 
-class ResolveForm(msgspec.Struct, kw_only=True):
-    "Keep one competing value (``choice``, as JSON) or a typed one (``typed``)"
+class _Form(msgspec.Struct, kw_only=True):
+    "Every workbench form carries the page's CSRF token"
 
     csrf: str
+
+
+class ResolveForm(_Form, kw_only=True):
+    "Keep one competing value (``choice``, as JSON) or a typed one (``typed``)"
+
     record: str
     field: str
     choice: str | None = None
     typed: str | None = None
 
 
-class RecordForm(msgspec.Struct, kw_only=True):
+class RecordForm(_Form, kw_only=True):
     "A correction of a record's fields; a field left out stays as it is"
 
-    csrf: str
     name: str | None = None
     gender: str | None = None
     birth_date: str | None = None
@@ -191,47 +195,41 @@ class RecordForm(msgspec.Struct, kw_only=True):
     description: str | None = None
 
 
-class MergeForm(msgspec.Struct, kw_only=True):
-    csrf: str
+class MergeForm(_Form, kw_only=True):
     keep: str
     drop: str
 
 
-class PairForm(msgspec.Struct, kw_only=True):
+class PairForm(_Form, kw_only=True):
     "Two residents the duplicates page paired"
 
-    csrf: str
     a: str
     b: str
 
 
-class EscalateForm(msgspec.Struct, kw_only=True):
+class EscalateForm(_Form, kw_only=True):
     "A need escalated to the county (吹哨报到): a summary written by staff, nothing personal"
 
-    csrf: str
     summary: str
 
 
-class NeedForm(msgspec.Struct, kw_only=True):
+class NeedForm(_Form, kw_only=True):
     "The needs board's row: status, assignee, due date; ``back`` is the board's address to return to"
 
-    csrf: str
     status: str | None = None
     assignee: str | None = None
     due_date: str | None = None
     back: str | None = None
 
 
-class EnrolForm(msgspec.Struct, kw_only=True):
-    csrf: str
+class EnrolForm(_Form, kw_only=True):
     unit: str
     user: str
 
 
-class RevokeForm(msgspec.Struct, kw_only=True):
+class RevokeForm(_Form, kw_only=True):
     "``wipe=1``: the tablet erases its local data at its next contact"
 
-    csrf: str
     wipe: str | None = None
 
 

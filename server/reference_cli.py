@@ -11,14 +11,8 @@ import click
 from sync import reference as ref
 from sync.schema import CATALOGUE_KINDS, TASK_STATUSES
 
-from . import config
-from .cli import opened
+from .cli_common import db_option, opened
 from .reference import publish_units
-
-db_option = click.option(
-    "--db", "db", default=config.DB, show_default=True, type=click.Path(dir_okay=False),
-    help="The node's database file (env CUNSYNC_DB)",
-)
 
 _user = click.option("--user", default="staff", show_default=True, help="Who writes it (kept in the op log)")
 

@@ -42,7 +42,7 @@ import sqlite_utils
 
 from .ops import Op
 from .schema import SCHEMA, Schema
-from .wire import OpBatch, Prepared, pack_prepared, prepare_row
+from .wire import OpBatch, Prepared, pack_prepared, prepare_rows
 from .types import ADD, DELETED, REMOVE, SET, SURVIVES_DELETE, TIER_NAME, OpId
 
 _json_encode = msgspec.json.Encoder().encode
@@ -1033,7 +1033,7 @@ class Store:
     #: the columns of an op row as ``pack`` takes them
     OP_COLUMNS = "seq, site, counter, hlc, coll, record, field, kind, value, pred, author"
     #: Most ops ``packed`` keeps decoded
-    READY_OPS = 100_000
+    READY_OPS = 50_000
 
     def op_rows(self, seqs: Iterable[int]) -> list[tuple[Any, ...]]:
         "The rows (``OP_COLUMNS``) of the ops at these sequence numbers, in order"
@@ -1047,7 +1047,7 @@ class Store:
     def pack(self, rows: Iterable[tuple[Any, ...]], dead: Collection[int] = ()) -> OpBatch:
         """Op rows (``OP_COLUMNS``) packed for the wire without building ``Op`` objects; ``dead`` names the
         sequence numbers to flag as superseded"""
-        return pack_prepared(((r[0], prepare_row(r)) for r in rows), self.device_of, self._author, dead)
+        return pack_prepared(prepare_rows(rows), self.device_of, self._author, dead)
 
     def packed(self, seqs: Sequence[int], dead: Collection[int] = ()) -> OpBatch:
         """The ops at these sequence numbers, in order, packed for the wire.
@@ -1064,7 +1064,7 @@ class Store:
                 self._ready_version = version
             order = sorted(set(seqs))
             missing = [s for s in order if s not in ready]
-            read = {row[0]: prepare_row(row) for row in self.op_rows(missing)} if missing else {}
+            read = dict(prepare_rows(self.op_rows(missing))) if missing else {}
             items = [(s, p) for s in order if (p := ready.get(s) or read.get(s)) is not None]
             if read and not self.conn.in_transaction:  # only committed rows are kept
                 ready.update(read)

@@ -9,6 +9,7 @@ rules, new fields get defaults, no field changes type, and ``array_like`` struct
 from __future__ import annotations
 
 import gzip
+import sys
 import zlib
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
@@ -175,13 +176,21 @@ def pack_ops(ops: Iterable[Op], dead: Iterable[OpId] = ()) -> OpBatch:
 Prepared = tuple[int, int, int, str, bytes, str, int, Any, Any, int]
 
 
-def prepare_row(row: tuple[Any, ...]) -> Prepared:
-    """An op row as the store keeps it — (seq, site, counter, hlc, coll, record, field, kind, value JSON,
-    pred JSON, author) — decoded, ready for ``pack_prepared``"""
-    _, site, counter, hlc, coll, record, field, kind, value, pred, aid = row
-    return (site, counter, hlc, coll, _uuid_bytes(record), field, kind,
-            _json_decode(value) if value is not None else None,
-            _json_decode(pred) if pred else None, aid)
+def prepare_rows(rows: Iterable[tuple[Any, ...]]) -> list[tuple[int, Prepared]]:
+    """Op rows as the store keeps them — (seq, site, counter, hlc, coll, record, field, kind, value JSON,
+    pred JSON, author) — decoded, with their seqs, ready for ``pack_prepared``. Collection and field
+    names are interned and a record's ops share its id, so ops kept for later pulls stay small."""
+    out: list[tuple[int, Prepared]] = []
+    rids: dict[str, bytes] = {}
+    intern = sys.intern
+    for seq, site, counter, hlc, coll, record, field, kind, value, pred, aid in rows:
+        rb = rids.get(record)
+        if rb is None:
+            rb = rids[record] = _uuid_bytes(record)
+        out.append((seq, (site, counter, hlc, intern(coll), rb, intern(field), kind,
+                          _json_decode(value) if value is not None else None,
+                          _json_decode(pred) if pred else None, aid)))
+    return out
 
 
 def pack_prepared(
