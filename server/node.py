@@ -45,7 +45,7 @@ from sync.errors import (
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync.ops import Op
 from sync.schema import LINK_COLLECTIONS, REFERENCE_COLLECTIONS, SCHEMA
-from sync.store import Store, chunks as _chunks, decode_state as _state_decode
+from sync.store import Store, chunks as _chunks, decode_state as _state_decode, no_cycles
 from sync.types import TIER_RANK
 from sync.wire import (
     MIN_PROTOCOL_VERSION,
@@ -381,6 +381,10 @@ class Node:
 
     def sync(self, dev: Device, req: SyncRequest) -> SyncResponse:
         "One round trip: push, acknowledge, pull. Any request may be retried."
+        with no_cycles():
+            return self._sync(dev, req)
+
+    def _sync(self, dev: Device, req: SyncRequest) -> SyncResponse:
         self.check_protocol(req)
         if dev.revoked and dev.wipe:
             raise DeviceRevoked("this tablet was revoked and is to erase its local data; nothing was "

@@ -367,6 +367,20 @@ def open_connection(path: str, key: str | None = None) -> sqlite3.Connection:
     return cast(sqlite3.Connection, conn)  # the same DB-API; sqlcipher3 ships no types
 
 
+@contextmanager
+def no_cycles() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a block that makes many small objects and drops
+    them at its end, none of them in a cycle (a batch applied, a pull packed): the collector would
+    only walk them, and the ops ``Store.packed`` keeps, again and again. It resumes afterwards."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 class Store:
     """One replica's SQLite database. Used unchanged by tablets and nodes.
 
@@ -541,16 +555,8 @@ class Store:
         batch that the sender already knows to be superseded (a node says so when it sends a tablet an
         op whose superseding op the tablet will never receive).
         """
-        with self.transaction():
-            # a batch makes many small objects and frees them at the end; none of them form cycles,
-            # so the cyclic collector would only spend time walking them
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
-                return self._apply(ops, dead)
-            finally:
-                if collecting:
-                    gc.enable()
+        with self.transaction(), no_cycles():
+            return self._apply(ops, dead)
 
     def _apply(self, ops: Sequence[Op], dead: Collection[OpId]) -> Applied:
         result = Applied()
