@@ -12,6 +12,7 @@ from .cli_common import db_option, opened
 from .rollup import to_csv, to_xlsx
 from .rollup_web import node_rollup
 
+
 @click.group(name="link")
 def link_group() -> None:
     "Links from a county or city node to the nodes directly below it."
