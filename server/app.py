@@ -92,9 +92,8 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
                                    "details": None}}, status_code=500)
 
 
-async def read_body(request: Request, limit: int = MAX_BODY, *, inflate: bool = True) -> bytes:
-    """The request body, refused past the limits; inflated if gzip (unless ``inflate`` is False: then
-    the caller inflates it with ``inflated``)"""
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    "The request body as sent, refused past the limit; ``inflated`` gunzips it"
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise TooLarge(f"the body is {length} bytes; the limit is {limit}", details={"limit": limit})
@@ -105,8 +104,7 @@ async def read_body(request: Request, limit: int = MAX_BODY, *, inflate: bool = 
         if size > limit:
             raise TooLarge(f"the body is over the limit of {limit} bytes", details={"limit": limit})
         chunks.append(chunk)
-    body = b"".join(chunks)
-    return inflated(request, body) if inflate else body
+    return b"".join(chunks)
 
 
 def inflated(request: Request, body: bytes) -> bytes:
@@ -125,7 +123,7 @@ def _token(request: Request) -> str | None:
 
 def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlette:
     async def sync(request: Request) -> Response:
-        body = await read_body(request, inflate=False)
+        body = await read_body(request)
         token = _token(request)
         fmt = format_for(request.headers.get("content-type"))
         out_fmt = format_for(request.headers.get("accept")) if request.headers.get("accept") else fmt
@@ -147,7 +145,7 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
         return Response(payload, media_type=media_type(out_fmt), headers=headers)
 
     async def enrol(request: Request) -> Response:
-        body = await read_body(request, limit=4096)
+        body = inflated(request, await read_body(request, limit=4096))
         req = decode(body, EnrolRequest, "json")
         client = request.client.host if request.client else ""
         dev, token = await run_in_threadpool(lambda: node.enrol(req.code, client=client))

@@ -81,13 +81,12 @@ class Materialized:
     conflicts: list[str]
 
 
-def materialize(coll: str, state: State, schema: Schema = SCHEMA, unit_field: str = "unit") -> Materialized:
+def materialize(coll: str, state: State, schema: Schema = SCHEMA) -> Materialized:
     "The visible record that a record's live ops make: the whole merge rule in one place"
     data: dict[str, Any] = {}
     conflicts: list[str] = []
     others_live = False
-    c = schema.collections.get(coll)
-    ufield = c.unit_field if c else unit_field
+    ufield = _unit_field(schema, coll)
     for name, entries in state.items():
         if not entries:
             continue
@@ -604,14 +603,9 @@ class Store:
         # 3. the touched records as stored; each field's live ops stay undecoded until needed
         old: dict[str, _Old] = {}
         states: dict[str, LazyState] = {}
-        for chunk in _chunks(list({op.record for op in new})):
-            marks = ",".join("?" * len(chunk))
-            for rid, coll, unit, unit_seq, nconf, deleted, data, state, log in conn.execute(
-                "SELECT id, coll, unit, unit_seq, conflicts, deleted, data, state, log FROM records"
-                f" WHERE id IN ({marks})", chunk
-            ):
-                old[rid] = (coll, unit, unit_seq, nconf, deleted, data, log)
-                states[rid] = _lazy_decode(state)
+        for rid, stored, blob, _ in self._stored({op.record for op in new}):
+            old[rid] = stored
+            states[rid] = _lazy_decode(blob)
 
         # 4. op rows and live entries
         (base,) = conn.execute("SELECT coalesce(max(seq), 0) FROM ops").fetchone()
@@ -714,6 +708,16 @@ class Store:
         result.first_seq = base + 1
         result.last_seq = seq
         return result
+
+    def _stored(self, records: Iterable[str]) -> Iterator[tuple[str, _Old, bytes, int]]:
+        "The stored rows of these records: (id, what ``_save_records`` needs of it, state blob, seq)"
+        for chunk in _chunks(list(records)):
+            marks = ",".join("?" * len(chunk))
+            for rid, coll, unit, unit_seq, nconf, deleted, data, state, seq, log in self.conn.execute(
+                "SELECT id, coll, unit, unit_seq, conflicts, deleted, data, state, seq, log FROM records"
+                f" WHERE id IN ({marks})", chunk,
+            ):
+                yield rid, (coll, unit, unit_seq, nconf, deleted, data, log), state, seq
 
     def _save_records(
         self,
@@ -885,19 +889,14 @@ class Store:
             colls: dict[str, str] = {}
             old: dict[str, _Old] = {}
             record_seq: dict[str, int] = {}
-            for chunk in _chunks(touched):
-                marks = ",".join("?" * len(chunk))
-                for rid, coll, unit, unit_seq, nconf, deleted, data, state, seq, log in conn.execute(
-                    "SELECT id, coll, unit, unit_seq, conflicts, deleted, data, state, seq, log FROM records"
-                    f" WHERE id IN ({marks})", chunk,
-                ):
-                    st = _state_decode(state)
-                    for es in st.values():
-                        for e in es:
-                            if e.device == device and e.counter in new_hlc:
-                                e.hlc = new_hlc[e.counter]
-                    states[rid], colls[rid], record_seq[rid] = st, coll, seq
-                    old[rid] = (coll, unit, unit_seq, nconf, deleted, data, log)
+            for rid, o, blob, seq in self._stored(touched):
+                st = _state_decode(blob)
+                for es in st.values():
+                    for e in es:
+                        if e.device == device and e.counter in new_hlc:
+                            e.hlc = new_hlc[e.counter]
+                states[rid], colls[rid], record_seq[rid] = st, o[0], seq
+                old[rid] = o
             self._save_records(states, colls, old, record_seq)  # whole: clocks decide winners
             conn.execute("UPDATE sites SET last_hlc = ? WHERE id = ?", (prev, sid))
             return len(rows)
