@@ -28,13 +28,14 @@ from sync.wire import (
     PROTOCOL_VERSION,
     EnrolRequest,
     EnrolResponse,
-    OpBatch,
+    Deflated,
     SyncRequest,
     SyncResponse,
-    compress,
     decode,
+    deflate_ops,
     encode,
     refusal,
+    request_body,
     unpack_ops,
 )
 
@@ -45,27 +46,51 @@ APP_VERSION = "0.1.0"
 PUSH_BATCH = 5000
 
 
+@dataclass
+class _Batch:
+    "A push batch: own ops after counter ``after``, encoded and deflated, with their counters"
+
+    after: int
+    ops: Deflated
+    counters: list[int]
+    unsent: int  # own ops after the batch's last
+
+
+def _read_batch(store: Store, device: str, after: int) -> _Batch:
+    with store.lock:  # the store's connection is shared: whoever else reads it meanwhile waits
+        batch, counters = store.packed_own(device, after, PUSH_BATCH)
+        unsent = _own_after(store, device, counters[-1] if counters else after)
+    return _Batch(after, deflate_ops(batch), counters, unsent)  # zlib lets other threads run meanwhile
+
+
+def _own_after(store: Store, device: str, counter: int) -> int:
+    row = store.conn.execute(
+        "SELECT count(*) FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?",
+        (device, counter),
+    ).fetchone()
+    return int(row[0])
+
+
 class _Packing:
-    "The next push batch: own ops after counter ``after``, read and packed in a thread of its own"
+    "The next push batch (``_read_batch``), read, packed and deflated in a thread of its own"
 
     def __init__(self, store: Store, device: str, after: int) -> None:
         self.after = after
-        self._out: tuple[OpBatch, list[int]] | None = None
+        self._out: _Batch | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(store, device), name="cunsync-pack", daemon=True)
         self._thread.start()
 
     def _run(self, store: Store, device: str) -> None:
         try:
-            with store.lock:  # the store's connection is shared: whoever else reads it meanwhile waits
-                self._out = store.packed_own(device, self.after, PUSH_BATCH)
+            self._out = _read_batch(store, device, self.after)
         except BaseException as e:  # handed to whoever asks for the result
             self._error = e
 
     def wait(self) -> None:
         self._thread.join()
 
-    def result(self) -> tuple[OpBatch, list[int]]:
+    def result(self) -> _Batch:
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -405,11 +430,7 @@ class Tablet:
 
     def pending(self) -> int:
         "Own ops the node has not acknowledged yet"
-        row = self.store.conn.execute(
-            "SELECT count(*) FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?",
-            (self._get("device"), self.acked()),
-        ).fetchone()
-        return int(row[0])
+        return _own_after(self.store, self._get("device"), self.acked())
 
     def status(self) -> dict[str, Any]:
         last = self._get("last_sync")
@@ -444,24 +465,23 @@ class Tablet:
         try:
             for _ in range(max_rounds):
                 after = self.acked()
-                if ahead is not None and ahead.after == after:
-                    batch, pending = ahead.result()
-                else:
-                    batch, pending = self.store.packed_own(self.device, after, PUSH_BATCH)
+                batch = ahead.result() if ahead is not None and ahead.after == after else \
+                    _read_batch(self.store, self.device, after)
                 ahead = None
+                pending = batch.counters
                 req = SyncRequest(
                     protocol=PROTOCOL_VERSION, device=self.device, cursor=int(self._get("cursor", "0")),
-                    page=self._get("page"), epoch=self._get("epoch"), ops=batch, limit=limit,
+                    page=self._get("page"), epoch=self._get("epoch"), limit=limit,
                     client_time=self.clock.clock(), app_version=APP_VERSION,
                     schema_version=self.store.schema.version, cursor_check=self._get("cursor_check"),
-                    pending=max(0, self.pending() - len(pending)),
+                    pending=batch.unsent,
                 )
                 url, auth = self.url("/api/sync"), self._auth()
                 if len(pending) == PUSH_BATCH:
                     ahead = _Packing(self.store, self.device, pending[-1])
                 t_round = time.perf_counter()
                 try:
-                    resp = self._post(req, report, retries, backoff, url, auth)
+                    resp = self._post(request_body(req, batch.ops), report, retries, backoff, url, auth)
                 except SyncFailed as e:
                     if ahead is not None:
                         ahead.wait()
@@ -511,10 +531,9 @@ class Tablet:
         report.conflicts = len(self.store.conflicts())
         return report
 
-    def _post(self, req: SyncRequest, report: SyncReport, retries: int, backoff: float, url: str,
+    def _post(self, body: bytes, report: SyncReport, retries: int, backoff: float, url: str,
               auth: dict[str, str]) -> SyncResponse:
         "One round trip; it reads nothing from the store while it waits (the packer may be reading it)"
-        body = compress(encode(req))
         headers = {**auth, "content-type": MSGPACK, "content-encoding": "gzip",
                    "accept": MSGPACK, "accept-encoding": "gzip"}
         delay = backoff

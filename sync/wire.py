@@ -9,10 +9,11 @@ rules, new fields get defaults, no field changes type, and ``array_like`` struct
 from __future__ import annotations
 
 import gzip
+import struct
 import sys
 import zlib
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 
@@ -70,7 +71,6 @@ class SyncRequest(msgspec.Struct, kw_only=True):
     #: where an interrupted bootstrap stands: the last record id received ("" when not bootstrapping)
     page: str = ""
     epoch: str = ""
-    ops: OpBatch = msgspec.field(default_factory=OpBatch)
     limit: UInt = 5000
     client_time: UInt = 0
     app_version: str = ""
@@ -81,6 +81,8 @@ class SyncRequest(msgspec.Struct, kw_only=True):
     cursor_check: str = ""
     #: own ops the tablet still holds unsent after this request's batch (shown on the devices page)
     pending: UInt = 0
+    #: last, so that ``request_body`` can join a batch deflated beforehand to the fields before it
+    ops: OpBatch = msgspec.field(default_factory=OpBatch)
 
 
 class SyncResponse(msgspec.Struct, kw_only=True):
@@ -303,6 +305,55 @@ def decode(body: bytes, type_: type[T], fmt: Format = "msgpack") -> T:
 
 def compress(body: bytes, level: int = 6) -> bytes:
     return gzip.compress(body, compresslevel=level, mtime=0)
+
+
+class Deflated(NamedTuple):
+    "A part of a gzip body, compressed on its own ahead of time: see ``gzip_parts``"
+
+    data: bytes
+    deflated: bytes
+
+
+def deflate(data: bytes, level: int = 6) -> Deflated:
+    "``data`` compressed on its own, its deflate blocks flushed to a byte boundary and not final"
+    c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return Deflated(data, c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH))
+
+
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, OS unknown
+_FINAL_BLOCK = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS).flush()  # an empty final block
+
+
+def gzip_parts(parts: Iterable[Deflated]) -> bytes:
+    """One gzip body (a single member, as any gunzip reads it) of parts deflated separately: each
+    part's blocks end on a byte boundary and refer to nothing before it, so they follow one another as
+    one deflate stream, which an empty final block closes. The trailer's CRC covers every part."""
+    out = [_GZIP_HEADER]
+    crc = size = 0
+    for p in parts:
+        crc = zlib.crc32(p.data, crc)
+        size += len(p.data)
+        out.append(p.deflated)
+    out += (_FINAL_BLOCK, struct.pack("<II", crc, size & 0xFFFFFFFF))
+    return b"".join(out)
+
+
+_EMPTY_BATCH = _msgpack_encoder.encode(OpBatch())
+
+
+def deflate_ops(batch: OpBatch) -> Deflated:
+    "A push batch encoded and deflated for ``request_body``: the bulk of the work, done ahead of time"
+    return deflate(_msgpack_encoder.encode(batch))
+
+
+def request_body(req: SyncRequest, ops: Deflated) -> bytes:
+    """The gzipped MessagePack body of ``req`` with the batch ``ops`` (``deflate_ops``) in place of
+    ``req.ops``: byte for byte the body would decode the same as ``compress(encode(req))`` with that
+    batch. Only the small fields before the batch are encoded and deflated here."""
+    head = _msgpack_encoder.encode(msgspec.structs.replace(req, ops=OpBatch()))
+    # ``ops`` is the last field: its key ends the head, followed by the empty batch it replaces
+    assert head.endswith(b"\xa3ops" + _EMPTY_BATCH), "SyncRequest.ops must stay its last field"
+    return gzip_parts([deflate(head[: -len(_EMPTY_BATCH)]), ops])
 
 
 def decompress(body: bytes, limit: int) -> bytes:

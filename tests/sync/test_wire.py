@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import tracemalloc
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +13,8 @@ import pytest
 
 from sync import MalformedBody, Op, OpBatch, SyncRequest, SyncResponse, TooLarge, pack_ops, unpack_ops, uuid7
 from sync.types import ADD, REMOVE, SET
-from sync.wire import WireAuthor, compress, decode, decompress, encode, format_for, media_type, ops_values_size
+from sync.wire import (WireAuthor, compress, decode, decompress, deflate_ops, encode, format_for, media_type,
+                       ops_values_size, request_body)
 
 T0 = 1_700_000_000_000 << 16
 VILLAGE = "510903001001"
@@ -171,6 +174,20 @@ def test_decompress_refuses_a_truncated_body() -> None:
     body = compress(encode(_request(_ops())))
     with pytest.raises(MalformedBody, match="gzip"):
         decompress(body[: len(body) // 2], limit=1 << 20)
+
+
+def test_a_request_body_joined_from_a_batch_deflated_ahead_is_one_gzip_member() -> None:
+    # the tablet deflates its next batch while the node works; the body must read as any gzip does
+    req = _request(_ops())
+    for batch in (req.ops, pack_ops([]), pack_ops(_ops() * 400)):
+        whole = msgspec.structs.replace(req, ops=batch)
+        body = request_body(msgspec.structs.replace(req, ops=OpBatch()), deflate_ops(batch))
+        plain = encode(whole)
+        assert gzip.decompress(body) == plain  # also checks the trailer's CRC and length
+        one = zlib.decompressobj(16 + zlib.MAX_WBITS)  # one member, nothing after it
+        assert one.decompress(body) == plain and one.eof and not one.unused_data
+        assert decode(decompress(body, limit=len(plain)), SyncRequest) == whole
+        assert len(body) <= len(compress(plain)) * 1.01 + 64  # two parts: a few bytes more
 
 
 def test_a_packed_single_field_edit_is_small() -> None:
