@@ -5,7 +5,8 @@ Tables (sqlite-utils can open any of them):
 
     ops         every op ever accepted, in arrival order; ``seq`` is the local sequence for cursors;
                 ``unit`` is its record's unit once the op's batch was applied: pulls find a village's
-                new ops through the index on (unit, seq)
+                new ops through the index on (unit, seq); ``value`` and ``pred`` are JSON, ``pred`` an
+                array of [device, counter] or empty ('' since 2026-11-27, NULL in older rows)
     sites       the compact local numbering of devices, with each one's high-water marks
     authors     (user, unit, tier) triples ops were written by
     superseded  op ids some op named in ``pred`` (scoped to that op's record) that were not live here
@@ -635,7 +636,7 @@ class Store:
             op_rows.append([
                 seq, sid, op.counter, op.hlc, op.coll, rid, op.field, op.kind,
                 encode(value).decode() if value is not None else None,
-                encode(pred).decode() if pred else None,
+                encode(pred).decode() if pred else "",  # not NULL: sqlite3 binds None by a slower path
                 aid, None,
             ])
             record_seq[rid] = seq
@@ -673,7 +674,7 @@ class Store:
 
         # 5. superseded ops leave their records' live entries. One not found live there is either held
         #    and already superseded, or not held yet: it is noted, so that it arrives dead
-        new_ids = {(op.site, op.counter) for op in new}
+        new_ids = {(op.site, op.counter) for op in new} if kills else set()
         for rid, by_field in kills.items():
             state = states[rid]
             fields = touched[rid]

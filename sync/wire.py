@@ -238,20 +238,24 @@ def pack_prepared(
 def unpack_ops(batch: OpBatch) -> tuple[list[Op], set[OpId]]:
     "Ops from a packed batch; an index that points nowhere is a malformed body"
     devices = batch.devices
-    if (any(a.device < 0 for a in batch.authors) or any(w.author < 0 or min(w.pred, default=0) < 0
-                                                         for w in batch.ops) or min(batch.dead, default=0) < 0):
-        raise MalformedBody("an op refers to a negative device, author or op index")
+    negative = MalformedBody("an op refers to a negative device, author or op index")
+    if any(a.device < 0 for a in batch.authors) or min(batch.dead, default=0) < 0:
+        raise negative
     try:
         authors = [(devices[a.device], a.user, a.unit, a.tier) for a in batch.authors]
         ops = []
         ids: dict[bytes, str] = {}  # a record's ops travel together: convert each id once
         for i, w in enumerate(batch.ops):
+            if w.author < 0:
+                raise negative
             site, user, unit, tier = authors[w.author]
             p = w.pred
             if not p:
                 pred: tuple[tuple[str, int], ...] = ()
             elif len(p) % 2:
                 raise MalformedBody(f"ops[{i}].pred has an odd number of items", details={"op": i})
+            elif min(p) < 0:
+                raise negative
             elif len(p) == 2:
                 pred = ((devices[p[0]], p[1]),)
             else:
