@@ -398,10 +398,13 @@ class Node:
         now = wall_ms()
         with self.store.lock:
             self._check_ops(dev, ops, now)
+            pushed: tuple[int, int] = (0, -1)  # the seqs this batch took: the device's own ops
             try:
                 if ops:
                     with self.store.transaction():
                         applied = self.store.apply(ops)
+                        if applied.new:
+                            pushed = (applied.first_seq, applied.last_seq)
                         self.clock.observe(max(o.hlc for o in ops))
                         self._seen(dev, req, now, pushed=applied.new)
                 else:
@@ -417,7 +420,7 @@ class Node:
                 return SyncResponse(protocol=PROTOCOL_VERSION, acked=acked, ops=pack_ops([]),
                                     cursor=req.cursor, more=False, server_time=self.clock.now(),
                                     epoch=self.epoch)
-            return self._pull(dev, req)
+            return self._pull(dev, req, pushed)
 
     def _seen(self, dev: Device, req: SyncRequest, now: int, *, pushed: int) -> None:
         skew = req.client_time - now if req.client_time else None
@@ -598,7 +601,9 @@ class Node:
         ).fetchone()
         return row is not None
 
-    def _pull(self, dev: Device, req: SyncRequest) -> SyncResponse:
+    def _pull(self, dev: Device, req: SyncRequest, pushed: tuple[int, int] = (0, -1)) -> SyncResponse:
+        """The ops and records the device is to receive after its cursor. ``pushed``: the seqs its own
+        batch just took, passed over without reading their rows (they would be skipped as its own)."""
         if self.is_link(dev):
             return self._pull_link(dev, req)
         lo, hi = dev.scope
@@ -646,14 +651,14 @@ class Node:
         cols = ("seq, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site"
                 " AND s.counter = o.counter AND s.record = o.record)")
         in_scope = "unit = ?" if lo == hi else "unit BETWEEN ? AND ?"
-        parts = [f"SELECT * FROM (SELECT {cols} FROM ops o WHERE {in_scope} AND seq > ? AND site != ?"
-                 " ORDER BY seq LIMIT ?)"]
+        after = "seq > ? AND seq NOT BETWEEN ? AND ? AND site != ?"  # the seq terms read only the index
+        parts = [f"SELECT * FROM (SELECT {cols} FROM ops o WHERE {in_scope} AND {after} ORDER BY seq LIMIT ?)"]
         params: list[Any] = [lo] if lo == hi else [lo, hi]
-        params += [cursor, own, limit]
+        params += [cursor, *pushed, own, limit]
         if above:
             parts.append(f"SELECT * FROM (SELECT {cols} FROM ops o WHERE unit IN ({','.join('?' * len(above))})"
-                         f" AND coll IN ({REFERENCE_SQL}) AND seq > ? AND site != ? ORDER BY seq LIMIT ?)")
-            params += [*above, cursor, own, limit]
+                         f" AND coll IN ({REFERENCE_SQL}) AND {after} ORDER BY seq LIMIT ?)")
+            params += [*above, cursor, *pushed, own, limit]
         rows = conn.execute(" UNION ALL ".join(parts) + " ORDER BY 1 LIMIT ?", (*params, limit)).fetchall()
         seqs = [r[0] for r in rows]
         dead_seqs = {r[0] for r in rows if r[1]}
