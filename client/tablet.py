@@ -48,9 +48,8 @@ PUSH_BATCH = 5000
 
 @dataclass
 class _Batch:
-    "A push batch: own ops after counter ``after``, encoded and deflated, with their counters"
+    "A push batch: own ops, encoded and deflated, with their counters"
 
-    after: int
     ops: Deflated
     counters: list[int]
     unsent: int  # own ops after the batch's last
@@ -60,7 +59,7 @@ def _read_batch(store: Store, device: str, after: int) -> _Batch:
     with store.lock:  # the store's connection is shared: whoever else reads it meanwhile waits
         batch, counters = store.packed_own(device, after, PUSH_BATCH)
         unsent = _own_after(store, device, counters[-1] if counters else after)
-    return _Batch(after, deflate_ops(batch), counters, unsent)  # zlib lets other threads run meanwhile
+    return _Batch(deflate_ops(batch), counters, unsent)  # zlib lets other threads run meanwhile
 
 
 def _own_after(store: Store, device: str, counter: int) -> int:

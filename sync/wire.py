@@ -352,8 +352,8 @@ def deflate_ops(batch: OpBatch) -> Deflated:
 
 def request_body(req: SyncRequest, ops: Deflated) -> bytes:
     """The gzipped MessagePack body of ``req`` with the batch ``ops`` (``deflate_ops``) in place of
-    ``req.ops``: byte for byte the body would decode the same as ``compress(encode(req))`` with that
-    batch. Only the small fields before the batch are encoded and deflated here."""
+    ``req.ops``: it inflates to what ``encode`` makes of that request. Only the small fields before the
+    batch are encoded and deflated here."""
     head = _msgpack_encoder.encode(msgspec.structs.replace(req, ops=OpBatch()))
     # ``ops`` is the last field: its key ends the head, followed by the empty batch it replaces
     assert head.endswith(b"\xa3ops" + _EMPTY_BATCH), "SyncRequest.ops must stay its last field"
