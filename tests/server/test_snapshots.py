@@ -11,14 +11,15 @@ from typing import Any
 
 import openpyxl
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from server.node import Node
 from server.rollup import build, child_of, median_of, to_csv, to_xlsx
 from server.snapshots import (
-    DAY_MS, Cell, Closure, Part, Snapshotter, close_month, content_hash, figures, merge_parts, parse_have,
-    township_parts,
+    DAY_MS, Cell, Closure, Part, Snapshotter, _Tally, close_month, content_hash, figures, merge_parts,
+    parse_have, township_parts,
 )
+from sync.schema import CATEGORIES, GROUPS
 from sync.errors import BadRequest
 from sync.hlc import HLC
 
@@ -172,6 +173,98 @@ def test_an_answer_holds_only_the_parts_the_caller_lacks(node: Node) -> None:
     again = snap.snapshot(have)
     assert [p.name for p in again.parts] == ["services/2026-10"]
     assert again.watermark > first.watermark and again.hash != first.hash
+
+
+def parts_by_key(f: dict[str, list[Cell]]) -> dict[str, dict[tuple[str, ...], list[int | None]]]:
+    return {name: by_key(cells) for name, cells in f.items()}
+
+
+_STEP = st.one_of(
+    st.tuples(st.just("person"), st.sampled_from([V1, V2]), st.sets(st.sampled_from(GROUPS))),
+    st.tuples(st.just("need"), st.integers(0, 20), st.sampled_from(CATEGORIES[:3])),
+    st.tuples(st.just("status"), st.integers(0, 20), st.sampled_from(["服务中", "已解决", "已关闭", "已取消"])),
+    st.tuples(st.just("service"), st.integers(0, 20), st.sampled_from(CATEGORIES[:2]), st.integers(0, 90)),
+    st.tuples(st.just("minutes"), st.integers(0, 20), st.integers(0, 90)),
+    st.tuples(st.just("groups"), st.integers(0, 20), st.sets(st.sampled_from(GROUPS))),
+    st.tuples(st.just("move"), st.integers(0, 60), st.sampled_from([V1, V2])),
+    st.tuples(st.just("delete"), st.integers(0, 60)),
+    st.tuples(st.just("look"), st.integers(0, 40)),  # days pass, and the snapshot is taken
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_STEP, min_size=1, max_size=30))
+def test_figures_kept_up_to_date_equal_figures_counted_afresh(steps: list[tuple[Any, ...]]) -> None:
+    # the township keeps its figures and reads again only what changed; they must equal a count from scratch
+    now = [1_790_000_000_000]
+    n = Node(None, TOWNSHIP, clock=HLC(clock=lambda: now[0]))
+    try:
+        ed = n.editor()
+        tally = _Tally(n.store, TOWNSHIP)
+        people = [resident(n, v, g) for v, g in ((V1, ["老年人", "独居"]), (V1, []), (V2, ["儿童"]))]
+        needs = [need(n, p, v, "养老服务") for p, v in zip(people, (V1, V1, V2))]
+        services = [service(n, p, v, "养老服务", "2026-09-21T09:00", 30, 2) for p, v in zip(people, (V1, V1, V2))]
+        tally.update()
+        for step in steps:
+            kind, *args = step
+            everything = people + needs + services
+            if kind == "person":
+                people.append(resident(n, args[0], sorted(args[1])))
+            elif kind == "need":
+                p = people[args[0] % len(people)]
+                needs.append(need(n, p, str(n.store.get(p).unit), args[1]))  # type: ignore[union-attr]
+            elif kind == "status":
+                ed.update(needs[args[0] % len(needs)], {"status": args[1]}, check_transitions=False)
+            elif kind == "service":
+                p = people[args[0] % len(people)]
+                services.append(service(n, p, str(n.store.get(p).unit), args[1],  # type: ignore[union-attr]
+                                        f"2026-{9 + args[2] % 3:02d}-03T09:00", args[2]))
+            elif kind == "minutes":
+                ed.update(services[args[0] % len(services)], {"minutes": args[1]})
+            elif kind == "groups":
+                ed.update(people[args[0] % len(people)], {"groups": sorted(args[1])})
+            elif kind == "move":
+                ed.update(everything[args[0] % len(everything)], {"unit": args[1]})
+            elif kind == "delete":
+                rid = everything[args[0] % len(everything)]
+                if not n.store.get(rid).deleted:  # type: ignore[union-attr]
+                    ed.delete(rid)
+            elif kind == "look":
+                now[0] += args[0] * DAY_MS
+                assert parts_by_key(tally.update()) == parts_by_key(figures(n.store, TOWNSHIP))
+        assert parts_by_key(tally.update()) == parts_by_key(figures(n.store, TOWNSHIP))
+    finally:
+        n.close()
+
+
+def test_kept_figures_read_again_only_the_records_written_since(node: Node, monkeypatch: Any) -> None:
+    people = [resident(node, V1, ["老年人"]) for _ in range(30)]
+    tally = _Tally(node.store, TOWNSHIP)
+    read: list[list[str] | None] = []
+    real = _Tally._read
+
+    def spy(self: _Tally, ids: list[str] | None) -> None:
+        read.append(ids)
+        real(self, ids)
+
+    monkeypatch.setattr(_Tally, "_read", spy)
+    tally.update()
+    assert read == [None]  # the first time: everything
+    tally.update()
+    assert read == [None]  # nothing written since: nothing read
+    node.editor().update(people[3], {"groups": ["儿童"]})
+    after = by_key(tally.update()["residents"])
+    assert read[1:] == [[people[3]]]
+    assert after[(V1, "老年人")] == [29] and after[(V1, "儿童")] == [1]
+
+
+def test_kept_figures_start_over_on_an_op_log_that_went_back(node: Node) -> None:
+    resident(node, V1, ["老年人"])
+    tally = _Tally(node.store, TOWNSHIP)
+    tally.update()
+    tally.seq += 1000  # as if the database were replaced by an older backup
+    tally.totals[0][0] = 99
+    assert parts_by_key(tally.update()) == parts_by_key(figures(node.store, TOWNSHIP))
 
 
 def test_the_union_of_children_adds_up_and_keeps_closures() -> None:
