@@ -10,7 +10,8 @@ the parts whose hash differs from what it holds:
     devices             village tablets: [village] -> [enrolled, synced in 7 days, synced in 30 days]
 
 A **township** computes its parts from its records (``township_parts``), at a watermark: its highest op
-sequence. Months are China time (UTC+8); a need's month is when its first op was written; it counts as
+sequence. Its ``Snapshotter`` keeps the figures up to date between snapshots, reading again only the
+records written since the last one (``_Tally``). Months are China time (UTC+8); a need's month is when its first op was written; it counts as
 resolved when its status is 已解决 or 已关闭, at the latest op that set 已解决 (or the first that set
 已关闭). People served is a service's 服务人次, 1 when not filled in.
 
@@ -37,7 +38,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -134,6 +135,7 @@ class Snapshot(msgspec.Struct, kw_only=True):
 
 
 _enc = msgspec.msgpack.Encoder()
+_json_decode = msgspec.json.decode
 _part_dec = msgspec.msgpack.Decoder(Part)
 _cells_dec = msgspec.msgpack.Decoder(list[Cell])
 
@@ -200,10 +202,8 @@ SELECT r.id, r.unit, coalesce(json_extract(r.data, '$.service_type'), ''),
 FROM records r WHERE r.coll = 'service' AND r.deleted = 0 AND r.unit BETWEEN ? AND ?{ids}
 """
 _RESIDENTS_SQL = """
-SELECT r.id, r.unit, g.value FROM records r, json_each(r.data, '$.groups') g
+SELECT r.id, r.unit, json_extract(r.data, '$.groups') FROM records r
 WHERE r.coll = 'person' AND r.deleted = 0 AND r.unit BETWEEN ? AND ?{ids}
-UNION ALL
-SELECT r.id, r.unit, '合计' FROM records r WHERE r.coll = 'person' AND r.deleted = 0 AND r.unit BETWEEN ? AND ?{ids}
 """
 _DEVICES_SQL = """
 SELECT unit, count(*), sum(last_sync >= ?), sum(last_sync >= ?) FROM devices
@@ -267,25 +267,33 @@ class _Tally:
         conn = self.store.conn
         chunk = ids or []
         sql = {"ids": f" AND r.id IN ({','.join('?' * len(chunk))})" if ids is not None else ""}
-        shares: dict[str, list[Any]] = defaultdict(list)
+        shares: dict[str, tuple[Any, ...]] = {}
+        same: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # records that add the same share one tuple
         cell = self._cell
         for rid, village, cat, status, created, done in conn.execute(_NEEDS_SQL.format_map(sql), (lo, hi, *chunk)):
             created_ms = (created or 0) >> 16
-            share = shares[rid]
-            share += (cell(f"needs/{month_of_ms(created_ms)}", (village, cat, status)), 0, 0)
+            share: tuple[Any, ...] = (cell(f"needs/{month_of_ms(created_ms)}", (village, cat, status)), 0, 0)
             if status in RESOLVED and done is not None:
                 done_ms = done >> 16
                 days = max(0, (done_ms - created_ms) // DAY_MS)
                 share += (cell(f"resolved/{month_of_ms(done_ms)}", (village, str(days))), 0, 0)
+            shares[rid] = same.setdefault(share, share)
         for rid, village, kind, month, minutes, served in conn.execute(
                 _SERVICES_SQL.format_map(sql), (lo, hi, *chunk)):
-            shares[rid] += (cell(f"services/{month}", (village, kind)), minutes, served)
-        for rid, village, group in conn.execute(_RESIDENTS_SQL.format_map(sql), (lo, hi, *chunk, lo, hi, *chunk)):
-            if group in GROUPS:
-                shares[rid] += (cell("residents", (village, group)), 0, 0)
-        for rid, share in shares.items():
-            self.shares[rid] = tuple(share)
-            self._count(share, 1)
+            share = (cell(f"services/{month}", (village, kind)), minutes, served)
+            shares[rid] = same.setdefault(share, share)
+        by_groups: dict[tuple[str, str | None], tuple[Any, ...]] = {}
+        for rid, village, groups in conn.execute(_RESIDENTS_SQL.format_map(sql), (lo, hi, *chunk)):
+            found = by_groups.get((village, groups))
+            if found is None:
+                listed = _json_decode(groups) if groups is not None else []
+                counted = [g for g in (listed if isinstance(listed, list) else [listed]) if g in GROUPS]
+                found = by_groups[(village, groups)] = tuple(
+                    x for g in [*counted, "合计"] for x in (cell("residents", (village, g)), 0, 0))
+            shares[rid] = found
+        for share, times in Counter(shares.values()).items():
+            self._count(share, times)
+        self.shares.update(shares)
 
     def _cell(self, name: str, key: tuple[str, ...]) -> int:
         n = self.numbers.get((name, key))
@@ -295,13 +303,14 @@ class _Tally:
             self.totals.append([0, 0, 0])
         return n
 
-    def _count(self, share: Sequence[Any], sign: int) -> None:
+    def _count(self, share: Sequence[Any], times: int) -> None:
+        "Count a share ``times`` times over (-1: take it away)"
         totals = self.totals
         for i in range(0, len(share), 3):
             t = totals[share[i]]
-            t[0] += sign
-            t[1] += sign * share[i + 1]
-            t[2] += sign * share[i + 2]
+            t[0] += times
+            t[1] += times * share[i + 1]
+            t[2] += times * share[i + 2]
 
 
 def figures(store: Store, unit: str) -> dict[str, list[Cell]]:
