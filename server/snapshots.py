@@ -11,9 +11,10 @@ the parts whose hash differs from what it holds:
 
 A **township** computes its parts from its records (``township_parts``), at a watermark: its highest op
 sequence. Its ``Snapshotter`` keeps the figures up to date between snapshots, reading again only the
-records written since the last one (``_Tally``). Months are China time (UTC+8); a need's month is when its first op was written; it counts as
-resolved when its status is 已解决 or 已关闭, at the latest op that set 已解决 (or the first that set
-已关闭). People served is a service's 服务人次, 1 when not filled in.
+records written since the last one (``_Tally``). Months are China time (UTC+8); a need's month is when
+its first op was written; it counts as resolved when its status is 已解决 or 已关闭, at the latest op
+that set 已解决 (or the first that set 已关闭). People served is a service's 服务人次, 1 when not
+filled in.
 
 **Small cells.** In needs, services and residents a cell whose count is under ``suppress_below``
 (``CUNSYNC_SUPPRESS_BELOW``, default 3; 0 turns it off) leaves the township with its values as null:
@@ -35,7 +36,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-import sqlite3
 import threading
 import time
 from collections import Counter, defaultdict

@@ -19,9 +19,9 @@ from server.snapshots import (
     DAY_MS, Cell, Closure, Part, Snapshotter, _Tally, close_month, content_hash, figures, merge_parts,
     parse_have, township_parts,
 )
-from sync.schema import CATEGORIES, GROUPS
 from sync.errors import BadRequest
 from sync.hlc import HLC
+from sync.schema import CATEGORIES, GROUPS
 
 TOWNSHIP = "510903001000"
 V1, V2 = "510903001001", "510903001002"
