@@ -205,6 +205,12 @@ def test_figures_kept_up_to_date_equal_figures_counted_afresh(steps: list[tuple[
         needs = [need(n, p, v, "养老服务") for p, v in zip(people, (V1, V1, V2))]
         services = [service(n, p, v, "养老服务", "2026-09-21T09:00", 30, 2) for p, v in zip(people, (V1, V1, V2))]
         tally.update()
+
+        def held(rid: str) -> Any:
+            rec = n.store.get(rid)
+            assert rec is not None
+            return rec
+
         for step in steps:
             kind, *args = step
             everything = people + needs + services
@@ -212,13 +218,13 @@ def test_figures_kept_up_to_date_equal_figures_counted_afresh(steps: list[tuple[
                 people.append(resident(n, args[0], sorted(args[1])))
             elif kind == "need":
                 p = people[args[0] % len(people)]
-                needs.append(need(n, p, str(n.store.get(p).unit), args[1]))  # type: ignore[union-attr]
+                needs.append(need(n, p, held(p).unit, args[1]))
             elif kind == "status":
                 ed.update(needs[args[0] % len(needs)], {"status": args[1]}, check_transitions=False)
             elif kind == "service":
                 p = people[args[0] % len(people)]
-                services.append(service(n, p, str(n.store.get(p).unit), args[1],  # type: ignore[union-attr]
-                                        f"2026-{9 + args[2] % 3:02d}-03T09:00", args[2]))
+                services.append(service(n, p, held(p).unit, args[1], f"2026-{9 + args[2] % 3:02d}-03T09:00",
+                                        args[2]))
             elif kind == "minutes":
                 ed.update(services[args[0] % len(services)], {"minutes": args[1]})
             elif kind == "groups":
@@ -227,7 +233,7 @@ def test_figures_kept_up_to_date_equal_figures_counted_afresh(steps: list[tuple[
                 ed.update(everything[args[0] % len(everything)], {"unit": args[1]})
             elif kind == "delete":
                 rid = everything[args[0] % len(everything)]
-                if not n.store.get(rid).deleted:  # type: ignore[union-attr]
+                if not held(rid).deleted:
                     ed.delete(rid)
             elif kind == "look":
                 now[0] += args[0] * DAY_MS
