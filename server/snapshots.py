@@ -47,7 +47,7 @@ import msgspec
 from sync import units as unitlib
 from sync.errors import BadRequest
 from sync.schema import SPECIAL_GROUPS
-from sync.store import Store
+from sync.store import Store, chunks
 
 from . import config
 
@@ -250,8 +250,8 @@ class _Tally:
                     "SELECT DISTINCT record FROM ops WHERE seq > ? AND seq <= ?", (self.seq, top))]
                 for rid in changed:  # a record now out of range, or deleted, counts nowhere
                     self._count(self.shares.pop(rid, ()), -1)
-                for i in range(0, len(changed), 500):
-                    self._read(changed[i:i + 500])
+                for chunk in chunks(changed):
+                    self._read(chunk)
             self.seq = top
         out: dict[str, list[Cell]] = defaultdict(list)
         for (name, key), (n, minutes, served) in zip(self.names, self.totals):
