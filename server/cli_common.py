@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import click
@@ -26,7 +26,8 @@ def open_node(db: str, unit: str | None = None) -> Node:
     if unit is None:
         if not Path(db).exists():
             raise click.ClickException(f"{db} does not exist; start the node once with `cunsync serve --unit CODE`")
-        row = sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'unit'").fetchone()
+        with closing(sqlite3.connect(db)) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'unit'").fetchone()
         if row is None:
             raise click.ClickException(f"{db} is not a cunsync node database")
         unit = str(row[0])
