@@ -16,6 +16,7 @@ service (see ``server/relay.py`` for the upper node's side).
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import secrets
 import sqlite3
@@ -59,8 +60,16 @@ from sync.wire import (
 from . import storage
 
 _json = msgspec.json.Encoder().encode
+_counter = operator.attrgetter("counter")
+_hlc = operator.attrgetter("hlc")
+
+
+def _index(ops: Sequence[Op], op: Op) -> int:
+    "Where ``op`` (this very object) is in ``ops``: for an error that names it"
+    return next(i for i, o in enumerate(ops) if o is op)
+
 #: Most ops one request may carry.
-MAX_BATCH = 5000
+MAX_BATCH = 10000
 #: Most ops one response carries.
 MAX_PULL = 5000
 #: Records per bootstrap page.
@@ -167,7 +176,7 @@ class Node:
                  max_db_mb: float = 0, cache_mb: float | None = None) -> None:
         self.unit = unitlib.normalize_code(unit)
         self.tier = unitlib.tier_of(self.unit)
-        self.store = Store(path)
+        self.store = Store(path, checkpoint_thread=True)
         self.store.conn.executescript(_DEVICES_SQL)
         _migrate_devices(self.store)
         # a size cap (cunsync passes CUNSYNC_MAX_DB_MB): for tests and small disks; see server.storage
@@ -440,47 +449,60 @@ class Node:
             self._check_link_ops(dev, ops, now)
             return
         lo, hi = dev.scope
-        new_units: dict[str, str] = {}
         device, user, author_unit, rank = dev.device, dev.user, dev.unit, dev.rank
-        village = dev.tier == "village"
-        # values are checked per field, all of a batch's values of one field at once
-        values: dict[tuple[str, str, int], list[Any]] = {}
-        for i, op in enumerate(ops):
-            if op.site != device:
-                raise ForgedOp(f"ops[{i}] claims device {op.site!r}; this token is {dev.device!r}",
-                               details={"op": i})
-            if op.user != user or op.unit != author_unit or op.tier != rank:
-                raise ForgedOp(f"ops[{i}] claims author {op.user}/{op.unit}/tier {op.tier}; this device "
-                               f"writes as {dev.user}/{dev.unit}/{dev.tier}", details={"op": i})
-            if op.counter < 1:
-                raise ForgedOp(f"ops[{i}] has counter {op.counter}; counters start at 1", details={"op": i})
+        # the checks run on the whole batch, or on its ops grouped by field; the error names the first op
+        # that fails the check that failed (a batch is refused whole, so which comes first hardly matters)
+        if {(op.site, op.user, op.unit, op.tier) for op in ops} - {(device, user, author_unit, rank)}:
+            for i, op in enumerate(ops):
+                if op.site != device:
+                    raise ForgedOp(f"ops[{i}] claims device {op.site!r}; this token is {dev.device!r}",
+                                   details={"op": i})
+                if op.user != user or op.unit != author_unit or op.tier != rank:
+                    raise ForgedOp(f"ops[{i}] claims author {op.user}/{op.unit}/tier {op.tier}; this device "
+                                   f"writes as {dev.user}/{dev.unit}/{dev.tier}", details={"op": i})
+        if ops and min(map(_counter, ops)) < 1:
+            i, op = next((i, op) for i, op in enumerate(ops) if op.counter < 1)
+            raise ForgedOp(f"ops[{i}] has counter {op.counter}; counters start at 1", details={"op": i})
+        if ops and physical_ms(max(map(_hlc, ops))) - now > MAX_AHEAD_MS:
+            i, op = next((i, op) for i, op in enumerate(ops) if physical_ms(op.hlc) - now > MAX_AHEAD_MS)
             ahead = physical_ms(op.hlc) - now
-            if ahead > MAX_AHEAD_MS:
-                raise ClockAhead(
-                    f"ops[{i}] is stamped {ahead // 60000} minutes ahead of the node's clock; correct the "
-                    "tablet's clock (the tablet re-stamps its unsent ops automatically)",
-                    details={"op": i, "ahead_ms": ahead, "server_time": self.clock.now()},
-                )
+            raise ClockAhead(
+                f"ops[{i}] is stamped {ahead // 60000} minutes ahead of the node's clock; correct the "
+                "tablet's clock (the tablet re-stamps its unsent ops automatically)",
+                details={"op": i, "ahead_ms": ahead, "server_time": self.clock.now()},
+            )
+        # values are checked per field, all of a batch's values of one field at once
+        groups: dict[tuple[str, str, int], list[Op]] = {}
+        for op in ops:
             key = (op.coll, op.field, op.kind)
-            same = values.get(key)
+            same = groups.get(key)
             if same is None:
-                SCHEMA.field(op.coll, op.field)  # the field must exist, even to clear it
-                same = values[key] = []
-            if op.value is not None:
-                same.append(op.value)
-            if village and op.coll in LINK_COLLECTIONS:
-                raise ReadOnly(f"ops[{i}] writes {op.coll}: tablets read reference data and escalations but "
+                groups[key] = [op]
+            else:
+                same.append(op)
+        new_units: dict[str, str] = {}
+        village = dev.tier == "village"
+        for (coll, name, kind), group in groups.items():
+            SCHEMA.field(coll, name)  # the field must exist, even to clear it
+            if village and coll in LINK_COLLECTIONS:
+                i = _index(ops, group[0])
+                raise ReadOnly(f"ops[{i}] writes {coll}: tablets read reference data and escalations but "
                                "do not write them; the township, county or city authors them",
-                               details={"op": i, "collection": op.coll})
-            c = SCHEMA.collections[op.coll]
-            if op.field == c.unit_field and op.value is not None:
-                if not (lo <= op.value <= hi):
-                    raise OutOfScope(f"ops[{i}] puts a record in unit {op.value}, outside this device's "
-                                     f"unit {dev.unit}", details={"op": i, "unit": op.value})
-                new_units.setdefault(op.record, op.value)
-        for (coll, name, kind), vals in values.items():
+                               details={"op": i, "collection": coll})
+            vals = [op.value for op in group]
+            if None in vals:
+                vals = [v for v in vals if v is not None]
             if vals:
                 SCHEMA.validate_many(coll, name, kind, vals, self.store.catalogue_codes)
+            if name == SCHEMA.collections[coll].unit_field:
+                for op in group:
+                    if op.value is None:
+                        continue
+                    if not (lo <= op.value <= hi):
+                        i = _index(ops, op)
+                        raise OutOfScope(f"ops[{i}] puts a record in unit {op.value}, outside this device's "
+                                         f"unit {dev.unit}", details={"op": i, "unit": op.value})
+                    new_units.setdefault(op.record, op.value)
         self._check_replays(dev, ops)
         records = list({op.record for op in ops})
         known: dict[str, str | None] = {}

@@ -1,0 +1,82 @@
+"""The node's checks of a pushed batch, in process: a batch with one bad op somewhere in the middle is
+refused whole, with the error's code and the index of the op that failed, and nothing is written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from server.node import Device, Node
+from sync import Op, uuid7
+from sync.errors import SyncError
+from sync.hlc import MAX_AHEAD_MS, pack, wall_ms
+from sync.types import SET
+from sync.wire import PROTOCOL_VERSION, SyncRequest, pack_ops
+
+TOWNSHIP = "510903001000"
+VILLAGE = "510903001001"
+BAD = 13  # the index of the op each case spoils: mid-batch, in the second record's ops
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    n = Node(tmp_path / "node.db", TOWNSHIP)
+    yield n
+    n.close()
+
+
+def _batch(dev: Device) -> list[Op]:
+    "Three new persons of the device's village, as the tablet makes them: 7 ops each"
+    ops: list[Op] = []
+    hlc = pack(wall_ms() - 60_000, 0)
+    for i in range(3):
+        rid = uuid7()
+        for field, value in (("unit", VILLAGE), ("name", f"王秀{i}"), ("gender", "女"),
+                             ("birth_date", "1948-03-02"), ("phone", "13800000000"), ("address", "育才路1号"),
+                             ("notes", "独居")):
+            ops.append(Op(dev.device, len(ops) + 1, hlc + len(ops), "person", rid, field, SET, value,
+                          (), dev.user, dev.unit, dev.rank))
+    return ops
+
+
+Spoil = Callable[[Op], Op]
+CASES: list[tuple[str, Spoil, str]] = [
+    ("another device", lambda op: msgspec.structs.replace(op, site="tab-other"), "forged_op"),
+    ("a higher tier", lambda op: msgspec.structs.replace(op, tier=op.tier + 1), "forged_op"),
+    ("another user", lambda op: msgspec.structs.replace(op, user="李四"), "forged_op"),
+    ("counter 0", lambda op: msgspec.structs.replace(op, counter=0), "forged_op"),
+    ("a clock a day ahead",
+     lambda op: msgspec.structs.replace(op, hlc=pack(wall_ms() + MAX_AHEAD_MS + 86_400_000, 0)), "clock_ahead"),
+    ("a unit of another village",
+     lambda op: msgspec.structs.replace(op, field="unit", value="510903001002"), "out_of_scope"),
+]
+
+
+@pytest.mark.parametrize(("what", "spoil", "code"), CASES, ids=[c[0] for c in CASES])
+def test_a_batch_with_one_bad_op_is_refused_naming_that_op(node: Node, what: str, spoil: Spoil,
+                                                            code: str) -> None:
+    _, token = node.add_device(VILLAGE, "张晓燕")
+    dev = node.authenticate(token)
+    ops = _batch(dev)
+    ops[BAD] = spoil(ops[BAD])
+    before = node.store.count_ops()
+
+    with pytest.raises(SyncError) as e:
+        node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops)))
+
+    assert e.value.code == code, e.value.message
+    assert e.value.details["op"] == BAD
+    assert f"ops[{BAD}]" in e.value.message
+    assert node.store.count_ops() == before
+
+
+def test_the_same_batch_unspoilt_is_taken_whole(node: Node) -> None:
+    _, token = node.add_device(VILLAGE, "张晓燕")
+    dev = node.authenticate(token)
+    ops = _batch(dev)
+    resp = node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops)))
+    assert resp.acked == len(ops)
+    assert node.store.count_ops() == len(ops)
