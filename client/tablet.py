@@ -42,8 +42,11 @@ from sync.wire import (
 APP_VERSION = "0.1.0"
 
 
-#: Own ops sent per request.
-PUSH_BATCH = 5000
+#: Most own ops sent per request.
+PUSH_BATCH = 10000
+#: Own ops in a sync's first request. Each full request after it may double, up to ``PUSH_BATCH``: the node
+#: starts on a short first batch while the next, longer one is packed.
+FIRST_PUSH = 2000
 
 
 @dataclass
@@ -53,13 +56,14 @@ class _Batch:
     ops: Deflated
     counters: list[int]
     unsent: int  # own ops after the batch's last
+    size: int  # the most it could hold: it is full when it holds that many
 
 
-def _read_batch(store: Store, device: str, after: int) -> _Batch:
+def _read_batch(store: Store, device: str, after: int, size: int) -> _Batch:
     with store.lock:  # the store's connection is shared: whoever else reads it meanwhile waits
-        batch, counters = store.packed_own(device, after, PUSH_BATCH)
+        batch, counters = store.packed_own(device, after, size)
         unsent = _own_after(store, device, counters[-1] if counters else after)
-    return _Batch(deflate_ops(batch), counters, unsent)  # zlib lets other threads run meanwhile
+    return _Batch(deflate_ops(batch), counters, unsent, size)  # zlib lets other threads run meanwhile
 
 
 def _own_after(store: Store, device: str, counter: int) -> int:
@@ -73,16 +77,17 @@ def _own_after(store: Store, device: str, counter: int) -> int:
 class _Packing:
     "The next push batch (``_read_batch``), read, packed and deflated in a thread of its own"
 
-    def __init__(self, store: Store, device: str, after: int) -> None:
+    def __init__(self, store: Store, device: str, after: int, size: int) -> None:
         self.after = after
         self._out: _Batch | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(store, device), name="cunsync-pack", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(store, device, size), name="cunsync-pack",
+                                        daemon=True)
         self._thread.start()
 
-    def _run(self, store: Store, device: str) -> None:
+    def _run(self, store: Store, device: str, size: int) -> None:
         try:
-            self._out = _read_batch(store, device, self.after)
+            self._out = _read_batch(store, device, self.after, size)
         except BaseException as e:  # handed to whoever asks for the result
             self._error = e
 
@@ -465,7 +470,7 @@ class Tablet:
             for _ in range(max_rounds):
                 after = self.acked()
                 batch = ahead.result() if ahead is not None and ahead.after == after else \
-                    _read_batch(self.store, self.device, after)
+                    _read_batch(self.store, self.device, after, min(FIRST_PUSH, PUSH_BATCH))
                 ahead = None
                 pending = batch.counters
                 req = SyncRequest(
@@ -476,8 +481,8 @@ class Tablet:
                     pending=batch.unsent,
                 )
                 url, auth = self.url("/api/sync"), self._auth()
-                if len(pending) == PUSH_BATCH:
-                    ahead = _Packing(self.store, self.device, pending[-1])
+                if len(pending) == batch.size:
+                    ahead = _Packing(self.store, self.device, pending[-1], min(2 * batch.size, PUSH_BATCH))
                 t_round = time.perf_counter()
                 try:
                     resp = self._post(request_body(req, batch.ops), report, retries, backoff, url, auth)

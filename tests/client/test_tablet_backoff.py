@@ -129,3 +129,26 @@ def test_a_refusal_is_not_retried(rig: Rig) -> None:
     assert rig.sleeps == []
     assert len(rig.node.bodies) == 1
     assert rig.tablet.pending() == rig.pending
+
+
+def test_a_long_backlog_goes_in_batches_that_double_from_the_first_up_to_the_most(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request carries ``FIRST_PUSH`` ops, so the node starts early; each full one after it
+    twice as many, up to ``PUSH_BATCH``; every op goes once, in order"""
+    import client.tablet as tablet_mod
+
+    monkeypatch.setattr(tablet_mod, "FIRST_PUSH", 2)
+    monkeypatch.setattr(tablet_mod, "PUSH_BATCH", 8)
+    for i in range(4):
+        rig.tablet.create("person", {"name": f"王{i}", "phone": f"1380000000{i}"})  # 3 ops each
+    total = rig.tablet.pending()
+    assert total == rig.pending + 12
+
+    report = rig.tablet.sync()
+
+    batches = [[op.counter for op in unpack_ops(decode(gzip.decompress(b), SyncRequest).ops)[0]]
+               for b in rig.node.bodies]
+    assert [len(b) for b in batches] == [2, 4, 8, total - 14]
+    assert [c for b in batches for c in b] == list(range(1, total + 1))
+    assert report.sent == total and rig.tablet.pending() == 0
