@@ -17,7 +17,8 @@ resolves it. Creates make about 60% of the ops, edits 40%. The stream is the tow
 (``ops_since(0)``): tablets' upload batches interleaved with the township's own edits, in the order
 the node accepted them.
 
-Part 1 (timed): a fresh file-backed ``Store(path, durable=True)`` applies the stream in batches of
+Part 1 (timed): a fresh file-backed store, opened as a node opens it (``Store(path, durable=True,
+checkpoint_thread=True)``: checkpoints run in a thread of their own), applies the stream in batches of
 1,000 ops (``store.apply``): ops/s.
 Part 2 (timed): a fresh SQLite file (WAL, synchronous=FULL, the store's cache size), one table with the
 columns of the store's ``ops`` table and no index but the rowid; the same number of rows (the ops'
@@ -443,7 +444,7 @@ def _stochastic_round(rng: random.Random, x: float) -> int:
 
 def part_store(batches: Sequence[Sequence[Op]], path: Path) -> Callable[[], int]:
     "Part 1, ready to run: a fresh durable store; the returned call applies every batch"
-    store = Store(path, durable=True)
+    store = Store(path, durable=True, checkpoint_thread=True)
 
     def run() -> int:
         try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import os
 import sqlite3
 import threading
@@ -381,6 +382,47 @@ def no_cycles() -> Iterator[None]:
             gc.enable()
 
 
+class Checkpointer:
+    """Copies a WAL database's committed pages back into its file (a passive checkpoint) from a thread
+    and a connection of its own, soon after each commit that pokes it, at most every ``PAUSE`` seconds.
+
+    Left to SQLite, the commit that takes the WAL past ``wal_autocheckpoint`` pages runs the checkpoint
+    itself before it returns: on a node, every 80 MB of writes, one tablet's round trip waited for all
+    of it (about 0.1 s in the middle of a 10,000-record push). Run here, it overlaps the next request,
+    on the other core; the writer's own autocheckpoint stays as the fallback. A passive checkpoint
+    takes no lock a writer or reader waits for; pages that readers still need are left for the next."""
+
+    PAUSE = 0.2
+
+    def __init__(self, path: str) -> None:
+        self._conn = open_connection(path)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cunsync-checkpoint", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                pass  # a busy or failing disk: the writer's autocheckpoint is still there
+            self._stop.wait(self.PAUSE)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self._conn.close()
+
+
 class Store:
     """One replica's SQLite database. Used unchanged by tablets and nodes.
 
@@ -389,17 +431,21 @@ class Store:
 
     def __init__(
         self, path: str | Path | None = None, *, schema: Schema = SCHEMA, durable: bool = True,
-        key: str | None = None,
+        key: str | None = None, checkpoint_thread: bool = False,
     ) -> None:
         """Open (or create) the database at ``path``.
 
         With ``key`` (a tablet worker's PIN) the file is encrypted with SQLCipher, its page key derived
         from ``key`` as ``open_connection`` describes; a key that does not open an existing file raises
         ``WrongKey`` before anything is written. The key is not kept. Without ``key``, plain sqlite3.
+
+        ``checkpoint_thread`` (a node's store, a plain file): the WAL is copied back into the database
+        file by a ``Checkpointer`` of its own after commits, so that no commit waits for it.
         """
         self.path = str(path) if path is not None else ":memory:"
         self.schema = schema
         self.encrypted = key is not None
+        self._checkpointer: Checkpointer | None = None
         conn = open_connection(self.path, key)
         self.db = sqlite_utils.Database(conn)
         if self.path != ":memory:":
@@ -419,8 +465,12 @@ class Store:
         self._author_rows: dict[int, tuple[str, str, int]] = {}
         self._ready: dict[int, Prepared] = {}  # see ``packed``
         self._ready_version = -1
+        self._checkpointer = (Checkpointer(self.path) if checkpoint_thread and key is None
+                              and self.path != ":memory:" and not self.path.startswith("file:") else None)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.conn.close()
 
     def _migrate(self) -> None:
@@ -479,6 +529,8 @@ class Store:
                 raise
             else:
                 self.conn.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.poke()
 
     def _forget_ids(self) -> None:
         # ids handed out inside a rolled-back transaction do not exist: drop the caches
@@ -699,7 +751,7 @@ class Store:
         units = self._save_records(states, colls, old, record_seq, touched, logs)
         for row in op_rows:
             row[11] = units[row[5]]
-        conn.executemany("INSERT INTO ops VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", op_rows)
+        insert_rows(conn, "INTO ops", op_rows)
 
         # 7. per-site high-water marks
         for sid, batch in by_site.items():
@@ -808,9 +860,7 @@ class Store:
             if (o and o[3]) or conflicts:
                 conflict_records.append(rid)
                 conflict_rows.extend((rid, f, coll, unit, seq) for f in conflicts)
-        if inserts:
-            conn.executemany("INSERT INTO records (id, coll, unit, deleted, conflicts, data, state, seq, unit_seq,"
-                             " log) VALUES (?,?,?,?,?,?,?,?,?,?)", inserts)
+        insert_rows(conn, "INTO records (id, coll, unit, deleted, conflicts, data, state, seq, unit_seq, log)", inserts)
         # an update that leaves the unit alone does not name it, so SQLite leaves records_unit alone
         if updates:
             conn.executemany("UPDATE records SET deleted = ?, conflicts = ?, data = ?, state = ?, seq = ?,"
@@ -1194,6 +1244,34 @@ def _where(*, units: tuple[str, str] | None = None, **equal: str | None) -> tupl
         clauses.append("unit BETWEEN ? AND ?")
         params.extend(units)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+#: Rows per statement in ``insert_rows``.
+_ROWS_PER_INSERT = 50
+_insert_sql: dict[tuple[str, int, int], str] = {}
+
+
+def insert_rows(conn: sqlite3.Connection, into: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``INSERT {into} VALUES ...`` of ``rows``, all of one width, as ``executemany`` would, in statements
+    of 50 rows: SQLite then runs a fiftieth as many statements for the same rows (about a quarter less
+    CPU for the store's op rows, measured alone). A row that breaks a constraint fails its statement,
+    and the caller's transaction, as it would one by one."""
+    if not rows:
+        return
+    width = len(rows[0])
+    whole = len(rows) - len(rows) % _ROWS_PER_INSERT
+    for n, part in ((_ROWS_PER_INSERT, rows[:whole]), (1, rows[whole:])):
+        if not part:
+            continue
+        sql = _insert_sql.get((into, width, n))
+        if sql is None:
+            one = "(" + ",".join("?" * width) + ")"
+            sql = _insert_sql[(into, width, n)] = f"INSERT {into} VALUES " + ",".join([one] * n)
+        if n == 1:
+            conn.executemany(sql, part)
+        else:
+            flat = itertools.chain.from_iterable
+            conn.executemany(sql, [tuple(flat(part[i:i + n])) for i in range(0, len(part), n)])
 
 
 def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:

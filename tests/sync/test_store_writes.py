@@ -1,0 +1,79 @@
+"""How the store writes: rows inserted fifty to a statement, and a WAL copied back into the database
+file by a checkpoint thread rather than by the commit that fills it."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sync.store import Checkpointer, Store, insert_rows
+
+
+@pytest.mark.parametrize("n", [0, 1, 49, 50, 51, 137])
+def test_insert_rows_writes_every_row_once_in_order(n: int) -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, name TEXT, score REAL)")
+    rows = [(i, f"名{i}", i / 2) for i in range(n)]
+    insert_rows(conn, "INTO t", rows)
+    assert conn.execute("SELECT k, name, score FROM t ORDER BY rowid").fetchall() == rows
+    conn.close()
+
+
+def test_insert_rows_names_its_columns_and_a_broken_constraint_fails_the_whole_transaction() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, name TEXT NOT NULL, extra TEXT DEFAULT 'x')")
+    conn.execute("BEGIN")
+    insert_rows(conn, "INTO t (k, name)", [(i, str(i)) for i in range(60)])
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT count(*), min(extra), max(extra) FROM t").fetchone() == (60, "x", "x")
+
+    conn.execute("BEGIN")
+    with pytest.raises(sqlite3.IntegrityError):
+        insert_rows(conn, "INTO t (k, name)", [(i, str(i)) for i in range(60, 110)] + [(5, "again")])
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (60,)
+    conn.close()
+
+
+def test_a_store_with_a_checkpoint_thread_has_its_commits_copied_into_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    store = Store(path, checkpoint_thread=True)
+    try:
+        main = path.stat().st_size
+        for i in range(20):
+            with store.transaction() as conn:
+                conn.execute("INSERT INTO meta VALUES (?, ?)", (f"k{i}", "值" * 2000))
+        deadline = time.monotonic() + 30
+        while path.stat().st_size == main and time.monotonic() < deadline:
+            time.sleep(0.05)  # waits for the thread; nothing here asserts how soon
+        assert path.stat().st_size > main, "the commits' pages reached the database file"
+        assert any(t.name == "cunsync-checkpoint" for t in threading.enumerate())
+    finally:
+        store.close()
+    assert not any(t.name == "cunsync-checkpoint" for t in threading.enumerate()), "close stops the thread"
+
+
+def test_without_the_thread_small_commits_stay_in_the_wal(tmp_path: Path) -> None:
+    "The control for the test above: SQLite's own checkpoint waits for 20,000 pages"
+    path = tmp_path / "tablet.db"
+    store = Store(path)
+    try:
+        main = path.stat().st_size
+        for i in range(20):
+            with store.transaction() as conn:
+                conn.execute("INSERT INTO meta VALUES (?, ?)", (f"k{i}", "值" * 2000))
+        assert path.stat().st_size == main
+    finally:
+        store.close()
+
+
+def test_closing_a_checkpointer_that_was_never_poked_returns(tmp_path: Path) -> None:
+    path = tmp_path / "idle.db"
+    Store(path).close()
+    c = Checkpointer(str(path))
+    c.close()
+    assert not c._thread.is_alive()
