@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sync.errors import BadRequest, MalformedBody, SyncError, TooLarge
+from sync.store import no_cycles
 from sync.units import UnitCodeError
 from sync.wire import (
     PROTOCOL_VERSION,
@@ -130,12 +131,15 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
         gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
 
         def exchange() -> tuple[bytes, bool]:
-            # all of it in one worker thread: the event loop only moves bytes
-            raw = inflated(request, body)
-            dev = node.authenticate(token)
-            if not raw:
-                raise MalformedBody("empty body; send a SyncRequest")
-            payload = encode(node.sync(dev, decode(raw, SyncRequest, fmt)), out_fmt)
+            # all of it in one worker thread: the event loop only moves bytes. Decoding a batch makes an
+            # object or two per op, none in a cycle: with the collector on, decoding 10,000 ops took
+            # twice as long (it walked the node's kept ops again and again)
+            with no_cycles():
+                raw = inflated(request, body)
+                dev = node.authenticate(token)
+                if not raw:
+                    raise MalformedBody("empty body; send a SyncRequest")
+                payload = encode(node.sync(dev, decode(raw, SyncRequest, fmt)), out_fmt)
             if gzip_ok and len(payload) > 512:
                 return compress(payload), True
             return payload, False
