@@ -503,7 +503,8 @@ class Tablet:
                 report.rounds += 1
                 if ahead is not None:
                     ahead.wait()  # it reads the store: let it finish before this round writes
-                ops, dead = unpack_ops(resp.ops)
+                with no_cycles():
+                    ops, dead = unpack_ops(resp.ops)
                 with self.store.transaction():
                     self.store.apply(ops, dead=dead)
                     acked_before = self.acked()
