@@ -68,6 +68,7 @@ def _index(ops: Sequence[Op], op: Op) -> int:
     "Where ``op`` (this very object) is in ``ops``: for an error that names it"
     return next(i for i, o in enumerate(ops) if o is op)
 
+
 #: Most ops one request may carry.
 MAX_BATCH = 10000
 #: Most ops one response carries.

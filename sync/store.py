@@ -860,7 +860,8 @@ class Store:
             if (o and o[3]) or conflicts:
                 conflict_records.append(rid)
                 conflict_rows.extend((rid, f, coll, unit, seq) for f in conflicts)
-        insert_rows(conn, "INTO records (id, coll, unit, deleted, conflicts, data, state, seq, unit_seq, log)", inserts)
+        insert_rows(conn, "INTO records (id, coll, unit, deleted, conflicts, data, state, seq, unit_seq, log)",
+                    inserts)
         # an update that leaves the unit alone does not name it, so SQLite leaves records_unit alone
         if updates:
             conn.executemany("UPDATE records SET deleted = ?, conflicts = ?, data = ?, state = ?, seq = ?,"
