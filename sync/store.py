@@ -663,7 +663,7 @@ class Store:
         # 4. op rows and live entries
         (base,) = conn.execute("SELECT coalesce(max(seq), 0) FROM ops").fetchone()
         seq = base
-        op_rows: list[list[Any]] = []
+        op_values: list[Any] = []  # the op rows' values one after another, _OP_WIDTH to a row
         colls: dict[str, str] = {}
         record_seq: dict[str, int] = {}
         logs: dict[str, list[str]] = {}
@@ -685,12 +685,12 @@ class Store:
             pred = op.pred
             rid = op.record
             # the record's unit (the last item) is known once the batch is materialised
-            op_rows.append([
+            op_values += (
                 seq, sid, op.counter, op.hlc, op.coll, rid, op.field, op.kind,
                 encode(value).decode() if value is not None else None,
                 encode(pred).decode() if pred else "",  # not NULL: sqlite3 binds None by a slower path
                 aid, None,
-            ])
+            )
             record_seq[rid] = seq
             log = logs.get(rid)
             if log is None:
@@ -749,9 +749,9 @@ class Store:
 
         # 6. materialise the touched records; each op row gets its record's unit
         units = self._save_records(states, colls, old, record_seq, touched, logs)
-        for row in op_rows:
-            row[11] = units[row[5]]
-        insert_rows(conn, "INTO ops", op_rows)
+        for i in range(5, len(op_values), _OP_WIDTH):  # the record id is the 6th value, its unit the 12th
+            op_values[i + 6] = units[op_values[i]]
+        insert_values(conn, "INTO ops", _OP_WIDTH, op_values)
 
         # 7. per-site high-water marks
         for sid, batch in by_site.items():
@@ -1247,32 +1247,41 @@ def _where(*, units: tuple[str, str] | None = None, **equal: str | None) -> tupl
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-#: Rows per statement in ``insert_rows``.
+#: Rows per statement in ``insert_values``.
 _ROWS_PER_INSERT = 50
 _insert_sql: dict[tuple[str, int, int], str] = {}
+#: Values in a row of ``ops``.
+_OP_WIDTH = 12
+
+
+def insert_values(conn: sqlite3.Connection, into: str, width: int, values: list[Any]) -> None:
+    """``INSERT {into} VALUES ...`` of rows of ``width`` values, given one row after another in
+    ``values``, as ``executemany`` would insert them, in statements of 50 rows: SQLite then runs a
+    fiftieth as many statements for the same rows (about a quarter less CPU for the store's op rows,
+    measured alone). A row that breaks a constraint fails its statement, and the caller's transaction,
+    as it would one by one."""
+    step = width * _ROWS_PER_INSERT
+    whole = len(values) - len(values) % step
+    if whole:
+        conn.executemany(_insert_statement(into, width, _ROWS_PER_INSERT),
+                         [values[i:i + step] for i in range(0, whole, step)])
+    if whole < len(values):
+        conn.executemany(_insert_statement(into, width, 1),
+                         [values[i:i + width] for i in range(whole, len(values), width)])
 
 
 def insert_rows(conn: sqlite3.Connection, into: str, rows: Sequence[Sequence[Any]]) -> None:
-    """``INSERT {into} VALUES ...`` of ``rows``, all of one width, as ``executemany`` would, in statements
-    of 50 rows: SQLite then runs a fiftieth as many statements for the same rows (about a quarter less
-    CPU for the store's op rows, measured alone). A row that breaks a constraint fails its statement,
-    and the caller's transaction, as it would one by one."""
-    if not rows:
-        return
-    width = len(rows[0])
-    whole = len(rows) - len(rows) % _ROWS_PER_INSERT
-    for n, part in ((_ROWS_PER_INSERT, rows[:whole]), (1, rows[whole:])):
-        if not part:
-            continue
-        sql = _insert_sql.get((into, width, n))
-        if sql is None:
-            one = "(" + ",".join("?" * width) + ")"
-            sql = _insert_sql[(into, width, n)] = f"INSERT {into} VALUES " + ",".join([one] * n)
-        if n == 1:
-            conn.executemany(sql, part)
-        else:
-            flat = itertools.chain.from_iterable
-            conn.executemany(sql, [tuple(flat(part[i:i + n])) for i in range(0, len(part), n)])
+    "``insert_values`` of rows given as rows, all of one width"
+    if rows:
+        insert_values(conn, into, len(rows[0]), list(itertools.chain.from_iterable(rows)))
+
+
+def _insert_statement(into: str, width: int, rows: int) -> str:
+    sql = _insert_sql.get((into, width, rows))
+    if sql is None:
+        one = "(" + ",".join("?" * width) + ")"
+        sql = _insert_sql[(into, width, rows)] = f"INSERT {into} VALUES " + ",".join([one] * rows)
+    return sql
 
 
 def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:

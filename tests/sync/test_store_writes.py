@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.store import Checkpointer, Store, insert_rows
+from sync.store import Checkpointer, Store, insert_rows, insert_values
 
 
 @pytest.mark.parametrize("n", [0, 1, 49, 50, 51, 137])
@@ -20,6 +20,15 @@ def test_insert_rows_writes_every_row_once_in_order(n: int) -> None:
     rows = [(i, f"名{i}", i / 2) for i in range(n)]
     insert_rows(conn, "INTO t", rows)
     assert conn.execute("SELECT k, name, score FROM t ORDER BY rowid").fetchall() == rows
+    conn.close()
+
+
+def test_insert_values_takes_rows_one_after_another() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a INTEGER, b TEXT)")
+    values = [x for i in range(120) for x in (i, f"行{i}")]  # two statements of 50, then 20 rows alone
+    insert_values(conn, "INTO t", 2, values)
+    assert conn.execute("SELECT a, b FROM t ORDER BY rowid").fetchall() == [(i, f"行{i}") for i in range(120)]
     conn.close()
 
 
