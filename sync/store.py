@@ -402,7 +402,8 @@ class Checkpointer:
         self._thread.start()
 
     def poke(self) -> None:
-        self._wake.set()
+        if not self._wake.is_set():  # a commit while it works or pauses: it checkpoints once after
+            self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
