@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from sync.edit import Editor
-from sync.errors import ClockAhead, DeviceRevoked
+from sync.errors import ClockAhead, DeviceRevoked, TooLarge
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync import reference
 from sync.ops import Op
@@ -466,11 +466,12 @@ class Tablet:
         t0 = time.perf_counter()
         restamped = False
         ahead: _Packing | None = None
+        most = PUSH_BATCH  # own ops a request may carry: less for a node whose limit is lower
         try:
             for _ in range(max_rounds):
                 after = self.acked()
                 batch = ahead.result() if ahead is not None and ahead.after == after else \
-                    _read_batch(self.store, self.device, after, min(FIRST_PUSH, PUSH_BATCH))
+                    _read_batch(self.store, self.device, after, min(FIRST_PUSH, most))
                 ahead = None
                 pending = batch.counters
                 req = SyncRequest(
@@ -482,7 +483,7 @@ class Tablet:
                 )
                 url, auth = self.url("/api/sync"), self._auth()
                 if len(pending) == batch.size:
-                    ahead = _Packing(self.store, self.device, pending[-1], min(2 * batch.size, PUSH_BATCH))
+                    ahead = _Packing(self.store, self.device, pending[-1], min(2 * batch.size, most))
                 t_round = time.perf_counter()
                 try:
                     resp = self._post(request_body(req, batch.ops), report, retries, backoff, url, auth)
@@ -497,6 +498,12 @@ class Tablet:
                     if e.code == ClockAhead.code and not restamped and isinstance(e.details, dict):
                         self._correct_clock(int(e.details.get("server_time", 0)))
                         restamped = True
+                        continue
+                    if e.code == TooLarge.code and len(pending) > 1:
+                        # a node that takes fewer ops a request (an older one) says how many; or the body
+                        # was over its size: send fewer, down to one op, for the rest of this sync
+                        cap = e.details.get("limit") if isinstance(e.details, dict) else None
+                        most = cap if isinstance(cap, int) and 0 < cap < len(pending) else len(pending) // 2
                         continue
                     raise
                 report.round_ms.append((time.perf_counter() - t_round) * 1000)

@@ -152,3 +152,54 @@ def test_a_long_backlog_goes_in_batches_that_double_from_the_first_up_to_the_mos
     assert [len(b) for b in batches] == [2, 4, 8, total - 14]
     assert [c for b in batches for c in b] == list(range(1, total + 1))
     assert report.sent == total and rig.tablet.pending() == 0
+
+
+class LimitedNode(FlakyNode):
+    """A node that takes at most ``limit`` ops a request, as an older node would: more is refused with
+    413 ``too_large``, naming the limit when ``says_limit``, as a node refuses a body over its size when
+    not"""
+
+    def __init__(self, limit: int, says_limit: bool) -> None:
+        super().__init__()
+        self.limit = limit
+        self.says_limit = says_limit
+        self.taken: list[list[int]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        req = decode(gzip.decompress(request.content), SyncRequest)
+        counters = [op.counter for op in unpack_ops(req.ops)[0]]
+        if len(counters) > self.limit:
+            return httpx.Response(413, json={"error": {
+                "code": "too_large", "message": f"{len(counters)} ops in one request",
+                "details": {"limit": self.limit if self.says_limit else 16 << 20}}})
+        self.taken.append(counters)
+        return super().__call__(request)
+
+
+@pytest.mark.parametrize("says_limit", [True, False], ids=["node names its limit", "body over its size"])
+def test_a_node_that_takes_fewer_ops_a_request_gets_them_all_in_smaller_batches(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, says_limit: bool
+) -> None:
+    import client.tablet as tablet_mod
+
+    monkeypatch.setattr(tablet_mod, "FIRST_PUSH", 2)
+    monkeypatch.setattr(tablet_mod, "PUSH_BATCH", 8)
+    for i in range(4):
+        rig.tablet.create("person", {"name": f"王{i}", "phone": f"1380000000{i}"})
+    total = rig.tablet.pending()
+    rig.node = LimitedNode(3, says_limit)
+
+    report = rig.tablet.sync()
+
+    taken = rig.node.taken
+    assert all(len(b) <= 3 for b in taken)
+    assert [c for b in taken for c in b] == list(range(1, total + 1)), "every op once, in order"
+    assert report.sent == total and rig.tablet.pending() == 0
+
+
+def test_a_single_op_over_the_limit_is_reported(rig: Rig) -> None:
+    rig.node = LimitedNode(0, True)
+    with pytest.raises(SyncFailed) as e:
+        rig.tablet.sync()
+    assert e.value.code == "too_large"
+    assert rig.tablet.pending() == rig.pending
