@@ -260,6 +260,9 @@ def print_pressure(figures: dict[str, Any]) -> None:
     "The line that tells a reader how loaded the machine was during the run"
     print(f"CPU pressure over the last minute (share of time some task waited for a CPU): "
           f"{figures['cpu_pressure_avg60']}%; wall-clock figures grow with it, CPU seconds much less")
+    if "pace_ms_before" in figures:
+        print(f"the machine's pace (bench/_common.pace_ms, lower is faster): {figures['pace_ms_before']} ms "
+              f"before the timed part, {figures['pace_ms_after']} ms after")
 
 
 def cpu_pressure() -> float | None:

@@ -17,7 +17,7 @@ own, beside it) are the least time in which the node can answer all 200 when the
 the herd's p99 round trip (the 198th answer of 200) cannot be much below it.
 
 The last line on stdout is one JSON object: tablets, ops_pushed, ops_pulled, node_cpu_s (the median),
-runs.
+runs, and the machine's pace before and after (``_common.pace_ms``: its speed drifts by up to 1.8x).
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def main() -> None:
         requests = build(str(d / "node.db"), n, args.villages, args.base, args.records, args.seed)
         runs: list[float] = []
         pushed = pulled = 0
+        pace_before = common.pace_ms()
         for r in range(args.runs):
             db = d / f"run-{r}.db"
             shutil.copy(d / "node.db", db)
@@ -112,7 +113,8 @@ def main() -> None:
             print(f"run {r + 1}/{args.runs}: node CPU {runs[-1]:.2f} s", file=sys.stderr)
 
     fig = {"tablets": n, "ops_pushed": pushed, "ops_pulled": pulled,
-           "node_cpu_s": round(statistics.median(runs), 3), "runs": [round(x, 3) for x in runs]}
+           "node_cpu_s": round(statistics.median(runs), 3), "runs": [round(x, 3) for x in runs],
+           "pace_ms_before": pace_before, "pace_ms_after": common.pace_ms()}
     print(f"{n} tablets: {pushed:,} ops pushed, {pulled:,} pulled; the node's serial CPU "
           f"{fig['node_cpu_s']:.2f} s (median of {args.runs}); the herd's p99 cannot be much below it")
     print(json.dumps(fig))

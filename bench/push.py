@@ -20,6 +20,10 @@ are gzip over ~1,000 ops, so repeated text compresses; ``values_gzip_bytes_per_r
 ``value_gzip_bytes_per_edit``) give the values alone, MessagePack then gzip in batches of the same size,
 to show what the protocol itself adds.
 
+``pace_ms_before`` and ``pace_ms_after`` time a fixed loop just before and after the create sync
+(``_common.pace_ms``): this shared machine's speed drifts by up to 1.8x, so records/s of two runs
+compare only at a similar pace.
+
 Goals: above 5,000 records/s; at most 1.5x the values' size per new record; at most 48 bytes beyond
 the value per edit. The last line on stdout is one JSON object: records_per_s, bytes_per_record,
 values_bytes_per_record, bytes_per_edit, value_bytes_per_edit, and more.
@@ -88,7 +92,9 @@ def main() -> None:
                             ids.append(tab.create("person", vals))
                 create_ops = tab.pending()
                 log(f"  {time.perf_counter() - t0:.1f} s, {create_ops:,} ops pending; syncing")
+                pace_before = common.pace_ms()
                 rep_c = timed_sync(tab, rn, d, "create", args.profile)
+                pace_after = common.pace_ms()
                 check(tab, rep_c, create_ops, "create")
 
                 # -- edits -------------------------------------------------------------------
@@ -136,6 +142,8 @@ def main() -> None:
         "bytes_down_edit": rep_e.bytes_down,
         **CPU,
         "cpu_pressure_avg60": nodelib.cpu_pressure(),
+        "pace_ms_before": pace_before,
+        "pace_ms_after": pace_after,
         "profiled": args.profile,
     }
     fig["goal_records_per_s"] = fig["records_per_s"] > 5000
