@@ -46,7 +46,11 @@ from sync.wire import (
     unpack_ops,
 )
 
-from .node import LINK_SQL, MAX_BATCH, MAX_PULL, REFERENCE_SQL, Node
+from .node import LINK_SQL, MAX_PULL, REFERENCE_SQL, Node
+
+#: Ops an upper node sends a lower one a request: what nodes of every version take (a node takes up to
+#: ``MAX_BATCH``, 10,000 now and 5,000 before), so a county need not wait for its townships to upgrade
+RELAY_BATCH = 5000
 
 APP_VERSION = "cunsync-relay/0.1.0"
 
@@ -139,7 +143,7 @@ def sync_link(node: Node, url: str, token: str, *, client: httpx.Client | None =
         result = LinkSyncResult(child=child, device=device)
         prog = _load(node, child)
         for _ in range(max_rounds):
-            top, seqs = _pending(node, child, prog.pushed_seq, MAX_BATCH)
+            top, seqs = _pending(node, child, prog.pushed_seq, RELAY_BATCH)
             req = SyncRequest(
                 protocol=PROTOCOL_VERSION, device=device, cursor=prog.cursor, epoch=prog.epoch,
                 ops=node.store.packed(seqs), limit=limit, client_time=wall_ms(), app_version=APP_VERSION,
@@ -150,7 +154,7 @@ def sync_link(node: Node, url: str, token: str, *, client: httpx.Client | None =
             result.rounds += 1
             result.bytes_up += len(body)
             result.bytes_down += down
-            pushed_full = len(seqs) == MAX_BATCH
+            pushed_full = len(seqs) == RELAY_BATCH
             new_pushed = seqs[-1] if pushed_full else top
             if prog.epoch and resp.epoch != prog.epoch:
                 # the lower node was restored from a backup: it may lack anything sent before
