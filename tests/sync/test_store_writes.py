@@ -4,7 +4,6 @@ file by a checkpoint thread rather than by the commit that fills it."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -60,10 +59,12 @@ def test_a_store_with_a_checkpoint_thread_has_its_commits_copied_into_the_databa
         while path.stat().st_size == main and time.monotonic() < deadline:
             time.sleep(0.05)  # waits for the thread; nothing here asserts how soon
         assert path.stat().st_size > main, "the commits' pages reached the database file"
-        assert any(t.name == "cunsync-checkpoint" for t in threading.enumerate())
+        assert store._checkpointer is not None
+        thread = store._checkpointer._thread  # this store's own: other tests may leave theirs running
+        assert thread.name == "cunsync-checkpoint" and thread.is_alive()
     finally:
         store.close()
-    assert not any(t.name == "cunsync-checkpoint" for t in threading.enumerate()), "close stops the thread"
+    assert not thread.is_alive(), "close stops the thread"
 
 
 def test_without_the_thread_small_commits_stay_in_the_wal(tmp_path: Path) -> None:
