@@ -10,13 +10,14 @@ persons each; 200 tablets enrolled round-robin over the villages, each with ``--
 last op, as a tablet already in use sends it. The requests are shuffled once (seeded).
 
 Timed, on a fresh copy of that database each run: every request in turn is inflated, decoded, handed to
-``Node.sync`` (push, then pull what the village's earlier tablets pushed), and its answer encoded and
-gzipped: what the node's worker thread does for each, one after another (the node applies one batch at a
-time). The CPU seconds of that loop (this thread's: the store's checkpoints run in a thread of their
-own, beside it) are the least time in which the node can answer all 200 when they arrive together, so
-the herd's p99 round trip (the 198th answer of 200) cannot be much below it.
+``Node.sync_body`` as ``server.app`` calls it (push, then pull what the village's earlier tablets pushed,
+answered as a gzipped MessagePack body): what the node's worker thread does for each, one after another
+(the node applies one batch at a time). The CPU seconds of that loop (this thread's: the store's
+checkpoints run in a thread of their own, beside it) are the least time in which the node can answer all
+200 when they arrive together, so the herd's p99 round trip (the 198th answer of 200) cannot be much below it.
 
-The last line on stdout is one JSON object: tablets, ops_pushed, ops_pulled, node_cpu_s (the median),
+The last line on stdout is one JSON object: tablets, ops_pushed, ops_pulled, bytes_answered (the answers'
+gzipped bodies), node_cpu_s (the median),
 runs, and the machine's pace before and after (``_common.pace_ms``: its speed drifts by up to 1.8x).
 """
 
@@ -90,7 +91,7 @@ def main() -> None:
         print(f"setting up {n} tablets over {args.villages} villages", file=sys.stderr)
         requests = build(str(d / "node.db"), n, args.villages, args.base, args.records, args.seed)
         runs: list[float] = []
-        pushed = pulled = 0
+        pushed = pulled = answered = 0
         pace_before = common.pace_ms()
         for r in range(args.runs):
             db = d / f"run-{r}.db"
@@ -98,21 +99,22 @@ def main() -> None:
             node = Node(db, nodelib.TOWNSHIP)
             try:
                 pushed = pulled = 0
+                answers: list[bytes] = []
                 t0 = time.thread_time()
                 for dev, body in requests:
                     with no_cycles():  # as the node's exchange (server.app) runs it
                         req = wire.decode(wire.decompress(body, 64 << 20), wire.SyncRequest)
-                        resp = node.sync(dev, req)
-                        payload = wire.encode(resp)
-                    wire.compress(payload)
+                    answers.append(node.sync_body(dev, req, "msgpack", True)[0])
                     pushed += len(req.ops.ops)
-                    pulled += len(resp.ops.ops)
                 runs.append(time.thread_time() - t0)
+                pulled = sum(len(wire.decode(wire.decompress(a, 64 << 20), wire.SyncResponse).ops.ops)
+                             for a in answers)
+                answered = sum(map(len, answers))
             finally:
                 node.close()
             print(f"run {r + 1}/{args.runs}: node CPU {runs[-1]:.2f} s", file=sys.stderr)
 
-    fig = {"tablets": n, "ops_pushed": pushed, "ops_pulled": pulled,
+    fig = {"tablets": n, "ops_pushed": pushed, "ops_pulled": pulled, "bytes_answered": answered,
            "node_cpu_s": round(statistics.median(runs), 3), "runs": [round(x, 3) for x in runs],
            "pace_ms_before": pace_before, "pace_ms_after": common.pace_ms()}
     print(f"{n} tablets: {pushed:,} ops pushed, {pulled:,} pulled; the node's serial CPU "

@@ -34,7 +34,6 @@ from sync.wire import (
     EnrolRequest,
     EnrolResponse,
     SyncRequest,
-    compress,
     decode,
     decompress,
     encode,
@@ -139,10 +138,8 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
                 dev = node.authenticate(token)
                 if not raw:
                     raise MalformedBody("empty body; send a SyncRequest")
-                payload = encode(node.sync(dev, decode(raw, SyncRequest, fmt)), out_fmt)
-            if gzip_ok and len(payload) > 512:
-                return compress(payload), True
-            return payload, False
+                req = decode(raw, SyncRequest, fmt)
+            return node.sync_body(dev, req, out_fmt, gzip_ok)
 
         payload, gzipped = await run_in_threadpool(exchange)
         headers = {"content-encoding": "gzip"} if gzipped else {}

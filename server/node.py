@@ -51,15 +51,25 @@ from sync.types import TIER_RANK
 from sync.wire import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
+    Format,
+    OpBatch,
+    Spliced,
     SyncRequest,
     SyncResponse,
+    compress,
+    encode,
     pack_ops,
+    spliced_body,
     unpack_ops,
 )
 
 from . import storage
+from .pullcache import PullCache
 
 _json = msgspec.json.Encoder().encode
+#: an op row's dead flag, in a query of ``ops o``: some op named it in ``pred`` before it came here
+_DEAD = ("EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site AND s.counter = o.counter"
+         " AND s.record = o.record)")
 _counter = operator.attrgetter("counter")
 _hlc = operator.attrgetter("hlc")
 
@@ -184,6 +194,7 @@ class Node:
         storage.cap_database(self.store.conn, max_db_mb)
         if cache_mb is not None:  # cunsync passes CUNSYNC_CACHE_MB; the store's own default otherwise
             self.store.conn.execute(f"PRAGMA cache_size=-{max(1, int(cache_mb * 1024))}")
+        self.pulls = PullCache(self.store)
         self.clock = clock or HLC()
         self.clock.last = max(self.clock.last, self.store.last_hlc())
         epoch = self.store.meta("epoch")
@@ -392,9 +403,24 @@ class Node:
     def sync(self, dev: Device, req: SyncRequest) -> SyncResponse:
         "One round trip: push, acknowledge, pull. Any request may be retried."
         with no_cycles():
-            return self._sync(dev, req)
+            out = self._sync(dev, req)
+        assert isinstance(out, SyncResponse)
+        return out
 
-    def _sync(self, dev: Device, req: SyncRequest) -> SyncResponse:
+    def sync_body(self, dev: Device, req: SyncRequest, fmt: Format = "msgpack",
+                  gzip_ok: bool = True) -> tuple[bytes, bool]:
+        """``sync``, answered as an HTTP body in ``fmt``: (body, whether it is gzipped). A MessagePack
+        answer in gzip takes its ops from the scope's stream (``server.pullcache``) when it can."""
+        with no_cycles():
+            out = self._sync(dev, req, spliced=fmt == "msgpack" and gzip_ok)
+            if isinstance(out, Spliced):
+                return spliced_body(out), True
+            payload = encode(out, fmt)
+        if gzip_ok and len(payload) > 512:
+            return compress(payload), True
+        return payload, False
+
+    def _sync(self, dev: Device, req: SyncRequest, *, spliced: bool = False) -> SyncResponse | Spliced:
         self.check_protocol(req)
         if dev.revoked and dev.wipe:
             raise DeviceRevoked("this tablet was revoked and is to erase its local data; nothing was "
@@ -430,7 +456,7 @@ class Node:
                 return SyncResponse(protocol=PROTOCOL_VERSION, acked=acked, ops=pack_ops([]),
                                     cursor=req.cursor, more=False, server_time=self.clock.now(),
                                     epoch=self.epoch)
-            return self._pull(dev, req, pushed)
+            return self._pull(dev, req, pushed, spliced=spliced)
 
     def _seen(self, dev: Device, req: SyncRequest, now: int, *, pushed: int) -> None:
         skew = req.client_time - now if req.client_time else None
@@ -624,9 +650,11 @@ class Node:
         ).fetchone()
         return row is not None
 
-    def _pull(self, dev: Device, req: SyncRequest, pushed: tuple[int, int] = (0, -1)) -> SyncResponse:
+    def _pull(self, dev: Device, req: SyncRequest, pushed: tuple[int, int] = (0, -1), *,
+              spliced: bool = False) -> SyncResponse | Spliced:
         """The ops and records the device is to receive after its cursor. ``pushed``: the seqs its own
-        batch just took, passed over without reading their rows (they would be skipped as its own)."""
+        batch just took, passed over without reading their rows (they would be skipped as its own).
+        ``spliced``: the answer may be a ``Spliced`` one, its ops taken from the scope's stream."""
         if self.is_link(dev):
             return self._pull_link(dev, req)
         lo, hi = dev.scope
@@ -664,6 +692,10 @@ class Node:
         top = self.store.max_seq()
         row = conn.execute("SELECT id FROM sites WHERE device = ?", (dev.device,)).fetchone()
         own = row[0] if row else -1
+        if spliced:
+            out = self._pull_streamed(dev, cursor, top, own, limit, server_time)
+            if out is not None:
+                return out
         # the tablet's own ops are not echoed back: it has them
         # an op that came after an op of its record naming it in pred (``superseded`` keeps those) is
         # flagged dead, so a tablet that already holds the superseding op, or never gets it, drops it;
@@ -671,28 +703,47 @@ class Node:
         # an op is in scope by the unit its record had once the op was applied (``ops.unit``, indexed
         # with seq): a record that moved in since arrives whole below, and one that moved out is removed
         # only the sequence numbers here: ``Store.packed`` keeps ops decoded for the next tablet's pull
-        cols = ("seq, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site"
-                " AND s.counter = o.counter AND s.record = o.record)")
-        in_scope = "unit = ?" if lo == hi else "unit BETWEEN ? AND ?"
         after = "seq > ? AND seq NOT BETWEEN ? AND ? AND site != ?"  # the seq terms read only the index
-        parts = [f"SELECT * FROM (SELECT {cols} FROM ops o WHERE {in_scope} AND {after} ORDER BY seq LIMIT ?)"]
-        params: list[Any] = [lo] if lo == hi else [lo, hi]
-        params += [cursor, *pushed, own, limit]
-        if above:
-            parts.append(f"SELECT * FROM (SELECT {cols} FROM ops o WHERE unit IN ({','.join('?' * len(above))})"
-                         f" AND coll IN ({REFERENCE_SQL}) AND {after} ORDER BY seq LIMIT ?)")
-            params += [*above, cursor, *pushed, own, limit]
-        rows = conn.execute(" UNION ALL ".join(parts) + " ORDER BY 1 LIMIT ?", (*params, limit)).fetchall()
+        sql, params = self._scope_query(dev, f"seq, {_DEAD}", after, [cursor, *pushed, own], limit)
+        rows = conn.execute(sql, params).fetchall()
         seqs = [r[0] for r in rows]
         dead_seqs = {r[0] for r in rows if r[1]}
         more = len(seqs) == limit
         new_cursor = seqs[-1] if more else top
         # (with a full page, the cursor stops at the last op sent; ops skipped as the tablet's own
         # before it are behind the cursor, and none after it are skipped)
-        # records that moved into scope arrive whole; records that left are removed on the tablet
+        moved_in, removed = self._moves(dev, cursor, new_cursor)
+        if moved_in:
+            seqs += self.store.live_seqs(dict.fromkeys(moved_in))  # ``packed`` sorts them and drops repeats
+        return SyncResponse(
+            protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=self.store.packed(seqs, dead_seqs),
+            cursor=new_cursor, more=more, server_time=server_time, epoch=self.epoch, removed=removed,
+            cursor_check=self._cursor_check(new_cursor),
+        )
+
+    def _scope_query(self, dev: Device, cols: str, after: str, after_params: list[Any],
+                     limit: int) -> tuple[str, list[Any]]:
+        """The query of the ops in a device's scope (``cols`` of ``ops o``) that meet ``after``, in seq
+        order, at most ``limit``: its village's, and the reference data of the units above it"""
+        lo, hi = dev.scope
+        above = dev.ancestors
+        in_scope = "unit = ?" if lo == hi else "unit BETWEEN ? AND ?"
+        parts = [f"SELECT * FROM (SELECT {cols} FROM ops o WHERE {in_scope} AND {after} ORDER BY seq LIMIT ?)"]
+        params: list[Any] = [lo] if lo == hi else [lo, hi]
+        params += [*after_params, limit]
+        if above:
+            parts.append(f"SELECT * FROM (SELECT {cols} FROM ops o WHERE unit IN ({','.join('?' * len(above))})"
+                         f" AND coll IN ({REFERENCE_SQL}) AND {after} ORDER BY seq LIMIT ?)")
+            params += [*above, *after_params, limit]
+        return " UNION ALL ".join(parts) + " ORDER BY 1 LIMIT ?", [*params, limit]
+
+    def _moves(self, dev: Device, cursor: int, new_cursor: int) -> tuple[list[str], list[str]]:
+        """Records that moved into the device's scope after ``cursor`` up to ``new_cursor`` (they arrive
+        whole), and those that left it (removed on the tablet)"""
+        lo, hi = dev.scope
         moved_in: list[str] = []
         removed: list[str] = []
-        for rid, old_unit, new_unit in conn.execute(
+        for rid, old_unit, new_unit in self.store.conn.execute(
             "SELECT record, old_unit, new_unit FROM moves WHERE seq > ? AND seq <= ? AND old_unit IS NOT NULL"
             " ORDER BY seq", (cursor, new_cursor)
         ):
@@ -705,13 +756,34 @@ class Node:
         if removed:
             still = {r for r, u in self._units(removed).items() if u is not None and lo <= u <= hi}
             removed = [r for r in dict.fromkeys(removed) if r not in still]
+        return moved_in, removed
+
+    def _pull_streamed(self, dev: Device, cursor: int, top: int, own: int, limit: int,
+                       server_time: int) -> Spliced | None:
+        """The same answer as the query's, from the scope's stream of ops kept in wire form
+        (``server.pullcache``); None when the stream cannot give it"""
+        def read(after: int, most: int) -> list[tuple[Any, ...]]:
+            sql, params = self._scope_query(dev, f"{Store.OP_COLUMNS}, {_DEAD}", "seq > ?", [after], most)
+            return self.store.conn.execute(sql, params).fetchall()
+
+        stream = self.pulls.stream(dev.unit, cursor, top, read)  # a scope follows from its unit
+        if stream is None:
+            return None
+        taken = stream.take(cursor, own, limit)
+        more = len(taken) == limit
+        new_cursor = stream.seqs[taken[-1]] if more else top
+        moved_in, removed = self._moves(dev, cursor, new_cursor)
         if moved_in:
-            seqs += self.store.live_seqs(dict.fromkeys(moved_in))  # ``packed`` sorts them and drops repeats
-        return SyncResponse(
-            protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=self.store.packed(seqs, dead_seqs),
-            cursor=new_cursor, more=more, server_time=server_time, epoch=self.epoch, removed=removed,
+            return None  # their live ops are not in the stream
+        dead = stream.dead
+        batch = OpBatch(list(stream.devices), list(stream.authors), [],
+                        [k for k, j in enumerate(taken) if dead[j]])
+        resp = SyncResponse(
+            protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=batch, cursor=new_cursor, more=more,
+            server_time=server_time, epoch=self.epoch, removed=removed,
             cursor_check=self._cursor_check(new_cursor),
         )
+        return Spliced(resp, len(taken), stream.parts(taken))
 
     def _pull_link(self, dev: Device, req: SyncRequest) -> SyncResponse:
         """What an upper node pulls over its link: the escalation ops of this node's villages written

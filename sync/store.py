@@ -465,6 +465,8 @@ class Store:
         self._authors: dict[tuple[str, str, int], int] = {}
         self._author_rows: dict[int, tuple[str, str, int]] = {}
         self._ready: dict[int, Prepared] = {}  # see ``packed``
+        self._rewrites = 0  # see ``op_log_version``
+        self._turned_dead: list[int] = []  # see ``turned_dead``
         self._ready_version = -1
         self._checkpointer = (Checkpointer(self.path) if checkpoint_thread and key is None
                               and self.path != ":memory:" and not self.path.startswith("file:") else None)
@@ -527,6 +529,7 @@ class Store:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 self._forget_ids()
+                self._rewrites += 1  # what it noted in ``_turned_dead`` did not happen
                 raise
             else:
                 self.conn.execute("COMMIT")
@@ -590,6 +593,28 @@ class Store:
             self._authors[key] = aid
             self._author_rows[aid] = key
         return aid
+
+    def op_log_version(self) -> tuple[int, int]:
+        """Changes whenever ops already held change, but for turning dead (``turned_dead``): their unit
+        filled in, a clock re-stamped, an op dropped, a transaction rolled back, or anything committed by
+        another connection. New ops alone leave it as it is. Caches of the op log
+        (``server.pullcache``) compare it."""
+        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        return version, self._rewrites
+
+    def turned_dead(self, mark: int) -> tuple[list[int], int]:
+        """The sequence numbers of held ops that turned dead since ``mark`` (a later op named one in
+        ``pred`` when it was no longer live, as concurrent edits do), and the mark for next time. A
+        rolled-back transaction may have noted some that did not happen: it changes ``op_log_version``,
+        so a caller that compares that first sees only committed ones."""
+        if len(self._turned_dead) > 100_000:  # a long-running node: start again
+            self._turned_dead.clear()
+            self._rewrites += 1
+        return self._turned_dead[mark:], len(self._turned_dead)
+
+    def author_of(self, aid: int) -> tuple[str, str, int]:
+        "The (user, unit, tier) of an author id"
+        return self._author(aid)
 
     def _author(self, aid: int) -> tuple[str, str, int]:
         row = self._author_rows.get(aid)
@@ -728,6 +753,7 @@ class Store:
         # 5. superseded ops leave their records' live entries. One not found live there is either held
         #    and already superseded, or not held yet: it is noted, so that it arrives dead
         new_ids = {(op.site, op.counter) for op in new} if kills else set()
+        named_gone: list[tuple[int, int, str]] = []
         for rid, by_field in kills.items():
             state = states[rid]
             fields = touched[rid]
@@ -744,9 +770,16 @@ class Store:
                         fields.add(name)
                     if not left:
                         break
-                pending.update((sites[d], c, rid) for d, c in left)
+                gone = [(sites[d], c, rid) for d, c in left]
+                pending.update(gone)
+                named_gone.extend(gone)
         if pending:
             conn.executemany("INSERT OR IGNORE INTO superseded VALUES (?,?,?)", pending)
+        for sid, c, rid in named_gone:  # few: concurrent edits, and ops that come out of order
+            row = conn.execute("SELECT seq FROM ops WHERE site = ? AND counter = ? AND record = ?",
+                               (sid, c, rid)).fetchone()
+            if row is not None:  # held, and dead from now on
+                self._turned_dead.append(row[0])
 
         # 6. materialise the touched records; each op row gets its record's unit
         units = self._save_records(states, colls, old, record_seq, touched, logs)
@@ -890,6 +923,7 @@ class Store:
             conn.executemany("INSERT INTO moves VALUES (?,?,?,?)", move_rows)
         if found_unit:
             # ops that arrived before their record's unit op take the unit now, so pulls find them
+            self._rewrites += 1
             conn.executemany("UPDATE ops SET unit = ? WHERE seq IN (SELECT value FROM json_each(?))"
                              " AND unit IS NULL", found_unit)
         return units
@@ -923,6 +957,7 @@ class Store:
         tablet learns its clock was wrong. Returns how many ops changed."""
         with self.transaction() as conn:
             self._ready.clear()  # op rows change
+            self._rewrites += 1
             sid = self.site_ids([device])[device]
             rows = conn.execute(
                 "SELECT seq, counter, hlc, record FROM ops WHERE site = ? AND counter > ? ORDER BY counter",
@@ -959,6 +994,7 @@ class Store:
         If they come back, the node sends their live ops whole."""
         with self.transaction() as conn:
             self._ready.clear()  # op rows go, and their sequence numbers may be used again
+            self._rewrites += 1
             for chunk in _chunks(list(records)):
                 marks = ",".join("?" * len(chunk))
                 conn.execute("DELETE FROM ops WHERE seq IN (SELECT j.value FROM records r, json_each(r.log) j"

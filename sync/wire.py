@@ -142,7 +142,6 @@ def pack_ops(ops: Iterable[Op], dead: Iterable[OpId] = ()) -> OpBatch:
     devices: dict[str, int] = {}
     authors: dict[tuple[int, str, str, int], int] = {}
     out: list[WireOp] = []
-    uuid_bytes = _uuid_bytes
 
     def dev(d: str) -> int:
         i = devices.get(d)
@@ -188,7 +187,7 @@ def prepare_rows(rows: Iterable[tuple[Any, ...]]) -> list[tuple[int, Prepared]]:
     for seq, site, counter, hlc, coll, record, field, kind, value, pred, aid in rows:
         rb = rids.get(record)
         if rb is None:
-            rb = rids[record] = _uuid_bytes(record)
+            rb = rids[record] = uuid_bytes(record)
         out.append((seq, (site, counter, hlc, intern(coll), rb, intern(field), kind,
                           _json_decode(value) if value is not None else None,
                           _json_decode(pred) if pred else None, aid)))
@@ -273,7 +272,8 @@ def unpack_ops(batch: OpBatch) -> tuple[list[Op], set[OpId]]:
     return ops, dead
 
 
-def _uuid_bytes(record: str) -> bytes:
+def uuid_bytes(record: str) -> bytes:
+    "A record id (a UUID) as the 16 bytes the wire carries"
     try:
         return bytes.fromhex(record.replace("-", ""))
     except ValueError:
@@ -318,9 +318,14 @@ class Deflated(NamedTuple):
     deflated: bytes
 
 
-def deflate(data: bytes, level: int = 6) -> Deflated:
-    "``data`` compressed on its own, its deflate blocks flushed to a byte boundary and not final"
-    c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+def deflate(data: bytes, level: int = 6, *, after: bytes = b"") -> Deflated:
+    """``data`` compressed on its own, its deflate blocks flushed to a byte boundary and not final.
+    With ``after``: compressed as the bytes that follow ``after`` in one stream, free to refer back into
+    its last 32 KiB, so it compresses better but may only follow a part of exactly those bytes."""
+    if after:
+        c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=after[-(1 << 15):])
+    else:
+        c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
     return Deflated(data, c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH))
 
 
@@ -358,6 +363,36 @@ def request_body(req: SyncRequest, ops: Deflated) -> bytes:
     # ``ops`` is the last field: its key ends the head, followed by the empty batch it replaces
     assert head.endswith(b"\xa3ops" + _EMPTY_BATCH), "SyncRequest.ops must stay its last field"
     return gzip_parts([deflate(head[: -len(_EMPTY_BATCH)]), ops])
+
+
+class Spliced(NamedTuple):
+    """A response whose ops are given already encoded, as deflated parts (``server.pullcache``):
+    ``response.ops`` holds the batch's devices, authors and dead list, and no ops"""
+
+    response: SyncResponse
+    op_count: int  # ops in ``parts``
+    parts: list[Deflated]
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def spliced_body(s: Spliced) -> bytes:
+    """The gzipped MessagePack body of a spliced response: it inflates to what ``encode`` makes of the
+    response with its ops in place. Only the small fields around the ops are encoded and deflated here."""
+    batch = s.response.ops
+    full = _msgpack_encoder.encode(s.response)
+    empty = _msgpack_encoder.encode(batch)  # [devices, authors, [], dead]
+    at = full.index(b"\xa3ops" + empty) + 4  # only two integers come before the ``ops`` key
+    tables = _msgpack_encoder.encode(batch.devices) + _msgpack_encoder.encode(batch.authors)
+    head = full[:at] + b"\x94" + tables + _array_header(s.op_count)
+    tail = _msgpack_encoder.encode(batch.dead) + full[at + len(empty):]
+    return gzip_parts([deflate(head), *s.parts, deflate(tail)])
 
 
 def decompress(body: bytes, limit: int) -> bytes:

@@ -13,8 +13,8 @@ import pytest
 
 from sync import MalformedBody, Op, OpBatch, SyncRequest, SyncResponse, TooLarge, pack_ops, unpack_ops, uuid7
 from sync.types import ADD, REMOVE, SET
-from sync.wire import (WireAuthor, compress, decode, decompress, deflate_ops, encode, format_for, media_type,
-                       ops_values_size, request_body)
+from sync.wire import (Spliced, WireAuthor, WireOp, compress, decode, decompress, deflate, deflate_ops, encode,
+                       format_for, gzip_parts, media_type, ops_values_size, request_body, spliced_body)
 
 T0 = 1_700_000_000_000 << 16
 VILLAGE = "510903001001"
@@ -264,3 +264,30 @@ def test_ops_kept_for_pulls_never_go_stale(tmp_path: Any) -> None:
         with store.transaction():
             assert len(store.packed([seq for seq, _ in held]).ops) == len(held)
             assert not store._ready
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 65_535, 65_536])
+def test_a_spliced_response_inflates_to_the_response_with_its_ops(n: int) -> None:
+    "Ops given as deflated parts (runs of any length) sit in the body where ``encode`` puts them"
+    ops = [WireOp(i % 3, i + 1, T0 + i, "person", bytes(16), "notes", SET, f"走访{i}" if i % 2 else None,
+                  [0, i] if i % 5 == 0 else []) for i in range(n)]
+    authors = [WireAuthor(0, "wang", VILLAGE, 1), WireAuthor(1, "li", VILLAGE, 1), WireAuthor(1, "zhao", TOWNSHIP, 2)]
+    batch = OpBatch(["tab-1", "tab-2"], authors, [], [k for k in range(n) if k % 7 == 3])
+    resp = SyncResponse(protocol=1, acked=9, ops=batch, cursor=12_345, more=True, server_time=T0, epoch="e1",
+                        removed=["r-1"], cursor_check="tab-1:9")
+    blobs = [encode(op) for op in ops]
+    cuts = sorted({0, n, *range(0, n, 997), *(k for k in (1, 2, 14) if k < n)})
+    parts = [deflate(b"".join(blobs[a:b])) for a, b in zip(cuts, cuts[1:])]
+    body = spliced_body(Spliced(resp, n, parts))
+    whole = msgspec.structs.replace(resp, ops=msgspec.structs.replace(batch, ops=ops))
+    assert gzip.decompress(body) == encode(whole)
+    assert decode(decompress(body, 1 << 26), SyncResponse) == whole
+
+
+def test_a_part_deflated_to_follow_another_refers_back_into_it_and_inflates_after_it() -> None:
+    first = "".join(f"四川省遂宁市船山区育才路街道{i}号 " for i in range(300)).encode()
+    second = "".join(f"四川省遂宁市船山区育才路街道{i}号 " for i in range(150, 450)).encode()
+    alone, chained = deflate(second), deflate(second, after=first)
+    assert len(chained.deflated) < len(alone.deflated) * 0.7  # it repeats what came before
+    body = gzip_parts([deflate(first), chained])
+    assert gzip.decompress(body) == first + second
