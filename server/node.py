@@ -693,7 +693,7 @@ class Node:
         row = conn.execute("SELECT id FROM sites WHERE device = ?", (dev.device,)).fetchone()
         own = row[0] if row else -1
         if spliced:
-            out = self._pull_streamed(dev, cursor, top, own, limit, server_time)
+            out = self._pull_streamed(dev, cursor, top, own, pushed, limit, server_time)
             if out is not None:
                 return out
         # the tablet's own ops are not echoed back: it has them
@@ -758,15 +758,22 @@ class Node:
             removed = [r for r in dict.fromkeys(removed) if r not in still]
         return moved_in, removed
 
-    def _pull_streamed(self, dev: Device, cursor: int, top: int, own: int, limit: int,
-                       server_time: int) -> Spliced | None:
+    def _pull_streamed(self, dev: Device, cursor: int, top: int, own: int, pushed: tuple[int, int],
+                       limit: int, server_time: int) -> Spliced | None:
         """The same answer as the query's, from the scope's stream of ops kept in wire form
         (``server.pullcache``); None when the stream cannot give it"""
+        conn = self.store.conn
+
         def read(after: int, most: int) -> list[tuple[Any, ...]]:
             sql, params = self._scope_query(dev, f"{Store.OP_COLUMNS}, {_DEAD}", "seq > ?", [after], most)
-            return self.store.conn.execute(sql, params).fetchall()
+            return conn.execute(sql, params).fetchall()
 
-        stream = self.pulls.stream(dev.unit, cursor, top, read)  # a scope follows from its unit
+        def others(after: int) -> bool:
+            after_sql = "seq > ? AND seq NOT BETWEEN ? AND ? AND site != ?"  # as in ``_pull``
+            sql, params = self._scope_query(dev, "seq", after_sql, [after, *pushed, own], 1)
+            return conn.execute(sql, params).fetchone() is not None
+
+        stream = self.pulls.stream(dev.unit, cursor, top, own, read, others)  # a scope follows from its unit
         if stream is None:
             return None
         taken = stream.take(cursor, own, limit)

@@ -56,6 +56,8 @@ class Stream:
     def __init__(self, start: int) -> None:
         self.start = start
         self.last = start
+        #: (site, seq): every op of the scope after ``last`` up to seq is that site's (``PullCache.stream``)
+        self.skipped = (-1, start)
         self.devices: list[str] = []
         self.authors: list[WireAuthor] = []
         self._device_index: dict[str, int] = {}
@@ -191,10 +193,14 @@ class PullCache:
     def clear(self) -> None:
         self.streams.clear()
 
-    def stream(self, key: Any, cursor: int, top: int, read: ReadScope) -> Stream | None:
-        """The stream of scope ``key``, caught up to ``top`` and holding every op after ``cursor``; None
-        when the caller is to read its ops itself (inside a transaction, or too far behind).
-        ``read(after, most)`` reads the scope's op rows. Call with the store's lock held."""
+    def stream(self, key: Any, cursor: int, top: int, own: int, read: ReadScope,
+               others: Callable[[int], bool]) -> Stream | None:
+        """The stream of scope ``key`` holding every op after ``cursor`` up to ``top`` that the caller
+        (site ``own``) is to receive; None when the caller is to read its ops itself (inside a
+        transaction, or too far behind). ``read(after, most)`` reads the scope's op rows; ``others(after)``
+        says whether any op of the scope after ``after`` is another's than the caller's. A stream is
+        caught up to ``top`` only when that is so: a tablet pushing alone never has its own ops read
+        back. Call with the store's lock held."""
         store = self.store
         if store.conn.in_transaction:
             return None
@@ -209,14 +215,25 @@ class PullCache:
                 for st in self.streams.values():
                     st.mark_dead(seq)
         s = self.streams.get(key)
-        if s is None or s.start > cursor or s.last > top:
+        fresh = s is None or s.start > cursor or s.last > top
+        if fresh or s is None:
             s = Stream(cursor)
+        if s.last < top:
+            # all that is new may be the caller's own: then leave it for now. A tablet pushing batch after
+            # batch is asked only about its latest one
+            since = s.skipped[1] if s.skipped[0] == own else s.last
+            if since >= top or not others(since):
+                if not fresh:
+                    s.skipped = (own, top)
+                    self.streams.move_to_end(key)
+                return s
         rows = read(s.last, CATCH_UP + 1) if s.last < top else ()
         if len(rows) > CATCH_UP:
             s = Stream(top)  # too far behind: the caller reads; later pulls from the top on use the stream
             ok = False
         else:
             s.extend(rows, top, store.device_of, store.author_of)
+            s.skipped = (-1, top)
             s.trim(MAX_OPS)
             ok = s.start <= cursor
         self.streams[key] = s
