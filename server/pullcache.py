@@ -35,9 +35,10 @@ from sync.wire import Deflated, WireAuthor, WireOp, deflate, uuid_bytes
 _encode = msgspec.msgpack.Encoder().encode
 _json_decode = msgspec.json.decode
 
-#: Ops a stream keeps; past it, the older half goes.
+#: Ops a stream keeps; past it, its oldest segments go.
 MAX_OPS = 20_000
-#: Ops all streams keep together (about 150 bytes each); past it, the least recently used stream goes.
+#: Ops all streams keep together (about 240 bytes each, with the deflated segments); past it, the least
+#: recently used stream goes.
 MAX_TOTAL_OPS = 100_000
 #: Most ops one catch-up reads; a pull further behind is answered by the query, and the stream
 #: starts again at the top.
@@ -189,9 +190,6 @@ class PullCache:
         self.streams: OrderedDict[Any, Stream] = OrderedDict()
         self._version: tuple[int, int] | None = None
         self._dead_mark = 0
-
-    def clear(self) -> None:
-        self.streams.clear()
 
     def stream(self, key: Any, cursor: int, top: int, own: int, read: ReadScope,
                others: Callable[[int], bool]) -> Stream | None:

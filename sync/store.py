@@ -607,9 +607,6 @@ class Store:
         ``pred`` when it was no longer live, as concurrent edits do), and the mark for next time. A
         rolled-back transaction may have noted some that did not happen: it changes ``op_log_version``,
         so a caller that compares that first sees only committed ones."""
-        if len(self._turned_dead) > 100_000:  # a long-running node: start again
-            self._turned_dead.clear()
-            self._rewrites += 1
         return self._turned_dead[mark:], len(self._turned_dead)
 
     def author_of(self, aid: int) -> tuple[str, str, int]:
@@ -780,6 +777,9 @@ class Store:
                                (sid, c, rid)).fetchone()
             if row is not None:  # held, and dead from now on
                 self._turned_dead.append(row[0])
+        if len(self._turned_dead) > 100_000:  # a long-running node: start the list again
+            self._turned_dead.clear()
+            self._rewrites += 1  # whoever read the list reads the op log afresh
 
         # 6. materialise the touched records; each op row gets its record's unit
         units = self._save_records(states, colls, old, record_seq, touched, logs)
