@@ -12,9 +12,11 @@ Every error has one shape, ``{"error": {"code", "message", "details"}}``, with i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.applications import Starlette
@@ -122,6 +124,12 @@ def _token(request: Request) -> str | None:
 
 
 def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlette:
+    # Sync exchanges run in two threads of their own, first come first served: the node applies one
+    # batch at a time anyway, and while one thread holds the store the other inflates and decodes the
+    # next request. Run in the shared pool, a herd of tablets kept its 40 threads waiting on the store
+    # and the event loop starting threads again after they idled out.
+    exchanges = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cunsync-sync")
+
     async def sync(request: Request) -> Response:
         body = await read_body(request)
         token = _token(request)
@@ -141,7 +149,7 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
                 req = decode(raw, SyncRequest, fmt)
             return node.sync_body(dev, req, out_fmt, gzip_ok)
 
-        payload, gzipped = await run_in_threadpool(exchange)
+        payload, gzipped = await asyncio.get_running_loop().run_in_executor(exchanges, exchange)
         headers = {"content-encoding": "gzip"} if gzipped else {}
         return Response(payload, media_type=media_type(out_fmt), headers=headers)
 
@@ -183,7 +191,13 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
     from .reference import reference_routes
 
     routes.extend([*reference_routes(node), *escalation_routes(node)])
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        exchanges.shutdown(wait=False)
+
     app = Starlette(
+        lifespan=lifespan,
         routes=routes,
         middleware=[Middleware(SessionMiddleware, secret_key=config.SECRET or node.session_secret,
                                session_cookie="cunsync_session", same_site="strict", max_age=12 * 3600,
