@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from server import pullcache
@@ -150,6 +151,13 @@ class World:
             self.sync_all(b, limit)
             self.sync_all(c, limit)
 
+    def in_use(self, tabs: list[Tab], limit: int) -> None:
+        "Each tablet registers a resident and syncs: it holds a cursor past its bootstrap, as one in use"
+        for tab in tabs:
+            tab.editor.create("person", {"unit": tab.dev.unit, "name": "首位居民"})
+            self.sync_all(tab, limit)
+            self.sync(tab, limit)
+
     def sync_all(self, tab: Tab, limit: int) -> None:
         "Round trips until nothing waits either way, as a tablet's sync makes them"
         for _ in range(50):
@@ -170,10 +178,7 @@ def test_streamed_pulls_answer_as_the_query_does(seed: int, actions: list[str], 
     with tempfile.TemporaryDirectory() as d, _small_streams():
         world = World(Path(d) / "node.db", seed)
         try:
-            for tab in world.tabs:  # every tablet in use: bootstrapped, then pulling from its cursor
-                tab.editor.create("person", {"unit": tab.dev.unit, "name": "首位居民"})
-                world.sync_all(tab, limit)
-                world.sync(tab, limit)
+            world.in_use(world.tabs, limit)
             for action in actions:
                 world.step(action, limit)
             for tab in world.tabs:
@@ -183,61 +188,53 @@ def test_streamed_pulls_answer_as_the_query_does(seed: int, actions: list[str], 
             world.close()
 
 
-def test_the_tablets_of_a_village_share_what_one_pushed_deflated_once(tmp_path: Path) -> None:
-    world = World(tmp_path / "node.db", 1)
-    try:
-        a, b, c = world.tabs[:3]
-        for tab in (a, b, c):  # in use: each holds a cursor past its bootstrap
-            tab.editor.create("person", {"unit": V1, "name": "首位居民"})
-            world.sync_all(tab, 5000)
-        for tab in (a, b, c):
-            world.sync_all(tab, 5000)
-        for i in range(30):
-            a.editor.create("person", {"unit": V1, "name": f"居民{i}", "notes": "入户登记"})
-        world.sync_all(a, 5000)
-        deflated: list[int] = []
-        real = pullcache.deflate
-
-        def counting(data: bytes, level: int = 6, *, after: bytes = b"") -> Any:
-            deflated.append(len(data))
-            return real(data, level, after=after)
-
-        streamed = world.streamed
-        with mock.patch.object(pullcache, "deflate", counting):
-            world.sync(b, 5000)
-            first = len(deflated)
-            world.sync(c, 5000)
-        assert world.streamed == streamed + 2, "both pulls came from the stream"
-        assert first >= 1, "b's pull deflated a's segment"
-        assert len(deflated) == first, "c's pull reused it"
-        assert len(b.people()) == len(c.people()) == 33  # a's 30 and the three tablets' first residents
-    finally:
-        world.close()
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    "A node whose village 1 has three tablets in use"
+    w = World(tmp_path / "node.db", 1)
+    w.in_use(w.tabs[:3], 5000)
+    yield w
+    w.close()
 
 
-def test_an_op_noted_dead_in_a_rolled_back_batch_stays_live_in_the_stream(tmp_path: Path) -> None:
-    world = World(tmp_path / "node.db", 2)
-    try:
-        a, b, c = world.tabs[:3]
-        for tab in (a, b, c):
-            tab.editor.create("person", {"unit": V1, "name": "首位居民"})
-            world.sync_all(tab, 5000)
-        rid = a.editor.create("person", {"unit": V1, "name": "新登记", "notes": "初访"})
-        world.sync_all(a, 5000)
-        world.sync_all(b, 5000)  # the stream now holds a's notes op
-        world.staff.update(rid, {"notes": "镇街更正"})
-        late = b.editor.update(rid, {"notes": "村里更正"})  # names a's op, no longer live on the node
-        store = world.node.store
-        try:
-            with store.transaction():
-                store.apply(late)
-                assert store.turned_dead(0)[0], "a's op was noted dead inside the batch"
-                raise RuntimeError("the batch fails before its commit")
-        except RuntimeError:
-            pass
-        streamed = world.streamed
-        world.sync(c, 5000)  # a's op reaches c live, from the stream, as the query has it
-        assert world.streamed == streamed + 1
-        assert c.store.get(rid) is not None
-    finally:
-        world.close()
+def test_the_tablets_of_a_village_share_what_one_pushed_deflated_once(world: World) -> None:
+    a, b, c = world.tabs[:3]
+    for tab in (a, b, c):
+        world.sync_all(tab, 5000)
+    for i in range(30):
+        a.editor.create("person", {"unit": V1, "name": f"居民{i}", "notes": "入户登记"})
+    world.sync_all(a, 5000)
+    deflated: list[int] = []
+    real = pullcache.deflate
+
+    def counting(data: bytes, level: int = 6, *, after: bytes = b"") -> Any:
+        deflated.append(len(data))
+        return real(data, level, after=after)
+
+    streamed = world.streamed
+    with mock.patch.object(pullcache, "deflate", counting):
+        world.sync(b, 5000)
+        first = len(deflated)
+        world.sync(c, 5000)
+    assert world.streamed == streamed + 2, "both pulls came from the stream"
+    assert first >= 1, "b's pull deflated a's segment"
+    assert len(deflated) == first, "c's pull reused it"
+    assert len(b.people()) == len(c.people()) == 33  # a's 30 and the three tablets' first residents
+
+
+def test_an_op_noted_dead_in_a_rolled_back_batch_stays_live_in_the_stream(world: World) -> None:
+    a, b, c = world.tabs[:3]
+    rid = a.editor.create("person", {"unit": V1, "name": "新登记", "notes": "初访"})
+    world.sync_all(a, 5000)
+    world.sync_all(b, 5000)  # the stream now holds a's notes op
+    world.staff.update(rid, {"notes": "镇街更正"})
+    late = b.editor.update(rid, {"notes": "村里更正"})  # names a's op, no longer live on the node
+    store = world.node.store
+    with pytest.raises(RuntimeError), store.transaction():
+        store.apply(late)
+        assert store.turned_dead(0)[0], "a's op was noted dead inside the batch"
+        raise RuntimeError("the batch fails before its commit")
+    streamed = world.streamed
+    world.sync(c, 5000)  # a's op reaches c live, from the stream, as the query has it
+    assert world.streamed == streamed + 1
+    assert c.store.get(rid) is not None
