@@ -191,6 +191,7 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
     from .reference import reference_routes
 
     routes.extend([*reference_routes(node), *escalation_routes(node)])
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
