@@ -765,8 +765,8 @@ class Node:
         conn = self.store.conn
 
         def read(after: int, most: int) -> list[tuple[Any, ...]]:
-            # the village's ops, then the reference data's of the units above, merged here: sorting the
-            # wide rows of one UNION ALL in SQL took half as long again
+            # the village's ops and, in a second query, the reference data of the units above, merged
+            # here: sorting the wide rows of one UNION ALL in SQL took half as long again
             lo, hi = dev.scope
             cols = f"{Store.OP_COLUMNS}, {_DEAD}"
             in_scope = "unit = ?" if lo == hi else "unit BETWEEN ? AND ?"
