@@ -70,6 +70,9 @@ _json = msgspec.json.Encoder().encode
 #: an op row's dead flag, in a query of ``ops o``: some op named it in ``pred`` before it came here
 _DEAD = ("EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site AND s.counter = o.counter"
          " AND s.record = o.record)")
+#: ops after a seq, but for the seqs a device's batch just took and any other of its own: the seq terms
+#: read only the index
+_NOT_OWN = "seq > ? AND seq NOT BETWEEN ? AND ? AND site != ?"
 _counter = operator.attrgetter("counter")
 _hlc = operator.attrgetter("hlc")
 
@@ -532,13 +535,7 @@ class Node:
                     new_units.setdefault(op.record, op.value)
         self._check_replays(dev, ops)
         records = list({op.record for op in ops})
-        known: dict[str, str | None] = {}
-        for chunk in _chunks(records):
-            marks = ",".join("?" * len(chunk))
-            for rid, unit in self.store.conn.execute(
-                f"SELECT id, unit FROM records WHERE id IN ({marks})", chunk
-            ):
-                known[rid] = unit
+        known = self._units(records)
         for rid in records:
             if rid in known:
                 unit = known[rid]
@@ -703,8 +700,7 @@ class Node:
         # an op is in scope by the unit its record had once the op was applied (``ops.unit``, indexed
         # with seq): a record that moved in since arrives whole below, and one that moved out is removed
         # only the sequence numbers here: ``Store.packed`` keeps ops decoded for the next tablet's pull
-        after = "seq > ? AND seq NOT BETWEEN ? AND ? AND site != ?"  # the seq terms read only the index
-        sql, params = self._scope_query(dev, f"seq, {_DEAD}", after, [cursor, *pushed, own], limit)
+        sql, params = self._scope_query(dev, f"seq, {_DEAD}", _NOT_OWN, [cursor, *pushed, own], limit)
         rows = conn.execute(sql, params).fetchall()
         seqs = [r[0] for r in rows]
         dead_seqs = {r[0] for r in rows if r[1]}
@@ -721,21 +717,28 @@ class Node:
             cursor_check=self._cursor_check(new_cursor),
         )
 
-    def _scope_query(self, dev: Device, cols: str, after: str, after_params: list[Any],
-                     limit: int) -> tuple[str, list[Any]]:
-        """The query of the ops in a device's scope (``cols`` of ``ops o``) that meet ``after``, in seq
-        order, at most ``limit``: its village's, and the reference data of the units above it"""
+    @staticmethod
+    def _scope_parts(dev: Device, cols: str, after: str, after_params: list[Any],
+                     limit: int) -> list[tuple[str, list[Any]]]:
+        """The queries of the ops in a device's scope (``cols`` of ``ops o``) that meet ``after``, each in
+        seq order, at most ``limit``: its village's, and the reference data of the units above it"""
         lo, hi = dev.scope
         above = dev.ancestors
         in_scope = "unit = ?" if lo == hi else "unit BETWEEN ? AND ?"
-        parts = [f"SELECT * FROM (SELECT {cols} FROM ops o WHERE {in_scope} AND {after} ORDER BY seq LIMIT ?)"]
-        params: list[Any] = [lo] if lo == hi else [lo, hi]
-        params += [*after_params, limit]
+        parts = [(f"SELECT {cols} FROM ops o WHERE {in_scope} AND {after} ORDER BY seq LIMIT ?",
+                  [*([lo] if lo == hi else [lo, hi]), *after_params, limit])]
         if above:
-            parts.append(f"SELECT * FROM (SELECT {cols} FROM ops o WHERE unit IN ({','.join('?' * len(above))})"
-                         f" AND coll IN ({REFERENCE_SQL}) AND {after} ORDER BY seq LIMIT ?)")
-            params += [*above, *after_params, limit]
-        return " UNION ALL ".join(parts) + " ORDER BY 1 LIMIT ?", [*params, limit]
+            parts.append((f"SELECT {cols} FROM ops o WHERE unit IN ({','.join('?' * len(above))})"
+                          f" AND coll IN ({REFERENCE_SQL}) AND {after} ORDER BY seq LIMIT ?",
+                          [*above, *after_params, limit]))
+        return parts
+
+    def _scope_query(self, dev: Device, cols: str, after: str, after_params: list[Any],
+                     limit: int) -> tuple[str, list[Any]]:
+        "``_scope_parts`` as one query, in seq order, at most ``limit``"
+        parts = self._scope_parts(dev, cols, after, after_params, limit)
+        sql = " UNION ALL ".join(f"SELECT * FROM ({q})" for q, _ in parts) + " ORDER BY 1 LIMIT ?"
+        return sql, [*(p for _, ps in parts for p in ps), limit]
 
     def _moves(self, dev: Device, cursor: int, new_cursor: int) -> tuple[list[str], list[str]]:
         """Records that moved into the device's scope after ``cursor`` up to ``new_cursor`` (they arrive
@@ -765,25 +768,15 @@ class Node:
         conn = self.store.conn
 
         def read(after: int, most: int) -> list[tuple[Any, ...]]:
-            # the village's ops and, in a second query, the reference data of the units above, merged
-            # here: sorting the wide rows of one UNION ALL in SQL took half as long again
-            lo, hi = dev.scope
-            cols = f"{Store.OP_COLUMNS}, {_DEAD}"
-            in_scope = "unit = ?" if lo == hi else "unit BETWEEN ? AND ?"
-            rows = conn.execute(f"SELECT {cols} FROM ops o WHERE {in_scope} AND seq > ? ORDER BY seq LIMIT ?",
-                                ([lo] if lo == hi else [lo, hi]) + [after, most]).fetchall()
-            above = dev.ancestors
-            if above:
-                up = conn.execute(f"SELECT {cols} FROM ops o WHERE unit IN ({','.join('?' * len(above))})"
-                                  f" AND coll IN ({REFERENCE_SQL}) AND seq > ? ORDER BY seq LIMIT ?",
-                                  (*above, after, most)).fetchall()
-                if up:
-                    rows = sorted(rows + up)[:most]  # by seq, the first column
-            return rows
+            # each part of the scope by its own query, merged here: sorting the wide rows of one UNION
+            # ALL in SQL took half as long again
+            rows: list[tuple[Any, ...]] = []
+            for sql, params in self._scope_parts(dev, f"{Store.OP_COLUMNS}, {_DEAD}", "seq > ?", [after], most):
+                rows += conn.execute(sql, params).fetchall()
+            return sorted(rows)[:most]  # by seq, the first column
 
         def others(after: int) -> bool:
-            after_sql = "seq > ? AND seq NOT BETWEEN ? AND ? AND site != ?"  # as in ``_pull``
-            sql, params = self._scope_query(dev, "seq", after_sql, [after, *pushed, own], 1)
+            sql, params = self._scope_query(dev, "seq", _NOT_OWN, [after, *pushed, own], 1)
             return conn.execute(sql, params).fetchone() is not None
 
         stream = self.pulls.stream(dev.unit, cursor, top, own, read, others)  # a scope follows from its unit
@@ -817,8 +810,7 @@ class Node:
         cursor = req.cursor if trusted else 0
         top = self.store.max_seq()
         rows = conn.execute(
-            "SELECT o.seq, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site AND s.counter = o.counter"
-            " AND s.record = o.record) FROM ops o JOIN records r ON r.id = o.record JOIN authors a ON a.id = o.author"
+            f"SELECT o.seq, {_DEAD} FROM ops o JOIN records r ON r.id = o.record JOIN authors a ON a.id = o.author"
             " WHERE o.seq > ? AND o.coll = 'escalation' AND r.coll = 'escalation' AND r.unit BETWEEN ? AND ?"
             " AND a.tier < ? ORDER BY o.seq LIMIT ?", (cursor, lo, hi, dev.rank, limit),
         ).fetchall()

@@ -467,7 +467,7 @@ class Store:
         self._ready: dict[int, Prepared] = {}  # see ``packed``
         self._rewrites = 0  # see ``op_log_version``
         self._turned_dead: list[int] = []  # see ``turned_dead``
-        self._ready_version = -1
+        self._ready_version: tuple[int, int] | None = None
         self._checkpointer = (Checkpointer(self.path) if checkpoint_thread and key is None
                               and self.path != ":memory:" and not self.path.startswith("file:") else None)
 
@@ -956,8 +956,7 @@ class Store:
         has left the device), keeping their order and keeping each at or under ``ceiling``. Used when a
         tablet learns its clock was wrong. Returns how many ops changed."""
         with self.transaction() as conn:
-            self._ready.clear()  # op rows change
-            self._rewrites += 1
+            self._rewrites += 1  # op rows change: the ops ``packed`` keeps go
             sid = self.site_ids([device])[device]
             rows = conn.execute(
                 "SELECT seq, counter, hlc, record FROM ops WHERE site = ? AND counter > ? ORDER BY counter",
@@ -993,8 +992,7 @@ class Store:
         """Drop records and their ops from this replica: they left its scope (they were not deleted).
         If they come back, the node sends their live ops whole."""
         with self.transaction() as conn:
-            self._ready.clear()  # op rows go, and their sequence numbers may be used again
-            self._rewrites += 1
+            self._rewrites += 1  # op rows go, and their sequence numbers may be used again
             for chunk in _chunks(list(records)):
                 marks = ",".join("?" * len(chunk))
                 conn.execute("DELETE FROM ops WHERE seq IN (SELECT j.value FROM records r, json_each(r.log) j"
@@ -1148,10 +1146,10 @@ class Store:
 
         Ops read for a pull are kept decoded (up to ``READY_OPS`` of them), so the tablets of a village
         that pull the same new ops have them read and decoded once. An op row never changes once
-        committed, except through ``restamp`` and ``forget``, which drop the kept ops, as does a commit
-        by another connection."""
+        committed, except through ``restamp`` and ``forget``: they change ``op_log_version``, as a
+        commit by another connection does, and that drops the kept ops."""
         with self.lock:
-            (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+            version = self.op_log_version()
             ready = self._ready
             if version != self._ready_version:
                 ready.clear()
