@@ -16,7 +16,6 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,14 +27,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sync.errors import BadRequest, MalformedBody, SyncError, TooLarge
-from sync.store import no_cycles
+from sync.errors import BadRequest, SyncError, TooLarge
 from sync.units import UnitCodeError
 from sync.wire import (
     PROTOCOL_VERSION,
     EnrolRequest,
     EnrolResponse,
-    SyncRequest,
     decode,
     decompress,
     encode,
@@ -44,6 +41,7 @@ from sync.wire import (
 )
 
 from . import config
+from .exchanges import Exchanges
 from .node import Node
 from .openapi import openapi_route
 from .storage import is_disk_full, storage_full
@@ -124,32 +122,17 @@ def _token(request: Request) -> str | None:
 
 
 def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlette:
-    # Sync exchanges run in two threads of their own, first come first served: the node applies one
-    # batch at a time anyway, and while one thread holds the store the other inflates and decodes the
-    # next request. Run in the shared pool, a herd of tablets kept its 40 threads waiting on the store
-    # and the event loop starting threads again after they idled out.
-    exchanges = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cunsync-sync")
+    # sync exchanges run beside the event loop in two threads of their own (``server.exchanges``): one
+    # decodes requests as they come, the other hands those waiting to the node together
+    exchanges = Exchanges(node, MAX_INFLATED)
 
     async def sync(request: Request) -> Response:
         body = await read_body(request)
-        token = _token(request)
         fmt = format_for(request.headers.get("content-type"))
         out_fmt = format_for(request.headers.get("accept")) if request.headers.get("accept") else fmt
-        gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
-
-        def exchange() -> tuple[bytes, bool]:
-            # all of it in one worker thread: the event loop only moves bytes. Decoding a batch makes an
-            # object or two per op, none in a cycle: with the collector on, decoding 10,000 ops took
-            # twice as long (it walked the node's kept ops again and again)
-            with no_cycles():
-                raw = inflated(request, body)
-                dev = node.authenticate(token)
-                if not raw:
-                    raise MalformedBody("empty body; send a SyncRequest")
-                req = decode(raw, SyncRequest, fmt)
-            return node.sync_body(dev, req, out_fmt, gzip_ok)
-
-        payload, gzipped = await asyncio.get_running_loop().run_in_executor(exchanges, exchange)
+        payload, gzipped = await exchanges.run(
+            _token(request), body, request.headers.get("content-encoding", "").lower() == "gzip", fmt, out_fmt,
+            "gzip" in request.headers.get("accept-encoding", ""))
         headers = {"content-encoding": "gzip"} if gzipped else {}
         return Response(payload, media_type=media_type(out_fmt), headers=headers)
 
@@ -195,7 +178,7 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        exchanges.shutdown(wait=False)
+        await asyncio.get_running_loop().run_in_executor(None, exchanges.close)
 
     app = Starlette(
         lifespan=lifespan,

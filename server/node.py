@@ -35,6 +35,7 @@ from sync.errors import (
     ClockAhead,
     CollectionForbidden,
     ReadOnly,
+    SyncError,
     TooManyAttempts,
     DeviceRevoked,
     ForgedOp,
@@ -135,6 +136,11 @@ class Device:
     def ancestors(self) -> tuple[str, ...]:
         "The units above this device's: their reference data is in its scope, read-only"
         return unitlib.ancestors(self.unit)
+
+
+#: One sync exchange as ``Node.sync_bodies`` takes it: the caller, its request, the answer's format, and
+#: whether the answer may be gzipped.
+Exchange = tuple[Device, SyncRequest, Format, bool]
 
 
 def _ancestor_or_self(code: object, of: str) -> bool:
@@ -414,16 +420,71 @@ class Node:
                   gzip_ok: bool = True) -> tuple[bytes, bool]:
         """``sync``, answered as an HTTP body in ``fmt``: (body, whether it is gzipped). A MessagePack
         answer in gzip takes its ops from the scope's stream (``server.pullcache``) when it can."""
-        with no_cycles():
-            out = self._sync(dev, req, spliced=fmt == "msgpack" and gzip_ok)
-            if isinstance(out, Spliced):
-                return spliced_body(out), True
-            payload = encode(out, fmt)
+        out = self.sync_bodies([(dev, req, fmt, gzip_ok)])[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def sync_bodies(self, exchanges: Sequence[Exchange]) -> list[tuple[bytes, bool] | Exception]:
+        """Several exchanges that arrived together, each answered as ``sync_body`` answers it, or with
+        the error it met. Their pushes are written in one transaction, one commit for all (a herd of
+        tablets syncing at once waits on one disk flush instead of one each); then each is answered in
+        turn. A request refused before anything was written is refused alone. If writing fails, the
+        transaction is rolled back and each exchange runs again alone, so one cannot fail another."""
+        out: list[tuple[bytes, bool] | Exception | None] = [None] * len(exchanges)
+        pushed: list[tuple[int, int]] = [(0, -1)] * len(exchanges)
+        with no_cycles(), self.store.lock:
+            if len(exchanges) > 1:
+                try:
+                    with self.store.transaction():
+                        for i, (dev, req, _, _) in enumerate(exchanges):
+                            try:
+                                ops = self._refuse(dev, req)
+                            except SyncError as e:
+                                out[i] = e
+                                continue
+                            pushed[i] = self._write(dev, req, ops)
+                except Exception:  # rolled back: those not refused run alone below and meet their own errors
+                    pass
+                else:
+                    for i, (dev, req, fmt, gzip_ok) in enumerate(exchanges):
+                        if out[i] is None:
+                            out[i] = self._answered(dev, req, pushed[i], fmt, gzip_ok)
+            for i, (dev, req, fmt, gzip_ok) in enumerate(exchanges):
+                if out[i] is None:
+                    try:
+                        ops = self._refuse(dev, req)
+                        with self.store.transaction():
+                            pushed[i] = self._write(dev, req, ops)
+                        out[i] = self._answered(dev, req, pushed[i], fmt, gzip_ok)
+                    except Exception as e:
+                        out[i] = e
+        assert all(o is not None for o in out)
+        return out  # type: ignore[return-value]
+
+    def _answered(self, dev: Device, req: SyncRequest, pushed: tuple[int, int], fmt: Format,
+                  gzip_ok: bool) -> tuple[bytes, bool] | Exception:
+        "The answer to an exchange whose push is written, as an HTTP body, or the error it met"
+        try:
+            resp = self._answer(dev, req, pushed, spliced=fmt == "msgpack" and gzip_ok)
+            if isinstance(resp, Spliced):
+                return spliced_body(resp), True
+            payload = encode(resp, fmt)
+        except Exception as e:
+            return e
         if gzip_ok and len(payload) > 512:
             return compress(payload), True
         return payload, False
 
     def _sync(self, dev: Device, req: SyncRequest, *, spliced: bool = False) -> SyncResponse | Spliced:
+        with self.store.lock:
+            ops = self._refuse(dev, req)
+            with self.store.transaction():
+                pushed = self._write(dev, req, ops)
+            return self._answer(dev, req, pushed, spliced=spliced)
+
+    def _refuse(self, dev: Device, req: SyncRequest) -> list[Op]:
+        "The request's ops, once it is known that they may be written: raises if not. Writes nothing"
         self.check_protocol(req)
         if dev.revoked and dev.wipe:
             raise DeviceRevoked("this tablet was revoked and is to erase its local data; nothing was "
@@ -434,32 +495,39 @@ class Node:
         if len(ops) > MAX_BATCH:
             raise TooLarge(f"{len(ops)} ops in one request; send at most {MAX_BATCH}",
                            details={"limit": MAX_BATCH})
+        self._check_ops(dev, ops, wall_ms())
+        return ops
+
+    def _write(self, dev: Device, req: SyncRequest, ops: list[Op]) -> tuple[int, int]:
+        """Apply a request's checked ops and note the device's visit, inside the caller's transaction.
+        Returns the seqs the ops took (the device's own ops, not to be sent back to it)."""
         now = wall_ms()
-        with self.store.lock:
-            self._check_ops(dev, ops, now)
-            pushed: tuple[int, int] = (0, -1)  # the seqs this batch took: the device's own ops
-            try:
-                if ops:
-                    with self.store.transaction():
-                        applied = self.store.apply(ops)
-                        if applied.new:
-                            pushed = (applied.first_seq, applied.last_seq)
-                        self.clock.observe(max(o.hlc for o in ops))
-                        self._seen(dev, req, now, pushed=applied.new)
-                else:
-                    with self.store.transaction():
-                        self._seen(dev, req, now, pushed=0)
-            except (sqlite3.Error, OSError) as e:
-                if storage.is_disk_full(e):
-                    raise storage.storage_full(e) from None
-                raise
-            acked = self._acked(dev.device)
-            if dev.revoked:
-                # a revoked tablet without wipe may still push what it holds, but pulls nothing
-                return SyncResponse(protocol=PROTOCOL_VERSION, acked=acked, ops=pack_ops([]),
-                                    cursor=req.cursor, more=False, server_time=self.clock.now(),
-                                    epoch=self.epoch)
-            return self._pull(dev, req, pushed, spliced=spliced)
+        pushed: tuple[int, int] = (0, -1)
+        try:
+            if ops:
+                applied = self.store.apply(ops)
+                if applied.new:
+                    pushed = (applied.first_seq, applied.last_seq)
+                self.clock.observe(max(o.hlc for o in ops))
+                self._seen(dev, req, now, pushed=applied.new)
+            else:
+                self._seen(dev, req, now, pushed=0)
+        except (sqlite3.Error, OSError) as e:
+            if storage.is_disk_full(e):
+                raise storage.storage_full(e) from None
+            raise
+        return pushed
+
+    def _answer(self, dev: Device, req: SyncRequest, pushed: tuple[int, int], *,
+                spliced: bool) -> SyncResponse | Spliced:
+        "What an exchange whose push is written (and committed) answers: the acknowledgement and the pull"
+        acked = self._acked(dev.device)
+        if dev.revoked:
+            # a revoked tablet without wipe may still push what it holds, but pulls nothing
+            return SyncResponse(protocol=PROTOCOL_VERSION, acked=acked, ops=pack_ops([]),
+                                cursor=req.cursor, more=False, server_time=self.clock.now(),
+                                epoch=self.epoch)
+        return self._pull(dev, req, pushed, spliced=spliced)
 
     def _seen(self, dev: Device, req: SyncRequest, now: int, *, pushed: int) -> None:
         skew = req.client_time - now if req.client_time else None
