@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import tracemalloc
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -291,3 +294,34 @@ def test_a_part_deflated_to_follow_another_refers_back_into_it_and_inflates_afte
     assert len(chained.deflated) < len(alone.deflated) * 0.7  # it repeats what came before
     body = gzip_parts([deflate(first), chained])
     assert gzip.decompress(body) == first + second
+
+
+FIRST_DECODES = """
+import sys, threading
+sys.setswitchinterval(1e-6)  # switch threads as often as can be: the race shows in about a third of runs
+from sync import wire
+from sync.wire import SyncResponse, pack_ops
+body = wire.encode(SyncResponse(protocol=1, acked=0, ops=pack_ops([]), cursor=1, more=False, server_time=0,
+                                epoch="e"))
+go = threading.Event()
+def first_decode():
+    go.wait()
+    assert wire.decode(body, SyncResponse).cursor == 1
+threads = [threading.Thread(target=first_decode) for _ in range(50)]
+for t in threads:
+    t.start()
+go.set()
+for t in threads:
+    t.join()
+print("decoded")
+"""
+
+
+def test_threads_decoding_a_type_for_the_first_time_at_once_do_not_crash() -> None:
+    # msgspec 0.22 crashed (SIGSEGV) when threads made decoders of one Struct type at once; ``decode`` makes
+    # them one at a time. In a fresh interpreter each run, so the type is new to each
+    root = Path(__file__).resolve().parents[2]
+    for _ in range(8):
+        run = subprocess.run([sys.executable, "-c", FIRST_DECODES], cwd=root, capture_output=True, text=True,
+                             timeout=60)
+        assert (run.returncode, run.stdout.strip()) == (0, "decoded"), run.stderr[-2000:]
