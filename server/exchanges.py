@@ -19,10 +19,10 @@ from sync.errors import MalformedBody
 from sync.store import no_cycles
 from sync.wire import Format, SyncRequest, decode, decompress
 
-from .node import Node
+from .node import Answer, Node
 
 #: Requests written in one transaction at most, and their ops at most (a bigger request goes alone).
-MAX_GROUP = 64
+MAX_GROUP = 32
 MAX_GROUP_OPS = 10_000
 
 
@@ -85,6 +85,9 @@ class Exchanges:
                        and ops + self._waiting[0].ops <= MAX_GROUP_OPS):
                     ops += self._waiting[0].ops
                     group.append(self._waiting.popleft())
+            # a request whose caller has gone (its answer cancelled) is dropped unwritten; the others can
+            # no longer be cancelled, so their answers are set without fail
+            group = [w for w in group if w.answer.set_running_or_notify_cancel()]
             try:
                 self._answer(group)
             except BaseException as e:  # never leave a caller waiting, nor this thread dead
@@ -105,11 +108,13 @@ class Exchanges:
                 continue
             exchanges.append((dev, w.request, w.fmt, w.gzip_ok))
             asked.append(w)
-        for w, out in zip(asked, self.node.sync_bodies(exchanges)):
+        def answered(i: int, out: Answer) -> None:  # each as soon as it is ready
             if isinstance(out, Exception):
-                w.answer.set_exception(out)
+                asked[i].answer.set_exception(out)
             else:
-                w.answer.set_result(out)
+                asked[i].answer.set_result(out)
+
+        self.node.sync_bodies(exchanges, answered)
 
 
 def _decoded(token: str | None, body: bytes, gzipped: bool, max_inflated: int, fmt: Format, out_fmt: Format,

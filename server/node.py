@@ -21,7 +21,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,6 +141,8 @@ class Device:
 #: One sync exchange as ``Node.sync_bodies`` takes it: the caller, its request, the answer's format, and
 #: whether the answer may be gzipped.
 Exchange = tuple[Device, SyncRequest, Format, bool]
+#: What an exchange gets: the answer's body and whether it is gzipped, or the error it met.
+Answer = tuple[bytes, bool] | Exception
 
 
 def _ancestor_or_self(code: object, of: str) -> bool:
@@ -425,14 +427,22 @@ class Node:
             raise out
         return out
 
-    def sync_bodies(self, exchanges: Sequence[Exchange]) -> list[tuple[bytes, bool] | Exception]:
+    def sync_bodies(self, exchanges: Sequence[Exchange],
+                    answered: Callable[[int, Answer], None] | None = None) -> list[Answer]:
         """Several exchanges that arrived together, each answered as ``sync_body`` answers it, or with
         the error it met. Their pushes are written in one transaction, one commit for all (a herd of
         tablets syncing at once waits on one disk flush instead of one each); then each is answered in
-        turn. A request refused before anything was written is refused alone. If writing fails, the
-        transaction is rolled back and each exchange runs again alone, so one cannot fail another."""
-        out: list[tuple[bytes, bool] | Exception | None] = [None] * len(exchanges)
+        turn, and handed to ``answered`` (with its index) as soon as it is. A request refused before
+        anything was written is refused alone. If writing fails, the transaction is rolled back and each
+        exchange runs again alone, so one cannot fail another."""
+        out: list[Answer | None] = [None] * len(exchanges)
         pushed: list[tuple[int, int]] = [(0, -1)] * len(exchanges)
+
+        def done(i: int, answer: Answer) -> None:
+            out[i] = answer
+            if answered is not None:
+                answered(i, answer)
+
         with no_cycles(), self.store.lock:
             if len(exchanges) > 1:
                 try:
@@ -441,7 +451,7 @@ class Node:
                             try:
                                 ops = self._refuse(dev, req)
                             except SyncError as e:
-                                out[i] = e
+                                done(i, e)
                                 continue
                             pushed[i] = self._write(dev, req, ops)
                 except Exception:  # rolled back: those not refused run alone below and meet their own errors
@@ -449,21 +459,22 @@ class Node:
                 else:
                     for i, (dev, req, fmt, gzip_ok) in enumerate(exchanges):
                         if out[i] is None:
-                            out[i] = self._answered(dev, req, pushed[i], fmt, gzip_ok)
+                            done(i, self._answered(dev, req, pushed[i], fmt, gzip_ok))
             for i, (dev, req, fmt, gzip_ok) in enumerate(exchanges):
                 if out[i] is None:
                     try:
                         ops = self._refuse(dev, req)
                         with self.store.transaction():
                             pushed[i] = self._write(dev, req, ops)
-                        out[i] = self._answered(dev, req, pushed[i], fmt, gzip_ok)
+                        answer = self._answered(dev, req, pushed[i], fmt, gzip_ok)
                     except Exception as e:
-                        out[i] = e
+                        answer = e
+                    done(i, answer)
         assert all(o is not None for o in out)
         return out  # type: ignore[return-value]
 
     def _answered(self, dev: Device, req: SyncRequest, pushed: tuple[int, int], fmt: Format,
-                  gzip_ok: bool) -> tuple[bytes, bool] | Exception:
+                  gzip_ok: bool) -> Answer:
         "The answer to an exchange whose push is written, as an HTTP body, or the error it met"
         try:
             resp = self._answer(dev, req, pushed, spliced=fmt == "msgpack" and gzip_ok)

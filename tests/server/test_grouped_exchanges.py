@@ -77,10 +77,12 @@ def test_a_group_is_written_in_one_commit_and_each_is_answered(node: Node) -> No
     top = node.store.max_seq()
     exchanges = [_exchange(t, _persons(t, 2), node) for t in tablets]
     commits = _commits(node)
+    handed: list[tuple[int, int]] = []  # (index, commits by then), as each answer is handed over
 
-    outs = node.sync_bodies(exchanges)
+    outs = node.sync_bodies(exchanges, lambda i, out: handed.append((i, len(commits))))
 
     assert len(commits) == 1
+    assert handed == [(i, 1) for i in range(4)]  # each handed over once, in turn, after the commit
     assert node.store.count_ops() == top + 4 * 6
     for t, out in zip(tablets, outs):
         resp = _response(out)
@@ -226,3 +228,38 @@ def test_a_bad_request_gets_its_error_and_the_next_is_answered(node: Node, token
         exchanges.close()
     assert isinstance(bad, SyncError) and bad.code == code, bad
     assert _response(ok).acked == 3  # type: ignore[arg-type]
+
+
+def test_a_request_whose_caller_has_gone_is_dropped_unwritten(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = _tablet(node, VILLAGES[0], "赵德明")
+    node.sync_bodies([_exchange(base, _persons(base, 1))])
+    tokens = [node.add_device(VILLAGES[0], f"社工{i}")[1] for i in range(3)]
+    devs = [node.authenticate(t) for t in tokens]
+    bodies = [_body(d, _persons(d, 2), node) for d in devs]
+    asked: list[str | None] = []
+    authenticate = node.authenticate
+    monkeypatch.setattr(node, "authenticate", lambda token: asked.append(token) or authenticate(token))
+    exchanges = Exchanges(node, 1 << 20)
+
+    async def herd() -> list[tuple[bytes, bool] | BaseException]:
+        runs = [asyncio.ensure_future(exchanges.run(tokens[0], bodies[0], True, "msgpack", "msgpack", True))]
+        try:
+            await _until(lambda: bool(asked))  # the first waits for the store
+            runs += [asyncio.ensure_future(exchanges.run(t, b, True, "msgpack", "msgpack", True))
+                     for t, b in zip(tokens[1:], bodies[1:])]
+            await _until(lambda: len(exchanges._waiting) == 2)
+            runs[1].cancel()  # its caller hangs up while it waits
+            await asyncio.sleep(0.01)
+        finally:
+            node.store.lock.release()
+        return await asyncio.gather(*runs, return_exceptions=True)
+
+    node.store.lock.acquire()
+    try:
+        outs = asyncio.run(herd())
+    finally:
+        exchanges.close()
+    assert isinstance(outs[1], asyncio.CancelledError)
+    assert _response(outs[0]).acked == 6 and _response(outs[2]).acked == 6  # type: ignore[arg-type]
+    held = {r[0] for r in node.store.conn.execute("SELECT s.device FROM ops o JOIN sites s ON s.id = o.site")}
+    assert devs[1].device not in held and {devs[0].device, devs[2].device} <= held
