@@ -2,9 +2,9 @@
 
 One thread inflates and decodes each request body as it comes. The other holds the store: it takes every
 decoded request waiting, up to ``MAX_GROUP`` of them and ``MAX_GROUP_OPS`` ops, and hands them to
-``Node.sync_bodies`` together, which writes their pushes in one transaction and answers each in turn.
-Alone, a request is answered as before; in a herd of tablets syncing at once, they share their commits
-and the event loop is never blocked by either thread.
+``Node.sync_bodies`` together, which writes their pushes in one transaction and answers each in turn,
+as soon as its pull is ready. A request alone is answered as before; a herd of tablets syncing at once
+shares its commits. Neither thread ever blocks the event loop.
 """
 
 from __future__ import annotations

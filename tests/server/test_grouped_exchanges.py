@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 from pathlib import Path
 
 import msgspec
@@ -23,6 +25,7 @@ from sync.types import SET
 from sync.wire import PROTOCOL_VERSION, SyncRequest, SyncResponse, pack_ops, unpack_ops
 
 TOWNSHIP = "510903001000"
+T = TypeVar("T")
 VILLAGES = ("510903001001", "510903001002")
 
 
@@ -153,6 +156,26 @@ def test_a_group_leaves_the_node_as_the_same_exchanges_one_by_one(tmp_path: Path
         single.close()
 
 
+def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    "``asyncio.run(main())`` in a thread of its own: the browser tests keep an event loop running in this one"
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            out.append(asyncio.run(main()))
+        except BaseException as e:
+            err.append(e)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the event loop's thread did not finish"
+    if err:
+        raise err[0]
+    return out[0]
+
+
 async def _until(done: Callable[[], bool], seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not done():
@@ -181,6 +204,7 @@ def test_requests_that_wait_for_the_store_are_answered_together(node: Node,
         def run(i: int) -> asyncio.Future[tuple[bytes, bool]]:
             return asyncio.ensure_future(exchanges.run(tokens[i], bodies[i], True, "msgpack", "msgpack", True))
 
+        node.store.lock.acquire()  # the store is busy
         runs = [run(0)]
         try:
             await _until(lambda: bool(asked))  # the first is taken, and waits for the store
@@ -190,9 +214,8 @@ def test_requests_that_wait_for_the_store_are_answered_together(node: Node,
             node.store.lock.release()
         return await asyncio.gather(*runs, return_exceptions=True)
 
-    node.store.lock.acquire()  # the store is busy
     try:
-        outs = asyncio.run(herd())
+        outs = _run(herd)
     finally:
         exchanges.close()
     assert all(_response(o).acked == 6 for o in outs)  # type: ignore[arg-type]
@@ -223,7 +246,7 @@ def test_a_bad_request_gets_its_error_and_the_next_is_answered(node: Node, token
             return_exceptions=True)
 
     try:
-        bad, ok = asyncio.run(two())
+        bad, ok = _run(two)
     finally:
         exchanges.close()
     assert isinstance(bad, SyncError) and bad.code == code, bad
@@ -242,6 +265,7 @@ def test_a_request_whose_caller_has_gone_is_dropped_unwritten(node: Node, monkey
     exchanges = Exchanges(node, 1 << 20)
 
     async def herd() -> list[tuple[bytes, bool] | BaseException]:
+        node.store.lock.acquire()  # the store is busy
         runs = [asyncio.ensure_future(exchanges.run(tokens[0], bodies[0], True, "msgpack", "msgpack", True))]
         try:
             await _until(lambda: bool(asked))  # the first waits for the store
@@ -254,9 +278,8 @@ def test_a_request_whose_caller_has_gone_is_dropped_unwritten(node: Node, monkey
             node.store.lock.release()
         return await asyncio.gather(*runs, return_exceptions=True)
 
-    node.store.lock.acquire()
     try:
-        outs = asyncio.run(herd())
+        outs = _run(herd)
     finally:
         exchanges.close()
     assert isinstance(outs[1], asyncio.CancelledError)
