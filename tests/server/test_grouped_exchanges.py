@@ -187,11 +187,14 @@ def _body(dev: Device, ops: list[Op], node: Node) -> bytes:
     return gzip.compress(msgspec.msgpack.encode(_exchange(dev, ops, node)[1]))
 
 
-def test_requests_that_wait_for_the_store_are_answered_together(node: Node,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def _behind_a_busy_store(node: Node, monkeypatch: pytest.MonkeyPatch, count: int, *,
+                         hang_up: int | None = None) -> tuple[list[Device], list[Any], list[str]]:
+    """``count`` tablets' pushes sent through ``Exchanges`` while the store is busy: the first is taken and
+    waits for the store, the others queue behind it (``hang_up``'s caller hangs up while it waits); then
+    the store is free. Returns the devices, their answers (or errors) and the commits made."""
     base = _tablet(node, VILLAGES[0], "赵德明")
     node.sync_bodies([_exchange(base, _persons(base, 1))])
-    tokens = [node.add_device(VILLAGES[0], f"社工{i}")[1] for i in range(5)]
+    tokens = [node.add_device(VILLAGES[0], f"社工{i}")[1] for i in range(count)]
     devs = [node.authenticate(t) for t in tokens]
     bodies = [_body(d, _persons(d, 2), node) for d in devs]
     asked: list[str | None] = []
@@ -205,24 +208,33 @@ def test_requests_that_wait_for_the_store_are_answered_together(node: Node,
             return asyncio.ensure_future(exchanges.run(tokens[i], bodies[i], True, "msgpack", "msgpack", True))
 
         node.store.lock.acquire()  # the store is busy
-        runs = [run(0)]
         try:
+            runs = [run(0)]
             await _until(lambda: bool(asked))  # the first is taken, and waits for the store
-            runs += [run(i) for i in range(1, 5)]
-            await _until(lambda: len(exchanges._waiting) == 4)  # the others queue behind it
+            runs += [run(i) for i in range(1, count)]
+            await _until(lambda: len(exchanges._waiting) == count - 1)  # the others queue behind it
+            if hang_up is not None:
+                runs[hang_up].cancel()
+                await asyncio.sleep(0.01)
         finally:
             node.store.lock.release()
         return await asyncio.gather(*runs, return_exceptions=True)
 
     try:
-        outs = _run(herd)
+        return devs, _run(herd), commits
     finally:
         exchanges.close()
-    assert all(_response(o).acked == 6 for o in outs)  # type: ignore[arg-type]
+
+
+def test_requests_that_wait_for_the_store_are_answered_together(node: Node,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    devs, outs, commits = _behind_a_busy_store(node, monkeypatch, 5)
+
+    assert all(_response(o).acked == 6 for o in outs)
     assert len(commits) == 2  # the first alone, the four that waited together
     # each pull holds the others' new residents, but its own never
     for d, out in zip(devs, outs):
-        got, _ = unpack_ops(_response(out).ops)  # type: ignore[arg-type]
+        got, _ = unpack_ops(_response(out).ops)
         assert d.device not in {op.site for op in got}
 
 
@@ -254,35 +266,9 @@ def test_a_bad_request_gets_its_error_and_the_next_is_answered(node: Node, token
 
 
 def test_a_request_whose_caller_has_gone_is_dropped_unwritten(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    base = _tablet(node, VILLAGES[0], "赵德明")
-    node.sync_bodies([_exchange(base, _persons(base, 1))])
-    tokens = [node.add_device(VILLAGES[0], f"社工{i}")[1] for i in range(3)]
-    devs = [node.authenticate(t) for t in tokens]
-    bodies = [_body(d, _persons(d, 2), node) for d in devs]
-    asked: list[str | None] = []
-    authenticate = node.authenticate
-    monkeypatch.setattr(node, "authenticate", lambda token: asked.append(token) or authenticate(token))
-    exchanges = Exchanges(node, 1 << 20)
+    devs, outs, _ = _behind_a_busy_store(node, monkeypatch, 3, hang_up=1)
 
-    async def herd() -> list[tuple[bytes, bool] | BaseException]:
-        node.store.lock.acquire()  # the store is busy
-        runs = [asyncio.ensure_future(exchanges.run(tokens[0], bodies[0], True, "msgpack", "msgpack", True))]
-        try:
-            await _until(lambda: bool(asked))  # the first waits for the store
-            runs += [asyncio.ensure_future(exchanges.run(t, b, True, "msgpack", "msgpack", True))
-                     for t, b in zip(tokens[1:], bodies[1:])]
-            await _until(lambda: len(exchanges._waiting) == 2)
-            runs[1].cancel()  # its caller hangs up while it waits
-            await asyncio.sleep(0.01)
-        finally:
-            node.store.lock.release()
-        return await asyncio.gather(*runs, return_exceptions=True)
-
-    try:
-        outs = _run(herd)
-    finally:
-        exchanges.close()
     assert isinstance(outs[1], asyncio.CancelledError)
-    assert _response(outs[0]).acked == 6 and _response(outs[2]).acked == 6  # type: ignore[arg-type]
+    assert _response(outs[0]).acked == 6 and _response(outs[2]).acked == 6
     held = {r[0] for r in node.store.conn.execute("SELECT s.device FROM ops o JOIN sites s ON s.id = o.site")}
     assert devs[1].device not in held and {devs[0].device, devs[2].device} <= held
