@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue
 import random
 import sys
 import threading
@@ -130,8 +131,17 @@ def main() -> None:
                 start = time.monotonic()
                 node0 = nodelib.cpu_seconds(rn.pid)
                 finished: list[Done] = []
-                for _ in workers:
-                    finished += results.get(timeout=args.timeout)
+                reported = 0
+                while reported < len(workers):
+                    try:
+                        finished += results.get(timeout=1.0)
+                        reported += 1
+                    except queue.Empty:
+                        dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                        if dead:
+                            sys.exit(f"a worker process died (exit code {dead[0]}); its stderr is above")
+                        if time.monotonic() - start > args.timeout:
+                            sys.exit(f"syncs still running after {args.timeout} s")
                 node_cpu = nodelib.cpu_seconds(rn.pid) - node0
             for w in workers:
                 w.join(30)
