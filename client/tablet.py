@@ -208,9 +208,24 @@ class SyncReport:
     conflicts: int = 0
     skew_ms: int = 0
     round_ms: list[float] = field(default_factory=list)
+    #: the node's own time for each round trip, as its ``Server-Timing`` header gives it (nodes before
+    #: 2026-11-27 send none)
+    node_ms: list[float] = field(default_factory=list)
 
 
 Progress = Callable[[SyncReport, SyncResponse], None]
+
+
+def _server_ms(header: str) -> float | None:
+    "The ``dur`` of a ``Server-Timing`` header's first metric, in ms; None if it gives none"
+    for part in header.split(",")[0].split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name == "dur":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 class Tablet:
@@ -564,6 +579,9 @@ class Tablet:
                 if r.status_code == 200:
                     report.bytes_up += len(body)
                     report.bytes_down += r.num_bytes_downloaded
+                    node_ms = _server_ms(r.headers.get("server-timing", ""))
+                    if node_ms is not None:
+                        report.node_ms.append(node_ms)
                     with no_cycles():  # a page of ops decoded: objects by the thousand, none in a cycle
                         return decode(r.content, SyncResponse)
                 if r.status_code not in (502, 503, 504, 507) or attempt == retries:

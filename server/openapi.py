@@ -343,7 +343,11 @@ def openapi_spec() -> dict[str, Any]:
                     "description": "What the node acknowledged, ops for the tablet, its new cursor",
                     "headers": {"Content-Encoding": {
                         "description": "`gzip` when the answer is compressed", "required": False,
-                        "schema": {"type": "string", "enum": ["gzip"]}}},
+                        "schema": {"type": "string", "enum": ["gzip"]}},
+                        "Server-Timing": {
+                            "description": "`sync;dur=<ms>`: the node's own time for the exchange, from its "
+                                           "body to its answer", "required": False,
+                            "schema": {"type": "string", "pattern": "^sync;dur=[0-9]+(\\.[0-9]+)?$"}}},
                     "content": {MSGPACK: {"schema": sync_answer}, JSON: {"schema": sync_answer}},
                 },
                 **_errors(400, 401, 403, 409, 413, 429, 507),

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from client.tablet import NodeUnreachable, SyncFailed, Tablet
+from client.tablet import NodeUnreachable, SyncFailed, Tablet, _server_ms
 from sync.hlc import pack, wall_ms
 from sync.wire import (
     MSGPACK, PROTOCOL_VERSION, SyncRequest, SyncResponse, decode, encode, pack_ops, unpack_ops,
@@ -203,3 +203,15 @@ def test_a_single_op_over_the_limit_is_reported(rig: Rig) -> None:
         rig.tablet.sync()
     assert e.value.code == "too_large"
     assert rig.tablet.pending() == rig.pending
+
+
+@pytest.mark.parametrize(("header", "ms"), [
+    ("sync;dur=12.5", 12.5),
+    ('sync;desc="exchange";dur=3', 3.0),
+    ("sync;dur=4.0, db;dur=2", 4.0),  # the first metric is the node's
+    ("", None),  # a node from before 2026-11-27 sends none
+    ("sync", None),
+    ("sync;dur=soon", None),
+])
+def test_the_nodes_time_is_read_from_server_timing(header: str, ms: float | None) -> None:
+    assert _server_ms(header) == ms

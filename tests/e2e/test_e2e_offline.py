@@ -50,3 +50,18 @@ def test_work_entered_while_the_node_is_down_arrives_once(
     for tab in tabs:
         assert tab.store.digest() == node_digest(node_db, tab.unit)
     assert set(tabs[0].store.digest()) == set(created[tabs[0].device] + created[tabs[1].device])
+
+
+def test_a_sync_report_tells_the_nodes_own_time_for_each_round_trip(
+    node: NodeProcess, enrol: Enrol, make_tablet: MakeTablet
+) -> None:
+    node.start()
+    tab = make_tablet(enrol(V1, "wang")[1], "wang")
+    populate(tab, 3, tag="wang")
+
+    report = tab.sync()
+
+    assert report.rounds >= 1
+    assert len(report.node_ms) == len(report.round_ms) == report.rounds
+    # the node's part is some of each round trip, never more than all of it
+    assert all(0 < node_ms <= round_ms for node_ms, round_ms in zip(report.node_ms, report.round_ms))
