@@ -108,11 +108,14 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     return b"".join(chunks)
 
 
+def says_gzip(request: Request) -> bool:
+    "Whether a request says its body is gzip"
+    return request.headers.get("content-encoding", "").lower() == "gzip"
+
+
 def inflated(request: Request, body: bytes) -> bytes:
     "A body as sent, gunzipped if it says it is gzip"
-    if request.headers.get("content-encoding", "").lower() == "gzip":
-        return decompress(body, MAX_INFLATED)
-    return body
+    return decompress(body, MAX_INFLATED) if says_gzip(request) else body
 
 
 def _token(request: Request) -> str | None:
@@ -133,7 +136,7 @@ def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlett
         fmt = format_for(request.headers.get("content-type"))
         out_fmt = format_for(request.headers.get("accept")) if request.headers.get("accept") else fmt
         payload, gzipped = await exchanges.run(
-            _token(request), body, request.headers.get("content-encoding", "").lower() == "gzip", fmt, out_fmt,
+            _token(request), body, says_gzip(request), fmt, out_fmt,
             "gzip" in request.headers.get("accept-encoding", ""))
         # the node's own time for the exchange, from its body's first byte to its answer (a tablet's report
         # then tells its waiting on the node from the rest of its round trip)

@@ -145,6 +145,11 @@ Exchange = tuple[Device, SyncRequest, Format, bool]
 Answer = tuple[bytes, bool] | Exception
 
 
+def _spliced(fmt: Format, gzip_ok: bool) -> bool:
+    "Whether an answer in ``fmt`` may be spliced from a scope's stream (``Spliced``): MessagePack in gzip"
+    return fmt == "msgpack" and gzip_ok
+
+
 def _ancestor_or_self(code: object, of: str) -> bool:
     "Whether ``code`` is a valid unit code naming ``of`` or a unit above it"
     if not isinstance(code, str):
@@ -436,7 +441,6 @@ class Node:
         anything was written is refused alone. If writing fails, the transaction is rolled back and each
         exchange runs again alone, so one cannot fail another."""
         out: list[Answer | None] = [None] * len(exchanges)
-        pushed: list[tuple[int, int]] = [(0, -1)] * len(exchanges)
 
         def done(i: int, answer: Answer) -> None:
             out[i] = answer
@@ -445,6 +449,7 @@ class Node:
 
         with no_cycles(), self.store.lock:
             if len(exchanges) > 1:
+                pushed: list[tuple[int, int]] = [(0, -1)] * len(exchanges)
                 try:
                     with self.store.transaction():
                         for i, (dev, req, _, _) in enumerate(exchanges):
@@ -459,30 +464,28 @@ class Node:
                 else:
                     for i, (dev, req, fmt, gzip_ok) in enumerate(exchanges):
                         if out[i] is None:
-                            done(i, self._answered(dev, req, pushed[i], fmt, gzip_ok))
+                            try:
+                                answer: Answer = self._body(
+                                    self._answer(dev, req, pushed[i], spliced=_spliced(fmt, gzip_ok)), fmt, gzip_ok)
+                            except Exception as e:
+                                answer = e
+                            done(i, answer)
             for i, (dev, req, fmt, gzip_ok) in enumerate(exchanges):
                 if out[i] is None:
                     try:
-                        ops = self._refuse(dev, req)
-                        with self.store.transaction():
-                            pushed[i] = self._write(dev, req, ops)
-                        answer = self._answered(dev, req, pushed[i], fmt, gzip_ok)
+                        answer = self._body(self._sync(dev, req, spliced=_spliced(fmt, gzip_ok)), fmt, gzip_ok)
                     except Exception as e:
                         answer = e
                     done(i, answer)
         assert all(o is not None for o in out)
         return out  # type: ignore[return-value]
 
-    def _answered(self, dev: Device, req: SyncRequest, pushed: tuple[int, int], fmt: Format,
-                  gzip_ok: bool) -> Answer:
-        "The answer to an exchange whose push is written, as an HTTP body, or the error it met"
-        try:
-            resp = self._answer(dev, req, pushed, spliced=fmt == "msgpack" and gzip_ok)
-            if isinstance(resp, Spliced):
-                return spliced_body(resp), True
-            payload = encode(resp, fmt)
-        except Exception as e:
-            return e
+    @staticmethod
+    def _body(resp: SyncResponse | Spliced, fmt: Format, gzip_ok: bool) -> tuple[bytes, bool]:
+        "An answer as an HTTP body in ``fmt``: (body, whether it is gzipped)"
+        if isinstance(resp, Spliced):
+            return spliced_body(resp), True
+        payload = encode(resp, fmt)
         if gzip_ok and len(payload) > 512:
             return compress(payload), True
         return payload, False
