@@ -220,7 +220,8 @@ class Replica:
 
 def make_replica(index: int, tier: str, start_ms: int, schema: Schema = SCHEMA) -> Replica:
     now = [start_ms]
-    store = Store(schema=schema)
+    # replicas keep all, two or none of the records they wrote last in memory (``Store._stored``)
+    store = Store(schema=schema, recent_records=(20_000, 2, 0)[index % 3])
     editor = Editor(
         store, device=f"dev{index}-{tier}", user=f"user{index}", unit=UNITS[tier], tier=tier,
         clock=HLC(clock=lambda: now[0]),
