@@ -926,8 +926,9 @@ class Store:
                     move_rows.append((seq, rid, old_unit, unit))
                 elif o is not None:
                     found_unit.append((unit, o[6]))
-            # kept as JSON bytes: half the memory of the text
-            written.append((rid, ((coll, unit, unit_seq, len(conflicts), int(deleted), data_json, log), blob, seq)))
+            # what is kept holds the values as JSON bytes: half the memory of the text
+            kept: _Old = (coll, unit, unit_seq, len(conflicts), int(deleted), data_json, log)
+            written.append((rid, (kept, blob, seq)))
             if o is None:
                 inserts.append((rid, coll, unit, int(deleted), len(conflicts), data_text, blob, seq, unit_seq, log))
             elif unit != old_unit:
