@@ -153,7 +153,18 @@ LazyState = dict[str, Any]
 _lazy_decode = msgspec.msgpack.Decoder(dict[str, msgspec.Raw]).decode
 _entries_decode = msgspec.msgpack.Decoder(list[Entry]).decode
 #: A touched record as stored: coll, unit, unit_seq, open conflicts, deleted, values (JSON), log (JSON)
-_Old = tuple[str, "str | None", int, int, int, "str | bytes", str]
+#: (kept in memory by ``Store._stored``, the values are the dict itself)
+_Old = tuple[str, "str | None", int, int, int, "str | dict[str, Any]", str]
+
+
+def _decoded_state(state: bytes | LazyState) -> State:
+    "A state as stored (a blob) or as ``apply`` holds it, every field's live ops decoded"
+    if not isinstance(state, dict):
+        return _state_decode(state)
+    for name, lst in state.items():
+        if type(lst) is msgspec.Raw:
+            state[name] = _entries_decode(lst)
+    return state
 
 
 def _drop(state: LazyState, name: str, ids: set[OpId]) -> bool:
@@ -475,7 +486,7 @@ class Store:
         self._turned_dead: list[int] = []  # see ``turned_dead``
         self._ready_version: tuple[int, int] | None = None
         # the records this connection wrote last, as stored: see ``_stored``
-        self._recent: dict[str, tuple[_Old, bytes, int]] = {}
+        self._recent: dict[str, tuple[_Old, LazyState, int]] = {}
         self._recent_max = recent_records
         self._data_version = -1
         self._checkpointer = (Checkpointer(self.path) if checkpoint_thread and key is None
@@ -539,16 +550,15 @@ class Store:
                 self._data_version = version
             try:
                 yield self.conn
+                self.conn.execute("COMMIT")  # a commit that fails is rolled back like the rest
             except BaseException:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 self._forget_ids()
                 self._rewrites += 1  # what it noted in ``_turned_dead`` did not happen
                 raise
-            else:
-                self.conn.execute("COMMIT")
-                if self._checkpointer is not None:
-                    self._checkpointer.poke()
+            if self._checkpointer is not None:
+                self._checkpointer.poke()
 
     def _forget_ids(self) -> None:
         # ids handed out inside a rolled-back transaction do not exist: drop the caches
@@ -694,9 +704,9 @@ class Store:
         # 3. the touched records as stored; each field's live ops stay undecoded until needed
         old: dict[str, _Old] = {}
         states: dict[str, LazyState] = {}
-        for rid, stored, blob, _ in self._stored({op.record for op in new}):
+        for rid, stored, st, _ in self._stored({op.record for op in new}):
             old[rid] = stored
-            states[rid] = _lazy_decode(blob)
+            states[rid] = st if isinstance(st, dict) else _lazy_decode(st)
 
         # 4. op rows and live entries
         (base,) = conn.execute("SELECT coalesce(max(seq), 0) FROM ops").fetchone()
@@ -811,16 +821,19 @@ class Store:
         result.last_seq = seq
         return result
 
-    def _stored(self, records: Iterable[str]) -> Iterator[tuple[str, _Old, bytes, int]]:
-        """The stored rows of these records: (id, what ``_save_records`` needs of it, state blob, seq).
+    def _stored(self, records: Iterable[str]) -> Iterator[tuple[str, _Old, bytes | LazyState, int]]:
+        """The stored rows of these records: (id, what ``_save_records`` needs of it, state, seq). The
+        state is the blob as stored, or the state itself as ``_save_records`` wrote it.
 
-        Those this connection wrote lately come from memory: reading a record back costs more than the
-        rest of an edit's apply (about 11 µs a record, 2026-11-28). What is kept is exactly what was
-        written; it goes when a transaction rolls back or another connection writes."""
+        Those this connection wrote lately come from memory, decoded: reading a record back and decoding
+        it cost more than the rest of an edit's apply (about 11 µs to read a record, 2026-11-28). What is
+        kept is exactly what was written; it goes when a transaction rolls back or another connection
+        writes. The caller owns what it gets (it may change it in place): it leaves the memory until
+        ``_keep`` puts it back."""
         recent = self._recent
         missing = []
         for rid in records:
-            kept = recent.get(rid)
+            kept = recent.pop(rid, None)
             if kept is None:
                 missing.append(rid)
             else:
@@ -833,7 +846,7 @@ class Store:
             ):
                 yield rid, (coll, unit, unit_seq, nconf, deleted, data, log), state, seq
 
-    def _keep(self, written: list[tuple[str, tuple[_Old, bytes, int]]]) -> None:
+    def _keep(self, written: list[tuple[str, tuple[_Old, LazyState, int]]]) -> None:
         "Keep the records just written for ``_stored``, the oldest going past ``recent_records``"
         if not self._recent_max:
             return
@@ -871,14 +884,15 @@ class Store:
         move_rows = []
         units: dict[str, str | None] = {}
         found_unit: list[tuple[str | None, str]] = []  # (unit, log) of records held before their unit
-        written: list[tuple[str, tuple[_Old, bytes, int]]] = []
+        written: list[tuple[str, tuple[_Old, LazyState, int]]] = []
         for rid, state in states.items():
             coll = colls[rid]
             o = old.get(rid)
             seq = record_seq[rid]
             fields = touched.get(rid) if touched is not None else None
             if o is not None and fields is not None and not o[3] and not o[4] and DELETED not in fields:
-                data = _json_decode(o[5])
+                stored = o[5]
+                data = stored if isinstance(stored, dict) else _json_decode(stored)
                 conflicts = []
                 for name in fields:
                     lst = state.get(name)
@@ -910,8 +924,7 @@ class Store:
             units[rid] = unit
             old_unit = o[1] if o else None
             unit_seq = o[2] if o else 0
-            data_json = _json_encode(data)
-            data_text = data_json.decode()
+            data_text = _json_encode(data).decode()
             blob = _state_encode(state)
             added = logs.get(rid) if logs is not None else None
             if o is None:
@@ -926,9 +939,8 @@ class Store:
                     move_rows.append((seq, rid, old_unit, unit))
                 elif o is not None:
                     found_unit.append((unit, o[6]))
-            # what is kept holds the values as JSON bytes: half the memory of the text
-            kept: _Old = (coll, unit, unit_seq, len(conflicts), int(deleted), data_json, log)
-            written.append((rid, (kept, blob, seq)))
+            kept: _Old = (coll, unit, unit_seq, len(conflicts), int(deleted), data, log)
+            written.append((rid, (kept, state, seq)))
             if o is None:
                 inserts.append((rid, coll, unit, int(deleted), len(conflicts), data_text, blob, seq, unit_seq, log))
             elif unit != old_unit:
@@ -1021,8 +1033,8 @@ class Store:
             colls: dict[str, str] = {}
             old: dict[str, _Old] = {}
             record_seq: dict[str, int] = {}
-            for rid, o, blob, seq in self._stored(touched):
-                st = _state_decode(blob)
+            for rid, o, stored, seq in self._stored(touched):
+                st = _decoded_state(stored)
                 for es in st.values():
                     for e in es:
                         if e.device == device and e.counter in new_hlc:

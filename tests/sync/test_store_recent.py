@@ -4,9 +4,11 @@ writes the file."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from sync import Editor, Op, Store
@@ -115,6 +117,53 @@ def test_a_batch_that_rolls_back_leaves_nothing_kept(
         assert store.digest() == fresh.digest()
     # each edit op is live once: a kept state from the failed batch would hold them twice
     assert len(store.live_ops([rid])) == len({op.id for op in store.live_ops([rid])})
+
+
+def test_a_commit_that_fails_is_rolled_back_and_leaves_nothing_kept(store: Store, tablet: Editor) -> None:
+    rid = tablet.create("person", {"name": "张三", "unit": VILLAGE})
+    store.apply(_ops(tablet.store))
+    edit = tablet.update(rid, {"phone": "13800000000", "name": "张叁"})
+
+    def no_commit(action: int, arg: str | None, *_: object) -> int:
+        "SQLite refuses the COMMIT statement (as a full disk would refuse the commit)"
+        deny = action == sqlite3.SQLITE_TRANSACTION and arg == "COMMIT"
+        return sqlite3.SQLITE_DENY if deny else sqlite3.SQLITE_OK
+
+    store.conn.set_authorizer(no_commit)
+    try:
+        with pytest.raises(sqlite3.DatabaseError):
+            store.apply(edit)
+    finally:
+        store.conn.set_authorizer(None)
+    assert not store.conn.in_transaction
+    assert store.get(rid).data == {"name": "张三", "unit": VILLAGE}  # type: ignore[union-attr]
+    store.apply(edit)  # sent again, it applies on what was committed
+    with Store(recent_records=0) as fresh:
+        fresh.apply(_ops(tablet.store))
+        assert store.digest() == fresh.digest()
+    assert len(store.live_ops([rid])) == len({op.id for op in store.live_ops([rid])})
+
+
+def test_a_clock_correction_of_kept_records_matches_one_of_stored_records(tablet: Editor) -> None:
+    ids = [tablet.create("person", {"name": f"居民{i}", "unit": VILLAGE}) for i in range(3)]
+    tablet.update(ids[0], {"phone": "13800000000"})
+    ops = _ops(tablet.store)
+    with Store() as kept, Store(recent_records=0) as read:
+        for store in (kept, read):
+            store.apply(ops)
+            assert store.restamp("tab-1", 0, 60_000, ceiling=max(op.hlc for op in ops) << 8) == len(ops)
+        assert len(kept._recent) == 3  # the correction took them from memory, and kept them again
+        assert kept.digest() == read.digest()
+        shifted = {op.id: op.hlc for op in read.live_ops(ids)}
+        assert {op.id: op.hlc for op in kept.live_ops(ids)} == shifted
+        assert all(shifted[op.id] > op.hlc for op in ops if op.id in shifted)
+        # a concurrent edit stamped between the old and the corrected clock loses to the corrected one
+        name = next(op for op in ops if op.record == ids[2] and op.field == "name")
+        rival = msgspec.structs.replace(name, site="tab-2", counter=1, hlc=name.hlc + (30_000 << 16), value="王五")
+        for store in (kept, read):
+            store.apply([rival])
+            assert store.get(ids[2]).data["name"] == "居民2"  # type: ignore[union-attr]
+        assert kept.digest() == read.digest()
 
 
 def test_only_the_last_records_written_are_kept(tablet: Editor) -> None:
