@@ -72,7 +72,15 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
 
 
 State = dict[str, list[Entry]]
-_state_encode = msgspec.msgpack.Encoder().encode
+_state_encode_into = msgspec.msgpack.Encoder().encode_into
+
+
+def _state_blob(state: LazyState) -> bytearray:
+    """A state encoded for the ``records.state`` column. As a ``bytearray``: Python's sqlite3 binds one
+    straight away, where it first looks ``bytes`` up in its adapters (1.5 µs more a row, 2026-11-28)"""
+    blob = bytearray()
+    _state_encode_into(state, blob)
+    return blob
 _state_decode = msgspec.msgpack.Decoder(State).decode
 #: Decode a ``records.state`` blob: the record's live ops by field.
 decode_state = _state_decode
@@ -925,7 +933,7 @@ class Store:
             old_unit = o[1] if o else None
             unit_seq = o[2] if o else 0
             data_text = _json_encode(data).decode()
-            blob = _state_encode(state)
+            blob = _state_blob(state)
             added = logs.get(rid) if logs is not None else None
             if o is None:
                 log = "[" + ",".join(added or ()) + "]"
