@@ -77,7 +77,8 @@ _state_encode_into = msgspec.msgpack.Encoder().encode_into
 
 def _state_blob(state: LazyState) -> bytearray:
     """A state encoded for the ``records.state`` column. As a ``bytearray``: Python's sqlite3 binds one
-    straight away, where it first looks ``bytes`` up in its adapters (1.5 µs more a row, 2026-11-28)"""
+    straight away, where it first looks ``bytes`` up in its adapters (about 3,300 instructions more a
+    row, 2026-11-28)"""
     blob = bytearray()
     _state_encode_into(state, blob)
     return blob
@@ -161,18 +162,7 @@ LazyState = dict[str, Any]
 _lazy_decode = msgspec.msgpack.Decoder(dict[str, msgspec.Raw]).decode
 _entries_decode = msgspec.msgpack.Decoder(list[Entry]).decode
 #: A touched record as stored: coll, unit, unit_seq, open conflicts, deleted, values (JSON), log (JSON)
-#: (kept in memory by ``Store._stored``, the values are the dict itself)
-_Old = tuple[str, "str | None", int, int, int, "str | dict[str, Any]", str]
-
-
-def _decoded_state(state: bytes | LazyState) -> State:
-    "A state as stored (a blob) or as ``apply`` holds it, every field's live ops decoded"
-    if not isinstance(state, dict):
-        return _state_decode(state)
-    for name, lst in state.items():
-        if type(lst) is msgspec.Raw:
-            state[name] = _entries_decode(lst)
-    return state
+_Old = tuple[str, "str | None", int, int, int, "str | bytes", str]
 
 
 def _drop(state: LazyState, name: str, ids: set[OpId]) -> bool:
@@ -494,7 +484,7 @@ class Store:
         self._turned_dead: list[int] = []  # see ``turned_dead``
         self._ready_version: tuple[int, int] | None = None
         # the records this connection wrote last, as stored: see ``_stored``
-        self._recent: dict[str, tuple[_Old, LazyState, int]] = {}
+        self._recent: dict[str, tuple[_Old, bytes | bytearray, int]] = {}
         self._recent_max = recent_records
         self._data_version = -1
         self._checkpointer = (Checkpointer(self.path) if checkpoint_thread and key is None
@@ -712,9 +702,9 @@ class Store:
         # 3. the touched records as stored; each field's live ops stay undecoded until needed
         old: dict[str, _Old] = {}
         states: dict[str, LazyState] = {}
-        for rid, stored, st, _ in self._stored({op.record for op in new}):
+        for rid, stored, blob, _ in self._stored({op.record for op in new}):
             old[rid] = stored
-            states[rid] = st if isinstance(st, dict) else _lazy_decode(st)
+            states[rid] = _lazy_decode(blob)
 
         # 4. op rows and live entries
         (base,) = conn.execute("SELECT coalesce(max(seq), 0) FROM ops").fetchone()
@@ -829,19 +819,16 @@ class Store:
         result.last_seq = seq
         return result
 
-    def _stored(self, records: Iterable[str]) -> Iterator[tuple[str, _Old, bytes | LazyState, int]]:
-        """The stored rows of these records: (id, what ``_save_records`` needs of it, state, seq). The
-        state is the blob as stored, or the state itself as ``_save_records`` wrote it.
+    def _stored(self, records: Iterable[str]) -> Iterator[tuple[str, _Old, bytes | bytearray, int]]:
+        """The stored rows of these records: (id, what ``_save_records`` needs of it, state blob, seq).
 
-        Those this connection wrote lately come from memory, decoded: reading a record back and decoding
-        it cost more than the rest of an edit's apply (about 11 µs to read a record, 2026-11-28). What is
-        kept is exactly what was written; it goes when a transaction rolls back or another connection
-        writes. The caller owns what it gets (it may change it in place): it leaves the memory until
-        ``_keep`` puts it back."""
+        Those this connection wrote lately come from memory: reading a record back costs more than the
+        rest of an edit's apply (about 11 µs a record, 2026-11-28). What is kept is exactly what was
+        written; it goes when a transaction rolls back or another connection writes."""
         recent = self._recent
         missing = []
         for rid in records:
-            kept = recent.pop(rid, None)
+            kept = recent.get(rid)
             if kept is None:
                 missing.append(rid)
             else:
@@ -854,7 +841,7 @@ class Store:
             ):
                 yield rid, (coll, unit, unit_seq, nconf, deleted, data, log), state, seq
 
-    def _keep(self, written: list[tuple[str, tuple[_Old, LazyState, int]]]) -> None:
+    def _keep(self, written: list[tuple[str, tuple[_Old, bytes | bytearray, int]]]) -> None:
         "Keep the records just written for ``_stored``, the oldest going past ``recent_records``"
         if not self._recent_max:
             return
@@ -892,15 +879,14 @@ class Store:
         move_rows = []
         units: dict[str, str | None] = {}
         found_unit: list[tuple[str | None, str]] = []  # (unit, log) of records held before their unit
-        written: list[tuple[str, tuple[_Old, LazyState, int]]] = []
+        written: list[tuple[str, tuple[_Old, bytes | bytearray, int]]] = []
         for rid, state in states.items():
             coll = colls[rid]
             o = old.get(rid)
             seq = record_seq[rid]
             fields = touched.get(rid) if touched is not None else None
             if o is not None and fields is not None and not o[3] and not o[4] and DELETED not in fields:
-                stored = o[5]
-                data = stored if isinstance(stored, dict) else _json_decode(stored)
+                data = _json_decode(o[5])
                 conflicts = []
                 for name in fields:
                     lst = state.get(name)
@@ -932,7 +918,8 @@ class Store:
             units[rid] = unit
             old_unit = o[1] if o else None
             unit_seq = o[2] if o else 0
-            data_text = _json_encode(data).decode()
+            data_json = _json_encode(data)
+            data_text = data_json.decode()
             blob = _state_blob(state)
             added = logs.get(rid) if logs is not None else None
             if o is None:
@@ -947,8 +934,9 @@ class Store:
                     move_rows.append((seq, rid, old_unit, unit))
                 elif o is not None:
                     found_unit.append((unit, o[6]))
-            kept: _Old = (coll, unit, unit_seq, len(conflicts), int(deleted), data, log)
-            written.append((rid, (kept, state, seq)))
+            # what is kept holds the values as JSON bytes: half the memory of the text
+            kept: _Old = (coll, unit, unit_seq, len(conflicts), int(deleted), data_json, log)
+            written.append((rid, (kept, blob, seq)))
             if o is None:
                 inserts.append((rid, coll, unit, int(deleted), len(conflicts), data_text, blob, seq, unit_seq, log))
             elif unit != old_unit:
@@ -1041,8 +1029,8 @@ class Store:
             colls: dict[str, str] = {}
             old: dict[str, _Old] = {}
             record_seq: dict[str, int] = {}
-            for rid, o, stored, seq in self._stored(touched):
-                st = _decoded_state(stored)
+            for rid, o, blob, seq in self._stored(touched):
+                st = _state_decode(blob)
                 for es in st.values():
                     for e in es:
                         if e.device == device and e.counter in new_hlc:
