@@ -73,15 +73,6 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
 
 State = dict[str, list[Entry]]
 _state_encode_into = msgspec.msgpack.Encoder().encode_into
-
-
-def _state_blob(state: LazyState) -> bytearray:
-    """A state encoded for the ``records.state`` column. As a ``bytearray``: Python's sqlite3 binds one
-    straight away, where it first looks ``bytes`` up in its adapters (about 3,300 instructions more a
-    row, 2026-11-28)"""
-    blob = bytearray()
-    _state_encode_into(state, blob)
-    return blob
 _state_decode = msgspec.msgpack.Decoder(State).decode
 #: Decode a ``records.state`` blob: the record's live ops by field.
 decode_state = _state_decode
@@ -161,6 +152,17 @@ def _distinct(entries: list[Entry]) -> bool:
 LazyState = dict[str, Any]
 _lazy_decode = msgspec.msgpack.Decoder(dict[str, msgspec.Raw]).decode
 _entries_decode = msgspec.msgpack.Decoder(list[Entry]).decode
+
+
+def _state_blob(state: LazyState) -> bytearray:
+    """A state encoded for the ``records.state`` column. As a ``bytearray``: Python's sqlite3 binds one
+    straight away, where it first looks ``bytes`` up in its adapters (about 3,300 instructions more a
+    row, 2026-11-28)"""
+    blob = bytearray()
+    _state_encode_into(state, blob)
+    return blob
+
+
 #: A touched record as stored: coll, unit, unit_seq, open conflicts, deleted, values (JSON), log (JSON)
 _Old = tuple[str, "str | None", int, int, int, "str | bytes", str]
 
