@@ -165,6 +165,8 @@ def _state_blob(state: LazyState) -> bytearray:
 
 #: A touched record as stored: coll, unit, unit_seq, open conflicts, deleted, values (JSON), log (JSON)
 _Old = tuple[str, "str | None", int, int, int, "str | bytes", str]
+#: A record as ``Store._stored`` gives it and keeps it: what ``_save_records`` needs, state blob, seq
+_Kept = tuple[_Old, "bytes | bytearray", int]
 
 
 def _drop(state: LazyState, name: str, ids: set[OpId]) -> bool:
@@ -486,7 +488,7 @@ class Store:
         self._turned_dead: list[int] = []  # see ``turned_dead``
         self._ready_version: tuple[int, int] | None = None
         # the records this connection wrote last, as stored: see ``_stored``
-        self._recent: dict[str, tuple[_Old, bytes | bytearray, int]] = {}
+        self._recent: dict[str, _Kept] = {}
         self._recent_max = recent_records
         self._data_version = -1
         self._checkpointer = (Checkpointer(self.path) if checkpoint_thread and key is None
@@ -843,7 +845,7 @@ class Store:
             ):
                 yield rid, (coll, unit, unit_seq, nconf, deleted, data, log), state, seq
 
-    def _keep(self, written: list[tuple[str, tuple[_Old, bytes | bytearray, int]]]) -> None:
+    def _keep(self, written: list[tuple[str, _Kept]]) -> None:
         "Keep the records just written for ``_stored``, the oldest going past ``recent_records``"
         if not self._recent_max:
             return
@@ -881,7 +883,7 @@ class Store:
         move_rows = []
         units: dict[str, str | None] = {}
         found_unit: list[tuple[str | None, str]] = []  # (unit, log) of records held before their unit
-        written: list[tuple[str, tuple[_Old, bytes | bytearray, int]]] = []
+        written: list[tuple[str, _Kept]] = []
         for rid, state in states.items():
             coll = colls[rid]
             o = old.get(rid)
