@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -158,22 +158,11 @@ def test_a_group_leaves_the_node_as_the_same_exchanges_one_by_one(tmp_path: Path
 
 def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     "``asyncio.run(main())`` in a thread of its own: the browser tests keep an event loop running in this one"
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            out.append(asyncio.run(main()))
-        except BaseException as e:
-            err.append(e)
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join(60)
-    assert not t.is_alive(), "the event loop's thread did not finish"
-    if err:
-        raise err[0]
-    return out[0]
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(lambda: asyncio.run(main())).result(timeout=60)
+    finally:
+        pool.shutdown(wait=False)
 
 
 async def _until(done: Callable[[], bool], seconds: float = 10.0) -> None:

@@ -33,6 +33,15 @@ def _reads_of_records(store: Store) -> tuple[list[str], Callable[[], None]]:
     return seen, lambda: store.conn.set_trace_callback(None)
 
 
+def _assert_as_fresh(store: Store, tablet: Editor, rid: str) -> None:
+    "``store`` holds what a fresh replica given all the tablet's ops holds, and each live op of ``rid`` once"
+    with Store(recent_records=0) as fresh:
+        fresh.apply(_ops(tablet.store))
+        assert store.digest() == fresh.digest()
+    # a kept state from a batch that failed would hold an edit's op twice
+    assert len(store.live_ops([rid])) == len({op.id for op in store.live_ops([rid])})
+
+
 @pytest.fixture
 def tablet(make_editor: MakeEditor) -> Iterator[Editor]:
     "A village tablet's editor on a scratch store: the ops it makes are applied elsewhere"
@@ -112,11 +121,7 @@ def test_a_batch_that_rolls_back_leaves_nothing_kept(
         store.apply(edit)
     monkeypatch.undo()
     store.apply(edit)
-    with Store(recent_records=0) as fresh:
-        fresh.apply(_ops(tablet.store))
-        assert store.digest() == fresh.digest()
-    # each edit op is live once: a kept state from the failed batch would hold them twice
-    assert len(store.live_ops([rid])) == len({op.id for op in store.live_ops([rid])})
+    _assert_as_fresh(store, tablet, rid)
 
 
 def test_a_commit_that_fails_is_rolled_back_and_leaves_nothing_kept(store: Store, tablet: Editor) -> None:
@@ -138,10 +143,7 @@ def test_a_commit_that_fails_is_rolled_back_and_leaves_nothing_kept(store: Store
     assert not store.conn.in_transaction
     assert store.get(rid).data == {"name": "张三", "unit": VILLAGE}  # type: ignore[union-attr]
     store.apply(edit)  # sent again, it applies on what was committed
-    with Store(recent_records=0) as fresh:
-        fresh.apply(_ops(tablet.store))
-        assert store.digest() == fresh.digest()
-    assert len(store.live_ops([rid])) == len({op.id for op in store.live_ops([rid])})
+    _assert_as_fresh(store, tablet, rid)
 
 
 def test_a_clock_correction_of_kept_records_matches_one_of_stored_records(tablet: Editor) -> None:
