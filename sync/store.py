@@ -48,7 +48,12 @@ from .wire import OpBatch, Prepared, pack_prepared, prepare_rows
 from .types import ADD, DELETED, REMOVE, SET, SURVIVES_DELETE, TIER_NAME, OpId
 
 _json_encode = msgspec.json.Encoder().encode
+_json_encode_into = msgspec.json.Encoder().encode_into
 _json_decode = msgspec.json.decode
+#: a record's stored values with each value left encoded: a patch re-encodes only what it changes
+_values_decode = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+
+
 _CHUNK = 500
 #: How many of the records a store wrote last it keeps in memory by default (``Store(recent_records=)``):
 #: about 1.6 KB each (the ingest benchmark's records, 2026-11-28), some 30 MB in all.
@@ -90,16 +95,18 @@ def materialize(coll: str, state: State, schema: Schema = SCHEMA) -> Materialize
     "The visible record that a record's live ops make: the whole merge rule in one place"
     data: dict[str, Any] = {}
     conflicts: list[str] = []
-    others_live = False
     ufield = _unit_field(schema, coll)
     for name, entries in state.items():
-        if not entries:
+        if len(entries) == 1 and name != DELETED:  # most fields: _field_value's first case, inline
+            e = entries[0]
+            if e.kind == SET:
+                data[name] = e.value
+                continue
+            if e.kind == ADD:
+                data[name] = [e.value]
+                continue
+        if not entries or name == DELETED:
             continue
-        if name == DELETED:
-            continue
-        if name != ufield and name not in SURVIVES_DELETE:
-            # a delete keeps the record's unit (so it stays in its village's scope) and any merge redirect
-            others_live = True
         has, value, conflict = _field_value(schema, coll, name, entries)
         if has:
             data[name] = value
@@ -109,7 +116,11 @@ def materialize(coll: str, state: State, schema: Schema = SCHEMA) -> Materialize
     dels = state.get(DELETED)
     if dels:
         deleted = max(dels, key=Entry.key).value is True
-        if (len(dels) > 1 and _distinct(dels)) or (deleted and others_live):
+        # a delete keeps the record's unit (so it stays in its village's scope) and any merge redirect
+        others_live = deleted and any(
+            entries and name not in (DELETED, ufield) and name not in SURVIVES_DELETE
+            for name, entries in state.items())
+        if (len(dels) > 1 and _distinct(dels)) or others_live:
             conflicts.append(DELETED)
     unit = data.get(ufield)
     return Materialized(data, deleted, unit if isinstance(unit, str) else None, sorted(conflicts))
@@ -154,6 +165,15 @@ _lazy_decode = msgspec.msgpack.Decoder(dict[str, msgspec.Raw]).decode
 _entries_decode = msgspec.msgpack.Decoder(list[Entry]).decode
 
 
+def _json_bound(obj: Any) -> bytearray:
+    """``obj`` as JSON for a column its statement writes as ``CAST(? AS TEXT)``: msgspec's UTF-8 goes in
+    as it is. Made a ``str`` first, a record's values (about 200 bytes, Chinese text) took 2 µs to decode
+    and as long again for sqlite3 to encode back (2026-11-28). A ``bytearray``, as ``_state_blob`` says."""
+    buf = bytearray()
+    _json_encode_into(obj, buf)
+    return buf
+
+
 def _state_blob(state: LazyState) -> bytearray:
     """A state encoded for the ``records.state`` column. As a ``bytearray``: Python's sqlite3 binds one
     straight away, where it first looks ``bytes`` up in its adapters (about 3,300 instructions more a
@@ -164,7 +184,7 @@ def _state_blob(state: LazyState) -> bytearray:
 
 
 #: A touched record as stored: coll, unit, unit_seq, open conflicts, deleted, values (JSON), log (JSON)
-_Old = tuple[str, "str | None", int, int, int, "str | bytes", str]
+_Old = tuple[str, "str | None", int, int, int, "str | bytes | bytearray", str]
 #: A record as ``Store._stored`` gives it and keeps it: what ``_save_records`` needs, state blob, seq
 _Kept = tuple[_Old, "bytes | bytearray", int]
 
@@ -721,7 +741,7 @@ class Store:
         author_ids: dict[tuple[str, str, int], int] = {}
         dead_set = set(dead)
         pending: set[tuple[int, int, str]] = set()
-        encode = _json_encode
+        encode_into = _json_encode_into  # as ``_json_bound`` does, inline
         last_key: tuple[str, str, int] | None = None
         aid = 0
         for op in new:
@@ -732,15 +752,19 @@ class Store:
                 last_key = key
             sid = sites[op.site]
             value = op.value
+            value_json: bytearray | None = None
+            if value is not None:
+                value_json = bytearray()
+                encode_into(value, value_json)
             pred = op.pred
+            pred_json: bytearray | str = ""  # not NULL: sqlite3 binds None by a slower path
+            if pred:
+                pred_json = bytearray()
+                encode_into(pred, pred_json)
             rid = op.record
             # the record's unit (the last item) is known once the batch is materialised
-            op_values += (
-                seq, sid, op.counter, op.hlc, op.coll, rid, op.field, op.kind,
-                encode(value).decode() if value is not None else None,
-                encode(pred).decode() if pred else "",  # not NULL: sqlite3 binds None by a slower path
-                aid, None,
-            )
+            op_values += (seq, sid, op.counter, op.hlc, op.coll, rid, op.field, op.kind,
+                          value_json, pred_json, aid, None)
             record_seq[rid] = seq
             log = logs.get(rid)
             if log is None:
@@ -812,7 +836,7 @@ class Store:
         units = self._save_records(states, colls, old, record_seq, touched, logs)
         for i in range(5, len(op_values), _OP_WIDTH):  # the record id is the 6th value, its unit the 12th
             op_values[i + 6] = units[op_values[i]]
-        insert_values(conn, "INTO ops", _OP_WIDTH, op_values)
+        insert_values(conn, "INTO ops", _OP_WIDTH, op_values, _OP_ROW)
 
         # 7. per-site high-water marks
         for sid, batch in by_site.items():
@@ -890,7 +914,7 @@ class Store:
             seq = record_seq[rid]
             fields = touched.get(rid) if touched is not None else None
             if o is not None and fields is not None and not o[3] and not o[4] and DELETED not in fields:
-                data = _json_decode(o[5])
+                data = _values_decode(o[5])
                 conflicts = []
                 for name in fields:
                     lst = state.get(name)
@@ -922,8 +946,7 @@ class Store:
             units[rid] = unit
             old_unit = o[1] if o else None
             unit_seq = o[2] if o else 0
-            data_json = _json_encode(data)
-            data_text = data_json.decode()
+            data_json = _json_bound(data)
             blob = _state_blob(state)
             added = logs.get(rid) if logs is not None else None
             if o is None:
@@ -942,23 +965,23 @@ class Store:
             kept: _Old = (coll, unit, unit_seq, len(conflicts), int(deleted), data_json, log)
             written.append((rid, (kept, blob, seq)))
             if o is None:
-                inserts.append((rid, coll, unit, int(deleted), len(conflicts), data_text, blob, seq, unit_seq, log))
+                inserts.append((rid, coll, unit, int(deleted), len(conflicts), data_json, blob, seq, unit_seq, log))
             elif unit != old_unit:
-                moved.append((unit, unit_seq, int(deleted), len(conflicts), data_text, blob, seq, log, rid))
+                moved.append((unit, unit_seq, int(deleted), len(conflicts), data_json, blob, seq, log, rid))
             else:
-                updates.append((int(deleted), len(conflicts), data_text, blob, seq, log, rid))
+                updates.append((int(deleted), len(conflicts), data_json, blob, seq, log, rid))
             if (o and o[3]) or conflicts:
                 conflict_records.append(rid)
                 conflict_rows.extend((rid, f, coll, unit, seq) for f in conflicts)
         insert_rows(conn, "INTO records (id, coll, unit, deleted, conflicts, data, state, seq, unit_seq, log)",
-                    inserts)
+                    inserts, "(?,?,?,?,?,CAST(? AS TEXT),?,?,?,?)")
         # an update that leaves the unit alone does not name it, so SQLite leaves records_unit alone
         if updates:
-            conn.executemany("UPDATE records SET deleted = ?, conflicts = ?, data = ?, state = ?, seq = ?,"
-                             " log = ? WHERE id = ?", updates)
+            conn.executemany("UPDATE records SET deleted = ?, conflicts = ?, data = CAST(? AS TEXT),"
+                             " state = ?, seq = ?, log = ? WHERE id = ?", updates)
         if moved:
-            conn.executemany("UPDATE records SET unit = ?, unit_seq = ?, deleted = ?, conflicts = ?, data = ?,"
-                             " state = ?, seq = ?, log = ? WHERE id = ?", moved)
+            conn.executemany("UPDATE records SET unit = ?, unit_seq = ?, deleted = ?, conflicts = ?,"
+                             " data = CAST(? AS TEXT), state = ?, seq = ?, log = ? WHERE id = ?", moved)
         if conflict_records:
             old_conf = {
                 (r, f): s
@@ -1343,38 +1366,43 @@ def _where(*, units: tuple[str, str] | None = None, **equal: str | None) -> tupl
 
 #: Rows per statement in ``insert_values``.
 _ROWS_PER_INSERT = 50
-_insert_sql: dict[tuple[str, int, int], str] = {}
-#: Values in a row of ``ops``.
+_insert_sql: dict[tuple[str, str, int], str] = {}
+#: Values in a row of ``ops``, and the SQL of one: value and pred come as JSON in ``bytearray``s
 _OP_WIDTH = 12
+_OP_ROW = "(?,?,?,?,?,?,?,?,CAST(? AS TEXT),CAST(? AS TEXT),?,?)"
 
 
-def insert_values(conn: sqlite3.Connection, into: str, width: int, values: list[Any]) -> None:
+def insert_values(conn: sqlite3.Connection, into: str, width: int, values: list[Any],
+                  row: str | None = None) -> None:
     """``INSERT {into} VALUES ...`` of rows of ``width`` values, given one row after another in
     ``values``, as ``executemany`` would insert them, in statements of 50 rows: SQLite then runs a
     fiftieth as many statements for the same rows (about a quarter less CPU for the store's op rows,
     measured alone). A row that breaks a constraint fails its statement, and the caller's transaction,
-    as it would one by one."""
+    as it would one by one. ``row``: the SQL of one row, ``(?,?,...)`` unless given (to cast a value,
+    say); it has ``width`` parameters."""
+    one = row or "(" + ",".join("?" * width) + ")"
     step = width * _ROWS_PER_INSERT
     whole = len(values) - len(values) % step
     if whole:
-        conn.executemany(_insert_statement(into, width, _ROWS_PER_INSERT),
+        conn.executemany(_insert_statement(into, one, _ROWS_PER_INSERT),
                          [values[i:i + step] for i in range(0, whole, step)])
     if whole < len(values):
-        conn.executemany(_insert_statement(into, width, 1),
+        conn.executemany(_insert_statement(into, one, 1),
                          [values[i:i + width] for i in range(whole, len(values), width)])
 
 
-def insert_rows(conn: sqlite3.Connection, into: str, rows: Sequence[Sequence[Any]]) -> None:
+def insert_rows(
+    conn: sqlite3.Connection, into: str, rows: Sequence[Sequence[Any]], row: str | None = None
+) -> None:
     "``insert_values`` of rows given as rows, all of one width"
     if rows:
-        insert_values(conn, into, len(rows[0]), list(itertools.chain.from_iterable(rows)))
+        insert_values(conn, into, len(rows[0]), list(itertools.chain.from_iterable(rows)), row)
 
 
-def _insert_statement(into: str, width: int, rows: int) -> str:
-    sql = _insert_sql.get((into, width, rows))
+def _insert_statement(into: str, one: str, rows: int) -> str:
+    sql = _insert_sql.get((into, one, rows))
     if sql is None:
-        one = "(" + ",".join("?" * width) + ")"
-        sql = _insert_sql[(into, width, rows)] = f"INSERT {into} VALUES " + ",".join([one] * rows)
+        sql = _insert_sql[(into, one, rows)] = f"INSERT {into} VALUES " + ",".join([one] * rows)
     return sql
 
 

@@ -1,14 +1,18 @@
-"""How the store writes: rows inserted fifty to a statement, and a WAL copied back into the database
-file by a checkpoint thread rather than by the commit that fills it."""
+"""How the store writes: rows inserted fifty to a statement, JSON handed to SQLite as UTF-8 and kept as
+text, and a WAL copied back into the database file by a checkpoint thread rather than by the commit that
+fills it."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from sync import Editor
 from sync.store import Checkpointer, Store, insert_rows, insert_values
 
 
@@ -45,6 +49,40 @@ def test_insert_rows_names_its_columns_and_a_broken_constraint_fails_the_whole_t
     conn.execute("ROLLBACK")
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (60,)
     conn.close()
+
+
+def test_insert_values_takes_the_sql_of_a_row_to_cast_a_value() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a INTEGER, b TEXT)")
+    values = [x for i in range(70) for x in (i, bytearray(msgspec.json.encode({"名": i})))]
+    insert_values(conn, "INTO t", 2, values, "(?, CAST(? AS TEXT))")
+    rows = conn.execute("SELECT a, typeof(b), b ->> '$.名' FROM t ORDER BY rowid").fetchall()
+    assert rows == [(i, "text", i) for i in range(70)]
+    conn.close()
+
+
+def test_values_and_pred_are_stored_as_json_text(
+    store: Store, make_editor: Callable[..., Editor]
+) -> None:
+    """Op values, ``pred`` and a record's values reach SQLite as msgspec's UTF-8 in a bytearray; stored as
+    text, SQL's JSON functions read them and they compare equal to the text a str would have given"""
+    with Store() as scratch:
+        tablet = make_editor(scratch, "village", device="tab-1")
+        rid = tablet.create("person", {"name": "张三", "unit": "510903001001", "groups": ["老年人", "独居"]})
+        store.apply([op for _, op in scratch.ops_since(0)])
+        store.apply(tablet.update(rid, {"name": "张三丰"}))  # patched: the other values stay as stored
+    rows = store.conn.execute(
+        "SELECT field, typeof(value), value, typeof(pred), pred, counter FROM ops ORDER BY seq").fetchall()
+    assert {(t, pt) for _, t, _, pt, _, _ in rows} == {("text", "text")}
+    names = [(value, pred, counter) for field, _, value, _, pred, counter in rows if field == "name"]
+    (first, pred0, counter), (edit, pred1, _) = names
+    assert (first, pred0) == ('"张三"', "")
+    assert edit == '"张三丰"' and msgspec.json.decode(pred1) == [["tab-1", counter]]
+    (kind, name, groups), = store.conn.execute(
+        "SELECT typeof(data), data ->> '$.name', data -> '$.groups' FROM records WHERE id = ?", (rid,))
+    assert (kind, name, msgspec.json.decode(groups)) == ("text", "张三丰", ["独居", "老年人"])
+    record = store.get(rid)
+    assert record is not None and record.data["groups"] == ["独居", "老年人"] and record.data["name"] == "张三丰"
 
 
 def test_a_store_with_a_checkpoint_thread_has_its_commits_copied_into_the_database_file(tmp_path: Path) -> None:
