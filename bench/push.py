@@ -135,6 +135,10 @@ def main() -> None:
         "edits_per_s": round(n / rep_e.seconds, 1),
         "ops_per_s_create": round(create_ops / rep_c.seconds, 1),
         "rounds_create": rep_c.rounds,
+        # of seconds_create_sync: the round trips (request sent to answer decoded), and the node's own part
+        # of them (its Server-Timing); the rest is the tablet's work between round trips
+        "round_trip_seconds_create": round(sum(rep_c.round_ms) / 1000, 3),
+        "node_seconds_create": round(sum(rep_c.node_ms) / 1000, 3),
         "rounds_edit": rep_e.rounds,
         "bytes_up_create": rep_c.bytes_up,
         "bytes_down_create": rep_c.bytes_down,
