@@ -52,8 +52,6 @@ _json_encode_into = msgspec.json.Encoder().encode_into
 _json_decode = msgspec.json.decode
 #: a record's stored values with each value left encoded: a patch re-encodes only what it changes
 _values_decode = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
-
-
 _CHUNK = 500
 #: How many of the records a store wrote last it keeps in memory by default (``Store(recent_records=)``):
 #: about 1.6 KB each (the ingest benchmark's records, 2026-11-28), some 30 MB in all.
