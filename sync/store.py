@@ -182,7 +182,7 @@ def _state_blob(state: LazyState) -> bytearray:
 
 
 #: A touched record as stored: coll, unit, unit_seq, open conflicts, deleted, values (JSON), log (JSON)
-_Old = tuple[str, "str | None", int, int, int, "str | bytes | bytearray", str]
+_Old = tuple[str, "str | None", int, int, int, "str | bytearray", str]
 #: A record as ``Store._stored`` gives it and keeps it: what ``_save_records`` needs, state blob, seq
 _Kept = tuple[_Old, "bytes | bytearray", int]
 
@@ -959,7 +959,7 @@ class Store:
                     move_rows.append((seq, rid, old_unit, unit))
                 elif o is not None:
                     found_unit.append((unit, o[6]))
-            # what is kept holds the values as JSON bytes: half the memory of the text
+            # what is kept holds the values as the UTF-8 JSON written: half the memory of the text
             kept: _Old = (coll, unit, unit_seq, len(conflicts), int(deleted), data_json, log)
             written.append((rid, (kept, blob, seq)))
             if o is None:
