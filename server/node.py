@@ -21,6 +21,7 @@ import os
 import secrets
 import sqlite3
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,7 @@ _DEAD = ("EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site AND s.counter
 _NOT_OWN = "seq > ? AND seq NOT BETWEEN ? AND ? AND site != ?"
 _counter = operator.attrgetter("counter")
 _hlc = operator.attrgetter("hlc")
+_value = operator.attrgetter("value")
 
 
 def _index(ops: Sequence[Op], op: Op) -> int:
@@ -584,14 +586,9 @@ class Node:
                 details={"op": i, "ahead_ms": ahead, "server_time": self.clock.now()},
             )
         # values are checked per field, all of a batch's values of one field at once
-        groups: dict[tuple[str, str, int], list[Op]] = {}
+        groups: defaultdict[tuple[str, str, int], list[Op]] = defaultdict(list)
         for op in ops:
-            key = (op.coll, op.field, op.kind)
-            same = groups.get(key)
-            if same is None:
-                groups[key] = [op]
-            else:
-                same.append(op)
+            groups[op.coll, op.field, op.kind].append(op)
         new_units: dict[str, str] = {}
         village = dev.tier == "village"
         for (coll, name, kind), group in groups.items():
@@ -601,7 +598,7 @@ class Node:
                 raise ReadOnly(f"ops[{i}] writes {coll}: tablets read reference data and escalations but "
                                "do not write them; the township, county or city authors them",
                                details={"op": i, "collection": coll})
-            vals = [op.value for op in group]
+            vals = list(map(_value, group))
             if None in vals:
                 vals = [v for v in vals if v is not None]
             if vals:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import itertools
+import operator
 import os
 import sqlite3
 import threading
@@ -53,6 +54,8 @@ _json_decode = msgspec.json.decode
 #: a record's stored values with each value left encoded: a patch re-encodes only what it changes
 _values_decode = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _CHUNK = 500
+_counter = operator.attrgetter("counter")
+_hlc = operator.attrgetter("hlc")
 #: How many of the records a store wrote last it keeps in memory by default (``Store(recent_records=)``):
 #: about 1.6 KB each (the ingest benchmark's records, 2026-11-28), some 30 MB in all.
 RECENT_RECORDS = 20_000
@@ -683,7 +686,8 @@ class Store:
         if not ops:
             return result
         conn = self.conn
-        devices = {op.site for op in ops}
+        op_sites = {op.site for op in ops}
+        devices = set(op_sites)
         for op in ops:
             for d, _ in op.pred:
                 devices.add(d)
@@ -691,19 +695,30 @@ class Store:
 
         # 1. drop duplicates, inside the batch and those already held; note the new ops that an op
         #    held here already superseded: they arrive dead
-        by_site: dict[int, dict[int, Op]] = defaultdict(dict)
-        for op in ops:
-            by_site[sites[op.site]].setdefault(op.counter, op)
+        by_site: dict[int, dict[int, Op]] = {}
+        if len(op_sites) == 1:  # one device's batch, as a tablet pushes: its counters, each once
+            one = dict(zip(map(_counter, ops), ops))
+            if len(one) == len(ops):
+                by_site[sites[ops[0].site]] = one
+        if not by_site:
+            by_site = defaultdict(dict)
+            for op in ops:  # the first of an op sent twice in the batch
+                by_site[sites[op.site]].setdefault(op.counter, op)
         new: list[Op] = []
         held_killed: set[tuple[int, int, str]] = set()
         for sid, batch in by_site.items():
             lo, hi = min(batch), max(batch)
             have = {r[0] for r in conn.execute(
                 "SELECT counter FROM ops WHERE site = ? AND counter BETWEEN ? AND ?", (sid, lo, hi))}
-            fresh = [c for c in batch if c not in have]
-            new.extend(batch[c] for c in fresh)
+            if have:
+                fresh: Collection[int] = [c for c in batch if c not in have]
+                new.extend(batch[c] for c in fresh)
+            else:  # nothing held yet: all of it is new
+                fresh = batch.keys()
+                new.extend(batch.values())
             if fresh:
-                lo, hi = min(fresh), max(fresh)
+                if have:
+                    lo, hi = min(fresh), max(fresh)
                 held_killed.update((sid, r[0], r[1]) for r in conn.execute(
                     "SELECT counter, record FROM superseded WHERE site = ? AND counter BETWEEN ? AND ?",
                     (sid, lo, hi)))
@@ -1011,7 +1026,7 @@ class Store:
             "SELECT contiguous, max_counter, last_hlc FROM sites WHERE id = ?", (sid,)
         ).fetchone()
         max_counter = max(max_counter, max(batch))
-        last_hlc = max(last_hlc, max(op.hlc for op in batch.values()))
+        last_hlc = max(last_hlc, max(map(_hlc, batch.values())))
         if contiguous + 1 in batch:
             nxt = contiguous + 1
             while nxt in batch:

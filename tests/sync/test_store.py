@@ -110,6 +110,17 @@ def test_duplicates_within_and_across_batches(store: Store, batch: list[Op]) -> 
     assert store.count_ops() == len(batch)
 
 
+def test_an_op_id_sent_twice_in_one_batch_keeps_its_first_op(store: Store) -> None:
+    "One device's batch with a counter repeated (other content): the first is applied, the second dropped"
+    rid = uuid7()
+    ops = [_op("tab-a", 1, rid, "unit", VILLAGE), _op("tab-a", 2, rid, value="张三"),
+           _op("tab-a", 2, rid, value="李四"), _op("tab-a", 3, rid, "phone", "13800000000")]
+    applied = store.apply(ops)
+    assert (applied.new, applied.duplicates) == (3, 1)
+    assert store.get(rid).data == {"unit": VILLAGE, "name": "张三", "phone": "13800000000"}  # type: ignore[union-attr]
+    assert store.high_water()["tab-a"].contiguous == 3
+
+
 def test_ops_may_arrive_before_the_ops_their_pred_names(store: Store, replica: Replica) -> None:
     rid = uuid7()
     a = _op("tab-a", 1, rid, value="张三")
