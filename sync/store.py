@@ -713,12 +713,12 @@ class Store:
             if have:
                 fresh: Collection[int] = [c for c in batch if c not in have]
                 new.extend(batch[c] for c in fresh)
+                if fresh:
+                    lo, hi = min(fresh), max(fresh)
             else:  # nothing held yet: all of it is new
                 fresh = batch.keys()
                 new.extend(batch.values())
             if fresh:
-                if have:
-                    lo, hi = min(fresh), max(fresh)
                 held_killed.update((sid, r[0], r[1]) for r in conn.execute(
                     "SELECT counter, record FROM superseded WHERE site = ? AND counter BETWEEN ? AND ?",
                     (sid, lo, hi)))
