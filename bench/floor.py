@@ -98,19 +98,6 @@ def held(store: Store) -> Any:
             store.conn.execute("SELECT * FROM sites ORDER BY id").fetchall())
 
 
-def apply_part(batches: Sequence[Sequence[Op]], path: Path) -> Callable[[], None]:
-    store = Store(path, durable=True, checkpoint_thread=True)
-
-    def run() -> None:
-        try:
-            for b in batches:
-                store.apply(b)
-        finally:
-            store.close()
-
-    return run
-
-
 def replay_part(calls: list[Call], path: Path) -> Callable[[], None]:
     store = Store(path, durable=True, checkpoint_thread=True)  # the same schema and settings, empty
     conn = store.conn
@@ -128,8 +115,9 @@ def replay_part(calls: list[Call], path: Path) -> Callable[[], None]:
     return run
 
 
-def timed(fn: Callable[[], None]) -> tuple[float, float]:
-    "(wall, thread CPU) seconds of ``fn``, after a full collection (as ``_common.timed``)"
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall, thread CPU) seconds of ``fn``, after a full collection. ``_common.timed`` gives the process's
+    CPU, which would count the store's checkpoint thread too"""
     gc.collect()
     t, c = time.perf_counter(), time.thread_time()
     fn()
@@ -165,7 +153,7 @@ def measure(name: str, batches: Sequence[Sequence[Op]], runs: int, tmp: Path) ->
     for i in range(runs):
         d = tmp / f"{name}-{i}"
         d.mkdir()
-        w, c = timed(apply_part(batches, d / "apply.db"))
+        w, c = timed(ingest.part_store(batches, d / "apply.db"))  # a fresh node store applies them
         apply_w.append(w)
         apply_c.append(c)
         w, c = timed(replay_part(calls, d / "replay.db"))
