@@ -45,6 +45,11 @@ MAX_TOTAL_OPS = 100_000
 CATCH_UP = 20_000
 #: Most ops in one pre-deflated segment.
 SEGMENT_OPS = 1_000
+#: zlib's level for the ops of a segment that one response takes in part (the others' ops of a commit its
+#: own were in), deflated for that response alone: on 3,000 ops, level 1 ran four times as fast as level
+#: 6 for 6% more bytes (2026-12-02), and in a herd of 200 tablets these parts were most of the node's
+#: deflating. Segments taken whole are deflated once, at zlib's default level.
+PART_LEVEL = 1
 
 #: Reads a scope's op rows after a sequence number, in order, at most so many:
 #: (seq, site, counter, hlc, coll, record, field, kind, value JSON, pred JSON, author, dead)
@@ -155,9 +160,9 @@ class Stream:
                     d = cache[seg] = deflate(self._data(seg), after=self._data(seg - 1) if chained else b"")
                 out.append(d)
                 before = seg
-            else:
+            else:  # deflated for this response alone: quickly
                 blobs = self.blobs
-                out.append(deflate(b"".join([blobs[j] for j in taken[k:m]])))
+                out.append(deflate(b"".join([blobs[j] for j in taken[k:m]]), PART_LEVEL))
                 before = -1
             k = m
         return out
