@@ -848,13 +848,12 @@ class Node:
         conn = self.store.conn
 
         def read(after: int, most: int) -> list[tuple[Any, ...]]:
-            written = self.store.written_after(after, top)
+            lo, hi = dev.scope
+            above = dev.ancestors
+            written = self.store.written_after(after, top, lambda unit: lo <= unit <= hi or unit in above)
             if written is not None:  # this node wrote them lately: no need to read them back
-                lo, hi = dev.scope
-                parts = [written.get(lo, [])] if lo == hi else [
-                    rows for unit, rows in written.items() if unit is not None and lo <= unit <= hi]
-                parts += [[r for r in written.get(unit, ()) if r[4] in REFERENCE_COLLECTIONS]
-                          for unit in dev.ancestors]
+                parts = [rows if lo <= unit <= hi else [r for r in rows if r[4] in REFERENCE_COLLECTIONS]
+                         for unit, rows in written.items()]
                 parts = [p for p in parts if p]
                 return (parts[0] if len(parts) == 1 else sorted(itertools.chain(*parts)))[:most]
             # each part of the scope by its own query, merged here: sorting the wide rows of one UNION

@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import unicodedata
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
@@ -518,7 +518,7 @@ class Store:
         self._written_n = 0
         self._written_dead: set[tuple[int, int, str]] = set()  # (site id, counter, record) superseded
         self._written_rewrites = 0
-        # the rows of the first ``_written_built`` applies, built, by their record's unit
+        # the rows (``OP_COLUMNS``) of the first ``_written_built`` applies, by their record's unit
         self._written_rows: dict[str | None, list[tuple[Any, ...]]] = {}
         self._written_built = 0
         # the records this connection wrote last, as stored: see ``_stored``
@@ -1236,8 +1236,8 @@ class Store:
     def _note_written(self, rows: list[Any], superseded: set[tuple[int, int, str]],
                       held_superseded: set[tuple[int, int, str]]) -> None:
         """Keep an apply's op rows (flat) for ``written_after``, with what it noted superseded: ops of any
-        apply kept (``superseded``; their rows already built are built again), and its own new ops that
-        were superseded before they came (``held_superseded``). Nothing is kept for a store nobody asks
+        apply kept (``superseded``), and its own new ops that were superseded before they came
+        (``held_superseded``). Nothing is kept for a store nobody asks
         (a tablet's, a node's taking pushes alone): the collector would walk the rows kept, about 1.4% of
         a 10,000-record push's instructions (2026-12-02)."""
         if not self._written_wanted:
@@ -1247,11 +1247,21 @@ class Store:
         self._written.append(rows)
         self._written_n += len(rows) // _OP_WIDTH
         self._written_dead |= held_superseded
-        if superseded:
-            self._written_dead |= superseded
-            self._written_rows, self._written_built = {}, 0
+        self._written_dead |= superseded
+        gone = 0
         while self._written_n > WRITTEN_OPS and len(self._written) > 1:
             self._written_n -= len(self._written.pop(0)) // _OP_WIDTH
+            gone += 1
+        if gone and self._written_built >= gone:  # the oldest go from the rows built too
+            self._written_built -= gone
+            first = self._written[0][0]
+            for unit, rows in list(self._written_rows.items()):
+                cut = bisect.bisect_left(rows, first, key=_seq_of)
+                if cut == len(rows):
+                    del self._written_rows[unit]
+                else:
+                    del rows[:cut]
+        elif gone:
             self._written_rows, self._written_built = {}, 0
         if len(self._written_dead) > 10 * WRITTEN_OPS:
             self._drop_written()
@@ -1261,13 +1271,14 @@ class Store:
         self._written_rows, self._written_built = {}, 0
         self._written_rewrites = self._rewrites
 
-    def written_after(self, after: int, top: int) -> dict[str | None, list[tuple[Any, ...]]] | None:
-        """The op rows after seq ``after``, up to ``top``, from memory, when this connection inserted them
-        all lately (about the last ``WRITTEN_OPS``) and ``top`` is the last, by their record's unit
-        (``ops.unit``), in seq order: each row is ``OP_COLUMNS`` and whether the op is superseded (as the
-        ``superseded`` table says). None when memory cannot say: in a transaction, after a rollback, a
-        rewrite of held ops or another connection's write, or when ``after`` lies before what is kept or
-        ``top`` is not its last.
+    def written_after(self, after: int, top: int,
+                      wanted: Callable[[str], bool]) -> dict[str, list[tuple[Any, ...]]] | None:
+        """The op rows after seq ``after``, up to ``top``, of the units ``wanted`` says yes to, from memory,
+        when this connection inserted them all lately (about the last ``WRITTEN_OPS``) and ``top`` is the
+        last: by their record's unit (``ops.unit``), in seq order, each row ``OP_COLUMNS`` and whether
+        the op is superseded (as the ``superseded`` table says). None when memory cannot say: in a
+        transaction, after a rollback, a rewrite of held ops or another connection's write, or when
+        ``after`` lies before what is kept or ``top`` is not its last.
 
         A node catching up its pull streams after a commit reads back what it wrote; this spares it the
         reading."""
@@ -1280,21 +1291,25 @@ class Store:
         first, last = written[0][0], written[-1][-_OP_WIDTH]
         if not first - 1 <= after <= top or last != top or last - first + 1 != self._written_n:
             return None  # (the last: seqs not all this connection's, which the checks above rule out)
-        by_unit, dead = self._written_rows, self._written_dead
+        by_unit = self._written_rows
         for flat in written[self._written_built:]:
             for i in range(0, len(flat), _OP_WIDTH):
-                seq, sid, counter, hlc, coll, rid, name, kind, value, pred, aid, unit = flat[i:i + _OP_WIDTH]
-                row = (seq, sid, counter, hlc, coll, rid, name, kind, value, pred, aid, (sid, counter, rid) in dead)
+                row = tuple(flat[i:i + _OP_WIDTH - 1])
+                unit = flat[i + _OP_WIDTH - 1]
                 rows = by_unit.get(unit)
                 if rows is None:
                     by_unit[unit] = [row]
                 else:
                     rows.append(row)
         self._written_built = len(written)
+        dead = self._written_dead  # superseded marks can come later: looked up for the rows asked only
         out = {}
         for unit, rows in by_unit.items():
-            if rows[-1][0] > after:
-                out[unit] = rows[bisect.bisect_right(rows, after, key=_seq_of):] if rows[0][0] <= after else rows
+            if unit is None or rows[-1][0] <= after or not wanted(unit):
+                continue
+            if rows[0][0] <= after:
+                rows = rows[bisect.bisect_right(rows, after, key=_seq_of):]
+            out[unit] = [(*r, (r[1], r[2], r[5]) in dead) for r in rows]
         return out
 
     #: the columns of an op row as ``pack`` takes them

@@ -26,11 +26,18 @@ T0 = 1_700_000_000_000
 TOWNSHIP = "510903001000"
 
 _TABLE = (f"SELECT {Store.OP_COLUMNS}, EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site"
-          " AND s.counter = o.counter AND s.record = o.record), unit FROM ops o WHERE seq > ? ORDER BY seq")
+          " AND s.counter = o.counter AND s.record = o.record), unit FROM ops o WHERE seq > ? AND unit IS NOT NULL"
+          " ORDER BY seq")
 
 
-def _from_table(store: Store, after: int) -> list[tuple[Any, ...]]:
-    return [(*r[:11], bool(r[11]), r[12]) for r in store.conn.execute(_TABLE, (after,))]
+def _every(unit: str) -> bool:
+    return True
+
+
+def _from_table(store: Store, after: int, unit: str | None = None) -> list[tuple[Any, ...]]:
+    "The op rows after ``after`` that some unit's scope holds (of ``unit``, if given)"
+    return [(*r[:11], bool(r[11]), r[12]) for r in store.conn.execute(_TABLE, (after,))
+            if unit is None or r[12] == unit]
 
 
 def _from_memory(by_unit: dict[str | None, list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
@@ -98,7 +105,7 @@ def test_memory_gives_the_op_rows_the_table_gives(tmp_path_factory: Any, seed: i
     other = Store(path)  # a second connection to the same file
     tops = [0]
     answered = wrote = 0
-    assert node.written_after(0, 0) is None  # nothing written; and from now on it keeps what it writes
+    assert node.written_after(0, 0, _every) is None  # nothing written; and from now on it keeps what it writes
     try:
         with mock.patch.object(storelib, "WRITTEN_OPS", keep):
             for step in steps:
@@ -120,17 +127,21 @@ def test_memory_gives_the_op_rows_the_table_gives(tmp_path_factory: Any, seed: i
                     applied = node.apply(ops, dead={op.id for op in ops if rng.random() < 0.2}
                                          if step == "dead" else ())
                     if applied.new:  # a plain apply on this connection: memory has what it wrote
-                        assert node.written_after(before, node.max_seq()) is not None
+                        assert node.written_after(before, node.max_seq(), _every) is not None
                         wrote += 1
                 top = node.max_seq()
                 tops.append(top)
                 for after in {0, before, top, rng.choice(tops), max(0, top - rng.randint(1, 8))}:
-                    got = node.written_after(after, top)
+                    got = node.written_after(after, top, _every)
                     if got is not None:
                         assert _from_memory(got) == _from_table(node, after)
                         answered += 1
+                        one = node.written_after(after, top, V2.__eq__)  # one unit's rows only
+                        assert one is not None and _from_memory(one) == _from_table(node, after, V2)
                 # asked up to a seq that is not its last, memory says nothing
-                assert node.written_after(0, top + 1) is None
+                assert node.written_after(0, top + 1, _every) is None
+                # what it keeps stays about ``keep`` rows: the oldest go (the last apply's stay whole)
+                assert sum(map(len, node._written_rows.values())) <= max(keep, 12)
         assert answered >= wrote
     finally:
         other.close()
@@ -148,20 +159,20 @@ def test_memory_says_nothing_inside_a_transaction_or_after_another_connection_wr
     with Store(db_path) as node, Store(db_path) as other:
         node.apply(ops[:3])
         start = node.max_seq()
-        assert node.written_after(0, start) is None  # nobody asked before: nothing was kept
+        assert node.written_after(0, start, _every) is None  # nobody asked before: nothing was kept
         node.apply(ops[:half])
         top = node.max_seq()
-        assert node.written_after(start, top) is not None
-        assert node.written_after(start - 1, top) is None  # from before what it kept
+        assert node.written_after(start, top, _every) is not None
+        assert node.written_after(start - 1, top, _every) is None  # from before what it kept
         with node.transaction():
-            assert node.written_after(start, top) is None
+            assert node.written_after(start, top, _every) is None
         other.apply(ops[half:])
-        assert node.written_after(start, top) is None  # it may have marked some of them superseded
-        assert node.written_after(start, node.max_seq()) is None
+        assert node.written_after(start, top, _every) is None  # it may have marked some of them superseded
+        assert node.written_after(start, node.max_seq(), _every) is None
         node.apply(ops[:3])  # nothing new; its next write starts afresh
         devices.work()
         node.apply([op for s in devices.stores for _, op in s.ops_since(0)])
-        assert node.written_after(top, node.max_seq()) is None  # the other connection's ops lie between
+        assert node.written_after(top, node.max_seq(), _every) is None  # the other connection's ops lie between
     devices.close()
 
 
@@ -172,13 +183,13 @@ def test_memory_says_nothing_once_held_ops_are_rewritten(tmp_path: Path) -> None
         devices.work()
     ops = [op for s in devices.stores for _, op in s.ops_since(0)]
     with Store(tmp_path / "tablet.db") as store:
-        store.written_after(0, 0)
+        store.written_after(0, 0, _every)
         store.apply(ops)
         top = store.max_seq()
-        assert store.written_after(0, top) is not None
+        assert store.written_after(0, top, _every) is not None
         store.forget([op.record for op in ops if op.record != ops[-1].record][:1])  # the last op stays
         assert store.max_seq() == top
-        assert store.written_after(0, top) is None
+        assert store.written_after(0, top, _every) is None
     devices.close()
 
 
@@ -193,13 +204,13 @@ def test_an_op_kept_in_memory_that_turns_dead_later_is_shown_dead(tmp_path: Path
     (y,) = b.update(rid, {"notes": "村里更正"})
     (z,) = c.update(rid, {"notes": "再次走访"})
     with Store(tmp_path / "node.db") as node:
-        node.written_after(0, 0)
+        node.written_after(0, 0, _every)
         node.apply(made)
         node.apply([y])
-        before = node.written_after(0, node.max_seq())
+        before = node.written_after(0, node.max_seq(), _every)
         assert before is not None and not any(row[11] for rows in before.values() for row in rows)
         node.apply([z])  # names the notes op that y already superseded: it is dead from now on
-        got = node.written_after(0, node.max_seq())
+        got = node.written_after(0, node.max_seq(), _every)
         assert got is not None
         assert _from_memory(got) == _from_table(node, 0)
         notes = next(op for op in made if op.field == "notes")
