@@ -1237,9 +1237,8 @@ class Store:
                       held_superseded: set[tuple[int, int, str]]) -> None:
         """Keep an apply's op rows (flat) for ``written_after``, with what it noted superseded: ops of any
         apply kept (``superseded``), and its own new ops that were superseded before they came
-        (``held_superseded``). Nothing is kept for a store nobody asks
-        (a tablet's, a node's taking pushes alone): the collector would walk the rows kept, about 1.4% of
-        a 10,000-record push's instructions (2026-12-02)."""
+        (``held_superseded``). A store nobody asks (a tablet's; a node's taking pushes alone) keeps
+        nothing: the collector would walk the rows kept, 1.4% of a 10,000-record push's instructions."""
         if not self._written_wanted:
             return
         if self._rewrites != self._written_rewrites:
@@ -1255,12 +1254,12 @@ class Store:
         if gone and self._written_built >= gone:  # the oldest go from the rows built too
             self._written_built -= gone
             first = self._written[0][0]
-            for unit, rows in list(self._written_rows.items()):
-                cut = bisect.bisect_left(rows, first, key=_seq_of)
-                if cut == len(rows):
+            for unit, kept in list(self._written_rows.items()):
+                cut = bisect.bisect_left(kept, first, key=_seq_of)
+                if cut == len(kept):
                     del self._written_rows[unit]
                 else:
-                    del rows[:cut]
+                    del kept[:cut]
         elif gone:
             self._written_rows, self._written_built = {}, 0
         if len(self._written_dead) > 10 * WRITTEN_OPS:
