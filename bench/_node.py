@@ -233,6 +233,49 @@ def fill_village(store: Any, village: str, n: int, *, device: str, user: str, se
     return total
 
 
+def herd_options(ap: Any) -> None:
+    "The options of the 200-tablet herd that ``bench/concurrent.py`` and ``bench/burst.py`` share"
+    ap.add_argument("--tablets", type=int, default=200)
+    ap.add_argument("--records", type=int, default=20, help="new persons per tablet")
+    ap.add_argument("--edits", type=int, default=5, help="single-field edits per tablet")
+    ap.add_argument("--villages", type=int, default=10)
+    ap.add_argument("--base", type=int, default=100, help="persons each village holds before")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply the tablets (0.1: quick check)")
+    ap.add_argument("--seed", type=int, default=7)
+
+
+def herd_node(db: Path, args: Any) -> list[tuple[str, str]]:
+    """The herd's node database: ``--villages`` villages of ``--base`` persons each, and the tablets
+    enrolled round-robin over them. Returns each tablet's (village, token)"""
+    from server.node import Node
+
+    n = max(1, int(args.tablets * args.scale))
+    villages = [f"{TOWNSHIP[:9]}{i:03d}" for i in range(1, args.villages + 1)]
+    node = Node(db, TOWNSHIP)
+    try:
+        for v in villages:
+            dev, _ = node.add_device(v, "赵德明", device=f"tab-{v}-base")
+            fill_village(node.store, v, args.base, device=dev, user="赵德明", seed=int(v[-3:]))
+        return [(villages[i % len(villages)], node.add_device(villages[i % len(villages)], WORKERS[i % len(WORKERS)])[1])
+                for i in range(n)]
+    finally:
+        node.close()
+
+
+def herd_tablet(tab: Any, village: str, args: Any, rng: random.Random) -> None:
+    """A herd tablet in use: its bootstrap synced, then ``--records`` new persons and ``--edits``
+    single-field edits (to its own records and to ones it received) made locally, not synced"""
+    tab.sync()
+    received = [r.id for r in tab.store.records("person")]
+    mine = []
+    with tab.store.transaction():
+        for _ in range(args.records):
+            mine.append(tab.create("person", person(rng, village)))
+        for k in range(args.edits):
+            pool = mine if (k % 2 == 0 or not received) else received
+            tab.update(rng.choice(pool), edit(rng))
+
+
 def _uuid7(rng: random.Random, ms: int) -> str:
     "A deterministic UUIDv7 (``sync.uuid7`` draws from os.urandom)"
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rng.getrandbits(80)

@@ -50,7 +50,6 @@ import _node as nodelib  # noqa: E402  (also puts the project root on sys.path)
 import _common as common  # noqa: E402
 
 from client.tablet import APP_VERSION, FIRST_PUSH, Tablet, _read_batch  # noqa: E402
-from server.node import Node  # noqa: E402
 from sync.wire import (  # noqa: E402
     MSGPACK, PROTOCOL_VERSION, SyncRequest, SyncResponse, decode, decompress, request_body,
 )
@@ -58,25 +57,17 @@ from sync.wire import (  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tablets", type=int, default=200)
-    ap.add_argument("--records", type=int, default=20, help="new persons per tablet")
-    ap.add_argument("--edits", type=int, default=5, help="single-field edits per tablet")
-    ap.add_argument("--villages", type=int, default=10)
-    ap.add_argument("--base", type=int, default=100, help="persons each village holds before")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply the tablets (0.1: quick check)")
-    ap.add_argument("--seed", type=int, default=7)
+    nodelib.herd_options(ap)
     ap.add_argument("--runs", type=int, default=3, help="bursts, each on a fresh copy of the node (default 3)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be at least 1")
-    n = max(1, int(args.tablets * args.scale))
-    villages = [f"{nodelib.TOWNSHIP[:9]}{i:03d}" for i in range(1, args.villages + 1)]
     common.print_machine()
 
     with nodelib.workdir(args.keep) as d:
         db = d / "node.db"
-        requests = set_up(db, d, n, villages, args)
+        requests = set_up(db, d, args)
         random.Random(args.seed).shuffle(requests)
         pristine = d / "pristine.db"
         copy_db(db, pristine)
@@ -88,38 +79,21 @@ def main() -> None:
             r = runs[-1]
             log(f"burst {i + 1}/{args.runs}: last answer at {r['seconds']:.2f} s; round trip p50 "
                 f"{r['p50_ms']:,.0f} p99 {r['p99_ms']:,.0f} ms; node CPU {r['node_cpu_s']} s")
-    report(n, runs)
+    report(len(requests), runs)
 
 
-def set_up(db: Path, d: Path, n: int, villages: list[str], args: argparse.Namespace) -> list[tuple[str, int, bytes]]:
-    """The node's database and ``n`` tablets, as ``bench/concurrent.py`` makes them; returns each tablet's
+def set_up(db: Path, d: Path, args: argparse.Namespace) -> list[tuple[str, int, bytes]]:
+    """The node's database and its tablets, as ``bench/concurrent.py`` makes them; returns each tablet's
     first sync request: (token, its last pending counter, the gzipped body)"""
     rng = random.Random(args.seed)
-    node = Node(db, nodelib.TOWNSHIP)
-    try:
-        for v in villages:
-            dev, _ = node.add_device(v, "赵德明", device=f"tab-{v}-base")
-            nodelib.fill_village(node.store, v, args.base, device=dev, user="赵德明", seed=int(v[-3:]))
-        enrol = [(villages[i % len(villages)], node.add_device(villages[i % len(villages)],
-                                                              nodelib.WORKERS[i % len(nodelib.WORKERS)])[1])
-                 for i in range(n)]
-    finally:
-        node.close()
-    log(f"setting up {n} tablets ({args.base} records per village to bootstrap)")
+    enrol = nodelib.herd_node(db, args)
+    log(f"setting up {len(enrol)} tablets ({args.base} records per village to bootstrap)")
     t0 = time.perf_counter()
     out = []
     with nodelib.running_node(db) as rn:
         for i, (village, token) in enumerate(enrol):
             with Tablet.init(d / f"tablet-{i:03d}.db", rn.url, token) as tab:
-                tab.sync()
-                received = [r.id for r in tab.store.records("person")]
-                mine = []
-                with tab.store.transaction():
-                    for _ in range(args.records):
-                        mine.append(tab.create("person", nodelib.person(rng, village)))
-                    for k in range(args.edits):
-                        pool = mine if (k % 2 == 0 or not received) else received
-                        tab.update(rng.choice(pool), nodelib.edit(rng))
+                nodelib.herd_tablet(tab, village, args, rng)
                 out.append((token, *first_request(tab)))
     log(f"  {time.perf_counter() - t0:.1f} s")
     return out

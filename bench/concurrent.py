@@ -51,18 +51,11 @@ import _node as nodelib  # also puts the project root on sys.path
 import _common as common
 
 from client.tablet import SyncReport, Tablet
-from server.node import Node
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tablets", type=int, default=200)
-    ap.add_argument("--records", type=int, default=20, help="new persons per tablet")
-    ap.add_argument("--edits", type=int, default=5, help="single-field edits per tablet")
-    ap.add_argument("--villages", type=int, default=10)
-    ap.add_argument("--base", type=int, default=100, help="persons each village holds before")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply the tablets (0.1: quick check)")
-    ap.add_argument("--seed", type=int, default=7)
+    nodelib.herd_options(ap)
     ap.add_argument("--timeout", type=float, default=300.0, help="give up on the syncs after this")
     ap.add_argument("--processes", type=int, default=1,
                     help="worker processes the simulated tablets share (default 1: all 200 share one GIL)")
@@ -71,24 +64,13 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="py-spy the node and this process while timed")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
-    n = max(1, int(args.tablets * args.scale))
-    villages = [f"{nodelib.TOWNSHIP[:9]}{i:03d}" for i in range(1, args.villages + 1)]
     rng = random.Random(args.seed)
     common.print_machine()
 
     with nodelib.workdir(args.keep) as d:
         db = d / "node.db"
-        node = Node(db, nodelib.TOWNSHIP)
-        try:
-            for v in villages:
-                i = int(v[-3:])
-                dev, _ = node.add_device(v, "赵德明", device=f"tab-{v}-base")
-                nodelib.fill_village(node.store, v, args.base, device=dev, user="赵德明", seed=i)
-            enrol = [(villages[i % len(villages)], node.add_device(villages[i % len(villages)],
-                                                                  nodelib.WORKERS[i % len(nodelib.WORKERS)])[1])
-                     for i in range(n)]
-        finally:
-            node.close()
+        enrol = nodelib.herd_node(db, args)
+        n = len(enrol)
 
         with nodelib.running_node(db) as rn:
             log(f"setting up {n} tablets ({args.base} records per village to bootstrap)")
@@ -99,15 +81,7 @@ def main() -> None:
                 for i, (village, token) in enumerate(enrol):
                     tab = Tablet.init(d / f"tablet-{i:03d}.db", rn.url, token)
                     tablets.append(tab)
-                    tab.sync()
-                    received = [r.id for r in tab.store.records("person")]
-                    mine = []
-                    with tab.store.transaction():
-                        for _ in range(args.records):
-                            mine.append(tab.create("person", nodelib.person(rng, village)))
-                        for k in range(args.edits):
-                            pool = mine if (k % 2 == 0 or not received) else received
-                            tab.update(rng.choice(pool), nodelib.edit(rng))
+                    nodelib.herd_tablet(tab, village, args, rng)
                     pushed += tab.pending()
                 log(f"  {time.perf_counter() - t0:.1f} s; {pushed:,} ops pending over {n} tablets")
             finally:
