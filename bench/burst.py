@@ -113,10 +113,10 @@ def first_request(tab: Tablet) -> tuple[int, bytes]:
 
 
 def copy_db(src: Path, dst: Path) -> None:
-    "A closed SQLite database with its WAL, copied whole"
-    for suffix in ("", "-wal"):
+    "A closed SQLite database with its WAL, copied whole (and no shared-memory file of an earlier run)"
+    for suffix in ("", "-wal", "-shm"):
         s, t = Path(f"{src}{suffix}"), Path(f"{dst}{suffix}")
-        if s.exists():
+        if s.exists() and suffix != "-shm":
             shutil.copyfile(s, t)
         elif t.exists():
             t.unlink()
