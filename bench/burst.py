@@ -49,10 +49,8 @@ from typing import Any  # noqa: E402
 import _node as nodelib  # noqa: E402  (also puts the project root on sys.path)
 import _common as common  # noqa: E402
 
-from client.tablet import APP_VERSION, FIRST_PUSH, Tablet, _read_batch  # noqa: E402
-from sync.wire import (  # noqa: E402
-    MSGPACK, PROTOCOL_VERSION, SyncRequest, SyncResponse, decode, decompress, request_body,
-)
+from client.tablet import FIRST_PUSH, Tablet, _read_batch  # noqa: E402
+from sync.wire import MSGPACK, SyncResponse, decode, decompress, request_body  # noqa: E402
 
 
 def main() -> None:
@@ -104,12 +102,7 @@ def first_request(tab: Tablet) -> tuple[int, bytes]:
     batch = _read_batch(tab.store, tab.device, tab.acked(), FIRST_PUSH)
     if batch.unsent:
         sys.exit(f"a tablet holds more than {FIRST_PUSH} pending ops: lower --records or --edits")
-    req = SyncRequest(
-        protocol=PROTOCOL_VERSION, device=tab.device, cursor=int(tab._get("cursor", "0")), page=tab._get("page"),
-        epoch=tab._get("epoch"), limit=5000, client_time=tab.clock.clock(), app_version=APP_VERSION,
-        schema_version=tab.store.schema.version, cursor_check=tab._get("cursor_check"), pending=batch.unsent,
-    )
-    return batch.counters[-1], request_body(req, batch.ops)
+    return batch.counters[-1], request_body(tab._request(batch, 5000), batch.ops)
 
 
 def copy_db(src: Path, dst: Path) -> None:

@@ -489,13 +489,7 @@ class Tablet:
                     _read_batch(self.store, self.device, after, min(FIRST_PUSH, most))
                 ahead = None
                 pending = batch.counters
-                req = SyncRequest(
-                    protocol=PROTOCOL_VERSION, device=self.device, cursor=int(self._get("cursor", "0")),
-                    page=self._get("page"), epoch=self._get("epoch"), limit=limit,
-                    client_time=self.clock.clock(), app_version=APP_VERSION,
-                    schema_version=self.store.schema.version, cursor_check=self._get("cursor_check"),
-                    pending=batch.unsent,
-                )
+                req = self._request(batch, limit)
                 url, auth = self.url("/api/sync"), self._auth()
                 if len(pending) == batch.size:
                     ahead = _Packing(self.store, self.device, pending[-1], min(2 * batch.size, most))
@@ -557,6 +551,16 @@ class Tablet:
         report.seconds = time.perf_counter() - t0
         report.conflicts = len(self.store.conflicts())
         return report
+
+    def _request(self, batch: _Batch, limit: int) -> SyncRequest:
+        "A round trip's request for ``batch`` (its ops travel beside it, deflated): where the pull stands"
+        return SyncRequest(
+            protocol=PROTOCOL_VERSION, device=self.device, cursor=int(self._get("cursor", "0")),
+            page=self._get("page"), epoch=self._get("epoch"), limit=limit,
+            client_time=self.clock.clock(), app_version=APP_VERSION,
+            schema_version=self.store.schema.version, cursor_check=self._get("cursor_check"),
+            pending=batch.unsent,
+        )
 
     def _post(self, body: bytes, report: SyncReport, retries: int, backoff: float, url: str,
               auth: dict[str, str]) -> SyncResponse:
