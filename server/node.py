@@ -73,9 +73,21 @@ _json = msgspec.json.Encoder().encode
 #: an op row's dead flag, in a query of ``ops o``: some op named it in ``pred`` before it came here
 _DEAD = ("EXISTS (SELECT 1 FROM superseded s WHERE s.site = o.site AND s.counter = o.counter"
          " AND s.record = o.record)")
-#: ops after a seq, but for the seqs a device's batch just took and any other of its own: the seq terms
-#: read only the index
-_NOT_OWN = "seq > ? AND seq NOT BETWEEN ? AND ? AND site != ?"
+
+
+def _not_own(after: int, pushed: tuple[int, int], own: int) -> list[tuple[str, list[Any]]]:
+    """The ops after seq ``after`` but for the seqs a device's batch just took (``pushed``, low and high)
+    and any other of its own, as one or two ranges of seq, each a condition with its parameters: the
+    index on (unit, seq) then steps over the batch, where ``seq NOT BETWEEN`` walked through all of it
+    (10,000 ops of a push, for each request)"""
+    lo, hi = pushed
+    if hi < lo or hi <= after:  # nothing pushed, or all of it before ``after``
+        return [("seq > ? AND site != ?", [after, own])]
+    ranges = [("seq > ? AND site != ?", [hi, own])]
+    if lo > after + 1:
+        ranges.insert(0, ("seq > ? AND seq < ? AND site != ?", [after, lo, own]))
+    return ranges
+
 _counter = operator.attrgetter("counter")
 _hlc = operator.attrgetter("hlc")
 _value = operator.attrgetter("value")
@@ -780,7 +792,7 @@ class Node:
         # an op is in scope by the unit its record had once the op was applied (``ops.unit``, indexed
         # with seq): a record that moved in since arrives whole below, and one that moved out is removed
         # only the sequence numbers here: ``Store.packed`` keeps ops decoded for the next tablet's pull
-        sql, params = self._scope_query(dev, f"seq, {_DEAD}", _NOT_OWN, [cursor, *pushed, own], limit)
+        sql, params = self._scope_query(dev, f"seq, {_DEAD}", _not_own(cursor, pushed, own), limit)
         rows = conn.execute(sql, params).fetchall()
         seqs = [r[0] for r in rows]
         dead_seqs = {r[0] for r in rows if r[1]}
@@ -798,25 +810,28 @@ class Node:
         )
 
     @staticmethod
-    def _scope_parts(dev: Device, cols: str, after: str, after_params: list[Any],
+    def _scope_parts(dev: Device, cols: str, after: list[tuple[str, list[Any]]],
                      limit: int) -> list[tuple[str, list[Any]]]:
-        """The queries of the ops in a device's scope (``cols`` of ``ops o``) that meet ``after``, each in
-        seq order, at most ``limit``: its village's, and the reference data of the units above it"""
+        """The queries of the ops in a device's scope (``cols`` of ``ops o``) that meet one of the
+        conditions ``after`` (each with its parameters; disjoint ranges of seq), each in seq order, at most
+        ``limit``: its village's, and the reference data of the units above it"""
         lo, hi = dev.scope
         above = dev.ancestors
         in_scope = "unit = ?" if lo == hi else "unit BETWEEN ? AND ?"
-        parts = [(f"SELECT {cols} FROM ops o WHERE {in_scope} AND {after} ORDER BY seq LIMIT ?",
-                  [*([lo] if lo == hi else [lo, hi]), *after_params, limit])]
-        if above:
-            parts.append((f"SELECT {cols} FROM ops o WHERE unit IN ({','.join('?' * len(above))})"
-                          f" AND coll IN ({REFERENCE_SQL}) AND {after} ORDER BY seq LIMIT ?",
-                          [*above, *after_params, limit]))
+        parts = []
+        for cond, params in after:
+            parts.append((f"SELECT {cols} FROM ops o WHERE {in_scope} AND {cond} ORDER BY seq LIMIT ?",
+                          [*([lo] if lo == hi else [lo, hi]), *params, limit]))
+            if above:
+                parts.append((f"SELECT {cols} FROM ops o WHERE unit IN ({','.join('?' * len(above))})"
+                              f" AND coll IN ({REFERENCE_SQL}) AND {cond} ORDER BY seq LIMIT ?",
+                              [*above, *params, limit]))
         return parts
 
-    def _scope_query(self, dev: Device, cols: str, after: str, after_params: list[Any],
+    def _scope_query(self, dev: Device, cols: str, after: list[tuple[str, list[Any]]],
                      limit: int) -> tuple[str, list[Any]]:
         "``_scope_parts`` as one query, in seq order, at most ``limit``"
-        parts = self._scope_parts(dev, cols, after, after_params, limit)
+        parts = self._scope_parts(dev, cols, after, limit)
         sql = " UNION ALL ".join(f"SELECT * FROM ({q})" for q, _ in parts) + " ORDER BY 1 LIMIT ?"
         return sql, [*(p for _, ps in parts for p in ps), limit]
 
@@ -859,12 +874,13 @@ class Node:
             # each part of the scope by its own query, merged here: sorting the wide rows of one UNION
             # ALL in SQL took half as long again
             rows: list[tuple[Any, ...]] = []
-            for sql, params in self._scope_parts(dev, f"{Store.OP_COLUMNS}, {_DEAD}", "seq > ?", [after], most):
+            for sql, params in self._scope_parts(dev, f"{Store.OP_COLUMNS}, {_DEAD}", [("seq > ?", [after])],
+                                                 most):
                 rows += conn.execute(sql, params).fetchall()
             return sorted(rows)[:most]  # by seq, the first column
 
         def others(after: int) -> bool:
-            sql, params = self._scope_query(dev, "seq", _NOT_OWN, [after, *pushed, own], 1)
+            sql, params = self._scope_query(dev, "seq", _not_own(after, pushed, own), 1)
             return conn.execute(sql, params).fetchone() is not None
 
         stream = self.pulls.stream(dev.unit, cursor, top, own, read, others)  # a scope follows from its unit
