@@ -14,7 +14,7 @@ import random
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -242,19 +242,20 @@ def test_an_op_noted_dead_in_a_rolled_back_batch_stays_live_in_the_stream(world:
 
 
 @settings(max_examples=200, deadline=None)
-@given(after=st.integers(0, 40), batch=st.one_of(st.just((0, -1)), st.tuples(st.integers(1, 40), st.integers(0, 12))),
+@given(after=st.integers(0, 40),
+       batch=st.one_of(st.just((0, -1)), st.tuples(st.integers(1, 40), st.integers(0, 12))),
        own=st.integers(1, 3), sites=st.lists(st.integers(1, 3), min_size=40, max_size=40))
 def test_not_own_leaves_out_exactly_the_pushed_batch_and_the_devices_own_ops(
         after: int, batch: tuple[int, int], own: int, sites: list[int]) -> None:
     # the pushed batch's seqs are the pusher's own, as the node writes them
     lo, size = batch
     pushed = (lo, min(40, lo + size)) if lo else (0, -1)
-    conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE ops (seq INTEGER PRIMARY KEY, site INTEGER)")
-    conn.executemany("INSERT INTO ops VALUES (?, ?)",
-                     [(s, own if pushed[0] <= s <= pushed[1] else site) for s, site in enumerate(sites, 1)])
-    got = [row[0] for cond, params in _not_own(after, pushed, own)
-           for row in conn.execute(f"SELECT seq FROM ops WHERE {cond} ORDER BY seq", params)]
-    want = [s for s, site in conn.execute("SELECT seq, site FROM ops ORDER BY seq")
-            if s > after and not pushed[0] <= s <= pushed[1] and site != own]
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute("CREATE TABLE ops (seq INTEGER PRIMARY KEY, site INTEGER)")
+        conn.executemany("INSERT INTO ops VALUES (?, ?)",
+                         [(s, own if pushed[0] <= s <= pushed[1] else site) for s, site in enumerate(sites, 1)])
+        got = [row[0] for cond, params in _not_own(after, pushed, own)
+               for row in conn.execute(f"SELECT seq FROM ops WHERE {cond} ORDER BY seq", params)]
+        want = [s for s, site in conn.execute("SELECT seq, site FROM ops ORDER BY seq")
+                if s > after and not pushed[0] <= s <= pushed[1] and site != own]
     assert got == want  # disjoint ranges, in order: no op twice
