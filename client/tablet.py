@@ -505,7 +505,8 @@ class Tablet:
                         raise SyncFailed(e.status, e.code, "this tablet was revoked by the township and its "
                                          "local data has been erased", e.details) from None
                     if e.code == ClockAhead.code and not restamped and isinstance(e.details, dict):
-                        self._correct_clock(int(e.details.get("server_time", 0)))
+                        held = [v for v in (e.details.get("acked"), e.details.get("held")) if isinstance(v, int)]
+                        self._correct_clock(int(e.details.get("server_time", 0)), held=max(held, default=0))
                         restamped = True
                         continue
                     if e.code == TooLarge.code and len(pending) > 1:
@@ -524,13 +525,21 @@ class Tablet:
                 with self.store.transaction():
                     self.store.apply(ops, dead=dead)
                     acked_before = self.acked()
+                    if resp.acked > self._acked_ever():
+                        self._set("acked_ever", str(resp.acked))
                     for k, v in (("acked", resp.acked), ("cursor", resp.cursor), ("page", resp.page),
                                  ("epoch", resp.epoch), ("last_sync", int(time.time())),
                                  ("cursor_check", resp.cursor_check)):
                         self._set(k, str(v))
-                    leaving = [r for r in self._get("leaving").split(",") if r] + list(resp.removed)
+                    # a record kept for its unsent edits after it left, whose ops come again, is back in
+                    # the village (moved back while this tablet was away): it stays
+                    received = {op.record for op in ops}
+                    leaving = [r for r in self._get("leaving").split(",") if r and r not in received]
+                    leaving += resp.removed
                     if leaving:
                         self._forget(leaving)
+                    elif self._get("leaving"):
+                        self._set("leaving", "")
                 report.sent += max(0, min(len(pending), resp.acked - acked_before))
                 report.received += len(ops)
                 report.removed += len(resp.removed)
@@ -607,16 +616,25 @@ class Tablet:
         else:
             self.clock.observe(server_time)
 
-    def _correct_clock(self, server_time: int) -> None:
-        "Trust the node's clock from now on, and re-stamp own ops the node has not accepted yet"
+    def _correct_clock(self, server_time: int, *, held: int = 0) -> None:
+        """Trust the node's clock from now on, and re-stamp own ops that no node has held. ``held``: the
+        highest of this tablet's counters the node says it holds (its refusal of a batch stamped ahead
+        says so)."""
         if not server_time:
             return
         offset = physical_ms(server_time) - self.clock.clock()
         shift = offset - self.clock.offset_ms
         self.clock.offset_ms = offset
         self._set("offset_ms", str(offset))
-        self.store.restamp(self.device, self.acked(), shift, server_time)
+        # An op a node has held keeps its clock: the node, and the tablets it passed the op to, hold it
+        # with that clock. The local ``acked`` is not enough to know which those are: an answer lost on
+        # the way back leaves it behind the node, and a node restored from a backup sends a lower one.
+        self.store.restamp(self.device, max(self.acked(), self._acked_ever(), held), shift, server_time)
         self.clock.last = server_time
+
+    def _acked_ever(self) -> int:
+        "The highest ``acked`` any node (of any epoch) has answered this tablet"
+        return int(self._get("acked_ever", "0"))
 
     def _forget(self, records: list[str]) -> None:
         "Drop records that left this village (they were not deleted); keep any with unsent edits"

@@ -593,10 +593,16 @@ class Node:
         if ops and physical_ms(max(map(_hlc, ops))) - now > MAX_AHEAD_MS:
             i, op = next((i, op) for i, op in enumerate(ops) if physical_ms(op.hlc) - now > MAX_AHEAD_MS)
             ahead = physical_ms(op.hlc) - now
+            # which of its ops the node holds: an answer lost on the way leaves the tablet thinking they
+            # are unsent, and it must not re-stamp them (the node would refuse them as forged from then on)
+            row = self.store.conn.execute("SELECT contiguous, max_counter FROM sites WHERE device = ?",
+                                          (device,)).fetchone()
+            acked, held = row if row else (0, 0)
             raise ClockAhead(
                 f"ops[{i}] is stamped {ahead // 60000} minutes ahead of the node's clock; correct the "
                 "tablet's clock (the tablet re-stamps its unsent ops automatically)",
-                details={"op": i, "ahead_ms": ahead, "server_time": self.clock.now()},
+                details={"op": i, "ahead_ms": ahead, "server_time": self.clock.now(), "acked": acked,
+                         "held": held},
             )
         # values are checked per field, all of a batch's values of one field at once
         groups: defaultdict[tuple[str, str, int], list[Op]] = defaultdict(list)
@@ -802,7 +808,10 @@ class Node:
         # before it are behind the cursor, and none after it are skipped)
         moved_in, removed = self._moves(dev, cursor, new_cursor)
         if moved_in:
-            seqs += self.store.live_seqs(dict.fromkeys(moved_in))  # ``packed`` sorts them and drops repeats
+            # a record that moved in comes with all its ops, not only its live ones: a tablet that kept it
+            # after it left (for an unsent edit) holds live ops that others superseded meanwhile, and only
+            # the ops that name them in ``pred`` retire them there (``packed`` sorts and drops repeats)
+            seqs += [s for rid in dict.fromkeys(moved_in) for s in self.store.record_seqs(rid)]
         return SyncResponse(
             protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=self.store.packed(seqs, dead_seqs),
             cursor=new_cursor, more=more, server_time=server_time, epoch=self.epoch, removed=removed,
@@ -891,7 +900,7 @@ class Node:
         new_cursor = stream.seqs[taken[-1]] if more else top
         moved_in, removed = self._moves(dev, cursor, new_cursor)
         if moved_in:
-            return None  # their live ops are not in the stream
+            return None  # their ops are not in the stream: the query answers, with their whole history
         dead = stream.dead
         batch = OpBatch(list(stream.devices), list(stream.authors), [],
                         [k for k, j in enumerate(taken) if dead[j]])

@@ -9,6 +9,7 @@ and helpers that look straight into SQLite files to check what a node or a table
     integrity      ``PRAGMA integrity_check``
     populate       a tablet's worker registers residents, each with a need and a service
     no_sleep       a back-off that does not wait
+    PoorLink       a real HTTP transport that loses answers, or stops reaching the node, when told to
 
 Fixtures built on these live in ``conftest.py``.
 """
@@ -203,3 +204,32 @@ def populate(tab: Tablet, people: int, tag: str) -> list[str]:
                                        "served_at": "2024-05-01T09:30", "minutes": 30 + i})
             ids += [p, n, s]
     return ids
+
+
+class PoorLink(httpx.BaseTransport):
+    """A tablet's link to the node over real HTTP, with the faults a poor one has: the next ``lose`` sync
+    answers are lost after the node sent them (it committed the push), and from sync request number
+    ``reach_until`` on, nothing reaches the node"""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.lose = 0
+        self.reach_until: int | None = None
+        self.syncs = 0  # sync requests that reached the node
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        sync = request.url.path == "/api/sync"
+        if sync and self.reach_until is not None and self.syncs >= self.reach_until:
+            raise httpx.ConnectError("connection refused: the link is down", request=request)
+        resp = self.inner.handle_request(request)
+        if sync:
+            self.syncs += 1
+            if self.lose:
+                self.lose -= 1
+                resp.read()
+                resp.close()
+                raise httpx.ReadError("connection reset: the answer was lost on the way", request=request)
+        return resp
+
+    def close(self) -> None:
+        self.inner.close()

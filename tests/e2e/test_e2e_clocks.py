@@ -15,14 +15,17 @@ from typing import Any
 
 import pytest
 
-from client.tablet import Tablet
-from e2e_harness import TOWNSHIP, V1, Enrol, MakeTablet, NodeProcess, integrity, node_digest
+import httpx
+
+from client.tablet import NodeUnreachable, Tablet
+from e2e_harness import TOWNSHIP, V1, Enrol, MakeTablet, NodeProcess, PoorLink, integrity, node_digest
 from server.node import Node
 from sync.hlc import physical_ms, wall_ms
 
 pytestmark = pytest.mark.e2e
 
 DAY = 86_400_000
+HOUR = 3_600_000
 #: How close the recorded skew must be to the clock's real error (a sync's own time, on a loaded machine)
 SLACK = 60_000
 
@@ -184,3 +187,95 @@ def test_ops_re_stamped_mid_sync_are_sent_as_re_stamped(
 
     mine = own(Path(tab.path))
     assert len(mine) == 15 and own(node_db) == mine
+
+
+def _clocks(db: Path, device: str) -> dict[int, int]:
+    "counter -> clock of a device's ops, as a database holds them"
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        return dict(conn.execute(
+            "SELECT o.counter, o.hlc FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ?", (device,)))
+    finally:
+        conn.close()
+
+
+def test_ops_whose_answer_was_lost_keep_their_clocks_when_the_clock_jumps(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet
+) -> None:
+    """The node commits a push, but its answer is lost on the way back, so the tablet still counts those
+    ops as unsent. Then the tablet's clock jumps 8 hours ahead (a wrong time zone) and its worker edits.
+    Refused as ahead, the tablet re-stamps only the ops the node does not hold: were it to re-stamp the
+    others, the node would refuse them as forged, on every sync from then on."""
+    node.start()
+    clock, link = Clock(), PoorLink()
+    with httpx.Client(transport=link, timeout=30) as client:
+        tab = make_tablet(enrol(V1, "wang")[1], "wang", clock=clock, client=client)
+        rid = tab.create("person", {"name": "张秀英"})
+        link.lose = 1
+        with pytest.raises(NodeUnreachable):
+            tab.sync(retries=0)
+        sent = _clocks(node_db, tab.device)
+        assert tab.acked() == 0 and len(sent) == tab.pending() == 2, "the node holds what the tablet thinks unsent"
+
+        clock.error_ms = 8 * HOUR
+        (edit,) = tab.update(rid, {"phone": "13800000000"})
+        assert physical_ms(edit.hlc) > wall_ms() + 7 * HOUR
+        tab.sync()
+
+        assert tab.pending() == 0
+        held = _clocks(node_db, tab.device)
+        assert {c: held[c] for c in sent} == sent, "the ops the node held kept their clocks"
+        assert held == _clocks(Path(tab.path), tab.device)
+        assert physical_ms(held[edit.counter]) <= wall_ms(), "the edit was re-stamped to the node's time"
+        _converged(node_db, tab)
+        rec = tab.get(rid)
+        assert rec is not None and rec.data["phone"] == "13800000000"
+
+
+def test_after_a_restore_a_wrong_clock_does_not_re_stamp_ops_other_tablets_hold(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, tmp_path: Path
+) -> None:
+    """The node is restored from a backup older than a tablet's ops, so it acknowledges less than that
+    tablet was told before. If the tablet's clock is wrong by then, correcting it must not re-stamp the
+    ops the old node held and passed on: the other tablets hold them with their first clocks, and a
+    concurrent edit would have a different winner on them than on the node."""
+    import sqlite3
+
+    node.start()
+    clock = Clock()
+    a, b = (make_tablet(enrol(V1, user)[1], user, **kw) for user, kw in (("a", {"clock": clock}), ("b", {})))
+    backup = tmp_path / "nightly.db"
+    src, dst = sqlite3.connect(node_db), sqlite3.connect(backup)
+    try:
+        src.backup(dst)  # the tablets are enrolled; none of their ops is in it
+    finally:
+        src.close()
+        dst.close()
+    rid = a.create("person", {"name": "赵六"})
+    a.sync()
+    b.sync()
+    a.update(rid, {"phone": "13100000001"})  # concurrent edits of one field: b's, the later, wins
+    time.sleep(0.02)
+    b.update(rid, {"phone": "13200000002"})
+    for tab in (a, b, a):
+        tab.sync()
+    held_by_b = _clocks(Path(b.path), a.device)
+    assert len(held_by_b) == 3
+
+    node.kill()  # the disk dies; the operator restores the backup
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{node_db}{suffix}").unlink(missing_ok=True)
+    backup.rename(node_db)
+    node.start()
+    clock.error_ms = -8 * HOUR  # meanwhile a's battery ran flat: its clock is hours behind
+    for tab in (a, b, a, b):
+        tab.sync()
+
+    assert a.clock.offset_ms > 7 * HOUR, "a corrected its clock"
+    assert _clocks(node_db, a.device) == _clocks(Path(a.path), a.device) == held_by_b
+    _converged(node_db, a, b)
+    for tab in (a, b):
+        rec = tab.get(rid)
+        assert rec is not None and rec.data["phone"] == "13200000002", tab.device

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from client.tablet import Progress, SyncReport, Tablet
+import httpx
+
+from client.tablet import NodeUnreachable, Progress, SyncReport, Tablet
 from e2e_harness import (
-    TOWNSHIP, V1, V2, V3, VILLAGES, Enrol, MakeTablet, NodeProcess, node_digest, populate,
+    TOWNSHIP, V1, V2, V3, VILLAGES, Enrol, MakeTablet, NodeProcess, PoorLink, node_digest, populate,
 )
 from sync.store import Store
 from sync.wire import SyncResponse, unpack_ops
@@ -144,3 +146,41 @@ def test_a_record_moved_away_while_the_old_village_had_an_unsent_edit(
     assert _tablet_record(t2, p) == _node_record(node_db, p)
     assert t1.get(p) is None, "the record stays on the old village's tablet after its edit was acknowledged"
     assert t1.store.digest() == node_digest(node_db, V1)
+
+
+def test_a_record_kept_for_an_unsent_edit_that_moves_back_stays(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet
+) -> None:
+    """A resident is moved to 广场社区 while the 育才社区 worker has an unsent edit of them, so the
+    tablet keeps the record until the edit is acknowledged. Its sync breaks off after one round, and the
+    township moves the resident back. The next sync brings the record back whole: the tablet must keep
+    it, not forget it as the one that left."""
+    node.start()
+    link = PoorLink()
+    with httpx.Client(transport=link, timeout=30) as client:
+        t1 = make_tablet(enrol(V1, "worker-1")[1], "village-1", client=client)
+        staff = make_tablet(enrol(TOWNSHIP, "li.zhen", tier="township")[1], "staff")
+        p = t1.create("person", {"name": "王五", "phone": "13800000000"})
+        t1.sync()
+        staff.sync()
+        populate(t1, 120, tag="w")  # a day's work offline: more than one round trip
+        t1.update(p, {"phone": "13900000000"})  # the edit goes out in a later round than the first
+        staff.update(p, {"unit": V2})
+        staff.sync()
+
+        link.reach_until = link.syncs + 1  # one round, then the link drops
+        with pytest.raises(NodeUnreachable):
+            t1.sync(retries=0)
+        assert t1.get(p) is not None and t1.pending() > 0, "kept for its unsent edit"
+
+        staff.update(p, {"unit": V1})  # a mistake: the resident is back in 育才社区
+        staff.sync()
+        link.reach_until = None
+        t1.sync()
+        t1.sync()
+
+        assert t1.pending() == 0
+        rec = _node_record(node_db, p)
+        assert rec[1] == V1 and rec[3]["phone"] == "13900000000"
+        assert _tablet_record(t1, p) == rec, "the resident is on the tablet of the village they are in"
+        assert t1.store.digest() == node_digest(node_db, V1)
