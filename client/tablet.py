@@ -62,16 +62,8 @@ class _Batch:
 def _read_batch(store: Store, device: str, after: int, size: int) -> _Batch:
     with store.lock:  # the store's connection is shared: whoever else reads it meanwhile waits
         batch, counters = store.packed_own(device, after, size)
-        unsent = _own_after(store, device, counters[-1] if counters else after)
+        unsent = store.own_after(device, counters[-1] if counters else after)
     return _Batch(deflate_ops(batch), counters, unsent, size)  # zlib lets other threads run meanwhile
-
-
-def _own_after(store: Store, device: str, counter: int) -> int:
-    row = store.conn.execute(
-        "SELECT count(*) FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?",
-        (device, counter),
-    ).fetchone()
-    return int(row[0])
 
 
 class _Packing:
@@ -449,7 +441,7 @@ class Tablet:
 
     def pending(self) -> int:
         "Own ops the node has not acknowledged yet"
-        return _own_after(self.store, self._get("device"), self.acked())
+        return self.store.own_after(self._get("device"), self.acked())
 
     def status(self) -> dict[str, Any]:
         last = self._get("last_sync")
@@ -462,12 +454,6 @@ class Tablet:
         }
 
     # -- sync -----------------------------------------------------------------------------------
-
-    def _pending_ops(self, limit: int) -> list[int]:
-        "The counters of own ops not acknowledged yet, oldest first"
-        return [r[0] for r in self.store.conn.execute(
-            "SELECT o.counter FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?"
-            " ORDER BY o.counter LIMIT ?", (self.device, self.acked(), limit))]
 
     def sync(self, *, progress: Progress | None = None, retries: int = 6, backoff: float = 0.5,
              max_rounds: int = 100_000, limit: int = 5000) -> SyncReport:
@@ -549,10 +535,11 @@ class Tablet:
                     ahead = None  # the clock was corrected and unsent ops re-stamped: pack them again
                 if progress is not None:
                     progress(report, resp)
-                if not resp.more and not self._pending_ops(1):
+                if not resp.more and not self.pending():
                     break
-                if not resp.more and pending and resp.acked < pending[0]:
-                    # the node took nothing of what we sent and has nothing for us: stop, don't spin
+                if not resp.more and pending and acked_before <= resp.acked < pending[0]:
+                    # the node took nothing of what we sent and has nothing for us: stop, don't spin. (A
+                    # node restored from a backup acknowledges less than before: send again from there)
                     break
         finally:
             if ahead is not None:
@@ -641,6 +628,6 @@ class Tablet:
         keep = {r[0] for r in self.store.conn.execute(
             "SELECT DISTINCT o.record FROM ops o JOIN sites s ON s.id = o.site"
             " WHERE s.device = ? AND o.counter > ?", (self.device, self.acked()))}
-        self.store.forget([r for r in records if r not in keep])
+        self.store.forget([r for r in records if r not in keep], keep_own=self.device)
         # records kept for their unsent edits leave once the node has acknowledged them
         self._set("leaving", ",".join(dict.fromkeys(r for r in records if r in keep)))

@@ -15,6 +15,8 @@ Tables (sqlite-utils can open any of them):
                 ``log``: the sequence numbers of all its ops, a JSON array (``json_each`` reads it in SQL)
     conflicts   the open conflicts, one row per (record, field)
     moves       each change of a record's unit from one unit to another, for scope changes on tablets
+    kept_own    a tablet's own ops of records that left its scope (``forget``): kept so that it can
+                send them again to a node restored from a backup that lacks them
 
 The merge rule lives here, in ``materialize``: a register's live ops are those no op of the record names
 in ``pred``; the visible value is the winner by (tier rank, hlc, device, counter); a review field whose
@@ -55,6 +57,8 @@ _json_decode = msgspec.json.decode
 #: a record's stored values with each value left encoded: a patch re-encodes only what it changes
 _values_decode = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _CHUNK = 500
+#: a ``kept_own k`` row whose op is not in ``ops`` again (its record came back)
+_NOT_HELD = "NOT EXISTS (SELECT 1 FROM ops o WHERE o.site = k.site AND o.counter = k.counter)"
 _counter = operator.attrgetter("counter")
 _seq_of = operator.itemgetter(0)
 _hlc = operator.attrgetter("hlc")
@@ -322,6 +326,10 @@ CREATE INDEX IF NOT EXISTS conflicts_unit ON conflicts (unit);
 CREATE TABLE IF NOT EXISTS moves (
     seq INTEGER NOT NULL, record TEXT NOT NULL, old_unit TEXT, new_unit TEXT);
 CREATE INDEX IF NOT EXISTS moves_seq ON moves (seq);
+CREATE TABLE IF NOT EXISTS kept_own (
+    site INTEGER NOT NULL, counter INTEGER NOT NULL, hlc INTEGER NOT NULL, coll TEXT NOT NULL,
+    record TEXT NOT NULL, field TEXT NOT NULL, kind INTEGER NOT NULL, value TEXT, pred TEXT,
+    author INTEGER NOT NULL, PRIMARY KEY (site, counter)) WITHOUT ROWID;
 """
 
 
@@ -1097,17 +1105,24 @@ class Store:
             conn.execute("UPDATE sites SET last_hlc = ? WHERE id = ?", (prev, sid))
             return len(rows)
 
-    def forget(self, records: Sequence[str]) -> None:
+    def forget(self, records: Sequence[str], *, keep_own: str | None = None) -> None:
         """Drop records and their ops from this replica: they left its scope (they were not deleted).
-        If they come back, the node sends their live ops whole."""
+        If they come back, the node sends their ops whole. The ops device ``keep_own`` wrote (the
+        tablet's own) are kept aside, in ``kept_own``: ``packed_own`` still sends them, to a node
+        restored from a backup that lacks them. Nothing else reads them."""
         with self.transaction() as conn:
             self._rewrites += 1  # op rows go, and their sequence numbers may be used again
             for rid in records:
                 self._recent.pop(rid, None)
+            own = conn.execute("SELECT id FROM sites WHERE device = ?", (keep_own,)).fetchone() if keep_own else None
             for chunk in _chunks(list(records)):
                 marks = ",".join("?" * len(chunk))
-                conn.execute("DELETE FROM ops WHERE seq IN (SELECT j.value FROM records r, json_each(r.log) j"
-                             f" WHERE r.id IN ({marks}))", chunk)
+                of_records = f"SELECT j.value FROM records r, json_each(r.log) j WHERE r.id IN ({marks})"
+                if own is not None:
+                    conn.execute("INSERT OR IGNORE INTO kept_own SELECT site, counter, hlc, coll, record, field, kind,"
+                                 f" value, pred, author FROM ops WHERE site = ? AND seq IN ({of_records})",
+                                 [own[0], *chunk])
+                conn.execute(f"DELETE FROM ops WHERE seq IN ({of_records})", chunk)
                 for table, col in (("records", "id"), ("conflicts", "record"), ("superseded", "record")):
                     conn.execute(f"DELETE FROM {table} WHERE {col} IN ({marks})", chunk)
 
@@ -1355,14 +1370,34 @@ class Store:
 
     def packed_own(self, device: str, after: int, limit: int) -> tuple[OpBatch, list[int]]:
         """A device's ops after counter ``after`` (at most ``limit``, in counter order) packed for the wire
-        straight from their rows, with their counters"""
+        straight from their rows, with their counters; those ``forget`` kept aside among them"""
         row = self.conn.execute("SELECT id FROM sites WHERE device = ?", (device,)).fetchone()
         if row is None:
             return OpBatch(), []
-        rows = self.conn.execute(
-            f"SELECT {self.OP_COLUMNS} FROM ops WHERE site = ? AND counter > ? ORDER BY counter LIMIT ?",
-            (row[0], after, limit)).fetchall()
+        sql = f"SELECT {self.OP_COLUMNS} FROM ops WHERE site = ? AND counter > ?"
+        params: list[Any] = [row[0], after]
+        if self._kept_after(row[0], after):  # rarely: only after a node was restored from a backup
+            sql += (f" UNION ALL SELECT 0, site, counter, hlc, coll, record, field, kind, value, pred, author"
+                    f" FROM kept_own k WHERE site = ? AND counter > ? AND {_NOT_HELD}")
+            params += [row[0], after]
+        rows = self.conn.execute(sql + " ORDER BY counter LIMIT ?", [*params, limit]).fetchall()
         return self.pack(rows), [r[2] for r in rows]
+
+    def own_after(self, device: str, counter: int) -> int:
+        "How many ops a device wrote after ``counter``, those ``forget`` kept aside included"
+        row = self.conn.execute("SELECT id FROM sites WHERE device = ?", (device,)).fetchone()
+        if row is None:
+            return 0
+        (n,) = self.conn.execute("SELECT count(*) FROM ops WHERE site = ? AND counter > ?", (row[0], counter)).fetchone()
+        if self._kept_after(row[0], counter):
+            (k,) = self.conn.execute(f"SELECT count(*) FROM kept_own k WHERE site = ? AND counter > ? AND {_NOT_HELD}",
+                                     (row[0], counter)).fetchone()
+            n += k
+        return int(n)
+
+    def _kept_after(self, site: int, counter: int) -> bool:
+        return self.conn.execute("SELECT 1 FROM kept_own WHERE site = ? AND counter > ? LIMIT 1",
+                                 (site, counter)).fetchone() is not None
 
     def max_seq(self) -> int:
         (n,) = self.conn.execute("SELECT coalesce(max(seq), 0) FROM ops").fetchone()

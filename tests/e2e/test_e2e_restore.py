@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from e2e_harness import V1, Enrol, MakeTablet, NodeProcess, device_ops, node_digest, populate
+from sync.store import Store
+
+from e2e_harness import TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess, device_ops, node_digest, populate
 
 pytestmark = pytest.mark.e2e
 
@@ -94,3 +96,44 @@ def test_cunsync_backup_while_syncing_and_restore_start_a_new_epoch(
         assert tab.pending() == 0 and tab.store.digest() == want
     r = runner.invoke(cli, ["restore", "--db", str(node_db), "--from", str(tmp_path / "nope.db")])
     assert r.exit_code == 2  # click: the backup must exist
+
+
+def test_a_tablet_sends_a_restored_node_its_ops_of_a_record_that_left_its_village(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, tmp_path: Path
+) -> None:
+    """A worker registers a resident; the township moves the resident to another village, so the
+    worker's tablet forgets the record. Then the node is restored from a backup older than the resident.
+    The tablet still sends the ops it wrote for that resident: without them the node would hold a gap in
+    its ops, acknowledge nothing after it, and the resident would be lost."""
+    node.start()
+    wang = make_tablet(enrol(V1, "wang")[1], "wang")
+    staff = make_tablet(enrol(TOWNSHIP, "li.zhen", tier="township")[1], "staff")
+    _backup(node_db, tmp_path / "nightly.db")  # the tablets are enrolled; none of their ops is in it
+    rid = wang.create("person", {"name": "李四", "phone": "13800000000"})
+    wang.sync()
+    staff.sync()
+    staff.update(rid, {"unit": V2})
+    staff.sync()
+    wang.sync()
+    assert wang.get(rid) is None, "the record left the worker's village"
+    populate(wang, 3, tag="w")  # work goes on, offline
+    mine = device_ops(Path(wang.path), wang.device)
+
+    node.kill()  # the disk dies; the operator restores the backup
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{node_db}{suffix}").unlink(missing_ok=True)
+    (tmp_path / "nightly.db").rename(node_db)
+    node.start()
+    wang.sync()  # its first sync after the restore sends all it wrote again
+    assert wang.pending() == 0
+    for tab in (staff, wang, staff):
+        tab.sync()
+
+    written = mine[3]  # the highest counter the tablet wrote
+    assert device_ops(node_db, wang.device) == (written, written, 1, written), "every op the worker wrote"
+    assert wang.pending() == 0 and wang.acked() == written
+    for tab, unit in ((wang, V1), (staff, None)):
+        assert tab.store.digest() == node_digest(node_db, unit), tab.device
+    with Store(node_db) as s:
+        rec = s.get(rid)
+    assert rec is not None and rec.unit == V2 and rec.data["name"] == "李四"

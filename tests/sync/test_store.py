@@ -299,6 +299,31 @@ def test_forgetting_a_record_drops_its_ops_and_nothing_else(store: Store, villag
     assert [c.new for c in store.history(b) if c.field == "name"] == ["李四"]
 
 
+def test_a_forgotten_records_own_ops_are_kept_to_send_again(store: Store, village: Editor,
+                                                             township: Editor) -> None:
+    "A tablet forgets a record that left its village, but not the ops it wrote for it: a node may need them"
+    own = village.device
+    a, b = _person(village, "张三"), _person(village, "李四")  # counters 1-2 and 3-4
+    township.update(a, {"notes": "迁出"})
+    wire = [op for _, op in store.ops_since(0) if op.record == a]
+    store.forget([a], keep_own=own)
+    assert store.get(a) is None and store.record_ops(a) == []
+    assert store.own_after(own, 0) == 4 and store.own_after(own, 2) == 2
+
+    def sent(after: int, limit: int = 10) -> list[tuple[int, str]]:
+        batch, counters = store.packed_own(own, after, limit)
+        return list(zip(counters, (w.field for w in batch.ops)))
+
+    assert sent(0) == [(1, "name"), (2, "unit"), (3, "name"), (4, "unit")]
+    assert sent(1, limit=2) == [(2, "unit"), (3, "name")]
+    assert sent(2) == [(3, "name"), (4, "unit")]
+    store.apply(wire)  # the record comes back, whole: its ops are held again, and sent once
+    assert store.get(a) is not None and store.own_after(own, 0) == 4
+    assert sent(0) == [(1, "name"), (2, "unit"), (3, "name"), (4, "unit")]
+    store.forget([b])  # without ``keep_own``, nothing is kept
+    assert store.own_after(own, 0) == 2 and [c for c, _ in sent(0)] == [1, 2]
+
+
 def test_ops_that_arrive_before_their_records_unit_take_it_when_it_comes(store: Store) -> None:
     rid = uuid7()
     store.apply([_op("tab-a", 1, rid, "name", "张三")])
