@@ -129,6 +129,12 @@ def _in_scope(node: Node, staff: Staff, escalation: str) -> Any:
     return rec
 
 
+def _listed(node: Node, units: tuple[str, str]) -> list[dict[str, Any]]:
+    "The escalations staff see, read under the store's lock: the connection is shared with the syncs"
+    with node.store.lock:
+        return list_escalations(node.store, units=units)
+
+
 def escalation_routes(node: Node) -> list[BaseRoute]:
     from .staff import ROLE_NAMES, check_csrf, csrf_token, current_staff
 
@@ -152,7 +158,7 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
     async def api_list(request: Request) -> Response:
         staff = current_staff(request, accounts)
         staff.require("township", "county")
-        rows = await run_in_threadpool(lambda: list_escalations(node.store, units=staff.scope))
+        rows = await run_in_threadpool(_listed, node, staff.scope)
         return JSONResponse(rows)
 
     async def api_escalate(request: Request) -> Response:
@@ -176,7 +182,7 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
         except Unauthorized:
             return RedirectResponse("/login", status_code=303)
         staff.require("township", "county")
-        rows = await run_in_threadpool(lambda: list_escalations(node.store, units=staff.scope))
+        rows = await run_in_threadpool(_listed, node, staff.scope)
         return templates.TemplateResponse(request, "escalations.html", {
             "staff": staff, "role_name": ROLE_NAMES[staff.role], "csrf": csrf_token(request), "node": node,
             "rows": rows, "error": request.query_params.get("error", "")})

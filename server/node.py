@@ -406,11 +406,11 @@ class Node:
             cols = [d[0] for d in cur.description]
             rows = [dict(zip(cols, r)) for r in cur.fetchall()]
             hw = self.store.high_water()
-        for r in rows:
-            h = hw.get(r["device"])
-            r["contiguous"] = h.contiguous if h else 0
-            r["max_counter"] = h.max_counter if h else 0
-            r["gaps"] = self.store.missing_counters(r["device"], limit=20) if h and h.gaps else []
+            for r in rows:
+                h = hw.get(r["device"])
+                r["contiguous"] = h.contiguous if h else 0
+                r["max_counter"] = h.max_counter if h else 0
+                r["gaps"] = self.store.missing_counters(r["device"], limit=20) if h and h.gaps else []
         return rows
 
     # -- the exchange ---------------------------------------------------------------------------

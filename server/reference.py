@@ -79,9 +79,10 @@ def reference_routes(node: Node) -> list[BaseRoute]:
         current_staff(request, accounts).require("township", "county", "city")
 
         def read() -> dict[str, Any]:
-            return {"notices": ref.notices(node.store), "tasks": ref.tasks(node.store),
-                    "need_categories": ref.catalogue(node.store, "need_category", include_retired=True),
-                    "service_types": ref.catalogue(node.store, "service_type", include_retired=True)}
+            with node.store.lock:  # the connection is shared: never read inside a sync's open transaction
+                return {"notices": ref.notices(node.store), "tasks": ref.tasks(node.store),
+                        "need_categories": ref.catalogue(node.store, "need_category", include_retired=True),
+                        "service_types": ref.catalogue(node.store, "service_type", include_retired=True)}
 
         return JSONResponse(await run_in_threadpool(read))
 

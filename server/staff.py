@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
 from sync.errors import BadRequest, Forbidden, NotFound, SyncError, Unauthorized
+from sync.store import Conflict
 from sync.units import UnitCodeError
 
 from .auth import Accounts, Staff
@@ -102,7 +103,11 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
     async def api_conflicts(request: Request) -> Response:
         staff = current_staff(request, accounts)
         staff.require("township")
-        found = await run_in_threadpool(lambda: node.store.conflicts(units=staff.scope))
+        def read() -> list[Conflict]:
+            with node.store.lock:  # the connection is shared: never read inside a sync's open transaction
+                return node.store.conflicts(units=staff.scope)
+
+        found = await run_in_threadpool(read)
         return JSONResponse([{
             "record": c.record, "collection": c.coll, "unit": c.unit, "field": c.field, "shown": c.winner,
             "candidates": [{"value": o.value, "user": o.user, "device": o.device, "tier": o.tier,
