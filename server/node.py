@@ -36,6 +36,7 @@ from sync.errors import (
     BadRequest,
     ClockAhead,
     CollectionForbidden,
+    InvalidValue,
     ReadOnly,
     SyncError,
     TooManyAttempts,
@@ -625,7 +626,10 @@ class Node:
             if name == SCHEMA.collections[coll].unit_field:
                 for op in group:
                     if op.value is None:
-                        continue
+                        i = _index(ops, op)
+                        raise InvalidValue(f"ops[{i}] clears a record's unit; a record always belongs to a unit "
+                                           "(to hand it to another village, set that village's unit)",
+                                           details={"op": i, "field": name})
                     if not (lo <= op.value <= hi):
                         i = _index(ops, op)
                         raise OutOfScope(f"ops[{i}] puts a record in unit {op.value}, outside this device's "
@@ -677,6 +681,9 @@ class Node:
                                      "op": i, "ahead_ms": ahead, "server_time": self.clock.now()})
             if op.value is None:
                 SCHEMA.field(op.coll, op.field)
+                if op.field == SCHEMA.collections[op.coll].unit_field:
+                    raise InvalidValue(f"ops[{i}] clears a record's unit; a record always belongs to a unit",
+                                       details={"op": i, "field": op.field})
             else:
                 SCHEMA.validate(op.coll, op.field, op.kind, op.value, self.store.catalogue_codes)
             if op.field == SCHEMA.collections[op.coll].unit_field and op.value is not None:

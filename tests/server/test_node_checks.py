@@ -52,6 +52,7 @@ CASES: list[tuple[str, Spoil, str]] = [
      lambda op: msgspec.structs.replace(op, hlc=pack(wall_ms() + MAX_AHEAD_MS + 86_400_000, 0)), "clock_ahead"),
     ("a unit of another village",
      lambda op: msgspec.structs.replace(op, field="unit", value="510903001002"), "out_of_scope"),
+    ("a unit cleared", lambda op: msgspec.structs.replace(op, field="unit", value=None), "invalid_value"),
 ]
 
 
@@ -80,3 +81,21 @@ def test_the_same_batch_unspoilt_is_taken_whole(node: Node) -> None:
     resp = node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops)))
     assert resp.acked == len(ops)
     assert node.store.count_ops() == len(ops)
+
+
+def test_a_link_from_the_county_may_not_clear_a_records_unit(node: Node) -> None:
+    county = "510903000000"
+    _, token = node.add_device(county, "区民政局", tier="county")
+    dev = node.authenticate(token)
+    assert node.is_link(dev)
+    rid, hlc = uuid7(), pack(wall_ms() - 60_000, 0)
+    ops = [Op(f"node-{county}", 1, hlc, "notice", rid, "unit", SET, county, (), dev.user, county, dev.rank),
+           Op(f"node-{county}", 2, hlc + 1, "notice", rid, "unit", SET, None, ((f"node-{county}", 1),),
+              dev.user, county, dev.rank)]
+    before = node.store.count_ops()
+    with pytest.raises(SyncError) as e:
+        node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops)))
+    assert (e.value.code, e.value.details["op"]) == ("invalid_value", 1), e.value.message
+    assert node.store.count_ops() == before
+    node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops[:1])))
+    assert node.store.count_ops() == before + 1, "the notice itself is taken"
