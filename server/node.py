@@ -236,7 +236,9 @@ class Node:
         self.epoch = epoch
         if self.store.meta("unit") is None:
             self.store.set_meta("unit", self.unit)
-        self.device_id = f"node-{self.unit}"
+        # the device the node's own ops are written as: a node restored from a backup writes as a new
+        # one (``restore``), since it cannot know which of its counters it used after the backup
+        self.device_id = self.store.meta("device_id") or f"node-{self.unit}"
         from .auth import Accounts
 
         self.accounts = Accounts(self.store, self.unit)
@@ -278,6 +280,12 @@ class Node:
                 src.backup(dst)
                 epoch = secrets.token_hex(8)
                 dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+                # the node's own ops after the backup live on in tablets, under counters the backup does not
+                # know: writing on from its counter would reuse their ids with other content
+                (unit,) = src.execute("SELECT value FROM meta WHERE key = 'unit'").fetchone() or ("",)
+                if unit:
+                    dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('device_id', ?)",
+                                (f"node-{unit}~{epoch}",))
                 dst.commit()
                 dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file to move into place
             finally:
@@ -668,7 +676,7 @@ class Node:
             if not _ancestor_or_self(op.unit, dev.unit):
                 raise ForgedOp(f"ops[{i}] claims author unit {op.unit!r}; this link relays ops of {dev.unit} and "
                                "the units above it, never of a lower tier", details={"op": i})
-            if op.tier != TIER_RANK[unitlib.tier_of(op.unit)] or op.site != f"node-{op.unit}":
+            if op.tier != TIER_RANK[unitlib.tier_of(op.unit)] or op.site.split("~")[0] != f"node-{op.unit}":
                 raise ForgedOp(f"ops[{i}] claims device {op.site!r} at tier {op.tier} for unit {op.unit}; ops "
                                f"relayed over a link are written by node-{op.unit} at its unit's tier",
                                details={"op": i})
