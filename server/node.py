@@ -651,7 +651,7 @@ class Node:
                 unit = known[rid]
                 if unit is not None and lo <= unit <= hi:
                     continue
-                if self._was_in_scope(rid, lo, hi):
+                if self._was_in_scope(rid, lo, hi) or self._seen_by_others(rid, device):
                     continue  # edited offline before it moved away: keep the edit
                 raise OutOfScope(f"record {rid} is not in unit {dev.unit}", details={"record": rid})
             if rid not in new_units:
@@ -758,6 +758,15 @@ class Node:
             "SELECT 1 FROM moves WHERE record = ? AND (new_unit BETWEEN ? AND ? OR old_unit BETWEEN ? AND ?)"
             " LIMIT 1", (rid, lo, hi, lo, hi)
         ).fetchone()
+        return row is not None
+
+    def _seen_by_others(self, rid: str, device: str) -> bool:
+        """Whether an op of the record held here names one of the device's ops in ``pred``, before the
+        node held that op: another device saw the device's op in the record's history. After a restore,
+        the township's move of a record can come back before the village tablet's ops that made it"""
+        row = self.store.conn.execute(
+            "SELECT 1 FROM superseded d JOIN sites s ON s.id = d.site WHERE d.record = ? AND s.device = ? LIMIT 1",
+            (rid, device)).fetchone()
         return row is not None
 
     def _pull(self, dev: Device, req: SyncRequest, pushed: tuple[int, int] = (0, -1), *,
