@@ -535,7 +535,7 @@ class Tablet:
                     ahead = None  # the clock was corrected and unsent ops re-stamped: pack them again
                 if progress is not None:
                     progress(report, resp)
-                if not resp.more and not self.pending():
+                if not resp.more and not self.store.has_own_after(self.device, self.acked()):
                     break
                 if not resp.more and pending and acked_before <= resp.acked < pending[0]:
                     # the node took nothing of what we sent and has nothing for us: stop, don't spin. (A

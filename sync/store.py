@@ -1395,6 +1395,15 @@ class Store:
             n += k
         return int(n)
 
+    def has_own_after(self, device: str, counter: int) -> bool:
+        "Whether a device wrote any op after ``counter`` (``own_after`` > 0, without counting them all)"
+        row = self.conn.execute("SELECT id FROM sites WHERE device = ?", (device,)).fetchone()
+        if row is None:
+            return False
+        if self.conn.execute("SELECT 1 FROM ops WHERE site = ? AND counter > ? LIMIT 1", (row[0], counter)).fetchone():
+            return True
+        return self._kept_after(row[0], counter) and self.own_after(device, counter) > 0
+
     def _kept_after(self, site: int, counter: int) -> bool:
         return self.conn.execute("SELECT 1 FROM kept_own WHERE site = ? AND counter > ? LIMIT 1",
                                  (site, counter)).fetchone() is not None

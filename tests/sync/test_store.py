@@ -309,6 +309,7 @@ def test_a_forgotten_records_own_ops_are_kept_to_send_again(store: Store, villag
     store.forget([a], keep_own=own)
     assert store.get(a) is None and store.record_ops(a) == []
     assert store.own_after(own, 0) == 4 and store.own_after(own, 2) == 2
+    assert store.has_own_after(own, 3) and not store.has_own_after(own, 4)
 
     def sent(after: int, limit: int = 10) -> list[tuple[int, str]]:
         batch, counters = store.packed_own(own, after, limit)
@@ -322,6 +323,7 @@ def test_a_forgotten_records_own_ops_are_kept_to_send_again(store: Store, villag
     assert sent(0) == [(1, "name"), (2, "unit"), (3, "name"), (4, "unit")]
     store.forget([b])  # without ``keep_own``, nothing is kept
     assert store.own_after(own, 0) == 2 and [c for c, _ in sent(0)] == [1, 2]
+    assert store.has_own_after(own, 1) and not store.has_own_after(own, 2)
 
 
 def test_ops_that_arrive_before_their_records_unit_take_it_when_it_comes(store: Store) -> None:
