@@ -338,6 +338,9 @@ class Node:
                              details={"unit": code, "node": self.unit})
         if not user.strip():
             raise BadRequest("an enrolment names the worker who carries the tablet")
+        if tier == "village" and unitlib.tier_of(code) != "village":
+            raise BadRequest(f"a village tablet is enrolled for a village or community, not {code}: its scope "
+                             "would be every village under that unit", details={"unit": code})
         secret = "".join(secrets.choice(CODE_ALPHABET) for _ in range(10))
         now = int(time.time())
         enr = Enrolment(secret, code, user.strip(), tier, now + hours * 3600)

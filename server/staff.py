@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
 from sync.errors import BadRequest, Forbidden, NotFound, SyncError, Unauthorized
+from sync.schema import SCHEMA
 from sync.store import Conflict
 from sync.units import UnitCodeError
 
@@ -120,6 +121,16 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
 
         def resolve() -> int:
             in_scope(staff, record)
+            with node.store.lock:
+                if field not in {c.field for c in node.store.conflicts(record=record)}:
+                    raise BadRequest(f"field {field!r} of record {record} has no open conflict; edit the record "
+                                     "on its page instead", details={"record": record, "field": field})
+                rec = node.store.get(record)
+                lo, hi = staff.scope
+                if rec is not None and field == SCHEMA.collections[rec.coll].unit_field and not (
+                        isinstance(value, str) and lo <= value <= hi):
+                    raise Forbidden(f"unit {value} is outside your scope", code="out_of_scope",
+                                    details={"unit": value})
             return len(node.editor(staff.username).resolve(record, field, value))
 
         written = await run_in_threadpool(resolve)

@@ -188,6 +188,10 @@ class Editor:
             for rid in (keep, drop):
                 if self._require(rid) != "person":
                     raise InvalidValue(f"{rid} is not a resident; only residents are merged")
+                rec = self.store.get(rid)
+                if rec is None or rec.deleted or rec.data.get("merged_into"):
+                    raise InvalidValue(f"resident {rid} is deleted or already merged into another; merge "
+                                       "residents that are both current", details={"record": rid})
             ops: list[Op] = []
             for coll in ("need", "service"):
                 for rec in self.store.records(coll, include_deleted=True):

@@ -117,3 +117,6 @@ def test_the_cli_prints_a_code_and_a_qr_and_a_tablet_enrols_with_it(
     assert r.exit_code == 1 and "already used" in r.output
     r = runner.invoke(cli, ["enrol", "create", "--db", str(node_db), "--unit", "510904001001", "--user", "x"])
     assert r.exit_code == 1 and "not under" in r.output
+    # a village tablet's code names a village: one for the township would give it every village's residents
+    r = runner.invoke(cli, ["enrol", "create", "--db", str(node_db), "--unit", TOWNSHIP, "--user", "x"])
+    assert r.exit_code == 1 and "village" in r.output, r.output

@@ -74,3 +74,38 @@ def test_the_conflicts_api_never_shows_a_conflict_a_sync_then_rolls_back(
             assert node.store.conflicts() == []
     finally:
         node.close()
+
+
+def test_the_resolve_api_writes_only_a_field_with_an_open_conflict(tmp_path: Path) -> None:
+    node = Node(tmp_path / "township.db", TOWNSHIP)
+    try:
+        ensure_units(node)
+        node.accounts.add("liu", PASSWORD, role="township", unit=TOWNSHIP, display_name="刘")
+        tab = Tab(node, V1, "张丽")
+        rid = tab.editor.create("person", {"unit": V1, "name": "王大爷", "phone": "13800000000"})
+        tab.take(node.sync(tab.dev, tab.request(5000)))
+        node.editor("陈主任").update(rid, {"name": "王大爷（更正）"})
+        late = tab.editor.update(rid, {"name": "王老汉"})
+        node.store.apply(late)  # a conflict on name, none on phone or unit
+
+        with TestClient(create_app(node), base_url="http://node") as client:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+            assert csrf is not None
+            assert client.post("/login", data={"username": "liu", "password": PASSWORD, "csrf": csrf.group(1)},
+                               follow_redirects=False).status_code == 303
+            token = re.search(r'name="csrf" value="([^"]+)"', client.get("/staff/conflicts").text)
+            assert token is not None
+            headers = {"x-csrf-token": token.group(1)}
+            before = node.store.count_ops()
+            for field, value in (("phone", "13900000000"), ("unit", "510904002001")):
+                r = client.post("/api/staff/resolve", json={"record": rid, "field": field, "value": value},
+                                headers=headers)
+                assert (r.status_code, r.json()["error"]["code"]) == (400, "bad_request"), r.text
+            assert node.store.count_ops() == before
+            r = client.post("/api/staff/resolve", json={"record": rid, "field": "name", "value": "王大爷"},
+                            headers=headers)
+            assert r.status_code == 200, r.text
+            rec = node.store.get(rid)
+            assert rec is not None and rec.data["name"] == "王大爷" and rec.conflicts == []
+    finally:
+        node.close()

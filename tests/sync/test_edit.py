@@ -226,3 +226,13 @@ def test_merge_moves_needs_and_services_and_redirects_the_old_id(store: Store, v
         township.merge(keep, keep)
     with pytest.raises(InvalidValue):
         township.merge(keep, need)
+    before = store.count_ops()
+    for a, b in ((drop, keep), (keep, drop)):  # merged already: neither way round again
+        with pytest.raises(InvalidValue, match="deleted or already merged"):
+            township.merge(a, b)
+    gone_too = _person(village, name="王五")
+    township.delete(gone_too)
+    before = store.count_ops()
+    with pytest.raises(InvalidValue, match="deleted or already merged"):
+        township.merge(gone_too, keep)  # not into a deleted resident either
+    assert store.count_ops() == before and not store.get(keep).deleted  # type: ignore[union-attr]
