@@ -10,6 +10,7 @@ so saving a form never silently settles a conflict on a field the worker did not
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +68,27 @@ def _differs(old: Any, new: Any) -> bool:
     if isinstance(old, list) or isinstance(new, list):
         return set(old or []) != set(new or [])
     return (old if old != "" else None) != (new if new != "" else None)
+
+
+def _changes(current: dict[str, Any], form: FormData, values: dict[str, Any],
+             errors: dict[str, str]) -> dict[str, Any]:
+    """The fields the worker changed: those whose value differs from what the form showed (its hidden
+    ``shown``), not from the record as it is now, so that a change a sync brought in meanwhile is not
+    written back over. A field the worker changed that also changed meanwhile is refused in ``errors``:
+    the form comes back showing it as it is now."""
+    try:
+        shown = json.loads(str(form.get("shown", "")))
+    except ValueError:
+        shown = None
+    if not isinstance(shown, dict):  # a form from before this check: as before, against the record now
+        return {k: v for k, v in values.items() if _differs(current.get(k), v)}
+    changes = {k: v for k, v in values.items() if _differs(shown.get(k), v)}
+    for k in changes:
+        if _differs(current.get(k), shown.get(k)):
+            now = current.get(k)
+            shown_now = "、".join(map(str, now)) if isinstance(now, list) else ("（空）" if now in (None, "") else now)
+            errors[k] = f"打开表单后，这一项已同步更新为“{shown_now}”。请核对后再保存。"
+    return changes
 
 
 def _raw(form: FormData) -> dict[str, Any]:
@@ -349,8 +371,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             if same_id is not None:
                 errors["id_number"] = f"这个身份证号已登记给“{same_id.data.get('name', '')}”"
                 return rec, [same_id]
-            changes = {k: v for k, v in values.items() if _differs(rec.data.get(k), v)}
-            if changes:
+            changes = _changes(rec.data, form, values, errors)
+            if changes and not errors:
                 tab.update(rid, changes)
             return rec, []
 
@@ -434,9 +456,9 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             n = _record(tab, nid, "need")
             ctx = {"n": n, **_need_ctx(tab, str(n.data.get("person", "")))}
             if not errors:
-                changes = {k: v for k, v in values.items() if _differs(n.data.get(k), v)}
+                changes = _changes(n.data, form, values, errors)
                 try:
-                    if changes:
+                    if changes and not errors:
                         tab.update(nid, changes)
                 except InvalidValue as e:
                     frm, to = (e.details or {}).get("from"), (e.details or {}).get("to")
@@ -524,8 +546,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             ctx = {"s": s, **_service_ctx(tab, str(s.data.get("person", "")))}
             _check_need(ctx, values, errors)
             if not errors:
-                changes = {k: v for k, v in values.items() if _differs(s.data.get(k), v)}
-                if changes:
+                changes = _changes(s.data, form, values, errors)
+                if changes and not errors:
                     tab.update(sid, changes)
             return ctx
 

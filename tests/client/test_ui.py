@@ -387,6 +387,37 @@ def test_a_conflict_shows_both_values_and_an_edit_elsewhere_does_not_settle_it(
     assert rec.conflicts == ["phone"], "saving the form must not settle the phone conflict"
 
 
+def test_a_form_opened_before_a_sync_does_not_write_back_over_what_the_sync_brought(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    import html
+
+    rid = people(tapp)["张三"]
+    found = re.search(r"name=\"shown\" value='([^']*)'", unlocked.get(f"/people/{rid}/edit").text)
+    assert found is not None
+    shown = html.unescape(found.group(1))
+
+    def township_correction(tab: Tablet) -> None:  # made after seeing the tablet's phone: it supersedes it
+        hlc = tab.store.last_hlc() + (1 << 16)
+        tab.store.apply([Op("node-510903001000", 1, hlc, "person", rid, "phone", SET, "13899990000",
+                            tuple(tab.store.live_ids(rid, "phone")), "刘主任", "510903001000", TIER_RANK["township"])])
+
+    tapp.read(township_correction)  # as a background sync brings it in, while the form is open
+    r = post(unlocked, tapp, f"/people/{rid}/edit", {**ZHANG, "address": "育才路2号", "shown": shown})
+    assert r.status_code == 303
+    rec = tapp.read(lambda t: t.get(rid))
+    assert rec is not None and (rec.data["phone"], rec.data["address"], rec.conflicts) == (
+        "13899990000", "育才路2号", []), "only the field the worker changed is written"
+
+    # the worker changed the phone too, from the value the form showed: refused, and shown as it is now
+    before = tapp.read(lambda t: t.store.count_ops())
+    r = post(unlocked, tapp, f"/people/{rid}/edit", {**ZHANG, "phone": "13700000000", "shown": shown})
+    assert r.status_code == 400
+    assert any("已同步更新为“13899990000”" in m for m in messages(r.text)), messages(r.text)
+    assert tapp.read(lambda t: t.store.count_ops()) == before
+    again = re.search(r"name=\"shown\" value='([^']*)'", r.text)
+    assert again is not None and "13899990000" in html.unescape(again.group(1)), "the form now shows it as it is"
+
+
 def test_the_worker_settles_a_conflict_by_picking_a_value(tapp: TabletApp, unlocked: TestClient) -> None:
     rid = people(tapp)["张三"]
     concurrent_phone(tapp, rid, "13899990000")
