@@ -33,7 +33,7 @@ from sync.errors import InvalidValue
 from sync.lookup import find_people, sort_key
 from sync.reference import escalations as list_escalations
 from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES
-from sync.store import Record
+from sync.store import Conflict, Record
 from sync.types import DELETED
 
 from . import escalations
@@ -81,6 +81,34 @@ def _edit_error(coll: str, values: dict[str, Any], e: InvalidValue) -> PageError
     if "missing" in d:
         return PageError("缺少必填内容：" + "、".join(field_label(coll, n) for n in d["missing"]) + "。")
     return PageError("输入有误：" + e.message)
+
+
+
+def _shown(form: Any, current: dict[str, Any]) -> dict[str, Any]:
+    "The record's values as the page showed them (its hidden ``shown``); the record now if it has none"
+    try:
+        shown = json.loads(str(form.get("shown", "")))
+    except ValueError:
+        return current
+    return shown if isinstance(shown, dict) else current
+
+
+def _refuse_stale(rec: Record, shown: dict[str, Any], values: dict[str, Any]) -> None:
+    """Refuse a save whose changed fields also changed since the page was shown (a tablet synced meanwhile):
+    writing them would override a value staff never saw"""
+    def same(a: Any, b: Any) -> bool:
+        return sorted(a or []) == sorted(b or []) if isinstance(a, list) or isinstance(b, list) else a == b
+
+    stale = [n for n in values if not same(rec.data.get(n), shown.get(n))]
+    if stale:
+        raise PageError("在您打开页面后，" + "、".join(field_label(rec.coll, n) for n in stale)
+                        + "已被更新（平板同步了新的内容）。请刷新页面，核对后再改。", status=409)
+
+
+def _seen(c: Conflict) -> str:
+    "The competing values of a conflict as a page shows them, to tell later whether new ones came"
+    return json.dumps(sorted(json.dumps(o.value, ensure_ascii=False, sort_keys=True) for o in c.candidates),
+                      ensure_ascii=False)
 
 
 class Workbench:
@@ -153,6 +181,7 @@ class Workbench:
                     "village": villages.get(o.unit, o.unit), "shown": i == 0,
                 } for i, o in enumerate(c.candidates)]
                 out.append({"record": c.record, "coll": c.coll, "field": c.field, "label": field_label(c.coll, c.field),
+                            "seen": _seen(c),
                             "title": self.title(rec), "village": villages.get(c.unit or "", c.unit or ""),
                             "unit": c.unit, "shown": c.winner, "candidates": cands, "deleted": c.field == DELETED,
                             "typed": f is not None and f.merge == "register" and c.field != DELETED})
@@ -196,6 +225,11 @@ class Workbench:
                 if name not in rec.conflicts:
                     raise PageError(f"“{self.title(rec)}”的“{field_label(rec.coll, name)}”已经没有待处理的冲突"
                                     "（可能已被其他人处理）。", status=400)
+                seen = form.get("seen")
+                now = next((c for c in self.store.conflicts(record=record) if c.field == name), None)
+                if isinstance(seen, str) and seen and now is not None and _seen(now) != seen:
+                    raise PageError(f"“{self.title(rec)}”的“{field_label(rec.coll, name)}”在您打开页面后又有了新的值，"
+                                    "请刷新页面，看过所有的值再处理。", status=409)
                 if isinstance(choice, str) and choice:
                     value = decode_choice(choice)
                     if name == DELETED and not isinstance(value, bool):
@@ -265,20 +299,22 @@ class Workbench:
         def write() -> str:
             with self.store.transaction():
                 rec = self.pages.in_scope(staff, rid)
+                shown = _shown(form, rec.data)  # what the page showed: only what staff changed from it is written
                 values: dict[str, Any] = {}
                 for name in EDITABLE.get(rec.coll, ()):
                     f = SCHEMA.collections[rec.coll].fields[name]
                     if f.merge == "set":
                         if form.get("groups_shown"):
                             chosen = [str(v) for v in form.getlist(name)]
-                            if sorted(chosen) != sorted(rec.data.get(name) or []):
+                            if sorted(chosen) != sorted(shown.get(name) or []):
                                 values[name] = chosen
                         continue
                     if name not in form:
                         continue
                     value = parse_typed(rec.coll, name, str(form.get(name, "")))
-                    if value != rec.data.get(name):
+                    if value != shown.get(name):
                         values[name] = value
+                _refuse_stale(rec, shown, values)
                 if not values:
                     return "没有改动。"
                 try:
@@ -424,14 +460,16 @@ class Workbench:
         def write() -> str:
             with self.store.transaction():
                 rec = self.pages.in_scope(staff, rid, "need")
+                shown = _shown(form, rec.data)
                 values: dict[str, Any] = {}
                 for name in ("assignee", "due_date", "status"):
                     if name in form:
                         value = parse_typed("need", name, str(form.get(name, "")))
                         if name == "status" and value is None:
                             continue  # a status is changed, never cleared
-                        if value != rec.data.get(name):
+                        if value != shown.get(name):
                             values[name] = value
+                _refuse_stale(rec, shown, values)
                 current = rec.data.get("status") or "待处理"
                 if values.get("assignee") and "status" not in values and current == "待处理":
                     values["status"] = "已分派"  # assigning a waiting need assigns it
