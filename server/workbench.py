@@ -145,8 +145,9 @@ class Workbench:
             return f"{who}的服务记录（{rec.data.get('service_type', '')}，{rec.data.get('served_at', '')}）"
         return f"{SCHEMA.collections[rec.coll].label if rec.coll in SCHEMA.collections else rec.coll} {rec.id[:8]}"
 
-    def linked(self, pid: str) -> dict[str, list[Record]]:
-        "The needs and services of a resident, and the residents merged into it"
+    def linked(self, pid: str, scope: tuple[str, str] | None = None) -> dict[str, list[Record]]:
+        """The needs and services of a resident, and the residents merged into it; only those in the unit
+        range ``scope`` when given (staff of one village see none of another village's records)"""
         rows = self.store.conn.execute(
             "SELECT id FROM records WHERE deleted = 0 AND coll IN ('need', 'service') AND"
             " json_extract(data, '$.person') = ? ORDER BY id", (pid,)).fetchall()
@@ -154,13 +155,16 @@ class Workbench:
             "SELECT id FROM records WHERE coll = 'person' AND json_extract(data, '$.merged_into') = ? ORDER BY id",
             (pid,)).fetchall()
         out: dict[str, list[Record]] = {"need": [], "service": [], "merged": []}
+        def seen(rec: Record | None) -> bool:
+            return rec is not None and (scope is None or (rec.unit is not None and scope[0] <= rec.unit <= scope[1]))
+
         for (rid,) in rows:
             rec = self.store.get(rid)
-            if rec is not None:
+            if rec is not None and seen(rec):
                 out[rec.coll].append(rec)
         for (rid,) in merged:
             rec = self.store.get(rid)
-            if rec is not None:
+            if rec is not None and seen(rec):
                 out["merged"].append(rec)
         return out
 
@@ -255,7 +259,7 @@ class Workbench:
             with self.store.lock:
                 rec = self.pages.in_scope(staff, rid)
                 history = self.store.history(rid)
-                linked = self.linked(rid) if rec.coll == "person" else {}
+                linked = self.linked(rid, staff.scope) if rec.coll == "person" else {}
                 changes = [{"time": local_time(h.hlc, hlc=True), "user": h.user, "device": h.device,
                             "tier": TIER_LABELS.get(h.tier, h.tier), "field": field_label(rec.coll, h.field),
                             "kind": h.kind, "old": [show(v) for v in h.old], "new": show(h.new)}

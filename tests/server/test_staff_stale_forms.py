@@ -121,3 +121,24 @@ def test_a_conflict_with_a_value_staff_have_not_seen_is_not_settled(desk: Desk) 
     rec = desk.node.store.get(rid)
     assert rec is not None and (rec.data["phone"], rec.conflicts) == ("13811112222", [])
     third.store.close()
+
+
+def test_staff_of_one_village_see_no_other_villages_records_on_a_residents_page(desk: Desk) -> None:
+    "A resident of village 2 into whom a duplicate from village 1 was merged: its needs stay in village 1"
+    v2 = V1[:-1] + "2"
+    desk.node.accounts.add("zhao", PASSWORD, role="township", unit=v2, display_name="赵")
+    keep = desk.node.editor("陈主任").create("person", {"unit": v2, "name": "李桂兰"})
+    drop = desk.tab.editor.create("person", {"unit": V1, "name": "李贵兰"})
+    desk.tab.editor.create("need", {"person": drop, "unit": V1, "category": "心理支持", "description": "丧偶后情绪低落"})
+    desk.sync()
+    desk.node.editor("陈主任").merge(keep, drop)
+
+    zhao = TestClient(create_app(desk.node), base_url="http://node", follow_redirects=False)
+    with zhao:
+        csrf = desk.hidden(zhao.get("/login").text, "csrf")
+        assert zhao.post("/login", data={"username": "zhao", "password": PASSWORD, "csrf": csrf}).status_code == 303
+        page = zhao.get(f"/staff/records/{keep}").text
+    assert "李桂兰" in page
+    assert "丧偶后情绪低落" not in page and "李贵兰" not in page, "nothing of village 1 on village 2's page"
+    liu_page = desk.client.get(f"/staff/records/{keep}").text
+    assert "心理支持" in liu_page, "the township's staff see the need that followed the merge"
