@@ -19,7 +19,7 @@ from sync.errors import SyncError
 from sync.schema import CATEGORIES, GROUPS, PROVIDER_KINDS, URGENCIES
 from sync.store import is_encrypted
 
-from .tablet import NodeUnreachable, NotEnrolled, PinError, SyncFailed, SyncReport, Tablet
+from .tablet import AlreadyEnrolled, NodeUnreachable, NotEnrolled, PinError, SyncFailed, SyncReport, Tablet
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,7 +123,7 @@ def _run(fn: Callable[[], Any]) -> Any:
     "Domain errors become click errors only here, at the CLI layer"
     try:
         return fn()
-    except (SyncError, SyncFailed, NodeUnreachable, NotEnrolled, PinError) as e:
+    except (SyncError, SyncFailed, NodeUnreachable, NotEnrolled, AlreadyEnrolled, PinError) as e:
         raise click.ClickException(str(e)) from None
 
 

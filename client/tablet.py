@@ -113,6 +113,10 @@ class NotEnrolled(Exception):
     "This tablet database has not been set up with `cunsync tablet init`"
 
 
+class AlreadyEnrolled(Exception):
+    "This tablet database is set up already; setting it up again would strand its unsent work"
+
+
 class PinError(Exception):
     "The PIN that encrypts a tablet's database was wrong, missing or too short; nothing was changed"
 
@@ -267,6 +271,7 @@ class Tablet:
              pin: str | None = None, **kw: Any) -> Tablet:
         "Set up a tablet database for the device a token belongs to, encrypted with ``pin`` if given"
         tab = cls(path, client=client, pin=pin, **kw)
+        tab._refuse_if_enrolled()
         tab._set("server", server.rstrip("/"))
         tab._set("token", token)
         r = tab._set_up_call(lambda: tab.client.get(tab.url("/api/whoami"), headers=tab._auth()))
@@ -280,6 +285,7 @@ class Tablet:
               pin: str | None = None, **kw: Any) -> Tablet:
         "Set up a tablet with a one-time enrolment code from the township, encrypted with ``pin`` if given"
         tab = cls(path, client=client, pin=pin, **kw)
+        tab._refuse_if_enrolled()
         tab._set("server", server.rstrip("/"))
         r = tab._set_up_call(lambda: tab.client.post(
             tab.url("/api/enrol"), content=encode(EnrolRequest(code=code), "json"),
@@ -289,6 +295,15 @@ class Tablet:
                      ("tier", got.tier)):
             tab._set(k, v)
         return tab
+
+    def _refuse_if_enrolled(self) -> None:
+        if self.enrolled:
+            device, unit, pending = self._get("device"), self._get("unit"), self.pending()
+            self.close()
+            raise AlreadyEnrolled(
+                f"{self.path} is set up already, as tablet {device} for unit {unit}, with {pending} changes not "
+                "synced yet; setting it up again would leave them unsent. Sync it with `cunsync sync`, or set "
+                "up a new tablet in another file")
 
     def change_pin(self, new: str) -> None:
         """Encrypt this tablet's database with a new PIN; the old one stops opening it.

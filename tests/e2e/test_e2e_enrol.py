@@ -120,3 +120,16 @@ def test_the_cli_prints_a_code_and_a_qr_and_a_tablet_enrols_with_it(
     # a village tablet's code names a village: one for the township would give it every village's residents
     r = runner.invoke(cli, ["enrol", "create", "--db", str(node_db), "--unit", TOWNSHIP, "--user", "x"])
     assert r.exit_code == 1 and "village" in r.output, r.output
+    # a tablet set up already is not set up again: its unsent work would stay behind, unsent
+    tab = Tablet(db)
+    try:
+        tab.create("person", {"name": "张秀英"})
+    finally:
+        tab.close()
+    r = runner.invoke(cli, ["tablet", "init", "--db", str(db), "--server", node.url, "--code", _code(node_db)])
+    assert r.exit_code == 1 and "set up already" in r.output and "changes not synced" in r.output, r.output
+    tab = Tablet(db)
+    try:
+        assert tab.pending() > 0 and tab._get("server") == node.url
+    finally:
+        tab.close()
