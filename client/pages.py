@@ -86,8 +86,8 @@ def _changes(current: dict[str, Any], form: FormData, values: dict[str, Any],
     for k in changes:
         if _differs(current.get(k), shown.get(k)):
             now = current.get(k)
-            shown_now = "、".join(map(str, now)) if isinstance(now, list) else ("（空）" if now in (None, "") else now)
-            errors[k] = f"打开表单后，这一项已同步更新为“{shown_now}”。请核对后再保存。"
+            now_text = "、".join(map(str, now)) if isinstance(now, list) else ("（空）" if now in (None, "") else now)
+            errors[k] = f"打开表单后，这一项已同步更新为“{now_text}”。请核对后再保存。"
     return changes
 
 

@@ -83,7 +83,6 @@ def _edit_error(coll: str, values: dict[str, Any], e: InvalidValue) -> PageError
     return PageError("输入有误：" + e.message)
 
 
-
 def _shown(form: Any, current: dict[str, Any]) -> dict[str, Any]:
     "The record's values as the page showed them (its hidden ``shown``); the record now if it has none"
     try:
@@ -155,6 +154,7 @@ class Workbench:
             "SELECT id FROM records WHERE coll = 'person' AND json_extract(data, '$.merged_into') = ? ORDER BY id",
             (pid,)).fetchall()
         out: dict[str, list[Record]] = {"need": [], "service": [], "merged": []}
+
         def seen(rec: Record | None) -> bool:
             return rec is not None and (scope is None or (rec.unit is not None and scope[0] <= rec.unit <= scope[1]))
 
