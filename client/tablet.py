@@ -506,8 +506,9 @@ class Tablet:
                         raise SyncFailed(e.status, e.code, "this tablet was revoked by the township and its "
                                          "local data has been erased", e.details) from None
                     if e.code == ClockAhead.code and not restamped and isinstance(e.details, dict):
-                        held = [v for v in (e.details.get("acked"), e.details.get("held")) if isinstance(v, int)]
-                        self._correct_clock(int(e.details.get("server_time", 0)), held=max(held, default=0))
+                        held = e.details.get("held")  # the node's highest counter of this tablet's
+                        self._correct_clock(int(e.details.get("server_time", 0)),
+                                            held=held if isinstance(held, int) else 0)
                         restamped = True
                         continue
                     if e.code == TooLarge.code and len(pending) > 1:

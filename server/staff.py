@@ -17,7 +17,7 @@ from starlette.templating import Jinja2Templates
 
 from sync.errors import BadRequest, Forbidden, NotFound, SyncError, Unauthorized
 from sync.schema import SCHEMA
-from sync.store import Conflict
+from sync.store import Conflict, Record
 from sync.units import UnitCodeError
 
 from .auth import Accounts, Staff
@@ -69,11 +69,12 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
             raise BadRequest("send a JSON object with " + ", ".join(repr(k) for k in keys))
         return staff, body
 
-    def in_scope(staff: Staff, record: str) -> None:
+    def in_scope(staff: Staff, record: str) -> Record:
         rec = node.store.get(record)
         lo, hi = staff.scope
         if rec is None or rec.unit is None or not lo <= rec.unit <= hi:
             raise NotFound(f"no record {record} in your township", details={"record": record})
+        return rec
 
     async def login_page(request: Request) -> Response:
         return templates.TemplateResponse(request, "login.html", {"csrf": csrf_token(request), "error": None,
@@ -120,18 +121,17 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         record, field, value = str(body["record"]), str(body["field"]), body["value"]
 
         def resolve() -> int:
-            in_scope(staff, record)
-            with node.store.lock:
-                if field not in {c.field for c in node.store.conflicts(record=record)}:
+            with node.store.lock:  # the checks and the write see the same record
+                rec = in_scope(staff, record)
+                if field not in rec.conflicts:
                     raise BadRequest(f"field {field!r} of record {record} has no open conflict; edit the record "
                                      "on its page instead", details={"record": record, "field": field})
-                rec = node.store.get(record)
                 lo, hi = staff.scope
-                if rec is not None and field == SCHEMA.collections[rec.coll].unit_field and not (
+                if field == SCHEMA.collections[rec.coll].unit_field and not (
                         isinstance(value, str) and lo <= value <= hi):
                     raise Forbidden(f"unit {value} is outside your scope", code="out_of_scope",
                                     details={"unit": value})
-            return len(node.editor(staff.username).resolve(record, field, value))
+                return len(node.editor(staff.username).resolve(record, field, value))
 
         written = await run_in_threadpool(resolve)
         return JSONResponse({"record": record, "field": field, "ops": written})

@@ -1114,14 +1114,14 @@ class Store:
             self._rewrites += 1  # op rows go, and their sequence numbers may be used again
             for rid in records:
                 self._recent.pop(rid, None)
-            own = conn.execute("SELECT id FROM sites WHERE device = ?", (keep_own,)).fetchone() if keep_own else None
+            own = self._site_id(keep_own) if keep_own else None
             for chunk in _chunks(list(records)):
                 marks = ",".join("?" * len(chunk))
                 of_records = f"SELECT j.value FROM records r, json_each(r.log) j WHERE r.id IN ({marks})"
                 if own is not None:
                     conn.execute("INSERT OR IGNORE INTO kept_own SELECT site, counter, hlc, coll, record, field, kind,"
                                  f" value, pred, author FROM ops WHERE site = ? AND seq IN ({of_records})",
-                                 [own[0], *chunk])
+                                 [own, *chunk])
                 conn.execute(f"DELETE FROM ops WHERE seq IN ({of_records})", chunk)
                 for table, col in (("records", "id"), ("conflicts", "record"), ("superseded", "record")):
                     conn.execute(f"DELETE FROM {table} WHERE {col} IN ({marks})", chunk)
@@ -1371,42 +1371,47 @@ class Store:
     def packed_own(self, device: str, after: int, limit: int) -> tuple[OpBatch, list[int]]:
         """A device's ops after counter ``after`` (at most ``limit``, in counter order) packed for the wire
         straight from their rows, with their counters; those ``forget`` kept aside among them"""
-        row = self.conn.execute("SELECT id FROM sites WHERE device = ?", (device,)).fetchone()
-        if row is None:
+        sid = self._site_id(device)
+        if sid is None:
             return OpBatch(), []
         sql = f"SELECT {self.OP_COLUMNS} FROM ops WHERE site = ? AND counter > ?"
-        params: list[Any] = [row[0], after]
-        if self._kept_after(row[0], after):  # rarely: only after a node was restored from a backup
+        params: list[Any] = [sid, after]
+        if self._kept_after(sid, after):  # rarely: only after a node was restored from a backup
             sql += (f" UNION ALL SELECT 0, site, counter, hlc, coll, record, field, kind, value, pred, author"
                     f" FROM kept_own k WHERE site = ? AND counter > ? AND {_NOT_HELD}")
-            params += [row[0], after]
+            params += [sid, after]
         rows = self.conn.execute(sql + " ORDER BY counter LIMIT ?", [*params, limit]).fetchall()
         return self.pack(rows), [r[2] for r in rows]
 
     def own_after(self, device: str, counter: int) -> int:
         "How many ops a device wrote after ``counter``, those ``forget`` kept aside included"
-        row = self.conn.execute("SELECT id FROM sites WHERE device = ?", (device,)).fetchone()
-        if row is None:
+        sid = self._site_id(device)
+        if sid is None:
             return 0
-        (n,) = self.conn.execute("SELECT count(*) FROM ops WHERE site = ? AND counter > ?", (row[0], counter)).fetchone()
-        if self._kept_after(row[0], counter):
+        (n,) = self.conn.execute("SELECT count(*) FROM ops WHERE site = ? AND counter > ?", (sid, counter)).fetchone()
+        if self._kept_after(sid, counter):
             (k,) = self.conn.execute(f"SELECT count(*) FROM kept_own k WHERE site = ? AND counter > ? AND {_NOT_HELD}",
-                                     (row[0], counter)).fetchone()
+                                     (sid, counter)).fetchone()
             n += k
         return int(n)
 
     def has_own_after(self, device: str, counter: int) -> bool:
         "Whether a device wrote any op after ``counter`` (``own_after`` > 0, without counting them all)"
-        row = self.conn.execute("SELECT id FROM sites WHERE device = ?", (device,)).fetchone()
-        if row is None:
+        sid = self._site_id(device)
+        if sid is None:
             return False
-        if self.conn.execute("SELECT 1 FROM ops WHERE site = ? AND counter > ? LIMIT 1", (row[0], counter)).fetchone():
-            return True
-        return self._kept_after(row[0], counter) and self.own_after(device, counter) > 0
+        return any(self.conn.execute(sql, (sid, counter)).fetchone() for sql in (
+            "SELECT 1 FROM ops WHERE site = ? AND counter > ? LIMIT 1",
+            f"SELECT 1 FROM kept_own k WHERE site = ? AND counter > ? AND {_NOT_HELD} LIMIT 1"))
 
     def _kept_after(self, site: int, counter: int) -> bool:
         return self.conn.execute("SELECT 1 FROM kept_own WHERE site = ? AND counter > ? LIMIT 1",
                                  (site, counter)).fetchone() is not None
+
+    def _site_id(self, device: str) -> int | None:
+        "A device's local number, if it has one (``site_ids`` gives new devices one)"
+        row = self.conn.execute("SELECT id FROM sites WHERE device = ?", (device,)).fetchone()
+        return None if row is None else int(row[0])
 
     def max_seq(self) -> int:
         (n,) = self.conn.execute("SELECT coalesce(max(seq), 0) FROM ops").fetchone()
@@ -1426,11 +1431,11 @@ class Store:
 
     def missing_counters(self, device: str, limit: int = 1000) -> list[tuple[int, int]]:
         "Gaps in a device's op sequence as inclusive (first, last) ranges"
-        sid = self.conn.execute("SELECT id FROM sites WHERE device = ?", (device,)).fetchone()
+        sid = self._site_id(device)
         if sid is None:
             return []
         gaps, expect = [], 1
-        for (c,) in self.conn.execute("SELECT counter FROM ops WHERE site = ? ORDER BY counter", sid):
+        for (c,) in self.conn.execute("SELECT counter FROM ops WHERE site = ? ORDER BY counter", (sid,)):
             if c > expect:
                 gaps.append((expect, c - 1))
                 if len(gaps) >= limit:
