@@ -239,8 +239,13 @@ class TabletApp:
             return
         if ok and tab is not None and background is not None:
             with tab.store.lock:
-                tab.clock.offset_ms = background.clock.offset_ms
-                tab.clock.last = max(tab.clock.last, background.clock.last)
+                if tab.clock.offset_ms != background.clock.offset_ms:
+                    # corrected: the background re-stamped this tablet's unsent ops under the node's time
+                    # and set its clock back; the pages' clock, still ahead, goes back with it
+                    tab.clock.offset_ms = background.clock.offset_ms
+                    tab.clock.last = background.clock.last
+                else:
+                    tab.clock.last = max(tab.clock.last, background.clock.last)
             self.village = _village_name(tab)
 
     def read(self, fn: Callable[[Tablet], T]) -> T:

@@ -17,6 +17,7 @@ from client.tablet import Tablet
 from client.ui import TabletApp, create_app
 from e2e_harness import TOWNSHIP, V1, Enrol, NodeProcess, free_port
 from server.node import Node
+from sync.hlc import physical_ms, wall_ms
 from sync.store import is_encrypted
 
 with warnings.catch_warnings():
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.e2e
 PORT = 8765
 ORIGIN = f"http://127.0.0.1:{PORT}"
 PIN = "135792"
+DAY = 86_400_000
+SLACK_MS = 10 * 60_000  # the run's own time, with room to spare
 
 
 @pytest.fixture
@@ -125,5 +128,42 @@ def test_a_tablet_revoked_with_wipe_locks_and_says_why(tmp_path: Path, node: Nod
             assert c.get("/api/status").json()["error"]["code"] == "locked"
             assert c.get("/unlock").headers["location"] == "/setup"
             assert "本平板已被镇街停用。请联系镇街社会工作服务中心。" in c.get("/setup").text
+    finally:
+        tapp.close()
+
+
+def test_the_pages_stamp_with_the_corrected_clock_after_a_background_sync(
+        tmp_path: Path, node: NodeProcess, node_db: Path, enrol: Enrol) -> None:
+    """A tablet whose date is a day ahead: the app's sync learns the node's time and re-stamps what it
+    sends; the edits the worker saves afterwards are stamped with the node's time too, so the next sync
+    is not refused first."""
+    device, token = enrol(V1, "王芳")
+    node.start()
+    db = tmp_path / "ahead.db"
+    Tablet.init(db, node.url, token, pin=PIN).close()
+    tapp = TabletApp(db, port=PORT, pin=PIN)
+    try:
+        assert tapp.tablet is not None and tapp._background is not None
+        for tab in (tapp.tablet, tapp._background):
+            tab.clock.clock = lambda: wall_ms() + DAY
+        rid = tapp.read(lambda t: t.create("person", {"name": "张三"}))
+        with TestClient(create_app(tapp), base_url=ORIGIN, follow_redirects=False) as c:
+            sync = {"origin": ORIGIN, "x-csrf-token": tapp.csrf}
+            assert c.post("/api/sync", headers=sync).status_code == 202
+            assert tapp.job is not None
+            tapp.job.wait(30)
+            assert tapp.job.snapshot()["state"] == "done", tapp.job.snapshot()
+            (edit,) = tapp.read(lambda t: t.update(rid, {"phone": "13800138000"}))
+            assert abs(physical_ms(edit.hlc) - wall_ms()) < SLACK_MS  # not a day ahead
+            assert c.post("/api/sync", headers=sync).status_code == 202
+            tapp.job.wait(30)
+            assert tapp.job.snapshot()["state"] == "done", tapp.job.snapshot()
+        n = Node(node_db, TOWNSHIP)
+        try:
+            held = [op for op in n.store.record_ops(rid) if op.site == device]
+        finally:
+            n.close()
+        assert {op.field for op in held} == {"name", "unit", "phone"}
+        assert all(abs(physical_ms(op.hlc) - wall_ms()) < SLACK_MS for op in held)
     finally:
         tapp.close()
