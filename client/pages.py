@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync.errors import InvalidValue, NotFound, Unauthorized
+from sync.ops import uuid7
 from sync.lookup import find_people, name_matches, normalize, sort_key
 from sync.schema import CATALOGUE_KINDS, SCHEMA
 from sync.store import Conflict, Record
@@ -96,6 +98,34 @@ def _raw(form: FormData) -> dict[str, Any]:
     out: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
     out["groups"] = [str(g) for g in form.getlist("groups")]
     return out
+
+
+def _new_id(form: FormData) -> str:
+    """The id a new-record form was given when it was shown (``rid``, a UUIDv7), so that the form sent
+    twice, as a browser does after a lost answer, makes one record. A form without one gets a new id."""
+    try:
+        sent = uuid.UUID(str(form.get("rid", "")))
+    except ValueError:
+        return uuid7()
+    return str(sent) if sent.version == 7 else uuid7()
+
+
+def _saved_already(tab: Tablet, rid: str, coll: str, values: dict[str, Any]) -> bool:
+    """Whether this new-record form was saved before: its record exists with the values sent. The same
+    form sent again with other values (the worker went back and typed the next resident) is a new one."""
+    rec = tab.get(rid)
+    return rec is not None and rec.coll == coll and all(_same(rec.data.get(k), v) for k, v in values.items())
+
+
+def _same(stored: Any, sent: Any) -> bool:
+    if isinstance(stored, list) and isinstance(sent, list):  # a set field: stored sorted
+        return sorted(stored) == sorted(sent)
+    return bool(stored == sent)
+
+
+def _unused(tab: Tablet, rid: str) -> str:
+    "``rid``, or a new id if a record has it: the form shown before, sent again for another record"
+    return rid if tab.get(rid) is None else uuid7()
 
 
 def _nav(tab: Tablet) -> dict[str, Any]:
@@ -287,7 +317,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             return _redirect("/people/new")
         return await render(request, "person_form.html", {
             "mode": "new", "values": _prefill(q), "errors": {}, "searched": q, "dupes": [],
-            "cat": forms.catalogues()})
+            "cat": forms.catalogues(), "rid": uuid7()})
 
     def _duplicates(tab: Tablet, values: dict[str, Any], exclude: str | None) -> tuple[Record | None, list[Record]]:
         "A resident with the same ID number, and residents with the same name and birth date"
@@ -309,10 +339,15 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             return _redirect("/people/new")  # search the village first
         values, errors = forms.parse("person", form)
         confirmed = form.get("confirm_new") == "1"
+        new_id = _new_id(form)
+
+        vals = {k: v for k, v in values.items() if v not in (None, [])}
 
         def save(tab: Tablet) -> tuple[str | None, list[Record]]:
             if errors:
                 return None, []
+            if _saved_already(tab, new_id, "person", vals):
+                return new_id, []
             same_id, same = _duplicates(tab, values, None)
             if same_id is not None:
                 errors["id_number"] = f"这个身份证号已登记给“{same_id.data.get('name', '')}”，不能重复登记"
@@ -320,13 +355,13 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             if same and not confirmed:
                 errors["confirm_new"] = "本村已有同名、同出生日期的居民。请先查看是否为同一人；确认不是，再勾选下面的确认框保存。"
                 return None, same
-            return tab.create("person", {k: v for k, v in values.items() if v not in (None, [])}), []
+            return tab.create("person", vals, record=_unused(tab, new_id)), []
 
         rid, dupes = await tapp.run(save)
         if rid is None:
             return await render(request, "person_form.html", {
                 "mode": "new", "values": _raw(form), "errors": errors, "searched": searched, "dupes": dupes,
-                "cat": forms.catalogues()}, 400)
+                "cat": forms.catalogues(), "rid": new_id}, 400)
         return _redirect(f"/people/{rid}?done=created")
 
     async def person_page(request: Request) -> Response:
@@ -416,24 +451,28 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             return _redirect("/people?for=need")
         ctx = await tapp.run(lambda tab: _need_ctx(tab, pid))
         return await render(request, "need_form.html", {"mode": "new", "values": {"urgency": "一般"},
-                                                        "errors": {}, **ctx})
+                                                        "errors": {}, "rid": uuid7(), **ctx})
 
     async def need_create(request: Request) -> Response:
         form = await form_of(request)
         pid = str(form.get("person", ""))
         values, errors = forms.parse("need", form, codes=await synced_codes())
+        new_id = _new_id(form)
+
+        vals = {"person": pid, **{k: v for k, v in values.items() if v is not None}, "status": "待处理"}
 
         def save(tab: Tablet) -> tuple[str | None, dict[str, Any]]:
             ctx = _need_ctx(tab, pid)
             if errors:
                 return None, ctx
-            vals = {"person": pid, **{k: v for k, v in values.items() if v is not None}, "status": "待处理"}
-            return tab.create("need", vals), ctx
+            if _saved_already(tab, new_id, "need", vals):
+                return new_id, ctx
+            return tab.create("need", vals, record=_unused(tab, new_id)), ctx
 
         nid, ctx = await tapp.run(save)
         if nid is None:
             return await render(request, "need_form.html", {"mode": "new", "values": _raw(form),
-                                                            "errors": errors, **ctx}, 400)
+                                                            "errors": errors, "rid": new_id, **ctx}, 400)
         return _redirect(f"/people/{pid}?done=need")
 
     async def need_edit(request: Request) -> Response:
@@ -503,7 +542,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         values = {"need": need if preset else "", "provider_kind": "社工", "people_served": "1",
                   "served_at": dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
                   "service_type": preset.data.get("category", "") if preset else ""}
-        return await render(request, "service_form.html", {"mode": "new", "values": values, "errors": {}, **ctx})
+        return await render(request, "service_form.html", {"mode": "new", "values": values, "errors": {},
+                                                           "rid": uuid7(), **ctx})
 
     def _check_need(ctx: dict[str, Any], values: dict[str, Any], errors: dict[str, str]) -> None:
         if values.get("need") and values["need"] not in {n.id for n in ctx["needs"]}:
@@ -513,18 +553,23 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         form = await form_of(request)
         pid = str(form.get("person", ""))
         values, errors = forms.parse("service", form, codes=await synced_codes())
+        new_id = _new_id(form)
+
+        vals = {"person": pid, **{k: v for k, v in values.items() if v is not None}}
 
         def save(tab: Tablet) -> tuple[str | None, dict[str, Any]]:
             ctx = _service_ctx(tab, pid)
             _check_need(ctx, values, errors)
             if errors:
                 return None, ctx
-            return tab.create("service", {"person": pid, **{k: v for k, v in values.items() if v is not None}}), ctx
+            if _saved_already(tab, new_id, "service", vals):
+                return new_id, ctx
+            return tab.create("service", vals, record=_unused(tab, new_id)), ctx
 
         sid, ctx = await tapp.run(save)
         if sid is None:
             return await render(request, "service_form.html", {"mode": "new", "values": _raw(form),
-                                                               "errors": errors, **ctx}, 400)
+                                                               "errors": errors, "rid": new_id, **ctx}, 400)
         return _redirect(f"/people/{pid}?done=service")
 
     async def service_edit(request: Request) -> Response:

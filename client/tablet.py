@@ -388,13 +388,14 @@ class Tablet:
         return Editor(self.store, device=self.device, user=self._get("user"), unit=self.unit,
                       tier=self._get("tier", "village"), clock=self.clock)
 
-    def create(self, coll: str, values: Mapping[str, Any]) -> str:
+    def create(self, coll: str, values: Mapping[str, Any], *, record: str | None = None) -> str:
+        "Create a record; ``record``: its id, made here unless given (a form shown earlier made it)"
         vals = dict(values)
         if coll != "unit":
             vals.setdefault("unit", self.unit)
             # the unit op goes first, so the node sees a new record's unit in the first batch
             vals = {"unit": vals.pop("unit"), **vals}
-        return self.editor.create(coll, vals)
+        return self.editor.create(coll, vals, record=record)
 
     def update(self, record: str, values: Mapping[str, Any]) -> list[Op]:
         return self.editor.update(record, values)

@@ -344,6 +344,53 @@ def test_a_service_standalone_and_its_mistakes(tapp: TabletApp, unlocked: TestCl
     assert svc.data["served_at"] == "2024-05-02T10:00" and "need" not in svc.data
 
 
+def form_rid(html: str) -> str:
+    "The id a new-record form was given when it was shown"
+    (rid,) = re.findall(r'<input type="hidden" name="rid" value="([0-9a-f-]{36})">', html)
+    return rid
+
+
+def test_a_new_record_form_sent_twice_makes_one_record(tapp: TabletApp, unlocked: TestClient) -> None:
+    """A browser sends a form again when its answer was lost (or the worker presses 刷新): one record.
+    The same form sent with other values (back, then the next resident) is a record of its own."""
+    pid = people(tapp)["张三"]
+    person = {"searched": "李四", "name": "李四", "gender": "女", "groups": ["老年人", "独居"],
+              "rid": form_rid(unlocked.get("/people/new/form", params={"q": "李四"}).text)}
+    need = {"person": pid, "category": "养老服务", "description": "需要助餐", "urgency": "较急",
+            "rid": form_rid(unlocked.get("/needs/new", params={"person": pid}).text)}
+    service = {"person": pid, "service_type": "心理支持", "served_at": "2024-05-02 10:00", "minutes": "30",
+               "rid": form_rid(unlocked.get("/services/new", params={"person": pid}).text)}
+    assert len({person["rid"], need["rid"], service["rid"]}) == 3
+    for url, form in (("/people/new", person), ("/needs/new", need), ("/services/new", service)):
+        first, again = post(unlocked, tapp, url, form), post(unlocked, tapp, url, form)
+        assert first.status_code == again.status_code == 303
+        assert again.headers["location"] == first.headers["location"]
+    assert sorted(people(tapp)) == ["张三", "李四"] and people(tapp)["李四"] == person["rid"]
+    assert [n.id for n in tapp.read(lambda t: t.list("need"))] == [need["rid"]]
+    assert [s.id for s in tapp.read(lambda t: t.list("service"))] == [service["rid"]]
+
+    r = post(unlocked, tapp, "/people/new", {**person, "searched": "王五", "name": "王五"})
+    assert r.status_code == 303
+    post(unlocked, tapp, "/needs/new", {**need, "description": "需要理发"})
+    post(unlocked, tapp, "/services/new", {**service, "minutes": "45"})
+    assert sorted(people(tapp)) == ["张三", "李四", "王五"] and person["rid"] not in r.headers["location"]
+    assert sorted(n.data["description"] for n in tapp.read(lambda t: t.list("need"))) == ["需要助餐", "需要理发"]
+    assert sorted(s.data["minutes"] for s in tapp.read(lambda t: t.list("service"))) == [30, 45]
+
+
+def test_a_refused_new_record_form_keeps_its_id(tapp: TabletApp, unlocked: TestClient) -> None:
+    pid = people(tapp)["张三"]
+    rid = form_rid(unlocked.get("/needs/new", params={"person": pid}).text)
+    bad = post(unlocked, tapp, "/needs/new", {"person": pid, "description": "助餐", "rid": rid})
+    assert bad.status_code == 400 and form_rid(bad.text) == rid
+    ok = post(unlocked, tapp, "/needs/new", {"person": pid, "category": "养老服务", "rid": rid})
+    assert ok.status_code == 303 and [n.id for n in tapp.read(lambda t: t.list("need"))] == [rid]
+    forged = post(unlocked, tapp, "/needs/new", {"person": pid, "category": "助残服务", "rid": pid})  # a person's id
+    assert forged.status_code == 303
+    assert sorted(n.data["category"] for n in tapp.read(lambda t: t.list("need"))) == ["养老服务", "助残服务"]
+    assert tapp.read(lambda t: t.get(pid)).coll == "person"
+
+
 def test_need_status_moves_only_as_allowed(tapp: TabletApp, unlocked: TestClient) -> None:
     pid = people(tapp)["张三"]
     post(unlocked, tapp, "/needs/new", {"person": pid, "category": "养老服务"})
