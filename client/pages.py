@@ -84,7 +84,8 @@ def _changes(current: dict[str, Any], form: FormData, values: dict[str, Any],
         shown = None
     if not isinstance(shown, dict):  # a form from before this check: as before, against the record now
         return {k: v for k, v in values.items() if _differs(current.get(k), v)}
-    changes = {k: v for k, v in values.items() if _differs(shown.get(k), v)}
+    as_shown = forms.as_form(shown)  # as the inputs held it: a service time without its seconds, say
+    changes = {k: v for k, v in values.items() if _differs(as_shown.get(k), v)}
     for k in changes:
         if _differs(current.get(k), shown.get(k)):
             now = current.get(k)
@@ -527,10 +528,15 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         return await render(request, "services.html", {"q": q, **await tapp.run(load)})
 
-    def _service_ctx(tab: Tablet, pid: str) -> dict[str, Any]:
+    def _service_ctx(tab: Tablet, pid: str, linked: Any = None) -> dict[str, Any]:
+        """The person, their needs to pick from, and ``gone``: the need a service names (``linked``) when
+        it is not one of them any more (deleted, or gone with its village), so that the form keeps it"""
         p = _record(tab, pid, "person")
         needs = [n for n in tab.list("need") if n.data.get("person") == pid]
-        return {"p": p, "needs": needs, "cat": forms.catalogues()}
+        gone = None
+        if isinstance(linked, str) and linked and linked not in {n.id for n in needs}:
+            gone = {"id": linked, "label": "已删除的需求" if tab.get(linked) else "原对应的需求（已不在本村）"}
+        return {"p": p, "needs": needs, "gone": gone, "cat": forms.catalogues()}
 
     async def service_new(request: Request) -> Response:
         pid = request.query_params.get("person", "")
@@ -546,7 +552,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
                                                            "rid": uuid7(), **ctx})
 
     def _check_need(ctx: dict[str, Any], values: dict[str, Any], errors: dict[str, str]) -> None:
-        if values.get("need") and values["need"] not in {n.id for n in ctx["needs"]}:
+        kept = ctx["gone"]["id"] if ctx.get("gone") else None  # a service edited keeps the need it names
+        if values.get("need") and values["need"] not in {n.id for n in ctx["needs"]} | {kept}:
             errors["need"] = "请从这位居民的需求中选择"
 
     async def service_create(request: Request) -> Response:
@@ -577,7 +584,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def load(tab: Tablet) -> dict[str, Any]:
             s = _record(tab, sid, "service")
-            return {"s": s, "values": forms.as_form(s.data), **_service_ctx(tab, str(s.data.get("person", "")))}
+            return {"s": s, "values": forms.as_form(s.data),
+                    **_service_ctx(tab, str(s.data.get("person", "")), s.data.get("need"))}
 
         return await render(request, "service_form.html", {"mode": "edit", "errors": {}, **await tapp.run(load)})
 
@@ -588,7 +596,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def save(tab: Tablet) -> dict[str, Any]:
             s = _record(tab, sid, "service")
-            ctx = {"s": s, **_service_ctx(tab, str(s.data.get("person", "")))}
+            ctx = {"s": s, **_service_ctx(tab, str(s.data.get("person", "")), s.data.get("need"))}
             _check_need(ctx, values, errors)
             if not errors:
                 changes = _changes(s.data, form, values, errors)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import socket
 import warnings
+from html.parser import HTMLParser
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -463,6 +464,84 @@ def test_a_form_opened_before_a_sync_does_not_write_back_over_what_the_sync_brou
     assert tapp.read(lambda t: t.store.count_ops()) == before
     again = re.search(r"name=\"shown\" value='([^']*)'", r.text)
     assert again is not None and "13899990000" in html.unescape(again.group(1)), "the form now shows it as it is"
+
+
+class _Form(HTMLParser):
+    "What a browser sends for the page's post form: inputs, checked boxes, the selected (or first) option"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, Any] = {}
+        self._select: str | None = None
+        self._first: str | None = None
+        self._text: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "input" and a.get("type") == "checkbox":
+            if "checked" in a:
+                self.fields.setdefault(a["name"], []).append(a["value"])
+        elif tag == "input" and a.get("type") == "radio":
+            if "checked" in a:
+                self.fields[a["name"]] = a["value"]
+        elif tag == "input" and "name" in a:
+            self.fields[a["name"]] = a.get("value", "")
+        elif tag == "select":
+            self._select, self._first = a["name"], None
+        elif tag == "option" and self._select is not None:
+            if self._first is None:
+                self._first = a["value"]
+                self.fields[self._select] = a["value"]
+            if "selected" in a:
+                self.fields[self._select] = a["value"]
+        elif tag == "textarea":
+            self._text = a["name"]
+            self.fields[self._text] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._text = None
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self.fields[self._text] += data
+
+
+def form_fields(html: str) -> dict[str, Any]:
+    parser = _Form()
+    parser.feed(html[html.index('<form class="card" method="post"'):])
+    return parser.fields
+
+
+def test_editing_one_field_of_a_service_leaves_the_others_as_they_were(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    """A service whose need was deleted since, and whose time has seconds (as the CLI records it): the
+    form keeps both, and saving a changed duration writes the duration alone."""
+    pid = people(tapp)["张三"]
+    nid = tapp.read(lambda t: t.create("need", {"person": pid, "category": "养老服务", "status": "待处理"}))
+    sid = tapp.read(lambda t: t.create("service", {
+        "person": pid, "need": nid, "service_type": "养老服务", "provider_kind": "社工",
+        "served_at": "2024-05-01T09:30:15", "people_served": 1}))
+    tapp.read(lambda t: t.delete(nid))
+    page = unlocked.get(f"/services/{sid}/edit").text
+    assert f'<option value="{nid}" selected>已删除的需求</option>' in page
+    form = form_fields(page)
+    assert form["need"] == nid and form["served_at"] == "2024-05-01T09:30"
+    before = tapp.read(lambda t: t.store.count_ops())
+    r = unlocked.post(f"/services/{sid}/edit", data={**form, "minutes": "45"}, headers=SAME)
+    assert r.status_code == 303
+    svc = tapp.read(lambda t: t.get(sid))
+    assert svc is not None and (svc.data["need"], svc.data["served_at"], svc.data["minutes"]) == (
+        nid, "2024-05-01T09:30:15", 45)
+    assert tapp.read(lambda t: t.store.count_ops()) == before + 1
+    # another deleted need cannot be picked
+    other = tapp.read(lambda t: t.create("need", {"person": pid, "category": "助残服务", "status": "待处理"}))
+    tapp.read(lambda t: t.delete(other))
+    r = unlocked.post(f"/services/{sid}/edit", data={**form_fields(unlocked.get(f"/services/{sid}/edit").text),
+                                                    "need": other}, headers=SAME)
+    assert r.status_code == 400 and messages(r.text) == ["请从这位居民的需求中选择"]
 
 
 def test_the_worker_settles_a_conflict_by_picking_a_value(tapp: TabletApp, unlocked: TestClient) -> None:
