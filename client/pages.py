@@ -207,7 +207,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             return _redirect("/")
         if not tapp.set_up:
             return _redirect("/setup")
-        return await render(request, "unlock.html", {"error": tapp.notice or None})
+        return await render(request, "unlock.html", {"error": tapp.notice or None, "encrypted": tapp.encrypted})
 
     async def setup_page(request: Request) -> Response:
         if tapp.set_up:
@@ -245,10 +245,11 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
     async def unlock(request: Request) -> Response:
         form = await form_of(request)
-        pin = str(form.get("pin", "")).strip()
+        encrypted = tapp.encrypted
+        pin = str(form.get("pin", "")).strip() if encrypted else ""  # a tablet without a PIN opens without
         error, status = None, 200
         try:
-            if not pin and tapp.encrypted:
+            if not pin and encrypted:
                 raise PinRequired("no PIN")
             await run_in_threadpool(tapp.unlock, pin or None)
         except TooManyPins as e:
@@ -260,7 +261,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         except WrongPin:
             error, status = "PIN 不正确，请重新输入。", 401
         if error:
-            return await render(request, "unlock.html", {"error": error}, status)
+            return await render(request, "unlock.html", {"error": error, "encrypted": encrypted}, status)
         return _redirect("/")
 
     async def lock(request: Request) -> Response:

@@ -581,12 +581,19 @@ def test_an_unreachable_node_is_said_plainly_and_nothing_is_lost(tapp: TabletApp
     assert pending(tapp) == before
 
 
-def test_a_plaintext_tablet_opens_without_a_pin(tmp_path: Path) -> None:
+def test_a_plaintext_tablet_opens_and_unlocks_without_a_pin(tmp_path: Path) -> None:
     path = tmp_path / "plain.db"
     set_up_tablet(path, pin=None)
     app = TabletApp(path, port=PORT)
     try:
         assert app.unlocked
+        with TestClient(create_app(app), base_url=ORIGIN, follow_redirects=False) as c:
+            assert post(c, app, "/lock", {}).status_code == 303 and not app.unlocked
+            page = c.get("/unlock").text
+            assert "数据未加密" in page and 'name="pin"' not in page and "已加密保存" not in page
+            # a PIN typed anyway (the page of an encrypted tablet, still open in the browser) does not matter
+            r = post(c, app, "/unlock", {"pin": "123456"})
+            assert r.status_code == 303 and app.unlocked
     finally:
         app.close()
 
