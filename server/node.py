@@ -51,7 +51,7 @@ from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync.ops import Op
 from sync.schema import LINK_COLLECTIONS, REFERENCE_COLLECTIONS, SCHEMA
 from sync.store import Store, chunks as _chunks, decode_state as _state_decode, no_cycles
-from sync.types import TIER_RANK
+from sync.types import SET, TIER_RANK
 from sync.wire import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
@@ -550,6 +550,8 @@ class Node:
                 if applied.new:
                     pushed = (applied.first_seq, applied.last_seq)
                 self.clock.observe(max(o.hlc for o in ops))
+                if applied.new:
+                    self._follow_merges(ops)
                 self._seen(dev, req, now, pushed=applied.new)
             else:
                 self._seen(dev, req, now, pushed=0)
@@ -558,6 +560,27 @@ class Node:
                 raise storage.storage_full(e) from None
             raise
         return pushed
+
+    def _follow_merges(self, ops: Sequence[Op]) -> None:
+        """Needs and services that name a resident merged into another since (a tablet recorded them
+        before it heard of the merge) move to the kept resident, as the merge moved the others: by an op
+        of this node, in the name of the staff member who merged"""
+        named = {op.value for op in ops
+                 if op.field == "person" and op.kind == SET and op.coll in ("need", "service") and isinstance(op.value, str)}
+        merged: dict[str, str] = {}
+        for chunk in _chunks(sorted(named)):
+            merged.update(self.store.conn.execute(
+                f"SELECT id, json_extract(data, '$.merged_into') FROM records WHERE id IN ({','.join('?' * len(chunk))})"
+                " AND json_extract(data, '$.merged_into') IS NOT NULL", chunk).fetchall())
+        if not merged:
+            return
+        for rid in sorted({op.record for op in ops if op.field == "person" and op.value in merged}):
+            rec = self.store.get(rid)
+            drop = rec.data.get("person") if rec is not None else None
+            if not isinstance(drop, str) or drop not in merged:
+                continue  # a later op named another resident
+            by = next((op.user for op in reversed(self.store.record_ops(drop)) if op.field == "merged_into"), "staff")
+            self.editor(by).update(rid, {"person": self.store.resolve_id(drop)})
 
     def _answer(self, dev: Device, req: SyncRequest, pushed: tuple[int, int], *,
                 spliced: bool) -> SyncResponse | Spliced:
