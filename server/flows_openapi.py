@@ -141,12 +141,12 @@ def flow_paths() -> dict[str, Any]:
             "staffReference", "Notices, tasks and catalogues as this node holds them", None, 200,
             _json("ReferenceData", "The reference data"), 401, 403, changes=False)},
         "/api/staff/notices": {"post": op(
-            "staffNotice", "Publish a notice to every tablet below this node (its own staff)", "NoticeOrder",
+            "staffNotice", "Publish a notice to every tablet below this node (its own staff, scoped to its whole unit)", "NoticeOrder",
             201, _json("ReferenceCreated", "The notice"), 400, 401, 403)},
         "/api/staff/tasks": {"post": op(
-            "staffTask", "Set a task for the units below this node (its own staff)", "TaskOrder",
+            "staffTask", "Set a task for the units below this node (its own staff, scoped to its whole unit)", "TaskOrder",
             201, _json("ReferenceCreated", "The task"), 400, 401, 403)},
         "/api/staff/catalogue": {"post": op(
-            "staffCatalogue", "Add or change a catalogue entry (its own staff)", "CatalogueOrder",
+            "staffCatalogue", "Add or change a catalogue entry (its own staff, scoped to its whole unit)", "CatalogueOrder",
             200, _json("ReferenceCreated", "The entry"), 400, 401, 403)},
     }

@@ -3,7 +3,8 @@ publishing the node's unit tree as synced ``unit`` records.
 
 Everything is written through ``Node.editor``, so the ops carry this node's unit and tier and flow down
 to every node and tablet below (see ``server/relay.py``). Only the node's own staff author here: a
-township node's township staff, a county node's county staff, a city node's city staff.
+township node's township staff, a county node's county staff, a city node's city staff, and of them
+only accounts whose scope is the node's whole unit (not one village).
 
     GET  /api/staff/reference         notices, tasks and both catalogues as this node holds them
     POST /api/staff/notices           {"title", "body"}
@@ -67,6 +68,9 @@ def reference_routes(node: Node) -> list[BaseRoute]:
         if staff.role != node.tier:
             raise Forbidden(f"reference data on this {node.tier} node is authored by its own {node.tier} staff",
                             details={"role": staff.role, "node": node.tier})
+        if staff.unit != node.unit:  # it reaches every unit below the node: not for an account scoped to one
+            raise Forbidden(f"reference data reaches all of {node.unit}; an account scoped to {staff.unit} "
+                            "cannot author it", details={"scope": staff.unit, "node": node.unit})
         try:
             body = json.loads(await request.body())
         except ValueError:

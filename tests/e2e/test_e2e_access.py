@@ -268,6 +268,31 @@ def test_merging_duplicates_by_role_and_scope(world: World) -> None:
         n.close()
 
 
+def test_reference_data_by_role_and_scope(world: World) -> None:
+    "Notices, tasks and catalogues reach every village: only staff scoped to the whole township author them"
+    writes = (("/api/staff/notices", {"title": "全镇通知", "body": "周五开会"}),
+              ("/api/staff/tasks", {"title": "走访独居老人"}),
+              ("/api/staff/catalogue", {"kind": "need_category", "code": "助浴", "name": "助浴服务"}))
+    for user, status, code in (("zhao", 403, "forbidden"), ("county", 403, "forbidden"),
+                               ("city", 403, "forbidden"), ("admin", 403, "forbidden")):
+        with signed_in(world, user) as (c, csrf):
+            for url, body in writes:
+                assert_error(c.post(url, json=body, headers={"x-csrf-token": csrf}), status, code)
+    n = Node(world.node.db, TOWNSHIP)
+    try:
+        assert n.store.records("notice") == [] and n.store.records("task") == []
+        assert n.store.records("catalogue") == []
+    finally:
+        n.close()
+    with signed_in(world, "liu") as (c, csrf):
+        for url, body in writes:
+            assert c.post(url, json=body, headers={"x-csrf-token": csrf}).status_code in (200, 201)
+        made = c.get("/api/staff/reference").json()
+        assert [x["title"] for x in made["notices"]] == ["全镇通知"]
+        assert [x["title"] for x in made["tasks"]] == ["走访独居老人"]
+        assert [x["code"] for x in made["need_categories"]] == ["助浴"]
+
+
 def test_a_malformed_unit_is_a_400_not_a_crash(world: World) -> None:
     with signed_in(world, "liu") as (c, csrf):
         r = c.post("/api/staff/enrolments", json={"unit": "51090300100x", "user": "x"},
