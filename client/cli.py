@@ -168,7 +168,8 @@ def tablet_pin(db: str, new_pin: str | None) -> None:
     """Set or change the PIN that encrypts this tablet's database.
 
     Asks for the current PIN (none for a database set up without one, which is encrypted now), then
-    the new one twice. The old PIN stops working.
+    the new one twice. The old PIN stops working. Close the tablet app first: the PIN is not changed
+    while the app, or any other command, has the database open.
 
     Example:
 

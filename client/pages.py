@@ -32,7 +32,7 @@ from sync.store import Conflict, Record
 from sync.types import DELETED
 
 from . import forms
-from .tablet import MIN_PIN_LENGTH, PinRequired, SyncFailed, Tablet, WrongPin
+from .tablet import MIN_PIN_LENGTH, PinChanging, PinRequired, SyncFailed, Tablet, WrongPin
 from .ui import (
     LIST_LIMIT, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf, local_path,
     is_locked, locked, templates,
@@ -256,6 +256,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             error, status = f"PIN 错误次数过多，请 {e.seconds} 秒后再试。", 429
         except NotSetUp:
             error, status = "本平板尚未登记。请先用“cunsync tablet init”和镇街发的登记码完成登记。", 409
+        except PinChanging:
+            error, status = "正在更改本平板的 PIN，请等更改完成后再解锁。", 409
         except PinRequired:
             error, status = "请输入 PIN。", 401
         except WrongPin:

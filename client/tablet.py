@@ -11,6 +11,7 @@ import os
 import time
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ from sync.wire import (
     request_body,
     unpack_ops,
 )
+
+from . import dblock
+from .dblock import Busy, DatabaseLock
 
 APP_VERSION = "0.1.0"
 
@@ -135,6 +139,14 @@ class NotEncrypted(PinError):
 
 class WeakPin(PinError, ValueError):
     "A new PIN is too short"
+
+
+class DatabaseInUse(PinError):
+    "The PIN cannot be changed while anything else has the tablet's database open; nothing was changed"
+
+
+class PinChanging(PinError):
+    "The tablet's PIN is being changed; its database opens again once that is done"
 
 
 #: The shortest PIN a tablet's database can be encrypted with (a 6-digit PIN has only 10^6 values)
@@ -245,16 +257,28 @@ class Tablet:
         pin: str | None = None,
     ) -> None:
         self.path = str(path)
-        self.store = _open_store(self.path, pin)
+        try:  # held until ``close``: no PIN change meanwhile (``client.dblock``)
+            self._lock = DatabaseLock(self.path)
+        except Busy:
+            raise PinChanging(f"the PIN of {self.path} is being changed; try again when `cunsync tablet pin` "
+                              "has finished") from None
+        try:
+            self.store = _open_store(self.path, pin)
+        except BaseException:
+            self._lock.release()
+            raise
         self._client = client
         self.sleep = sleep
         offset = int(self.store.meta("offset_ms", "0") or 0)
         self.clock = HLC(self.store.last_hlc(), clock=clock, offset_ms=offset)
 
     def close(self) -> None:
-        if self._client is not None and self._owns_client:
-            self._client.close()
-        self.store.close()
+        try:
+            if self._client is not None and self._owns_client:
+                self._client.close()
+            self.store.close()
+        finally:
+            self._lock.release()
 
     _owns_client = False
 
@@ -311,13 +335,23 @@ class Tablet:
         An encrypted database is re-encrypted page by page (``PRAGMA rekey``, one transaction: a crash
         leaves the old PIN or the new one working) and its WAL is checkpointed and truncated. A
         plaintext database (set up without a PIN) is copied into a new encrypted file that replaces it;
-        no other process may have it open meanwhile, and flash storage may keep the old plaintext
-        blocks until they are reused. The PIN is not kept.
+        flash storage may keep the old plaintext blocks until they are reused. The PIN is not kept.
+
+        Refused with ``DatabaseInUse``, nothing changed, while any other ``Tablet`` has the database
+        open, in this process or another (the tablet app's would go on writing to the replaced file, or
+        with the old key); tablets opened while it runs are refused with ``PinChanging``.
         """
         _check_new_pin(new)
-        with self.store.lock:
+        with self.store.lock, ExitStack() as alone:
             if self.store.conn.in_transaction:
                 raise RuntimeError("change the PIN outside a transaction")
+            try:
+                alone.enter_context(self._lock.exclusive())
+            except Busy:
+                raise DatabaseInUse(
+                    f"{self.path} is open elsewhere (in the tablet app, `cunsync tablet ui`, or another cunsync "
+                    "command), which would lose what it saves after a PIN change. Close the tablet app first "
+                    "(stop it, or lock it on its page), then change the PIN; nothing was changed") from None
             if self.store.encrypted:
                 conn = self.store.conn
                 (salt,) = conn.execute("PRAGMA cipher_salt").fetchone()
@@ -342,7 +376,7 @@ class Tablet:
     def wipe(self) -> None:
         "Erase this tablet's local data: the node revoked it with wipe"
         self.close()
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", dblock.SUFFIX):
             p = Path(self.path + suffix)
             if p.exists():
                 p.unlink()

@@ -53,6 +53,7 @@ from sync.lookup import warm
 from sync.schema import mask_id_number, mask_phone
 from sync.store import is_encrypted
 
+from . import dblock
 from .syncjob import SyncJob
 from .tablet import PinError, Tablet, WrongPin
 
@@ -190,7 +191,7 @@ class TabletApp:
             try:
                 Tablet.enrol(self.db, server, code, pin=pin, client=self._client).close()
             except BaseException:
-                for suffix in ("", "-wal", "-shm"):
+                for suffix in ("", "-wal", "-shm", dblock.SUFFIX):
                     if os.path.exists(self.db + suffix):
                         os.unlink(self.db + suffix)
                 raise

@@ -172,7 +172,9 @@ def test_change_pin_encrypts_a_plaintext_tablet(db: Path) -> None:
         assert rec is not None and rec.data["name"] == RESIDENT["name"]
     assert is_encrypted(db)
     assert found(SECRETS, raw_bytes(db)) == []
-    assert sorted(p.name for p in db.parent.iterdir()) == ["tablet.db"]
+    # no plaintext -wal, -shm or half-made copy left; the lock file (``client.dblock``) holds nothing
+    assert sorted(p.name for p in db.parent.iterdir()) == ["tablet.db", "tablet.db.lock"]
+    assert (db.parent / "tablet.db.lock").stat().st_size == 0
     with pytest.raises(PinRequired):
         Tablet(db)
     with Tablet(db, pin=PIN) as tab:
