@@ -586,6 +586,10 @@ class Tablet:
                     ahead = None  # the clock was corrected and unsent ops re-stamped: pack them again
                 if progress is not None:
                     progress(report, resp)
+                if resp.revoked and not self.store.has_own_after(self.device, self.acked()):
+                    raise SyncFailed(403, DeviceRevoked.code, "this tablet was revoked by the township: what "
+                                     "it held has been handed in, and it receives nothing more",
+                                     {"wipe": False, "sent": report.sent})
                 if not resp.more and not self.store.has_own_after(self.device, self.acked()):
                     break
                 if not resp.more and pending and acked_before <= resp.acked < pending[0]:

@@ -105,7 +105,7 @@ def device_add(db: str, unit: str, user: str, device: str | None, tier: str) -> 
 @click.option("--wipe", is_flag=True, help="Erase the tablet's local data at its next contact")
 def device_revoke(db: str, device: str, wipe: bool) -> None:
     """Revoke a lost or retired tablet at once. Without --wipe it may still send what it holds but
-    receives nothing; with --wipe it erases its local data at its next contact.
+    receives nothing, and is told so; with --wipe it erases its local data at its next contact.
 
     Example:
 

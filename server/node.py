@@ -590,7 +590,7 @@ class Node:
             # a revoked tablet without wipe may still push what it holds, but pulls nothing
             return SyncResponse(protocol=PROTOCOL_VERSION, acked=acked, ops=pack_ops([]),
                                 cursor=req.cursor, more=False, server_time=self.clock.now(),
-                                epoch=self.epoch)
+                                epoch=self.epoch, revoked=True)
         return self._pull(dev, req, pushed, spliced=spliced)
 
     def _seen(self, dev: Device, req: SyncRequest, now: int, *, pushed: int) -> None:

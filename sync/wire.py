@@ -103,6 +103,8 @@ class SyncResponse(msgspec.Struct, kw_only=True):
     page: str = ""
     #: names the op at ``cursor``: a node restored from a backup no longer holds it there
     cursor_check: str = ""
+    #: the device was revoked without wipe: its ops are still taken, and it receives nothing
+    revoked: bool = False
 
 
 class EnrolRequest(msgspec.Struct, kw_only=True):

@@ -67,7 +67,7 @@ def test_wrong_and_expired_codes_are_refused_and_guessing_is_stopped(
     assert (err.value.status, err.value.code) == (429, "too_many_attempts")
 
 
-def test_revoked_without_wipe_pushes_but_pulls_nothing_and_with_wipe_erases(
+def test_revoked_without_wipe_hands_in_its_ops_pulls_nothing_and_is_told_and_with_wipe_erases(
     node_db: Path, node: NodeProcess, tmp_path: Path
 ) -> None:
     codes = [_code(node_db, user=u) for u in ("a", "b", "c")]
@@ -81,9 +81,12 @@ def test_revoked_without_wipe_pushes_but_pulls_nothing_and_with_wipe_erases(
     n.close()
     b.create("person", {"name": "乙"})
     before = op_count(node_db)
-    report = b.sync()
+    with pytest.raises(SyncFailed) as err:  # told, once what it held is handed in
+        b.sync()
+    assert (err.value.status, err.value.code, err.value.details) == (403, "device_revoked", {"wipe": False, "sent": 2})
+    assert "handed in" in err.value.message
     assert op_count(node_db) > before and b.pending() == 0  # what it held still arrives
-    assert report.received == 0 and [r.data["name"] for r in b.list("person")] == ["乙"]
+    assert [r.data["name"] for r in b.list("person")] == ["乙"]  # and it received nothing
     c.create("person", {"name": "丙"})
     c_path = Path(c.path)
     with pytest.raises(SyncFailed) as err:
