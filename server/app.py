@@ -49,7 +49,8 @@ from .storage import is_disk_full, storage_full
 
 log = logging.getLogger("cunsync.server")
 
-#: Largest request body accepted on the wire, and once inflated.
+#: Largest request body accepted on the wire (``create_app(max_body=)``, ``CUNSYNC_MAX_BODY_MB``), and once
+#: inflated.
 MAX_BODY = 16 * 1024 * 1024
 MAX_INFLATED = 64 * 1024 * 1024
 
@@ -125,14 +126,15 @@ def _token(request: Request) -> str | None:
     return None
 
 
-def create_app(node: Node, *, extra_routes: list[Any] | None = None) -> Starlette:
+def create_app(node: Node, *, max_body: int = MAX_BODY, extra_routes: list[Any] | None = None) -> Starlette:
+    "The node's app; a sync request's body over ``max_body`` bytes as sent is refused (413 too_large)"
     # sync exchanges run beside the event loop in two threads of their own (``server.exchanges``): one
     # decodes requests as they come, the other hands those waiting to the node together
     exchanges = Exchanges(node, MAX_INFLATED)
 
     async def sync(request: Request) -> Response:
         t0 = time.perf_counter()
-        body = await read_body(request)
+        body = await read_body(request, limit=max_body)
         fmt = format_for(request.headers.get("content-type"))
         out_fmt = format_for(request.headers.get("accept")) if request.headers.get("accept") else fmt
         payload, gzipped = await exchanges.run(

@@ -49,9 +49,11 @@ def serve_cmd(db: str, unit: str, bind: str, certfile: str | None, keyfile: str 
     """
     if bool(certfile) != bool(keyfile):
         raise click.UsageError("HTTPS needs both --certfile and --keyfile")
+    if config.MAX_BODY_MB <= 0:
+        raise click.UsageError("CUNSYNC_MAX_BODY_MB must be more than 0")
     node = open_node(db, unit)
     ensure_units(node)
-    app = create_app(node)
+    app = create_app(node, max_body=int(config.MAX_BODY_MB * 1024 * 1024))
     stop = asyncio.Event()
 
     async def main() -> None:

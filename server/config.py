@@ -26,6 +26,10 @@ MAX_DB_MB: float = config("CUNSYNC_MAX_DB_MB", cast=float, default=0)
 #: SQLite's page cache for the node's database, in megabytes: the node's memory is about 60 MB plus this,
 #: once the database is larger than it. Lower it on a small PC.
 CACHE_MB: float = config("CUNSYNC_CACHE_MB", cast=float, default=64)
+#: Refuse a sync request whose body, as sent (compressed), is over this many megabytes: 413 too_large, and
+#: the tablet sends smaller batches. For tests, and for a node on a small PC: a body is held in memory while
+#: it is read. The default is ``server.app.MAX_BODY``.
+MAX_BODY_MB: float = config("CUNSYNC_MAX_BODY_MB", cast=float, default=16)
 #: Serve HTTPS with this certificate chain and private key (PEM files); both or neither.
 CERTFILE: str = config("CUNSYNC_CERTFILE", default="")
 KEYFILE: str = config("CUNSYNC_KEYFILE", default="")
