@@ -546,9 +546,10 @@ class Tablet:
                                             held=held if isinstance(held, int) else 0)
                         restamped = True
                         continue
-                    if e.code == TooLarge.code and len(pending) > 1:
+                    if (e.code == TooLarge.code or e.status == 413) and len(pending) > 1:
                         # a node that takes fewer ops a request (an older one) says how many; or the body
-                        # was over its size: send fewer, down to one op, for the rest of this sync
+                        # was over its size, or a proxy's before it: send fewer, down to one op, for the
+                        # rest of this sync
                         cap = e.details.get("limit") if isinstance(e.details, dict) else None
                         most = cap if isinstance(cap, int) and 0 < cap < len(pending) else len(pending) // 2
                         continue

@@ -3,7 +3,8 @@
 The node refuses such a body with 413 ``too_large`` as soon as it knows (from ``Content-Length``, or
 while it reads a body sent without one) and closes the connection while the client may still be
 uploading. These tests check that a client still reads that answer rather than a broken connection:
-a tablet halves its batch until every op is through, and a raw oversized request is refused whole.
+a tablet halves its batch until every op is through, and a raw oversized request is refused whole. A
+413 from a reverse proxy in front of the node, without the node's error body, halves the batch too.
 (A body under the limit that inflates past the node's other limit is read whole before it is refused:
 ``test_e2e_errors.py``, ``gzip_bomb``.)
 """
@@ -146,3 +147,32 @@ def test_a_raw_request_over_the_limit_gets_413_too_large_and_nothing_is_written(
     assert r.status_code == 200, r.text
     assert decode(r.content, SyncResponse).acked == len(part)
     assert op_count(node_db) == len(part)
+
+
+class Proxy(Recorded):
+    "A reverse proxy in front of the node with a body limit of its own: its 413 is a page of its own making"
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/sync" and len(request.content) > LIMIT:
+            self.syncs.append((len(request.content), 413))
+            return httpx.Response(413, html="<html><body><h1>413 Request Entity Too Large</h1>nginx</body></html>")
+        return super().handle_request(request)
+
+
+def test_a_413_from_a_proxy_in_front_of_the_node_also_makes_the_tablet_send_less(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, request: pytest.FixtureRequest,
+) -> None:
+    device, token = enrol(V1, "wang")
+    node.start()  # with its own limit, far above the proxy's
+    link = Proxy()
+    http = httpx.Client(transport=link, timeout=30)
+    request.addfinalizer(http.close)
+    tab = make_tablet(token, "wang", client=http)
+    with tab.store.transaction():
+        _write_notes(tab.create, tab.update, people=20, edits=50)
+    pending = tab.pending()
+
+    tab.sync()
+
+    assert tab.pending() == 0 and device_ops(node_db, device) == (pending, pending, 1, pending)
+    assert [got for _, got in link.syncs].count(413) >= 2 and link.syncs[-1][1] == 200
