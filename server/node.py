@@ -563,8 +563,8 @@ class Node:
 
     def _follow_merges(self, ops: Sequence[Op]) -> None:
         """Needs and services that name a resident merged into another since (a tablet recorded them
-        before it heard of the merge) move to the kept resident, as the merge moved the others: by an op
-        of this node, in the name of the staff member who merged"""
+        before it heard of the merge) move to the kept resident and its village, as the merge moved the
+        others: by ops of this node, in the name of the staff member who merged"""
         named = {op.value for op in ops
                  if op.field == "person" and op.kind == SET and op.coll in ("need", "service") and isinstance(op.value, str)}
         merged: dict[str, str] = {}
@@ -580,7 +580,7 @@ class Node:
             if not isinstance(drop, str) or drop not in merged:
                 continue  # a later op named another resident
             by = next((op.user for op in reversed(self.store.record_ops(drop)) if op.field == "merged_into"), "staff")
-            self.editor(by).update(rid, {"person": self.store.resolve_id(drop)})
+            self.editor(by).move_to(rid, self.store.resolve_id(drop))
 
     def _answer(self, dev: Device, req: SyncRequest, pushed: tuple[int, int], *,
                 spliced: bool) -> SyncResponse | Spliced:

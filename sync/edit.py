@@ -179,9 +179,10 @@ class Editor:
             return self._commit(self._build(specs))
 
     def merge(self, keep: str, drop: str) -> list[Op]:
-        """Merge a duplicate resident into another: every need and service of ``drop`` moves to ``keep``,
-        ``drop`` records where it went (``merged_into``) and is deleted. Both histories stay in the op
-        log, and ``resolve_id`` follows the redirect for ops that still name the old id."""
+        """Merge a duplicate resident into another: every need and service of ``drop`` moves to ``keep``
+        (and to ``keep``'s village, so that its tablets have them), ``drop`` records where it went
+        (``merged_into``) and is deleted. Both histories stay in the op log, and ``resolve_id`` follows
+        the redirect for ops that still name the old id."""
         if keep == drop:
             raise InvalidValue("a resident cannot be merged into itself")
         with self.store.transaction():
@@ -196,10 +197,19 @@ class Editor:
             for coll in ("need", "service"):
                 for rec in self.store.records(coll, include_deleted=True):
                     if rec.data.get("person") == drop:
-                        ops += self.update(rec.id, {"person": keep})
+                        ops += self.move_to(rec.id, keep)
             ops += self.update(drop, {"merged_into": keep})
             ops += self.delete(drop)
             return ops
+
+    def move_to(self, record: str, person: str) -> list[Op]:
+        "Make a need or service one of ``person``'s, in that resident's village"
+        values: dict[str, Any] = {"person": person}
+        home = self.store.get(person)
+        rec = self.store.get(record)
+        if home is not None and home.unit and rec is not None and rec.unit != home.unit:
+            values[self.schema.collection(rec.coll).unit_field] = home.unit
+        return self.update(record, values)
 
     def restore(self, record: str) -> list[Op]:
         """Undo a delete: the record comes back with the values the delete had superseded, except

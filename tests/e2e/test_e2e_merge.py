@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_harness import TOWNSHIP, V1, Enrol, MakeTablet, NodeProcess
+from e2e_harness import TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess
 from server.node import Node
 
 pytestmark = pytest.mark.e2e
@@ -47,3 +47,31 @@ def test_needs_recorded_offline_for_a_merged_resident_follow_the_merge(
             rec = tab.get(rid)
             assert rec is not None and rec.data["person"] == keep, (tab.device, rid)
     assert a.get(drop).deleted  # type: ignore[union-attr]
+
+
+def test_a_merge_across_villages_brings_the_needs_to_the_kept_residents_village(
+        node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet) -> None:
+    _, token_1 = enrol(V1, "王芳")
+    _, token_2 = enrol(V2, "李明")
+    node.start()
+    t1, t2 = make_tablet(token_1, "v1"), make_tablet(token_2, "v2")
+    drop = t1.create("person", {**SAME, "name": "李贵兰"})
+    need = t1.create("need", {"person": drop, "category": "心理支持", "description": "丧偶后抑郁"})
+    service = t1.create("service", {"person": drop, "service_type": "心理支持", "served_at": "2025-05-01T09:00"})
+    keep = t2.create("person", SAME)
+    t1.sync()
+    t2.sync()
+    n = Node(node_db, TOWNSHIP)
+    try:
+        n.editor("刘主任").merge(keep, drop)
+    finally:
+        n.close()
+    late = t1.create("need", {"person": drop, "category": "医疗健康"})  # t1 had not heard of the merge
+    t1.sync()
+    t2.sync()
+    t1.sync()
+    for rid in (need, service, late):
+        rec = t2.get(rid)
+        assert rec is not None and rec.data["person"] == keep and rec.unit == V2, rid
+        assert t1.get(rid) is None, "gone from the village the resident is no longer in"
+    assert t1.get(drop).deleted and t1.pending() == 0  # type: ignore[union-attr]

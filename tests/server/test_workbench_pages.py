@@ -75,7 +75,8 @@ def setup(n: Node, ids: dict[str, Any]) -> None:
     ids["late"] = v1.create("need", {"unit": V1, "person": ids["click"], "category": "医疗健康",
                                      "status": "待处理", "due_date": "2020-01-01", "urgency": "紧急"})
     ids["todo"] = v1.create("need", {"unit": V1, "person": ids["typed"], "category": "生活物资", "status": "待处理"})
-    ids["done"] = v2.create("need", {"unit": V2, "person": ids["dupB"], "category": "其他", "status": "已解决",
+    ids["sun"] = v2.create("person", {"unit": V2, "name": "孙大娘"})
+    ids["done"] = v2.create("need", {"unit": V2, "person": ids["sun"], "category": "其他", "status": "已解决",
                                      "due_date": "2020-01-01"})
     # device 3 sent ops 1-3 and 7, not 4-6; its clock was two days fast and it still holds 7 ops
     copy = Store(None)
@@ -235,13 +236,14 @@ def test_duplicates_are_found_by_id_name_and_sound(world: World, liu: Signed) ->
 def test_merging_from_the_duplicates_page_moves_needs_and_services(world: World, liu: Signed) -> None:
     keep, drop = world.ids["dupA"], world.ids["dupB"]
     r = liu.post("/staff/duplicates/merge", {"keep": keep, "drop": drop})
-    assert "2 条需求和 1 条服务记录" in liu.notice(r)  # its own need, and the one finished
+    assert "1 条需求和 1 条服务记录" in liu.notice(r)
     n = world.open()
     try:
         assert n.store.get(drop).deleted and n.store.get(drop).data["merged_into"] == keep  # type: ignore[union-attr]
         assert n.store.resolve_id(drop) == keep
         for key in ("dupB_need", "dupB_service", "dupA_need", "dupA_service"):
-            assert n.store.get(world.ids[key]).data["person"] == keep  # type: ignore[union-attr]
+            rec = n.store.get(world.ids[key])
+            assert rec is not None and rec.data["person"] == keep and rec.unit == V1  # to the kept one's village
         assert n.store.history(drop)  # the old record's history is kept
     finally:
         n.close()
