@@ -125,17 +125,17 @@ def test_duplicates_found_on_the_page_are_merged_and_their_needs_follow(
 
     with Store(node_db) as s:
         for rid in (keep_need, keep_service, drop_need, drop_service):
-            assert s.get(rid).data["person"] == keep  # type: ignore[union-attr]
+            assert (s.get(rid).data["person"], s.get(rid).unit) == (keep, V1)  # type: ignore[union-attr]
         gone = s.get(drop)
         assert gone is not None and gone.deleted and gone.data["merged_into"] == keep
         assert s.resolve_id(drop) == keep
         assert {h.user for h in s.history(drop)} >= {"李娜", "liu"}  # the old record's history is kept
-    tab2.sync()
-    assert tab2.get(drop_need).data["person"] == keep  # type: ignore[union-attr]
-    assert tab2.get(drop_service).data["person"] == keep  # type: ignore[union-attr]
+    tab2.sync()  # the duplicate's need and service went with the resident, to V1's tablets
+    assert tab2.get(drop_need) is None and tab2.get(drop_service) is None
     assert tab2.store.resolve_id(drop) == keep and tab2.get(drop).deleted  # type: ignore[union-attr]
     tab1.sync()
-    assert tab1.get(keep_need).data["person"] == keep  # type: ignore[union-attr]
+    for rid in (keep_need, drop_need, drop_service):
+        assert tab1.get(rid).data["person"] == keep  # type: ignore[union-attr]
 
     page.goto(f"{node.url}/staff/records/{keep}")  # the last page: the kept resident, with what was merged
     expect(page.get_by_text("合并进来的记录")).to_be_visible()
