@@ -10,16 +10,17 @@ from __future__ import annotations
 import os
 import time
 import threading
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import msgspec
 
 from sync.edit import Editor
-from sync.errors import ClockAhead, DeviceRevoked, TooLarge
+from sync.errors import ClockAhead, DeviceRevoked, MalformedBody, TooLarge
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync import reference
 from sync.ops import Op
@@ -44,6 +45,16 @@ from . import dblock
 from .dblock import Busy, DatabaseLock
 
 APP_VERSION = "0.1.0"
+T = TypeVar("T")
+
+
+class WhoAmI(msgspec.Struct):
+    "What ``/api/whoami`` says of the device a token belongs to (the fields a tablet keeps)"
+
+    device: str
+    user: str
+    unit: str
+    tier: str
 
 
 #: Most own ops sent per request.
@@ -295,13 +306,13 @@ class Tablet:
              pin: str | None = None, **kw: Any) -> Tablet:
         "Set up a tablet database for the device a token belongs to, encrypted with ``pin`` if given"
         tab = cls(path, client=client, pin=pin, **kw)
-        tab._refuse_if_enrolled()
-        tab._set("server", server.rstrip("/"))
-        tab._set("token", token)
-        r = tab._set_up_call(lambda: tab.client.get(tab.url("/api/whoami"), headers=tab._auth()))
-        who = r.json()
-        for k in ("device", "user", "unit", "tier"):
-            tab._set(k, who[k])
+        with tab._setting_up():
+            tab._set("server", server.rstrip("/"))
+            tab._set("token", token)
+            r = tab._answer(tab.client.get(tab.url("/api/whoami"), headers=tab._auth()))
+            who = tab._read(r, lambda: decode(r.content, WhoAmI, "json"))
+            for k, v in (("device", who.device), ("user", who.user), ("unit", who.unit), ("tier", who.tier)):
+                tab._set(k, v)
         return tab
 
     @classmethod
@@ -309,21 +320,44 @@ class Tablet:
               pin: str | None = None, **kw: Any) -> Tablet:
         "Set up a tablet with a one-time enrolment code from the township, encrypted with ``pin`` if given"
         tab = cls(path, client=client, pin=pin, **kw)
-        tab._refuse_if_enrolled()
-        tab._set("server", server.rstrip("/"))
-        r = tab._set_up_call(lambda: tab.client.post(
-            tab.url("/api/enrol"), content=encode(EnrolRequest(code=code), "json"),
-            headers={"content-type": "application/json"}))
-        got = decode(r.content, EnrolResponse, "json")
-        for k, v in (("token", got.token), ("device", got.device), ("user", got.user), ("unit", got.unit),
-                     ("tier", got.tier)):
-            tab._set(k, v)
+        with tab._setting_up():
+            tab._set("server", server.rstrip("/"))
+            r = tab._answer(tab.client.post(
+                tab.url("/api/enrol"), content=encode(EnrolRequest(code=code), "json"),
+                headers={"content-type": "application/json"}))
+            got = tab._read(r, lambda: decode(r.content, EnrolResponse, "json"))
+            for k, v in (("token", got.token), ("device", got.device), ("user", got.user), ("unit", got.unit),
+                         ("tier", got.tier)):
+                tab._set(k, v)
         return tab
+
+    @contextmanager
+    def _setting_up(self) -> Iterator[None]:
+        "Set-up steps: refused for a tablet set up already; on any failure the half-made tablet is closed"
+        try:
+            self._refuse_if_enrolled()
+            yield
+        except BaseException:
+            self.close()
+            raise
+
+    def _answer(self, r: httpx.Response) -> httpx.Response:
+        "A set-up request's answer, which must be 200"
+        if r.status_code != 200:
+            self._raise(r)
+        return r
+
+    def _read(self, r: httpx.Response, read: Callable[[], T]) -> T:
+        "A set-up answer's body, or a clear error if something other than a cunsync node answered"
+        try:
+            return read()
+        except MalformedBody:
+            raise SyncFailed(r.status_code, "bad_answer", f"{r.url} did not answer as a cunsync node does "
+                             "(is the township server's address right?); nothing was set up") from None
 
     def _refuse_if_enrolled(self) -> None:
         if self.enrolled:
             device, unit, pending = self._get("device"), self._get("unit"), self.pending()
-            self.close()
             raise AlreadyEnrolled(
                 f"{self.path} is set up already, as tablet {device} for unit {unit}, with {pending} changes not "
                 "synced yet; setting it up again would leave them unsent. Sync it with `cunsync sync`, or set "
@@ -361,17 +395,6 @@ class Tablet:
             self.store.close()
             _encrypt_plaintext(self.path, new)
             self.store = Store(self.path, key=new)
-
-    def _set_up_call(self, call: Callable[[], httpx.Response]) -> httpx.Response:
-        "A set-up request that must answer 200; on any failure the half-made tablet is closed"
-        try:
-            r = call()
-            if r.status_code != 200:
-                self._raise(r)
-            return r
-        except BaseException:
-            self.close()
-            raise
 
     def wipe(self) -> None:
         "Erase this tablet's local data: the node revoked it with wipe"

@@ -215,3 +215,26 @@ def test_tablets_that_fail_to_open_or_close_hold_nothing(db: Path, pin: str | No
     assert len(os.listdir("/proc/self/fd")) == fds
     assert tablet_pin(db, pin).exit_code == 0
     assert names(db, NEW_PIN) == ["张三"]
+
+
+@pytest.mark.parametrize("set_up", ["init", "enrol"])
+def test_a_set_up_answered_by_something_else_says_so_and_leaves_the_database_free(
+        tmp_path: Path, set_up: str) -> None:
+    "A wrong address whose server answers 200 with a web page (a router's login page, say)"
+    from client.tablet import SyncFailed
+    import httpx
+
+    page = httpx.MockTransport(lambda request: httpx.Response(200, html="<html><body>请登录</body></html>"))
+    path = tmp_path / "tablet.db"
+    with httpx.Client(transport=page) as http, pytest.raises(SyncFailed) as err:
+        if set_up == "init":
+            Tablet.init(path, "http://192.168.1.1", "a-token", client=http, pin=PIN)
+        else:
+            Tablet.enrol(path, "http://192.168.1.1", "7KQ4M-2XD9P", client=http, pin=PIN)
+    assert err.value.code == "bad_answer" and "address" in err.value.message
+    tab = Tablet(path, pin=PIN)  # closed, lock and all: a PIN change finds no one else holding it
+    try:
+        assert not tab.enrolled
+        tab.change_pin(NEW_PIN)
+    finally:
+        tab.close()
