@@ -236,7 +236,10 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             except httpx.TransportError:
                 errors["server"] = "无法连接镇街服务器。请检查地址和网络后再试。"
             except SyncFailed as e:
-                errors["code"] = ENROL_ERRORS.get(e.code, f"镇街服务器拒绝了登记：{e.message}")
+                if e.code in ("bad_answer", "http_error"):  # something else answered at that address
+                    errors["server"] = "这个地址上的不是镇街服务器，或它没有正确回应。请核对地址后再试。"
+                else:
+                    errors["code"] = ENROL_ERRORS.get(e.code, f"镇街服务器拒绝了登记：{e.message}")
             except AlreadySetUp:
                 return _redirect("/unlock")
         if errors:

@@ -6,7 +6,10 @@ leaves no database behind. A tablet the township revoked with wipe locks itself 
 
 from __future__ import annotations
 
+import functools
+import http.server
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,8 +83,19 @@ def test_a_new_tablet_is_set_up_from_the_app(tapp: TabletApp, client: TestClient
     assert client.get("/setup").headers["location"] == "/unlock"
 
 
+@pytest.fixture
+def other_server(tmp_path: Path) -> Iterator[str]:
+    "Some other web server, as a mistyped address finds: Python's file server on loopback"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        httpd.shutdown()
+
+
 def test_mistakes_at_set_up_are_explained_and_leave_nothing_behind(tapp: TabletApp, client: TestClient,
-                                                                   code: str, node: NodeProcess) -> None:
+                                                                   code: str, node: NodeProcess,
+                                                                   other_server: str) -> None:
     cases = [
         ({"server": "192.168.1.10", "code": "", "pin": "123", "pin2": "123"},
          ["请填写镇街服务器地址，例如 http://192.168.1.10:8000", "请填写镇街发给本平板的登记码", "PIN 至少 6 位"]),
@@ -90,6 +104,8 @@ def test_mistakes_at_set_up_are_explained_and_leave_nothing_behind(tapp: TabletA
          ["登记码不对。请核对后重新输入，或请镇街重新发一个。"]),
         ({"server": f"http://127.0.0.1:{free_port()}", "code": code, "pin": PIN, "pin2": PIN},
          ["无法连接镇街服务器。请检查地址和网络后再试。"]),
+        ({"server": other_server, "code": code, "pin": PIN, "pin2": PIN},
+         ["这个地址上的不是镇街服务器，或它没有正确回应。请核对地址后再试。"]),
     ]
     for form, want in cases:
         r = client.post("/setup", data={"csrf": tapp.csrf, **form}, headers={"origin": ORIGIN})
