@@ -347,7 +347,6 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         values, errors = forms.parse("person", form)
         confirmed = form.get("confirm_new") == "1"
         new_id = _new_id(form)
-
         vals = {k: v for k, v in values.items() if v not in (None, [])}
 
         def save(tab: Tablet) -> tuple[str | None, list[Record]]:
@@ -465,7 +464,6 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         pid = str(form.get("person", ""))
         values, errors = forms.parse("need", form, codes=await synced_codes())
         new_id = _new_id(form)
-
         vals = {"person": pid, **{k: v for k, v in values.items() if v is not None}, "status": "待处理"}
 
         def save(tab: Tablet) -> tuple[str | None, dict[str, Any]]:
@@ -567,7 +565,6 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         pid = str(form.get("person", ""))
         values, errors = forms.parse("service", form, codes=await synced_codes())
         new_id = _new_id(form)
-
         vals = {"person": pid, **{k: v for k, v in values.items() if v is not None}}
 
         def save(tab: Tablet) -> tuple[str | None, dict[str, Any]]:

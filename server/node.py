@@ -565,13 +565,14 @@ class Node:
         """Needs and services that name a resident merged into another since (a tablet recorded them
         before it heard of the merge) move to the kept resident and its village, as the merge moved the
         others: by ops of this node, in the name of the staff member who merged"""
-        named = {op.value for op in ops
-                 if op.field == "person" and op.kind == SET and op.coll in ("need", "service") and isinstance(op.value, str)}
+        named = {op.value for op in ops if op.field == "person" and op.kind == SET
+                 and op.coll in ("need", "service") and isinstance(op.value, str)}
         merged: dict[str, str] = {}
         for chunk in _chunks(sorted(named)):
             merged.update(self.store.conn.execute(
-                f"SELECT id, json_extract(data, '$.merged_into') FROM records WHERE id IN ({','.join('?' * len(chunk))})"
-                " AND json_extract(data, '$.merged_into') IS NOT NULL", chunk).fetchall())
+                "SELECT id, json_extract(data, '$.merged_into') FROM records"
+                f" WHERE id IN ({','.join('?' * len(chunk))}) AND json_extract(data, '$.merged_into') IS NOT NULL",
+                chunk).fetchall())
         if not merged:
             return
         for rid in sorted({op.record for op in ops if op.field == "person" and op.value in merged}):
