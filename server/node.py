@@ -570,8 +570,8 @@ class Node:
         merged: dict[str, str] = {}
         for chunk in _chunks(sorted(named)):
             merged.update(self.store.conn.execute(
-                "SELECT id, json_extract(data, '$.merged_into') FROM records"
-                f" WHERE id IN ({','.join('?' * len(chunk))}) AND json_extract(data, '$.merged_into') IS NOT NULL",
+                "SELECT id, json_extract(data, '$.merged_into') FROM records WHERE coll = 'person'"
+                f" AND id IN ({','.join('?' * len(chunk))}) AND json_extract(data, '$.merged_into') IS NOT NULL",
                 chunk).fetchall())
         if not merged:
             return
@@ -580,8 +580,12 @@ class Node:
             drop = rec.data.get("person") if rec is not None else None
             if not isinstance(drop, str) or drop not in merged:
                 continue  # a later op named another resident
+            keep = self.store.resolve_id(drop)
+            target = self.store.get(keep)
+            if target is None or target.coll != "person":
+                continue
             by = next((op.user for op in reversed(self.store.record_ops(drop)) if op.field == "merged_into"), "staff")
-            self.editor(by).move_to(rid, self.store.resolve_id(drop))
+            self.editor(by).move_to(rid, keep)
 
     def _answer(self, dev: Device, req: SyncRequest, pushed: tuple[int, int], *,
                 spliced: bool) -> SyncResponse | Spliced:
@@ -653,6 +657,10 @@ class Node:
                 raise ReadOnly(f"ops[{i}] writes {coll}: tablets read reference data and escalations but "
                                "do not write them; the township, county or city authors them",
                                details={"op": i, "collection": coll})
+            if village and (coll, name) == ("person", "merged_into"):
+                i = _index(ops, group[0])
+                raise ReadOnly(f"ops[{i}] writes merged_into: residents are merged by township staff",
+                               details={"op": i, "field": name})
             vals = list(map(_value, group))
             if None in vals:
                 vals = [v for v in vals if v is not None]
@@ -817,7 +825,9 @@ class Node:
         if cursor == 0 or page:
             # bootstrap: the current state of the scope, a page of records at a time
             if cursor == 0:
-                cursor = self.store.max_seq()
+                # the state as it is now, and from then on the ops after this request's own: what the node
+                # wrote after them in the same transaction (``_follow_merges``) follows as ops, moves and all
+                cursor = pushed[0] - 1 if pushed[0] > 1 and pushed[1] >= pushed[0] else self.store.max_seq()
                 if cursor == 0:  # an empty node: nothing to send
                     return SyncResponse(
                         protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops([]),

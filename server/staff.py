@@ -144,7 +144,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         def merge() -> int:
             in_scope(staff, keep)
             in_scope(staff, drop)
-            return len(node.editor(staff.username).merge(keep, drop))
+            return len(node.editor(staff.username).merge(keep, drop, within=staff.scope))
 
         written = await run_in_threadpool(merge)
         return JSONResponse({"keep": keep, "drop": drop, "ops": written})

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sync.errors import InvalidValue
+from sync.errors import InvalidValue, OutOfScope
 from sync.lookup import find_people, sort_key
 from sync.reference import escalations as list_escalations
 from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES
@@ -363,7 +363,11 @@ class Workbench:
                 if k.deleted or d.deleted:
                     raise PageError("其中一位居民已被删除或已合并，请刷新页面。")
                 moved = self.linked(drop)
-                self.node.editor(staff.username).merge(keep, drop)
+                try:
+                    self.node.editor(staff.username).merge(keep, drop, within=staff.scope)
+                except OutOfScope as e:
+                    raise PageError(f"{self.title(d)}有需求或服务记录在您负责的范围之外（"
+                                    f"{'、'.join(e.details['units'])}），请由负责全镇的工作人员合并。") from None
                 return (f"已合并：{self.title(d)}（{drop[:8]}）并入 {self.title(k)}（{keep[:8]}），"
                         f"{len(moved['need'])} 条需求和 {len(moved['service'])} 条服务记录随之转移。")
 

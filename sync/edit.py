@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from .errors import InvalidValue, NotFound
+from .errors import InvalidValue, NotFound, OutOfScope
 from .hlc import HLC
 from .ops import Op, uuid7
 from .schema import NEED_TRANSITIONS, Schema
@@ -178,11 +178,12 @@ class Editor:
                 specs.append((coll, record, keep, SET, unit, tuple(sorted((e.device, e.counter) for e in units))))
             return self._commit(self._build(specs))
 
-    def merge(self, keep: str, drop: str) -> list[Op]:
+    def merge(self, keep: str, drop: str, *, within: tuple[str, str] | None = None) -> list[Op]:
         """Merge a duplicate resident into another: every need and service of ``drop`` moves to ``keep``
         (and to ``keep``'s village, so that its tablets have them), ``drop`` records where it went
         (``merged_into``) and is deleted. Both histories stay in the op log, and ``resolve_id`` follows
-        the redirect for ops that still name the old id."""
+        the redirect for ops that still name the old id. ``within``: the merging staff member's scope
+        (a range of unit codes); a need or service to move that lies outside it refuses the merge."""
         if keep == drop:
             raise InvalidValue("a resident cannot be merged into itself")
         with self.store.transaction():
@@ -193,23 +194,34 @@ class Editor:
                 if rec is None or rec.deleted or rec.data.get("merged_into"):
                     raise InvalidValue(f"resident {rid} is deleted or already merged into another; merge "
                                        "residents that are both current", details={"record": rid})
+            moving = [rec for coll in ("need", "service") for rec in self.store.records(coll, include_deleted=True)
+                      if rec.data.get("person") == drop]
+            outside = sorted({r.unit or "" for r in moving if within and not within[0] <= (r.unit or "") <= within[1]})
+            if outside:
+                raise OutOfScope(f"resident {drop} has needs or services in {', '.join(outside)}, outside the "
+                                 "scope of whoever merges; staff for the whole township can merge them",
+                                 details={"record": drop, "units": outside})
             ops: list[Op] = []
-            for coll in ("need", "service"):
-                for rec in self.store.records(coll, include_deleted=True):
-                    if rec.data.get("person") == drop:
-                        ops += self.move_to(rec.id, keep)
+            for rec in moving:
+                ops += self.move_to(rec.id, keep)
             ops += self.update(drop, {"merged_into": keep})
             ops += self.delete(drop)
             return ops
 
     def move_to(self, record: str, person: str) -> list[Op]:
-        "Make a need or service one of ``person``'s, in that resident's village"
+        """Make a need or service one of ``person``'s, in that resident's village; a need's escalations
+        (吹哨报到) go with it"""
         values: dict[str, Any] = {"person": person}
         home = self.store.get(person)
         rec = self.store.get(record)
+        ops: list[Op] = []
         if home is not None and home.unit and rec is not None and rec.unit != home.unit:
             values[self.schema.collection(rec.coll).unit_field] = home.unit
-        return self.update(record, values)
+            if rec.coll == "need":
+                for esc in self.store.records("escalation", include_deleted=True):
+                    if esc.data.get("need") == record:
+                        ops += self.update(esc.id, {"unit": home.unit})
+        return self.update(record, values) + ops
 
     def restore(self, record: str) -> list[Op]:
         """Undo a delete: the record comes back with the values the delete had superseded, except

@@ -268,6 +268,29 @@ def test_merging_duplicates_by_role_and_scope(world: World) -> None:
         n.close()
 
 
+def test_staff_scoped_to_one_village_cannot_merge_in_records_of_another(world: World) -> None:
+    "zhao sees only V2: merging two V2 residents would move a need of V1 into V2"
+    n = Node(world.node.db, TOWNSHIP)
+    try:
+        ed = n.editor("liu")
+        keep = ed.create("person", {"unit": V2, "name": "孙桂英", "birth_date": "1938-05-06"})
+        drop = ed.create("person", {"unit": V2, "name": "孙桂英", "birth_date": "1938-05-06"})
+        need = ed.create("need", {"unit": V1, "person": drop, "category": "助残服务"})
+    finally:
+        n.close()
+    with signed_in(world, "zhao") as (c, csrf):
+        r = c.post("/api/staff/merge", json={"keep": keep, "drop": drop}, headers={"x-csrf-token": csrf})
+        assert_error(r, 403, "out_of_scope")
+        assert r.json()["error"]["details"]["units"] == [V1]
+        page = c.post("/staff/duplicates/merge", data={"csrf": csrf, "keep": keep, "drop": drop})
+        assert page.status_code == 400 and "有需求或服务记录在您负责的范围之外（510903001001）" in page.text
+    n = Node(world.node.db, TOWNSHIP)
+    try:
+        assert n.store.get(need).unit == V1 and not n.store.get(drop).deleted  # type: ignore[union-attr]
+    finally:
+        n.close()
+
+
 def test_reference_data_by_role_and_scope(world: World) -> None:
     "Notices, tasks and catalogues reach every village: only staff scoped to the whole township author them"
     writes = (("/api/staff/notices", {"title": "全镇通知", "body": "周五开会"}),

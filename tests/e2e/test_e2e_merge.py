@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from e2e_harness import TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess
+from server.auth import Staff
+from server.escalations import escalate
 from server.node import Node
 
 pytestmark = pytest.mark.e2e
@@ -75,3 +77,61 @@ def test_a_merge_across_villages_brings_the_needs_to_the_kept_residents_village(
         assert rec is not None and rec.data["person"] == keep and rec.unit == V2, rid
         assert t1.get(rid) is None, "gone from the village the resident is no longer in"
     assert t1.get(drop).deleted and t1.pending() == 0  # type: ignore[union-attr]
+
+
+def test_an_escalated_need_moved_by_a_merge_takes_its_escalation_along(
+        node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet) -> None:
+    _, token_1 = enrol(V1, "王芳")
+    _, token_2 = enrol(V2, "李明")
+    node.start()
+    t1, t2 = make_tablet(token_1, "v1"), make_tablet(token_2, "v2")
+    drop = t1.create("person", {**SAME, "name": "李贵兰"})
+    need = t1.create("need", {"person": drop, "category": "医疗健康"})
+    keep = t2.create("person", SAME)
+    t1.sync()
+    t2.sync()
+    n = Node(node_db, TOWNSHIP)
+    try:
+        esc = escalate(n, Staff("liu", "township", TOWNSHIP), need, "需要县医院上门看诊")
+        n.editor("刘主任").merge(keep, drop)
+    finally:
+        n.close()
+    t1.sync()
+    t2.sync()
+    assert t2.get(need) is not None and (t2.escalation(need) or {}).get("id") == esc
+    assert t1.get(need) is None and t1.get(esc) is None
+
+
+def test_a_need_moved_by_a_merge_while_its_tablet_bootstraps_leaves_that_tablet(
+        node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, tmp_path: Path) -> None:
+    "A restored node (a new epoch) bootstraps each tablet's village afresh; its first push may be moved"
+    _, token_1 = enrol(V1, "王芳")
+    _, token_2 = enrol(V2, "李明")
+    node.start()
+    t1, t2 = make_tablet(token_1, "v1"), make_tablet(token_2, "v2")
+    drop = t1.create("person", {**SAME, "name": "李贵兰"})
+    keep = t2.create("person", SAME)
+    t1.sync()
+    t2.sync()
+    n = Node(node_db, TOWNSHIP)
+    try:
+        n.editor("刘主任").merge(keep, drop)
+    finally:
+        n.close()
+    t1.sync()
+    node.stop()
+    backup = tmp_path / "backup.db"
+    n = Node(node_db, TOWNSHIP)
+    try:
+        n.backup(backup)
+    finally:
+        n.close()
+    Node.restore(node_db, backup)
+    node.start()
+    need = t1.create("need", {"person": drop, "category": "医疗健康", "description": "需要上门看诊"})
+    t1.sync()  # its first request after the restore bootstraps, and pushes the need the node moves to V2
+    t1.sync()
+    t2.sync()
+    assert t1.get(need) is None and t1.pending() == 0
+    rec = t2.get(need)
+    assert rec is not None and (rec.unit, rec.data["person"]) == (V2, keep)

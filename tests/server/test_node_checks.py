@@ -53,6 +53,7 @@ CASES: list[tuple[str, Spoil, str]] = [
     ("a unit of another village",
      lambda op: msgspec.structs.replace(op, field="unit", value="510903001002"), "out_of_scope"),
     ("a unit cleared", lambda op: msgspec.structs.replace(op, field="unit", value=None), "invalid_value"),
+    ("a merge (staff only)", lambda op: msgspec.structs.replace(op, field="merged_into", value=uuid7()), "read_only"),
 ]
 
 

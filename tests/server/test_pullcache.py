@@ -101,9 +101,12 @@ class World:
         "One round trip, its pull answered from the stream where it can be, checked against the query"
         node = self.node
         req = tab.request(limit)
-        with node.store.lock:
-            out = node._sync(tab.dev, req, spliced=True)
-            want = node._pull(tab.dev, req)  # the query's answer on the same state
+        with node.store.lock:  # as ``Node._sync`` does it, keeping what the push took for the query
+            ops = node._refuse(tab.dev, req)
+            with node.store.transaction():
+                pushed = node._write(tab.dev, req, ops)
+            out = node._answer(tab.dev, req, pushed, spliced=True)
+            want = node._pull(tab.dev, req, pushed)  # the query's answer on the same state
         if isinstance(out, Spliced):
             self.streamed += 1
             got = decode(decompress(spliced_body(out), 1 << 26), SyncResponse)

@@ -9,6 +9,7 @@ import pytest
 
 from sync import DELETED, Editor, InvalidValue, NotFound, Op, Store, UnknownField, uuid7
 from sync.types import ADD, REMOVE, SET
+from sync.errors import OutOfScope
 
 MakeEditor = Callable[..., Editor]
 Replica = Callable[[Store], Store]
@@ -236,3 +237,20 @@ def test_merge_moves_needs_and_services_and_redirects_the_old_id(store: Store, v
     with pytest.raises(InvalidValue, match="deleted or already merged"):
         township.merge(gone_too, keep)  # not into a deleted resident either
     assert store.count_ops() == before and not store.get(keep).deleted  # type: ignore[union-attr]
+
+
+def test_a_merge_moves_needs_to_the_kept_residents_village_within_the_merging_staffs_scope(
+        store: Store, township: Editor) -> None:
+    v1, v2, v3 = "510903001001", "510903001002", "510903001003"
+    keep = township.create("person", {"unit": v2, "name": "李桂兰"})
+    drop = township.create("person", {"unit": v2, "name": "李贵兰"})
+    need = township.create("need", {"person": drop, "unit": v3, "category": "心理支持"})
+    esc = township.create("escalation", {"unit": v3, "need": need, "category": "心理支持", "summary": "需要区里协调"})
+    other_esc = township.create("escalation", {"unit": v1, "need": uuid7(), "category": "其他", "summary": "x"})
+    before = store.count_ops()
+    with pytest.raises(OutOfScope) as e:  # staff scoped to v2: the need in v3 is not theirs to move
+        township.merge(keep, drop, within=(v2, v2))
+    assert e.value.details == {"record": drop, "units": [v3]} and store.count_ops() == before
+    township.merge(keep, drop, within=("510903001000", "510903001999"))
+    assert (store.get(need).data["person"], store.get(need).unit) == (keep, v2)  # type: ignore[union-attr]
+    assert store.get(esc).unit == v2 and store.get(other_esc).unit == v1  # type: ignore[union-attr]
