@@ -679,8 +679,21 @@ class Node:
                                          f"unit {dev.unit}", details={"op": i, "unit": op.value})
                     new_units.setdefault(op.record, op.value)
         self._check_replays(dev, ops)
-        records = list({op.record for op in ops})
-        known = self._units(records)
+        colls: dict[str, str] = {}
+        for i, op in enumerate(ops):
+            if colls.setdefault(op.record, op.coll) != op.coll:
+                raise ForgedOp(f"ops[{i}] names record {op.record} a {op.coll}; another op of the batch names it a "
+                               f"{colls[op.record]}", details={"op": i, "record": op.record})
+        records = list(colls)
+        known: dict[str, str | None] = {}
+        for chunk in _chunks(records):
+            for rid, coll, unit in self.store.conn.execute(
+                    f"SELECT id, coll, unit FROM records WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                if coll != colls[rid]:  # its ops would be checked as one collection's and applied to another
+                    i = next(i for i, op in enumerate(ops) if op.record == rid)
+                    raise ForgedOp(f"ops[{i}] names record {rid} a {colls[rid]}; it is a {coll}",
+                                   details={"op": i, "record": rid})
+                known[rid] = unit
         for rid in records:
             if rid in known:
                 unit = known[rid]

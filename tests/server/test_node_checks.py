@@ -54,6 +54,8 @@ CASES: list[tuple[str, Spoil, str]] = [
      lambda op: msgspec.structs.replace(op, field="unit", value="510903001002"), "out_of_scope"),
     ("a unit cleared", lambda op: msgspec.structs.replace(op, field="unit", value=None), "invalid_value"),
     ("a merge (staff only)", lambda op: msgspec.structs.replace(op, field="merged_into", value=uuid7()), "read_only"),
+    ("a record of two collections",
+     lambda op: msgspec.structs.replace(op, coll="need", field="description", value="需要助餐"), "forged_op"),
 ]
 
 
@@ -100,3 +102,17 @@ def test_a_link_from_the_county_may_not_clear_a_records_unit(node: Node) -> None
     assert node.store.count_ops() == before
     node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops[:1])))
     assert node.store.count_ops() == before + 1, "the notice itself is taken"
+
+
+def test_an_op_naming_a_held_record_under_another_collection_is_refused(node: Node) -> None:
+    "A need's field written onto an escalation of the village: checked as a need's, applied to the escalation"
+    _, token = node.add_device(VILLAGE, "张晓燕")
+    dev = node.authenticate(token)
+    esc = node.editor("刘主任").create("escalation", {"unit": VILLAGE, "need": uuid7(), "category": "其他",
+                                                    "summary": "需要区里协调", "status": "已上报"})
+    before = node.store.count_ops()
+    op = Op(dev.device, 1, pack(wall_ms(), 0), "need", esc, "status", SET, "已关闭", (), dev.user, dev.unit, dev.rank)
+    with pytest.raises(SyncError) as e:
+        node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops([op])))
+    assert (e.value.code, e.value.details) == ("forged_op", {"op": 0, "record": esc})
+    assert node.store.count_ops() == before and node.store.get(esc).data["status"] == "已上报"  # type: ignore[union-attr]
