@@ -552,6 +552,8 @@ class Node:
                 self.clock.observe(max(o.hlc for o in ops))
                 if applied.new:
                     self._follow_merges(ops)
+                    if self.is_link(dev):
+                        self._follow_needs(ops)
                 self._seen(dev, req, now, pushed=applied.new)
             else:
                 self._seen(dev, req, now, pushed=0)
@@ -586,6 +588,18 @@ class Node:
                 continue
             by = next((op.user for op in reversed(self.store.record_ops(drop)) if op.field == "merged_into"), "staff")
             self.editor(by).move_to(rid, keep)
+
+    def _follow_needs(self, ops: Sequence[Op]) -> None:
+        """An escalation stays in its need's village. A county's first step on an escalation re-asserts the
+        village at county tier (``server.escalations``); made while a merge here moved the need, it wins
+        over this node's move, and the escalation would stay behind. This node's op, made after it, wins."""
+        for rid in sorted({op.record for op in ops if op.coll == "escalation" and op.field == "unit"}):
+            esc = self.store.get(rid)
+            need = self.store.get(esc.data.get("need", "")) if esc is not None else None
+            if esc is None or need is None or need.coll != "need" or not need.unit or esc.unit == need.unit:
+                continue
+            by = next((op.user for op in reversed(self.store.record_ops(need.id)) if op.field == "unit"), "staff")
+            self.editor(by).update(rid, {"unit": need.unit})
 
     def _answer(self, dev: Device, req: SyncRequest, pushed: tuple[int, int], *,
                 spliced: bool) -> SyncResponse | Spliced:

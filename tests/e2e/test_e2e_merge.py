@@ -9,10 +9,12 @@ import pytest
 
 from e2e_harness import TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess
 from server.auth import Staff
-from server.escalations import escalate
+from server.escalations import act, escalate
 from server.node import Node
+from server.relay import sync_link
 
 pytestmark = pytest.mark.e2e
+COUNTY = "510903000000"  # 船山区
 SAME = {"name": "李桂兰", "id_number": "51090319450101002X"}
 
 
@@ -135,3 +137,42 @@ def test_a_need_moved_by_a_merge_while_its_tablet_bootstraps_leaves_that_tablet(
     assert t1.get(need) is None and t1.pending() == 0
     rec = t2.get(need)
     assert rec is not None and (rec.unit, rec.data["person"]) == (V2, keep)
+
+
+def test_an_escalation_the_county_accepts_while_a_merge_moves_its_need_follows_the_need(
+        node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, tmp_path: Path) -> None:
+    "The county's first step re-asserts the village at county tier; made concurrently, it must not win"
+    _, token_1 = enrol(V1, "王芳")
+    _, token_2 = enrol(V2, "李明")
+    _, link_token = enrol(COUNTY, "county-link", tier="county")
+    node.start()
+    county = Node(tmp_path / "county.db", COUNTY)
+    try:
+        t1, t2 = make_tablet(token_1, "v1"), make_tablet(token_2, "v2")
+        drop = t1.create("person", {**SAME, "name": "李贵兰"})
+        need = t1.create("need", {"person": drop, "category": "医疗健康"})
+        keep = t2.create("person", SAME)
+        t1.sync()
+        t2.sync()
+        n = Node(node_db, TOWNSHIP)
+        try:
+            esc = escalate(n, Staff("liu", "township", TOWNSHIP), need, "需要县医院上门看诊")
+        finally:
+            n.close()
+        sync_link(county, node.url, link_token)
+        act(county, Staff("zhang", "county", COUNTY), esc, "accept")  # neither has heard of the other
+        n = Node(node_db, TOWNSHIP)
+        try:
+            n.editor("刘主任").merge(keep, drop)
+        finally:
+            n.close()
+        sync_link(county, node.url, link_token)
+        act(county, Staff("zhang", "county", COUNTY), esc, "resolve", "已安排县医院上门")
+        sync_link(county, node.url, link_token)
+        t1.sync()
+        t2.sync()
+        assert county.store.get(esc).unit == V2  # type: ignore[union-attr]
+        assert (t2.escalation(need) or {}).get("answer") == "已安排县医院上门"
+        assert t1.get(need) is None and t1.get(esc) is None
+    finally:
+        county.close()
