@@ -533,6 +533,11 @@ class Node:
         if req.device != dev.device:
             raise ForgedOp(f"request names device {req.device!r} but the token belongs to {dev.device!r}")
         ops, _dead = unpack_ops(req.ops)
+        if ops and req.epoch and req.epoch != self.epoch and min(map(_counter, ops)) > self._acked(dev.device) + 1:
+            # restored from a backup since the device's last answer, and lacking its ops before these:
+            # write nothing; the answer's lower acknowledgement makes it send them again, in order (its
+            # records registered after the backup come first, so their later edits are not refused)
+            return []
         if len(ops) > MAX_BATCH:
             raise TooLarge(f"{len(ops)} ops in one request; send at most {MAX_BATCH}",
                            details={"limit": MAX_BATCH})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from server.node import Node
 from sync.store import Store
 
 from e2e_harness import TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess, device_ops, node_digest, populate
@@ -141,3 +142,26 @@ def test_a_tablet_sends_a_restored_node_its_ops_of_a_record_that_left_its_villag
     with Store(node_db) as s:
         rec = s.get(rid)
     assert rec is not None and rec.unit == V2 and rec.data["name"] == "李四"
+
+
+def test_a_tablet_that_edited_its_own_resident_registered_after_the_backup_syncs_with_the_restored_node(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, tmp_path: Path
+) -> None:
+    "Its first request pushes only the edit (after its old acknowledgement): the node lacks the resident"
+    node.start()
+    tab = make_tablet(enrol(V1, "王芳")[1], "a")
+    tab.create("person", {"name": "王五"})
+    tab.sync()
+    _backup(node_db, tmp_path / "nightly.db")
+    rid = tab.create("person", {"name": "张三"})
+    tab.sync()  # registered and synced the next morning
+    tab.update(rid, {"phone": "13800001111"})  # then edited offline
+    node.stop()
+    Node.restore(node_db, tmp_path / "nightly.db")  # a new epoch
+    node.start()
+
+    tab.sync()
+
+    assert tab.pending() == 0
+    assert device_ops(node_db, tab.device) == device_ops(Path(tab.path), tab.device)
+    assert tab.store.digest() == node_digest(node_db, V1)
