@@ -714,14 +714,14 @@ class Node:
                                    details={"op": i, "record": rid})
                 known[rid] = unit
         for rid in records:
-            if rid in known:
-                unit = known[rid]
-                if unit is not None and lo <= unit <= hi:
+            unit = known.get(rid)
+            if unit is not None:  # held, in a unit (one held without a unit is as new)
+                if lo <= unit <= hi:
                     continue
                 if self._was_in_scope(rid, lo, hi) or self._seen_by_others(rid, device):
                     continue  # edited offline before it moved away: keep the edit
                 raise OutOfScope(f"record {rid} is not in unit {dev.unit}", details={"record": rid})
-            if rid not in new_units:
+            if rid not in new_units and not self._lost_here(dev):
                 raise OutOfScope(f"record {rid} is new to the node and names no unit; send its "
                                  "unit op first", details={"record": rid})
 
@@ -826,6 +826,14 @@ class Node:
             " LIMIT 1", (rid, lo, hi, lo, hi)
         ).fetchone()
         return row is not None
+
+    def _lost_here(self, dev: Device) -> bool:
+        """Whether a record new to the node that names no unit may be an edit of one the node lost: on a
+        node restored from a backup, from a village tablet. Two tablets that each edited the other's
+        resident registered after the backup would otherwise refuse each other's batches for ever. A
+        tablet knows only records the node once sent it (of its village then) and its own; the ops are
+        held without a unit, and sent to no one, until the record's own ops come again."""
+        return "~" in self.device_id and dev.tier == "village"
 
     def _seen_by_others(self, rid: str, device: str) -> bool:
         """Whether an op of the record held here names one of the device's ops in ``pred``, before the
@@ -944,11 +952,10 @@ class Node:
         moved_in: list[str] = []
         removed: list[str] = []
         for rid, old_unit, new_unit in self.store.conn.execute(
-            "SELECT record, old_unit, new_unit FROM moves WHERE seq > ? AND seq <= ? AND old_unit IS NOT NULL"
-            " ORDER BY seq", (cursor, new_cursor)
+            "SELECT record, old_unit, new_unit FROM moves WHERE seq > ? AND seq <= ? ORDER BY seq", (cursor, new_cursor)
         ):
             into = new_unit is not None and lo <= new_unit <= hi
-            out_of = lo <= old_unit <= hi
+            out_of = old_unit is not None and lo <= old_unit <= hi
             if into and not out_of:
                 moved_in.append(rid)
             elif out_of and not into:

@@ -14,7 +14,8 @@ Tables (sqlite-utils can open any of them):
     records     the current record: winning values as JSON, its live ops, deleted, unit, conflicts, and
                 ``log``: the sequence numbers of all its ops, a JSON array (``json_each`` reads it in SQL)
     conflicts   the open conflicts, one row per (record, field)
-    moves       each change of a record's unit from one unit to another, for scope changes on tablets
+    moves       each change of a record's unit from one unit to another, for scope changes on tablets;
+                from NULL when a record held without a unit (its first ops came late) gets one
     kept_own    a tablet's own ops of records that left its scope (``forget``): kept so that it can
                 send them again to a node restored from a backup that lacks them
 
@@ -941,7 +942,7 @@ class Store:
         moved = []
         conflict_records: list[str] = []
         conflict_rows: list[tuple[str, str, str, str | None, int]] = []
-        move_rows = []
+        move_rows: list[tuple[int, str, str | None, str | None]] = []
         units: dict[str, str | None] = {}
         found_unit: list[tuple[str | None, str]] = []  # (unit, log) of records held before their unit
         written: list[tuple[str, _Kept]] = []
@@ -997,7 +998,10 @@ class Store:
                 if old_unit is not None:  # a record's first unit is not a move
                     move_rows.append((seq, rid, old_unit, unit))
                 elif o is not None:
+                    # unless ops of it were held before, without a unit: tablets whose cursors passed them
+                    # get it whole, as a record that moved in
                     found_unit.append((unit, o[6]))
+                    move_rows.append((seq, rid, None, unit))
             # what is kept holds the values as the UTF-8 JSON written: half the memory of the text
             kept: _Old = (coll, unit, unit_seq, len(conflicts), int(deleted), data_json, log)
             written.append((rid, (kept, blob, seq)))

@@ -165,3 +165,31 @@ def test_a_tablet_that_edited_its_own_resident_registered_after_the_backup_syncs
     assert tab.pending() == 0
     assert device_ops(node_db, tab.device) == device_ops(Path(tab.path), tab.device)
     assert tab.store.digest() == node_digest(node_db, V1)
+
+
+def test_two_tablets_that_edited_each_others_residents_registered_after_the_backup_both_get_through(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, tmp_path: Path
+) -> None:
+    "Each one's edit names a resident the restored node lacks, whose registration only the other re-sends"
+    node.start()
+    a, b = make_tablet(enrol(V1, "王芳")[1], "a"), make_tablet(enrol(V1, "王二")[1], "b")
+    a.sync()
+    b.sync()
+    _backup(node_db, tmp_path / "nightly.db")
+    p, q = a.create("person", {"name": "张三"}), b.create("person", {"name": "李四"})
+    for tab in (a, b, a):
+        tab.sync()
+    a.update(q, {"phone": "13800001111"})
+    b.update(p, {"phone": "13900002222"})
+    node.stop()
+    Node.restore(node_db, tmp_path / "nightly.db")
+    node.start()
+
+    for tab in (a, b, a, b):
+        tab.sync()
+
+    want = node_digest(node_db, V1)
+    for tab in (a, b):
+        assert tab.pending() == 0 and tab.store.digest() == want
+        assert device_ops(node_db, tab.device) == device_ops(Path(tab.path), tab.device)
+    assert (a.get(q).data["phone"], b.get(p).data["phone"]) == ("13800001111", "13900002222")  # type: ignore[union-attr]
