@@ -240,15 +240,20 @@ def test_only_admins_add_users(world: World) -> None:
         assert r.status_code == 303
 
 
-def test_merging_duplicates_by_role_and_scope(world: World) -> None:
+def _duplicates(world: World, unit: str, name: str, need_unit: str) -> tuple[str, str, str]:
+    "A resident registered twice in ``unit`` by township staff, the second with a need in ``need_unit``"
     n = Node(world.node.db, TOWNSHIP)
     try:
         ed = n.editor("liu")
-        keep = ed.create("person", {"unit": V1, "name": "李桂兰", "birth_date": "1940-02-03"})
-        drop = ed.create("person", {"unit": V1, "name": "李桂兰", "birth_date": "1940-02-03"})
-        need = ed.create("need", {"unit": V1, "person": drop, "category": "养老服务"})
+        keep, drop = (ed.create("person", {"unit": unit, "name": name, "birth_date": "1940-02-03"}) for _ in "ab")
+        need = ed.create("need", {"unit": need_unit, "person": drop, "category": "养老服务"})
     finally:
         n.close()
+    return keep, drop, need
+
+
+def test_merging_duplicates_by_role_and_scope(world: World) -> None:
+    keep, drop, need = _duplicates(world, V1, "李桂兰", V1)
     body = {"keep": keep, "drop": drop}
     for user, status, code in (("county", 403, "forbidden"), ("city", 403, "forbidden"),
                                ("admin", 403, "forbidden"), ("zhao", 404, "not_found")):
@@ -270,14 +275,7 @@ def test_merging_duplicates_by_role_and_scope(world: World) -> None:
 
 def test_staff_scoped_to_one_village_cannot_merge_in_records_of_another(world: World) -> None:
     "zhao sees only V2: merging two V2 residents would move a need of V1 into V2"
-    n = Node(world.node.db, TOWNSHIP)
-    try:
-        ed = n.editor("liu")
-        keep = ed.create("person", {"unit": V2, "name": "孙桂英", "birth_date": "1938-05-06"})
-        drop = ed.create("person", {"unit": V2, "name": "孙桂英", "birth_date": "1938-05-06"})
-        need = ed.create("need", {"unit": V1, "person": drop, "category": "助残服务"})
-    finally:
-        n.close()
+    keep, drop, need = _duplicates(world, V2, "孙桂英", V1)
     with signed_in(world, "zhao") as (c, csrf):
         r = c.post("/api/staff/merge", json={"keep": keep, "drop": drop}, headers={"x-csrf-token": csrf})
         assert_error(r, 403, "out_of_scope")

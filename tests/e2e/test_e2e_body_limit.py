@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from client.tablet import Tablet
 from e2e_harness import V1, Enrol, MakeTablet, NodeProcess, device_ops, node_digest, op_count
 from sync.edit import Editor
 from sync.ops import Op
@@ -73,18 +74,25 @@ class Recorded(httpx.HTTPTransport):
         return resp
 
 
+def _offline_with_notes(link: httpx.BaseTransport, enrol: Enrol, make_tablet: MakeTablet,
+                        request: pytest.FixtureRequest, people: int) -> tuple[str, Tablet]:
+    "A tablet on ``link`` that wrote long notes for days offline, each resident's 50 times: (device, tablet)"
+    device, token = enrol(V1, "wang")
+    http = httpx.Client(transport=link, timeout=30)
+    request.addfinalizer(http.close)
+    tab = make_tablet(token, "wang", client=http)
+    with tab.store.transaction():
+        _write_notes(tab.create, tab.update, people=people, edits=50)
+    return device, tab
+
+
 def test_a_tablet_whose_batch_is_over_the_limit_halves_it_until_all_is_acknowledged(
     small_node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet,
     request: pytest.FixtureRequest,
 ) -> None:
     "Days offline with long notes: the first batch is several times the limit; nothing is lost or stuck"
-    device, token = enrol(V1, "wang")
     link = Recorded()
-    http = httpx.Client(transport=link, timeout=30)
-    request.addfinalizer(http.close)
-    tab = make_tablet(token, "wang", client=http)
-    with tab.store.transaction():
-        _write_notes(tab.create, tab.update, people=40, edits=50)
+    device, tab = _offline_with_notes(link, enrol, make_tablet, request, people=40)
     pending = tab.pending()
     assert pending > 2000  # the first batch is a full one, FIRST_PUSH ops
 
@@ -162,14 +170,9 @@ class Proxy(Recorded):
 def test_a_413_from_a_proxy_in_front_of_the_node_also_makes_the_tablet_send_less(
     node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, request: pytest.FixtureRequest,
 ) -> None:
-    device, token = enrol(V1, "wang")
     node.start()  # with its own limit, far above the proxy's
     link = Proxy()
-    http = httpx.Client(transport=link, timeout=30)
-    request.addfinalizer(http.close)
-    tab = make_tablet(token, "wang", client=http)
-    with tab.store.transaction():
-        _write_notes(tab.create, tab.update, people=20, edits=50)
+    device, tab = _offline_with_notes(link, enrol, make_tablet, request, people=20)
     pending = tab.pending()
 
     tab.sync()
