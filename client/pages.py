@@ -111,22 +111,16 @@ def _new_id(form: FormData) -> str:
     return str(sent) if sent.version == 7 else uuid7()
 
 
-def _saved_already(tab: Tablet, rid: str, coll: str, values: dict[str, Any]) -> bool:
-    """Whether this new-record form was saved before: its record exists with the values sent. The same
-    form sent again with other values (the worker went back and typed the next resident) is a new one."""
+def _form_record(tab: Tablet, rid: str, coll: str, values: dict[str, Any]) -> tuple[str, bool]:
+    """The id to save a new-record form under, and whether it was saved already: its record exists with
+    the values sent. The same form sent again with other values (the worker went back and typed the next
+    resident) is a new record, under a new id."""
     rec = tab.get(rid)
-    return rec is not None and rec.coll == coll and all(_same(rec.data.get(k), v) for k, v in values.items())
-
-
-def _same(stored: Any, sent: Any) -> bool:
-    if isinstance(stored, list) and isinstance(sent, list):  # a set field: stored sorted
-        return sorted(stored) == sorted(sent)
-    return bool(stored == sent)
-
-
-def _unused(tab: Tablet, rid: str) -> str:
-    "``rid``, or a new id if a record has it: the form shown before, sent again for another record"
-    return rid if tab.get(rid) is None else uuid7()
+    if rec is None:
+        return rid, False
+    if rec.coll == coll and not any(_differs(rec.data.get(k), v) for k, v in values.items()):
+        return rid, True
+    return uuid7(), False
 
 
 def _nav(tab: Tablet) -> dict[str, Any]:
@@ -352,8 +346,9 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         def save(tab: Tablet) -> tuple[str | None, list[Record]]:
             if errors:
                 return None, []
-            if _saved_already(tab, new_id, "person", vals):
-                return new_id, []
+            record, saved = _form_record(tab, new_id, "person", vals)
+            if saved:
+                return record, []
             same_id, same = _duplicates(tab, values, None)
             if same_id is not None:
                 errors["id_number"] = f"这个身份证号已登记给“{same_id.data.get('name', '')}”，不能重复登记"
@@ -361,7 +356,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             if same and not confirmed:
                 errors["confirm_new"] = "本村已有同名、同出生日期的居民。请先查看是否为同一人；确认不是，再勾选下面的确认框保存。"
                 return None, same
-            return tab.create("person", vals, record=_unused(tab, new_id)), []
+            return tab.create("person", vals, record=record), []
 
         rid, dupes = await tapp.run(save)
         if rid is None:
@@ -470,9 +465,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             ctx = _need_ctx(tab, pid)
             if errors:
                 return None, ctx
-            if _saved_already(tab, new_id, "need", vals):
-                return new_id, ctx
-            return tab.create("need", vals, record=_unused(tab, new_id)), ctx
+            record, saved = _form_record(tab, new_id, "need", vals)
+            return (record if saved else tab.create("need", vals, record=record)), ctx
 
         nid, ctx = await tapp.run(save)
         if nid is None:
@@ -572,9 +566,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             _check_need(ctx, values, errors)
             if errors:
                 return None, ctx
-            if _saved_already(tab, new_id, "service", vals):
-                return new_id, ctx
-            return tab.create("service", vals, record=_unused(tab, new_id)), ctx
+            record, saved = _form_record(tab, new_id, "service", vals)
+            return (record if saved else tab.create("service", vals, record=record)), ctx
 
         sid, ctx = await tapp.run(save)
         if sid is None:
