@@ -591,8 +591,7 @@ class Node:
             target = self.store.get(keep)
             if target is None or target.coll != "person":
                 continue
-            by = next((op.user for op in reversed(self.store.record_ops(drop)) if op.field == "merged_into"), "staff")
-            self.editor(by).move_to(rid, keep)
+            self.editor(self._last_author(drop, "merged_into")).move_to(rid, keep)
 
     def _follow_needs(self, ops: Sequence[Op]) -> None:
         """An escalation stays in its need's village. A county's first step on an escalation re-asserts the
@@ -603,8 +602,11 @@ class Node:
             need = self.store.get(esc.data.get("need", "")) if esc is not None else None
             if esc is None or need is None or need.coll != "need" or not need.unit or esc.unit == need.unit:
                 continue
-            by = next((op.user for op in reversed(self.store.record_ops(need.id)) if op.field == "unit"), "staff")
-            self.editor(by).update(rid, {"unit": need.unit})
+            self.editor(self._last_author(need.id, "unit")).update(rid, {"unit": need.unit})
+
+    def _last_author(self, record: str, field: str) -> str:
+        "Who last wrote this field of the record: the follow-ups above write in that staff member's name"
+        return next((op.user for op in reversed(self.store.record_ops(record)) if op.field == field), "staff")
 
     def _answer(self, dev: Device, req: SyncRequest, pushed: tuple[int, int], *,
                 spliced: bool) -> SyncResponse | Spliced:
@@ -705,14 +707,12 @@ class Node:
                                f"{colls[op.record]}", details={"op": i, "record": op.record})
         records = list(colls)
         known: dict[str, str | None] = {}
-        for chunk in _chunks(records):
-            for rid, coll, unit in self.store.conn.execute(
-                    f"SELECT id, coll, unit FROM records WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-                if coll != colls[rid]:  # its ops would be checked as one collection's and applied to another
-                    i = next(i for i, op in enumerate(ops) if op.record == rid)
-                    raise ForgedOp(f"ops[{i}] names record {rid} a {colls[rid]}; it is a {coll}",
-                                   details={"op": i, "record": rid})
-                known[rid] = unit
+        for rid, (coll, unit) in self._held(records).items():
+            if coll != colls[rid]:  # its ops would be checked as one collection's and applied to another
+                i = next(i for i, op in enumerate(ops) if op.record == rid)
+                raise ForgedOp(f"ops[{i}] names record {rid} a {colls[rid]}; it is a {coll}",
+                               details={"op": i, "record": rid})
+            known[rid] = unit
         for rid in records:
             unit = known.get(rid)
             if unit is not None:  # held, in a unit (one held without a unit is as new)
@@ -770,14 +770,8 @@ class Node:
         for site, site_ops in by_site.items():
             self._check_replays_of(site, site_ops)
         colls = {op.record: op.coll for op in ops}
-        known: dict[str, tuple[str, str | None]] = {}
         records = list(colls)
-        for chunk in _chunks(records):
-            marks = ",".join("?" * len(chunk))
-            for rid, coll, unit in self.store.conn.execute(
-                f"SELECT id, coll, unit FROM records WHERE id IN ({marks})", chunk
-            ):
-                known[rid] = (coll, unit)
+        known = self._held(records)
         for rid in records:
             if rid in known:
                 coll, unit = known[rid]
@@ -1046,6 +1040,16 @@ class Node:
             "SELECT s.device, o.counter FROM ops o JOIN sites s ON s.id = o.site WHERE o.seq = ?", (seq,)
         ).fetchone()
         return f"{row[0]}:{row[1]}" if row else ""
+
+    def _held(self, records: list[str]) -> dict[str, tuple[str, str | None]]:
+        "The collection and unit of each of these records held here"
+        out: dict[str, tuple[str, str | None]] = {}
+        for chunk in _chunks(records):
+            marks = ",".join("?" * len(chunk))
+            for rid, coll, unit in self.store.conn.execute(
+                    f"SELECT id, coll, unit FROM records WHERE id IN ({marks})", chunk):
+                out[rid] = (coll, unit)
+        return out
 
     def _units(self, records: list[str]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
