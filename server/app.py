@@ -98,13 +98,13 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     "The request body as sent, refused past the limit; ``inflated`` gunzips it"
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise TooLarge(f"the body is {length} bytes; the limit is {limit}", details={"limit": limit})
+        raise TooLarge(f"the body is {length} bytes; the limit is {limit}", details={"limit_bytes": limit})
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"the body is over the limit of {limit} bytes", details={"limit": limit})
+            raise TooLarge(f"the body is over the limit of {limit} bytes", details={"limit_bytes": limit})
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -253,8 +253,9 @@ _ERRORS: dict[int, tuple[str, str]] = {
     409: ("VersionMismatch", f"The client speaks a sync protocol this node does not (it speaks "
                              f"{MIN_PROTOCOL_VERSION}–{PROTOCOL_VERSION}); `details` has `client`, `min` and "
                              "`max`."),
-    413: ("TooLarge", "The body, once inflated, or the batch is over the node's limit; `details.limit` "
-                      "names it. Send smaller batches."),
+    413: ("TooLarge", "The body, once inflated, or the batch is over the node's limit: `details.limit` "
+                      "is the most ops a request may carry, `details.limit_bytes` the most bytes a body may "
+                      "have. Send smaller batches."),
     429: ("TooManyAttempts", "Too many failed attempts from this client; wait before trying again."),
     500: ("InternalError", "A bug: the node logged it. Never expected; listed for its shape."),
     507: ("StorageFull", "The node's disk is full; nothing was written. Retry later."),

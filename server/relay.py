@@ -142,19 +142,29 @@ def sync_link(node: Node, url: str, token: str, *, client: httpx.Client | None =
         _ensure_table(node)
         result = LinkSyncResult(child=child, device=device)
         prog = _load(node, child)
+        batch = RELAY_BATCH
         for _ in range(max_rounds):
-            top, seqs = _pending(node, child, prog.pushed_seq, RELAY_BATCH)
+            top, seqs = _pending(node, child, prog.pushed_seq, batch)
             req = SyncRequest(
                 protocol=PROTOCOL_VERSION, device=device, cursor=prog.cursor, epoch=prog.epoch,
                 ops=node.store.packed(seqs), limit=limit, client_time=wall_ms(), app_version=APP_VERSION,
                 cursor_check=prog.cursor_check,
             )
             body = compress(encode(req))
-            resp, down = _post(http, base, auth, body)
+            try:
+                resp, down = _post(http, base, auth, body)
+            except LinkError as e:
+                if e.status == 413 and len(seqs) > 1:
+                    # over the lower node's limit (the ops it takes a request, or its body size), or a
+                    # proxy's before it: send fewer, down to one op, for the rest of this sync
+                    cap = e.details.get("limit") if isinstance(e.details, dict) else None
+                    batch = cap if isinstance(cap, int) and 0 < cap < len(seqs) else len(seqs) // 2
+                    continue
+                raise
             result.rounds += 1
             result.bytes_up += len(body)
             result.bytes_down += down
-            pushed_full = len(seqs) == RELAY_BATCH
+            pushed_full = len(seqs) == batch
             new_pushed = seqs[-1] if pushed_full else top
             if prog.epoch and resp.epoch != prog.epoch:
                 # the lower node was restored from a backup: it may lack anything sent before

@@ -417,7 +417,7 @@ def decompress(body: bytes, limit: int) -> bytes:
         raise MalformedBody("the gzip body is truncated; send the whole body again")
     if len(out) > limit or d.unconsumed_tail:
         raise TooLarge(f"the body inflates past the limit of {limit} bytes; send smaller batches",
-                       details={"limit": limit})
+                       details={"limit_bytes": limit})
     return out
 
 

@@ -156,8 +156,8 @@ def test_a_long_backlog_goes_in_batches_that_double_from_the_first_up_to_the_mos
 
 class LimitedNode(FlakyNode):
     """A node that takes at most ``limit`` ops a request, as an older node would: more is refused with
-    413 ``too_large``, naming the limit when ``says_limit``, as a node refuses a body over its size when
-    not"""
+    413 ``too_large``, naming the limit when ``says_limit``; when not, naming a byte limit, as a node
+    refuses a body over its size"""
 
     def __init__(self, limit: int, says_limit: bool) -> None:
         super().__init__()
@@ -171,7 +171,7 @@ class LimitedNode(FlakyNode):
         if len(counters) > self.limit:
             return httpx.Response(413, json={"error": {
                 "code": "too_large", "message": f"{len(counters)} ops in one request",
-                "details": {"limit": self.limit if self.says_limit else 16 << 20}}})
+                "details": {"limit": self.limit} if self.says_limit else {"limit_bytes": 2}}})
         self.taken.append(counters)
         return super().__call__(request)
 

@@ -145,7 +145,7 @@ def test_a_raw_request_over_the_limit_gets_413_too_large_and_nothing_is_written(
         r = _post(small_node, token, content)
         assert (r.status_code, r.headers.get("content-type")) == (413, "application/json"), r.content[:300]
         err = r.json()["error"]
-        assert (err["code"], err["details"]) == ("too_large", {"limit": LIMIT}), err
+        assert (err["code"], err["details"]) == ("too_large", {"limit_bytes": LIMIT}), err
         assert "limit" in err["message"]
         assert op_count(node_db) == 0, "a refused request must write nothing"
 

@@ -88,3 +88,35 @@ def test_a_good_pull_is_applied_and_the_link_pushes_the_county_s_notice(county: 
     assert [len(r.ops.ops) for r in seen] == [2] and seen[0].device == "county-link"
     [progress] = link_progress(county)
     assert (progress["child"], progress["pushed_seq"], progress["cursor"]) == (TOWNSHIP, 2, 2)  # its own ops
+
+
+def test_a_push_over_the_lower_node_s_body_limit_goes_through_in_smaller_batches(
+        county: Node, tmp_path: Path) -> None:
+    "A county's long notices after days without a link: the first request is several times the township's limit"
+    import secrets
+    import warnings
+
+    from server.app import create_app
+    from server.cli import ensure_units
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+        from starlette.testclient import TestClient
+
+    township = Node(tmp_path / "township.db", TOWNSHIP)
+    try:
+        ensure_units(township)
+        _, token = township.add_device(COUNTY, "区-link", tier="county")
+        limit = 4000
+        staff = county.editor("区")
+        notices = [staff.create("notice", {"unit": COUNTY, "title": f"通知{i}", "body": secrets.token_hex(400)})
+                   for i in range(20)]  # 800 characters of body each, which gzip shrinks to about 450 bytes
+        with TestClient(create_app(township, max_body=limit), base_url="http://township") as client:
+            result = sync_link(county, "http://township", token, client=client)
+        assert result.pushed == county.store.count_ops() and result.rounds > 1, result
+        assert all(township.store.get(rid).data["title"] == f"通知{i}"  # type: ignore[union-attr]
+                   for i, rid in enumerate(notices))
+        [progress] = link_progress(county)
+        assert progress["pushed_seq"] == county.store.max_seq()
+    finally:
+        township.close()
