@@ -596,14 +596,16 @@ class Tablet:
                     # the village (moved back while this tablet was away): it stays
                     received = {op.record for op in ops}
                     leaving = [r for r in self._get("leaving").split(",") if r and r not in received]
-                    leaving += resp.removed
+                    # and one a bootstrap did not bring left before the node's backup (see _bootstrap_page)
+                    gone = [*resp.removed, *(self._bootstrap_page(resp, received) if resp.bootstrap else ())]
+                    leaving += gone
                     if leaving:
                         self._forget(leaving)
                     elif self._get("leaving"):
                         self._set("leaving", "")
                 report.sent += max(0, min(len(pending), resp.acked - acked_before))
                 report.received += len(ops)
-                report.removed += len(resp.removed)
+                report.removed += len(gone)
                 offset = self.clock.offset_ms
                 self._track_clock(resp.server_time, report)
                 if self.clock.offset_ms != offset:
@@ -701,6 +703,31 @@ class Tablet:
     def _acked_ever(self) -> int:
         "The highest ``acked`` any node (of any epoch) has answered this tablet"
         return int(self._get("acked_ever", "0"))
+
+    def _bootstrap_page(self, resp: SyncResponse, received: set[str]) -> list[str]:
+        """Note the records a page of a bootstrap brought (in table ``bootstrap_seen``, so that an
+        interrupted bootstrap goes on where it stopped). At its last page, the records to drop: held here,
+        brought by no page, and with no op of this tablet's that the node took after the bootstrap began.
+        Those the node no longer has in the village: they left it before the backup it was restored from.
+        (An op pushed during the bootstrap may be of a record whose place in the pages was already sent.)"""
+        conn = self.store.conn
+        conn.execute("CREATE TABLE IF NOT EXISTS bootstrap_seen (record TEXT PRIMARY KEY) WITHOUT ROWID")
+        if resp.bootstrap == "first":
+            conn.execute("DELETE FROM bootstrap_seen")
+            self._set("bootstrap_acked", str(resp.acked))
+        elif not self._get("bootstrap_acked"):
+            return []  # a bootstrap begun before this version: it drops nothing
+        conn.executemany("INSERT OR IGNORE INTO bootstrap_seen VALUES (?)", [(r,) for r in received])
+        if resp.page:
+            return []
+        pushed = {r for (r,) in conn.execute(
+            "SELECT DISTINCT o.record FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?",
+            (self.device, int(self._get("bootstrap_acked"))))}
+        gone = [r for (r,) in conn.execute(
+            "SELECT id FROM records WHERE id NOT IN (SELECT record FROM bootstrap_seen)") if r not in pushed]
+        conn.execute("DELETE FROM bootstrap_seen")
+        self._set("bootstrap_acked", "")
+        return gone
 
     def _forget(self, records: list[str]) -> None:
         "Drop records that left this village (they were not deleted); keep any with unsent edits"

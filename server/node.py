@@ -858,6 +858,7 @@ class Node:
         page = req.page if trusted else ""
         if cursor == 0 or page:
             # bootstrap: the current state of the scope, a page of records at a time
+            bootstrap = "next" if page else "first"
             if cursor == 0:
                 # the state as it is now, and from then on the ops after this request's own: what the node
                 # wrote after them in the same transaction (``_follow_merges``) follows as ops, moves and all
@@ -865,7 +866,7 @@ class Node:
                 if cursor == 0:  # an empty node: nothing to send
                     return SyncResponse(
                         protocol=PROTOCOL_VERSION, acked=self._acked(dev.device), ops=pack_ops([]),
-                        cursor=0, more=False, server_time=server_time, epoch=self.epoch)
+                        cursor=0, more=False, server_time=server_time, epoch=self.epoch, bootstrap=bootstrap)
             page_size = max(1, min(BOOTSTRAP_PAGE, limit // 8))  # ~8 live ops per record
             rows = conn.execute(
                 "SELECT id, state FROM records r WHERE (unit BETWEEN ? AND ?" + above_sql + ") AND id > ?"
@@ -878,6 +879,7 @@ class Node:
                 cursor=cursor, more=not done or self.store.max_seq() > cursor,
                 server_time=server_time, epoch=self.epoch,
                 cursor_check=self._cursor_check(cursor), page="" if done else rows[-1][0], bootstrapping=not done,
+                bootstrap=bootstrap,
             )
         top = self.store.max_seq()
         row = conn.execute("SELECT id FROM sites WHERE device = ?", (dev.device,)).fetchone()

@@ -101,6 +101,11 @@ class SyncResponse(msgspec.Struct, kw_only=True):
     #: True while the node is still sending a bootstrap of the current state
     bootstrapping: bool = False
     page: str = ""
+    #: an answer that is a page of a bootstrap says which: "first" (the bootstrap started with this
+    #: request) or "next"; its last page has ``page`` "". At the end, a tablet drops the records it holds
+    #: that no page brought and that it pushed nothing of meanwhile: the node no longer has them in scope
+    #: (they left it before a backup the node was restored from). Older nodes send ""; older tablets ignore it
+    bootstrap: str = ""
     #: names the op at ``cursor``: a node restored from a backup no longer holds it there
     cursor_check: str = ""
     #: the device was revoked without wipe: its ops are still taken, and it receives nothing
