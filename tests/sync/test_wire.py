@@ -162,7 +162,7 @@ def test_decompress_refuses_a_gzip_bomb() -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert exc.value.details == {"limit": 1 << 20}
+    assert exc.value.details == {"limit_bytes": 1 << 20}
     assert "limit" in exc.value.message
     assert peak < 16 << 20  # it stopped inflating near the limit, not after 64 MiB
 
