@@ -46,8 +46,8 @@ def fake_township(ops: list[Op], seen: list[SyncRequest] | None = None) -> httpx
 
 
 def op(coll: str, record: str, field: str, value: object, *, unit: str = TOWNSHIP, tier: int = 2,
-       counter: int = 1) -> Op:
-    return Op(f"node-{unit}", counter, HLC().now(), coll, record, field, SET, value, (), "liu", unit, tier)
+       counter: int = 1, site: str = "") -> Op:
+    return Op(site or f"node-{unit}", counter, HLC().now(), coll, record, field, SET, value, (), "liu", unit, tier)
 
 
 @pytest.mark.parametrize("bad", [
@@ -58,6 +58,9 @@ def op(coll: str, record: str, field: str, value: object, *, unit: str = TOWNSHI
     lambda: [op("escalation", uuid7(), "unit", VILLAGE, unit="51090300100x")],
     lambda: [op("notice", uuid7(), "unit", TOWNSHIP)],  # reference data does not flow up
     lambda: [op("escalation", uuid7(), "urgency", "马上")],  # not a valid value
+    lambda: [op("escalation", uuid7(), "unit", VILLAGE, site=f"node-{COUNTY}")],  # as the county's own device
+    lambda: [op("escalation", uuid7(), "unit", VILLAGE, site="tab-3f2a9c")],  # a tablet's
+    lambda: [op("escalation", uuid7(), "unit", VILLAGE, site=f"node-{TOWNSHIP}2")],
 ])
 def test_the_upper_node_refuses_what_a_link_may_not_bring_up(county: Node, bad: Callable[[], list[Op]]) -> None:
     before = county.store.count_ops()
@@ -80,7 +83,8 @@ def test_a_good_pull_is_applied_and_the_link_pushes_the_county_s_notice(county: 
     county.editor("区").create("notice", {"unit": COUNTY, "title": "通知"})
     rid = uuid7()
     seen: list[SyncRequest] = []
-    good = [op("escalation", rid, "unit", VILLAGE), op("escalation", rid, "summary", "事项", counter=2)]
+    good = [op("escalation", rid, "unit", VILLAGE),
+            op("escalation", rid, "summary", "事项", site=f"node-{TOWNSHIP}~9f3c2a")]  # restored since
     with fake_township(good, seen) as client:
         result = sync_link(county, "http://township", "token", client=client)
     assert (result.pulled, result.pushed, result.cursor, result.epoch) == (2, 2, 2, "e1")
