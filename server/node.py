@@ -537,6 +537,12 @@ class Node:
         if dev.revoked and dev.wipe:
             raise DeviceRevoked("this tablet was revoked and is to erase its local data; nothing was "
                                 "written. Ask the township to enrol it again", details={"wipe": True})
+        if dev.revoked and self.is_link(dev):
+            # the push of a tablet revoked without wipe is kept (a worker's data is never lost); a link
+            # holds no worker's data, so a revoked one writes nothing
+            raise DeviceRevoked(f"this link credential was revoked on the node {self.unit}; nothing was written. "
+                                "Ask its admin for a new link credential (`cunsync device add --unit <upper "
+                                "unit> --tier <upper tier>`) and store it with `cunsync link add`")
         if req.device != dev.device:
             raise ForgedOp(f"request names device {req.device!r} but the token belongs to {dev.device!r}")
         ops, _dead = unpack_ops(req.ops)

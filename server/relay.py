@@ -138,6 +138,8 @@ def sync_link(node: Node, url: str, token: str, *, client: httpx.Client | None =
         if child == node.unit or not unitlib.is_under(child, node.unit):
             raise LinkError(f"the node at {base} is {child}, which is not under this node's unit {node.unit}",
                             code="not_below")
+        if who.get("revoked"):
+            raise _revoked(child)
         device = str(who["device"])
         _ensure_table(node)
         result = LinkSyncResult(child=child, device=device)
@@ -161,6 +163,8 @@ def sync_link(node: Node, url: str, token: str, *, client: httpx.Client | None =
                     batch = cap if isinstance(cap, int) and 0 < cap < len(seqs) else len(seqs) // 2
                     continue
                 raise
+            if resp.revoked:  # a node that still took the push of a revoked link: write nothing from it
+                raise _revoked(child)
             result.rounds += 1
             result.bytes_up += len(body)
             result.bytes_down += down
@@ -260,6 +264,11 @@ def _check_pulled(node: Node, child: str, ops: list[Op]) -> None:
             if row is not None and (row[0] != "escalation" or row[1] is None or not lo <= row[1] <= hi):
                 raise LinkError(f"the node {child} sent ops for record {rid}, which is not one of its escalations",
                                 code="bad_pull", details={"record": rid})
+
+
+def _revoked(child: str) -> LinkError:
+    return LinkError(f"the node {child} revoked this node's link credential; ask its admin for a new one and "
+                     f"store it with `cunsync link add --unit {child}`", code="device_revoked", status=403)
 
 
 def _under(code: object, unit: str) -> bool:
