@@ -1,7 +1,8 @@
 """Escalation up (吹哨报到): a need the township cannot meet goes to the county, and the answer comes back.
 
 Township staff escalate a need with a summary they write; the node records an ``escalation`` whose
-fields carry no personal data (need id, village, category, urgency, summary, status). The county's node
+fields carry no personal data (need id, village, category, urgency, summary, status): a summary holding
+an ID number, a mobile number, or the resident's name or phone is refused (``personal_data``). The county's node
 pulls it over its link (``server/relay.py``); county staff accept it, assign a department and resolve it
 with an answer, or send it back. Those ops go down on the next link sync to the township, and on to the
 tablet that recorded the need: an escalation's unit is the need's village, so it is in that tablet's scope.
@@ -24,6 +25,7 @@ Staff API (signed in, CSRF token in ``x-csrf-token``; JSON bodies):
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ from starlette.templating import Jinja2Templates
 
 from sync.errors import BadRequest, InvalidValue, NotFound, Unauthorized
 from sync.reference import escalations as list_escalations, now_text
+from sync.schema import ID_NUMBER
+from sync.store import Record
 
 from .auth import Staff
 from .node import Node
@@ -51,12 +55,24 @@ ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
 #: The field each action needs, if any.
 NEEDS = {"assign": "department", "resolve": "answer", "return": "answer"}
 OPEN = ("已上报", "已受理")
+#: An ID number or a mainland mobile number (optionally +86) in a summary, once ``_SEPARATORS`` are gone
+_ID_NUMBER = re.compile(rf"(?<!\d){ID_NUMBER}(?!\d)")
+_MOBILE = re.compile(r"(?<!\d)(?:\+?86)?1[3-9]\d{9}(?!\d)")
+_SEPARATORS = re.compile(r"[\s\-]")
+#: How ``personal_data``'s field names read in an error message
+_PERSONAL = {"name": "name", "id_number": "ID number", "phone": "phone number"}
 
 
 class AlreadyEscalated(BadRequest):
     "The need already has an open escalation"
 
     code = "already_escalated"
+
+
+class PersonalData(BadRequest):
+    "An escalation's summary holds a resident's name, ID number or phone, which the county may not see"
+
+    code = "personal_data"
 
 
 class WrongStatus(BadRequest):
@@ -80,11 +96,35 @@ def escalate(node: Node, staff: Staff, need: str, summary: str) -> str:
             if e.get("status") in OPEN:
                 raise AlreadyEscalated(f"need {need} is already escalated ({e['status']})",
                                        details={"escalation": e["id"]})
+        pid = rec.data.get("person")
+        found = personal_data(summary, node.store.get(node.store.resolve_id(pid)) if isinstance(pid, str) else None)
+        if found:
+            raise PersonalData(f"the summary holds a resident's {', '.join(_PERSONAL[f] for f in found)}; the county "
+                               "sees no personal data: take it out and describe only the need",
+                               details={"found": found})
         return node.editor(staff.username).create("escalation", {
             "unit": rec.unit, "need": need, "category": rec.data["category"],
             "urgency": rec.data.get("urgency") or "一般", "summary": summary, "status": "已上报",
             "escalated_at": now_text(),
         })
+
+
+def personal_data(summary: str, person: Record | None) -> list[str]:
+    """The personal data a summary holds, as field names (``name``, ``id_number``, ``phone``): any ID
+    number (the resident's among them) or mobile number, and the name or phone of ``person``, the need's
+    resident (a landline, say)"""
+    compact = _SEPARATORS.sub("", summary).upper()
+    data = person.data if person is not None and person.coll == "person" else {}
+    name = str(data.get("name") or "").strip()
+    phone = _SEPARATORS.sub("", str(data.get("phone") or ""))
+    found = []
+    if len(name) >= 2 and name in summary:  # a one-character name would match ordinary words
+        found.append("name")
+    if _ID_NUMBER.search(compact):
+        found.append("id_number")
+    if _MOBILE.search(compact) or (phone and phone in compact):
+        found.append("phone")
+    return found
 
 
 def act(node: Node, staff: Staff, escalation: str, action: str, text: str = "") -> dict[str, Any]:

@@ -176,6 +176,13 @@ def _ancestor_or_self(code: object, of: str) -> bool:
         return False
 
 
+def written_as_node(op: Op) -> bool:
+    """Whether an op is written as the node of its author unit, at that unit's tier: by device
+    ``node-<unit>``, or ``node-<unit>~<epoch>`` once that node was restored from a backup. What crosses a
+    link is written so. ``op.unit`` must be a valid unit code."""
+    return op.tier == TIER_RANK[unitlib.tier_of(op.unit)] and op.site.split("~")[0] == f"node-{op.unit}"
+
+
 #: The reference and link collections as SQL lists, for ``coll IN (...)`` (here and in ``server.relay``)
 REFERENCE_SQL = ",".join(f"'{c}'" for c in REFERENCE_COLLECTIONS)
 LINK_SQL = ",".join(f"'{c}'" for c in LINK_COLLECTIONS)
@@ -530,6 +537,12 @@ class Node:
         if dev.revoked and dev.wipe:
             raise DeviceRevoked("this tablet was revoked and is to erase its local data; nothing was "
                                 "written. Ask the township to enrol it again", details={"wipe": True})
+        if dev.revoked and self.is_link(dev):
+            # the push of a tablet revoked without wipe is kept (a worker's data is never lost); a link
+            # holds no worker's data, so a revoked one writes nothing
+            raise DeviceRevoked(f"this link credential was revoked on the node {self.unit}; nothing was written. "
+                                "Ask its admin for a new link credential (`cunsync device add --unit <upper "
+                                "unit> --tier <upper tier>`) and store it with `cunsync link add`")
         if req.device != dev.device:
             raise ForgedOp(f"request names device {req.device!r} but the token belongs to {dev.device!r}")
         ops, _dead = unpack_ops(req.ops)
@@ -743,7 +756,7 @@ class Node:
             if not _ancestor_or_self(op.unit, dev.unit):
                 raise ForgedOp(f"ops[{i}] claims author unit {op.unit!r}; this link relays ops of {dev.unit} and "
                                "the units above it, never of a lower tier", details={"op": i})
-            if op.tier != TIER_RANK[unitlib.tier_of(op.unit)] or op.site.split("~")[0] != f"node-{op.unit}":
+            if not written_as_node(op):
                 raise ForgedOp(f"ops[{i}] claims device {op.site!r} at tier {op.tier} for unit {op.unit}; ops "
                                f"relayed over a link are written by node-{op.unit} at its unit's tier",
                                details={"op": i})

@@ -46,7 +46,7 @@ from sync.wire import (
     unpack_ops,
 )
 
-from .node import LINK_SQL, MAX_PULL, REFERENCE_SQL, Node
+from .node import LINK_SQL, MAX_PULL, REFERENCE_SQL, Node, written_as_node
 
 #: Ops an upper node sends a lower one a request: what nodes of every version take (a node takes up to
 #: ``MAX_BATCH``, 10,000 now and 5,000 before), so a county need not wait for its townships to upgrade
@@ -138,6 +138,8 @@ def sync_link(node: Node, url: str, token: str, *, client: httpx.Client | None =
         if child == node.unit or not unitlib.is_under(child, node.unit):
             raise LinkError(f"the node at {base} is {child}, which is not under this node's unit {node.unit}",
                             code="not_below")
+        if who.get("revoked"):
+            raise _revoked(child)
         device = str(who["device"])
         _ensure_table(node)
         result = LinkSyncResult(child=child, device=device)
@@ -161,6 +163,8 @@ def sync_link(node: Node, url: str, token: str, *, client: httpx.Client | None =
                     batch = cap if isinstance(cap, int) and 0 < cap < len(seqs) else len(seqs) // 2
                     continue
                 raise
+            if resp.revoked:  # a node that still took the push of a revoked link: write nothing from it
+                raise _revoked(child)
             result.rounds += 1
             result.bytes_up += len(body)
             result.bytes_down += down
@@ -224,8 +228,8 @@ def _pending(node: Node, child: str, after: int, limit: int) -> tuple[int, list[
 
 
 def _check_pulled(node: Node, child: str, ops: list[Op]) -> None:
-    """What a link may bring up: escalation ops written below this node, within the lower node's units,
-    on escalation records. Anything else is refused before anything is written."""
+    """What a link may bring up: escalation ops written below this node by the node of their unit, within
+    the lower node's units, on escalation records. Anything else is refused before anything is written."""
     lo, hi = unitlib.descendant_range(child)
     now = wall_ms()
     for i, op in enumerate(ops):
@@ -235,6 +239,10 @@ def _check_pulled(node: Node, child: str, ops: list[Op]) -> None:
         if not _under(op.unit, child) or op.tier >= TIER_RANK[node.tier]:
             raise LinkError(f"the node {child} sent an op by {op.unit} at tier {op.tier}, which is not below "
                             "this node", code="bad_pull", details={"op": i})
+        if not written_as_node(op):
+            raise LinkError(f"the node {child} sent an op by device {op.site!r} at tier {op.tier} for unit {op.unit}; "
+                            f"escalation ops are written by node-{op.unit} at its unit's tier", code="bad_pull",
+                            details={"op": i})
         if physical_ms(op.hlc) - now > MAX_AHEAD_MS:
             raise LinkError(f"the node {child} sent an op stamped ahead of this node's clock; correct its clock",
                             code="clock_ahead", details={"op": i})
@@ -256,6 +264,11 @@ def _check_pulled(node: Node, child: str, ops: list[Op]) -> None:
             if row is not None and (row[0] != "escalation" or row[1] is None or not lo <= row[1] <= hi):
                 raise LinkError(f"the node {child} sent ops for record {rid}, which is not one of its escalations",
                                 code="bad_pull", details={"record": rid})
+
+
+def _revoked(child: str) -> LinkError:
+    return LinkError(f"the node {child} revoked this node's link credential; ask its admin for a new one and "
+                     f"store it with `cunsync link add --unit {child}`", code="device_revoked", status=403)
 
 
 def _under(code: object, unit: str) -> bool:

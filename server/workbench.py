@@ -253,48 +253,58 @@ class Workbench:
 
     async def record(self, request: Request, staff: Staff) -> Response:
         rid = request.path_params["record"]
+        return self.pages.render(request, staff, "wb_record.html",
+                                 await run_in_threadpool(self.record_view, staff, rid))
 
-        def view() -> dict[str, Any]:
-            villages = self.pages.villages()
-            with self.store.lock:
-                rec = self.pages.in_scope(staff, rid)
-                history = self.store.history(rid)
-                linked = self.linked(rid, staff.scope) if rec.coll == "person" else {}
-                changes = [{"time": local_time(h.hlc, hlc=True), "user": h.user, "device": h.device,
-                            "tier": TIER_LABELS.get(h.tier, h.tier), "field": field_label(rec.coll, h.field),
-                            "kind": h.kind, "old": [show(v) for v in h.old], "new": show(h.new)}
-                           for h in reversed(history)]
-                person = None
-                if rec.coll in ("need", "service") and isinstance(rec.data.get("person"), str):
-                    pid = self.store.resolve_id(rec.data["person"])
-                    p = self.store.get(pid)
-                    if p is not None and p.unit and staff.scope[0] <= p.unit <= staff.scope[1]:
-                        person = p
-                return {"rec": rec, "title": self.title(rec), "village": villages.get(rec.unit or "", rec.unit),
-                        "changes": changes, "linked": linked, "person": person,
-                        "fields": [SCHEMA.collections[rec.coll].fields[n] for n in EDITABLE.get(rec.coll, ())],
-                        "groups": GROUPS, "titles": {r.id: self.title(r) for rs in linked.values() for r in rs},
-                        "choices": {n: choices(rec.coll, n) for n in EDITABLE.get(rec.coll, ())},
-                        "staff_names": self.pages.staff_names(),
-                        "escalations": list_escalations(self.store, need=rid) if rec.coll == "need" else []}
-
-        return self.pages.render(request, staff, "wb_record.html", await run_in_threadpool(view))
+    def record_view(self, staff: Staff, rid: str) -> dict[str, Any]:
+        "What a record's page shows"
+        villages = self.pages.villages()
+        with self.store.lock:
+            rec = self.pages.in_scope(staff, rid)
+            history = self.store.history(rid)
+            linked = self.linked(rid, staff.scope) if rec.coll == "person" else {}
+            changes = [{"time": local_time(h.hlc, hlc=True), "user": h.user, "device": h.device,
+                        "tier": TIER_LABELS.get(h.tier, h.tier), "field": field_label(rec.coll, h.field),
+                        "kind": h.kind, "old": [show(v) for v in h.old], "new": show(h.new)}
+                       for h in reversed(history)]
+            person = None
+            if rec.coll in ("need", "service") and isinstance(rec.data.get("person"), str):
+                pid = self.store.resolve_id(rec.data["person"])
+                p = self.store.get(pid)
+                if p is not None and p.unit and staff.scope[0] <= p.unit <= staff.scope[1]:
+                    person = p
+            return {"rec": rec, "title": self.title(rec), "village": villages.get(rec.unit or "", rec.unit),
+                    "changes": changes, "linked": linked, "person": person,
+                    "fields": [SCHEMA.collections[rec.coll].fields[n] for n in EDITABLE.get(rec.coll, ())],
+                    "groups": GROUPS, "titles": {r.id: self.title(r) for rs in linked.values() for r in rs},
+                    "choices": {n: choices(rec.coll, n) for n in EDITABLE.get(rec.coll, ())},
+                    "staff_names": self.pages.staff_names(),
+                    "escalations": list_escalations(self.store, need=rid) if rec.coll == "need" else []}
 
     async def escalate(self, request: Request, staff: Staff) -> Response:
         "Township staff escalate a need to the county (吹哨报到), with a summary and nothing personal"
         rid = request.path_params["record"]
         form = await self.pages.form(request)
+        summary = str(form.get("summary", ""))
 
         def write() -> str:
             try:
-                escalations.escalate(self.node, staff, rid, str(form.get("summary", "")))
+                escalations.escalate(self.node, staff, rid, summary)
             except InvalidValue:
                 raise PageError("请写一段情况说明再上报（不要写姓名、电话、身份证号）。") from None
             except escalations.AlreadyEscalated:
                 raise PageError("这条需求已经上报，正在等县区办理。") from None
             return "已上报县区。县区受理、办结后，答复会在下次同步时传回本镇街和录入这条需求的平板。"
 
-        return self.pages.done(request, f"/staff/records/{rid}", await run_in_threadpool(write))
+        try:
+            notice = await run_in_threadpool(write)
+        except escalations.PersonalData as e:  # the need's page again, the typed summary kept to correct
+            found = "、".join(field_label("person", f) for f in e.details["found"])
+            view = await run_in_threadpool(self.record_view, staff, rid)
+            return self.pages.render(request, staff, "wb_record.html", {
+                **view, "escalate_summary": summary,
+                "escalate_error": f"情况说明里有居民的{found}。县区看不到居民的个人信息，请删去后再上报。"}, status=400)
+        return self.pages.done(request, f"/staff/records/{rid}", notice)
 
     async def edit(self, request: Request, staff: Staff) -> Response:
         rid = request.path_params["record"]

@@ -76,7 +76,9 @@ Text = Annotated[str, Meta(max_length=2000)]
 Name = Annotated[str, Meta(min_length=1, max_length=60)]
 Date = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 DateTime = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")]
-IdNumber = Annotated[str, Meta(pattern=r"^\d{17}[\dX]$")]
+#: A resident ID number (居民身份证号): 17 digits and a check digit or X
+ID_NUMBER = r"\d{17}[\dX]"
+IdNumber = Annotated[str, Meta(pattern=f"^{ID_NUMBER}$")]
 Phone = Annotated[str, Meta(pattern=r"^[0-9+\- ]{5,20}$")]
 UnitCode = Annotated[str, Meta(pattern=r"^\d{12}$")]
 RecordRef = Annotated[str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]

@@ -1,0 +1,92 @@
+"""Escalation summaries (吹哨报到) go up to the county, which sees no personal data: a summary holding an ID
+number, a mobile number, or the name, ID number or phone of the need's resident is refused (400
+``personal_data``, nothing written), over the staff API and on the workbench page, which keeps the typed
+text so staff can correct it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import closing
+from typing import Any
+
+import pytest
+
+from server.escalations import personal_data
+from server.node import Node
+from staff_world import Signed, World, make_world
+from e2e_harness import V1
+from sync.store import Record
+
+pytestmark = pytest.mark.e2e
+
+RESIDENT = {"name": "张秀英", "id_number": "51090319420308001X", "phone": "0825-2223344"}
+
+
+def setup(n: Node, ids: dict[str, Any]) -> None:
+    staff = n.editor("liu")
+    person = staff.create("person", {"unit": V1, **RESIDENT})
+    ids["need"] = staff.create("need", {"unit": V1, "person": person, "category": "养老服务", "status": "待处理"})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    yield from make_world(tmp_path_factory.mktemp("escalations"), setup)
+
+
+@pytest.fixture(scope="module")
+def liu(world: World) -> Signed:
+    return world.sign_in("liu")
+
+
+def _escalations(world: World) -> list[Record]:
+    with closing(world.open()) as n:
+        return list(n.store.records("escalation"))
+
+
+REFUSED = [
+    ("独居，身份证 510903194501010023，需要助餐", ["id_number"]),  # anyone's ID number
+    ("老人电话 138 0000 1111，需要助餐", ["phone"]),  # any mobile number, spaced
+    ("联系 +86-139-0000-2222", ["phone"]),
+    ("张秀英独居，需要助餐", ["name"]),  # the resident's name
+    ("证件 51090319420308001x，需协调", ["id_number"]),  # the resident's ID number, typed in lower case
+    ("座机 0825 2223344，需协调", ["phone"]),  # the resident's landline
+    (f"{RESIDENT['name']}（身份证{RESIDENT['id_number']}，电话13800001111）需要助餐", ["name", "id_number", "phone"]),
+]
+
+
+@pytest.mark.parametrize(("summary", "found"), REFUSED)
+def test_a_summary_with_personal_data_is_refused_and_nothing_is_written(
+        world: World, liu: Signed, summary: str, found: list[str]) -> None:
+    r = liu.client.post("/api/staff/escalations", json={"need": world.ids["need"], "summary": summary},
+                        headers={"x-csrf-token": liu.csrf})
+    assert r.status_code == 400, r.text
+    assert (r.json()["error"]["code"], r.json()["error"]["details"]) == ("personal_data", {"found": found})
+    assert _escalations(world) == []
+
+
+@pytest.mark.parametrize("summary", [
+    "独居高龄老人助餐点缺位，需区民政协调",
+    "本村 12 户需要助餐，2024-06-30 前每周 3 次",  # counts and dates are no phone or ID number
+    "村委会 510903001001 辖区内缺少助餐点",  # a unit code
+    "秀英路口助餐点关闭",  # part of the resident's name is not her name
+])
+def test_a_summary_without_personal_data_passes(summary: str) -> None:
+    person = Record(id="p", coll="person", unit=V1, deleted=False, data=RESIDENT, conflicts=[], seq=1)
+    assert personal_data(summary, person) == []
+
+
+def test_the_workbench_says_so_in_chinese_and_keeps_the_typed_text(world: World, liu: Signed) -> None:
+    need = world.ids["need"]
+    typed = "张秀英独居，电话 13800001111，需要助餐"
+    r = liu.post(f"/staff/records/{need}/escalate", {"summary": typed})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), r.text
+    m = re.search(r'<p class="error" role="alert">(.*?)</p>', r.text, re.S)
+    assert m and m.group(1) == "情况说明里有居民的姓名、电话。县区看不到居民的个人信息，请删去后再上报。", r.text
+    assert re.search(r'<textarea name="summary"[^>]*>' + re.escape(typed) + "</textarea>", r.text), r.text
+    assert f'action="/staff/records/{need}/escalate"' in r.text  # the need's page, its form there to correct
+    assert _escalations(world) == []
+    # corrected, it goes up
+    assert liu.notice(liu.post(f"/staff/records/{need}/escalate", {"summary": "独居老人需要助餐"})).startswith("已上报县区")
+    [esc] = _escalations(world)
+    assert esc.data["summary"] == "独居老人需要助餐"
