@@ -36,6 +36,7 @@ from sync.wire import (
     decode,
     deflate_ops,
     encode,
+    fewer_ops,
     refusal,
     request_body,
     unpack_ops,
@@ -570,11 +571,8 @@ class Tablet:
                         restamped = True
                         continue
                     if (e.code == TooLarge.code or e.status == 413) and len(pending) > 1:
-                        # a node that takes fewer ops a request (an older one) says how many; or the body
-                        # was over its size, or a proxy's before it: send fewer, down to one op, for the
-                        # rest of this sync
-                        cap = e.details.get("limit") if isinstance(e.details, dict) else None
-                        most = cap if isinstance(cap, int) and 0 < cap < len(pending) else len(pending) // 2
+                        # send fewer, down to one op, for the rest of this sync
+                        most = fewer_ops(e.details, len(pending))
                         continue
                     raise
                 report.round_ms.append((time.perf_counter() - t_round) * 1000)

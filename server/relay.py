@@ -42,6 +42,7 @@ from sync.wire import (
     compress,
     decode,
     encode,
+    fewer_ops,
     refusal,
     unpack_ops,
 )
@@ -156,11 +157,8 @@ def sync_link(node: Node, url: str, token: str, *, client: httpx.Client | None =
             try:
                 resp, down = _post(http, base, auth, body)
             except LinkError as e:
-                if e.status == 413 and len(seqs) > 1:
-                    # over the lower node's limit (the ops it takes a request, or its body size), or a
-                    # proxy's before it: send fewer, down to one op, for the rest of this sync
-                    cap = e.details.get("limit") if isinstance(e.details, dict) else None
-                    batch = cap if isinstance(cap, int) and 0 < cap < len(seqs) else len(seqs) // 2
+                if e.status == 413 and len(seqs) > 1:  # send fewer, down to one op, for the rest of this sync
+                    batch = fewer_ops(e.details, len(seqs))
                     continue
                 raise
             if resp.revoked:  # a node that still took the push of a revoked link: write nothing from it

@@ -146,6 +146,13 @@ def refusal(status: int, body: bytes) -> ErrorDetail:
         return ErrorDetail("http_error", f"the node answered HTTP {status}")
 
 
+def fewer_ops(details: Any, sent: int) -> int:
+    """How many ops to send a request after a 413 refused one of ``sent`` (``details``: the error's): the
+    most the node says it takes (``limit``), or else half (the body was over its size, or a proxy's)"""
+    cap = details.get("limit") if isinstance(details, dict) else None
+    return cap if isinstance(cap, int) and 0 < cap < sent else sent // 2
+
+
 def pack_ops(ops: Iterable[Op], dead: Iterable[OpId] = ()) -> OpBatch:
     devices: dict[str, int] = {}
     authors: dict[tuple[int, str, str, int], int] = {}
