@@ -9,6 +9,7 @@ import click
 
 from . import links, schedule, snapshots
 from .cli_common import db_option, opened
+from .pages import local_time
 from .rollup import to_csv, to_xlsx
 from .rollup_web import node_rollup
 
@@ -54,7 +55,7 @@ def link_remove(db: str, unit: str) -> None:
 @link_group.command(name="list")
 @db_option
 def link_list(db: str) -> None:
-    """List links: each child's last snapshot, its age, the last pull and the last error.
+    """List links: each child's last snapshot (China time, UTC+8), its age, the last pull and the last error.
 
     Example:
 
@@ -66,7 +67,7 @@ def link_list(db: str) -> None:
     if not found:
         click.echo("no links; add one with `cunsync link add`")
     for ln in found:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(ln.taken_at)) if ln.taken_at else "never"
+        when = local_time(ln.taken_at) if ln.taken_at else "never"
         state = f"error: {ln.last_error}" if ln.last_error else "ok"
         click.echo(f"{ln.unit}  {ln.url:<28} snapshot {when} ({_age(ln.age(now))}), watermark {ln.watermark}, "
                    f"last pull {ln.last_bytes:,} bytes / {ln.last_parts} parts  {state}")

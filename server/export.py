@@ -11,7 +11,7 @@ only the villages of their township (``Staff.scope``); county, city and admin ac
 usual error shape, since they see aggregates and never a resident.
 
 Cells that a spreadsheet would run as a formula (text starting with = + - @) are written as text: in
-CSV with a leading apostrophe, in XLSX as string cells.
+CSV with a leading apostrophe, in XLSX as string cells (``server.spreadsheet``).
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ from sync.types import DELETED
 
 from .auth import Staff
 from .pages import CST, Pages
+from .spreadsheet import formula_safe
 from .staff import current_staff
 
 COLLECTIONS = ("person", "need", "service")
-#: Free-text fields: a leading = + - @ in them is data, never a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
@@ -85,15 +84,11 @@ def rows(pages: Pages, staff: Staff, coll: str) -> list[list[str]]:
     return out
 
 
-def _safe_csv(text: str) -> str:
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
 def to_csv(header: list[str], body: list[list[str]]) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(header)
-    w.writerows([_safe_csv(c) for c in row] for row in body)
+    w.writerows([formula_safe(c) for c in row] for row in body)
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 

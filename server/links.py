@@ -29,7 +29,7 @@ from sync.errors import BadRequest, NotFound, OutOfScope
 from sync.store import Store
 from sync.wire import MSGPACK, decode
 
-from .snapshots import Part, Snapshot, Source, decode_part, encode_part
+from .snapshots import GROUPS, SHAPES, Part, Snapshot, Source, decode_part, encode_part, section_of
 
 _SQL = """
 CREATE TABLE IF NOT EXISTS links (
@@ -174,23 +174,66 @@ def sources(store: Store) -> list[Source]:
 
 
 def _check(snap: Snapshot, link: Link) -> None:
-    "A child answers for its own unit only: every cell, closure and source lies under it"
+    """A child answers for its own unit only: every cell, closure and source lies under it; and every
+    part has the shape ``server.snapshots`` gives its section, so one bad cell never breaks a roll-up"""
     if snap.unit != link.unit:
         raise BadRequest(f"the node at {link.url} is {snap.unit}, not {link.unit}; check the link's URL",
                          code="wrong_node")
     lo, hi = unitlib.descendant_range(link.unit)
+    good: set[str] = set()  # codes found good
+
+    def under(code: str) -> bool:
+        "``code`` is a unit's 12-digit code, under the link's unit"
+        if code not in good:
+            try:
+                if unitlib.normalize_code(code) != code or not lo <= code <= hi:
+                    return False
+                unitlib.tier_of(code)
+            except unitlib.UnitCodeError:
+                return False
+            good.add(code)
+        return True
+
     for part in snap.parts:
+        section = section_of(part.name)
+        if section is None:
+            raise _bad_part(link, part, "is no part a snapshot has (needs/YYYY-MM, services/YYYY-MM, "
+                                        "resolved/YYYY-MM, residents, devices)")
+        keys, values = SHAPES[section]
         for cell in part.cells:
             if not cell.k or not lo <= cell.k[0] <= hi:
                 raise BadRequest(f"part {part.name} of {link.unit} has a cell for {cell.k[:1]}, outside it",
                                  code="out_of_scope")
+            if not under(cell.k[0]):
+                raise _bad_part(link, part, f"has a cell for {cell.k[0]!r}, which is not a unit's code")
+            if len(cell.k) != keys or len(cell.v) != values:
+                raise _bad_part(link, part, f"has a cell {cell.k} -> {cell.v}; a {section} cell has {keys} "
+                                            f"key fields and {values} values")
+            if any(v is not None and v < 0 for v in cell.v):
+                raise _bad_part(link, part, f"has a cell {cell.k} -> {cell.v}; counts are 0 or more, or null")
+            if section == "resolved" and not (cell.k[1].isascii() and cell.k[1].isdigit()):
+                raise _bad_part(link, part, f"has a cell {cell.k}; its days to resolve must be a whole number")
+            if section == "residents" and cell.k[1] not in GROUPS:
+                raise _bad_part(link, part, f"has a cell {cell.k}; its group must be one of {', '.join(GROUPS)}")
         for cl in part.closures:
             if not lo <= cl.unit <= hi:
                 raise BadRequest(f"part {part.name} of {link.unit} carries a closure of {cl.unit}",
                                  code="out_of_scope")
+            if not under(cl.unit) or not all(d.k and under(d.k[0]) for d in cl.diff):
+                raise _bad_part(link, part, f"carries a closure of {cl.unit} whose unit or changed cells are not "
+                                            "units under it")
     for src in snap.sources:
         if not lo <= src.unit <= hi:
             raise BadRequest(f"{link.unit} reports a source {src.unit} outside it", code="out_of_scope")
+        if not under(src.unit):
+            raise BadRequest(f"{link.unit} reports a source {src.unit!r}, which is not a unit's code",
+                             code="bad_source", details={"unit": link.unit, "source": src.unit})
+
+
+def _bad_part(link: Link, part: Part, what: str) -> BadRequest:
+    return BadRequest(f"part {part.name[:60]!r} of {link.unit} {what}; the node below must send parts as "
+                      "`server.snapshots` describes (is it running another version?). Its last good figures "
+                      "are kept", code="bad_part", details={"unit": link.unit, "part": part.name[:60]})
 
 
 def fetch(link: Link, have: dict[str, str], *, client: httpx.Client | None = None) -> tuple[Snapshot, int]:
@@ -231,7 +274,7 @@ def pull(store: Store, link: Link, *, client: httpx.Client | None = None) -> Pul
             if name not in sent and have.get(name) != h:
                 raise BadRequest(f"{link.unit} left out part {name}, which changed", code="incomplete")
     except (httpx.HTTPError, BadRequest, msgspec.MsgspecError) as e:
-        error = f"{type(e).__name__}: {e}" if isinstance(e, httpx.HTTPError) else str(e)
+        error = f"{e.code}: {e}" if isinstance(e, BadRequest) else f"{type(e).__name__}: {e}"
         with store.transaction() as c:
             c.execute("UPDATE links SET last_attempt = ?, last_error = ? WHERE unit = ?",
                       (now, error[:500], link.unit))

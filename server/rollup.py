@@ -11,13 +11,15 @@ import csv
 import io
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sync import units as unitlib
 from sync.schema import CATEGORIES, STATUSES
 
+from .pages import local_time
 from .snapshots import GROUPS, RESOLVED, Closure, Part, Source
+from .spreadsheet import formula_safe
 
 Triple = tuple[int, int, int]
 
@@ -193,12 +195,8 @@ def build(unit: str, parts: Mapping[str, Part], sources: Iterable[Source] = (), 
             elif section == "devices":
                 for i in range(3):
                     devices[child][i] += v[i]
-    for src in sources:
-        if unitlib.parent_of(src.unit) == unit:
-            kids.add(src.unit)
-            age = int(at - src.taken_at) if src.taken_at else None
-            ro.freshness.append(Freshness(src.unit, ro.name(src.unit), src.taken_at, src.pulled_at, age,
-                                          src.last_error))
+    ro.freshness = _freshness(unit, sources, ro.name, at)
+    kids.update(f.unit for f in ro.freshness)
     ro.children = sorted(kids)
     ro.needs = {c: dict(m) for c, m in needs.items()}
     ro.services = {m: {c: (r[0], r[1], r[2]) for c, r in cs.items()} for m, cs in services.items()}
@@ -209,6 +207,30 @@ def build(unit: str, parts: Mapping[str, Part], sources: Iterable[Source] = (), 
     ro.suppressed = dict(suppressed)
     ro.closures.sort(key=lambda c: (c.month, c.unit))
     return ro
+
+
+def _freshness(unit: str, sources: Iterable[Source], name: Callable[[str], str], at: float) -> list[Freshness]:
+    """How fresh each child's figures are: as old as the oldest snapshot under it (a child's own, or one
+    of the nodes below it that it last pulled: never pulled is oldest), with the child's own error or
+    else the first of those nodes'. So a city sees a county as stale while a township under it is."""
+    own: dict[str, Source] = {}
+    below: dict[str, list[Source]] = defaultdict(list)
+    for src in sources:
+        if src.unit == unit or not unitlib.is_under(src.unit, unit):
+            continue
+        child = child_of(unit, src.unit)
+        if src.unit == child:
+            own[child] = src
+        else:
+            below[child].append(src)
+    out = []
+    for child, src in sorted(own.items()):
+        taken_at = min(s.taken_at for s in [src, *below[child]])
+        error = src.last_error or next((f"{name(s.unit)} ({s.unit}): {s.last_error}" for s in below[child]
+                                        if s.last_error), "")
+        out.append(Freshness(child, name(child), taken_at, src.pulled_at,
+                             int(at - taken_at) if taken_at else None, error))
+    return out
 
 
 # -- exports --------------------------------------------------------------------------------------
@@ -251,7 +273,7 @@ def tables(ro: Rollup) -> dict[str, list[list[object]]]:
 
 
 def _when(ts: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
+    return local_time(ts) if ts else ""
 
 
 def to_csv(ro: Rollup) -> str:
@@ -261,13 +283,13 @@ def to_csv(ro: Rollup) -> str:
     w = csv.writer(buf, lineterminator="\r\n")
     for name, rows in tables(ro).items():
         w.writerow([f"# {name}"])
-        w.writerows(rows)
+        w.writerows([formula_safe(v) for v in row] for row in rows)
         w.writerow([])
     return buf.getvalue()
 
 
 def to_xlsx(ro: Rollup) -> bytes:
-    "One sheet per table, header rows bold and frozen"
+    "One sheet per table, header rows bold and frozen; text is always a string cell, never a formula"
     from openpyxl import Workbook
     from openpyxl.styles import Font
 
@@ -280,6 +302,9 @@ def to_xlsx(ro: Rollup) -> bytes:
         ws.title = name
         for row in rows:
             ws.append(row)
+            for cell in ws[ws.max_row]:
+                if isinstance(cell.value, str):
+                    cell.data_type = "s"  # openpyxl makes "=..." a formula; a child's category code is text
         for cell in ws[1]:
             cell.font = Font(bold=True)
         ws.freeze_panes = "A2"

