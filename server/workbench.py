@@ -60,6 +60,11 @@ def choices(coll: str, name: str) -> list[str]:
     return [a for a in get_args(SCHEMA.field(coll, name).type) if isinstance(a, str)]
 
 
+def short_id(rid: str) -> str:
+    "A record id as a page names it for short: its last characters (a UUIDv7's first ones are its time)"
+    return rid[-8:]
+
+
 def today() -> str:
     return dt.datetime.now(CST).strftime("%Y-%m-%d")
 
@@ -142,7 +147,7 @@ class Workbench:
             return f"{who}的需求（{rec.data.get('category', '')}）"
         if rec.coll == "service":
             return f"{who}的服务记录（{rec.data.get('service_type', '')}，{rec.data.get('served_at', '')}）"
-        return f"{SCHEMA.collections[rec.coll].label if rec.coll in SCHEMA.collections else rec.coll} {rec.id[:8]}"
+        return f"{SCHEMA.collections[rec.coll].label if rec.coll in SCHEMA.collections else rec.coll} {short_id(rec.id)}"
 
     def linked(self, pid: str, scope: tuple[str, str] | None = None) -> dict[str, list[Record]]:
         """The needs and services of a resident, and the residents merged into it; only those in the unit
@@ -364,12 +369,15 @@ class Workbench:
                     raise PageError("其中一位居民已被删除或已合并，请刷新页面。")
                 moved = self.linked(drop)
                 try:
-                    self.node.editor(staff.username).merge(keep, drop, within=staff.scope)
+                    ops = self.node.editor(staff.username).merge(keep, drop, within=staff.scope)
                 except OutOfScope as e:
                     raise PageError(f"{self.title(d)}有需求或服务记录在您负责的范围之外（"
                                     f"{'、'.join(e.details['units'])}），请由负责全镇的工作人员合并。") from None
-                return (f"已合并：{self.title(d)}（{drop[:8]}）并入 {self.title(k)}（{keep[:8]}），"
-                        f"{len(moved['need'])} 条需求和 {len(moved['service'])} 条服务记录随之转移。")
+                filled = {o.field for o in ops if o.record == keep}
+                labels = "、".join(f.label for n, f in SCHEMA.collections["person"].fields.items() if n in filled)
+                return (f"已合并：{self.title(d)}（{short_id(drop)}）并入 {self.title(k)}（{short_id(keep)}），"
+                        f"{len(moved['need'])} 条需求和 {len(moved['service'])} 条服务记录随之转移"
+                        + (f"；保留的记录从另一条补上了：{labels}。" if labels else "。"))
 
         return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
 

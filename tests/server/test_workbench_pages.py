@@ -235,8 +235,17 @@ def test_duplicates_are_found_by_id_name_and_sound(world: World, liu: Signed) ->
 
 def test_merging_from_the_duplicates_page_moves_needs_and_services(world: World, liu: Signed) -> None:
     keep, drop = world.ids["dupA"], world.ids["dupB"]
+    n = world.open()
+    try:  # the other record holds what the kept one lacks
+        Editor(n.store, device=world.ids["dev2"], user="li", unit=V2, tier="village").update(
+            drop, {"phone": "13900001111", "groups": ["残疾人"]})
+    finally:
+        n.close()
     r = liu.post("/staff/duplicates/merge", {"keep": keep, "drop": drop})
-    assert "1 条需求和 1 条服务记录" in liu.notice(r)
+    notice = liu.notice(r)
+    assert "1 条需求和 1 条服务记录" in notice and "从另一条补上了：电话、人群类别。" in notice
+    assert f"（{drop[-8:]}）并入" in notice and f"（{keep[-8:]}）" in notice  # ids told apart by their ends
+    assert (_record(world, keep).data["phone"], _record(world, keep).data["groups"]) == ("13900001111", ["残疾人"])
     n = world.open()
     try:
         assert n.store.get(drop).deleted and n.store.get(drop).data["merged_into"] == keep  # type: ignore[union-attr]
