@@ -38,6 +38,7 @@ from sync.types import DELETED
 
 from . import escalations
 from .auth import Staff
+from .devicepages import SILENT_DAYS, device_flags
 from . import duplicates as dup
 from .duplicates import find_pairs
 from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
@@ -209,13 +210,12 @@ class Workbench:
             with self.store.lock:
                 conflicts = len(self.store.conflicts(units=staff.scope))
                 needs = self.store.records("need", units=staff.scope)
-            on = today()
+            on, now = today(), time.time()
             devices = [d for d in self.node.devices() if staff.scope[0] <= d["unit"] <= staff.scope[1]]
             return {"conflicts": conflicts, "needs_open": sum(n.data.get("status") not in CLOSED for n in needs),
                     "overdue": sum(is_overdue(n, on) for n in needs),
                     "devices": len([d for d in devices if not d["revoked"]]),
-                    "device_problems": sum(bool(d["gaps"]) or abs(d["skew_ms"] or 0) > 5 * 60 * 1000
-                                           for d in devices if not d["revoked"])}
+                    "device_problems": sum(device_flags(d, now)["attention"] for d in devices), "silent_days": SILENT_DAYS}
 
         return self.pages.render(request, staff, "staff.html", await run_in_threadpool(summary))
 
