@@ -44,6 +44,8 @@ DONE = {
     "saved": "已保存。",
     "need": "需求已记录。",
     "service": "服务记录已保存。",
+    "need_merged": "需求已记录。这位居民的登记已与另一条合并，需求记在合并后的居民名下。",
+    "service_merged": "服务记录已保存。这位居民的登记已与另一条合并，记录记在合并后的居民名下。",
     "resolved": "已选定，冲突已解决；下次同步时会告诉镇街。",
     "changed": "这个冲突已有变化，请重新查看后再选。",
     "enrolled": "本平板已登记，可以开始工作了。数据用您设置的 PIN 加密保存在本机。",
@@ -56,6 +58,8 @@ ENROL_ERRORS = {
     "too_many_attempts": "登记码输错次数太多，请过一段时间再试。",
 }
 OPEN_STATUSES = ("待处理", "已分派", "服务中")
+#: On a need or service form sent back for a resident merged since it was shown
+MERGED_NOTE = "这位居民的登记已与另一条合并，保存时记在合并后的居民名下。"
 
 
 def _redirect(url: str) -> RedirectResponse:
@@ -141,6 +145,24 @@ def _record(tab: Tablet, rid: str, coll: str) -> Record:
     if rec is None or rec.coll != coll or rec.deleted:
         raise NotFound(f"no {coll} {rid}", details={"record": rid})
     return rec
+
+
+def _person_for(tab: Tablet, pid: str) -> str:
+    """The resident a new need or service is saved for: the one the form names, or, when a sync merged
+    that resident into another since the form was shown, the kept one (what the tablet records for a
+    merged-away resident follows the merge)"""
+    return tab.store.resolve_id(pid)
+
+
+def _merged_note(pid: str, ctx: dict[str, Any]) -> dict[str, Any]:
+    "A need or service form's context, saying so when its resident was merged into another meanwhile"
+    return {**ctx, "done": MERGED_NOTE} if ctx["p"].id != pid else ctx
+
+
+def _created(pid: str, ctx: dict[str, Any], kind: str) -> RedirectResponse:
+    "After a need or service is saved: its resident's page, saying so when it went to the kept resident"
+    merged = "_merged" if ctx["p"].id != pid else ""
+    return _redirect(f"/people/{ctx['p'].id}?done={kind}{merged}")
 
 
 def _names(tab: Tablet) -> dict[str, str]:
@@ -459,20 +481,21 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         pid = str(form.get("person", ""))
         values, errors = forms.parse("need", form, codes=await synced_codes())
         new_id = _new_id(form)
-        vals = {"person": pid, **{k: v for k, v in values.items() if v is not None}, "status": "待处理"}
 
         def save(tab: Tablet) -> tuple[str | None, dict[str, Any]]:
-            ctx = _need_ctx(tab, pid)
+            ctx = _need_ctx(tab, _person_for(tab, pid))
             if errors:
                 return None, ctx
+            vals = {"person": ctx["p"].id, **{k: v for k, v in values.items() if v is not None},
+                    "status": "待处理"}
             record, saved = _form_record(tab, new_id, "need", vals)
             return (record if saved else tab.create("need", vals, record=record)), ctx
 
         nid, ctx = await tapp.run(save)
         if nid is None:
-            return await render(request, "need_form.html", {"mode": "new", "values": _raw(form),
-                                                            "errors": errors, "rid": new_id, **ctx}, 400)
-        return _redirect(f"/people/{pid}?done=need")
+            return await render(request, "need_form.html", {"mode": "new", "values": _raw(form), "errors": errors,
+                                                            "rid": new_id, **_merged_note(pid, ctx)}, 400)
+        return _created(pid, ctx, "need")
 
     async def need_edit(request: Request) -> Response:
         nid = request.path_params["id"]
@@ -559,21 +582,21 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         pid = str(form.get("person", ""))
         values, errors = forms.parse("service", form, codes=await synced_codes())
         new_id = _new_id(form)
-        vals = {"person": pid, **{k: v for k, v in values.items() if v is not None}}
 
         def save(tab: Tablet) -> tuple[str | None, dict[str, Any]]:
-            ctx = _service_ctx(tab, pid)
+            ctx = _service_ctx(tab, _person_for(tab, pid))
             _check_need(ctx, values, errors)
             if errors:
                 return None, ctx
+            vals = {"person": ctx["p"].id, **{k: v for k, v in values.items() if v is not None}}
             record, saved = _form_record(tab, new_id, "service", vals)
             return (record if saved else tab.create("service", vals, record=record)), ctx
 
         sid, ctx = await tapp.run(save)
         if sid is None:
-            return await render(request, "service_form.html", {"mode": "new", "values": _raw(form),
-                                                               "errors": errors, "rid": new_id, **ctx}, 400)
-        return _redirect(f"/people/{pid}?done=service")
+            return await render(request, "service_form.html", {"mode": "new", "values": _raw(form), "errors": errors,
+                                                               "rid": new_id, **_merged_note(pid, ctx)}, 400)
+        return _created(pid, ctx, "service")
 
     async def service_edit(request: Request) -> Response:
         sid = request.path_params["id"]

@@ -1,5 +1,6 @@
 """The devices page: every tablet of the township, when it was last seen, what it still holds unsent,
-gaps in its op sequence, its clock and app version; enrolling a new tablet (a one-time code and its QR
+gaps in its op sequence, its clock and app version, those to look at first (``device_flags``: also
+what the overview counts); enrolling a new tablet (a one-time code and its QR
 code, drawn inline as SVG) and revoking one, with or without erasing its data, after a confirmation.
 
     GET  /staff/devices                     the list, and the enrolment form
@@ -10,6 +11,7 @@ code, drawn inline as SVG) and revoking one, with or without erasing its data, a
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import segno
@@ -23,6 +25,22 @@ from sync.errors import NotFound
 
 from .auth import Staff
 from .pages import SKEW_LIMIT_MS, PageError, Pages, local_time, required
+
+
+#: A village tablet not heard from for this many days is flagged as silent: it may hold work the node has not got.
+SILENT_DAYS = 3
+
+
+def device_flags(d: dict[str, Any], now: float) -> dict[str, bool]:
+    """What staff should look at on a device (a row of ``Node.devices``): its clock far off, and, for a
+    village tablet in use (not a revoked one, nor an upper node's link), no contact for ``SILENT_DAYS``
+    days or none since it was enrolled. ``attention``: any of these, or gaps in the ops it sent."""
+    tablet = d["tier"] == "village" and not d["revoked"]
+    seen = d["last_seen"]
+    out = {"skewed": d["skew_ms"] is not None and abs(d["skew_ms"]) > SKEW_LIMIT_MS,
+           "silent": tablet and bool(seen) and now - seen > SILENT_DAYS * 86400,
+           "never_synced": tablet and not seen}
+    return {**out, "attention": not d["revoked"] and (bool(d["gaps"]) or any(out.values()))}
 
 
 def gap_text(device: str, gaps: list[tuple[int, int]]) -> list[str]:
@@ -48,14 +66,12 @@ class DevicePages:
     async def list(self, request: Request, staff: Staff) -> Response:
         def view() -> dict[str, Any]:
             villages = self.pages.villages()
-            rows = []
-            for d in self.in_scope(staff):
-                skew = d["skew_ms"]
-                rows.append({**d, "village": villages.get(d["unit"], d["unit"]),
-                             "gap_text": gap_text(d["device"], d["gaps"]),
-                             "skewed": skew is not None and abs(skew) > SKEW_LIMIT_MS})
+            now = time.time()
+            rows = [{**d, **device_flags(d, now), "village": villages.get(d["unit"], d["unit"]),
+                     "gap_text": gap_text(d["device"], d["gaps"])} for d in self.in_scope(staff)]
+            rows.sort(key=lambda r: not r["attention"])  # those to look at first, each part by village
             choices = {c: n for c, n in villages.items() if unitlib.tier_of(c) == "village"}
-            return {"devices": rows, "villages": choices}
+            return {"devices": rows, "villages": choices, "silent_days": SILENT_DAYS}
 
         return self.pages.render(request, staff, "wb_devices.html", await run_in_threadpool(view))
 

@@ -38,6 +38,7 @@ from sync.types import DELETED
 
 from . import escalations
 from .auth import Staff
+from .devicepages import SILENT_DAYS, device_flags
 from . import duplicates as dup
 from .duplicates import find_pairs
 from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
@@ -58,6 +59,11 @@ EDITABLE = {
 def choices(coll: str, name: str) -> list[str]:
     "The values a catalogue field takes (性别, 需求类别, ...), or [] for free text"
     return [a for a in get_args(SCHEMA.field(coll, name).type) if isinstance(a, str)]
+
+
+def short_id(rid: str) -> str:
+    "A record id as a page names it for short: its last characters (a UUIDv7's first ones are its time)"
+    return rid[-8:]
 
 
 def today() -> str:
@@ -142,7 +148,7 @@ class Workbench:
             return f"{who}的需求（{rec.data.get('category', '')}）"
         if rec.coll == "service":
             return f"{who}的服务记录（{rec.data.get('service_type', '')}，{rec.data.get('served_at', '')}）"
-        return f"{SCHEMA.collections[rec.coll].label if rec.coll in SCHEMA.collections else rec.coll} {rec.id[:8]}"
+        return f"{SCHEMA.collections[rec.coll].label if rec.coll in SCHEMA.collections else rec.coll} {short_id(rec.id)}"
 
     def linked(self, pid: str, scope: tuple[str, str] | None = None) -> dict[str, list[Record]]:
         """The needs and services of a resident, and the residents merged into it; only those in the unit
@@ -204,13 +210,12 @@ class Workbench:
             with self.store.lock:
                 conflicts = len(self.store.conflicts(units=staff.scope))
                 needs = self.store.records("need", units=staff.scope)
-            on = today()
+            on, now = today(), time.time()
             devices = [d for d in self.node.devices() if staff.scope[0] <= d["unit"] <= staff.scope[1]]
             return {"conflicts": conflicts, "needs_open": sum(n.data.get("status") not in CLOSED for n in needs),
                     "overdue": sum(is_overdue(n, on) for n in needs),
                     "devices": len([d for d in devices if not d["revoked"]]),
-                    "device_problems": sum(bool(d["gaps"]) or abs(d["skew_ms"] or 0) > 5 * 60 * 1000
-                                           for d in devices if not d["revoked"])}
+                    "device_problems": sum(device_flags(d, now)["attention"] for d in devices), "silent_days": SILENT_DAYS}
 
         return self.pages.render(request, staff, "staff.html", await run_in_threadpool(summary))
 
@@ -374,12 +379,15 @@ class Workbench:
                     raise PageError("其中一位居民已被删除或已合并，请刷新页面。")
                 moved = self.linked(drop)
                 try:
-                    self.node.editor(staff.username).merge(keep, drop, within=staff.scope)
+                    ops = self.node.editor(staff.username).merge(keep, drop, within=staff.scope)
                 except OutOfScope as e:
                     raise PageError(f"{self.title(d)}有需求或服务记录在您负责的范围之外（"
                                     f"{'、'.join(e.details['units'])}），请由负责全镇的工作人员合并。") from None
-                return (f"已合并：{self.title(d)}（{drop[:8]}）并入 {self.title(k)}（{keep[:8]}），"
-                        f"{len(moved['need'])} 条需求和 {len(moved['service'])} 条服务记录随之转移。")
+                filled = {o.field for o in ops if o.record == keep}
+                labels = "、".join(f.label for n, f in SCHEMA.collections["person"].fields.items() if n in filled)
+                return (f"已合并：{self.title(d)}（{short_id(drop)}）并入 {self.title(k)}（{short_id(keep)}），"
+                        f"{len(moved['need'])} 条需求和 {len(moved['service'])} 条服务记录随之转移"
+                        + (f"；保留的记录从另一条补上了：{labels}。" if labels else "。"))
 
         return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
 

@@ -15,7 +15,7 @@ import msgspec
 from .errors import InvalidValue, NotFound, OutOfScope
 from .hlc import HLC
 from .ops import Op, uuid7
-from .schema import NEED_TRANSITIONS, Schema
+from .schema import NEED_TRANSITIONS, Collection, Schema
 from .store import Store
 from .types import ADD, DELETED, REMOVE, SET, SURVIVES_DELETE, TIER_RANK
 
@@ -180,13 +180,16 @@ class Editor:
 
     def merge(self, keep: str, drop: str, *, within: tuple[str, str] | None = None) -> list[Op]:
         """Merge a duplicate resident into another: every need and service of ``drop`` moves to ``keep``
-        (and to ``keep``'s village, so that its tablets have them), ``drop`` records where it went
-        (``merged_into``) and is deleted. Both histories stay in the op log, and ``resolve_id`` follows
-        the redirect for ops that still name the old id. ``within``: the merging staff member's scope
-        (a range of unit codes); a need or service to move that lies outside it refuses the merge."""
+        (and to ``keep``'s village, so that its tablets have them), ``keep`` takes what it lacks of
+        ``drop``'s fields (``merge_fill``), ``drop`` records where it went (``merged_into``) and is
+        deleted. Both histories stay in the op log, and ``resolve_id`` follows the redirect for ops that
+        still name the old id. ``within``: the merging staff member's scope (a range of unit codes); a
+        need or service to move that lies outside it refuses the merge. The returned ops that name
+        ``keep`` are the fields it was filled in."""
         if keep == drop:
             raise InvalidValue("a resident cannot be merged into itself")
         with self.store.transaction():
+            data: dict[str, dict[str, Any]] = {}
             for rid in (keep, drop):
                 if self._require(rid) != "person":
                     raise InvalidValue(f"{rid} is not a resident; only residents are merged")
@@ -194,6 +197,7 @@ class Editor:
                 if rec is None or rec.deleted or rec.data.get("merged_into"):
                     raise InvalidValue(f"resident {rid} is deleted or already merged into another; merge "
                                        "residents that are both current", details={"record": rid})
+                data[rid] = rec.data
             moving = [rec for coll in ("need", "service") for rec in self.store.records(coll, include_deleted=True)
                       if rec.data.get("person") == drop]
             outside = sorted({r.unit or "" for r in moving if within and not within[0] <= (r.unit or "") <= within[1]})
@@ -201,7 +205,7 @@ class Editor:
                 raise OutOfScope(f"resident {drop} has needs or services in {', '.join(outside)}, outside the "
                                  "scope of whoever merges; staff for the whole township can merge them",
                                  details={"record": drop, "units": outside})
-            ops: list[Op] = []
+            ops = self.update(keep, merge_fill(self.schema.collection("person"), data[keep], data[drop]))
             for rec in moving:
                 ops += self.move_to(rec.id, keep)
             ops += self.update(drop, {"merged_into": keep})
@@ -255,6 +259,24 @@ class Editor:
 
 def _rank(op: Op) -> tuple[int, int, str, int]:
     return (op.tier, op.hlc, op.site, op.counter)
+
+
+def merge_fill(col: Collection, keep: Mapping[str, Any], drop: Mapping[str, Any]) -> dict[str, Any]:
+    """What a merge writes on the kept record from the dropped one: each set field (a resident's groups)
+    as the union of both, each field the kept record lacks with the dropped one's value. A value the kept
+    record has is never overwritten; its unit and the merge's own fields are not touched."""
+    out: dict[str, Any] = {}
+    for name, f in col.fields.items():
+        theirs, mine = drop.get(name), keep.get(name)
+        if name in (col.unit_field, "merged_into") or f.retired is not None or theirs in (None, "", []):
+            continue
+        if f.merge == "set":
+            extra = [e for e in _as_list(theirs) if e not in _as_list(mine)]
+            if extra:
+                out[name] = [*_as_list(mine), *extra]
+        elif mine in (None, ""):
+            out[name] = theirs
+    return out
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -315,9 +315,19 @@ def mask_id_number(id_number: str | None) -> str:
 
 
 def mask_phone(phone: str | None) -> str:
+    """A phone as pages show it, separators kept: a mobile (11 digits or more) keeps its first three and
+    last four digits; a landline (7 to 10) keeps at most its last four and never more than half; anything
+    shorter is all hidden"""
     if not phone:
         return ""
-    digits = phone.strip()
-    if len(digits) < 7:
-        return "*" * len(digits)
-    return digits[:3] + "****" + digits[-4:]
+    text = phone.strip()
+    n = sum(c.isdigit() for c in text)
+    head, tail = (3, 4) if n >= 11 else (0, min(4, n // 2) if n >= 7 else 0)
+    out, i = [], 0
+    for c in text:
+        if c.isdigit():
+            out.append(c if i < head or i >= n - tail else "*")
+            i += 1
+        else:
+            out.append(c)
+    return "".join(out)

@@ -392,6 +392,34 @@ def test_a_refused_new_record_form_keeps_its_id(tapp: TabletApp, unlocked: TestC
     assert tapp.read(lambda t: t.get(pid)).coll == "person"
 
 
+def test_a_need_or_service_for_a_resident_merged_meanwhile_is_saved_for_the_kept_one(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    """The forms are open for a resident when a sync brings in the township's merge of that resident:
+    what the worker typed is saved for the kept resident and the page says so, not refused and lost"""
+    from sync.edit import Editor
+
+    keep = people(tapp)["张三"]
+    drop = tapp.read(lambda t: t.create("person", {"name": "张三", "birth_date": "1942-03-08"}))
+    old = tapp.read(lambda t: t.create("need", {"person": drop, "category": "助残服务", "status": "待处理"}))
+    need = {"person": drop, "category": "养老服务", "description": "需要助餐",
+            "rid": form_rid(unlocked.get("/needs/new", params={"person": drop}).text)}
+    service = {"person": drop, "need": old, "service_type": "助残服务", "served_at": "2024-05-02 10:00",
+               "rid": form_rid(unlocked.get("/services/new", params={"person": drop}).text)}
+    tapp.read(lambda t: Editor(t.store, device="node-510903001000", user="刘主任", unit="510903001000",
+                               tier="township").merge(keep, drop))
+
+    bad = post(unlocked, tapp, "/needs/new", {**need, "category": ""})
+    assert bad.status_code == 400 and "保存时记在合并后的居民名下" in bad.text
+    assert f'name="person" value="{keep}"' in bad.text
+    for url, form, done in (("/needs/new", need, "need_merged"), ("/services/new", service, "service_merged")):
+        r = post(unlocked, tapp, url, form)
+        assert r.status_code == 303 and r.headers["location"] == f"/people/{keep}?done={done}"
+    assert "记在合并后的居民名下" in unlocked.get(f"/people/{keep}", params={"done": "need_merged"}).text
+    assert tapp.read(lambda t: t.get(need["rid"])).data["person"] == keep
+    svc = tapp.read(lambda t: t.get(service["rid"]))
+    assert (svc.data["person"], svc.data["need"]) == (keep, old)
+
+
 def test_need_status_moves_only_as_allowed(tapp: TabletApp, unlocked: TestClient) -> None:
     pid = people(tapp)["张三"]
     post(unlocked, tapp, "/needs/new", {"person": pid, "category": "养老服务"})

@@ -18,6 +18,7 @@ import pytest
 from client.tablet import Tablet
 from staff_world import Signed, World, make_world
 from e2e_harness import TOWNSHIP, V1, V2, V3, no_sleep
+from server.devicepages import SILENT_DAYS, device_flags
 from server.node import Node
 from sync.edit import Editor
 from sync.hlc import wall_ms
@@ -235,8 +236,17 @@ def test_duplicates_are_found_by_id_name_and_sound(world: World, liu: Signed) ->
 
 def test_merging_from_the_duplicates_page_moves_needs_and_services(world: World, liu: Signed) -> None:
     keep, drop = world.ids["dupA"], world.ids["dupB"]
+    n = world.open()
+    try:  # the other record holds what the kept one lacks
+        Editor(n.store, device=world.ids["dev2"], user="li", unit=V2, tier="village").update(
+            drop, {"phone": "13900001111", "groups": ["残疾人"]})
+    finally:
+        n.close()
     r = liu.post("/staff/duplicates/merge", {"keep": keep, "drop": drop})
-    assert "1 条需求和 1 条服务记录" in liu.notice(r)
+    notice = liu.notice(r)
+    assert "1 条需求和 1 条服务记录" in notice and "从另一条补上了：电话、人群类别。" in notice
+    assert f"（{drop[-8:]}）并入" in notice and f"（{keep[-8:]}）" in notice  # ids told apart by their ends
+    assert (_record(world, keep).data["phone"], _record(world, keep).data["groups"]) == ("13900001111", ["残疾人"])
     n = world.open()
     try:
         assert n.store.get(drop).deleted and n.store.get(drop).data["merged_into"] == keep  # type: ignore[union-attr]
@@ -347,6 +357,51 @@ def test_the_devices_page_shows_gaps_skew_and_pending(world: World, liu: Signed)
     assert f"设备 {world.ids['dev3']} 缺少第4–6条" in row
     assert '<span class="red">快 2 天 3 小时</span>' in row
     assert "7 条" in row and "0.1.0" in row and "2 小时前" in row and "和平社区" in row
+
+
+def test_silent_and_never_synced_tablets_are_counted_marked_and_listed_first(world: World, liu: Signed) -> None:
+    def attention_count() -> int:
+        m = re.search(r'需要留意的设备</h3><div class="stat[^"]*">(\d+)</div>', liu.get("/staff").text)
+        assert m
+        return int(m.group(1))
+
+    before = attention_count()
+    now = wall_ms() // 1000
+    with closing(world.open()) as n:
+        quiet, _ = n.add_device(V1, "wang")  # 12 days without contact, holding 340 ops
+        never, _ = n.add_device(V1, "wang")  # enrolled, never synced
+        fresh, _ = n.add_device(V1, "wang")  # seen an hour ago
+        gone, _ = n.add_device(V1, "wang")  # silent, but revoked: not a tablet in use
+        n.revoke(gone)
+        with n.store.transaction() as c:
+            for dev, seen in ((quiet, now - 12 * 86400), (fresh, now - 3600), (gone, now - 12 * 86400)):
+                c.execute("UPDATE devices SET last_seen = ?, last_sync = ?, pending = 340, skew_ms = 0"
+                          " WHERE device = ?", (seen, seen, dev))
+    assert attention_count() == before + 2
+    page = liu.get("/staff/devices").text
+    assert f"超过 {SILENT_DAYS} 天没有联系" in page
+    order = re.findall(r'<tr class="device( attention)?" data-device="([^"]+)">', page)
+    marked = {dev: bool(flag) for flag, dev in order}
+    assert list(marked.values()) == sorted(marked.values(), reverse=True)  # those to look at first
+    assert (marked[quiet], marked[never], marked[fresh], marked[gone]) == (True, True, False, False)
+
+    def seen_cell(dev: str) -> str:
+        row = page[page.index(f'data-device="{dev}"'):]
+        return row[row.index('<td class="seen">'):row.index("</td>", row.index('<td class="seen">'))]
+
+    assert '<span class="red">12 天前</span>' in seen_cell(quiet)
+    assert '<span class="red">从未同步</span>' in seen_cell(never)
+    assert "red" not in seen_cell(fresh) and "red" not in seen_cell(gone)
+
+
+def test_only_village_tablets_in_use_count_as_silent() -> None:
+    now = 1_800_000_000
+    row = {"tier": "village", "revoked": 0, "last_seen": now - 12 * 86400, "skew_ms": 0, "gaps": []}
+    assert device_flags(row, now)["silent"] and device_flags(row, now)["attention"]
+    assert not device_flags({**row, "last_seen": now - 86400}, now)["attention"]
+    for other in ({"tier": "county"}, {"revoked": 1}):  # an upper node's link; a revoked tablet
+        for seen in (row["last_seen"], None):
+            assert not device_flags({**row, **other, "last_seen": seen}, now)["attention"], (other, seen)
 
 
 def test_enrol_shows_a_code_and_qr_that_a_tablet_can_use(world: World, liu: Signed, tmp_path: Path) -> None:

@@ -239,6 +239,21 @@ def test_merge_moves_needs_and_services_and_redirects_the_old_id(store: Store, v
     assert store.count_ops() == before and not store.get(keep).deleted  # type: ignore[union-attr]
 
 
+def test_a_merge_fills_what_the_kept_resident_lacks_and_joins_their_groups(store: Store, village: Editor,
+                                                                             township: Editor) -> None:
+    keep = _person(village, name="李桂兰", id_number="51090319450101002X", address="育才路1号", groups=["老年人"])
+    drop = _person(village, name="李桂兰", birth_date="1945-01-01", phone="13900001111", address="广场社区3栋2单元",
+                   groups=["残疾人", "独居", "老年人"], notes="轮椅出行")
+    ops = township.merge(keep, drop)
+    kept = store.get(keep)
+    assert kept is not None and {**kept.data, "groups": sorted(kept.data["groups"])} == {
+        "name": "李桂兰", "unit": VILLAGE, "id_number": "51090319450101002X", "address": "育才路1号",  # its own kept
+        "birth_date": "1945-01-01", "phone": "13900001111", "notes": "轮椅出行",  # filled from the other
+        "groups": sorted(["老年人", "残疾人", "独居"])}
+    assert sorted({o.field for o in ops if o.record == keep}) == ["birth_date", "groups", "notes", "phone"]
+    assert store.get(drop).data["merged_into"] == keep  # type: ignore[union-attr]
+
+
 def test_a_merge_moves_needs_to_the_kept_residents_village_within_the_merging_staffs_scope(
         store: Store, township: Editor) -> None:
     v1, v2, v3 = "510903001001", "510903001002", "510903001003"
