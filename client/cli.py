@@ -16,7 +16,7 @@ import click
 
 import sync
 from sync.errors import SyncError
-from sync.schema import CATEGORIES, GROUPS, PROVIDER_KINDS, URGENCIES
+from sync.schema import GROUPS, PROVIDER_KINDS, URGENCIES
 from sync.store import is_encrypted
 
 from .tablet import AlreadyEnrolled, NodeUnreachable, NotEnrolled, PinError, SyncFailed, SyncReport, Tablet
@@ -283,7 +283,7 @@ def need() -> None:
 @need.command(name="add")
 @tablet_option
 @click.option("--person", "person_id", required=True, help="The resident's record id")
-@click.option("--category", required=True, help="需求类别: one of the synced catalogue's (built-in list before one arrives)")
+@click.option("--category", required=True, help="需求类别: one of the built-in list or the synced catalogue's")
 @click.option("--description", help="需求描述")
 @click.option("--urgency", type=click.Choice(URGENCIES), default="一般", show_default=True)
 @click.option("--due-date", help="截止日期, YYYY-MM-DD")
@@ -298,11 +298,15 @@ def need_add(db: str, person_id: str, category: str, description: str | None, ur
     values = {"person": person_id, "category": category, "description": description, "urgency": urgency,
               "status": "待处理", "due_date": due_date}
     with opened(db) as tab:
-        offered = tab.need_categories()
-        if category not in offered:
-            raise click.BadParameter(f"{category!r} is not a need category here; choose from " + ", ".join(offered),
-                                     param_hint="--category")
+        _check_offered(category, tab.need_categories(), "need category", "--category")
         click.echo(_run(lambda: tab.create("need", {k: v for k, v in values.items() if v is not None})))
+
+
+def _check_offered(value: str, offered: list[str], what: str, option: str) -> None:
+    "Refuse a need category or service type the tablet does not offer, naming the ones it does"
+    if value not in offered:
+        raise click.BadParameter(f"{value!r} is not a {what} here; choose from " + ", ".join(offered),
+                                 param_hint=option)
 
 
 @cli.group()
@@ -314,7 +318,8 @@ def service() -> None:
 @tablet_option
 @click.option("--person", "person_id", required=True, help="The resident's record id")
 @click.option("--need", "need_id", help="The need it answers (optional)")
-@click.option("--type", "service_type", required=True, type=click.Choice(CATEGORIES), help="服务类型")
+@click.option("--type", "service_type", required=True,
+              help="服务类型: one of the built-in list or the synced catalogue's")
 @click.option("--provider-kind", type=click.Choice(PROVIDER_KINDS), default="社工", show_default=True)
 @click.option("--provider-name", help="服务主体名称")
 @click.option("--served-at", default=None, help="服务时间, YYYY-MM-DDTHH:MM (default: now)")
@@ -335,6 +340,7 @@ def service_add(db: str, person_id: str, need_id: str | None, service_type: str,
               "served_at": served_at or dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
               "minutes": minutes, "people_served": people_served, "notes": notes}
     with opened(db) as tab:
+        _check_offered(service_type, tab.service_types(), "service type", "--type")
         click.echo(_run(lambda: tab.create("service", {k: v for k, v in values.items() if v is not None})))
 
 

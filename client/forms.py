@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync.errors import InvalidValue
+from sync.reference import keep_current
 from sync.schema import (
     CATEGORIES, GENDERS, GROUPS, NEED_TRANSITIONS, PROVIDER_KINDS, SCHEMA, STATUSES, URGENCIES,
 )
@@ -36,10 +37,16 @@ class Catalogues:
     genders: tuple[str, ...]
     statuses: tuple[str, ...]
 
+    def of(self, name: str, record: Any = None) -> list[str]:
+        """The choices of ``category`` or ``service_type``; in an edit form, with the edited ``record``'s own
+        value kept among them even when it is no longer offered (a retired catalogue code)"""
+        codes = list(self.categories if name == "category" else self.service_types)
+        return keep_current(codes, record.data.get(name) if record else None)
+
 
 def catalogues(tablet: Tablet | None = None) -> Catalogues:
-    """The catalogues the tablet's forms offer: need categories and service types synced from above
-    (the built-in lists of ``sync.schema`` until a catalogue arrives, or without a tablet)"""
+    """The catalogues the tablet's forms offer: need categories and service types, the built-in lists of
+    ``sync.schema`` together with the catalogues synced from above (``sync.reference.offered``)"""
     categories: tuple[str, ...] = CATEGORIES
     service_types: tuple[str, ...] = CATEGORIES
     if tablet is not None:

@@ -498,11 +498,11 @@ class Tablet:
         return reference.catalogue(self.store, kind, include_retired=include_retired)
 
     def need_categories(self) -> list[str]:
-        "The need categories to offer: the synced catalogue's, or the built-in list before one arrives"
+        "The need categories to offer: the built-in list and the synced catalogue's (``reference.offered``)"
         return reference.need_categories(self.store)
 
     def service_types(self) -> list[str]:
-        "The service types to offer: the synced catalogue's, or the built-in list before one arrives"
+        "The service types to offer: the built-in list and the synced catalogue's (``reference.offered``)"
         return reference.service_types(self.store)
 
     def escalation(self, need: str) -> dict[str, Any] | None:

@@ -31,9 +31,9 @@ from starlette.routing import BaseRoute, Route
 
 from sync.errors import InvalidValue, OutOfScope
 from sync.lookup import find_people, sort_key
-from sync.reference import escalations as list_escalations
-from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES
-from sync.store import Conflict, Record
+from sync.reference import escalations as list_escalations, offered
+from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, Date, Field, LongText, Text
+from sync.store import Conflict, Record, Store
 from sync.types import DELETED
 
 from . import escalations
@@ -56,9 +56,33 @@ EDITABLE = {
 }
 
 
-def choices(coll: str, name: str) -> list[str]:
-    "The values a catalogue field takes (性别, 需求类别, ...), or [] for free text"
-    return [a for a in get_args(SCHEMA.field(coll, name).type) if isinstance(a, str)]
+def choices(store: Store, coll: str, name: str, current: Any = None) -> list[str]:
+    """The values a choice field takes (性别, 紧急程度, ...), or [] for free text. A catalogue field (需求类别,
+    服务类型) offers what the tablets offer, from the node's catalogue, with ``current`` (the record's value)
+    kept among them"""
+    f = SCHEMA.field(coll, name)
+    if f.catalogue:
+        return offered(store, f.catalogue, current)
+    return [a for a in get_args(f.type) if isinstance(a, str)]
+
+
+def is_free_text(f: Field) -> bool:
+    "A free-text field (住址, 备注, 需求描述, ...): pages edit it in a <textarea>, which keeps its line breaks"
+    return f.type in (Text, LongText)
+
+
+def _unchanged(f: Field, value: Any, shown: Any) -> bool:
+    """Whether a value a form sent back is the one the page showed, as a browser returns it: text with its
+    line breaks as CRLF and its ends trimmed, and a date that is not a real one (1942-02-30, stored before
+    the schema refused such dates) empty, as an <input type=date> cannot show it"""
+    if isinstance(value, str) and isinstance(shown, str):
+        return value.replace("\r\n", "\n").strip() == shown.replace("\r\n", "\n").strip()
+    if value is None and f.type is Date and isinstance(shown, str) and shown:
+        try:
+            dt.date.fromisoformat(shown)
+        except ValueError:
+            return True
+    return bool(value == shown)
 
 
 def short_id(rid: str) -> str:
@@ -282,7 +306,9 @@ class Workbench:
                     "changes": changes, "linked": linked, "person": person,
                     "fields": [SCHEMA.collections[rec.coll].fields[n] for n in EDITABLE.get(rec.coll, ())],
                     "groups": GROUPS, "titles": {r.id: self.title(r) for rs in linked.values() for r in rs},
-                    "choices": {n: choices(rec.coll, n) for n in EDITABLE.get(rec.coll, ())},
+                    "choices": {n: choices(self.store, rec.coll, n, rec.data.get(n))
+                                for n in EDITABLE.get(rec.coll, ())},
+                    "free_text": {f.name for f in SCHEMA.collections[rec.coll].fields.values() if is_free_text(f)},
                     "staff_names": self.pages.staff_names(),
                     "escalations": list_escalations(self.store, need=rid) if rec.coll == "need" else []}
 
@@ -331,7 +357,7 @@ class Workbench:
                     if name not in form:
                         continue
                     value = parse_typed(rec.coll, name, str(form.get(name, "")))
-                    if value != shown.get(name):
+                    if not _unchanged(f, value, shown.get(name)):
                         values[name] = value
                 _refuse_stale(rec, shown, values)
                 if not values:
@@ -493,7 +519,7 @@ class Workbench:
                         value = parse_typed("need", name, str(form.get(name, "")))
                         if name == "status" and value is None:
                             continue  # a status is changed, never cleared
-                        if value != shown.get(name):
+                        if not _unchanged(SCHEMA.field("need", name), value, shown.get(name)):
                             values[name] = value
                 _refuse_stale(rec, shown, values)
                 current = rec.data.get("status") or "待处理"

@@ -14,7 +14,7 @@ the record is created": still no server round trip, and still made where the rec
 
 from __future__ import annotations
 
-import time
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -22,6 +22,7 @@ from .edit import Editor
 from .errors import InvalidValue, NotFound, ReadOnly
 from .schema import CATALOGUE_KINDS, CATEGORIES
 from .store import Record, Store
+from .types import CHINA_TIME
 
 _NAMESPACE = uuid.UUID("6f0c1a52-3d1e-4e7b-9a55-0b1c7c5e2a10")
 
@@ -37,8 +38,8 @@ def unit_id(code: str) -> str:
 
 
 def now_text() -> str:
-    "The local time as reference records store it: ``YYYY-MM-DDTHH:MM``"
-    return time.strftime("%Y-%m-%dT%H:%M")
+    "The time in China (UTC+8, whatever the system's zone) as reference records store it: ``YYYY-MM-DDTHH:MM``"
+    return dt.datetime.now(CHINA_TIME).strftime("%Y-%m-%dT%H:%M")
 
 
 def _author(editor: Editor) -> None:
@@ -108,16 +109,35 @@ def catalogue(store: Store, kind: str, *, include_retired: bool = False) -> list
     return sorted(rows, key=lambda r: (r.get("order", 0) or 0, str(r.get("code", ""))))
 
 
+def offered(store: Store, kind: str, current: Any = None) -> list[str]:
+    """The codes a worker or staff member picks from for a catalogue field (``need_category``,
+    ``service_type``): the built-in list (in places 1 to 10) and the synced catalogue's entries together,
+    by ``order`` (entries without one last), then code. An entry with a built-in's code overrides it: its
+    ``order`` moves it, ``retired`` hides it. ``current``, the value of the record being edited, is always
+    among them, so that a form can keep a value no longer offered."""
+    places: dict[str, int | None] = {code: i for i, code in enumerate(CATEGORIES, 1)}
+    for row in catalogue(store, kind, include_retired=True):
+        code = str(row["code"])
+        if row.get("retired"):
+            places.pop(code, None)
+        else:
+            places[code] = row["order"] if row.get("order") is not None else places.get(code)
+    return keep_current(sorted(places, key=lambda c: (places[c] is None, places[c] or 0, c)), current)
+
+
+def keep_current(codes: list[str], current: Any) -> list[str]:
+    "``codes`` with ``current`` (a record's value of a choice field) added at the end when it is not among them"
+    return [*codes, current] if isinstance(current, str) and current and current not in codes else codes
+
+
 def need_categories(store: Store) -> list[str]:
-    "The need categories a worker picks from: the synced catalogue's codes, or the built-in list"
-    rows = catalogue(store, "need_category")
-    return [str(r["code"]) for r in rows] if rows else list(CATEGORIES)
+    "The need categories a worker picks from: the built-in list and the synced catalogue's (``offered``)"
+    return offered(store, "need_category")
 
 
 def service_types(store: Store) -> list[str]:
-    "The service types a worker picks from: the synced catalogue's codes, or the built-in list"
-    rows = catalogue(store, "service_type")
-    return [str(r["code"]) for r in rows] if rows else list(CATEGORIES)
+    "The service types a worker picks from: the built-in list and the synced catalogue's (``offered``)"
+    return offered(store, "service_type")
 
 
 def notices(store: Store) -> list[dict[str, Any]]:

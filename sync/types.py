@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, TypeAlias
 
 #: A device's stable identifier, e.g. ``"tab-3f2a..."`` or ``"node-510903001000"``.
@@ -16,6 +17,10 @@ UnitCode: TypeAlias = str
 Timestamp: TypeAlias = int
 #: A field value as it travels and is stored: anything MessagePack and JSON both carry.
 Value: TypeAlias = Any
+
+#: China Standard Time (UTC+8, no daylight saving): the time the people using cunsync live in, whatever
+#: zone a node's system runs in.
+CHINA_TIME = dt.timezone(dt.timedelta(hours=8), "北京时间")
 
 #: Op kinds.
 SET = 0

@@ -12,8 +12,10 @@ from playwright.sync_api import Page, expect
 from client.tablet import Tablet
 from e2e_harness import TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess
 from server.node import Node
-from sync.hlc import wall_ms
+from sync.hlc import pack, wall_ms
+from sync.ops import Op
 from sync.store import Store
+from sync.types import SET
 
 PASSWORD = "correct horse 1"
 DAY_MS = 86_400_000
@@ -180,6 +182,30 @@ def test_the_needs_board_assigns_a_need_and_highlights_an_overdue_one(
     page.goto(node.url + "/staff/needs?status=overdue")
     expect(page.locator("tr.need")).to_have_count(1)
     page.goto(node.url + "/staff/needs")  # the last page: the whole board
+
+
+def test_saving_one_field_leaves_multi_line_notes_and_an_unreal_date_as_they_were(
+        page: Page, node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet) -> None:
+    "What Chromium sends back from a record's page: a textarea's CRLF, an empty date input for 1942-02-30"
+    staff_account(node_db)
+    _, token = enrol(V1, "王芳")
+    node.start()
+    tab = make_tablet(token)
+    pid = tab.create("person", {"name": "冯玉杰", "phone": "13800000000", "notes": "独居\n每周三送药"})
+    tab.sync()
+    with Store(node_db) as s:  # as the schema took it before it checked dates
+        s.apply([Op("tab-old", 1, pack(wall_ms()), "person", pid, "birth_date", SET, "1942-02-30", (), "王芳", V1, 1)])
+
+    sign_in(page, node)
+    page.goto(f"{node.url}/staff/records/{pid}")
+    page.fill("input[name=phone]", "13811112222")
+    page.click("text=保存修改")
+    expect(page.locator(".notice")).to_contain_text("已保存：电话。")
+    with Store(node_db) as s:
+        rec = s.get(pid)
+        assert rec is not None and (rec.data["phone"], rec.data["notes"], rec.data["birth_date"]) == (
+            "13811112222", "独居\n每周三送药", "1942-02-30")
+    expect(page.locator("textarea[name=notes]")).to_have_value("独居\n每周三送药")  # the last page
 
 
 def test_the_devices_page_shows_a_gap_and_a_skewed_clock(

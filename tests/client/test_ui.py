@@ -12,7 +12,8 @@ import re
 import socket
 import warnings
 from html.parser import HTMLParser
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -688,22 +689,68 @@ def test_the_app_adds_no_error_classes_to_the_nodes_api_description() -> None:
     assert {m for m in modules if m.startswith("client")} == set()
 
 
-def test_the_forms_offer_the_catalogues_synced_from_above(tapp: TabletApp, unlocked: TestClient) -> None:
+def radios(page: str, name: str) -> list[str]:
+    "The values of a form's radio buttons of one name, the checked one marked with a leading *"
+    return [("*" if checked else "") + value for value, checked in
+            re.findall(rf'<input type="radio" name="{name}" value="([^"]*)"\s*(checked)?', page)]
+
+
+@contextmanager
+def from_the_city(tapp: TabletApp) -> Iterator[Callable[[Callable[[Any], object]], None]]:
+    "``publish(write)``: reference data the city writes with ``write(editor)``, delivered as a sync would"
     from sync import Editor, Store
+
+    with Store(None) as city:
+        ed = Editor(city, device="node-510900000000", user="市民政局", unit="510900000000", tier="city")
+
+        def publish(write: Callable[[Any], object]) -> None:
+            write(ed)
+            ops = [op for _, op in city.ops_since(0)]
+            tapp.read(lambda t: t.store.apply(ops))
+
+        yield publish
+
+
+def test_the_forms_offer_the_catalogues_synced_from_above(tapp: TabletApp, unlocked: TestClient) -> None:
     from sync import reference as ref
+    from sync.schema import CATEGORIES
 
     pid = people(tapp)["张三"]
     form = unlocked.get("/needs/new", params={"person": pid}).text
-    assert ">养老服务<" in form and "防汛救灾" not in form  # the built-in list until a catalogue arrives
-    with Store(None) as city:
-        ed = Editor(city, device="node-510900000000", user="市民政局", unit="510900000000", tier="city")
-        ref.set_catalogue(ed, "need_category", "防汛救灾", name="防汛救灾", order=1)
-        ref.set_catalogue(ed, "service_type", "应急转移", name="应急转移", order=1)
-        ops = [op for _, op in city.ops_since(0)]
-    tapp.read(lambda t: t.store.apply(ops))  # as a sync delivers them
+    assert radios(form, "category") == list(CATEGORIES)  # the built-in list until a catalogue arrives
+    with from_the_city(tapp) as publish:
+        publish(lambda ed: (ref.set_catalogue(ed, "need_category", "防汛救灾", name="防汛救灾", order=11),
+                            ref.set_catalogue(ed, "service_type", "应急转移", name="应急转移", order=0)))
     form = unlocked.get("/needs/new", params={"person": pid}).text
-    assert "防汛救灾" in form and ">养老服务<" not in form
-    assert "应急转移" in unlocked.get("/services/new", params={"person": pid}).text
+    assert radios(form, "category") == [*CATEGORIES, "防汛救灾"]  # added to the built-in list
+    assert radios(unlocked.get("/services/new", params={"person": pid}).text, "service_type") == [
+        "应急转移", *CATEGORIES]
     r = post(unlocked, tapp, "/needs/new", {"person": pid, "category": "防汛救灾", "description": "危房转移"})
     assert r.status_code == 303, messages(r.text)
     assert [n.data["category"] for n in tapp.read(lambda t: t.list("need"))] == ["防汛救灾"]
+
+
+def test_a_need_or_service_keeps_a_category_the_catalogue_retired_since(tapp: TabletApp,
+                                                                         unlocked: TestClient) -> None:
+    from sync import reference as ref
+
+    pid = people(tapp)["张三"]
+    with from_the_city(tapp) as publish:
+        publish(lambda ed: (ref.set_catalogue(ed, "need_category", "防汛救灾", name="防汛救灾"),
+                            ref.set_catalogue(ed, "service_type", "家政服务", name="家政服务", retired=True)))
+        nid = tapp.read(lambda t: t.create("need", {"person": pid, "category": "防汛救灾", "status": "待处理"}))
+        sid = tapp.read(lambda t: t.create("service", {"person": pid, "service_type": "家政服务",
+                                                       "served_at": "2025-05-01T09:30"}))
+        publish(lambda ed: ref.set_catalogue(ed, "need_category", "防汛救灾", retired=True))
+    assert "防汛救灾" not in radios(unlocked.get("/needs/new", params={"person": pid}).text, "category")
+    page = unlocked.get(f"/needs/{nid}/edit").text
+    assert radios(page, "category")[-1] == "*防汛救灾", "the need's own category, though retired"
+    r = unlocked.post(f"/needs/{nid}/edit", data={**form_fields(page), "status": "服务中"}, headers=SAME)
+    assert r.status_code == 303, messages(r.text)
+    page = unlocked.get(f"/services/{sid}/edit").text
+    assert radios(page, "service_type")[-1] == "*家政服务"
+    r = unlocked.post(f"/services/{sid}/edit", data={**form_fields(page), "minutes": "45"}, headers=SAME)
+    assert r.status_code == 303, messages(r.text)
+    need, service = tapp.read(lambda t: (t.get(nid), t.get(sid)))
+    assert need is not None and (need.data["category"], need.data["status"]) == ("防汛救灾", "服务中")
+    assert service is not None and (service.data["service_type"], service.data["minutes"]) == ("家政服务", 45)

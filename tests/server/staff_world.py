@@ -6,13 +6,16 @@ role, started for a test module, and httpx clients signed in as one of them.
                              ``STAFF``, password ``PASSWORD``
     World.sign_in(username)  a ``Signed`` client: a session and its CSRF token; ``post`` sends forms as
                              the pages do, ``notice`` follows a form's redirect and reads what it said
+    browser_form(page, action)  the fields a browser submits from a page's form, untouched by the user
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,79 @@ def csrf_of(html: str) -> str:
     m = _CSRF.search(html)
     assert m, html
     return m.group(1)
+
+
+class _BrowserForm(HTMLParser):
+    """What a browser sends from one form, as the HTML standard has it: a text input's value without line
+    breaks, a date input's value only if it is a real date, the selected (else first) option, a textarea's
+    text without the newline right after its tag and with CRLF line breaks, checked boxes only"""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.action, self.inside = action, False
+        self.fields: list[tuple[str, str]] = []
+        self._select: tuple[str, list[tuple[str | None, bool, list[str]]]] | None = None
+        self._textarea: tuple[str, list[str]] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.inside = a.get("action") == self.action
+        if not self.inside or tag == "form":
+            return
+        if tag == "input" and "name" in a:
+            kind, value = a.get("type", "text"), a.get("value", "")
+            if kind in ("checkbox", "radio"):
+                if "checked" in a:
+                    self.fields.append((a["name"], a.get("value", "on")))
+                return
+            if kind == "text":
+                value = value.replace("\r", "").replace("\n", "")
+            if kind == "date":
+                try:
+                    dt.date.fromisoformat(value)
+                except ValueError:
+                    value = ""
+            self.fields.append((a["name"], value))
+        elif tag == "select":
+            self._select = (a["name"], [])
+        elif tag == "option" and self._select is not None:
+            self._select[1].append((dict(attrs).get("value"), "selected" in a, []))
+        elif tag == "textarea":
+            self._textarea = (a["name"], [])
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self._textarea[1].append(data)
+        elif self._select is not None and self._select[1]:
+            self._select[1][-1][2].append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+        elif tag == "select" and self._select is not None:
+            name, options = self._select
+            picked = next((o for o in options if o[1]), options[0] if options else None)
+            if picked is not None:
+                self.fields.append((name, picked[0] if picked[0] is not None else "".join(picked[2]).strip()))
+            self._select = None
+        elif tag == "textarea" and self._textarea is not None:
+            text = "".join(self._textarea[1])
+            text = text[1:] if text.startswith("\n") else text
+            self.fields.append((self._textarea[0], text.replace("\r\n", "\n").replace("\n", "\r\n")))
+            self._textarea = None
+
+
+def browser_form(page: str, action: str) -> dict[str, Any]:
+    """The fields a browser submits from the page's form posting to ``action``, as the page filled them in
+    (a name sent more than once, such as checked boxes, as a list)"""
+    parser = _BrowserForm(action)
+    parser.feed(page)
+    assert parser.fields, f"no form posting to {action}"
+    sent: dict[str, list[str]] = {}
+    for name, value in parser.fields:
+        sent.setdefault(name, []).append(value)
+    return {name: values[0] if len(values) == 1 else values for name, values in sent.items()}
 
 
 @dataclass
