@@ -25,13 +25,14 @@ from sync import units as unitlib
 from sync.errors import BadRequest, Forbidden, NotFound, SyncError, Unauthorized
 from sync.hlc import physical_ms
 from sync.schema import SCHEMA, Field, mask_id_number, mask_phone
+from sync.types import CHINA_TIME
 
 from .auth import Accounts, Staff
 from .node import Node
 from .staff import ROLE_NAMES, csrf_token, current_staff, templates
 
 #: Pages show times in China Standard Time (no daylight saving), the time the staff live in.
-CST = dt.timezone(dt.timedelta(hours=8), "北京时间")
+CST = CHINA_TIME
 TIER_LABELS = {"village": "村/社区", "township": "镇街", "county": "县区", "city": "市"}
 #: A clock further off than this is flagged on the devices page.
 SKEW_LIMIT_MS = 5 * 60 * 1000
@@ -115,7 +116,13 @@ def show(value: Any) -> str:
     return str(value)
 
 
-templates.env.filters.update(local_time=local_time, skew_text=skew_text, ago=ago, show=show, span=span)
+def short_id(rid: str) -> str:
+    "A record id as a page names it for short: its last characters (a UUIDv7's first ones are its time)"
+    return rid[-8:]
+
+
+templates.env.filters.update(local_time=local_time, skew_text=skew_text, ago=ago, show=show, span=span,
+                             short_id=short_id)
 templates.env.globals.update(TIER_LABELS=TIER_LABELS, SKEW_LIMIT_MS=SKEW_LIMIT_MS, NAV=NAV, SCHEMA=SCHEMA,
                              mask_id=mask_id_number, mask_phone=mask_phone)
 

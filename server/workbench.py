@@ -42,7 +42,7 @@ from .devicepages import SILENT_DAYS, device_flags
 from . import duplicates as dup
 from .duplicates import find_pairs
 from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
-    required, show
+    required, short_id, show
 
 #: Needs in these states are finished: never overdue.
 CLOSED = ("已解决", "已关闭", "已取消")
@@ -83,11 +83,6 @@ def _unchanged(f: Field, value: Any, shown: Any) -> bool:
         except ValueError:
             return True
     return bool(value == shown)
-
-
-def short_id(rid: str) -> str:
-    "A record id as a page names it for short: its last characters (a UUIDv7's first ones are its time)"
-    return rid[-8:]
 
 
 def today() -> str:
