@@ -686,7 +686,9 @@ class Node:
         village = dev.tier == "village"
         for (coll, name, kind), group in groups.items():
             SCHEMA.field(coll, name)  # the field must exist, even to clear it
-            if village and coll in LINK_COLLECTIONS:
+            if coll == "escalation" or (village and coll in LINK_COLLECTIONS):
+                # an escalation is written by a node (staff on its pages, or a link's): an upper node takes
+                # no other author's escalation ops, so one from a tablet would stop the link
                 i = _index(ops, group[0])
                 raise ReadOnly(f"ops[{i}] writes {coll}: tablets read reference data and escalations but "
                                "do not write them; the township, county or city authors them",

@@ -116,3 +116,15 @@ def test_an_op_naming_a_held_record_under_another_collection_is_refused(node: No
         node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops([op])))
     assert (e.value.code, e.value.details) == ("forged_op", {"op": 0, "record": esc})
     assert node.store.count_ops() == before and node.store.get(esc).data["status"] == "已上报"  # type: ignore[union-attr]
+
+
+def test_a_township_tablet_may_not_write_an_escalation(node: Node) -> None:
+    "Staff escalate on the node's pages: the county takes escalation ops written by the township's node only"
+    _, token = node.add_device(TOWNSHIP, "刘主任", tier="township")
+    dev = node.authenticate(token)
+    op = Op(dev.device, 1, pack(wall_ms() - 60_000, 0), "escalation", uuid7(), "unit", SET, VILLAGE, (),
+            dev.user, dev.unit, dev.rank)
+    with pytest.raises(SyncError) as e:
+        node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops([op])))
+    assert (e.value.code, e.value.details["collection"]) == ("read_only", "escalation"), e.value.message
+    assert node.store.count_ops() == 0
