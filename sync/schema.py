@@ -1,9 +1,12 @@
 """The built-in collections, declared once: each field's type, merge kind, and whether it needs review.
 
 A field's ``type`` is a msgspec type; values are checked with ``msgspec.convert`` (strict), so an error
-names what is wrong. ``merge`` is ``"register"`` (multi-value register, winner by tier, clock, op id) or
-``"set"`` (add-wins observed-remove set of elements of ``type``). A ``review`` field keeps a conflict open
-while its live ops hold different values.
+names what is wrong, and a date or time must be on the calendar (``on_calendar``). Patterns take ASCII
+digits only. Checks that depend on the clock or on other fields (a birth date in the future, an ID
+number's check digit) are not the schema's but ``sync.checks``', run where a person types a value.
+``merge`` is ``"register"`` (multi-value register, winner by tier, clock, op id) or ``"set"`` (add-wins
+observed-remove set of elements of ``type``). A ``review`` field keeps a conflict open while its live
+ops hold different values.
 
 Fields are never removed: a field dropped from use gets ``retired`` set to the schema version that
 retired it, so ops queued on tablets running an older schema are still accepted and kept. Collections
@@ -20,6 +23,7 @@ reference record's ``unit`` is the unit that authored it (a ``unit`` record's is
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Collection as Some
 from dataclasses import dataclass, field as dc_field
 from typing import Annotated, Any, Literal
@@ -74,11 +78,12 @@ EscalationStatus = Literal["已上报", "已受理", "已办结", "已退回"]
 
 Text = Annotated[str, Meta(max_length=2000)]
 Name = Annotated[str, Meta(min_length=1, max_length=60)]
-Date = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
-DateTime = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")]
-IdNumber = Annotated[str, Meta(pattern=r"^\d{17}[\dX]$")]
+# Patterns say [0-9], not \d: \d matches any Unicode digit, full-width ５ among them.
+Date = Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+DateTime = Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?$")]
+IdNumber = Annotated[str, Meta(pattern=r"^[0-9]{17}[0-9X]$")]
 Phone = Annotated[str, Meta(pattern=r"^[0-9+\- ]{5,20}$")]
-UnitCode = Annotated[str, Meta(pattern=r"^\d{12}$")]
+UnitCode = Annotated[str, Meta(pattern=r"^[0-9]{12}$")]
 RecordRef = Annotated[str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
 Count = Annotated[int, Meta(ge=0, le=100_000)]
 Title = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -269,7 +274,7 @@ class Schema:
         if value is None and f.merge == "register" and not f.required:
             return None
         try:
-            return msgspec.convert(value, f.type, strict=True)
+            converted = msgspec.convert(value, f.type, strict=True)
         except msgspec.ValidationError as e:
             if f.catalogue and codes is not None and isinstance(value, str) and value in codes(f.catalogue):
                 return value
@@ -277,6 +282,14 @@ class Schema:
                 f"invalid value for {coll}.{name} ({f.label}): {e}",
                 details={"collection": coll, "field": name},
             ) from None
+        if not on_calendar(f, converted):
+            raise InvalidValue(
+                f"invalid value for {coll}.{name} ({f.label}): {value!r} is no "
+                + ("date on the calendar; check the month and day" if f.type is Date
+                   else "time on the calendar; check the date and the hour and minute"),
+                details={"collection": coll, "field": name, "problem": NO_SUCH_DATE},
+            )
+        return converted
 
     def validate_many(self, coll: str, name: str, kind: int, values: list[Any],
                       codes: Callable[[str], Some[str]] | None = None) -> None:
@@ -288,14 +301,32 @@ class Schema:
                 many = _LIST_OF[f.type] = list[f.type]  # type: ignore[name-defined]
             try:
                 msgspec.convert(values, many, strict=True)
-                return
             except msgspec.ValidationError:
                 pass  # find the bad one, or accept catalogue codes, one value at a time
+            else:
+                if all(on_calendar(f, v) for v in values):
+                    return
         for v in values:
             self.validate(coll, name, kind, v, codes)
 
 
 _LIST_OF: dict[Any, Any] = {}
+
+#: ``InvalidValue.details["problem"]`` when a date or time has the right shape but is not on the calendar
+NO_SUCH_DATE = "no_such_date"
+
+
+def on_calendar(f: Field, value: Any) -> bool:
+    """Whether a value of a ``Date`` or ``DateTime`` field is a real date or time (2024-02-30 and 25:00
+    have the pattern's shape and are not); true for any other field"""
+    try:
+        if f.type is Date:
+            dt.date.fromisoformat(value)
+        elif f.type is DateTime:
+            dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 SCHEMA = Schema(SCHEMA_VERSION, {c.name: c for c in (PERSON, NEED, SERVICE, UNIT, CATALOGUE, NOTICE, TASK,

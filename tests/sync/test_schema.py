@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sync import SCHEMA, Collection, Field, InvalidValue, Schema, SyncError, UnknownCollection, UnknownField
+from sync import SCHEMA, Collection, Field, InvalidValue, Op, Schema, Store, SyncError, UnknownCollection, UnknownField
 from sync.schema import NEED_TRANSITIONS, STATUSES, mask_id_number, mask_phone
 from sync.types import ADD, DELETED, REMOVE, SET
 
@@ -49,6 +49,18 @@ def test_validate_accepts_good_values(coll: str, name: str, kind: int, value: An
         ("person", "id_number", SET, "51090319480301123", InvalidValue, ["person.id_number"]),
         ("person", "id_number", SET, "5109031948030112Xa", InvalidValue, ["person.id_number"]),
         ("person", "unit", SET, "510903", InvalidValue, ["person.unit"]),
+        # full-width digits, as a Chinese input method types them: \d would match them, [0-9] does not
+        ("person", "id_number", SET, "５１０９０３１９４８０３０１１２３７", InvalidValue, ["person.id_number"]),
+        ("person", "birth_date", SET, "１９４８-03-01", InvalidValue, ["person.birth_date"]),
+        ("person", "unit", SET, "５１０９０３００１００１", InvalidValue, ["person.unit"]),
+        ("service", "served_at", SET, "2024-05-01T０９:30", InvalidValue, ["service.served_at"]),
+        # the shape of a date or time, but none on the calendar
+        ("person", "birth_date", SET, "1942-02-30", InvalidValue, ["person.birth_date", "no date on the calendar"]),
+        ("need", "due_date", SET, "2024-13-01", InvalidValue, ["need.due_date", "no date on the calendar"]),
+        ("service", "served_at", SET, "2025-13-45T99:99", InvalidValue, ["service.served_at", "no time"]),
+        ("service", "served_at", SET, "2024-05-01T24:00", InvalidValue, ["service.served_at", "no time"]),
+        ("escalation", "escalated_at", SET, "2024-02-30 09:00", InvalidValue, ["escalation.escalated_at"]),
+        ("service", "served_at", SET, "2024-05-01T09:30 tomorrow", InvalidValue, ["service.served_at"]),  # anchored
         ("service", "minutes", SET, -1, InvalidValue, ["service.minutes"]),
         ("service", "minutes", SET, "45", InvalidValue, ["service.minutes"]),  # strict: no coercion
         ("person", "groups", SET, "老年人", InvalidValue, ["person.groups", "set field", "add or remove"]),
@@ -150,3 +162,21 @@ def test_a_catalogue_backed_field_also_takes_its_catalogues_codes() -> None:
         SCHEMA.validate("need", "category", SET, "上门探访", codes)  # another catalogue's code
     with pytest.raises(InvalidValue):
         SCHEMA.validate("need", "urgency", SET, "防汛救灾", codes)  # a field with no catalogue
+
+
+def test_validate_many_refuses_a_date_that_is_not_on_the_calendar() -> None:
+    SCHEMA.validate_many("need", "due_date", SET, ["2024-02-29", "2024-03-01"])
+    with pytest.raises(InvalidValue) as exc:
+        SCHEMA.validate_many("need", "due_date", SET, ["2024-02-29", "2023-02-29"])
+    assert "2023-02-29" in exc.value.message and exc.value.details["problem"] == "no_such_date"
+
+
+def test_an_op_stored_before_dates_were_checked_stays_readable(store: Store) -> None:
+    "Validation applies to new ops: one already stored (an older node let it in) is read and merged as ever"
+    rid = "01890a5d-ac96-774b-bcce-b302099a8057"
+    store.apply([Op("tab-old", 1, 1 << 16, "person", rid, "name", SET, "张秀英", (), "wang", "510903001001", 0),
+                 Op("tab-old", 2, 2 << 16, "person", rid, "unit", SET, "510903001001", (), "wang", "510903001001", 0),
+                 Op("tab-old", 3, 3 << 16, "person", rid, "birth_date", SET, "1942-02-30", (), "wang",
+                    "510903001001", 0)])
+    rec = store.get(rid)
+    assert rec is not None and rec.data["birth_date"] == "1942-02-30"
