@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 import sync
+from sync import checks
 from sync.errors import SyncError
 from sync.schema import GROUPS, PROVIDER_KINDS, URGENCIES
 from sync.store import is_encrypted
@@ -125,6 +126,19 @@ def _run(fn: Callable[[], Any]) -> Any:
         return fn()
     except (SyncError, SyncFailed, NodeUnreachable, NotEnrolled, AlreadyEnrolled, PinError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def _checked(coll: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The values given (unset ones left out), full-width digits made ASCII, refused as the tablet's forms
+    refuse them (``sync.checks``): a record the CLI saves stays editable in the tablet app"""
+    given = {k: checks.normalize(k, v) if isinstance(v, str) else v for k, v in values.items() if v not in (None, [])}
+    found = {name: p for name in given if (p := checks.check(coll, name, given[name])) is not None}
+    if coll == "person":
+        found.update(checks.disagreements(given, given))
+    if found:
+        name, problem = next(iter(found.items()))
+        raise click.BadParameter(f"{problem.message} [{problem.code}]", param_hint="--" + name.replace("_", "-"))
+    return given
 
 
 def _csv(value: str | None) -> list[str]:
@@ -247,10 +261,10 @@ def person_add(db: str, name: str, gender: str | None, birth_date: str | None, i
 
         cunsync person add --name 张秀英 --gender 女 --birth-date 1942-03-08 --groups 老年人,独居
     """
-    values = {"name": name, "gender": gender, "birth_date": birth_date, "id_number": id_number,
-              "phone": phone, "address": address, "notes": notes, "groups": _csv(groups)}
+    values = _checked("person", {"name": name, "gender": gender, "birth_date": birth_date, "id_number": id_number,
+                                 "phone": phone, "address": address, "notes": notes, "groups": _csv(groups)})
     with opened(db) as tab:
-        rid = _run(lambda: tab.create("person", {k: v for k, v in values.items() if v not in (None, [])}))
+        rid = _run(lambda: tab.create("person", values))
     click.echo(rid)
 
 
@@ -295,11 +309,11 @@ def need_add(db: str, person_id: str, category: str, description: str | None, ur
 
         cunsync need add --person 0190... --category 养老服务 --description 需要助餐
     """
-    values = {"person": person_id, "category": category, "description": description, "urgency": urgency,
-              "status": "待处理", "due_date": due_date}
+    values = _checked("need", {"person": person_id, "category": category, "description": description,
+                               "urgency": urgency, "status": "待处理", "due_date": due_date})
     with opened(db) as tab:
         _check_offered(category, tab.need_categories(), "need category", "--category")
-        click.echo(_run(lambda: tab.create("need", {k: v for k, v in values.items() if v is not None})))
+        click.echo(_run(lambda: tab.create("need", values)))
 
 
 def _check_offered(value: str, offered: list[str], what: str, option: str) -> None:
@@ -335,13 +349,13 @@ def service_add(db: str, person_id: str, need_id: str | None, service_type: str,
 
         cunsync service add --person 0190... --type 养老服务 --minutes 45
     """
-    values = {"person": person_id, "need": need_id, "service_type": service_type,
-              "provider_kind": provider_kind, "provider_name": provider_name,
-              "served_at": served_at or dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
-              "minutes": minutes, "people_served": people_served, "notes": notes}
+    values = _checked("service", {"person": person_id, "need": need_id, "service_type": service_type,
+                                  "provider_kind": provider_kind, "provider_name": provider_name,
+                                  "served_at": served_at or dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
+                                  "minutes": minutes, "people_served": people_served, "notes": notes})
     with opened(db) as tab:
         _check_offered(service_type, tab.service_types(), "service type", "--type")
-        click.echo(_run(lambda: tab.create("service", {k: v for k, v in values.items() if v is not None})))
+        click.echo(_run(lambda: tab.create("service", values)))
 
 
 @cli.command(name="sync")

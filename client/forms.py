@@ -3,18 +3,19 @@ into record values, with every mistake explained in Chinese next to its field.
 
 A form is checked whole before anything is written: ``parse`` returns the values and a dict of errors,
 and a caller writes only when the errors are empty. Types and catalogues are checked by the schema
-(``SCHEMA.validate``), so the app accepts exactly what a sync would; the messages here only say it the
-way a village worker understands.
+(``SCHEMA.validate``), so the app accepts exactly what a sync would; values are checked further by
+``sync.checks`` (real dates, ID numbers, phones), as the workbench and the CLI check them. The messages
+here only say it the way a village worker understands.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sync import checks
 from sync.errors import InvalidValue
 from sync.reference import keep_current
 from sync.schema import (
@@ -94,94 +95,81 @@ def _text(form: Mapping[str, Any], name: str) -> str:
     return v.strip() if isinstance(v, str) else ""
 
 
-def parse(coll: str, form: Any, *, editing: bool = False,
+def parse(coll: str, form: Any, *, editing: bool = False, before: Mapping[str, Any] | None = None,
           codes: Callable[[str], Collection[str]] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The values a submitted form gives one collection's record, and the errors by field name.
 
     ``form`` is Starlette's ``FormData`` (``getlist`` for checkboxes) or a plain mapping. Blank fields
-    are ``None`` (left unset on create, cleared on edit); groups are a list. A valid ID number fills in
-    a blank birth date and gender, and must agree with them when they are given. ``codes(kind)`` gives
-    the codes of a catalogue synced from above, which catalogue fields take beside the built-in ones.
+    are ``None`` (left unset on create, cleared on edit); groups are a list. Digits typed full-width
+    (５１０９…) are taken as ASCII. A valid ID number fills in a blank birth date and gender, and must
+    agree with them when they are given. ``codes(kind)`` gives the codes of a catalogue synced from
+    above, which catalogue fields take beside the built-in ones.
+
+    ``before``, on an edit, is the record as the form showed it: a field sent back as it was shown is
+    left out of the values and not checked, so that a value saved before a check existed (or by a
+    node that did not check it) never blocks the worker's change to another field.
     """
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
+    shown = as_form(before) if before is not None else None
     for name in FIELDS[coll]:
         if name == "status" and not editing:
             continue
         if name == "groups":
             raw = form.getlist(name) if hasattr(form, "getlist") else list(form.get(name) or [])
             picked = [str(g) for g in raw if str(g).strip()]
+            if shown is not None and set(picked) == set(shown.get(name) or []):
+                continue
             try:
                 values[name] = [SCHEMA.validate(coll, name, ADD, g) for g in dict.fromkeys(picked)]
             except InvalidValue:
                 errors[name] = _message(coll, name)
             continue
-        text = _text(form, name)
+        text = checks.normalize(name, _text(form, name))
         if name == "id_number":
             text = text.upper().replace(" ", "")
         if name == "served_at":
             text = text.replace(" ", "T", 1)
+        if shown is not None and text == str(shown.get(name, "")):
+            continue
         value: Any = text or None
         if value is not None and name in _INTS:
-            if not re.fullmatch(r"\d{1,6}", text):
+            if not re.fullmatch(r"[0-9]{1,6}", text):
                 errors[name] = _message(coll, name)
                 continue
             value = int(text)
         if value is None and SCHEMA.collections[coll].fields[name].required:
             values[name] = None  # reported as missing below
             continue
+        problem = checks.check(coll, name, value)
+        if problem is not None:
+            errors[name] = problem.zh
+            continue
         try:
             values[name] = SCHEMA.validate(coll, name, SET, value, codes)
         except InvalidValue:
             errors[name] = _message(coll, name)
-            continue
-        if value is not None and name in ("birth_date", "due_date", "served_at"):
-            problem = _date_problem(name, text)
-            if problem:
-                errors[name] = problem
     for name, f in SCHEMA.collections[coll].fields.items():
-        if f.required and name in FIELDS[coll] and values.get(name) is None and name not in errors:
+        if f.required and name in values and values[name] is None:
             errors[name] = (f"请选择{f.label}" if name in _CHOICES else f"请填写{f.label}")
     if coll == "person":
-        _id_number_agrees(values, errors)
+        _id_number_agrees(values, errors, before or {})
     return values, errors
 
 
-_DATE_LABELS = {"birth_date": "出生日期", "due_date": "截止日期", "served_at": "服务时间"}
-
-
-def _date_problem(name: str, text: str) -> str | None:
-    try:
-        when = (dt.datetime.fromisoformat(text).date() if name == "served_at"
-                else dt.date.fromisoformat(text))
-    except ValueError:
-        return f"{_DATE_LABELS[name]}不是一个存在的日期，请核对"
-    if name == "birth_date" and when > dt.date.today():
-        return "出生日期不能晚于今天"
-    if name == "birth_date" and when.year < 1890:
-        return "出生日期太早了，请核对"
-    return None
-
-
-def _id_number_agrees(values: dict[str, Any], errors: dict[str, str]) -> None:
-    "Birth date and gender from a valid ID number: filled in when blank, checked when given"
-    idn = values.get("id_number")
-    if not idn or "id_number" in errors:
+def _id_number_agrees(values: dict[str, Any], errors: dict[str, str], before: Mapping[str, Any]) -> None:
+    """Birth date and gender from a valid ID number: filled in when blank, checked against it when one
+    of the three changed (``values``; ``before`` holds the rest)"""
+    person = {k: v for k, v in {**before, **values}.items() if k not in errors}
+    idn = person.get("id_number")
+    facts = checks.id_number_facts(idn) if isinstance(idn, str) else None
+    if facts is None:
         return
-    try:
-        born = dt.date(int(idn[6:10]), int(idn[10:12]), int(idn[12:14])).isoformat()
-    except ValueError:
-        errors["id_number"] = "身份证号中的出生日期（第7到14位）不是一个存在的日期，请核对"
-        return
-    gender = "男" if int(idn[16]) % 2 else "女"
-    if values.get("birth_date") is None and "birth_date" not in errors:
-        values["birth_date"] = born
-    elif values.get("birth_date") not in (None, born) and "birth_date" not in errors:
-        errors["birth_date"] = f"出生日期与身份证号不一致（身份证号上是 {born}）"
-    if values.get("gender") is None and "gender" not in errors:
-        values["gender"] = gender
-    elif values.get("gender") not in (None, gender) and "gender" not in errors:
-        errors["gender"] = f"性别与身份证号不一致（身份证号第17位表示{gender}性）"
+    for name, stated in zip(("birth_date", "gender"), facts):
+        if person.get(name) is None and name not in errors:
+            values[name] = person[name] = stated
+    for name, problem in checks.disagreements(person, values).items():
+        errors.setdefault(name, problem.zh)
 
 
 def allowed_statuses(current: str | None) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from sync import checks
 from sync.errors import InvalidValue, NotFound, Unauthorized
 from sync.ops import uuid7
 from sync.lookup import find_people, name_matches, normalize, sort_key
@@ -76,18 +77,22 @@ def _differs(old: Any, new: Any) -> bool:
     return (old if old != "" else None) != (new if new != "" else None)
 
 
+def _shown(form: FormData, current: dict[str, Any]) -> dict[str, Any]:
+    "The record as the edit form showed it (its hidden ``shown``); the record now for a form without one"
+    try:
+        shown = json.loads(str(form.get("shown", "")))
+    except ValueError:
+        return current
+    return shown if isinstance(shown, dict) else current
+
+
 def _changes(current: dict[str, Any], form: FormData, values: dict[str, Any],
              errors: dict[str, str]) -> dict[str, Any]:
     """The fields the worker changed: those whose value differs from what the form showed (its hidden
     ``shown``), not from the record as it is now, so that a change a sync brought in meanwhile is not
     written back over. A field the worker changed that also changed meanwhile is refused in ``errors``:
     the form comes back showing it as it is now."""
-    try:
-        shown = json.loads(str(form.get("shown", "")))
-    except ValueError:
-        shown = None
-    if not isinstance(shown, dict):  # a form from before this check: as before, against the record now
-        return {k: v for k, v in values.items() if _differs(current.get(k), v)}
+    shown = _shown(form, current)
     as_shown = forms.as_form(shown)  # as the inputs held it: a service time without its seconds, say
     changes = {k: v for k, v in values.items() if _differs(as_shown.get(k), v)}
     for k in changes:
@@ -348,7 +353,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         for p in tab.list("person"):
             if p.id == exclude:
                 continue
-            if values.get("id_number") and p.data.get("id_number") == values["id_number"]:
+            if values.get("id_number") and checks.typed_key("id_number", p.data.get("id_number")) == values["id_number"]:
                 same_id = p
             elif (values.get("birth_date") and p.data.get("birth_date") == values["birth_date"]
                   and normalize(str(p.data.get("name", ""))) == normalize(str(values.get("name", "")))):
@@ -419,22 +424,23 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
     async def person_update(request: Request) -> Response:
         rid = request.path_params["id"]
         form = await form_of(request)
-        values, errors = forms.parse("person", form, editing=True)
 
-        def save(tab: Tablet) -> tuple[Record, list[Record]]:
+        def save(tab: Tablet) -> tuple[Record, dict[str, str], list[Record]]:
             rec = _record(tab, rid, "person")
+            values, errors = forms.parse("person", form, editing=True, before=_shown(form, rec.data))
             if errors:
-                return rec, []
-            same_id, _ = _duplicates(tab, values, rid)
+                return rec, errors, []
+            # only a changed ID number: one a synced duplicate shares already must not freeze the record
+            same_id = _duplicates(tab, values, rid)[0] if "id_number" in values else None
             if same_id is not None:
                 errors["id_number"] = f"这个身份证号已登记给“{same_id.data.get('name', '')}”"
-                return rec, [same_id]
+                return rec, errors, [same_id]
             changes = _changes(rec.data, form, values, errors)
             if changes and not errors:
                 tab.update(rid, changes)
-            return rec, []
+            return rec, errors, []
 
-        rec, dupes = await tapp.run(save)
+        rec, errors, dupes = await tapp.run(save)
         if errors:
             return await render(request, "person_form.html", {
                 "mode": "edit", "p": rec, "values": _raw(form), "errors": errors, "dupes": dupes,
@@ -511,11 +517,14 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
     async def need_update(request: Request) -> Response:
         nid = request.path_params["id"]
         form = await form_of(request)
-        values, errors = forms.parse("need", form, editing=True, codes=await synced_codes())
+        codes = await synced_codes()
+        errors: dict[str, str] = {}
 
         def save(tab: Tablet) -> dict[str, Any]:
             n = _record(tab, nid, "need")
             ctx = {"n": n, **_need_ctx(tab, str(n.data.get("person", "")))}
+            values, found = forms.parse("need", form, editing=True, before=_shown(form, n.data), codes=codes)
+            errors.update(found)
             if not errors:
                 changes = _changes(n.data, form, values, errors)
                 try:
@@ -611,11 +620,14 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
     async def service_update(request: Request) -> Response:
         sid = request.path_params["id"]
         form = await form_of(request)
-        values, errors = forms.parse("service", form, editing=True, codes=await synced_codes())
+        codes = await synced_codes()
+        errors: dict[str, str] = {}
 
         def save(tab: Tablet) -> dict[str, Any]:
             s = _record(tab, sid, "service")
             ctx = {"s": s, **_service_ctx(tab, str(s.data.get("person", "")), s.data.get("need"))}
+            values, found = forms.parse("service", form, editing=True, before=_shown(form, s.data), codes=codes)
+            errors.update(found)
             _check_need(ctx, values, errors)
             if not errors:
                 changes = _changes(s.data, form, values, errors)

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync import checks
 from sync.lookup import sound
 from sync.store import Record, Store
 
@@ -70,7 +71,7 @@ def _near_keys(name: str) -> Iterable[str]:
 
 def _tells_apart(a: Record, b: Record) -> bool:
     for key in ("birth_date", "id_number"):
-        x, y = a.data.get(key), b.data.get(key)
+        x, y = checks.typed_key(key, a.data.get(key)), checks.typed_key(key, b.data.get(key))
         if x and y and x != y:
             return True
     return False
@@ -99,7 +100,7 @@ def find_pairs(people: Sequence[Record]) -> list[Pair]:
     for p in people:
         name = str(p.data.get("name") or "").strip()
         if p.data.get("id_number"):
-            by_id[str(p.data["id_number"]).upper()].append(p)
+            by_id[checks.typed_key("id_number", p.data["id_number"])].append(p)
         if name and p.data.get("birth_date"):
             by_birth[(name, str(p.data["birth_date"]))].append(p)
         if name:

@@ -21,7 +21,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from sync import units as unitlib
+from sync import checks, units as unitlib
 from sync.errors import BadRequest, Forbidden, NotFound, SyncError, Unauthorized
 from sync.hlc import physical_ms
 from sync.schema import SCHEMA, Field, mask_id_number, mask_phone
@@ -149,24 +149,30 @@ def value_hint(f: Field) -> str:
     return "不超过 2000 字的文字"
 
 
-def parse_typed(coll: str, name: str, text: str) -> Any:
-    "A value staff typed into a form, as the field's type wants it (the Editor validates it after)"
+def parse_typed(coll: str, name: str, text: str, *, shown: Any = None) -> Any:
+    """A value staff typed into a form, as the field's type wants it (the Editor validates its type after).
+    Full-width digits are taken as ASCII. A value other than ``shown`` (what the page showed) gets the
+    checks the tablet's forms make (``sync.checks``), so staff save nothing a tablet would refuse."""
     f = SCHEMA.field(coll, name)
-    text = text.strip()
+    text = checks.normalize(name, text.strip())
     if not text:
         if f.required:
             raise PageError(f"“{f.label}”不能为空。")
         return None
     if f.merge == "set":
         return [t for t in (p.strip() for p in text.replace("，", "、").replace(",", "、").split("、")) if t]
+    value: Any = text
     if name in ("minutes", "people_served"):
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             raise PageError(f"“{f.label}”应为{value_hint(f)}，收到的是“{text}”。") from None
     if name == "id_number":
-        return text.upper()
-    return text
+        value = text.upper()
+    problem = checks.check(coll, name, value) if value != shown else None
+    if problem is not None:
+        raise PageError(f"“{f.label}”的值“{text}”不能保存：{problem.zh}。")
+    return value
 
 
 def invalid(coll: str, name: str, value: Any) -> PageError:

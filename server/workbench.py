@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from sync import checks
 from sync.errors import InvalidValue, OutOfScope
 from sync.lookup import find_people, sort_key
 from sync.reference import escalations as list_escalations, offered
@@ -351,10 +352,14 @@ class Workbench:
                         continue
                     if name not in form:
                         continue
-                    value = parse_typed(rec.coll, name, str(form.get(name, "")))
+                    value = parse_typed(rec.coll, name, str(form.get(name, "")), shown=shown.get(name))
                     if not _unchanged(f, value, shown.get(name)):
                         values[name] = value
                 _refuse_stale(rec, shown, values)
+                if rec.coll == "person":  # an ID number, birth date or gender changed must agree with the others
+                    problem = next(iter(checks.disagreements({**rec.data, **values}, values).values()), None)
+                    if problem is not None:
+                        raise PageError(f"{problem.zh}。")
                 if not values:
                     return "没有改动。"
                 try:
@@ -511,7 +516,7 @@ class Workbench:
                 values: dict[str, Any] = {}
                 for name in ("assignee", "due_date", "status"):
                     if name in form:
-                        value = parse_typed("need", name, str(form.get(name, "")))
+                        value = parse_typed("need", name, str(form.get(name, "")), shown=shown.get(name))
                         if name == "status" and value is None:
                             continue  # a status is changed, never cleared
                         if not _unchanged(SCHEMA.field("need", name), value, shown.get(name)):

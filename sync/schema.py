@@ -1,9 +1,12 @@
 """The built-in collections, declared once: each field's type, merge kind, and whether it needs review.
 
 A field's ``type`` is a msgspec type; values are checked with ``msgspec.convert`` (strict), so an error
-names what is wrong. ``merge`` is ``"register"`` (multi-value register, winner by tier, clock, op id) or
-``"set"`` (add-wins observed-remove set of elements of ``type``). A ``review`` field keeps a conflict open
-while its live ops hold different values.
+names what is wrong. The types are what a node takes from any tablet, of any version: a value an older
+app let through (a full-width ID number, a date not on the calendar) must not strand the ops queued
+behind it. What a person types now is checked further, by ``sync.checks``.
+``merge`` is ``"register"`` (multi-value register, winner by tier, clock, op id) or ``"set"`` (add-wins
+observed-remove set of elements of ``type``). A ``review`` field keeps a conflict open while its live
+ops hold different values.
 
 Fields are never removed: a field dropped from use gets ``retired`` set to the schema version that
 retired it, so ops queued on tablets running an older schema are still accepted and kept. Collections
@@ -80,7 +83,7 @@ DateTime = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2
 ID_NUMBER = r"\d{17}[\dX]"
 IdNumber = Annotated[str, Meta(pattern=f"^{ID_NUMBER}$")]
 Phone = Annotated[str, Meta(pattern=r"^[0-9+\- ]{5,20}$")]
-UnitCode = Annotated[str, Meta(pattern=r"^\d{12}$")]
+UnitCode = Annotated[str, Meta(pattern=r"^[0-9]{12}$")]
 RecordRef = Annotated[str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
 Count = Annotated[int, Meta(ge=0, le=100_000)]
 Title = Annotated[str, Meta(min_length=1, max_length=200)]

@@ -159,7 +159,7 @@ def test_register_with_the_node_down_then_sync_reaches_the_workbench(
     expect(page.locator("#no-matches")).to_be_visible()
     page.click("#register-new")
     expect(page.locator("#name")).to_have_value("王秀英")
-    page.fill("#id_number", "510903194203081220")
+    page.fill("#id_number", "510903194203081223")
     page.fill("#phone", "13800138000")
     page.fill("#address", "育才社区3栋2单元")
     page.click("label.choice:has-text('老年人')")
@@ -183,7 +183,7 @@ def test_register_with_the_node_down_then_sync_reaches_the_workbench(
     expect(page.locator("#pending")).to_have_text("0")
     on_node = node_people(node_db)
     assert list(on_node) == ["王秀英"]
-    assert on_node["王秀英"] == {**on_node["王秀英"], "unit": V1, "id_number": "510903194203081220",
+    assert on_node["王秀英"] == {**on_node["王秀英"], "unit": V1, "id_number": "510903194203081223",
                                  "birth_date": "1942-03-08", "gender": "女", "phone": "13800138000"}
     assert sorted(on_node["王秀英"]["groups"]) == ["独居", "老年人"]  # type: ignore[call-overload]
 

@@ -8,6 +8,7 @@ Browser tests against a real node are in ``tests/browser/test_tablet_ui.py``.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import socket
 import warnings
@@ -22,6 +23,7 @@ import pytest
 from client.syncjob import UNREACHABLE
 from client.tablet import Tablet
 from client.ui import PIN_TRIES, TabletApp, create_app
+from sync.edit import Editor
 from sync.ops import Op
 from sync.types import SET, TIER_RANK
 
@@ -35,7 +37,7 @@ PORT = 8765
 ORIGIN = f"http://127.0.0.1:{PORT}"
 SAME = {"origin": ORIGIN}
 VILLAGE = "510903001001"
-ZHANG = {"name": "张三", "gender": "男", "birth_date": "1942-03-08", "id_number": "510903194203081234",
+ZHANG = {"name": "张三", "gender": "男", "birth_date": "1942-03-08", "id_number": "510903194203081231",
          "phone": "13800138000", "groups": ["老年人"]}
 
 
@@ -229,7 +231,7 @@ def test_the_duplicate_search_finds_by_name_pinyin_id_number_or_phone_and_masks(
     assert 'id="matches"' in r.text and "张三" in r.text
     assert "以上都不是，登记新居民" in r.text
     matches = r.text.split('id="matches"')[1].split("</ul>")[0]
-    assert ZHANG["id_number"] not in matches and "5109**********1234" in matches
+    assert ZHANG["id_number"] not in matches and "5109**********1231" in matches
     assert ZHANG["phone"] not in matches and "138****8000" in matches
 
 
@@ -280,6 +282,33 @@ def test_the_same_id_number_cannot_be_registered_twice(tapp: TabletApp, unlocked
     assert r.status_code == 400
     assert messages(r.text) == ["这个身份证号已登记给“张三”，不能重复登记"]
     assert 'id="dupes"' in r.text
+    assert list(people(tapp)) == ["张三"]
+
+
+#: Digits and signs as a Chinese input method types them in full-width mode
+FULL_WIDTH = str.maketrans("0123456789X-:", "０１２３４５６７８９Ｘ－：")
+
+
+def test_digits_typed_full_width_are_taken_as_ascii(tapp: TabletApp, unlocked: TestClient) -> None:
+    "The same resident typed in full-width digits is still the same ID number, and is refused as one"
+    r = post(unlocked, tapp, "/people/new", {"searched": "章三", "name": "章三",
+                                              "id_number": ZHANG["id_number"].translate(FULL_WIDTH)})
+    assert r.status_code == 400
+    assert messages(r.text) == ["这个身份证号已登记给“张三”，不能重复登记"]
+    r = post(unlocked, tapp, "/people/new", {
+        "searched": "李四", "name": "李四", "id_number": "51090319500101123X".translate(FULL_WIDTH),
+        "birth_date": "1950-01-01".translate(FULL_WIDTH), "phone": "13900001111".translate(FULL_WIDTH)})
+    assert r.status_code == 303, messages(r.text)
+    rid = people(tapp)["李四"]
+    rec = tapp.read(lambda t: t.get(rid))
+    assert rec is not None and (rec.data["id_number"], rec.data["birth_date"], rec.data["phone"]) == (
+        "51090319500101123X", "1950-01-01", "13900001111")
+
+
+def test_an_id_number_with_a_wrong_check_digit_is_refused(tapp: TabletApp, unlocked: TestClient) -> None:
+    r = post(unlocked, tapp, "/people/new", {"searched": "李四", "name": "李四", "id_number": "510903195001011231"})
+    assert r.status_code == 400
+    assert messages(r.text) == ["身份证号最后一位校验码不对，请核对"]
     assert list(people(tapp)) == ["张三"]
 
 
@@ -344,6 +373,17 @@ def test_a_service_standalone_and_its_mistakes(tapp: TabletApp, unlocked: TestCl
     assert ok.status_code == 303
     (svc,) = tapp.read(lambda t: t.list("service"))
     assert svc.data["served_at"] == "2024-05-02T10:00" and "need" not in svc.data
+
+
+def test_a_service_dated_more_than_a_day_ahead_is_refused(tapp: TabletApp, unlocked: TestClient) -> None:
+    pid = people(tapp)["张三"]
+    r = post(unlocked, tapp, "/services/new", {"person": pid, "service_type": "养老服务", "served_at": "2099-05-01T09:30"})
+    assert r.status_code == 400
+    assert messages(r.text) == ["服务时间比现在晚了一天以上，请核对年、月、日"]
+    assert tapp.read(lambda t: t.list("service")) == []
+    soon = (dt.datetime.now() + dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")  # a visit booked for later
+    assert post(unlocked, tapp, "/services/new", {"person": pid, "service_type": "养老服务",
+                                                   "served_at": soon}).status_code == 303
 
 
 def form_rid(html: str) -> str:
@@ -573,6 +613,57 @@ def test_editing_one_field_of_a_service_leaves_the_others_as_they_were(
     assert r.status_code == 400 and messages(r.text) == ["请从这位居民的需求中选择"]
 
 
+def stored_unchecked(tapp: TabletApp, rid: str, values: dict[str, Any]) -> None:
+    "Values an older app saved without today's checks, arriving with a sync (a tablet applies ops unchecked)"
+    def apply(tab: Tablet) -> None:
+        hlc = tab.store.last_hlc()
+        tab.store.apply([Op("tab-old-1", i, hlc + (i << 16), "person", rid, name, SET, value,
+                            tuple(tab.store.live_ids(rid, name)), "老王", VILLAGE, TIER_RANK["village"])
+                         for i, (name, value) in enumerate(values.items(), 1)])
+    tapp.read(apply)
+
+
+def test_an_edit_checks_only_the_fields_the_worker_changed(tapp: TabletApp, unlocked: TestClient) -> None:
+    "A value saved before a check existed does not block the worker's change to another field"
+    rid = people(tapp)["张三"]
+    stored_unchecked(tapp, rid, {"birth_date": "1942-02-30", "id_number": "510903194203081234", "gender": "女"})
+    form = form_fields(unlocked.get(f"/people/{rid}/edit").text)
+    r = unlocked.post(f"/people/{rid}/edit", data={**form, "phone": "13700000000"}, headers=SAME)
+    assert r.status_code == 303, messages(r.text)
+    rec = tapp.read(lambda t: t.get(rid))
+    assert rec is not None and (rec.data["phone"], rec.data["birth_date"], rec.data["gender"]) == (
+        "13700000000", "1942-02-30", "女")
+    # a field the worker changes is checked, and one that must agree with it is named on it
+    form = form_fields(unlocked.get(f"/people/{rid}/edit").text)
+    for change, said in (({"birth_date": "2099-01-01"}, ["出生日期不能晚于今天"]),
+                         ({"id_number": "510903194203081271"}, ["身份证号最后一位校验码不对，请核对"]),
+                         ({"id_number": "510903194203081231"}, ["性别与身份证号不一致（身份证号第17位表示男性）"])):
+        r = unlocked.post(f"/people/{rid}/edit", data={**form, **change}, headers=SAME)
+        assert r.status_code == 400 and messages(r.text) == said
+    r = unlocked.post(f"/people/{rid}/edit", data={**form, "id_number": "510903194203081231", "gender": "男",
+                                                    "birth_date": "1942-03-08"}, headers=SAME)
+    assert r.status_code == 303, messages(r.text)
+
+
+def test_a_resident_whose_id_number_a_synced_duplicate_shares_stays_editable(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    "Two tablets registered one resident offline: until the township merges them, both stay editable"
+    rid = people(tapp)["张三"]
+    tapp.read(lambda t: Editor(t.store, device="tab-ui-2", user="李", unit=VILLAGE, tier="village").create(
+        "person", {"unit": VILLAGE, "name": "张叁", "id_number": ZHANG["id_number"]}))
+    form = form_fields(unlocked.get(f"/people/{rid}/edit").text)
+    r = unlocked.post(f"/people/{rid}/edit", data={**form, "phone": "13700000000", "groups": ["老年人", "独居"]},
+                      headers=SAME)
+    assert r.status_code == 303, messages(r.text)
+    rec = tapp.read(lambda t: t.get(rid))
+    assert rec is not None and rec.data["phone"] == "13700000000" and sorted(rec.data["groups"]) == ["独居", "老年人"]
+    # an ID number the worker changes is still checked against the village's
+    other = tapp.read(lambda t: t.create("person", {"name": "李四"}))
+    form = form_fields(unlocked.get(f"/people/{other}/edit").text)
+    r = unlocked.post(f"/people/{other}/edit", data={**form, "id_number": ZHANG["id_number"]}, headers=SAME)
+    assert r.status_code == 400 and messages(r.text)[0].startswith("这个身份证号已登记给“张")
+
+
 def test_the_worker_settles_a_conflict_by_picking_a_value(tapp: TabletApp, unlocked: TestClient) -> None:
     rid = people(tapp)["张三"]
     concurrent_phone(tapp, rid, "13899990000")
@@ -673,6 +764,50 @@ def test_tablet_commands_close_the_tablet_when_they_fail(db: Path, monkeypatch: 
                                  "--category", "养老服务"], env={"CUNSYNC_PIN": PIN})
     assert r.exit_code == 1 and "invalid value for need.person" in r.output
     assert closed == [str(db)]
+
+
+def test_the_add_commands_refuse_what_the_forms_refuse(db: Path) -> None:
+    "A record the CLI saves must stay editable in the app: the same checks, and nothing written when one fails"
+    from click.testing import CliRunner
+
+    from client.cli import cli
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli, [*args, "--db", str(db)], env={"CUNSYNC_PIN": PIN})
+
+    def count(coll: str) -> int:
+        tab = Tablet(db, pin=PIN)
+        try:
+            return len(tab.list(coll))
+        finally:
+            tab.close()
+
+    pid = run("person", "add", "--name", "李四").output.strip()
+    for args, option, code in (
+            (("person", "add", "--name", "赵六", "--birth-date", "1942-02-30"), "--birth-date", "no_such_date"),
+            (("person", "add", "--name", "赵六", "--birth-date", "2099-01-01"), "--birth-date", "birth_date_in_future"),
+            (("person", "add", "--name", "赵六", "--id-number", "510903194203081271"), "--id-number",
+             "id_number_check_digit"),
+            (("person", "add", "--name", "赵六", "--id-number", "510903194203081231", "--gender", "女"), "--gender",
+             "gender_disagrees"),
+            (("person", "add", "--name", "赵六", "--phone", "-----"), "--phone", "phone_shape"),
+            (("need", "add", "--person", pid, "--category", "养老服务", "--due-date", "2024-02-31"), "--due-date",
+             "no_such_date"),
+            (("service", "add", "--person", pid, "--type", "养老服务", "--served-at", "2025-13-45T99:99"),
+             "--served-at", "no_such_date"),
+            (("service", "add", "--person", pid, "--type", "养老服务", "--served-at", "2099-05-01T09:30"),
+             "--served-at", "served_at_in_future")):
+        r = run(*args)
+        assert r.exit_code == 2 and option in r.output and f"[{code}]" in r.output, (args, r.output)
+    assert (count("person"), count("need"), count("service")) == (2, 0, 0)
+    r = run("person", "add", "--name", "王五", "--id-number", "51090319500101123X".translate(FULL_WIDTH))
+    assert r.exit_code == 0, r.output
+    tab = Tablet(db, pin=PIN)
+    try:
+        rec = tab.get(r.output.strip())
+    finally:
+        tab.close()
+    assert rec is not None and rec.data["id_number"] == "51090319500101123X"
 
 
 def test_the_app_adds_no_error_classes_to_the_nodes_api_description() -> None:

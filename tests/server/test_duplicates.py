@@ -25,6 +25,12 @@ def test_the_same_id_number_in_two_villages() -> None:
                     person("b", V2, name="李贵兰", id_number="51090319450101002X")]) == {("a", "b"): ["same_id"]}
 
 
+def test_an_id_number_an_older_app_kept_in_full_width_digits_is_the_same_number() -> None:
+    assert reasons([person("a", name="李桂兰", id_number="５１０９０３１９４５０１０１００２Ｘ", birth_date="１９４５-01-01"),
+                    person("b", V2, name="李贵兰", id_number="51090319450101002X", birth_date="1945-01-01")]
+                   ) == {("a", "b"): ["same_id"]}
+
+
 def test_the_same_name_and_birth_date_in_two_villages() -> None:
     assert reasons([person("a", name="张三", birth_date="1950-01-01"),
                     person("b", V2, name="张三", birth_date="1950-01-01"),

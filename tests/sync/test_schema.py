@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sync import SCHEMA, Collection, Field, InvalidValue, Schema, SyncError, UnknownCollection, UnknownField
+from sync import SCHEMA, Collection, Field, InvalidValue, Op, Schema, Store, SyncError, UnknownCollection, UnknownField
 from sync.schema import NEED_TRANSITIONS, STATUSES, mask_id_number, mask_phone
 from sync.types import ADD, DELETED, REMOVE, SET
 
@@ -49,6 +49,8 @@ def test_validate_accepts_good_values(coll: str, name: str, kind: int, value: An
         ("person", "id_number", SET, "51090319480301123", InvalidValue, ["person.id_number"]),
         ("person", "id_number", SET, "5109031948030112Xa", InvalidValue, ["person.id_number"]),
         ("person", "unit", SET, "510903", InvalidValue, ["person.unit"]),
+        # a unit is picked from a list, never typed: full-width digits are no unit code
+        ("person", "unit", SET, "５１０９０３００１００１", InvalidValue, ["person.unit"]),
         ("service", "minutes", SET, -1, InvalidValue, ["service.minutes"]),
         ("service", "minutes", SET, "45", InvalidValue, ["service.minutes"]),  # strict: no coercion
         ("person", "groups", SET, "老年人", InvalidValue, ["person.groups", "set field", "add or remove"]),
@@ -155,3 +157,26 @@ def test_a_catalogue_backed_field_also_takes_its_catalogues_codes() -> None:
         SCHEMA.validate("need", "category", SET, "上门探访", codes)  # another catalogue's code
     with pytest.raises(InvalidValue):
         SCHEMA.validate("need", "urgency", SET, "防汛救灾", codes)  # a field with no catalogue
+
+
+@pytest.mark.parametrize(("coll", "name", "value"), [
+    ("person", "id_number", "５１０９０３１９４８０３０１１２３７"),  # full-width, as an input method types it
+    ("person", "birth_date", "１９４８-03-01"),
+    ("need", "due_date", "2024-02-30"),  # not on the calendar
+    ("service", "served_at", "2024-05-01T09:30:00.000"),  # a browser's time with milliseconds
+])
+def test_a_node_takes_what_older_tablet_apps_let_through(coll: str, name: str, value: str) -> None:
+    "Refusing them would strand the ops queued behind them; what a person types now is checked by sync.checks"
+    assert SCHEMA.validate(coll, name, SET, value) == value
+    SCHEMA.validate_many(coll, name, SET, [value])
+
+
+def test_a_date_not_on_the_calendar_is_stored_and_read_as_ever(store: Store) -> None:
+    "An older tablet app let such a date through: its op is taken, read and merged like any other"
+    rid = "01890a5d-ac96-774b-bcce-b302099a8057"
+    store.apply([Op("tab-old", 1, 1 << 16, "person", rid, "name", SET, "张秀英", (), "wang", "510903001001", 0),
+                 Op("tab-old", 2, 2 << 16, "person", rid, "unit", SET, "510903001001", (), "wang", "510903001001", 0),
+                 Op("tab-old", 3, 3 << 16, "person", rid, "birth_date", SET, "1942-02-30", (), "wang",
+                    "510903001001", 0)])
+    rec = store.get(rid)
+    assert rec is not None and rec.data["birth_date"] == "1942-02-30"
