@@ -204,7 +204,7 @@ def test_register_with_the_node_down_then_sync_reaches_the_workbench(
     expect(row).to_have_count(1)
     expect(row).to_contain_text("王秀英")
     expect(row).to_contain_text("育才社区")
-    expect(row).to_contain_text("5109**********1220")
+    expect(row).to_contain_text("5109**********1223")
     row.locator("a").click()
     expect(page.locator("body")).to_contain_text("育才社区3栋2单元")
     expect(page.locator("body")).to_contain_text("村/社区")  # each change shows its author's tier
