@@ -34,12 +34,14 @@ SILENT_DAYS = 3
 def device_flags(d: dict[str, Any], now: float) -> dict[str, bool]:
     """What staff should look at on a device (a row of ``Node.devices``): its clock far off, and, for a
     village tablet in use (not a revoked one, nor an upper node's link), no contact for ``SILENT_DAYS``
-    days or none since it was enrolled. ``attention``: any of these, or gaps in the ops it sent."""
+    days, or none in the ``SILENT_DAYS`` days since it was enrolled. ``attention``: any of these, or gaps
+    in the ops it sent."""
     tablet = d["tier"] == "village" and not d["revoked"]
     seen = d["last_seen"]
+    quiet = now - (seen or d["created_at"]) > SILENT_DAYS * 86400
     out = {"skewed": d["skew_ms"] is not None and abs(d["skew_ms"]) > SKEW_LIMIT_MS,
-           "silent": tablet and bool(seen) and now - seen > SILENT_DAYS * 86400,
-           "never_synced": tablet and not seen}
+           "silent": tablet and bool(seen) and quiet,
+           "never_synced": tablet and not seen and quiet}
     return {**out, "attention": not d["revoked"] and (bool(d["gaps"]) or any(out.values()))}
 
 

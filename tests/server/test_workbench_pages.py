@@ -369,7 +369,8 @@ def test_silent_and_never_synced_tablets_are_counted_marked_and_listed_first(wor
     now = wall_ms() // 1000
     with closing(world.open()) as n:
         quiet, _ = n.add_device(V1, "wang")  # 12 days without contact, holding 340 ops
-        never, _ = n.add_device(V1, "wang")  # enrolled, never synced
+        never, _ = n.add_device(V1, "wang")  # enrolled 5 days ago, never synced
+        new, _ = n.add_device(V1, "wang")  # enrolled just now: its worker has not synced yet
         fresh, _ = n.add_device(V1, "wang")  # seen an hour ago
         gone, _ = n.add_device(V1, "wang")  # silent, but revoked: not a tablet in use
         n.revoke(gone)
@@ -377,13 +378,14 @@ def test_silent_and_never_synced_tablets_are_counted_marked_and_listed_first(wor
             for dev, seen in ((quiet, now - 12 * 86400), (fresh, now - 3600), (gone, now - 12 * 86400)):
                 c.execute("UPDATE devices SET last_seen = ?, last_sync = ?, pending = 340, skew_ms = 0"
                           " WHERE device = ?", (seen, seen, dev))
+            c.execute("UPDATE devices SET created_at = ? WHERE device = ?", (now - 5 * 86400, never))
     assert attention_count() == before + 2
     page = liu.get("/staff/devices").text
     assert f"超过 {SILENT_DAYS} 天没有联系" in page
     order = re.findall(r'<tr class="device( attention)?" data-device="([^"]+)">', page)
     marked = {dev: bool(flag) for flag, dev in order}
     assert list(marked.values()) == sorted(marked.values(), reverse=True)  # those to look at first
-    assert (marked[quiet], marked[never], marked[fresh], marked[gone]) == (True, True, False, False)
+    assert (marked[quiet], marked[never], marked[new], marked[fresh], marked[gone]) == (True, True, False, False, False)
 
     def seen_cell(dev: str) -> str:
         row = page[page.index(f'data-device="{dev}"'):]
@@ -391,12 +393,13 @@ def test_silent_and_never_synced_tablets_are_counted_marked_and_listed_first(wor
 
     assert '<span class="red">12 天前</span>' in seen_cell(quiet)
     assert '<span class="red">从未同步</span>' in seen_cell(never)
-    assert "red" not in seen_cell(fresh) and "red" not in seen_cell(gone)
+    assert "red" not in seen_cell(fresh) and "red" not in seen_cell(gone) and "red" not in seen_cell(new)
 
 
 def test_only_village_tablets_in_use_count_as_silent() -> None:
     now = 1_800_000_000
-    row = {"tier": "village", "revoked": 0, "last_seen": now - 12 * 86400, "skew_ms": 0, "gaps": []}
+    row = {"tier": "village", "revoked": 0, "last_seen": now - 12 * 86400, "created_at": now - 30 * 86400,
+           "skew_ms": 0, "gaps": []}
     assert device_flags(row, now)["silent"] and device_flags(row, now)["attention"]
     assert not device_flags({**row, "last_seen": now - 86400}, now)["attention"]
     for other in ({"tier": "county"}, {"revoked": 1}):  # an upper node's link; a revoked tablet
