@@ -6,6 +6,7 @@ import datetime as dt
 import random
 from typing import Any
 
+from sync import checks
 from sync.schema import CATEGORIES, PROVIDER_KINDS, URGENCIES
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾萧田董袁潘"
@@ -33,11 +34,14 @@ def person(rng: random.Random, unit: str) -> dict[str, Any]:
         groups.append("困难群众")
     if rng.random() < 0.1:
         groups.append("残疾人")
-    id_number = f"{unit[:6]}{born:%Y%m%d}{rng.randint(100, 999)}{rng.choice('0123456789X')}"
+    gender = rng.choice(("男", "女"))
+    # a sequence number whose last digit is odd for a man and even for a woman, then the check digit
+    first17 = f"{unit[:6]}{born:%Y%m%d}{rng.randint(50, 499) * 2 + (gender == '男')}"
+    id_number = first17 + checks.id_check_digit(first17)
     return {
         "unit": unit,
         "name": name(rng),
-        "gender": rng.choice(("男", "女")),
+        "gender": gender,
         "birth_date": born.isoformat(),
         "id_number": id_number,
         "phone": f"1{rng.choice('3589')}{rng.randint(0, 999999999):09d}",

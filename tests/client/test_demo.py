@@ -26,3 +26,17 @@ def test_the_demo_runs_four_tiers_and_its_figures_agree(tmp_path: Path) -> None:
     assert "tablet-1 reads “汛期走访独居老人” and offers 防汛救灾" in text
     assert "tablet-1 sees the answer: 已办结 · 区民政局养老服务科 · 已协调社区食堂每日送餐上门" in text
     assert (tmp_path / "demo" / "city.db").exists() and (tmp_path / "demo" / "tablet-1.db").exists()
+
+
+def test_the_sample_residents_pass_the_checks_a_worker_s_form_makes() -> None:
+    "A demo user who edits a sample resident's ID number, gender or birth date is not told it was wrong"
+    import random
+
+    from client import sample
+    from sync import checks
+
+    rng = random.Random(7)
+    for _ in range(200):
+        p = sample.person(rng, "510903001001")
+        assert {n: checks.check("person", n, v) for n, v in p.items()} == dict.fromkeys(p), p
+        assert checks.disagreements(p, p) == {}, p
