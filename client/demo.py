@@ -107,6 +107,21 @@ def _work(rng: random.Random, tab: Tablet, people: tuple[int, int]) -> dict[int,
     return first
 
 
+def _open_need(tab: Tablet, status: str) -> str:
+    """A need of the tablet's in ``status`` (待处理 or 服务中): one there already, else a pending one moved
+    on, else a new one for its first resident (the sample data is random: it may hold none)"""
+    needs = tab.list("need")
+    for r in needs:
+        if r.data.get("status") == status:
+            return r.id
+    pending = [r.id for r in needs if r.data.get("status") == "待处理"]
+    nid = pending[0] if pending else tab.create("need", sample.need(random.Random(1), tab.unit,
+                                                                     tab.list("person")[0].id))
+    if status != "待处理":
+        tab.update(nid, {"status": status})
+    return nid
+
+
 def _pull(db: Path, unit: str) -> list[PullResult]:
     node = Node(db, unit)
     try:
@@ -243,8 +258,8 @@ def run(directory: str = "demo-data", *, tablets: int = 6, seed: int = 7) -> Non
         for r in _pull(dbs[unit], unit):
             say(f"   {names[unit]} ← {names[r.unit]}: {r.changed} parts, {r.bytes:,} bytes")
     say("8. a worker in 育才社区 closes a need; the next pulls move only what changed")
-    need = next(r for r in tabs[0].list("need") if r.data.get("status") == "服务中")
-    tabs[0].update(need.id, {"status": "已解决"})
+    tabs[0].update(_open_need(tabs[0], "服务中"), {"status": "已解决"})
+    _open_need(tabs[0], "待处理")  # one left open, for step 9's escalation
     tabs[0].sync()
     for unit in (counties[0], CITY):
         for r in _pull(dbs[unit], unit):
@@ -296,7 +311,7 @@ def _reference_and_escalation(dbs: dict[str, Path], procs: dict[str, NodeProcess
     say(f"   {names[CITY]} publishes a notice and a need category; relayed through {names[county]} "
         f"({pushed} ops), tablet-1 reads “{tab.notices()[0]['title']}” and offers "
         f"{'防汛救灾' if '防汛救灾' in tab.need_categories() else '(missing)'}")
-    need = next(r for r in tab.list("need") if r.data.get("status") in ("待处理", "服务中"))
+    need = next(r for r in tab.list("need") if r.data.get("status") == "待处理")
     township = Node(dbs[TOWNSHIP], TOWNSHIP)
     try:
         liu = Staff("镇街中心-刘主任", "township", TOWNSHIP)
