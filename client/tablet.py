@@ -26,6 +26,7 @@ from sync import reference
 from sync.ops import Op
 from sync.store import Conflict, Record, Store, WrongKey, is_encrypted, key_literal, no_cycles
 from sync.wire import (
+    MAX_UNSEEN,
     MSGPACK,
     PROTOCOL_VERSION,
     EnrolRequest,
@@ -594,8 +595,11 @@ class Tablet:
                     # the village (moved back while this tablet was away): it stays
                     received = {op.record for op in ops}
                     leaving = [r for r in self._get("leaving").split(",") if r and r not in received]
-                    # and one a bootstrap did not bring left before the node's backup (see _bootstrap_page)
-                    gone = [*resp.removed, *(self._bootstrap_page(resp, received) if resp.bootstrap else ())]
+                    gone = resp.removed  # among them, those a bootstrap did not bring (see _bootstrap_page)
+                    if req.unseen:  # asked and answered
+                        self._set("unseen", ",".join(self._get("unseen").split(",")[len(req.unseen):]))
+                    if resp.bootstrap:
+                        self._bootstrap_page(resp, received, asked=bool(req.unseen))
                     leaving += gone
                     if leaving:
                         self._forget(leaving)
@@ -614,7 +618,8 @@ class Tablet:
                     raise SyncFailed(403, DeviceRevoked.code, "this tablet was revoked by the township: what "
                                      "it held has been handed in, and it receives nothing more",
                                      {"wipe": False, "sent": report.sent})
-                if not resp.more and not self.store.has_own_after(self.device, self.acked()):
+                if not resp.more and not self.store.has_own_after(self.device, self.acked()) \
+                        and not self._get("unseen"):
                     break
                 if not resp.more and pending and acked_before <= resp.acked < pending[0]:
                     # the node took nothing of what we sent and has nothing for us: stop, don't spin. (A
@@ -634,7 +639,7 @@ class Tablet:
             page=self._get("page"), epoch=self._get("epoch"), limit=limit,
             client_time=self.clock.clock(), app_version=APP_VERSION,
             schema_version=self.store.schema.version, cursor_check=self._get("cursor_check"),
-            pending=batch.unsent,
+            pending=batch.unsent, unseen=[r for r in self._get("unseen").split(",") if r][:MAX_UNSEEN],
         )
 
     def _post(self, body: bytes, report: SyncReport, retries: int, backoff: float, url: str,
@@ -702,30 +707,33 @@ class Tablet:
         "The highest ``acked`` any node (of any epoch) has answered this tablet"
         return int(self._get("acked_ever", "0"))
 
-    def _bootstrap_page(self, resp: SyncResponse, received: set[str]) -> list[str]:
+    def _bootstrap_page(self, resp: SyncResponse, received: set[str], *, asked: bool) -> None:
         """Note the records a page of a bootstrap brought (in table ``bootstrap_seen``, so that an
-        interrupted bootstrap goes on where it stopped). At its last page, the records to drop: held here,
-        brought by no page, and with no op of this tablet's that the node took after the bootstrap began.
-        Those the node no longer has in the village: they left it before the backup it was restored from.
-        (An op pushed during the bootstrap may be of a record whose place in the pages was already sent.)"""
+        interrupted bootstrap goes on where it stopped). At its last page, note in ``unseen`` the records
+        held here that no page brought and that the node took no op of this tablet's of since the bootstrap
+        began (an op pushed meanwhile may be of a record whose place in the pages was already sent): the
+        next request asks the node about them, and it answers, in ``removed``, those that left the village
+        (before the backup it was restored from). One the node lacks stays: this may be its last copy.
+        ``asked``: the request asked already (a node with no ops starts a bootstrap at every request)."""
         conn = self.store.conn
         conn.execute("CREATE TABLE IF NOT EXISTS bootstrap_seen (record TEXT PRIMARY KEY) WITHOUT ROWID")
         if resp.bootstrap == "first":
             conn.execute("DELETE FROM bootstrap_seen")
             self._set("bootstrap_acked", str(resp.acked))
         elif not self._get("bootstrap_acked"):
-            return []  # a bootstrap begun before this version: it drops nothing
+            return  # a bootstrap begun before this version: nothing to ask
         conn.executemany("INSERT OR IGNORE INTO bootstrap_seen VALUES (?)", [(r,) for r in received])
         if resp.page:
-            return []
+            return
         pushed = {r for (r,) in conn.execute(
             "SELECT DISTINCT o.record FROM ops o JOIN sites s ON s.id = o.site WHERE s.device = ? AND o.counter > ?",
             (self.device, int(self._get("bootstrap_acked"))))}
-        gone = [r for (r,) in conn.execute(
+        unseen = [r for (r,) in conn.execute(
             "SELECT id FROM records WHERE id NOT IN (SELECT record FROM bootstrap_seen)") if r not in pushed]
         conn.execute("DELETE FROM bootstrap_seen")
         self._set("bootstrap_acked", "")
-        return gone
+        if not asked:
+            self._set("unseen", ",".join(unseen))
 
     def _forget(self, records: list[str]) -> None:
         "Drop records that left this village (they were not deleted); keep any with unsent edits"

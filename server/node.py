@@ -53,6 +53,7 @@ from sync.schema import LINK_COLLECTIONS, REFERENCE_COLLECTIONS, SCHEMA
 from sync.store import Store, chunks as _chunks, decode_state as _state_decode, no_cycles
 from sync.types import SET, TIER_RANK
 from sync.wire import (
+    MAX_UNSEEN,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     Format,
@@ -630,7 +631,19 @@ class Node:
             return SyncResponse(protocol=PROTOCOL_VERSION, acked=acked, ops=pack_ops([]),
                                 cursor=req.cursor, more=False, server_time=self.clock.now(),
                                 epoch=self.epoch, revoked=True)
-        return self._pull(dev, req, pushed, spliced=spliced)
+        out = self._pull(dev, req, pushed, spliced=spliced)
+        if req.unseen:
+            resp = out.response if isinstance(out, Spliced) else out
+            resp.removed = [*resp.removed, *self._gone(dev, req.unseen)]
+        return out
+
+    def _gone(self, dev: Device, records: list[str]) -> list[str]:
+        """Of records a tablet holds that its bootstrap did not bring, those this node holds outside the
+        device's scope: they left it. One this node lacks (another tablet registered it after the backup
+        this node was restored from, and has not sent it again) or holds without a unit stays there."""
+        lo, hi = dev.scope
+        return [r for r, u in self._units(records[:MAX_UNSEEN]).items()
+                if u is not None and not lo <= u <= hi and u not in dev.ancestors]
 
     def _seen(self, dev: Device, req: SyncRequest, now: int, *, pushed: int) -> None:
         skew = req.client_time - now if req.client_time else None

@@ -63,6 +63,10 @@ class OpBatch(msgspec.Struct, array_like=True):
     dead: list[UInt] = []
 
 
+#: Records a request may ask about in ``SyncRequest.unseen``; a tablet with more asks again
+MAX_UNSEEN = 10_000
+
+
 class SyncRequest(msgspec.Struct, kw_only=True):
     "One round trip, tablet to node: pending ops up, and where the tablet's pull stands"
 
@@ -82,6 +86,9 @@ class SyncRequest(msgspec.Struct, kw_only=True):
     cursor_check: str = ""
     #: own ops the tablet still holds unsent after this request's batch (shown on the devices page)
     pending: UInt = 0
+    #: records the tablet holds that its last bootstrap did not bring: the node answers, in ``removed``,
+    #: those it holds outside the device's scope (they left it before a backup the node was restored from)
+    unseen: list[str] = []
     #: last, so that ``request_body`` can join a batch deflated beforehand to the fields before it
     ops: OpBatch = msgspec.field(default_factory=OpBatch)
 
@@ -102,9 +109,8 @@ class SyncResponse(msgspec.Struct, kw_only=True):
     bootstrapping: bool = False
     page: str = ""
     #: an answer that is a page of a bootstrap says which: "first" (the bootstrap started with this
-    #: request) or "next"; its last page has ``page`` "". At the end, a tablet drops the records it holds
-    #: that no page brought and that it pushed nothing of meanwhile: the node no longer has them in scope
-    #: (they left it before a backup the node was restored from). Older nodes send ""; older tablets ignore it
+    #: request) or "next"; its last page has ``page`` "". At the end, a tablet asks about the records it
+    #: holds that no page brought (``SyncRequest.unseen``). Older nodes send ""; older tablets ignore it
     bootstrap: str = ""
     #: names the op at ``cursor``: a node restored from a backup no longer holds it there
     cursor_check: str = ""

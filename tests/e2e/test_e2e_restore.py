@@ -282,3 +282,27 @@ def test_a_bootstrap_begun_by_an_older_tablet_version_drops_nothing_at_its_end(
 
     assert all(a.get(r) is not None for r in theirs)
     assert a.store.digest() == node_digest(node_db, V1)
+
+
+def test_a_tablet_keeps_a_resident_the_restored_node_lacks_whose_tablet_was_lost(
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, tmp_path: Path
+) -> None:
+    """Another tablet registered the resident after the backup, and was lost with the node's disk: this
+    tablet's copy is the last one. Its bootstrap does not bring the resident, and the node, asked, does
+    not hold it: the tablet keeps it."""
+    node.start()
+    a, b = make_tablet(enrol(V1, "王芳")[1], "a"), make_tablet(enrol(V1, "王二")[1], "b")
+    a.sync()
+    _backup(node_db, tmp_path / "nightly.db")
+    rid = b.create("person", {"name": "李四", "phone": "13800000000"})
+    b.sync()
+    a.sync()
+    assert a.get(rid) is not None
+    node.stop()
+    Node.restore(node_db, tmp_path / "nightly.db")
+    node.start()
+
+    a.sync()  # b is never heard of again
+
+    assert a.get(rid) is not None and a.get(rid).data["name"] == "李四"  # type: ignore[union-attr]
+    assert a.pending() == 0 and not a._get("unseen")
