@@ -103,16 +103,16 @@ class Accounts:
         code = unitlib.normalize_code(unit or self.node_unit)
         if not (unitlib.is_under(code, self.node_unit) or unitlib.is_under(self.node_unit, code)):
             raise BadRequest(f"unit {code} is neither under nor above this node's unit {self.node_unit}")
+        hashed = hash_password(password)
         with self.store.transaction() as c:
-            c.execute("INSERT INTO staff (username, password, role, unit, display_name, created_at)"
-                      " VALUES (?,?,?,?,coalesce(?, ''),?) ON CONFLICT (username) DO UPDATE SET"
-                      " password = excluded.password, role = excluded.role, unit = excluded.unit,"
-                      " display_name = coalesce(?, display_name), failures = 0, locked_until = 0, disabled_at = 0",
-                      (username, hash_password(password), role, code, display_name, int(time.time()),
-                       display_name))
-        added = self.get(username)
-        assert added is not None
-        return added
+            (name,) = c.execute(
+                "INSERT INTO staff (username, password, role, unit, display_name, created_at)"
+                " VALUES (?,?,?,?,coalesce(?, ''),?) ON CONFLICT (username) DO UPDATE SET"
+                " password = excluded.password, role = excluded.role, unit = excluded.unit,"
+                " display_name = coalesce(?, display_name), failures = 0, locked_until = 0, disabled_at = 0"
+                " RETURNING display_name",
+                (username, hashed, role, code, display_name, int(time.time()), display_name)).fetchone()
+        return Staff(username, role, code, name, stamp=_stamp(hashed, role, code))
 
     def get(self, username: str) -> Staff | None:
         "The enabled account of that name"
