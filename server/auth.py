@@ -3,6 +3,11 @@
 Roles: ``township`` staff work on every village under their township (conflicts, duplicates, devices);
 ``county`` and ``city`` staff see aggregates only, never a personal field; ``admin`` manages users and
 settings. A staff member's unit and role come from their account, never from what a request says.
+
+A signed-in session holds the account's ``stamp``, a short hash of its password hash, role and unit: a
+password reset, a new role or unit, or disabling the account ends every session of it at its next request.
+Accounts are disabled, never deleted: ops name their author's username, and history keeps showing who
+that was.
 """
 
 from __future__ import annotations
@@ -11,10 +16,10 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sync import units as unitlib
-from sync.errors import BadRequest, Forbidden, TooManyAttempts, Unauthorized
+from sync.errors import BadRequest, Forbidden, NotFound, TooManyAttempts, Unauthorized
 from sync.store import Store
 
 ROLES = ("township", "county", "city", "admin")
@@ -27,7 +32,8 @@ _SQL = """
 CREATE TABLE IF NOT EXISTS staff (
     username TEXT PRIMARY KEY, password TEXT NOT NULL, role TEXT NOT NULL, unit TEXT NOT NULL,
     display_name TEXT NOT NULL DEFAULT '', failures INTEGER NOT NULL DEFAULT 0,
-    locked_until INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);
+    locked_until INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,
+    disabled_at INTEGER NOT NULL DEFAULT 0);
 """
 
 
@@ -49,12 +55,19 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got.hex(), digest)
 
 
+def _stamp(password_hash: str, role: str, unit: str) -> str:
+    "What a session holds to stay valid: it changes with the password, the role and the unit"
+    return hashlib.sha256(f"{password_hash}\0{role}\0{unit}".encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Staff:
     username: str
     role: str
     unit: str
     display_name: str = ""
+    #: The account's credential stamp when it was read (``_stamp``); a session keeps it.
+    stamp: str = field(default="", repr=False, compare=False)
 
     @property
     def scope(self) -> tuple[str, str]:
@@ -75,9 +88,14 @@ class Accounts:
         self.store = store
         self.node_unit = node_unit
         store.conn.executescript(_SQL)
+        with store.transaction() as c:  # a database made before accounts could be disabled
+            if "disabled_at" not in {row[1] for row in c.execute("PRAGMA table_info(staff)")}:
+                c.execute("ALTER TABLE staff ADD COLUMN disabled_at INTEGER NOT NULL DEFAULT 0")
 
     def add(self, username: str, password: str, *, role: str, unit: str | None = None,
-            display_name: str = "") -> Staff:
+            display_name: str | None = None) -> Staff:
+        """Add an account, or reset one: a new password, role and unit, enabled again and unlocked, its
+        name kept unless ``display_name`` is given. Every session of the old account ends."""
         if role not in ROLES:
             raise BadRequest(f"unknown role {role!r}; one of {', '.join(ROLES)}")
         if len(password) < 8:
@@ -85,18 +103,46 @@ class Accounts:
         code = unitlib.normalize_code(unit or self.node_unit)
         if not (unitlib.is_under(code, self.node_unit) or unitlib.is_under(self.node_unit, code)):
             raise BadRequest(f"unit {code} is neither under nor above this node's unit {self.node_unit}")
+        hashed = hash_password(password)
         with self.store.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO staff (username, password, role, unit, display_name, created_at)"
-                      " VALUES (?,?,?,?,?,?)",
-                      (username, hash_password(password), role, code, display_name, int(time.time())))
-        return Staff(username, role, code, display_name)
+            (name,) = c.execute(
+                "INSERT INTO staff (username, password, role, unit, display_name, created_at)"
+                " VALUES (?,?,?,?,coalesce(?, ''),?) ON CONFLICT (username) DO UPDATE SET"
+                " password = excluded.password, role = excluded.role, unit = excluded.unit,"
+                " display_name = coalesce(?, display_name), failures = 0, locked_until = 0, disabled_at = 0"
+                " RETURNING display_name",
+                (username, hashed, role, code, display_name, int(time.time()), display_name)).fetchone()
+        return Staff(username, role, code, name, stamp=_stamp(hashed, role, code))
 
     def get(self, username: str) -> Staff | None:
+        "The enabled account of that name"
         with self.store.lock:
             row = self.store.conn.execute(
-                "SELECT username, role, unit, display_name FROM staff WHERE username = ?", (username,)
-            ).fetchone()
-        return Staff(*row) if row else None
+                "SELECT username, role, unit, display_name, password FROM staff"
+                " WHERE username = ? AND disabled_at = 0", (username,)).fetchone()
+        if row is None:
+            return None
+        name, role, unit, display_name, password = row
+        return Staff(name, role, unit, display_name, stamp=_stamp(password, role, unit))
+
+    def disable(self, username: str) -> Staff:
+        """Disable an account: it can no longer sign in and its sessions end. The row stays, so history
+        still shows who the username was; ``add`` enables it again with a new password."""
+        with self.store.transaction() as c:
+            row = c.execute("SELECT username, role, unit, display_name FROM staff WHERE username = ?",
+                            (username,)).fetchone()
+            if row is None:
+                raise NotFound(f"no staff account {username!r}", details={"username": username})
+            c.execute("UPDATE staff SET disabled_at = ? WHERE username = ? AND disabled_at = 0",
+                      (int(time.time()), username))
+        return Staff(*row)
+
+    def listing(self) -> list[tuple[Staff, bool]]:
+        "Every account, by username, and whether it is disabled (never the password hash)"
+        with self.store.lock:
+            rows = self.store.conn.execute(
+                "SELECT username, role, unit, display_name, disabled_at FROM staff ORDER BY username").fetchall()
+        return [(Staff(*row[:4]), bool(row[4])) for row in rows]
 
     def sign_in(self, username: str, password: str) -> Staff:
         """Check a password. After ``MAX_FAILURES`` wrong ones in a row the account is locked for
@@ -104,7 +150,7 @@ class Accounts:
         now = int(time.time())
         with self.store.transaction() as c:
             row = c.execute("SELECT password, role, unit, display_name, failures, locked_until FROM staff"
-                            " WHERE username = ?", (username,)).fetchone()
+                            " WHERE username = ? AND disabled_at = 0", (username,)).fetchone()
             if row is None:
                 verify_password(password, hash_password("timing"))  # same work as a real check
                 wrong = True
@@ -123,4 +169,4 @@ class Accounts:
                     c.execute("UPDATE staff SET failures = 0, locked_until = 0 WHERE username = ?", (username,))
         if wrong or row is None:
             raise Unauthorized("wrong username or password", code="bad_credentials")
-        return Staff(username, row[1], row[2], row[3])
+        return Staff(username, row[1], row[2], row[3], stamp=_stamp(row[0], row[1], row[2]))

@@ -130,10 +130,12 @@ def user_group() -> None:
 @click.option("--username", required=True)
 @click.option("--role", required=True, type=click.Choice(["township", "county", "city", "admin"]))
 @click.option("--unit", default=None, help="The staff member's unit (default: the node's)")
-@click.option("--name", "display_name", default="", help="姓名, shown on the pages")
+@click.option("--name", "display_name", default=None, help="姓名, shown on the pages (a reset keeps the old one)")
 @click.password_option(help="At least 8 characters (prompted, hidden, if not given)")
-def user_add(db: str, username: str, role: str, unit: str | None, display_name: str, password: str) -> None:
-    """Add or reset a staff account; the password is stored as a scrypt hash.
+def user_add(db: str, username: str, role: str, unit: str | None, display_name: str | None, password: str) -> None:
+    """Add or reset a staff account; the password is stored as a scrypt hash. A reset (an existing
+    username) sets the new password, role and unit, enables and unlocks the account, and signs out
+    every session of it; the name stays unless --name is given.
 
     Example:
 
@@ -142,6 +144,41 @@ def user_add(db: str, username: str, role: str, unit: str | None, display_name: 
     with opened(db) as node:
         staff = node.accounts.add(username, password, role=role, unit=unit, display_name=display_name)
     click.echo(f"staff {staff.username}: {staff.role} at {staff.unit}")
+
+
+@user_group.command(name="disable")
+@db_option
+@click.option("--username", required=True, help="The account (see `cunsync user list`)")
+def user_disable(db: str, username: str) -> None:
+    """Disable the account of someone who left: it can no longer sign in, and its sessions end at their
+    next request. The account stays listed, so the history still shows who wrote what under its
+    username; `cunsync user add` with the same username enables it again with a new password.
+
+    Example:
+
+        cunsync user disable --db township.db --username liu
+    """
+    with opened(db) as node:
+        try:
+            staff = node.accounts.disable(username)
+        except SyncError as e:
+            raise click.ClickException(f"{e.message}; see `cunsync user list --db {db}`") from None
+    click.echo(f"disabled {staff.username}; its sessions are signed out")
+
+
+@user_group.command(name="list")
+@db_option
+def user_list(db: str) -> None:
+    """List staff accounts: username, name, role, unit, and whether disabled (never the password).
+
+    Example:
+
+        cunsync user list --db township.db
+    """
+    with opened(db) as node:
+        for staff, disabled in node.accounts.listing():
+            click.echo(f"{staff.username:<16} {staff.display_name or '-':<10} {staff.role:<8} {staff.unit}"
+                       + ("  disabled" if disabled else ""))
 
 
 @click.group(name="enrol")

@@ -244,7 +244,8 @@ _ERRORS: dict[int, tuple[str, str]] = {
                         "expected shape; an unknown collection or field; an invalid value; a clock too far "
                         "ahead); fix it and send it again."),
     401: ("Unauthorized", "No valid credential: a device sends `Authorization: Bearer <token>` from "
-                          "enrolment; staff sign in first (code `not_signed_in`)."),
+                          "enrolment; staff sign in first (code `not_signed_in`), and again after their "
+                          "account's password, role or unit changed or it was disabled (code `session_ended`)."),
     403: ("Forbidden", "The caller may not do this: for a device, a unit or record outside its scope, an "
                        "op that claims another device or author, or a revoked device; for staff, a role or "
                        "unit outside the account's, or a missing or wrong CSRF token (code `csrf`)."),
@@ -492,7 +493,8 @@ def _staff_paths() -> dict[str, Any]:
                  "description": "`1` or `true` to have the tablet erase its local data"},
             ])},
         "/api/admin/users": {"post": api(
-            "adminAddUser", "Add (or replace) a staff account; admins only", "NewStaffAccount",
+            "adminAddUser", "Add or reset a staff account (a reset signs out its sessions); admins only",
+            "NewStaffAccount",
             _json("StaffAccount", "The account"), 400, 401, 403)},
     }
 

@@ -41,6 +41,7 @@ from .node import Device, Node
 from .pages import CST, local_time
 from .rollup import Rollup, age_text, build, to_csv, to_xlsx
 from .snapshots import GROUPS, Snapshotter, parse_have
+from .staff import session_staff
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["datetime"] = local_time
@@ -78,8 +79,7 @@ def node_rollup(node: Node, snapshotter: Snapshotter, staff: Staff | None = None
 
 
 def _staff(request: Request, node: Node) -> Staff | None:
-    username = request.session.get("user")
-    return node.accounts.get(username) if isinstance(username, str) else None
+    return session_staff(request, node.accounts)
 
 
 def _csrf(request: Request) -> str:

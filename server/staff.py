@@ -27,10 +27,38 @@ templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 ROLE_NAMES = {"township": "镇街工作人员", "county": "县区工作人员", "city": "市级工作人员", "admin": "管理员"}
 
 
-def current_staff(request: Request, accounts: Accounts) -> Staff:
+#: Shown on the sign-in page when a session ended because its account changed.
+SESSION_ENDED = "您的账户已有变动（密码重置、角色或单位调整，或账户已停用），请重新登录。"
+
+
+def sign_in_session(request: Request, staff: Staff) -> None:
+    "Start a new session for a staff member who just signed in"
+    request.session.clear()
+    request.session["user"] = staff.username
+    request.session["stamp"] = staff.stamp
+    csrf_token(request)
+
+
+def session_staff(request: Request, accounts: Accounts) -> Staff | None:
+    """The staff member signed in on this session, or None. A session whose account has since been
+    reset, moved to another role or unit, or disabled ends here (``SESSION_ENDED``)."""
     username = request.session.get("user")
-    staff = accounts.get(username) if isinstance(username, str) else None
+    if not isinstance(username, str):
+        return None
+    staff = accounts.get(username)
+    if staff is None or request.session.get("stamp") != staff.stamp:
+        request.session.clear()
+        request.session["ended"] = True
+        return None
+    return staff
+
+
+def current_staff(request: Request, accounts: Accounts) -> Staff:
+    staff = session_staff(request, accounts)
     if staff is None:
+        if request.session.get("ended"):
+            raise Unauthorized("your account changed since you signed in (password reset, new role or unit, "
+                               "or disabled); sign in again", code="session_ended")
         raise Unauthorized("sign in first", code="not_signed_in")
     return staff
 
@@ -77,8 +105,9 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         return rec
 
     async def login_page(request: Request) -> Response:
+        notice = SESSION_ENDED if request.session.pop("ended", None) else None
         return templates.TemplateResponse(request, "login.html", {"csrf": csrf_token(request), "error": None,
-                                                                   "node": node})
+                                                                   "notice": notice, "node": node})
 
     async def login(request: Request) -> Response:
         form = await request.form()
@@ -91,9 +120,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
                        "csrf": "页面已过期，请重新登录"}.get(e.code, e.message)
             return templates.TemplateResponse(request, "login.html", {
                 "csrf": csrf_token(request), "error": message, "node": node}, status_code=e.status)
-        request.session.clear()
-        request.session["user"] = staff.username
-        csrf_token(request)
+        sign_in_session(request, staff)
         return RedirectResponse("/staff", status_code=303)
 
     async def logout(request: Request) -> Response:
