@@ -461,6 +461,37 @@ def test_a_need_or_service_for_a_resident_merged_meanwhile_is_saved_for_the_kept
     assert (svc.data["person"], svc.data["need"]) == (keep, old)
 
 
+def test_a_need_or_service_for_a_resident_merged_into_another_villages_is_saved_for_the_node_to_move(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    """The township merged the resident into a registration of another village, which this tablet does not
+    hold: what the worker typed is saved under the id the form named (the node follows the merge), and the
+    page says the resident was merged, not a 404 that loses it"""
+    from sync.store import Store
+
+    drop = people(tapp)["张三"]
+    need = {"person": drop, "category": "养老服务", "description": "需要助餐，每天中午",
+            "rid": form_rid(unlocked.get("/needs/new", params={"person": drop}).text)}
+    service = {"person": drop, "service_type": "养老服务", "served_at": "2024-05-02 10:00",
+               "rid": form_rid(unlocked.get("/services/new", params={"person": drop}).text)}
+    node = Store()  # the township's node: the tablet's resident, and the same man registered in another village
+    node.apply([op for _, op in tapp.read(lambda t: t.store.ops_since(0))])
+    staff = Editor(node, device="node-510903001000", user="刘主任", unit="510903001000", tier="township")
+    keep = staff.create("person", {"unit": "510903001002", "name": "张三", "id_number": ZHANG["id_number"]})
+    staff.merge(keep, drop)
+    tapp.read(lambda t: t.store.apply([op for _, op in node.ops_since(0) if op.record == drop]))
+    assert tapp.read(lambda t: t.get(keep)) is None
+
+    bad = post(unlocked, tapp, "/needs/new", {**need, "category": ""})
+    assert bad.status_code == 400 and "保存时记在合并后的居民名下" in bad.text
+    for url, form, done in (("/needs/new", need, "need_merged"), ("/services/new", service, "service_merged")):
+        r = post(unlocked, tapp, url, form)
+        assert r.status_code == 303 and r.headers["location"] == f"/{done.split('_')[0]}s?done={done}"
+        assert "记在合并后的居民名下" in unlocked.get(r.headers["location"]).text
+    saved = tapp.read(lambda t: [t.get(need["rid"]), t.get(service["rid"])])
+    assert [(r.data["person"], r.coll) for r in saved] == [(drop, "need"), (drop, "service")]
+    assert saved[0].data["description"] == "需要助餐，每天中午"
+
+
 def test_need_status_moves_only_as_allowed(tapp: TabletApp, unlocked: TestClient) -> None:
     pid = people(tapp)["张三"]
     post(unlocked, tapp, "/needs/new", {"person": pid, "category": "养老服务"})
