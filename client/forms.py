@@ -105,9 +105,11 @@ def parse(coll: str, form: Any, *, editing: bool = False, before: Mapping[str, A
     agree with them when they are given. ``codes(kind)`` gives the codes of a catalogue synced from
     above, which catalogue fields take beside the built-in ones.
 
-    ``before``, on an edit, is the record as the form showed it: a field sent back as it was shown is
-    left out of the values and not checked, so that a value saved before a check existed (or by a
-    node that did not check it) never blocks the worker's change to another field.
+    ``before``, on an edit, is the record as the form showed it: a field sent back as it was shown
+    (``checks.sent_back``: compared before full-width digits are made ASCII, a date the browser could not
+    show sent back empty) is left out of the values and not checked, so that a value saved before a check
+    existed (or by a node that did not check it) is neither rewritten nor blocks the worker's change to
+    another field.
     """
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -125,13 +127,16 @@ def parse(coll: str, form: Any, *, editing: bool = False, before: Mapping[str, A
             except InvalidValue:
                 errors[name] = _message(coll, name)
             continue
-        text = checks.normalize(name, _text(form, name))
+        typed = _text(form, name)
+        if shown is not None and checks.sent_back(coll, name, typed, shown.get(name)):
+            continue
+        text = checks.normalize(name, typed)
         if name == "id_number":
             text = text.upper().replace(" ", "")
         if name == "served_at":
             text = text.replace(" ", "T", 1)
         if shown is not None and text == str(shown.get(name, "")):
-            continue
+            continue  # typed again as it was, full-width say
         value: Any = text or None
         if value is not None and name in _INTS:
             if not re.fullmatch(r"[0-9]{1,6}", text):

@@ -152,22 +152,38 @@ def _record(tab: Tablet, rid: str, coll: str) -> Record:
     return rec
 
 
-def _person_for(tab: Tablet, pid: str) -> str:
+def _person_for(tab: Tablet, pid: str) -> Record:
     """The resident a new need or service is saved for: the one the form names, or, when a sync merged
     that resident into another since the form was shown, the kept one (what the tablet records for a
-    merged-away resident follows the merge)"""
-    return tab.store.resolve_id(pid)
+    merged-away resident follows the merge). A kept resident this tablet does not hold (one of another
+    village) leaves the merged-away one: the node moves what is saved for it to the kept one."""
+    kept = tab.get(tab.store.resolve_id(pid))
+    if kept is not None and kept.id != pid and kept.coll == "person" and not kept.deleted:
+        return kept
+    named = tab.get(pid)
+    if named is not None and named.coll == "person" and named.data.get("merged_into"):
+        return named
+    return _record(tab, pid, "person")
 
 
-def _merged_note(pid: str, ctx: dict[str, Any]) -> dict[str, Any]:
+def _merged(ctx: dict[str, Any]) -> bool:
+    "Whether a need or service form's resident was merged into another since the form was shown"
+    return bool(ctx["p"].id != ctx["pid"] or ctx["p"].data.get("merged_into"))
+
+
+def _merged_note(ctx: dict[str, Any]) -> dict[str, Any]:
     "A need or service form's context, saying so when its resident was merged into another meanwhile"
-    return {**ctx, "done": MERGED_NOTE} if ctx["p"].id != pid else ctx
+    return {**ctx, "done": MERGED_NOTE} if _merged(ctx) else ctx
 
 
-def _created(pid: str, ctx: dict[str, Any], kind: str) -> RedirectResponse:
-    "After a need or service is saved: its resident's page, saying so when it went to the kept resident"
-    merged = "_merged" if ctx["p"].id != pid else ""
-    return _redirect(f"/people/{ctx['p'].id}?done={kind}{merged}")
+def _created(ctx: dict[str, Any], kind: str) -> RedirectResponse:
+    """After a need or service is saved: its resident's page, saying so when it went to the kept resident;
+    the list of needs or services when the kept resident is another village's, which this tablet cannot show"""
+    if not _merged(ctx):
+        return _redirect(f"/people/{ctx['p'].id}?done={kind}")
+    if ctx["p"].data.get("merged_into"):
+        return _redirect(f"/{kind}s?done={kind}_merged")
+    return _redirect(f"/people/{ctx['p'].id}?done={kind}_merged")
 
 
 def _names(tab: Tablet) -> dict[str, str]:
@@ -471,14 +487,14 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             "q": q, "status": status, "today": dt.date.today().isoformat(), "cat": forms.catalogues(),
             **await tapp.run(load)})
 
-    def _need_ctx(tab: Tablet, pid: str) -> dict[str, Any]:
-        return {"p": _record(tab, pid, "person"), "cat": forms.catalogues()}
+    def _need_ctx(tab: Tablet, p: Record) -> dict[str, Any]:
+        return {"p": p, "cat": forms.catalogues()}
 
     async def need_new(request: Request) -> Response:
         pid = request.query_params.get("person", "")
         if not pid:
             return _redirect("/people?for=need")
-        ctx = await tapp.run(lambda tab: _need_ctx(tab, pid))
+        ctx = await tapp.run(lambda tab: _need_ctx(tab, _record(tab, pid, "person")))
         return await render(request, "need_form.html", {"mode": "new", "values": {"urgency": "一般"},
                                                         "errors": {}, "rid": uuid7(), **ctx})
 
@@ -489,7 +505,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         new_id = _new_id(form)
 
         def save(tab: Tablet) -> tuple[str | None, dict[str, Any]]:
-            ctx = _need_ctx(tab, _person_for(tab, pid))
+            ctx = {"pid": pid, **_need_ctx(tab, _person_for(tab, pid))}
             if errors:
                 return None, ctx
             vals = {"person": ctx["p"].id, **{k: v for k, v in values.items() if v is not None},
@@ -500,15 +516,15 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         nid, ctx = await tapp.run(save)
         if nid is None:
             return await render(request, "need_form.html", {"mode": "new", "values": _raw(form), "errors": errors,
-                                                            "rid": new_id, **_merged_note(pid, ctx)}, 400)
-        return _created(pid, ctx, "need")
+                                                            "rid": new_id, **_merged_note(ctx)}, 400)
+        return _created(ctx, "need")
 
     async def need_edit(request: Request) -> Response:
         nid = request.path_params["id"]
 
         def load(tab: Tablet) -> dict[str, Any]:
             n = _record(tab, nid, "need")
-            return {"n": n, "values": forms.as_form(n.data), **_need_ctx(tab, str(n.data.get("person", "")))}
+            return {"n": n, "values": forms.as_form(n.data), **_need_ctx(tab, _record(tab, str(n.data.get("person", "")), "person"))}
 
         ctx = await tapp.run(load)
         return await render(request, "need_form.html", {
@@ -522,7 +538,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def save(tab: Tablet) -> dict[str, Any]:
             n = _record(tab, nid, "need")
-            ctx = {"n": n, **_need_ctx(tab, str(n.data.get("person", "")))}
+            ctx = {"n": n, **_need_ctx(tab, _record(tab, str(n.data.get("person", "")), "person"))}
             values, found = forms.parse("need", form, editing=True, before=_shown(form, n.data), codes=codes)
             errors.update(found)
             if not errors:
@@ -558,11 +574,12 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         return await render(request, "services.html", {"q": q, **await tapp.run(load)})
 
-    def _service_ctx(tab: Tablet, pid: str, linked: Any = None) -> dict[str, Any]:
+    def _service_ctx(tab: Tablet, p: Record, linked: Any = None) -> dict[str, Any]:
         """The person, their needs to pick from, and ``gone``: the need a service names (``linked``) when
-        it is not one of them any more (deleted, or gone with its village), so that the form keeps it"""
-        p = _record(tab, pid, "person")
-        needs = [n for n in tab.list("need") if n.data.get("person") == pid]
+        it is not one of them any more (deleted, or gone with its village), so that the form keeps it. A
+        resident merged into another village's keeps the needs the merge moved, while the tablet has them."""
+        mine = {p.id, tab.store.resolve_id(p.id)}
+        needs = [n for n in tab.list("need") if n.data.get("person") in mine]
         gone = None
         if isinstance(linked, str) and linked and linked not in {n.id for n in needs}:
             gone = {"id": linked, "label": "已删除的需求" if tab.get(linked) else "原对应的需求（已不在本村）"}
@@ -572,7 +589,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         pid = request.query_params.get("person", "")
         if not pid:
             return _redirect("/people?for=service")
-        ctx = await tapp.run(lambda tab: _service_ctx(tab, pid))
+        ctx = await tapp.run(lambda tab: _service_ctx(tab, _record(tab, pid, "person")))
         need = request.query_params.get("need", "")
         preset = next((n for n in ctx["needs"] if n.id == need), None)
         values = {"need": need if preset else "", "provider_kind": "社工", "people_served": "1",
@@ -593,7 +610,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         new_id = _new_id(form)
 
         def save(tab: Tablet) -> tuple[str | None, dict[str, Any]]:
-            ctx = _service_ctx(tab, _person_for(tab, pid))
+            ctx = {"pid": pid, **_service_ctx(tab, _person_for(tab, pid))}
             _check_need(ctx, values, errors)
             if errors:
                 return None, ctx
@@ -604,8 +621,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         sid, ctx = await tapp.run(save)
         if sid is None:
             return await render(request, "service_form.html", {"mode": "new", "values": _raw(form), "errors": errors,
-                                                               "rid": new_id, **_merged_note(pid, ctx)}, 400)
-        return _created(pid, ctx, "service")
+                                                               "rid": new_id, **_merged_note(ctx)}, 400)
+        return _created(ctx, "service")
 
     async def service_edit(request: Request) -> Response:
         sid = request.path_params["id"]
@@ -613,7 +630,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         def load(tab: Tablet) -> dict[str, Any]:
             s = _record(tab, sid, "service")
             return {"s": s, "values": forms.as_form(s.data),
-                    **_service_ctx(tab, str(s.data.get("person", "")), s.data.get("need"))}
+                    **_service_ctx(tab, _record(tab, str(s.data.get("person", "")), "person"), s.data.get("need"))}
 
         return await render(request, "service_form.html", {"mode": "edit", "errors": {}, **await tapp.run(load)})
 
@@ -625,7 +642,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def save(tab: Tablet) -> dict[str, Any]:
             s = _record(tab, sid, "service")
-            ctx = {"s": s, **_service_ctx(tab, str(s.data.get("person", "")), s.data.get("need"))}
+            ctx = {"s": s, **_service_ctx(tab, _record(tab, str(s.data.get("person", "")), "person"), s.data.get("need"))}
             values, found = forms.parse("service", form, editing=True, before=_shown(form, s.data), codes=codes)
             errors.update(found)
             _check_need(ctx, values, errors)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,12 @@ ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
 #: The field each action needs, if any.
 NEEDS = {"assign": "department", "resolve": "answer", "return": "answer"}
 OPEN = ("已上报", "已受理")
-#: An ID number or a mainland mobile number (optionally +86) in a summary, once ``_SEPARATORS`` are gone
+#: An ID number or a mainland mobile number (optionally +86) in a summary, once it is NFKC-normalised
+#: (full-width digits and signs made ASCII) and ``_SEPARATORS`` are gone
 _ID_NUMBER = re.compile(rf"(?<!\d){ID_NUMBER}(?!\d)")
 _MOBILE = re.compile(r"(?<!\d)(?:\+?86)?1[3-9]\d{9}(?!\d)")
-_SEPARATORS = re.compile(r"[\s\-]")
+#: What people type between groups of digits: spaces, dashes, dots, middle dots and brackets
+_SEPARATORS = re.compile(r"[\s\-.·()‐‑‒–—―]")
 #: How ``personal_data``'s field names read in an error message
 _PERSONAL = {"name": "name", "id_number": "ID number", "phone": "phone number"}
 
@@ -112,11 +115,12 @@ def escalate(node: Node, staff: Staff, need: str, summary: str) -> str:
 def personal_data(summary: str, person: Record | None) -> list[str]:
     """The personal data a summary holds, as field names (``name``, ``id_number``, ``phone``): any ID
     number (the resident's among them) or mobile number, and the name or phone of ``person``, the need's
-    resident (a landline, say)"""
+    resident (a landline, say). Digits typed full-width (a Chinese IME in full-width mode) count too."""
+    summary = unicodedata.normalize("NFKC", summary)
     compact = _SEPARATORS.sub("", summary).upper()
     data = person.data if person is not None and person.coll == "person" else {}
-    name = str(data.get("name") or "").strip()
-    phone = _SEPARATORS.sub("", str(data.get("phone") or ""))
+    name = unicodedata.normalize("NFKC", str(data.get("name") or "")).strip()
+    phone = _SEPARATORS.sub("", unicodedata.normalize("NFKC", str(data.get("phone") or "")))
     found = []
     if len(name) >= 2 and name in summary:  # a one-character name would match ordinary words
         found.append("name")

@@ -151,9 +151,12 @@ def value_hint(f: Field) -> str:
 
 def parse_typed(coll: str, name: str, text: str, *, shown: Any = None) -> Any:
     """A value staff typed into a form, as the field's type wants it (the Editor validates its type after).
-    Full-width digits are taken as ASCII. A value other than ``shown`` (what the page showed) gets the
-    checks the tablet's forms make (``sync.checks``), so staff save nothing a tablet would refuse."""
+    Full-width digits are taken as ASCII. Text sent back as the page showed it (``checks.sent_back``) is
+    ``shown``, unchanged and unchecked; any other value gets the checks the tablet's forms make
+    (``sync.checks``), so staff save nothing a tablet would refuse."""
     f = SCHEMA.field(coll, name)
+    if shown is not None and checks.sent_back(coll, name, text, shown):
+        return shown
     text = checks.normalize(name, text.strip())
     if not text:
         if f.required:

@@ -33,7 +33,7 @@ from sync import checks
 from sync.errors import InvalidValue, OutOfScope
 from sync.lookup import find_people, sort_key
 from sync.reference import escalations as list_escalations, offered
-from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, Date, Field, LongText, Text
+from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, Field, LongText, Text
 from sync.store import Conflict, Record, Store
 from sync.types import DELETED
 
@@ -70,20 +70,6 @@ def choices(store: Store, coll: str, name: str, current: Any = None) -> list[str
 def is_free_text(f: Field) -> bool:
     "A free-text field (住址, 备注, 需求描述, ...): pages edit it in a <textarea>, which keeps its line breaks"
     return f.type in (Text, LongText)
-
-
-def _unchanged(f: Field, value: Any, shown: Any) -> bool:
-    """Whether a value a form sent back is the one the page showed, as a browser returns it: text with its
-    line breaks as CRLF and its ends trimmed, and a date that is not a real one (1942-02-30, stored before
-    the schema refused such dates) empty, as an <input type=date> cannot show it"""
-    if isinstance(value, str) and isinstance(shown, str):
-        return value.replace("\r\n", "\n").strip() == shown.replace("\r\n", "\n").strip()
-    if value is None and f.type is Date and isinstance(shown, str) and shown:
-        try:
-            dt.date.fromisoformat(shown)
-        except ValueError:
-            return True
-    return bool(value == shown)
 
 
 def today() -> str:
@@ -353,7 +339,7 @@ class Workbench:
                     if name not in form:
                         continue
                     value = parse_typed(rec.coll, name, str(form.get(name, "")), shown=shown.get(name))
-                    if not _unchanged(f, value, shown.get(name)):
+                    if value != shown.get(name):
                         values[name] = value
                 _refuse_stale(rec, shown, values)
                 if rec.coll == "person":  # an ID number, birth date or gender changed must agree with the others
@@ -519,7 +505,7 @@ class Workbench:
                         value = parse_typed("need", name, str(form.get(name, "")), shown=shown.get(name))
                         if name == "status" and value is None:
                             continue  # a status is changed, never cleared
-                        if not _unchanged(SCHEMA.field("need", name), value, shown.get(name)):
+                        if value != shown.get(name):
                             values[name] = value
                 _refuse_stale(rec, shown, values)
                 current = rec.data.get("status") or "待处理"

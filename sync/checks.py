@@ -60,6 +60,19 @@ def typed_key(name: str, value: object) -> str:
     return normalize(name, str(value or "")).upper()
 
 
+def sent_back(coll: str, name: str, text: str, shown: Any) -> bool:
+    """Whether ``text``, a form field as a browser sent it, is the value the form showed (``shown``; None
+    shows as empty). A browser sends a textarea's line breaks as CRLF, and an <input type=date> or
+    datetime-local cannot show a date or time not on the calendar (2024-02-30, saved before such were
+    refused), so it sends that back empty. Compared before the text is normalised: a value saved before
+    a check existed (full-width digits, a wrong check digit) and sent back as shown is no change."""
+    text, was = (str(v).replace("\r\n", "\n").strip() for v in (text, "" if shown is None else shown))
+    if text == was:
+        return True
+    kind = SCHEMA.field(coll, name).type
+    return not text and was != "" and kind in (Date, DateTime) and not _on_calendar(kind, was)
+
+
 def id_check_digit(first17: str) -> str:
     "The check character (GB 11643) that ends an ID number beginning with these 17 digits"
     return _ID_CHECK[sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS)) % 11]

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from . import checks
 from .errors import InvalidValue, NotFound, OutOfScope
 from .hlc import HLC
 from .ops import Op, uuid7
@@ -262,9 +263,14 @@ def _rank(op: Op) -> tuple[int, int, str, int]:
 
 
 def merge_fill(col: Collection, keep: Mapping[str, Any], drop: Mapping[str, Any]) -> dict[str, Any]:
-    """What a merge writes on the kept record from the dropped one: each set field (a resident's groups)
-    as the union of both, each field the kept record lacks with the dropped one's value. A value the kept
-    record has is never overwritten; its unit and the merge's own fields are not touched."""
+    """What a merge writes on the kept record from the dropped one: only what cannot silently bury an
+    edit of the kept record made concurrently elsewhere (a tablet offline). Each set field (a resident's
+    groups) as the union of both: add-wins, a concurrent add survives. Each field marked ``review`` that
+    the kept record lacks, with the dropped one's value: a concurrent edit then leaves an open conflict.
+    Other fields (notes) are not filled: the merge's higher tier would hide a concurrent edit without a
+    conflict; the dropped record keeps them, and its history stays reachable from the kept one. A value the
+    kept record has is never overwritten, a birth date or gender that contradicts its ID number is not
+    taken, and its unit and the merge's own fields are not touched."""
     out: dict[str, Any] = {}
     for name, f in col.fields.items():
         theirs, mine = drop.get(name), keep.get(name)
@@ -274,8 +280,13 @@ def merge_fill(col: Collection, keep: Mapping[str, Any], drop: Mapping[str, Any]
             extra = [e for e in _as_list(theirs) if e not in _as_list(mine)]
             if extra:
                 out[name] = [*_as_list(mine), *extra]
-        elif mine in (None, ""):
+        elif f.review and mine in (None, ""):
             out[name] = theirs
+    idn = keep.get("id_number") or out.get("id_number")
+    facts = checks.id_number_facts(checks.typed_key("id_number", idn)) if idn else None
+    for name, stated in zip(("birth_date", "gender"), facts or ()):
+        if name in out and out[name] != stated:
+            del out[name]
     return out
 
 

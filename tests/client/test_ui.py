@@ -461,6 +461,37 @@ def test_a_need_or_service_for_a_resident_merged_meanwhile_is_saved_for_the_kept
     assert (svc.data["person"], svc.data["need"]) == (keep, old)
 
 
+def test_a_need_or_service_for_a_resident_merged_into_another_villages_is_saved_for_the_node_to_move(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    """The township merged the resident into a registration of another village, which this tablet does not
+    hold: what the worker typed is saved under the id the form named (the node follows the merge), and the
+    page says the resident was merged, not a 404 that loses it"""
+    from sync.store import Store
+
+    drop = people(tapp)["张三"]
+    need = {"person": drop, "category": "养老服务", "description": "需要助餐，每天中午",
+            "rid": form_rid(unlocked.get("/needs/new", params={"person": drop}).text)}
+    service = {"person": drop, "service_type": "养老服务", "served_at": "2024-05-02 10:00",
+               "rid": form_rid(unlocked.get("/services/new", params={"person": drop}).text)}
+    node = Store()  # the township's node: the tablet's resident, and the same man registered in another village
+    node.apply([op for _, op in tapp.read(lambda t: t.store.ops_since(0))])
+    staff = Editor(node, device="node-510903001000", user="刘主任", unit="510903001000", tier="township")
+    keep = staff.create("person", {"unit": "510903001002", "name": "张三", "id_number": ZHANG["id_number"]})
+    staff.merge(keep, drop)
+    tapp.read(lambda t: t.store.apply([op for _, op in node.ops_since(0) if op.record == drop]))
+    assert tapp.read(lambda t: t.get(keep)) is None
+
+    bad = post(unlocked, tapp, "/needs/new", {**need, "category": ""})
+    assert bad.status_code == 400 and "保存时记在合并后的居民名下" in bad.text
+    for url, form, done in (("/needs/new", need, "need_merged"), ("/services/new", service, "service_merged")):
+        r = post(unlocked, tapp, url, form)
+        assert r.status_code == 303 and r.headers["location"] == f"/{done.split('_')[0]}s?done={done}"
+        assert "记在合并后的居民名下" in unlocked.get(r.headers["location"]).text
+    saved = tapp.read(lambda t: [t.get(need["rid"]), t.get(service["rid"])])
+    assert [(r.data["person"], r.coll) for r in saved] == [(drop, "need"), (drop, "service")]
+    assert saved[0].data["description"] == "需要助餐，每天中午"
+
+
 def test_need_status_moves_only_as_allowed(tapp: TabletApp, unlocked: TestClient) -> None:
     pid = people(tapp)["张三"]
     post(unlocked, tapp, "/needs/new", {"person": pid, "category": "养老服务"})
@@ -536,7 +567,9 @@ def test_a_form_opened_before_a_sync_does_not_write_back_over_what_the_sync_brou
 
 
 class _Form(HTMLParser):
-    "What a browser sends for the page's post form: inputs, checked boxes, the selected (or first) option"
+    """What a browser sends for the page's post form: inputs, checked boxes, the selected (or first) option;
+    a date or time input empty when its value is no date or time (a browser cannot show it), a textarea's
+    line breaks as CRLF"""
 
     def __init__(self) -> None:
         super().__init__()
@@ -554,7 +587,13 @@ class _Form(HTMLParser):
             if "checked" in a:
                 self.fields[a["name"]] = a["value"]
         elif tag == "input" and "name" in a:
-            self.fields[a["name"]] = a.get("value", "")
+            value = a.get("value", "")
+            if a.get("type") in ("date", "datetime-local"):
+                try:
+                    (dt.date if a["type"] == "date" else dt.datetime).fromisoformat(value)
+                except ValueError:
+                    value = ""
+            self.fields[a["name"]] = value
         elif tag == "select":
             self._select, self._first = a["name"], None
         elif tag == "option" and self._select is not None:
@@ -570,7 +609,8 @@ class _Form(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "select":
             self._select = None
-        elif tag == "textarea":
+        elif tag == "textarea" and self._text is not None:
+            self.fields[self._text] = self.fields[self._text].replace("\r\n", "\n").replace("\n", "\r\n")
             self._text = None
 
     def handle_data(self, data: str) -> None:
@@ -662,6 +702,53 @@ def test_a_resident_whose_id_number_a_synced_duplicate_shares_stays_editable(
     form = form_fields(unlocked.get(f"/people/{other}/edit").text)
     r = unlocked.post(f"/people/{other}/edit", data={**form, "id_number": ZHANG["id_number"]}, headers=SAME)
     assert r.status_code == 400 and messages(r.text)[0].startswith("这个身份证号已登记给“张")
+
+
+def test_an_id_number_and_notes_sent_back_as_shown_are_no_change(tapp: TabletApp, unlocked: TestClient) -> None:
+    """What an older app stored, sent back by a browser as the form showed it, is left as it is while the
+    worker changes another field: an ID number in full-width digits (which a synced duplicate holds in
+    ASCII, so that checking it would refuse the edit) and notes with line breaks (sent back as CRLF)"""
+    rid = people(tapp)["张三"]
+    full = ZHANG["id_number"].translate(FULL_WIDTH)
+    stored_unchecked(tapp, rid, {"id_number": full, "notes": "独居\n耳背"})
+    tapp.read(lambda t: Editor(t.store, device="tab-ui-2", user="李", unit=VILLAGE, tier="village").create(
+        "person", {"unit": VILLAGE, "name": "张叁", "id_number": ZHANG["id_number"]}))
+    before = pending(tapp)
+    form = form_fields(unlocked.get(f"/people/{rid}/edit").text)
+    assert form["notes"] == "独居\r\n耳背"
+    r = unlocked.post(f"/people/{rid}/edit", data={**form, "phone": "13700000000"}, headers=SAME)
+    assert r.status_code == 303, messages(r.text)
+    person = tapp.read(lambda t: t.get(rid))
+    assert (person.data["phone"], person.data["id_number"], person.data["notes"]) == ("13700000000", full, "独居\n耳背")
+    assert pending(tapp) == before + 1, "the phone alone was written"
+
+
+def test_a_date_or_time_a_browser_cannot_show_is_kept(tapp: TabletApp, unlocked: TestClient) -> None:
+    """A due date or service time not on the calendar, stored by an older app: a date input cannot show it
+    and sends it back empty, which is no change; the worker's change to another field is saved"""
+    pid = people(tapp)["张三"]
+    nid = tapp.read(lambda t: t.create("need", {"person": pid, "category": "养老服务", "status": "待处理"}))
+    sid = tapp.read(lambda t: t.create("service", {"person": pid, "service_type": "养老服务",
+                                                   "served_at": "2024-05-01T09:30", "people_served": 1}))
+
+    def unreal(tab: Tablet) -> None:  # what an older app or the old CLI stored, arriving with a sync
+        hlc = tab.store.last_hlc()
+        tab.store.apply([Op("tab-old-1", i, hlc + (i << 16), coll, rec, name, SET, value,
+                            tuple(tab.store.live_ids(rec, name)), "老王", VILLAGE, TIER_RANK["village"])
+                         for i, (coll, rec, name, value) in enumerate((
+                             ("need", nid, "due_date", "2024-02-30"),
+                             ("service", sid, "served_at", "2024-02-30T09:30")), 1)])
+    tapp.read(unreal)
+    before = pending(tapp)
+    for url, change in ((f"/needs/{nid}/edit", {"assignee": "王芳"}), (f"/services/{sid}/edit", {"minutes": "45"})):
+        form = form_fields(unlocked.get(url).text)
+        assert form.get("due_date", form.get("served_at")) == ""
+        r = unlocked.post(url, data={**form, **change}, headers=SAME)
+        assert r.status_code == 303, (url, messages(r.text))
+    need, service = tapp.read(lambda t: [t.get(nid), t.get(sid)])
+    assert (need.data["assignee"], need.data["due_date"]) == ("王芳", "2024-02-30")
+    assert (service.data["minutes"], service.data["served_at"]) == (45, "2024-02-30T09:30")
+    assert pending(tapp) == before + 2, "the changed fields alone were written"
 
 
 def test_the_worker_settles_a_conflict_by_picking_a_value(tapp: TabletApp, unlocked: TestClient) -> None:

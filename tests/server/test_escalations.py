@@ -51,6 +51,13 @@ REFUSED = [
     ("张秀英独居，需要助餐", ["name"]),  # the resident's name
     ("证件 51090319420308001x，需协调", ["id_number"]),  # the resident's ID number, typed in lower case
     ("座机 0825 2223344，需协调", ["phone"]),  # the resident's landline
+    # typed with a Chinese IME in full-width mode, or grouped with other separators
+    ("老人电话 １３８００００１１１１，需要助餐", ["phone"]),
+    ("老人电话 138－0000－1111，需要助餐", ["phone"]),  # full-width dash
+    ("老人电话 138.0000.1111 或 138·0000·2222", ["phone"]),
+    ("座机 （０８２５）２２２３３４４，需协调", ["phone"]),  # the resident's landline, full-width
+    ("座机 0825—2223344，需协调", ["phone"]),  # an em dash
+    ("证件 ５１０９０３１９４５０１０１００２３，需协调", ["id_number"]),
     (f"{RESIDENT['name']}（身份证{RESIDENT['id_number']}，电话13800001111）需要助餐", ["name", "id_number", "phone"]),
 ]
 
@@ -70,6 +77,7 @@ def test_a_summary_with_personal_data_is_refused_and_nothing_is_written(
     "本村 12 户需要助餐，2024-06-30 前每周 3 次",  # counts and dates are no phone or ID number
     "村委会 510903001001 辖区内缺少助餐点",  # a unit code
     "秀英路口助餐点关闭",  # part of the resident's name is not her name
+    "本村１２户需要助餐，２０２４．０６．３０前每周３次",  # full-width counts and dates neither
 ])
 def test_a_summary_without_personal_data_passes(summary: str) -> None:
     person = Record(id="p", coll="person", unit=V1, deleted=False, data=RESIDENT, conflicts=[], seq=1)

@@ -14,6 +14,7 @@ import pytest
 from sync.ops import Op
 from sync.types import SET, TIER_RANK
 from test_pullcache import V1
+from staff_world import browser_form
 from test_staff_stale_forms import Desk
 
 FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
@@ -72,3 +73,22 @@ def test_a_value_saved_before_the_checks_does_not_block_an_edit_of_another_field
     assert r.status_code == 303, r.text
     rec = desk.node.store.get(rid)
     assert rec is not None and (rec.data["phone"], rec.data["birth_date"]) == ("13911112222", "2099-01-01")
+
+
+def test_an_id_number_an_older_app_stored_full_width_is_sent_back_untouched(desk: Desk) -> None:
+    """An older tablet stored an ID number in full-width digits with a wrong check digit. Saving only the
+    phone, as a browser sends the page's form (every field as shown), neither checks nor rewrites it."""
+    rid = desk.tab.editor.create("person", {"unit": V1, "name": "张秀英", "phone": "13800000000"})
+    desk.sync()
+    stored = "510903194203081271".translate(FULL_WIDTH)
+    hlc = desk.node.store.last_hlc() + (1 << 16)
+    desk.node.store.apply([Op("tab-old-1", 1, hlc, "person", rid, "id_number", SET, stored, (), "老王", V1,
+                              TIER_RANK["village"])])
+    form = browser_form(desk.client.get(f"/staff/records/{rid}").text, f"/staff/records/{rid}")
+    assert form["id_number"] == stored
+    before = desk.node.store.count_ops()
+    r = desk.client.post(f"/staff/records/{rid}", data={**form, "phone": "13911112222"})
+    assert r.status_code == 303, html.unescape(r.text)
+    rec = desk.node.store.get(rid)
+    assert rec is not None and (rec.data["phone"], rec.data["id_number"]) == ("13911112222", stored)
+    assert desk.node.store.count_ops() == before + 1, "the phone alone was written"

@@ -248,10 +248,42 @@ def test_a_merge_fills_what_the_kept_resident_lacks_and_joins_their_groups(store
     kept = store.get(keep)
     assert kept is not None and {**kept.data, "groups": sorted(kept.data["groups"])} == {
         "name": "李桂兰", "unit": VILLAGE, "id_number": "51090319450101002X", "address": "育才路1号",  # its own kept
-        "birth_date": "1945-01-01", "phone": "13900001111", "notes": "轮椅出行",  # filled from the other
-        "groups": sorted(["老年人", "残疾人", "独居"])}
-    assert sorted({o.field for o in ops if o.record == keep}) == ["birth_date", "groups", "notes", "phone"]
+        "birth_date": "1945-01-01", "phone": "13900001111",  # filled from the other (reviewed fields)
+        "groups": sorted(["老年人", "残疾人", "独居"])}  # notes, not reviewed, stay on the merged-away record
+    assert sorted({o.field for o in ops if o.record == keep}) == ["birth_date", "groups", "phone"]
     assert store.get(drop).data["merged_into"] == keep  # type: ignore[union-attr]
+    assert [c.new for c in store.history(drop) if c.field == "notes"] == ["轮椅出行"]  # in its history
+
+
+def test_a_merge_takes_no_birth_date_or_gender_that_contradicts_the_kept_id_number(
+        store: Store, village: Editor, township: Editor) -> None:
+    keep = _person(village, name="李桂兰", id_number="51090319450101002X")  # born 1945-01-01, a woman
+    drop = _person(village, name="李桂兰", birth_date="1954-01-01", gender="男", phone="13900001111")
+    township.merge(keep, drop)
+    kept = store.get(keep)
+    assert kept is not None and (kept.data.get("birth_date"), kept.data.get("gender"), kept.data["phone"]) == (
+        None, None, "13900001111")
+
+
+def test_a_merge_buries_no_concurrent_edit_of_the_kept_resident(
+        store: Store, village: Editor, township: Editor, replica: Replica) -> None:
+    """A worker offline edits the kept resident while staff merge a duplicate into it: her note stays (the
+    merge does not fill notes), her phone is in an open conflict with the filled one, and groups added on
+    both sides all survive"""
+    keep = _person(village, name="张秀英", birth_date="1942-03-08", groups=["老年人"])
+    drop = _person(village, name="张秀英", birth_date="1942-03-08", notes="2019年登记", phone="13900001111",
+                   groups=["独居"])
+    node = replica(store)
+    village.update(keep, {"notes": "独居，每周二送餐", "phone": "13800002222"})  # on the tablet, offline
+    village.add(keep, "groups", "残疾人")
+    Editor(node, device="node-510903001000", user="liu", unit="510903001000", tier="township").merge(keep, drop)
+    for a, b in ((node, store), (store, node)):
+        b.apply([op for _, op in a.ops_since(0)])
+    for s in (store, node):
+        kept = s.get(keep)
+        assert kept is not None and kept.data["notes"] == "独居，每周二送餐"
+        assert sorted(kept.data["groups"]) == sorted(["老年人", "独居", "残疾人"])
+        assert kept.conflicts == ["phone"]
 
 
 def test_a_merge_moves_needs_to_the_kept_residents_village_within_the_merging_staffs_scope(
