@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from sync import checks
 from sync import reference as ref
 from sync.schema import CATALOGUE_KINDS, TASK_STATUSES
 
@@ -151,7 +152,7 @@ def link_sync(db: str, url: str, token: str) -> None:
 
     with opened(db) as node:
         try:
-            r = sync_link(node, url, token)
+            r = sync_link(node, checks.node_url(url), token)
         except LinkError as e:
             raise click.ClickException(str(e)) from None
     click.echo(f"{r.child}: pushed {r.pushed}, pulled {r.pulled} in {r.rounds} rounds ({r.seconds:.2f} s)")

@@ -1,0 +1,92 @@
+"""Node commands (``cunsync ...`` on a township, county or city node) given what an operator really
+types: a URL from a Chinese input method, a wrong path, a CSV saved by Excel. Each ends in an ``Error:``
+line that says what to fix, never a traceback, and writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from client.cli import cli
+from server import links, schedule
+from server.cli import ensure_units
+from server.node import Node
+from server.relay import LinkError, sync_link
+from sync.errors import BadRequest
+
+COUNTY, TOWNSHIP, VILLAGE = "510903000000", "510903001000", "510903001001"
+
+
+def run(*args: str) -> Result:
+    "A cunsync command; an exception other than click's exit is a traceback, which fails the test"
+    r = CliRunner().invoke(cli, list(args))
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return r
+
+
+@pytest.fixture
+def county_db(tmp_path: Path) -> Iterator[str]:
+    db = str(tmp_path / "county.db")
+    n = Node(db, COUNTY)
+    ensure_units(n)
+    n.close()
+    yield db
+
+
+# -- link URLs --------------------------------------------------------------------------------------
+
+def test_a_link_url_typed_with_a_full_width_colon_is_stored_with_an_ascii_one(county_db: str) -> None:
+    r = run("link", "add", "--db", county_db, "--unit", TOWNSHIP, "--url", "http://10.0.0.5：８０００/", "--token", "t")
+    assert r.exit_code == 0, r.output
+    n = Node(county_db, COUNTY)
+    try:
+        assert links.get_link(n.store, TOWNSHIP).url == "http://10.0.0.5:8000"
+    finally:
+        n.close()
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8o00", "10.0.0.5:8000", "http://:8000", "ftp://10.0.0.5"])
+def test_a_link_url_that_is_no_url_is_refused_and_nothing_stored(county_db: str, url: str) -> None:
+    r = run("link", "add", "--db", county_db, "--unit", TOWNSHIP, "--url", url, "--token", "t")
+    assert r.exit_code == 1 and "write it as http://HOST:PORT" in r.output, r.output
+    n = Node(county_db, COUNTY)
+    try:
+        assert links.links(n.store) == []
+        with pytest.raises(BadRequest) as e:
+            links.add_link(n.store, COUNTY, TOWNSHIP, url, "t")
+        assert e.value.code == "invalid_url"
+    finally:
+        n.close()
+
+
+def test_a_link_stored_with_a_bad_url_fails_its_pull_and_says_so(county_db: str) -> None:
+    "A link added before URLs were checked: the pull records the error, other links go on, nothing raises"
+    n = Node(county_db, COUNTY)
+    try:
+        links.add_link(n.store, COUNTY, TOWNSHIP, "http://127.0.0.1:1", "t")
+        links.add_link(n.store, COUNTY, "510903002000", "http://127.0.0.1:1", "t")
+        with n.store.transaction() as c:
+            c.execute("UPDATE links SET url = 'http://127.0.0.1：8000' WHERE unit = ?", (TOWNSHIP,))
+        with pytest.raises(LinkError) as e:
+            sync_link(n, "http://127.0.0.1：8000", "t")
+        assert e.value.code == "invalid_url"
+        schedule.run_once(n)
+        assert "InvalidURL" in links.get_link(n.store, TOWNSHIP).last_error
+    finally:
+        n.close()
+    r = run("snapshot", "pull", "--db", county_db)
+    assert r.exit_code == 0
+    assert f"{TOWNSHIP}: FAILED (InvalidURL" in r.output and "510903002000: FAILED (ConnectError" in r.output
+    assert "error: InvalidURL" in run("link", "list", "--db", county_db).output
+
+
+def test_link_sync_takes_a_url_typed_with_a_full_width_colon(county_db: str) -> None:
+    r = run("link-sync", "--db", county_db, "--url", "http://127.0.0.1：1", "--token", "t")
+    assert r.exit_code == 1 and "127.0.0.1:1 did not answer" in r.output, r.output
+    r = run("link-sync", "--db", county_db, "--url", "http://127.0.0.1:1o", "--token", "t")
+    assert r.exit_code == 1 and "write it as http://HOST:PORT" in r.output, r.output
