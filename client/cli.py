@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+import httpx
 
 import sync
 from sync import checks
@@ -101,13 +102,30 @@ def _new_pin(db: str) -> str | None:
     return None
 
 
+_SET_UP = "`cunsync tablet init --server URL --code CODE` with the township's enrolment code"
+
+
 def _open(db: str, *, warn: bool = True) -> Tablet:
+    if not os.path.exists(db):  # opening would make an empty, plaintext database
+        raise click.ClickException(f"{db} does not exist: this tablet is not set up; run {_SET_UP}")
     pin = _pin_for(db, warn=warn)
     tab: Tablet = _run(lambda: Tablet(db, pin=pin))
     if not tab.enrolled:
         tab.close()
-        raise click.ClickException(f"{db} is not set up; run `cunsync tablet init --server URL --token TOKEN`")
+        raise click.ClickException(f"{db} is not set up; run {_SET_UP}")
     return tab
+
+
+def _discard_unset(db: str, pin: str | None = None) -> None:
+    """Remove a database that was never set up and holds nothing: a plaintext one (an older cunsync made
+    one for any command), so that set-up makes it anew, encrypted; or one a failed set-up made"""
+    if not _has_data(db) or (pin is None and is_encrypted(db)):
+        return
+    tab: Tablet = _run(lambda: Tablet(db, pin=pin))
+    if tab.enrolled or tab.store.conn.execute("SELECT 1 FROM ops LIMIT 1").fetchone():
+        tab.close()
+    else:
+        tab.wipe()
 
 
 @contextmanager
@@ -142,7 +160,8 @@ def _checked(coll: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+    "A comma-separated list, typed with ASCII or full-width (Chinese) commas"
+    return [v.strip() for v in value.replace("，", ",").split(",") if v.strip()] if value else []
 
 
 @cli.group()
@@ -164,11 +183,27 @@ def tablet_init(db: str, server: str, code: str | None, token: str | None) -> No
     """
     if bool(code) == bool(token):
         raise click.UsageError("give one of --code (from the township) or --token")
+    try:
+        server = checks.node_url(server)
+    except SyncError as e:
+        raise click.BadParameter(f"{e.message} [{e.code}]", param_hint="--server") from None
+    _discard_unset(db)
+    new = not os.path.exists(db)
     pin = _new_pin(db)
-    if code:
-        tab = _run(lambda: Tablet.enrol(db, server, code, pin=pin))
-    else:
-        tab = _run(lambda: Tablet.init(db, server, token or "", pin=pin))
+    try:
+        try:
+            if code:
+                tab = _run(lambda: Tablet.enrol(db, server, code, pin=pin))
+            else:
+                tab = _run(lambda: Tablet.init(db, server, token or "", pin=pin))
+        except httpx.TransportError as e:
+            raise click.ClickException(f"the township node at {server} did not answer ({type(e).__name__}); "
+                                       "check --server and the network, then run this again; nothing was set up"
+                                       ) from None
+    except click.ClickException:
+        if new:
+            _discard_unset(db, pin)
+        raise
     with contextlib.closing(tab):
         click.echo(f"tablet {tab.device} for unit {tab.unit} ready in {db}"
                    + (", encrypted with the PIN" if pin else ""))
@@ -312,8 +347,18 @@ def need_add(db: str, person_id: str, category: str, description: str | None, ur
     values = _checked("need", {"person": person_id, "category": category, "description": description,
                                "urgency": urgency, "status": "待处理", "due_date": due_date})
     with opened(db) as tab:
+        _check_here(tab, "person", person_id, "--person")
         _check_offered(category, tab.need_categories(), "need category", "--category")
         click.echo(_run(lambda: tab.create("need", values)))
+
+
+def _check_here(tab: Tablet, coll: str, rid: str, option: str) -> None:
+    "Refuse the id of a record that is not a live ``coll`` record of this tablet's village"
+    rec = tab.get(rid)
+    if rec is None or rec.coll != coll or rec.deleted or rec.unit != tab.unit:
+        raise click.BadParameter(f"no {coll} {rid} in this tablet's village {tab.unit}; copy the id from "
+                                 "`cunsync person list` (a resident's needs and services are in the tablet app)",
+                                 param_hint=option)
 
 
 def _check_offered(value: str, offered: list[str], what: str, option: str) -> None:
@@ -354,6 +399,9 @@ def service_add(db: str, person_id: str, need_id: str | None, service_type: str,
                                   "served_at": served_at or dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
                                   "minutes": minutes, "people_served": people_served, "notes": notes})
     with opened(db) as tab:
+        _check_here(tab, "person", person_id, "--person")
+        if need_id:
+            _check_here(tab, "need", need_id, "--need")
         _check_offered(service_type, tab.service_types(), "service type", "--type")
         click.echo(_run(lambda: tab.create("service", values)))
 
