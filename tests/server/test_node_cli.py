@@ -90,3 +90,55 @@ def test_link_sync_takes_a_url_typed_with_a_full_width_colon(county_db: str) -> 
     assert r.exit_code == 1 and "127.0.0.1:1 did not answer" in r.output, r.output
     r = run("link-sync", "--db", county_db, "--url", "http://127.0.0.1:1o", "--token", "t")
     assert r.exit_code == 1 and "write it as http://HOST:PORT" in r.output, r.output
+
+
+# -- units import -----------------------------------------------------------------------------------
+
+def unit_names(db: str) -> dict[str, str]:
+    n = Node(db, COUNTY)
+    try:
+        return {str(r["code"]): str(r["name"]) for r in n.store.db.query("SELECT code, name FROM units")}
+    finally:
+        n.close()
+
+
+def test_units_import_reads_a_csv_excel_saved_in_gbk(county_db: str, tmp_path: Path) -> None:
+    csv_file = tmp_path / "units.csv"
+    csv_file.write_bytes("code,name\n510903003000,南津路街道\n".encode("gbk"))
+    r = run("units", "import", "--db", county_db, str(csv_file))
+    assert r.exit_code == 0, r.output
+    assert unit_names(county_db)["510903003000"] == "南津路街道"
+
+
+def test_units_import_of_a_file_that_is_no_text_says_to_save_it_as_csv_utf8(county_db: str, tmp_path: Path) -> None:
+    csv_file = tmp_path / "units.xlsx"
+    csv_file.write_bytes(b"PK\x03\x04\x80\xff\xfe\x81\x00")
+    before = unit_names(county_db)
+    r = run("units", "import", "--db", county_db, str(csv_file))
+    assert r.exit_code == 1 and 'save it as "CSV UTF-8"' in r.output, r.output
+    assert unit_names(county_db) == before
+
+
+def test_units_import_into_a_database_that_does_not_exist_makes_none(tmp_path: Path) -> None:
+    csv_file = tmp_path / "units.csv"
+    csv_file.write_text("code,name\n510903003000,南津路街道\n", encoding="utf-8")
+    r = run("units", "import", "--db", str(tmp_path / "townsihp.db"), str(csv_file))
+    assert r.exit_code == 1 and "does not exist" in r.output, r.output
+    assert not (tmp_path / "townsihp.db").exists()
+
+
+def test_units_import_removes_the_sample_units_nothing_uses(county_db: str, tmp_path: Path) -> None:
+    n = Node(county_db, COUNTY)
+    try:  # an invented village that holds a resident, and one a device is enrolled to, stay (with their township)
+        n.editor("staff").create("person", {"unit": "510903001002", "name": "张秀英"})
+        n.add_device("510903001003", "王芳")
+    finally:
+        n.close()
+    csv_file = tmp_path / "real.csv"
+    csv_file.write_text("code,name\n510903000000,船山区\n510903003000,南津路街道\n510903003001,南津社区\n",
+                        encoding="utf-8")
+    r = run("units", "import", "--db", county_db, str(csv_file))
+    assert r.exit_code == 0 and "removed 13 sample units" in r.output, r.output
+    assert sorted(unit_names(county_db)) == [
+        "150200000000", "150203000000", "510900000000", "510903000000", "510903001000", "510903001002",
+        "510903001003", "510903003000", "510903003001", "510904000000", "510921000000"]
