@@ -20,6 +20,7 @@ from sync import checks
 from sync.errors import SyncError
 from sync.schema import GROUPS, PROVIDER_KINDS, URGENCIES
 from sync.store import is_encrypted
+from server.cli_common import checked
 
 from .tablet import AlreadyEnrolled, NodeUnreachable, NotEnrolled, PinError, SyncFailed, SyncReport, Tablet
 
@@ -144,19 +145,6 @@ def _run(fn: Callable[[], Any]) -> Any:
         return fn()
     except (SyncError, SyncFailed, NodeUnreachable, NotEnrolled, AlreadyEnrolled, PinError) as e:
         raise click.ClickException(str(e)) from None
-
-
-def _checked(coll: str, values: dict[str, Any]) -> dict[str, Any]:
-    """The values given (unset ones left out), full-width digits made ASCII, refused as the tablet's forms
-    refuse them (``sync.checks``): a record the CLI saves stays editable in the tablet app"""
-    given = {k: checks.normalize(k, v) if isinstance(v, str) else v for k, v in values.items() if v not in (None, [])}
-    found = {name: p for name in given if (p := checks.check(coll, name, given[name])) is not None}
-    if coll == "person":
-        found.update(checks.disagreements(given, given))
-    if found:
-        name, problem = next(iter(found.items()))
-        raise click.BadParameter(f"{problem.message} [{problem.code}]", param_hint="--" + name.replace("_", "-"))
-    return given
 
 
 def _csv(value: str | None) -> list[str]:
@@ -296,7 +284,7 @@ def person_add(db: str, name: str, gender: str | None, birth_date: str | None, i
 
         cunsync person add --name 张秀英 --gender 女 --birth-date 1942-03-08 --groups 老年人,独居
     """
-    values = _checked("person", {"name": name, "gender": gender, "birth_date": birth_date, "id_number": id_number,
+    values = checked("person", {"name": name, "gender": gender, "birth_date": birth_date, "id_number": id_number,
                                  "phone": phone, "address": address, "notes": notes, "groups": _csv(groups)})
     with opened(db) as tab:
         rid = _run(lambda: tab.create("person", values))
@@ -344,7 +332,7 @@ def need_add(db: str, person_id: str, category: str, description: str | None, ur
 
         cunsync need add --person 0190... --category 养老服务 --description 需要助餐
     """
-    values = _checked("need", {"person": person_id, "category": category, "description": description,
+    values = checked("need", {"person": person_id, "category": category, "description": description,
                                "urgency": urgency, "status": "待处理", "due_date": due_date})
     with opened(db) as tab:
         _check_here(tab, "person", person_id, "--person")
@@ -394,7 +382,7 @@ def service_add(db: str, person_id: str, need_id: str | None, service_type: str,
 
         cunsync service add --person 0190... --type 养老服务 --minutes 45
     """
-    values = _checked("service", {"person": person_id, "need": need_id, "service_type": service_type,
+    values = checked("service", {"person": person_id, "need": need_id, "service_type": service_type,
                                   "provider_kind": provider_kind, "provider_name": provider_name,
                                   "served_at": served_at or dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
                                   "minutes": minutes, "people_served": people_served, "notes": notes})

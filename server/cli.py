@@ -144,6 +144,10 @@ def user_add(db: str, username: str, role: str, unit: str | None, display_name: 
     click.echo(f"staff {staff.username}: {staff.role} at {staff.unit}")
 
 
+#: An enrolment code lives at most this long (30 days): a code is for a tablet about to be set up
+MAX_CODE_HOURS = 720
+
+
 @click.group(name="enrol")
 def enrol_group() -> None:
     "One-time enrolment codes for tablets."
@@ -153,7 +157,8 @@ def enrol_group() -> None:
 @db_option
 @click.option("--unit", required=True, help="The village the tablet will work in")
 @click.option("--user", required=True, help="The worker who will carry it")
-@click.option("--hours", default=72, show_default=True, help="Hours before the code expires")
+@click.option("--hours", default=72, show_default=True, type=click.IntRange(1, MAX_CODE_HOURS),
+              help=f"Hours before the code expires, 1 to {MAX_CODE_HOURS}")
 @click.option("--server", default=None, help="The node's URL as tablets reach it, put in the QR code")
 @click.option("--png", type=click.Path(dir_okay=False), default=None, help="Also save the QR code as a PNG")
 def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, png: str | None) -> None:
@@ -167,6 +172,8 @@ def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, 
 
     import segno
 
+    if png and not Path(png).parent.is_dir():  # before the code is made: a code with no QR code to print
+        raise click.BadParameter(f"the folder {Path(png).parent} does not exist; create it first", param_hint="--png")
     with opened(db) as node:
         enr = node.create_enrolment(unit, user, hours=hours)
     payload = f"cunsync:enrol?code={enr.code}" + (f"&server={server}" if server else "")

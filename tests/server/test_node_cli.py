@@ -4,16 +4,19 @@ line that says what to fix, never a traceback, and writes nothing."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
-import httpx
+import click
 import pytest
 from click.testing import CliRunner, Result
 
 from client.cli import cli
 from server import links, schedule
 from server.cli import ensure_units
+from server.cli_common import open_node
 from server.node import Node
 from server.relay import LinkError, sync_link
 from sync.errors import BadRequest
@@ -142,3 +145,102 @@ def test_units_import_removes_the_sample_units_nothing_uses(county_db: str, tmp_
     assert sorted(unit_names(county_db)) == [
         "150200000000", "150203000000", "510900000000", "510903000000", "510903001000", "510903001002",
         "510903001003", "510903003000", "510903003001", "510904000000", "510921000000"]
+
+
+# -- operator mistakes: an Error line, nothing half-written --------------------------------------------
+
+@pytest.fixture
+def township_db(tmp_path: Path) -> Iterator[str]:
+    db = str(tmp_path / "township.db")
+    Node(db, TOWNSHIP).close()
+    yield db
+
+
+def test_a_backup_into_a_folder_not_made_yet_says_so(township_db: str, tmp_path: Path) -> None:
+    r = run("backup", "--db", township_db, "--to", str(tmp_path / "backups" / "today.db"))
+    assert r.exit_code == 1 and "backups does not exist; create it" in r.output, r.output
+
+
+@pytest.mark.parametrize("content", ["not sqlite", "sqlite without a node"])
+def test_a_restore_from_a_file_that_is_no_node_backup_restores_nothing(
+    township_db: str, tmp_path: Path, content: str
+) -> None:
+    source = tmp_path / "other.db"
+    if content == "not sqlite":
+        source.write_text("not a database\n")
+    else:
+        with closing(sqlite3.connect(source)) as conn:
+            conn.execute("CREATE TABLE x (a)")
+    before = Path(township_db).read_bytes()
+    r = run("restore", "--db", township_db, "--from", str(source))
+    assert r.exit_code == 1 and "is not a cunsync node backup; nothing was restored" in r.output, r.output
+    assert Path(township_db).read_bytes() == before
+    with pytest.raises(BadRequest) as e:
+        Node.restore(township_db, source)
+    assert e.value.code == "not_a_backup"
+
+
+@pytest.mark.parametrize("content", ["not sqlite", "sqlite without a node"])
+def test_a_node_command_on_a_file_that_is_no_node_database_says_so(tmp_path: Path, content: str) -> None:
+    db = tmp_path / "other.db"
+    if content == "not sqlite":
+        db.write_text("not a database\n")
+    else:
+        with closing(sqlite3.connect(db)) as conn:
+            conn.execute("CREATE TABLE x (a)")
+    r = run("device", "list", "--db", str(db))
+    assert r.exit_code == 1 and "is not a cunsync node database" in r.output, r.output
+
+
+def test_a_device_id_taken_already_is_refused(township_db: str) -> None:
+    args = ("device", "add", "--db", township_db, "--unit", VILLAGE, "--device", "tab-1", "--user")
+    assert run(*args, "王芳").exit_code == 0
+    r = run(*args, "李四")
+    assert r.exit_code == 1 and "there is a device 'tab-1' already" in r.output, r.output
+    n = Node(township_db, TOWNSHIP)
+    try:
+        assert [(d["device"], d["user"]) for d in n.devices()] == [("tab-1", "王芳")]
+        with pytest.raises(BadRequest) as e:
+            n.add_device(VILLAGE, "李四", device="tab-1")
+        assert e.value.code == "device_exists"
+    finally:
+        n.close()
+
+
+def enrolments(db: str) -> int:
+    with closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(*) FROM enrolments").fetchone()[0])
+
+
+def test_an_enrolment_qr_code_for_a_folder_not_made_yet_makes_no_code(township_db: str, tmp_path: Path) -> None:
+    r = run("enrol", "create", "--db", township_db, "--unit", VILLAGE, "--user", "王芳",
+            "--png", str(tmp_path / "qr" / "王芳.png"))
+    assert r.exit_code == 2 and "qr does not exist" in r.output and "enrolment code" not in r.output, r.output
+    assert enrolments(township_db) == 0
+
+
+@pytest.mark.parametrize("hours", ["0", "-1", "721"])
+def test_an_enrolment_code_lives_an_hour_to_30_days(township_db: str, hours: str) -> None:
+    r = run("enrol", "create", "--db", township_db, "--unit", VILLAGE, "--user", "王芳", "--hours", hours)
+    assert r.exit_code == 2 and "1<=x<=720" in r.output, r.output
+    assert enrolments(township_db) == 0
+
+
+def test_a_node_is_not_served_as_another_unit(township_db: str) -> None:
+    with pytest.raises(click.ClickException) as e:
+        open_node(township_db, "510903002000")
+    assert f"is the node of {TOWNSHIP}, not of 510903002000" in e.value.message
+    r = run("serve", "--db", township_db, "--unit", "510903002000", "--bind", "127.0.0.1:1")
+    assert r.exit_code == 1 and f"give --unit {TOWNSHIP}" in r.output, r.output
+
+
+def test_a_task_is_due_on_a_day_of_the_calendar(township_db: str) -> None:
+    r = run("task", "add", "--db", township_db, "--title", "高龄老人走访", "--due", "2024-06-31")
+    assert r.exit_code == 2 and "Invalid value for --due: 2024-06-31 is no date" in r.output, r.output
+    r = run("task", "add", "--db", township_db, "--title", "高龄老人走访", "--due", "２０２４-06-30")
+    assert r.exit_code == 0, r.output
+    n = Node(township_db, TOWNSHIP)
+    try:
+        assert [t.data["due_date"] for t in n.store.records("task")] == ["2024-06-30"]
+    finally:
+        n.close()
