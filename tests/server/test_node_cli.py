@@ -244,3 +244,15 @@ def test_a_task_is_due_on_a_day_of_the_calendar(township_db: str) -> None:
         assert [t.data["due_date"] for t in n.store.records("task")] == ["2024-06-30"]
     finally:
         n.close()
+
+
+def test_a_month_is_closed_once_it_has_begun(township_db: str) -> None:
+    r = run("snapshot", "close", "--db", township_db, "--month", "2099-01")
+    assert r.exit_code == 2 and "2099-01 has not begun" in r.output, r.output
+    assert run("snapshot", "close", "--db", township_db, "--month", "2024-06").exit_code == 0
+
+
+def test_a_roll_up_for_a_folder_not_made_yet_says_so_before_pulling(county_db: str, tmp_path: Path) -> None:
+    r = run("snapshot", "pull", "--db", county_db, "--offline", "--format", "csv",
+            "--out", str(tmp_path / "nodir" / "x.csv"))
+    assert r.exit_code == 2 and "nodir does not exist" in r.output, r.output
