@@ -13,12 +13,14 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+import httpx
 
 import sync
 from sync import checks
 from sync.errors import SyncError
 from sync.schema import GROUPS, PROVIDER_KINDS, URGENCIES
 from sync.store import is_encrypted
+from server.cli_common import checked
 
 from .tablet import AlreadyEnrolled, NodeUnreachable, NotEnrolled, PinError, SyncFailed, SyncReport, Tablet
 
@@ -101,13 +103,30 @@ def _new_pin(db: str) -> str | None:
     return None
 
 
+_SET_UP = "`cunsync tablet init --server URL --code CODE` with the township's enrolment code"
+
+
 def _open(db: str, *, warn: bool = True) -> Tablet:
+    if not os.path.exists(db):  # opening would make an empty, plaintext database
+        raise click.ClickException(f"{db} does not exist: this tablet is not set up; run {_SET_UP}")
     pin = _pin_for(db, warn=warn)
     tab: Tablet = _run(lambda: Tablet(db, pin=pin))
     if not tab.enrolled:
         tab.close()
-        raise click.ClickException(f"{db} is not set up; run `cunsync tablet init --server URL --token TOKEN`")
+        raise click.ClickException(f"{db} is not set up; run {_SET_UP}")
     return tab
+
+
+def _discard_unset(db: str, pin: str | None = None) -> None:
+    """Remove a database that was never set up and holds nothing: a plaintext one (an older cunsync made
+    one for any command), so that set-up makes it anew, encrypted; or one a failed set-up made"""
+    if not _has_data(db) or (pin is None and is_encrypted(db)):
+        return
+    tab: Tablet = _run(lambda: Tablet(db, pin=pin))
+    if tab.enrolled or tab.store.conn.execute("SELECT 1 FROM ops LIMIT 1").fetchone():
+        tab.close()
+    else:
+        tab.wipe()
 
 
 @contextmanager
@@ -128,21 +147,9 @@ def _run(fn: Callable[[], Any]) -> Any:
         raise click.ClickException(str(e)) from None
 
 
-def _checked(coll: str, values: dict[str, Any]) -> dict[str, Any]:
-    """The values given (unset ones left out), full-width digits made ASCII, refused as the tablet's forms
-    refuse them (``sync.checks``): a record the CLI saves stays editable in the tablet app"""
-    given = {k: checks.normalize(k, v) if isinstance(v, str) else v for k, v in values.items() if v not in (None, [])}
-    found = {name: p for name in given if (p := checks.check(coll, name, given[name])) is not None}
-    if coll == "person":
-        found.update(checks.disagreements(given, given))
-    if found:
-        name, problem = next(iter(found.items()))
-        raise click.BadParameter(f"{problem.message} [{problem.code}]", param_hint="--" + name.replace("_", "-"))
-    return given
-
-
 def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+    "A comma-separated list, typed with ASCII or full-width (Chinese) commas"
+    return [v.strip() for v in value.replace("，", ",").split(",") if v.strip()] if value else []
 
 
 @cli.group()
@@ -164,11 +171,27 @@ def tablet_init(db: str, server: str, code: str | None, token: str | None) -> No
     """
     if bool(code) == bool(token):
         raise click.UsageError("give one of --code (from the township) or --token")
+    try:
+        server = checks.node_url(server)
+    except SyncError as e:
+        raise click.BadParameter(f"{e.message} [{e.code}]", param_hint="--server") from None
+    _discard_unset(db)
+    new = not os.path.exists(db)
     pin = _new_pin(db)
-    if code:
-        tab = _run(lambda: Tablet.enrol(db, server, code, pin=pin))
-    else:
-        tab = _run(lambda: Tablet.init(db, server, token or "", pin=pin))
+    try:
+        try:
+            if code:
+                tab = _run(lambda: Tablet.enrol(db, server, code, pin=pin))
+            else:
+                tab = _run(lambda: Tablet.init(db, server, token or "", pin=pin))
+        except httpx.TransportError as e:
+            raise click.ClickException(f"the township node at {server} did not answer ({type(e).__name__}); "
+                                       "check --server and the network, then run this again; nothing was set up"
+                                       ) from None
+    except click.ClickException:
+        if new:
+            _discard_unset(db, pin)
+        raise
     with contextlib.closing(tab):
         click.echo(f"tablet {tab.device} for unit {tab.unit} ready in {db}"
                    + (", encrypted with the PIN" if pin else ""))
@@ -261,7 +284,7 @@ def person_add(db: str, name: str, gender: str | None, birth_date: str | None, i
 
         cunsync person add --name 张秀英 --gender 女 --birth-date 1942-03-08 --groups 老年人,独居
     """
-    values = _checked("person", {"name": name, "gender": gender, "birth_date": birth_date, "id_number": id_number,
+    values = checked("person", {"name": name, "gender": gender, "birth_date": birth_date, "id_number": id_number,
                                  "phone": phone, "address": address, "notes": notes, "groups": _csv(groups)})
     with opened(db) as tab:
         rid = _run(lambda: tab.create("person", values))
@@ -309,11 +332,21 @@ def need_add(db: str, person_id: str, category: str, description: str | None, ur
 
         cunsync need add --person 0190... --category 养老服务 --description 需要助餐
     """
-    values = _checked("need", {"person": person_id, "category": category, "description": description,
+    values = checked("need", {"person": person_id, "category": category, "description": description,
                                "urgency": urgency, "status": "待处理", "due_date": due_date})
     with opened(db) as tab:
+        _check_here(tab, "person", person_id, "--person")
         _check_offered(category, tab.need_categories(), "need category", "--category")
         click.echo(_run(lambda: tab.create("need", values)))
+
+
+def _check_here(tab: Tablet, coll: str, rid: str, option: str) -> None:
+    "Refuse the id of a record that is not a live ``coll`` record of this tablet's village"
+    rec = tab.get(rid)
+    if rec is None or rec.coll != coll or rec.deleted or rec.unit != tab.unit:
+        raise click.BadParameter(f"no {coll} {rid} in this tablet's village {tab.unit}; copy the id from "
+                                 "`cunsync person list` (a resident's needs and services are in the tablet app)",
+                                 param_hint=option)
 
 
 def _check_offered(value: str, offered: list[str], what: str, option: str) -> None:
@@ -349,11 +382,14 @@ def service_add(db: str, person_id: str, need_id: str | None, service_type: str,
 
         cunsync service add --person 0190... --type 养老服务 --minutes 45
     """
-    values = _checked("service", {"person": person_id, "need": need_id, "service_type": service_type,
+    values = checked("service", {"person": person_id, "need": need_id, "service_type": service_type,
                                   "provider_kind": provider_kind, "provider_name": provider_name,
                                   "served_at": served_at or dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
                                   "minutes": minutes, "people_served": people_served, "notes": notes})
     with opened(db) as tab:
+        _check_here(tab, "person", person_id, "--person")
+        if need_id:
+            _check_here(tab, "need", need_id, "--need")
         _check_offered(service_type, tab.service_types(), "service type", "--type")
         click.echo(_run(lambda: tab.create("service", values)))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import TextIO
+from pathlib import Path
 
 import click
 
@@ -181,6 +181,10 @@ def user_list(db: str) -> None:
                        + ("  disabled" if disabled else ""))
 
 
+#: An enrolment code lives at most this long (30 days): a code is for a tablet about to be set up
+MAX_CODE_HOURS = 720
+
+
 @click.group(name="enrol")
 def enrol_group() -> None:
     "One-time enrolment codes for tablets."
@@ -190,7 +194,8 @@ def enrol_group() -> None:
 @db_option
 @click.option("--unit", required=True, help="The village the tablet will work in")
 @click.option("--user", required=True, help="The worker who will carry it")
-@click.option("--hours", default=72, show_default=True, help="Hours before the code expires")
+@click.option("--hours", default=72, show_default=True, type=click.IntRange(1, MAX_CODE_HOURS),
+              help=f"Hours before the code expires, 1 to {MAX_CODE_HOURS}")
 @click.option("--server", default=None, help="The node's URL as tablets reach it, put in the QR code")
 @click.option("--png", type=click.Path(dir_okay=False), default=None, help="Also save the QR code as a PNG")
 def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, png: str | None) -> None:
@@ -204,6 +209,8 @@ def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, 
 
     import segno
 
+    if png and not Path(png).parent.is_dir():  # before the code is made: a code with no QR code to print
+        raise click.BadParameter(f"the folder {Path(png).parent} does not exist; create it first", param_hint="--png")
     with opened(db) as node:
         enr = node.create_enrolment(unit, user, hours=hours)
     payload = f"cunsync:enrol?code={enr.code}" + (f"&server={server}" if server else "")
@@ -273,23 +280,49 @@ def units_group() -> None:
 
 @units_group.command(name="import")
 @db_option
-@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
-def units_import(db: str, csv_file: TextIO) -> None:
-    """Import a unit tree from a CSV of `code,name` rows (tier and parent follow from the code).
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+def units_import(db: str, csv_file: str) -> None:
+    """Import a unit tree from a CSV of `code,name` rows (tier and parent follow from the code), UTF-8
+    or, as Excel saves "CSV" on a Chinese Windows, GBK. The sample tree's invented units that nothing
+    uses (no record, device, enrolment code, staff account or link) are removed.
 
     Example:
 
         cunsync units import --db township.db 2023-sichuan.csv
     """
-    units, problems = unitlib.parse_csv(csv_file)
+    units, problems = unitlib.parse_csv(_read_text(csv_file).splitlines())
     for p in problems:
         click.echo(p, err=True)
-    import sqlite_utils
-
-    n = unitlib.load_units(sqlite_utils.Database(db), units)
-    click.echo(f"imported {n} units into {db}")
+    with opened(db) as node:
+        n = unitlib.load_units(node.store.db, units)
+        removed = unitlib.remove_illustrative(node.store.db, _units_in_use(node)) if units else 0
+    click.echo(f"imported {n} units into {db}"
+               + (f"; removed {removed} sample units no record uses" if removed else ""))
     if not units and problems:
         sys.exit(1)
+
+
+def _read_text(path: str) -> str:
+    "A CSV file's text: UTF-8 (with or without Excel's BOM) or GB 18030, which GBK is a part of"
+    data = Path(path).read_bytes()
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    raise click.ClickException(f"{path} is neither UTF-8 nor GBK text; in Excel, save it as \"CSV UTF-8\"")
+
+
+def _units_in_use(node: Node) -> set[str]:
+    "The node's unit and every unit a record (other than the unit tree's own), device, code, account or link names"
+    used = {node.unit}
+    tables = set(node.store.db.table_names())
+    queries = {"records": "SELECT DISTINCT unit FROM records WHERE coll != 'unit' AND unit IS NOT NULL",
+               **{t: f"SELECT DISTINCT unit FROM {t}" for t in ("devices", "enrolments", "staff", "links")}}
+    for table, sql in queries.items():
+        if table in tables:
+            used.update(str(row[0]) for row in node.store.db.execute(sql))
+    return used
 
 
 COMMANDS = [serve_cmd, device_group, enrol_group, user_group, units_group, backup_cmd, restore_cmd,

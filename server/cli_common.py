@@ -6,9 +6,11 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
+from sync import checks
 from sync import units as unitlib
 from sync.errors import SyncError
 
@@ -22,19 +24,34 @@ db_option = click.option(
 
 
 def open_node(db: str, unit: str | None = None) -> Node:
-    "A node's database; without ``unit``, an existing one (its unit is read from it)"
+    """A node's database; without ``unit``, an existing one (its unit is read from it). With ``unit``, a
+    new one, or an existing one of that unit"""
+    stored = _stored_unit(db)
     if unit is None:
-        if not Path(db).exists():
+        if stored is None:
             raise click.ClickException(f"{db} does not exist; start the node once with `cunsync serve --unit CODE`")
-        with closing(sqlite3.connect(db)) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'unit'").fetchone()
-        if row is None:
-            raise click.ClickException(f"{db} is not a cunsync node database")
-        unit = str(row[0])
+        unit = stored
+    elif stored is not None and stored != unit:
+        raise click.ClickException(f"{db} is the node of {stored}, not of {unit}; give --unit {stored} (env "
+                                   "CUNSYNC_UNIT), or the database of that node with --db (env CUNSYNC_DB)")
     try:
         return Node(db, unit, max_db_mb=config.MAX_DB_MB, cache_mb=config.CACHE_MB)
     except unitlib.UnitCodeError as e:
         raise click.ClickException(str(e)) from None
+
+
+def _stored_unit(db: str) -> str | None:
+    "The unit of the node whose database ``db`` is; None if there is no such file"
+    if not Path(db).exists():
+        return None
+    try:
+        with closing(sqlite3.connect(db)) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'unit'").fetchone()
+    except sqlite3.DatabaseError:  # not SQLite, or no meta table
+        row = None
+    if row is None:
+        raise click.ClickException(f"{db} is not a cunsync node database; check --db (env CUNSYNC_DB)")
+    return str(row[0])
 
 
 @contextmanager
@@ -47,3 +64,18 @@ def opened(db: str) -> Iterator[Node]:
         raise click.ClickException(str(e)) from None
     finally:
         node.close()
+
+
+def checked(coll: str, values: dict[str, Any], *, options: dict[str, str] | None = None) -> dict[str, Any]:
+    """The values given (unset ones left out), full-width digits made ASCII, refused as the tablet's forms
+    refuse them (``sync.checks``): a record the CLI saves stays editable in the tablet app. ``options``:
+    the option a field is given with, where it is not ``--`` and the field's name in kebab case"""
+    given = {k: checks.normalize(k, v) if isinstance(v, str) else v for k, v in values.items() if v not in (None, [])}
+    found = {name: p for name in given if (p := checks.check(coll, name, given[name])) is not None}
+    if coll == "person":
+        found.update(checks.disagreements(given, given))
+    if found:
+        name, problem = next(iter(found.items()))
+        hint = (options or {}).get(name, "--" + name.replace("_", "-"))
+        raise click.BadParameter(f"{problem.message} [{problem.code}]", param_hint=hint)
+    return given

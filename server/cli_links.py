@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 
 import click
+
+from sync.types import CHINA_TIME
 
 from . import links, schedule, snapshots
 from .cli_common import db_option, opened
@@ -103,6 +106,8 @@ def snapshot_pull(db: str, fmt: str, out: str | None, offline: bool) -> None:
     """
     if fmt != "text" and not out:
         raise click.UsageError(f"--format {fmt} needs --out FILE")
+    if out and not Path(out).parent.is_dir():
+        raise click.BadParameter(f"the folder {Path(out).parent} does not exist; create it first", param_hint="--out")
     with opened(db) as node:
         if not offline:
             for r in schedule.pull_all(node):
@@ -144,6 +149,10 @@ def snapshot_close(db: str, month: str, by: str) -> None:
 
         cunsync snapshot close --db township.db --month 2026-10 --by 刘主任
     """
+    this_month = dt.datetime.now(CHINA_TIME).strftime("%Y-%m")
+    if month > this_month:
+        raise click.BadParameter(f"{month} has not begun (it is {this_month}); close a month once it is over",
+                                 param_hint="--month")
     with opened(db) as node:
         if node.tier != "township":
             raise click.ClickException("months are closed on township nodes, where the records are")

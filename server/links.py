@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from sync import checks
 from sync import units as unitlib
 from sync.errors import BadRequest, NotFound, OutOfScope
 from sync.store import Store
@@ -98,14 +99,13 @@ def add_link(store: Store, node_unit: str, unit: str, url: str, token: str) -> L
     if unitlib.parent_of(code) != node_unit:
         raise OutOfScope(f"unit {code} is not directly under this node's unit {node_unit}; link each "
                          "node to the nodes one tier below it", details={"unit": code, "node": node_unit})
-    if not url.startswith(("http://", "https://")):
-        raise BadRequest(f"{url!r} is not an http:// or https:// URL", code="invalid_url")
+    url = checks.node_url(url)
     if not token.strip():
         raise BadRequest("a link needs the token the child node issued", code="invalid_token")
     with store.transaction() as c:
         c.execute("INSERT INTO links (unit, url, token, added_at) VALUES (?,?,?,?) ON CONFLICT (unit)"
                   " DO UPDATE SET url = excluded.url, token = excluded.token, last_error = ''",
-                  (code, url.rstrip("/"), token.strip(), int(time.time())))
+                  (code, url, token.strip(), int(time.time())))
     found = get_link(store, code)
     assert found is not None
     return found
@@ -273,7 +273,7 @@ def pull(store: Store, link: Link, *, client: httpx.Client | None = None) -> Pul
         for name, h in names.items():
             if name not in sent and have.get(name) != h:
                 raise BadRequest(f"{link.unit} left out part {name}, which changed", code="incomplete")
-    except (httpx.HTTPError, BadRequest, msgspec.MsgspecError) as e:
+    except (httpx.HTTPError, httpx.InvalidURL, BadRequest, msgspec.MsgspecError) as e:
         error = f"{e.code}: {e}" if isinstance(e, BadRequest) else f"{type(e).__name__}: {e}"
         with store.transaction() as c:
             c.execute("UPDATE links SET last_attempt = ?, last_error = ? WHERE unit = ?",

@@ -262,6 +262,9 @@ class Node:
     def backup(self, to: str | Path) -> int:
         """A consistent copy of the node's database while it keeps serving (SQLite's online backup).
         Returns the copy's size in bytes."""
+        if not Path(to).parent.is_dir():
+            raise BadRequest(f"the folder {Path(to).parent} does not exist; create it, or back up elsewhere",
+                             code="no_such_folder")
         dst = sqlite3.connect(str(to))
         try:
             with self.store.lock:
@@ -276,11 +279,15 @@ class Node:
         tablets then fetch their village again and re-send every op the backup lacks. Returns the epoch."""
         src = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
         try:
-            (ok,) = src.execute("PRAGMA integrity_check").fetchone()
+            try:
+                (ok,) = src.execute("PRAGMA integrity_check").fetchone()
+                ours = ok != "ok" or src.execute("SELECT 1 FROM meta WHERE key = 'epoch'").fetchone() is not None
+            except sqlite3.DatabaseError:  # not an SQLite file, or one without a node's meta table
+                ours = False
+            if not ours:
+                raise BadRequest(f"{backup} is not a cunsync node backup; nothing was restored", code="not_a_backup")
             if ok != "ok":
                 raise BadRequest(f"{backup} fails SQLite's integrity check: {ok}")
-            if src.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone() is None:
-                raise BadRequest(f"{backup} is not a cunsync node backup")
             tmp = Path(f"{db}.restoring")
             tmp.unlink(missing_ok=True)
             dst = sqlite3.connect(str(tmp))
@@ -332,6 +339,9 @@ class Node:
         device = device or ("link-" if upper else "tab-") + secrets.token_hex(6)
         token = secrets.token_urlsafe(32)
         with self.store.transaction() as c:
+            if c.execute("SELECT 1 FROM devices WHERE device = ?", (device,)).fetchone():
+                raise BadRequest(f"there is a device {device!r} already; choose another id, or leave it out",
+                                 code="device_exists", details={"device": device})
             c.execute(
                 "INSERT INTO devices (device, token_hash, user, unit, tier, created_at) VALUES (?,?,?,?,?,?)",
                 (device, hash_token(token), user, code, tier, int(time.time())),

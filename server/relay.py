@@ -280,6 +280,9 @@ def _under(code: object, unit: str) -> bool:
 def _whoami(http: httpx.Client, base: str, auth: dict[str, str]) -> dict[str, Any]:
     try:
         r = http.get(base + "/api/whoami", headers=auth)
+    except httpx.InvalidURL as e:
+        raise LinkError(f"{base!r} is not a node's URL ({e}); correct it with `cunsync link add --url`",
+                        code="invalid_url") from None
     except httpx.TransportError as e:
         raise LinkUnreachable(f"the node at {base} did not answer ({type(e).__name__}); the link syncs next time",
                               code="unreachable") from None

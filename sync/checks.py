@@ -21,7 +21,9 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidValue
+import httpx
+
+from .errors import BadRequest, InvalidValue
 from .schema import SCHEMA, Date, DateTime
 from .types import SET
 
@@ -52,6 +54,24 @@ class Problem:
 def normalize(name: str, text: str) -> str:
     "Text typed into a field, full-width digits and signs made ASCII where the field takes digits"
     return unicodedata.normalize("NFKC", text) if name in TYPED_AS_DIGITS else text
+
+
+def node_url(text: str) -> str:
+    """A node's URL as typed (``http://10.0.0.5:8000``), full-width colons and digits made ASCII and any
+    trailing ``/`` dropped; raises ``BadRequest`` (``invalid_url``), saying how to write it, for one that
+    is not http(s) with a host and a numeric port"""
+    url = unicodedata.normalize("NFKC", text).strip().rstrip("/")
+    try:
+        parsed = httpx.URL(url)
+        ok = (parsed.scheme in ("http", "https") and bool(parsed.host) and " " not in url
+              and (parsed.port is None or 0 < parsed.port < 65536))
+    except httpx.InvalidURL:
+        ok = False
+    if not ok:
+        raise BadRequest(f"{text!r} is not a node's URL; write it as http://HOST:PORT, e.g. http://10.0.0.5:8000 "
+                         "(http:// or https://, ASCII colon, port in digits)", code="invalid_url",
+                         details={"url": text})
+    return url
 
 
 def typed_key(name: str, value: object) -> str:

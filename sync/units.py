@@ -278,6 +278,24 @@ def load_units(db: Database, units: Iterable[Unit]) -> int:
     return len(rows)
 
 
+def remove_illustrative(db: Database, keep: Iterable[str]) -> int:
+    """Delete the illustrative units (the sample tree's invented ones) except those in ``keep`` and the
+    units above them, in one transaction; return how many were deleted."""
+    if not db.table("units").exists():
+        return 0
+    kept: set[str] = set()
+    for code in keep:
+        try:
+            kept.update((normalize_code(code), *ancestors(code)))
+        except UnitCodeError:
+            continue
+    with db.atomic():
+        gone = [str(row["code"]) for row in db.query("select code from units where illustrative")
+                if row["code"] not in kept]
+        db.conn.executemany("delete from units where code = ?", [(code,) for code in gone])
+    return len(gone)
+
+
 def _select(db: Database, where: str, params: list[str]) -> list[Unit]:
     if not db.table("units").exists():
         return []

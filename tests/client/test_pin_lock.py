@@ -211,7 +211,7 @@ def test_tablets_that_fail_to_open_or_close_hold_nothing(db: Path, pin: str | No
             tab.change_pin(NEW_PIN)
     r = CliRunner().invoke(cli, ["need", "add", "--db", str(db), "--person", "not-a-record-id",
                                  "--category", "养老服务"], env={"CUNSYNC_PIN": pin})
-    assert r.exit_code == 1
+    assert r.exit_code == 2 and "no person not-a-record-id" in r.output, r.output
     assert len(os.listdir("/proc/self/fd")) == fds
     assert tablet_pin(db, pin).exit_code == 0
     assert names(db, NEW_PIN) == ["张三"]

@@ -1,0 +1,258 @@
+"""Node commands (``cunsync ...`` on a township, county or city node) given what an operator really
+types: a URL from a Chinese input method, a wrong path, a CSV saved by Excel. Each ends in an ``Error:``
+line that says what to fix, never a traceback, and writes nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from client.cli import cli
+from server import links, schedule
+from server.cli import ensure_units
+from server.cli_common import open_node
+from server.node import Node
+from server.relay import LinkError, sync_link
+from sync.errors import BadRequest
+
+COUNTY, TOWNSHIP, VILLAGE = "510903000000", "510903001000", "510903001001"
+
+
+def run(*args: str) -> Result:
+    "A cunsync command; an exception other than click's exit is a traceback, which fails the test"
+    r = CliRunner().invoke(cli, list(args))
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return r
+
+
+@pytest.fixture
+def county_db(tmp_path: Path) -> Iterator[str]:
+    db = str(tmp_path / "county.db")
+    n = Node(db, COUNTY)
+    ensure_units(n)
+    n.close()
+    yield db
+
+
+# -- link URLs --------------------------------------------------------------------------------------
+
+def test_a_link_url_typed_with_a_full_width_colon_is_stored_with_an_ascii_one(county_db: str) -> None:
+    r = run("link", "add", "--db", county_db, "--unit", TOWNSHIP, "--url", "http://10.0.0.5：８０００/", "--token", "t")
+    assert r.exit_code == 0, r.output
+    n = Node(county_db, COUNTY)
+    try:
+        assert links.get_link(n.store, TOWNSHIP).url == "http://10.0.0.5:8000"
+    finally:
+        n.close()
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8o00", "10.0.0.5:8000", "http://:8000", "ftp://10.0.0.5"])
+def test_a_link_url_that_is_no_url_is_refused_and_nothing_stored(county_db: str, url: str) -> None:
+    r = run("link", "add", "--db", county_db, "--unit", TOWNSHIP, "--url", url, "--token", "t")
+    assert r.exit_code == 1 and "write it as http://HOST:PORT" in r.output, r.output
+    n = Node(county_db, COUNTY)
+    try:
+        assert links.links(n.store) == []
+        with pytest.raises(BadRequest) as e:
+            links.add_link(n.store, COUNTY, TOWNSHIP, url, "t")
+        assert e.value.code == "invalid_url"
+    finally:
+        n.close()
+
+
+def test_a_link_stored_with_a_bad_url_fails_its_pull_and_says_so(county_db: str) -> None:
+    "A link added before URLs were checked: the pull records the error, other links go on, nothing raises"
+    n = Node(county_db, COUNTY)
+    try:
+        links.add_link(n.store, COUNTY, TOWNSHIP, "http://127.0.0.1:1", "t")
+        links.add_link(n.store, COUNTY, "510903002000", "http://127.0.0.1:1", "t")
+        with n.store.transaction() as c:
+            c.execute("UPDATE links SET url = 'http://127.0.0.1：8000' WHERE unit = ?", (TOWNSHIP,))
+        with pytest.raises(LinkError) as e:
+            sync_link(n, "http://127.0.0.1：8000", "t")
+        assert e.value.code == "invalid_url"
+        schedule.run_once(n)
+        assert "InvalidURL" in links.get_link(n.store, TOWNSHIP).last_error
+    finally:
+        n.close()
+    r = run("snapshot", "pull", "--db", county_db)
+    assert r.exit_code == 0
+    assert f"{TOWNSHIP}: FAILED (InvalidURL" in r.output and "510903002000: FAILED (ConnectError" in r.output
+    assert "error: InvalidURL" in run("link", "list", "--db", county_db).output
+
+
+def test_link_sync_takes_a_url_typed_with_a_full_width_colon(county_db: str) -> None:
+    r = run("link-sync", "--db", county_db, "--url", "http://127.0.0.1：1", "--token", "t")
+    assert r.exit_code == 1 and "127.0.0.1:1 did not answer" in r.output, r.output
+    r = run("link-sync", "--db", county_db, "--url", "http://127.0.0.1:1o", "--token", "t")
+    assert r.exit_code == 1 and "write it as http://HOST:PORT" in r.output, r.output
+
+
+# -- units import -----------------------------------------------------------------------------------
+
+def unit_names(db: str) -> dict[str, str]:
+    n = Node(db, COUNTY)
+    try:
+        return {str(r["code"]): str(r["name"]) for r in n.store.db.query("SELECT code, name FROM units")}
+    finally:
+        n.close()
+
+
+def test_units_import_reads_a_csv_excel_saved_in_gbk(county_db: str, tmp_path: Path) -> None:
+    csv_file = tmp_path / "units.csv"
+    csv_file.write_bytes("code,name\n510903003000,南津路街道\n".encode("gbk"))
+    r = run("units", "import", "--db", county_db, str(csv_file))
+    assert r.exit_code == 0, r.output
+    assert unit_names(county_db)["510903003000"] == "南津路街道"
+
+
+def test_units_import_of_a_file_that_is_no_text_says_to_save_it_as_csv_utf8(county_db: str, tmp_path: Path) -> None:
+    csv_file = tmp_path / "units.xlsx"
+    csv_file.write_bytes(b"PK\x03\x04\x80\xff\xfe\x81\x00")
+    before = unit_names(county_db)
+    r = run("units", "import", "--db", county_db, str(csv_file))
+    assert r.exit_code == 1 and 'save it as "CSV UTF-8"' in r.output, r.output
+    assert unit_names(county_db) == before
+
+
+def test_units_import_into_a_database_that_does_not_exist_makes_none(tmp_path: Path) -> None:
+    csv_file = tmp_path / "units.csv"
+    csv_file.write_text("code,name\n510903003000,南津路街道\n", encoding="utf-8")
+    r = run("units", "import", "--db", str(tmp_path / "townsihp.db"), str(csv_file))
+    assert r.exit_code == 1 and "does not exist" in r.output, r.output
+    assert not (tmp_path / "townsihp.db").exists()
+
+
+def test_units_import_removes_the_sample_units_nothing_uses(county_db: str, tmp_path: Path) -> None:
+    n = Node(county_db, COUNTY)
+    try:  # an invented village that holds a resident, and one a device is enrolled to, stay (with their township)
+        n.editor("staff").create("person", {"unit": "510903001002", "name": "张秀英"})
+        n.add_device("510903001003", "王芳")
+    finally:
+        n.close()
+    csv_file = tmp_path / "real.csv"
+    csv_file.write_text("code,name\n510903000000,船山区\n510903003000,南津路街道\n510903003001,南津社区\n",
+                        encoding="utf-8")
+    r = run("units", "import", "--db", county_db, str(csv_file))
+    assert r.exit_code == 0 and "removed 13 sample units" in r.output, r.output
+    assert sorted(unit_names(county_db)) == [
+        "150200000000", "150203000000", "510900000000", "510903000000", "510903001000", "510903001002",
+        "510903001003", "510903003000", "510903003001", "510904000000", "510921000000"]
+
+
+# -- operator mistakes: an Error line, nothing half-written --------------------------------------------
+
+@pytest.fixture
+def township_db(tmp_path: Path) -> Iterator[str]:
+    db = str(tmp_path / "township.db")
+    Node(db, TOWNSHIP).close()
+    yield db
+
+
+def test_a_backup_into_a_folder_not_made_yet_says_so(township_db: str, tmp_path: Path) -> None:
+    r = run("backup", "--db", township_db, "--to", str(tmp_path / "backups" / "today.db"))
+    assert r.exit_code == 1 and "backups does not exist; create it" in r.output, r.output
+
+
+@pytest.mark.parametrize("content", ["not sqlite", "sqlite without a node"])
+def test_a_restore_from_a_file_that_is_no_node_backup_restores_nothing(
+    township_db: str, tmp_path: Path, content: str
+) -> None:
+    source = tmp_path / "other.db"
+    if content == "not sqlite":
+        source.write_text("not a database\n")
+    else:
+        with closing(sqlite3.connect(source)) as conn:
+            conn.execute("CREATE TABLE x (a)")
+    before = Path(township_db).read_bytes()
+    r = run("restore", "--db", township_db, "--from", str(source))
+    assert r.exit_code == 1 and "is not a cunsync node backup; nothing was restored" in r.output, r.output
+    assert Path(township_db).read_bytes() == before
+    with pytest.raises(BadRequest) as e:
+        Node.restore(township_db, source)
+    assert e.value.code == "not_a_backup"
+
+
+@pytest.mark.parametrize("content", ["not sqlite", "sqlite without a node"])
+def test_a_node_command_on_a_file_that_is_no_node_database_says_so(tmp_path: Path, content: str) -> None:
+    db = tmp_path / "other.db"
+    if content == "not sqlite":
+        db.write_text("not a database\n")
+    else:
+        with closing(sqlite3.connect(db)) as conn:
+            conn.execute("CREATE TABLE x (a)")
+    r = run("device", "list", "--db", str(db))
+    assert r.exit_code == 1 and "is not a cunsync node database" in r.output, r.output
+
+
+def test_a_device_id_taken_already_is_refused(township_db: str) -> None:
+    args = ("device", "add", "--db", township_db, "--unit", VILLAGE, "--device", "tab-1", "--user")
+    assert run(*args, "王芳").exit_code == 0
+    r = run(*args, "李四")
+    assert r.exit_code == 1 and "there is a device 'tab-1' already" in r.output, r.output
+    n = Node(township_db, TOWNSHIP)
+    try:
+        assert [(d["device"], d["user"]) for d in n.devices()] == [("tab-1", "王芳")]
+        with pytest.raises(BadRequest) as e:
+            n.add_device(VILLAGE, "李四", device="tab-1")
+        assert e.value.code == "device_exists"
+    finally:
+        n.close()
+
+
+def enrolments(db: str) -> int:
+    with closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(*) FROM enrolments").fetchone()[0])
+
+
+def test_an_enrolment_qr_code_for_a_folder_not_made_yet_makes_no_code(township_db: str, tmp_path: Path) -> None:
+    r = run("enrol", "create", "--db", township_db, "--unit", VILLAGE, "--user", "王芳",
+            "--png", str(tmp_path / "qr" / "王芳.png"))
+    assert r.exit_code == 2 and "qr does not exist" in r.output and "enrolment code" not in r.output, r.output
+    assert enrolments(township_db) == 0
+
+
+@pytest.mark.parametrize("hours", ["0", "-1", "721"])
+def test_an_enrolment_code_lives_an_hour_to_30_days(township_db: str, hours: str) -> None:
+    r = run("enrol", "create", "--db", township_db, "--unit", VILLAGE, "--user", "王芳", "--hours", hours)
+    assert r.exit_code == 2 and "1<=x<=720" in r.output, r.output
+    assert enrolments(township_db) == 0
+
+
+def test_a_node_is_not_served_as_another_unit(township_db: str) -> None:
+    with pytest.raises(click.ClickException) as e:
+        open_node(township_db, "510903002000")
+    assert f"is the node of {TOWNSHIP}, not of 510903002000" in e.value.message
+    r = run("serve", "--db", township_db, "--unit", "510903002000", "--bind", "127.0.0.1:1")
+    assert r.exit_code == 1 and f"give --unit {TOWNSHIP}" in r.output, r.output
+
+
+def test_a_task_is_due_on_a_day_of_the_calendar(township_db: str) -> None:
+    r = run("task", "add", "--db", township_db, "--title", "高龄老人走访", "--due", "2024-06-31")
+    assert r.exit_code == 2 and "Invalid value for --due: 2024-06-31 is no date" in r.output, r.output
+    r = run("task", "add", "--db", township_db, "--title", "高龄老人走访", "--due", "２０２４-06-30")
+    assert r.exit_code == 0, r.output
+    n = Node(township_db, TOWNSHIP)
+    try:
+        assert [t.data["due_date"] for t in n.store.records("task")] == ["2024-06-30"]
+    finally:
+        n.close()
+
+
+def test_a_month_is_closed_once_it_has_begun(township_db: str) -> None:
+    r = run("snapshot", "close", "--db", township_db, "--month", "2099-01")
+    assert r.exit_code == 2 and "2099-01 has not begun" in r.output, r.output
+    assert run("snapshot", "close", "--db", township_db, "--month", "2024-06").exit_code == 0
+
+
+def test_a_roll_up_for_a_folder_not_made_yet_says_so_before_pulling(county_db: str, tmp_path: Path) -> None:
+    r = run("snapshot", "pull", "--db", county_db, "--offline", "--format", "csv",
+            "--out", str(tmp_path / "nodir" / "x.csv"))
+    assert r.exit_code == 2 and "nodir does not exist" in r.output, r.output
