@@ -227,6 +227,11 @@ def restore_cmd(db: str, source: str) -> None:
     except SyncError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"restored {db} from {source}; new epoch {epoch}")
+    click.echo("Devices changed since the backup are as they were then. Revoke again the tablets revoked "
+               "since (`cunsync device revoke --device ... --wipe`); a tablet enrolled since is refused (unknown "
+               "device token): give it a new enrolment code (`cunsync enrol create`) and re-attach it with "
+               "that code (`cunsync tablet init --code ...` on the tablet, or its sync page); it keeps its "
+               "data and re-sends it.")
 
 
 @click.group(name="units")
