@@ -429,7 +429,9 @@ class Node:
             raise Unauthorized("no device token; send 'Authorization: Bearer <token>' from enrolment")
         dev = self._device_by("token_hash", hash_token(token))
         if dev is None:
-            raise Unauthorized("unknown device token; enrol this tablet again")
+            raise Unauthorized("unknown device token; ask the township for a new enrolment code and re-attach "
+                               "this tablet with it (`cunsync tablet init --code`, or the tablet app's sync page): "
+                               "it keeps its data")
         return dev
 
     def device(self, device: str) -> Device | None:
