@@ -165,6 +165,9 @@ def tablet() -> None:
 def tablet_init(db: str, server: str, code: str | None, token: str | None) -> None:
     """Set up a tablet with the enrolment code the township printed for it.
 
+    On a tablet set up already whose token a node restored from a backup refuses, a new code re-attaches
+    it: same device, all its data kept, everything re-sent at the next sync.
+
     Example:
 
         cunsync tablet init --db tablet.db --server http://127.0.0.1:8000 --code 7KQ4M-2XD9P

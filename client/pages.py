@@ -50,6 +50,7 @@ DONE = {
     "resolved": "已选定，冲突已解决；下次同步时会告诉镇街。",
     "changed": "这个冲突已有变化，请重新查看后再选。",
     "enrolled": "本平板已登记，可以开始工作了。数据用您设置的 PIN 加密保存在本机。",
+    "reattached": "本平板已重新接入镇街服务器，本机数据都在。请点“立即同步”，把本机的数据全部发给镇街。",
 }
 #: Why the township refused an enrolment code, for the worker
 ENROL_ERRORS = {
@@ -57,6 +58,8 @@ ENROL_ERRORS = {
     "enrolment_used": "这个登记码已经用过了。请镇街重新发一个。",
     "enrolment_expired": "这个登记码已过期。请镇街重新发一个。",
     "too_many_attempts": "登记码输错次数太多，请过一段时间再试。",
+    "device_exists": "镇街服务器上还有这台平板的登记，不能用新登记码重新接入。请联系镇街社会工作服务中心。",
+    "enrolment_mismatch": "这个登记码不是发给本平板的（村/社区或社工姓名不同）。请镇街按本平板的村/社区和社工姓名重新发一个。",
 }
 OPEN_STATUSES = ("待处理", "已分派", "服务中")
 #: On a need or service form sent back for a resident merged since it was shown
@@ -660,7 +663,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
     # -- sync and conflicts -------------------------------------------------------------------------
 
-    async def sync_page(request: Request) -> Response:
+    async def sync_page(request: Request, reattach_error: str = "", status: int = 200) -> Response:
         def load(tab: Tablet) -> dict[str, Any]:
             names = _names(tab)
             return {"conflicts": [conflict_view(tab, c, names) for c in tab.store.conflicts()],
@@ -668,7 +671,28 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         ctx = await tapp.run(load)
         job = tapp.job.snapshot() if tapp.job else {}
-        return await render(request, "sync.html", {"job": job, **ctx})
+        # the node refused the tablet's token: the form for the township's new code
+        reattach = (job.get("state") == "failed" and job.get("code") == Unauthorized.code) or bool(reattach_error)
+        return await render(request, "sync.html", {"job": job, "reattach": reattach,
+                                                   "errors": {"code": reattach_error} if reattach_error else {},
+                                                   **ctx}, status)
+
+    async def reattach(request: Request) -> Response:
+        form = await form_of(request)
+        code = str(form.get("code", "")).strip()
+        error = "" if code else "请填写镇街新发的登记码"
+        if code:
+            try:
+                await run_in_threadpool(tapp.reattach, code)
+            except httpx.TransportError:
+                error = "无法连接镇街服务器。请检查网络后再试。"
+            except SyncRunning:
+                error = "正在同步，同步结束后再重新接入。"
+            except SyncFailed as e:
+                error = ENROL_ERRORS.get(e.code, f"镇街服务器拒绝了重新接入：{e.message}")
+        if error:
+            return await sync_page(request, error, 400)
+        return _redirect("/sync?done=reattached")
 
     def _start() -> bool:
         if tapp.job is None:
@@ -744,6 +768,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         Route("/services/{id}/edit", service_update, methods=["POST"]),
         Route("/sync", sync_page, methods=["GET"]),
         Route("/sync", sync_start, methods=["POST"]),
+        Route("/sync/reattach", reattach, methods=["POST"]),
         Route("/conflicts/resolve", resolve, methods=["POST"]),
         Route("/api/status", api_status),
         Route("/api/sync", api_sync, methods=["POST"]),

@@ -26,7 +26,8 @@ UNREACHABLE = "无法连接镇街服务器。数据已安全保存在本机，�
 #: What a refused sync means for the worker, by the node's error code
 FAILED = {
     "device_revoked": "本平板已被镇街停用，不能再同步。请联系镇街社会工作服务中心。",
-    "unauthorized": "镇街服务器不认这台平板的登记凭证。请联系镇街社会工作服务中心重新登记。",
+    "unauthorized": "镇街服务器不认识这台平板了（可能是镇街服务器从备份恢复过）。本机的数据都还在，不会丢失。"
+                    "请镇街社会工作服务中心发一个新的登记码，在下面输入，重新接入后再同步。",
     "version_mismatch": "本机软件版本与镇街服务器不一致，请先更新软件再同步。",
     "clock_ahead": "本机时间与镇街服务器相差太多，请把平板的日期和时间调准后再同步。",
     "storage_full": "镇街服务器存储空间已满，暂时无法同步。数据已安全保存在本机，请稍后再试。",

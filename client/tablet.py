@@ -320,8 +320,16 @@ class Tablet:
     @classmethod
     def enrol(cls, path: str | Path, server: str, code: str, *, client: httpx.Client | None = None,
               pin: str | None = None, **kw: Any) -> Tablet:
-        "Set up a tablet with a one-time enrolment code from the township, encrypted with ``pin`` if given"
+        """Set up a tablet with a one-time enrolment code from the township, encrypted with ``pin`` if given.
+        A tablet set up already is re-attached instead (``reattach``), with all its data."""
         tab = cls(path, client=client, pin=pin, **kw)
+        if tab.enrolled:
+            try:
+                tab.reattach(code, server=server)
+            except BaseException:
+                tab.close()
+                raise
+            return tab
         with tab._setting_up():
             tab._set("server", server.rstrip("/"))
             r = tab._answer(tab.client.post(
@@ -332,6 +340,27 @@ class Tablet:
                          ("tier", got.tier)):
                 tab._set(k, v)
         return tab
+
+    def reattach(self, code: str, *, server: str = "") -> None:
+        """Attach this tablet again, under its device id, to a node that no longer knows it (one restored
+        from a backup older than the tablet's enrolment refuses its token: 401 ``unauthorized``), with a
+        one-time enrolment code from the township; ``server``: the node's address, if it changed. The
+        tablet keeps everything it holds and takes its new token; the node holds none of its ops, so its
+        next sync re-sends them all. The node refuses a device it knows (``device_exists``) and a code for
+        another worker, unit or tier (``enrolment_mismatch``); then nothing changes here."""
+        server = server.rstrip("/") or self._get("server")
+        claim = EnrolRequest(code=code, device=self.device, user=self._get("user"), unit=self.unit,
+                             tier=self._get("tier", "village"))
+        r = self._answer(self.client.post(server + "/api/enrol", content=encode(claim, "json"),
+                                          headers={"content-type": "application/json"}))
+        got = self._read(r, lambda: decode(r.content, EnrolResponse, "json"))
+        if got.device != self.device:
+            raise SyncFailed(r.status_code, "reattach_unsupported", f"the node at {server} is too old to "
+                             f"re-attach a tablet: it enrolled a new device {got.device} (tell the township to "
+                             "revoke it) and this tablet is unchanged. Update the node, then ask for a new code")
+        with self.store.transaction():
+            for k, v in (("server", server), ("token", got.token), ("acked", "0")):
+                self._set(k, v)
 
     @contextmanager
     def _setting_up(self) -> Iterator[None]:
@@ -361,9 +390,12 @@ class Tablet:
         if self.enrolled:
             device, unit, pending = self._get("device"), self._get("unit"), self.pending()
             raise AlreadyEnrolled(
-                f"{self.path} is set up already, as tablet {device} for unit {unit}, with {pending} changes not "
-                "synced yet; setting it up again would leave them unsent. Sync it with `cunsync sync`, or set "
-                "up a new tablet in another file")
+                f"{self.path} is set up already, as tablet {device} for unit {unit}. It holds "
+                f"{self.store.own_after(device, 0)} changes of its own, {pending} of them not acknowledged by "
+                "its node (a node restored from a backup may lack any of them); setting it up again would "
+                "strand them. Sync it with `cunsync sync`; if the node refuses its token (unknown device token), "
+                f"ask the township for a new enrolment code and re-attach this tablet, keeping all its data: "
+                f"`cunsync tablet init --db {self.path} --server URL --code CODE`")
 
     def change_pin(self, new: str) -> None:
         """Encrypt this tablet's database with a new PIN; the old one stops opening it.

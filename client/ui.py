@@ -10,6 +10,7 @@ no network at all (``cunsync tablet ui``).
     GET  /people/{id}            a resident: details, needs, services, open conflicts
     GET  /needs, /services       lists, searched and filtered
     GET  /sync                   pending changes, sync with progress, conflicts with competing values
+    POST /sync/reattach          a tablet the node no longer knows (restored): the township's new code
     GET  /api/status             JSON: pending, conflicts, the sync job's progress (the page polls it)
     POST /api/sync               JSON: start a sync in the background
 
@@ -196,6 +197,19 @@ class TabletApp:
                         os.unlink(self.db + suffix)
                 raise
         self.unlock(pin)
+
+    def reattach(self, code: str) -> None:
+        """Re-attach the tablet, with all its data, to a node that no longer knows it (``Tablet.reattach``),
+        with the township's new code: through the sync's tablet, which holds the sync's client. Refused
+        while a sync runs."""
+        with self._guard:
+            background, job = self._background, self.job
+            if background is None or job is None:
+                raise locked()
+            if job.running:
+                raise SyncRunning("a sync is running; re-attach when it ends")
+            with background.store.lock:
+                background.reattach(code)
 
     def lock(self) -> None:
         "Close the tablet; the PIN is needed again. Refused while a sync runs."

@@ -43,7 +43,7 @@ from sync.wire import (
 
 from . import config
 from .exchanges import Exchanges
-from .node import Node
+from .node import Device, Node
 from .openapi import openapi_route
 from .storage import is_disk_full, storage_full
 
@@ -151,7 +151,8 @@ def create_app(node: Node, *, max_body: int = MAX_BODY, extra_routes: list[Any] 
         body = inflated(request, await read_body(request, limit=4096))
         req = decode(body, EnrolRequest, "json")
         client = request.client.host if request.client else ""
-        dev, token = await run_in_threadpool(lambda: node.enrol(req.code, client=client))
+        reattach = Device(req.device, req.user, req.unit, req.tier) if req.device else None
+        dev, token = await run_in_threadpool(lambda: node.enrol(req.code, client=client, reattach=reattach))
         resp = EnrolResponse(device=dev.device, token=token, user=dev.user, unit=dev.unit, tier=dev.tier,
                              node_unit=node.unit)
         return Response(encode(resp, "json"), media_type="application/json")

@@ -261,6 +261,8 @@ def backup_cmd(db: str, to: str) -> None:
 def restore_cmd(db: str, source: str) -> None:
     """Restore a node's database from a backup. Stop the node first. A new epoch starts: tablets fetch
     their village again and re-send every op the backup lacks, so nothing they acknowledged is lost.
+    Devices are as the backup holds them: revoke again the tablets revoked since, and re-attach those
+    enrolled since with a new enrolment code (docs/operations.md, Backups).
 
     Example:
 
@@ -271,6 +273,11 @@ def restore_cmd(db: str, source: str) -> None:
     except SyncError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"restored {db} from {source}; new epoch {epoch}")
+    click.echo("Devices changed since the backup are as they were then. Revoke again the tablets revoked "
+               "since (`cunsync device revoke --device ... --wipe`); a tablet enrolled since is refused (unknown "
+               "device token): give it a new enrolment code (`cunsync enrol create`) and re-attach it with "
+               "that code (`cunsync tablet init --code ...` on the tablet, or its sync page); it keeps its "
+               "data and re-sends it.")
 
 
 @click.group(name="units")

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import operator
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -36,6 +37,8 @@ from sync.errors import (
     BadRequest,
     ClockAhead,
     CollectionForbidden,
+    DeviceExists,
+    EnrolmentMismatch,
     InvalidValue,
     ReadOnly,
     SyncError,
@@ -194,6 +197,8 @@ CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 #: Failed enrolment attempts a client may make in ``FAILURE_WINDOW`` seconds before it must wait.
 MAX_FAILURES = 10
 FAILURE_WINDOW = 15 * 60
+#: The device id a tablet may re-attach under: one of a tablet's, never a node's or a link's
+TABLET_DEVICE = re.compile(r"tab-[0-9A-Za-z_-]{1,60}")
 
 
 def normalize_code(code: str) -> str:
@@ -367,9 +372,15 @@ class Node:
                       " VALUES (?,?,?,?,?,?)", (hash_token(secret), code, enr.user, tier, now, enr.expires_at))
         return enr
 
-    def enrol(self, code: str, *, client: str = "") -> tuple[Device, str]:
+    def enrol(self, code: str, *, client: str = "", reattach: Device | None = None) -> tuple[Device, str]:
         """Exchange a one-time enrolment code for a device and its token. A client that fails too often
-        must wait; a used or expired code is refused."""
+        must wait; a used or expired code is refused.
+
+        ``reattach``: a tablet this node no longer knows (it was restored from a backup older than the
+        tablet's enrolment) names its device id and the worker, unit and tier it holds; the device is
+        created under that id, so the tablet keeps its data and re-sends its ops. Refused, nothing written
+        and the code still valid, for a device id this node knows (``DeviceExists``: it never hands out a
+        token for a device it knows) and for a code made for another worker, unit or tier."""
         now = int(time.time())
         with self.store.transaction() as c:
             (fails,) = c.execute("SELECT count(*) FROM auth_failures WHERE client = ? AND at > ?",
@@ -393,19 +404,45 @@ class Node:
             else:
                 assert row is not None
                 unit, user, tier = row[0], row[1], row[2]
-                device, token = self.add_device(unit, user, tier=tier)
+                if reattach is not None:
+                    self._check_reattach(c, reattach, Device(reattach.device, user, unit, tier))
+                device, token = self.add_device(unit, user, tier=tier,
+                                                device=reattach.device if reattach is not None else None)
                 c.execute("UPDATE enrolments SET used_at = ?, device = ? WHERE code_hash = ?",
                           (now, device, hash_token(normalize_code(code))))
         if problem is not None:
             raise Unauthorized(problem[1], code=problem[0])
         return Device(device, user, unit, tier), token
 
+    @staticmethod
+    def _check_reattach(c: sqlite3.Connection, tablet: Device, code: Device) -> None:
+        "Refuse a re-attaching tablet (as it describes itself) that the code (as the node made it) is not for"
+        if not TABLET_DEVICE.fullmatch(tablet.device):
+            raise BadRequest(f"a tablet re-attaches under its own device id (tab-…), not {tablet.device!r}",
+                             code="invalid_device", details={"device": tablet.device})
+        if c.execute("SELECT 1 FROM devices WHERE device = ? UNION ALL SELECT 1 FROM sites WHERE device = ?",
+                     (tablet.device, tablet.device)).fetchone():
+            raise DeviceExists(
+                f"this node knows device {tablet.device} already, so it does not re-attach it; nothing was "
+                "written and the code is still valid. If the tablet's token is refused, the device was revoked "
+                "or its token replaced: ask the township", details={"device": tablet.device})
+        mine, theirs = (tablet.user, tablet.unit, tablet.tier), (code.user, code.unit, code.tier)
+        if mine != theirs:
+            raise EnrolmentMismatch(
+                f"this code is for {code.user} in unit {code.unit} ({code.tier}); tablet {tablet.device} is "
+                f"{tablet.user}'s in unit {tablet.unit} ({tablet.tier}). Ask the township for a code for that "
+                "worker and unit; nothing was written and the code is still valid",
+                details={"code": dict(zip(("user", "unit", "tier"), theirs)),
+                         "tablet": dict(zip(("user", "unit", "tier"), mine))})
+
     def authenticate(self, token: str | None) -> Device:
         if not token:
             raise Unauthorized("no device token; send 'Authorization: Bearer <token>' from enrolment")
         dev = self._device_by("token_hash", hash_token(token))
         if dev is None:
-            raise Unauthorized("unknown device token; enrol this tablet again")
+            raise Unauthorized("unknown device token; ask the township for a new enrolment code and re-attach "
+                               "this tablet with it (`cunsync tablet init --code`, or the tablet app's sync page): "
+                               "it keeps its data")
         return dev
 
     def device(self, device: str) -> Device | None:

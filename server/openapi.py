@@ -253,7 +253,8 @@ _ERRORS: dict[int, tuple[str, str]] = {
     405: ("MethodNotAllowed", "The path does not take this method."),
     409: ("VersionMismatch", f"The client speaks a sync protocol this node does not (it speaks "
                              f"{MIN_PROTOCOL_VERSION}–{PROTOCOL_VERSION}); `details` has `client`, `min` and "
-                             "`max`."),
+                             "`max`. On `/api/enrol`: a re-attaching tablet names a device id the node knows "
+                             "(code `device_exists`)."),
     413: ("TooLarge", "The body, once inflated, or the batch is over the node's limit: `details.limit` "
                       "is the most ops a request may carry, `details.limit_bytes` the most bytes a body may "
                       "have. Send smaller batches."),
@@ -371,7 +372,12 @@ def openapi_spec() -> dict[str, Any]:
             "operationId": "enrol",
             "summary": "Exchange a one-time enrolment code for a device and its token",
             "description": "The code is forgiving as typed: case, spaces, dashes and look-alikes. A client "
-                           "that fails too often must wait (429).",
+                           "that fails too often must wait (429). A tablet the node no longer knows (the node "
+                           "was restored from a backup older than the tablet's enrolment) re-attaches by "
+                           "naming its `device` id and the `user`, `unit` and `tier` it holds: the device is "
+                           "made under that id only if the node does not know it (409 `device_exists`) and "
+                           "the code is for that worker, unit and tier (403 `enrolment_mismatch`); a refusal "
+                           "writes nothing and leaves the code valid.",
             "security": [],
             "requestBody": {"required": True,
                             "content": {JSON: {"schema": {"$ref": _REF.format(name="EnrolRequest")}}}},
@@ -381,7 +387,7 @@ def openapi_spec() -> dict[str, Any]:
                 "401": {"description": "A wrong, used or expired code: `error.code` is "
                                        "`invalid_enrolment_code`, `enrolment_used` or `enrolment_expired`.",
                         "content": {JSON: {"schema": {"$ref": _REF.format(name="ErrorBody")}}}},
-                **_errors(413, 429),
+                **_errors(403, 409, 413, 429),
             },
         }},
         OPENAPI_PATH: {"get": {

@@ -11,11 +11,13 @@
     ├── Forbidden (403)
     │   ├── OutOfScope              a unit or record outside the caller's scope
     │   ├── ForgedOp                an op that claims another device, tier or unit
+    │   ├── EnrolmentMismatch       a code for another unit, tier or worker than the re-attaching tablet's
     │   ├── DeviceRevoked           the device's credential was revoked
     │   ├── ReadOnly                a collection the caller may read but not write (reference data on a tablet)
     │   └── CollectionForbidden     a collection the caller may neither read nor write (records over a link)
     ├── NotFound (404)
     ├── VersionMismatch (409)       the client speaks a protocol version this node does not
+    ├── DeviceExists (409)          re-attaching under a device id the node knows
     ├── TooLarge (413)              body or batch over the limit
     ├── TooManyAttempts (429)       too many failed sign-ins or enrolment codes; wait
     ├── StorageFull (507)           the node's disk is full; retry later, nothing was written
@@ -108,6 +110,12 @@ class ForgedOp(Forbidden):
     code = "forged_op"
 
 
+class EnrolmentMismatch(Forbidden):
+    "A tablet re-attaching with a code made for another unit, tier or worker than its own"
+
+    code = "enrolment_mismatch"
+
+
 class DeviceRevoked(Forbidden):
     "The device's credential was revoked"
 
@@ -138,6 +146,13 @@ class VersionMismatch(SyncError):
 
     status = 409
     code = "version_mismatch"
+
+
+class DeviceExists(SyncError):
+    "A tablet re-attaching under a device id the node knows: it never hands out a second token for a device"
+
+    status = 409
+    code = "device_exists"
 
 
 class TooLarge(SyncError):

@@ -122,6 +122,14 @@ class EnrolRequest(msgspec.Struct, kw_only=True):
     "A tablet exchanging a one-time enrolment code for its device credential"
 
     code: str
+    #: a tablet re-attaching to a node that no longer knows it (restored from a backup older than its
+    #: enrolment) names its device id, and the worker, unit and tier it holds: the node creates the device
+    #: under that id, only if it does not know it and the code is for that worker, unit and tier. Empty for
+    #: a new tablet; older nodes ignore them (and enrol a new device)
+    device: str = ""
+    user: str = ""
+    unit: str = ""
+    tier: str = ""
 
 
 class EnrolResponse(msgspec.Struct, kw_only=True):

@@ -21,7 +21,7 @@ from client.ui import TabletApp, create_app
 from e2e_harness import TOWNSHIP, V1, Enrol, NodeProcess, free_port
 from server.node import Node
 from sync.hlc import physical_ms, wall_ms
-from sync.store import is_encrypted
+from sync.store import Store, is_encrypted
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
@@ -81,6 +81,53 @@ def test_a_new_tablet_is_set_up_from_the_app(tapp: TabletApp, client: TestClient
         n.close()
     assert "本平板已登记" in client.get("/?done=enrolled").text
     assert client.get("/setup").headers["location"] == "/unlock"
+
+
+def test_a_tablet_the_restored_node_no_longer_knows_is_re_attached_from_the_sync_page(
+    tapp: TabletApp, client: TestClient, code: str, node: NodeProcess, node_db: Path, tmp_path: Path
+) -> None:
+    "Enrolled after the backup: its sync is refused, the page asks for a new code, and nothing is lost"
+    backup = tmp_path / "nightly.db"
+    n = Node(node_db, TOWNSHIP)
+    try:
+        n.backup(backup)
+    finally:
+        n.close()
+    post = functools.partial(client.post, headers={"origin": ORIGIN})
+    assert post("/setup", data={"csrf": tapp.csrf, "server": node.url, "code": code, "pin": PIN,
+                                "pin2": PIN}).status_code == 303
+    rid = tapp.read(lambda t: t.create("person", {"name": "张秀英"}))
+
+    def sync() -> dict[str, object]:
+        assert post("/sync", data={"csrf": tapp.csrf}).status_code == 303
+        assert tapp.job is not None
+        tapp.job.wait(30)
+        return tapp.job.snapshot()
+
+    assert sync()["state"] == "done"
+    node.stop()
+    Node.restore(node_db, backup)
+    node.start()
+    assert sync()["code"] == "unauthorized"
+    page = client.get("/sync").text
+    assert "镇街服务器不认识这台平板了" in page and "本机的数据都还在" in page and 'id="reattach-form"' in page
+
+    n = Node(node_db, TOWNSHIP)
+    try:
+        other, good = n.create_enrolment("510903001002", "王芳").display, n.create_enrolment(V1, "王芳").display
+    finally:
+        n.close()
+    for sent, want in (("", "请填写镇街新发的登记码"), (other, "这个登记码不是发给本平板的")):
+        r = post("/sync/reattach", data={"csrf": tapp.csrf, "code": sent})
+        assert r.status_code == 400 and want in r.text and 'id="reattach-form"' in r.text
+    r = post("/sync/reattach", data={"csrf": tapp.csrf, "code": good})
+    assert r.status_code == 303 and r.headers["location"] == "/sync?done=reattached"
+    assert "本平板已重新接入镇街服务器" in client.get(r.headers["location"]).text
+    assert sync()["state"] == "done"
+    with Store(node_db) as s:
+        rec = s.get(rid)
+    assert rec is not None and rec.data["name"] == "张秀英"
+    assert tapp.read(lambda t: t.pending()) == 0
 
 
 @pytest.fixture

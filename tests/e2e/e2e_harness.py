@@ -8,6 +8,7 @@ and helpers that look straight into SQLite files to check what a node or a table
     device_ops     (ops, distinct counters, lowest, highest counter) of one device's ops in a database
     integrity      ``PRAGMA integrity_check``
     populate       a tablet's worker registers residents, each with a need and a service
+    enrolment_code a one-time enrolment code the township makes for a worker's tablet
     no_sleep       a back-off that does not wait
     PoorLink       a real HTTP transport that loses answers, or stops reaching the node, when told to
 
@@ -30,6 +31,7 @@ from typing import Any
 import httpx
 
 from client.tablet import Tablet
+from server.node import Node
 from sync.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,6 +190,15 @@ def integrity(db: Path) -> str:
 
 
 # -- what workers enter ---------------------------------------------------------------------------
+
+def enrolment_code(db: Path, unit: str = V1, user: str = "王芳", hours: int = 72) -> str:
+    "A one-time enrolment code for a worker's tablet, as the township prints it"
+    n = Node(db, TOWNSHIP)
+    try:
+        return n.create_enrolment(unit, user, hours=hours).display
+    finally:
+        n.close()
+
 
 def populate(tab: Tablet, people: int, tag: str) -> list[str]:
     """Register ``people`` residents on a tablet, each with a need and a service delivered for it, in

@@ -3,6 +3,7 @@ credential; a revoked tablet stops at once, and with wipe erases its local data.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -11,24 +12,16 @@ from click.testing import CliRunner
 
 from client.cli import cli
 from client.tablet import SyncFailed, Tablet
-from e2e_harness import TOWNSHIP, V1, NodeProcess, no_sleep, op_count
+from e2e_harness import TOWNSHIP, V1, NodeProcess, enrolment_code, no_sleep, op_count
 from server.node import MAX_FAILURES, Node
 
 pytestmark = pytest.mark.e2e
 
 
-def _code(db: Path, unit: str = V1, user: str = "王芳", hours: int = 72) -> str:
-    n = Node(db, TOWNSHIP)
-    try:
-        return n.create_enrolment(unit, user, hours=hours).display
-    finally:
-        n.close()
-
-
 def test_a_code_enrols_a_tablet_once_and_only_its_hash_is_kept(
     node_db: Path, node: NodeProcess, tmp_path: Path
 ) -> None:
-    code = _code(node_db)
+    code = enrolment_code(node_db)
     node.start()
     tab = Tablet.enrol(tmp_path / "t.db", node.url, code.lower(), sleep=no_sleep)  # typed in lower case
     try:
@@ -51,8 +44,8 @@ def test_a_code_enrols_a_tablet_once_and_only_its_hash_is_kept(
 def test_wrong_and_expired_codes_are_refused_and_guessing_is_stopped(
     node_db: Path, node: NodeProcess, tmp_path: Path
 ) -> None:
-    expired = _code(node_db, hours=-1)
-    good = _code(node_db)
+    expired = enrolment_code(node_db, hours=-1)
+    good = enrolment_code(node_db)
     node.start()
     with pytest.raises(SyncFailed) as err:
         Tablet.enrol(tmp_path / "x.db", node.url, expired, sleep=no_sleep)
@@ -70,7 +63,7 @@ def test_wrong_and_expired_codes_are_refused_and_guessing_is_stopped(
 def test_revoked_without_wipe_hands_in_its_ops_pulls_nothing_and_is_told_and_with_wipe_erases(
     node_db: Path, node: NodeProcess, tmp_path: Path
 ) -> None:
-    codes = [_code(node_db, user=u) for u in ("a", "b", "c")]
+    codes = [enrolment_code(node_db, user=u) for u in ("a", "b", "c")]
     node.start()
     a, b, c = (Tablet.enrol(tmp_path / f"{i}.db", node.url, code, sleep=no_sleep) for i, code in enumerate(codes))
     a.create("person", {"name": "甲"})
@@ -127,12 +120,21 @@ def test_the_cli_prints_a_code_and_a_qr_and_a_tablet_enrols_with_it(
     tab = Tablet(db)
     try:
         tab.create("person", {"name": "张秀英"})
+        token = tab._get("token")
     finally:
         tab.close()
-    r = runner.invoke(cli, ["tablet", "init", "--db", str(db), "--server", node.url, "--code", _code(node_db)])
-    assert r.exit_code == 1 and "set up already" in r.output and "changes not synced" in r.output, r.output
+    r = runner.invoke(cli, ["tablet", "init", "--db", str(db), "--server", node.url, "--token", "x"])
+    assert r.exit_code == 1 and "set up already" in r.output and "--code" in r.output, r.output
+    assert re.search(r"holds (\d+) changes of its own, \1 of them not\s+acknowledged", r.output), r.output
+    # nor re-attached with a code (that is for a tablet the node no longer knows): this node knows it
+    code = enrolment_code(node_db)
+    r = runner.invoke(cli, ["tablet", "init", "--db", str(db), "--server", node.url, "--code", code])
+    assert r.exit_code == 1 and "[device_exists]" in r.output, r.output
     tab = Tablet(db)
     try:
-        assert tab.pending() > 0 and tab._get("server") == node.url
+        assert tab.pending() > 0 and (tab._get("server"), tab._get("token")) == (node.url, token)
     finally:
         tab.close()
+    r = runner.invoke(cli, ["tablet", "init", "--db", str(tmp_path / "t3.db"), "--server", node.url,
+                            "--code", code])
+    assert r.exit_code == 0, "the code refused is still valid"

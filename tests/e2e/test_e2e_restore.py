@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from client.tablet import SyncFailed, Tablet
 from server.node import Node
 from sync.store import Store
 
-from e2e_harness import TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess, device_ops, node_digest, populate
+from e2e_harness import (
+    TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess, device_ops, enrolment_code, no_sleep, node_digest, populate,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -306,3 +309,74 @@ def test_a_tablet_keeps_a_resident_the_restored_node_lacks_whose_tablet_was_lost
 
     assert a.get(rid) is not None and a.get(rid).data["name"] == "李四"  # type: ignore[union-attr]
     assert a.pending() == 0 and not a._get("unseen")
+
+
+def _devices(db: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT device, token_hash FROM devices ORDER BY device").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_tablet_enrolled_after_the_backup_re_attaches_with_a_new_code_and_re_sends_all_its_work(
+    node: NodeProcess, node_db: Path, tmp_path: Path
+) -> None:
+    """The restored node does not know a tablet enrolled after the backup and refuses its token. The
+    township gives it a new code; the tablet re-attaches under its device id, keeping everything, and
+    its next sync re-sends every op it wrote. A code for another village, or a device id the node knows,
+    is refused, and nothing is written."""
+    from click.testing import CliRunner
+
+    from client.cli import cli
+
+    runner = CliRunner()
+    node.start()
+    old = Tablet.enrol(tmp_path / "old.db", node.url, enrolment_code(node_db, user="甲"), sleep=no_sleep)
+    populate(old, 1, tag="old")
+    old.sync()
+    _backup(node_db, tmp_path / "nightly.db")
+    new = Tablet.enrol(tmp_path / "new.db", node.url, enrolment_code(node_db), sleep=no_sleep)
+    mine = populate(new, 3, tag="new")
+    new.sync()  # the node acknowledges the day's work; then the disk dies
+    assert new.pending() == 0
+    node.stop()
+    r = runner.invoke(cli, ["restore", "--db", str(node_db), "--from", str(tmp_path / "nightly.db")])
+    assert r.exit_code == 0 and "Revoke again" in r.output and "re-attach" in r.output, r.output
+    node.start()
+    with pytest.raises(SyncFailed) as err:
+        new.sync(retries=0)
+    assert (err.value.status, err.value.code) == (401, "unauthorized")
+
+    before = _devices(node_db)
+    other_village = enrolment_code(node_db, unit=V2)
+    with pytest.raises(SyncFailed) as err:
+        new.reattach(other_village)
+    assert (err.value.status, err.value.code) == (403, "enrolment_mismatch")
+    known = enrolment_code(node_db, user="甲")  # the old tablet's worker, village and tier: only its id is known
+    with pytest.raises(SyncFailed) as err:
+        old.reattach(known)
+    assert (err.value.status, err.value.code) == (409, "device_exists")
+    assert _devices(node_db) == before, "nothing written"
+    old.sync()  # its token is unchanged
+    old.close()
+    token, device = new._get("token"), new.device
+    new.close()
+
+    r = runner.invoke(cli, ["tablet", "init", "--db", str(new.path), "--server", node.url,
+                            "--code", enrolment_code(node_db)])
+    assert r.exit_code == 0 and device in r.output, r.output
+    new = Tablet(new.path, sleep=no_sleep)
+    try:
+        assert new._get("token") != token and new.pending() == device_ops(Path(new.path), new.device)[0]
+        new.sync()
+        assert new.pending() == 0
+        written = device_ops(Path(new.path), new.device)
+        assert device_ops(node_db, new.device) == written == (written[3], written[3], 1, written[3]), (
+            "every op the tablet wrote reached the node")
+        assert all(new.get(r) is not None for r in mine)
+        assert new.store.digest() == node_digest(node_db, V1)
+        # the other code is still valid for its own village
+        Tablet.enrol(tmp_path / "v2.db", node.url, other_village, sleep=no_sleep).close()
+    finally:
+        new.close()
