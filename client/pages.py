@@ -59,7 +59,7 @@ ENROL_ERRORS = {
     "enrolment_expired": "这个登记码已过期。请镇街重新发一个。",
     "too_many_attempts": "登记码输错次数太多，请过一段时间再试。",
     "device_exists": "镇街服务器上还有这台平板的登记，不能用新登记码重新接入。请联系镇街社会工作服务中心。",
-    "enrolment_mismatch": "这个登记码不是发给本平板的（村/社区或社工姓名不同）。请镇街按本平板的村/社区和社工姓名重新发一个。",
+    "enrolment_mismatch": "这个登记码不是发给本平板的（平板编号、村/社区或社工姓名不同）。请镇街按本平板的编号、村/社区和社工姓名重新发一个。",
 }
 OPEN_STATUSES = ("待处理", "已分派", "服务中")
 #: On a need or service form sent back for a resident merged since it was shown
@@ -667,7 +667,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         def load(tab: Tablet) -> dict[str, Any]:
             names = _names(tab)
             return {"conflicts": [conflict_view(tab, c, names) for c in tab.store.conflicts()],
-                    "last_sync": tab.store.meta("last_sync"), "server": tab.store.meta("server")}
+                    "last_sync": tab.store.meta("last_sync"), "server": tab.store.meta("server"),
+                    "device": tab.device}
 
         ctx = await tapp.run(load)
         job = tapp.job.snapshot() if tapp.job else {}

@@ -198,12 +198,20 @@ def enrol_group() -> None:
               help=f"Hours before the code expires, 1 to {MAX_CODE_HOURS}")
 @click.option("--server", default=None, help="The node's URL as tablets reach it, put in the QR code")
 @click.option("--png", type=click.Path(dir_okay=False), default=None, help="Also save the QR code as a PNG")
-def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, png: str | None) -> None:
+@click.option("--reattach", default=None, metavar="DEVICE",
+              help="Re-attach this tablet (its device id, shown on its sync page) after a restore: the code is "
+                   "for it alone, and it keeps its data")
+def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, png: str | None,
+                 reattach: str | None) -> None:
     """Create a one-time enrolment code for a worker's tablet, with a QR code to print.
 
     Example:
 
         cunsync enrol create --db township.db --unit 510903001001 --user 王芳 --server http://10.0.0.2:8000
+
+    After a restore, a tablet enrolled since the backup re-attaches with a code made for it:
+
+        cunsync enrol create --db township.db --unit 510903001001 --user 王芳 --reattach tab-3f2a9c1d0e4b
     """
     import datetime as dt
 
@@ -212,11 +220,12 @@ def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, 
     if png and not Path(png).parent.is_dir():  # before the code is made: a code with no QR code to print
         raise click.BadParameter(f"the folder {Path(png).parent} does not exist; create it first", param_hint="--png")
     with opened(db) as node:
-        enr = node.create_enrolment(unit, user, hours=hours)
+        enr = node.create_enrolment(unit, user, hours=hours, reattach=reattach)
     payload = f"cunsync:enrol?code={enr.code}" + (f"&server={server}" if server else "")
     qr = segno.make(payload, error="m")
     expires = dt.datetime.fromtimestamp(enr.expires_at).strftime("%Y-%m-%d %H:%M")
-    click.echo(f"enrolment code {enr.display} for {enr.user}, unit {enr.unit}; valid until {expires}, once")
+    click.echo(f"enrolment code {enr.display} for {enr.user}, unit {enr.unit}"
+               + (f", to re-attach tablet {reattach} only" if reattach else "") + f"; valid until {expires}, once")
     qr.terminal(compact=True)
     if png:
         qr.save(png, scale=8, border=2)
@@ -275,7 +284,8 @@ def restore_cmd(db: str, source: str) -> None:
     click.echo(f"restored {db} from {source}; new epoch {epoch}")
     click.echo("Devices changed since the backup are as they were then. Revoke again the tablets revoked "
                "since (`cunsync device revoke --device ... --wipe`); a tablet enrolled since is refused (unknown "
-               "device token): give it a new enrolment code (`cunsync enrol create`) and re-attach it with "
+               "device token): give it a new enrolment code made for it (`cunsync enrol create --reattach tab-...`, its "
+               "device id is on its sync page) and re-attach it with "
                "that code (`cunsync tablet init --code ...` on the tablet, or its sync page); it keeps its "
                "data and re-sends it.")
 

@@ -40,6 +40,7 @@ from sync.errors import (
     DeviceExists,
     EnrolmentMismatch,
     InvalidValue,
+    NotFound,
     ReadOnly,
     SyncError,
     TooManyAttempts,
@@ -118,7 +119,7 @@ CREATE TABLE IF NOT EXISTS devices (
     revoked INTEGER NOT NULL DEFAULT 0, wipe INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS enrolments (
     code_hash TEXT PRIMARY KEY, unit TEXT NOT NULL, user TEXT NOT NULL, tier TEXT NOT NULL,
-    created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, used_at INTEGER, device TEXT);
+    created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, used_at INTEGER, device TEXT, reattach TEXT);
 CREATE TABLE IF NOT EXISTS auth_failures (client TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS auth_failures_client ON auth_failures (client, at);
 CREATE INDEX IF NOT EXISTS moves_new_unit ON moves (new_unit, seq);
@@ -133,6 +134,9 @@ def _migrate_devices(store: Store) -> None:
         if "pending" not in have:
             # what the tablet last said it still held unsent (SyncRequest.pending)
             c.execute("ALTER TABLE devices ADD COLUMN pending INTEGER NOT NULL DEFAULT 0")
+        if "reattach" not in {row[1] for row in c.execute("PRAGMA table_info(enrolments)")}:
+            # the one tablet a code re-attaches (``Node.create_enrolment``)
+            c.execute("ALTER TABLE enrolments ADD COLUMN reattach TEXT")
 
 
 @dataclass(frozen=True)
@@ -353,8 +357,12 @@ class Node:
             )
         return device, token
 
-    def create_enrolment(self, unit: str, user: str, *, tier: str = "village", hours: int = 72) -> Enrolment:
-        """A one-time code a tablet exchanges for its device credential. Only its hash is stored."""
+    def create_enrolment(self, unit: str, user: str, *, tier: str = "village", hours: int = 72,
+                         reattach: str | None = None) -> Enrolment:
+        """A one-time code a tablet exchanges for its device credential. Only its hash is stored.
+
+        ``reattach``: the code re-attaches that tablet only (its device id, shown on its sync page), one
+        this node does not know since it was restored from a backup; it enrols no other tablet."""
         code = unitlib.normalize_code(unit)
         if not unitlib.is_under(code, self.unit):
             raise OutOfScope(f"unit {code} is not under this node's unit {self.unit}",
@@ -364,12 +372,16 @@ class Node:
         if tier == "village" and unitlib.tier_of(code) != "village":
             raise BadRequest(f"a village tablet is enrolled for a village or community, not {code}: its scope "
                              "would be every village under that unit", details={"unit": code})
+        if reattach is not None and not TABLET_DEVICE.fullmatch(reattach):
+            raise BadRequest(f"a tablet re-attaches under its device id, tab- and 12 letters or digits (its sync "
+                             f"page shows it), not {reattach!r}", code="invalid_device", details={"device": reattach})
         secret = "".join(secrets.choice(CODE_ALPHABET) for _ in range(10))
         now = int(time.time())
         enr = Enrolment(secret, code, user.strip(), tier, now + hours * 3600)
         with self.store.transaction() as c:
-            c.execute("INSERT INTO enrolments (code_hash, unit, user, tier, created_at, expires_at)"
-                      " VALUES (?,?,?,?,?,?)", (hash_token(secret), code, enr.user, tier, now, enr.expires_at))
+            c.execute("INSERT INTO enrolments (code_hash, unit, user, tier, created_at, expires_at, reattach)"
+                      " VALUES (?,?,?,?,?,?,?)",
+                      (hash_token(secret), code, enr.user, tier, now, enr.expires_at, reattach))
         return enr
 
     def enrol(self, code: str, *, client: str = "", reattach: Device | None = None) -> tuple[Device, str]:
@@ -388,8 +400,8 @@ class Node:
             if fails >= MAX_FAILURES:
                 raise TooManyAttempts(f"too many wrong enrolment codes from this client; wait "
                                       f"{FAILURE_WINDOW // 60} minutes", details={"retry_after": FAILURE_WINDOW})
-            row = c.execute("SELECT unit, user, tier, expires_at, used_at FROM enrolments WHERE code_hash = ?",
-                            (hash_token(normalize_code(code)),)).fetchone()
+            row = c.execute("SELECT unit, user, tier, expires_at, used_at, reattach FROM enrolments"
+                            " WHERE code_hash = ?", (hash_token(normalize_code(code)),)).fetchone()
             problem = None
             if row is None:
                 problem = ("invalid_enrolment_code", "no such enrolment code; check it, or ask the township "
@@ -403,7 +415,13 @@ class Node:
                 c.execute("INSERT INTO auth_failures VALUES (?, ?)", (client, now))
             else:
                 assert row is not None
-                unit, user, tier = row[0], row[1], row[2]
+                unit, user, tier, bound = row[0], row[1], row[2], row[5]
+                if (reattach.device if reattach is not None else None) != bound:
+                    raise EnrolmentMismatch(
+                        f"this code re-attaches tablet {bound} only; nothing was written and the code is still "
+                        "valid" if bound else "this code enrols a new tablet; to re-attach tablet "
+                        f"{reattach.device if reattach else ''}, ask the township for a code made for it "
+                        "(`cunsync enrol create --reattach <its device id>`)", details={"reattach": bound})
                 if reattach is not None:
                     self._check_reattach(c, reattach, Device(reattach.device, user, unit, tier))
                 device, token = self.add_device(unit, user, tier=tier,
@@ -420,6 +438,12 @@ class Node:
         if not TABLET_DEVICE.fullmatch(tablet.device):
             raise BadRequest(f"a tablet re-attaches under its own device id (tab-…), not {tablet.device!r}",
                              code="invalid_device", details={"device": tablet.device})
+        again = c.execute(  # re-attached already, but its answer was lost: never seen since, nothing sent
+            "SELECT 1 FROM devices d WHERE device = ? AND last_seen IS NULL AND NOT revoked AND EXISTS"
+            " (SELECT 1 FROM enrolments e WHERE e.reattach = d.device AND e.used_at IS NOT NULL)",
+            (tablet.device,)).fetchone()
+        if again and not c.execute("SELECT 1 FROM sites WHERE device = ?", (tablet.device,)).fetchone():
+            c.execute("DELETE FROM devices WHERE device = ?", (tablet.device,))  # its token was never received
         if c.execute("SELECT 1 FROM devices WHERE device = ? UNION ALL SELECT 1 FROM sites WHERE device = ?",
                      (tablet.device, tablet.device)).fetchone():
             raise DeviceExists(
@@ -462,7 +486,10 @@ class Node:
 
     def revoke(self, device: str, *, wipe: bool = False) -> None:
         with self.store.transaction() as c:
-            c.execute("UPDATE devices SET revoked = 1, wipe = ? WHERE device = ?", (int(wipe), device))
+            if not c.execute("UPDATE devices SET revoked = 1, wipe = ? WHERE device = ?", (int(wipe), device)).rowcount:
+                raise NotFound(f"this node knows no device {device!r} (see `cunsync device list`); one enrolled "
+                               "after the backup this node was restored from cannot sync here anyway",
+                               details={"device": device})
 
     def devices(self) -> list[dict[str, Any]]:
         with self.store.lock:

@@ -287,6 +287,8 @@ def merge_fill(col: Collection, keep: Mapping[str, Any], drop: Mapping[str, Any]
     for name, stated in zip(("birth_date", "gender"), facts or ()):
         if name in out and out[name] != stated:
             del out[name]
+        elif "id_number" in out and keep.get(name) not in (None, "", stated):
+            del out["id_number"]  # the dropped record's ID number contradicts what the kept one says
     return out
 
 

@@ -112,9 +112,12 @@ def test_a_tablet_the_restored_node_no_longer_knows_is_re_attached_from_the_sync
     page = client.get("/sync").text
     assert "镇街服务器不认识这台平板了" in page and "本机的数据都还在" in page and 'id="reattach-form"' in page
 
+    device = tapp.read(lambda t: t.device)
+    assert device in page  # the worker tells the township, which makes a code for it
     n = Node(node_db, TOWNSHIP)
     try:
-        other, good = n.create_enrolment("510903001002", "王芳").display, n.create_enrolment(V1, "王芳").display
+        other = n.create_enrolment("510903001002", "王芳", reattach=device).display
+        good = n.create_enrolment(V1, "王芳", reattach=device).display
     finally:
         n.close()
     for sent, want in (("", "请填写镇街新发的登记码"), (other, "这个登记码不是发给本平板的")):

@@ -191,11 +191,11 @@ def integrity(db: Path) -> str:
 
 # -- what workers enter ---------------------------------------------------------------------------
 
-def enrolment_code(db: Path, unit: str = V1, user: str = "王芳", hours: int = 72) -> str:
-    "A one-time enrolment code for a worker's tablet, as the township prints it"
+def enrolment_code(db: Path, unit: str = V1, user: str = "王芳", hours: int = 72, reattach: str | None = None) -> str:
+    "A one-time enrolment code for a worker's tablet (or to re-attach one), as the township prints it"
     n = Node(db, TOWNSHIP)
     try:
-        return n.create_enrolment(unit, user, hours=hours).display
+        return n.create_enrolment(unit, user, hours=hours, reattach=reattach).display
     finally:
         n.close()
 

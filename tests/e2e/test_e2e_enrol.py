@@ -120,16 +120,18 @@ def test_the_cli_prints_a_code_and_a_qr_and_a_tablet_enrols_with_it(
     tab = Tablet(db)
     try:
         tab.create("person", {"name": "张秀英"})
-        token = tab._get("token")
+        token, device = tab._get("token"), tab.device
     finally:
         tab.close()
     r = runner.invoke(cli, ["tablet", "init", "--db", str(db), "--server", node.url, "--token", "x"])
     assert r.exit_code == 1 and "set up already" in r.output and "--code" in r.output, r.output
     assert re.search(r"holds (\d+) changes of its own, \1 of them not\s+acknowledged", r.output), r.output
-    # nor re-attached with a code (that is for a tablet the node no longer knows): this node knows it
-    code = enrolment_code(node_db)
-    r = runner.invoke(cli, ["tablet", "init", "--db", str(db), "--server", node.url, "--code", code])
-    assert r.exit_code == 1 and "[device_exists]" in r.output, r.output
+    # nor re-attached, even with a code made for it (that is for a tablet the node no longer knows): this
+    # node knows it; and a code for a new tablet re-attaches nothing
+    for code, refusal in ((enrolment_code(node_db, reattach=device), "[device_exists]"),
+                          (enrolment_code(node_db), "[enrolment_mismatch]")):
+        r = runner.invoke(cli, ["tablet", "init", "--db", str(db), "--server", node.url, "--code", code])
+        assert r.exit_code == 1 and refusal in r.output, r.output
     tab = Tablet(db)
     try:
         assert tab.pending() > 0 and (tab._get("server"), tab._get("token")) == (node.url, token)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from client.tablet import SyncFailed, Tablet
-from server.node import Node
+from server.node import Device, Node
 from sync.store import Store
 
 from e2e_harness import (
@@ -349,14 +349,19 @@ def test_a_tablet_enrolled_after_the_backup_re_attaches_with_a_new_code_and_re_s
     assert (err.value.status, err.value.code) == (401, "unauthorized")
 
     before = _devices(node_db)
-    other_village = enrolment_code(node_db, unit=V2)
-    with pytest.raises(SyncFailed) as err:
-        new.reattach(other_village)
-    assert (err.value.status, err.value.code) == (403, "enrolment_mismatch")
-    known = enrolment_code(node_db, user="甲")  # the old tablet's worker, village and tier: only its id is known
+    for code in (enrolment_code(node_db),  # a code for a new tablet of that worker: it re-attaches nothing
+                 enrolment_code(node_db, unit=V2, reattach=new.device),  # made for it, but another village
+                 enrolment_code(node_db, reattach=old.device)):  # another tablet's
+        with pytest.raises(SyncFailed) as err:
+            new.reattach(code)
+        assert (err.value.status, err.value.code) == (403, "enrolment_mismatch"), code
+    known = enrolment_code(node_db, user="甲", reattach=old.device)  # a device the node knows
     with pytest.raises(SyncFailed) as err:
         old.reattach(known)
     assert (err.value.status, err.value.code) == (409, "device_exists")
+    with pytest.raises(SyncFailed) as err:  # a code to re-attach a tablet enrols no other
+        Tablet.enrol(tmp_path / "thief.db", node.url, enrolment_code(node_db, reattach=new.device), sleep=no_sleep)
+    assert (err.value.status, err.value.code) == (403, "enrolment_mismatch")
     assert _devices(node_db) == before, "nothing written"
     old.sync()  # its token is unchanged
     old.close()
@@ -364,7 +369,7 @@ def test_a_tablet_enrolled_after_the_backup_re_attaches_with_a_new_code_and_re_s
     new.close()
 
     r = runner.invoke(cli, ["tablet", "init", "--db", str(new.path), "--server", node.url,
-                            "--code", enrolment_code(node_db)])
+                            "--code", enrolment_code(node_db, reattach=device)])
     assert r.exit_code == 0 and device in r.output, r.output
     new = Tablet(new.path, sleep=no_sleep)
     try:
@@ -376,7 +381,36 @@ def test_a_tablet_enrolled_after_the_backup_re_attaches_with_a_new_code_and_re_s
             "every op the tablet wrote reached the node")
         assert all(new.get(r) is not None for r in mine)
         assert new.store.digest() == node_digest(node_db, V1)
-        # the other code is still valid for its own village
-        Tablet.enrol(tmp_path / "v2.db", node.url, other_village, sleep=no_sleep).close()
     finally:
         new.close()
+
+
+def test_a_re_attach_whose_answer_was_lost_is_done_again_with_a_new_code(
+    node: NodeProcess, node_db: Path, tmp_path: Path
+) -> None:
+    "The node made the device, the answer never reached the tablet: the tablet is not locked out for good"
+    node.start()
+    _backup(node_db, tmp_path / "nightly.db")
+    tab = Tablet.enrol(tmp_path / "tab.db", node.url, enrolment_code(node_db), sleep=no_sleep)
+    try:
+        populate(tab, 1, tag="t")
+        tab.sync()
+        node.stop()
+        Node.restore(node_db, tmp_path / "nightly.db")
+        n = Node(node_db, TOWNSHIP)
+        try:  # the re-attach the node answered, its answer lost on the way
+            lost = n.create_enrolment(V1, "王芳", reattach=tab.device).code
+            n.enrol(lost, reattach=Device(tab.device, tab._get("user"), tab.unit, "village"))
+        finally:
+            n.close()
+        node.start()
+        with pytest.raises(SyncFailed):
+            tab.sync(retries=0)  # its token is still the old one
+
+        tab.reattach(enrolment_code(node_db, reattach=tab.device))
+        tab.sync()
+
+        assert tab.pending() == 0 and tab.store.digest() == node_digest(node_db, V1)
+        assert device_ops(node_db, tab.device) == device_ops(Path(tab.path), tab.device)
+    finally:
+        tab.close()

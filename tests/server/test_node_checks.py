@@ -128,3 +128,10 @@ def test_a_township_tablet_may_not_write_an_escalation(node: Node) -> None:
         node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops([op])))
     assert (e.value.code, e.value.details["collection"]) == ("read_only", "escalation"), e.value.message
     assert node.store.count_ops() == 0
+
+
+def test_revoking_a_device_the_node_does_not_know_says_so(node: Node) -> None:
+    "After a restore, a tablet enrolled since the backup is unknown here: revoking it must not look done"
+    with pytest.raises(SyncError) as e:
+        node.revoke("tab-000000000000")
+    assert e.value.code == "not_found" and "tab-000000000000" in e.value.message

@@ -265,6 +265,15 @@ def test_a_merge_takes_no_birth_date_or_gender_that_contradicts_the_kept_id_numb
         None, None, "13900001111")
 
 
+def test_a_merge_takes_no_id_number_that_contradicts_the_kept_birth_date_or_gender(
+        store: Store, village: Editor, township: Editor) -> None:
+    keep = _person(village, name="李桂兰", birth_date="1950-01-01", gender="女")
+    drop = _person(village, name="李桂兰", id_number="510903194203081237", phone="13900001111")  # a man, 1942
+    township.merge(keep, drop)
+    kept = store.get(keep)
+    assert kept is not None and (kept.data.get("id_number"), kept.data["phone"]) == (None, "13900001111")
+
+
 def test_a_merge_buries_no_concurrent_edit_of_the_kept_resident(
         store: Store, village: Editor, township: Editor, replica: Replica) -> None:
     """A worker offline edits the kept resident while staff merge a duplicate into it: her note stays (the
