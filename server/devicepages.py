@@ -24,6 +24,7 @@ from sync import units as unitlib
 from sync.errors import NotFound
 
 from .auth import Staff
+from .node import TABLET_DEVICE
 from .pages import SKEW_LIMIT_MS, PageError, Pages, local_time, required
 
 
@@ -87,13 +88,16 @@ class DevicePages:
             raise PageError(f"村/社区代码“{unit}”不正确：应为 12 位统计用区划代码。") from None
         if not lo <= unit <= hi or unit == self.node.unit:
             raise PageError("请选择您所在镇街下的一个村/社区。")
-        enr = await run_in_threadpool(lambda: self.node.create_enrolment(unit, user))
+        reattach = str(form.get("reattach", "")).strip() or None  # a tablet the node no longer knows
+        if reattach is not None and not TABLET_DEVICE.fullmatch(reattach):
+            raise PageError(f"平板编号“{reattach}”不正确：应以 tab- 开头，见该平板的“同步”页。")
+        enr = await run_in_threadpool(lambda: self.node.create_enrolment(unit, user, reattach=reattach))
         server = str(request.base_url).rstrip("/")
         payload = f"cunsync:enrol?code={enr.code}&server={server}"
         qr = segno.make(payload, error="m").svg_inline(scale=6, border=2, dark="#1f2933")
         villages = await run_in_threadpool(self.pages.villages)
         return self.pages.render(request, staff, "wb_enrol.html", {
-            "enr": enr, "qr": qr, "server": server, "village": villages.get(enr.unit, enr.unit),
+            "enr": enr, "qr": qr, "server": server, "village": villages.get(enr.unit, enr.unit), "reattach": reattach,
             "expires": local_time(enr.expires_at)})
 
     async def confirm(self, request: Request, staff: Staff) -> Response:

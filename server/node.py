@@ -373,8 +373,8 @@ class Node:
             raise BadRequest(f"a village tablet is enrolled for a village or community, not {code}: its scope "
                              "would be every village under that unit", details={"unit": code})
         if reattach is not None and not TABLET_DEVICE.fullmatch(reattach):
-            raise BadRequest(f"a tablet re-attaches under its device id, tab- and 12 letters or digits (its sync "
-                             f"page shows it), not {reattach!r}", code="invalid_device", details={"device": reattach})
+            raise BadRequest(f"a tablet re-attaches under its device id, tab-… (its sync page shows "
+                             f"it), not {reattach!r}", code="invalid_device", details={"device": reattach})
         secret = "".join(secrets.choice(CODE_ALPHABET) for _ in range(10))
         now = int(time.time())
         enr = Enrolment(secret, code, user.strip(), tier, now + hours * 3600)

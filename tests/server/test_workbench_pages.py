@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from client.tablet import Tablet
+from client.tablet import SyncFailed, Tablet
 from staff_world import Signed, World, make_world
 from e2e_harness import TOWNSHIP, V1, V2, V3, no_sleep
 from server.devicepages import SILENT_DAYS, device_flags
@@ -419,6 +419,19 @@ def test_enrol_shows_a_code_and_qr_that_a_tablet_can_use(world: World, liu: Sign
         tab.close()
     outside = world.sign_in("zhao").post("/staff/devices/enrol", {"unit": V1, "user": "x"})  # zhao: V2 only
     assert "请选择您所在镇街下的一个村/社区" in _error(outside, 400)
+
+
+def test_a_code_to_re_attach_a_tablet_is_for_that_tablet_alone(world: World, liu: Signed, tmp_path: Path) -> None:
+    "After a restore: staff type the tablet's id from its sync page; the code enrols no other tablet"
+    assert "平板编号“pad-1”不正确" in _error(liu.post("/staff/devices/enrol", {"unit": V2, "user": "新社工",
+                                                                        "reattach": "pad-1"}), 400)
+    r = liu.post("/staff/devices/enrol", {"unit": V2, "user": "新社工", "reattach": "tab-0123456789ab"})
+    assert r.status_code == 200 and "重新接入平板 <strong>tab-0123456789ab</strong>" in r.text, r.text
+    code = re.search(r'class="enrol-code"[^>]*>([0-9A-Z]{5}-[0-9A-Z]{5})<', r.text)
+    assert code
+    with pytest.raises(SyncFailed) as e:
+        Tablet.enrol(tmp_path / "new.db", world.node.url, code.group(1), sleep=no_sleep).close()
+    assert e.value.code == "enrolment_mismatch"
 
 
 def test_revoke_asks_first_then_revokes_with_or_without_wipe(world: World, liu: Signed) -> None:
