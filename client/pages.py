@@ -10,7 +10,6 @@ so saving a form never silently settles a conflict on a field the worker did not
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import uuid
 from collections.abc import Callable
@@ -81,12 +80,7 @@ def _differs(old: Any, new: Any) -> bool:
 
 
 def _shown(form: FormData, current: dict[str, Any]) -> dict[str, Any]:
-    "The record as the edit form showed it (its hidden ``shown``); the record now for a form without one"
-    try:
-        shown = json.loads(str(form.get("shown", "")))
-    except ValueError:
-        return current
-    return shown if isinstance(shown, dict) else current
+    return checks.shown_values(form.get("shown", ""), current)
 
 
 def _changes(current: dict[str, Any], form: FormData, values: dict[str, Any],

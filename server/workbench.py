@@ -96,12 +96,7 @@ def _edit_error(coll: str, values: dict[str, Any], e: InvalidValue) -> PageError
 
 
 def _shown(form: Any, current: dict[str, Any]) -> dict[str, Any]:
-    "The record's values as the page showed them (its hidden ``shown``); the record now if it has none"
-    try:
-        shown = json.loads(str(form.get("shown", "")))
-    except ValueError:
-        return current
-    return shown if isinstance(shown, dict) else current
+    return checks.shown_values(form.get("shown", ""), current)
 
 
 def _refuse_stale(rec: Record, shown: dict[str, Any], values: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ Each problem has a machine-readable ``code``, an English ``message`` (the comman
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Collection, Mapping
@@ -72,6 +73,16 @@ def node_url(text: str) -> str:
                          "(http:// or https://, ASCII colon, port in digits)", code="invalid_url",
                          details={"url": text})
     return url
+
+
+def shown_values(sent: object, current: dict[str, Any]) -> dict[str, Any]:
+    """The record's values as an edit form showed them: the JSON of its hidden ``shown`` field, as sent
+    back; ``current`` (the record now) for a form without one"""
+    try:
+        shown = json.loads(str(sent))
+    except ValueError:
+        return current
+    return shown if isinstance(shown, dict) else current
 
 
 def typed_key(name: str, value: object) -> str:
