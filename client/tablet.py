@@ -346,8 +346,10 @@ class Tablet:
         from a backup older than the tablet's enrolment refuses its token: 401 ``unauthorized``), with a
         one-time enrolment code from the township; ``server``: the node's address, if it changed. The
         tablet keeps everything it holds and takes its new token; the node holds none of its ops, so its
-        next sync re-sends them all. The node refuses a device it knows (``device_exists``) and a code for
-        another worker, unit or tier (``enrolment_mismatch``); then nothing changes here."""
+        next sync re-sends them all. The code must be one made for this tablet (``cunsync enrol create
+        --reattach <device>``). The node refuses a device it knows (``device_exists``) and a code made for
+        a new tablet, for another tablet, worker, unit or tier (``enrolment_mismatch``); then nothing
+        changes here."""
         server = server.rstrip("/") or self._get("server")
         claim = EnrolRequest(code=code, device=self.device, user=self._get("user"), unit=self.unit,
                              tier=self._get("tier", "village"))
