@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from typing import Any
+
 from starlette.config import Config
 from starlette.datastructures import Secret
 
-config = Config()
+_config = Config()
+_KINDS: dict[Any, str] = {bool: "true or false", float: "number", int: "whole number"}
+
+
+def config(name: str, cast: Callable[[Any], Any] | None = None, default: Any = "") -> Any:
+    "A setting from the environment; one that cannot be read stops the program with a line saying which"
+    try:
+        return _config(name, cast=cast, default=default) if cast else _config(name, default=default)
+    except ValueError:
+        raise SystemExit(f"cunsync: the setting {name}={os.environ.get(name, '')!r} is not a valid "
+                         f"{_KINDS.get(cast, 'value')} (default {default!r}); correct or unset it") from None
 
 DB: str = config("CUNSYNC_DB", default="township.db")
 UNIT: str = config("CUNSYNC_UNIT", default="")

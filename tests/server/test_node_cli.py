@@ -256,3 +256,17 @@ def test_a_roll_up_for_a_folder_not_made_yet_says_so_before_pulling(county_db: s
     r = run("snapshot", "pull", "--db", county_db, "--offline", "--format", "csv",
             "--out", str(tmp_path / "nodir" / "x.csv"))
     assert r.exit_code == 2 and "nodir does not exist" in r.output, r.output
+
+
+@pytest.mark.parametrize(("name", "value", "kind"), [("CUNSYNC_HTTPS_ONLY", "yes", "true or false"),
+                                                     ("CUNSYNC_CACHE_MB", "lots", "number")])
+def test_a_setting_that_cannot_be_read_says_which_instead_of_a_traceback(name: str, value: str, kind: str) -> None:
+    "Read when any cunsync command starts, tablet ones too: one line naming the setting, and exit 1"
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "client", "--help"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, name: value})
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"{name}={value!r} is not a valid {kind}" in out.stderr
