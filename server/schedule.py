@@ -1,6 +1,7 @@
 """The schedule inside a county or city node: every ``CUNSYNC_PULL_MINUTES`` (default 15; 0 turns it
 off) it runs each job in ``JOBS`` for each link to a node below, links side by side in a few threads, jobs
-of one link in order. ``cunsync snapshot pull`` runs the same jobs once, by hand.
+of one link in order: ``sync_records`` (reference data down, escalations up: ``cunsync link-sync`` by hand)
+then ``pull_snapshot`` (``cunsync snapshot pull`` by hand).
 
 A job is ``job(node, link) -> None``; it records its own outcome (the snapshot pull writes the link's
 row) and an exception it raises is logged, never stops the others. To add a job, append it to ``JOBS``
