@@ -147,6 +147,11 @@ class Revocation(msgspec.Struct):
     wipe: bool
 
 
+class DisabledAccount(msgspec.Struct):
+    username: str
+    disabled: bool
+
+
 class NewStaffAccount(msgspec.Struct):
     username: str
     password: Annotated[str, msgspec.Meta(min_length=8)]
@@ -324,7 +329,7 @@ def openapi_spec() -> dict[str, Any]:
     "The OpenAPI 3.1 document for the node's HTTP API"
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
-                        EnrolmentOrder, EnrolmentCode, Revocation, NewStaffAccount, StaffAccount,
+                        EnrolmentOrder, EnrolmentCode, Revocation, DisabledAccount, NewStaffAccount, StaffAccount,
                         ResolveForm, RecordForm, MergeForm, PairForm, NeedForm, EnrolForm, RevokeForm, EscalateForm, Snapshot]
     from .flows_openapi import FLOW_TYPES, flow_paths  # reference data and escalations
 
@@ -502,6 +507,11 @@ def _staff_paths() -> dict[str, Any]:
             "adminAddUser", "Add or reset a staff account (a reset signs out its sessions); admins only",
             "NewStaffAccount",
             _json("StaffAccount", "The account"), 400, 401, 403)},
+        "/api/admin/users/{username}/disable": {"post": api(
+            "adminDisableUser", "Disable a staff account: it cannot sign in and its sessions end; its history "
+            "keeps its name, and adding it again enables it; admins only", None,
+            _json("DisabledAccount", "The account is disabled"), 401, 403, 404,
+            parameters=[{"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}])},
     }
 
 

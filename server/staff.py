@@ -209,11 +209,19 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
             raise BadRequest(str(e)) from None
         return JSONResponse({"username": added.username, "role": added.role, "unit": added.unit})
 
+    async def api_disable(request: Request) -> Response:
+        "Admins disable the account of someone who left"
+        await change(request, "admin")
+        username = request.path_params["username"]
+        await run_in_threadpool(accounts.disable, username)
+        return JSONResponse({"username": username, "disabled": True})
+
     return [
         Route("/api/staff/enrolments", api_enrol, methods=["POST"]),
         Route("/api/staff/merge", api_merge, methods=["POST"]),
         Route("/api/staff/devices/{device}/revoke", api_revoke, methods=["POST"]),
         Route("/api/admin/users", api_users, methods=["POST"]),
+        Route("/api/admin/users/{username}/disable", api_disable, methods=["POST"]),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

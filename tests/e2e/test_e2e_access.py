@@ -240,6 +240,23 @@ def test_only_admins_add_users(world: World) -> None:
         assert r.status_code == 303
 
 
+def test_only_admins_disable_users_and_a_disabled_one_cannot_sign_in(world: World) -> None:
+    new = {"username": "qian", "password": "another pass 3", "role": "township", "unit": V1}
+    with signed_in(world, "admin") as (c, csrf):
+        assert c.post("/api/admin/users", json=new, headers={"x-csrf-token": csrf}).status_code == 200
+    for user in ("liu", "county"):
+        with signed_in(world, user) as (c, csrf):
+            assert_error(c.post("/api/admin/users/qian/disable", headers={"x-csrf-token": csrf}), 403, "forbidden")
+    with signed_in(world, "admin") as (c, csrf):
+        assert_error(c.post("/api/admin/users/nobody/disable", headers={"x-csrf-token": csrf}), 404, "not_found")
+        r = c.post("/api/admin/users/qian/disable", headers={"x-csrf-token": csrf})
+        assert r.status_code == 200 and r.json() == {"username": "qian", "disabled": True}
+    with _client(world) as c:
+        csrf = _csrf(c.get("/login").text)
+        r = c.post("/login", data={"username": "qian", "password": "another pass 3", "csrf": csrf})
+        assert r.status_code != 303 and "用户名或密码错误" in r.text
+
+
 def _duplicates(world: World, unit: str, name: str, need_unit: str) -> tuple[str, str, str]:
     "A resident registered twice in ``unit`` by township staff, the second with a need in ``need_unit``"
     n = Node(world.node.db, TOWNSHIP)
