@@ -28,6 +28,13 @@ def _backup(db: Path, to: Path) -> None:
         dst.close()
 
 
+def _restore(node: NodeProcess, db: Path, backup: Path) -> None:
+    "The operator stops the node, restores the backup (a new epoch) and starts it again"
+    node.stop()
+    Node.restore(db, backup)
+    node.start()
+
+
 def test_a_node_restored_from_a_backup_brings_every_tablet_back_in_step(
     node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, tmp_path: Path
 ) -> None:
@@ -159,9 +166,7 @@ def test_a_tablet_that_edited_its_own_resident_registered_after_the_backup_syncs
     rid = tab.create("person", {"name": "张三"})
     tab.sync()  # registered and synced the next morning
     tab.update(rid, {"phone": "13800001111"})  # then edited offline
-    node.stop()
-    Node.restore(node_db, tmp_path / "nightly.db")  # a new epoch
-    node.start()
+    _restore(node, node_db, tmp_path / "nightly.db")  # a new epoch
 
     tab.sync()
 
@@ -184,9 +189,7 @@ def test_two_tablets_that_edited_each_others_residents_registered_after_the_back
         tab.sync()
     a.update(q, {"phone": "13800001111"})
     b.update(p, {"phone": "13900002222"})
-    node.stop()
-    Node.restore(node_db, tmp_path / "nightly.db")
-    node.start()
+    _restore(node, node_db, tmp_path / "nightly.db")
 
     for tab in (a, b, a, b):
         tab.sync()
@@ -217,9 +220,7 @@ def test_a_tablet_drops_a_resident_that_left_its_village_before_the_backup_the_n
     _backup(node_db, tmp_path / "nightly.db")
     later = populate(wang, 2, tag="after")  # registered offline, after the backup
     written = device_ops(Path(wang.path), wang.device)[3]
-    node.stop()
-    Node.restore(node_db, tmp_path / "nightly.db")
-    node.start()
+    _restore(node, node_db, tmp_path / "nightly.db")
 
     report = wang.sync()
 
@@ -249,9 +250,7 @@ def test_a_bootstrap_in_small_pages_keeps_the_records_the_tablet_pushed_behind_t
     theirs = populate(b, 3, tag="b")
     for tab in (a, b, a):
         tab.sync()
-    node.stop()
-    Node.restore(node_db, tmp_path / "nightly.db")
-    node.start()
+    _restore(node, node_db, tmp_path / "nightly.db")
     b.sync()  # b's residents are back on the node first: pages of two records reach them early
     monkeypatch.setattr(tablet_mod, "FIRST_PUSH", 2)
     monkeypatch.setattr(tablet_mod, "PUSH_BATCH", 2)
@@ -274,9 +273,7 @@ def test_a_bootstrap_begun_by_an_older_tablet_version_drops_nothing_at_its_end(
     b.sync()
     a.sync()
     _backup(node_db, tmp_path / "nightly.db")
-    node.stop()
-    Node.restore(node_db, tmp_path / "nightly.db")  # nothing lost, but a new epoch: the tablet bootstraps
-    node.start()
+    _restore(node, node_db, tmp_path / "nightly.db")  # nothing lost, but a new epoch: the tablet bootstraps
     a.sync(limit=16, max_rounds=1)  # the first page, as an older version took it; then it was upgraded
     a.store.conn.execute("DROP TABLE bootstrap_seen")
     a.store.set_meta("bootstrap_acked", "")
@@ -301,9 +298,7 @@ def test_a_tablet_keeps_a_resident_the_restored_node_lacks_whose_tablet_was_lost
     b.sync()
     a.sync()
     assert a.get(rid) is not None
-    node.stop()
-    Node.restore(node_db, tmp_path / "nightly.db")
-    node.start()
+    _restore(node, node_db, tmp_path / "nightly.db")
 
     a.sync()  # b is never heard of again
 
