@@ -149,6 +149,11 @@ def _record(tab: Tablet, rid: str, coll: str) -> Record:
     return rec
 
 
+def _resident(tab: Tablet, rec: Record) -> Record:
+    "The resident a need or service (``rec``) is for, as its edit form shows it"
+    return _record(tab, str(rec.data.get("person", "")), "person")
+
+
 def _person_for(tab: Tablet, pid: str) -> Record:
     """The resident a new need or service is saved for: the one the form names, or, when a sync merged
     that resident into another since the form was shown, the kept one (what the tablet records for a
@@ -521,7 +526,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def load(tab: Tablet) -> dict[str, Any]:
             n = _record(tab, nid, "need")
-            return {"n": n, "values": forms.as_form(n.data), **_need_ctx(tab, _record(tab, str(n.data.get("person", "")), "person"))}
+            return {"n": n, "values": forms.as_form(n.data), **_need_ctx(tab, _resident(tab, n))}
 
         ctx = await tapp.run(load)
         return await render(request, "need_form.html", {
@@ -535,7 +540,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def save(tab: Tablet) -> dict[str, Any]:
             n = _record(tab, nid, "need")
-            ctx = {"n": n, **_need_ctx(tab, _record(tab, str(n.data.get("person", "")), "person"))}
+            ctx = {"n": n, **_need_ctx(tab, _resident(tab, n))}
             values, found = forms.parse("need", form, editing=True, before=_shown(form, n.data), codes=codes)
             errors.update(found)
             if not errors:
@@ -627,7 +632,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         def load(tab: Tablet) -> dict[str, Any]:
             s = _record(tab, sid, "service")
             return {"s": s, "values": forms.as_form(s.data),
-                    **_service_ctx(tab, _record(tab, str(s.data.get("person", "")), "person"), s.data.get("need"))}
+                    **_service_ctx(tab, _resident(tab, s), s.data.get("need"))}
 
         return await render(request, "service_form.html", {"mode": "edit", "errors": {}, **await tapp.run(load)})
 
@@ -639,7 +644,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def save(tab: Tablet) -> dict[str, Any]:
             s = _record(tab, sid, "service")
-            ctx = {"s": s, **_service_ctx(tab, _record(tab, str(s.data.get("person", "")), "person"), s.data.get("need"))}
+            ctx = {"s": s, **_service_ctx(tab, _resident(tab, s), s.data.get("need"))}
             values, found = forms.parse("service", form, editing=True, before=_shown(form, s.data), codes=codes)
             errors.update(found)
             _check_need(ctx, values, errors)
