@@ -21,10 +21,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sync import units as unitlib
-from sync.errors import NotFound
+from sync.errors import BadRequest, NotFound
 
 from .auth import Staff
-from .node import TABLET_DEVICE
 from .pages import SKEW_LIMIT_MS, PageError, Pages, local_time, required
 
 
@@ -89,9 +88,12 @@ class DevicePages:
         if not lo <= unit <= hi or unit == self.node.unit:
             raise PageError("请选择您所在镇街下的一个村/社区。")
         reattach = str(form.get("reattach", "")).strip() or None  # a tablet the node no longer knows
-        if reattach is not None and not TABLET_DEVICE.fullmatch(reattach):
-            raise PageError(f"平板编号“{reattach}”不正确：应以 tab- 开头，见该平板的“同步”页。")
-        enr = await run_in_threadpool(lambda: self.node.create_enrolment(unit, user, reattach=reattach))
+        try:
+            enr = await run_in_threadpool(lambda: self.node.create_enrolment(unit, user, reattach=reattach))
+        except BadRequest as e:
+            if e.code != "invalid_device":
+                raise
+            raise PageError(f"平板编号“{reattach}”不正确：应以 tab- 开头，见该平板的“同步”页。") from None
         server = str(request.base_url).rstrip("/")
         payload = f"cunsync:enrol?code={enr.code}&server={server}"
         qr = segno.make(payload, error="m").svg_inline(scale=6, border=2, dark="#1f2933")
