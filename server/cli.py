@@ -284,10 +284,9 @@ def restore_cmd(db: str, source: str) -> None:
     click.echo(f"restored {db} from {source}; new epoch {epoch}")
     click.echo("Devices changed since the backup are as they were then. Revoke again the tablets revoked "
                "since (`cunsync device revoke --device ... --wipe`); a tablet enrolled since is refused (unknown "
-               "device token): give it a new enrolment code made for it (`cunsync enrol create --reattach tab-...`, its "
-               "device id is on its sync page) and re-attach it with "
-               "that code (`cunsync tablet init --code ...` on the tablet, or its sync page); it keeps its "
-               "data and re-sends it.")
+               "device token): give it a new enrolment code made for it (`cunsync enrol create --reattach "
+               "tab-...`; its device id is on its sync page) and re-attach it with that code (`cunsync tablet "
+               "init --code ...` on the tablet, or its sync page); it keeps its data and re-sends it.")
 
 
 @click.group(name="units")

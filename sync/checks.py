@@ -5,8 +5,9 @@ The schema refuses, from any source, what is malformed. What is checked here a n
 synced ops, so that an op queued on a tablet stays valid however long it waits, and whatever app version
 wrote it: a date or time that is not on the calendar (an older form let some through), and what depends
 on the clock or on other fields — a birth date after today, a service dated more than a day ahead, an ID
-number whose date part or check digit is wrong or whose gender digit contradicts the gender. Callers check only the fields a person changed, so a value saved before a check existed never
-blocks an edit of another field.
+number whose date part or check digit is wrong or whose gender digit contradicts the gender. Callers
+check only the fields a person changed, so a value saved before a check existed never blocks an edit of
+another field.
 
 Each problem has a machine-readable ``code``, an English ``message`` (the command line) and a Chinese
 ``zh`` (the tablet's and the township's pages).

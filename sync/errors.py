@@ -11,7 +11,7 @@
     ├── Forbidden (403)
     │   ├── OutOfScope              a unit or record outside the caller's scope
     │   ├── ForgedOp                an op that claims another device, tier or unit
-    │   ├── EnrolmentMismatch       a code for another unit, tier or worker than the re-attaching tablet's
+    │   ├── EnrolmentMismatch       a code not made to re-attach this tablet, its worker, unit and tier
     │   ├── DeviceRevoked           the device's credential was revoked
     │   ├── ReadOnly                a collection the caller may read but not write (reference data on a tablet)
     │   └── CollectionForbidden     a collection the caller may neither read nor write (records over a link)
@@ -111,7 +111,8 @@ class ForgedOp(Forbidden):
 
 
 class EnrolmentMismatch(Forbidden):
-    "A tablet re-attaching with a code made for another unit, tier or worker than its own"
+    """An enrolment code used other than as made: a re-attach code by another tablet or to enrol a new one, a
+    new tablet's code to re-attach one, or one for another worker, unit or tier than the tablet's"""
 
     code = "enrolment_mismatch"
 

@@ -124,8 +124,8 @@ class EnrolRequest(msgspec.Struct, kw_only=True):
     code: str
     #: a tablet re-attaching to a node that no longer knows it (restored from a backup older than its
     #: enrolment) names its device id, and the worker, unit and tier it holds: the node creates the device
-    #: under that id, only if it does not know it and the code is for that worker, unit and tier. Empty for
-    #: a new tablet; older nodes ignore them (and enrol a new device)
+    #: under that id, only if it does not know it and the code was made to re-attach that device, for that
+    #: worker, unit and tier. Empty for a new tablet; older nodes ignore them (and enrol a new device)
     device: str = ""
     user: str = ""
     unit: str = ""
