@@ -11,7 +11,7 @@ import os
 import time
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -284,6 +284,9 @@ class Tablet:
         self.sleep = sleep
         offset = int(self.store.meta("offset_ms", "0") or 0)
         self.clock = HLC(self.store.last_hlc(), clock=clock, offset_ms=offset)
+        #: Entered around a clock correction and its re-stamp, with the new offset: the tablet pages, which
+        #: write through a connection of their own, take their clock along and write nothing meanwhile.
+        self.correcting: Callable[[int], AbstractContextManager[object]] = lambda offset: nullcontext()
 
     def close(self) -> None:
         try:
@@ -729,13 +732,15 @@ class Tablet:
             return
         offset = physical_ms(server_time) - self.clock.clock()
         shift = offset - self.clock.offset_ms
-        self.clock.offset_ms = offset
-        self._set("offset_ms", str(offset))
-        # An op a node has held keeps its clock: the node, and the tablets it passed the op to, hold it
-        # with that clock. The local ``acked`` is not enough to know which those are: an answer lost on
-        # the way back leaves it behind the node, and a node restored from a backup sends a lower one.
-        self.store.restamp(self.device, max(self.acked(), self._acked_ever(), held), shift, server_time)
-        self.clock.last = server_time
+        with self.correcting(offset):
+            self.clock.offset_ms = offset
+            self._set("offset_ms", str(offset))
+            # An op a node has held keeps its clock: the node, and the tablets it passed the op to, hold
+            # it with that clock. The local ``acked`` is not enough to know which those are: an answer
+            # lost on the way back leaves it behind the node, and a node restored from a backup sends a
+            # lower one.
+            self.store.restamp(self.device, max(self.acked(), self._acked_ever(), held), shift, server_time)
+            self.clock.last = server_time
 
     def _acked_ever(self) -> int:
         "The highest ``acked`` any node (of any epoch) has answered this tablet"

@@ -33,7 +33,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -170,6 +170,7 @@ class TabletApp:
                 tab.close()
                 raise
             self.tablet, self._background = tab, background
+            background.correcting = self._correcting
             self.job = SyncJob(background, on_done=self._synced, retries=self.retries, backoff=self.backoff)
             self.village = _village_name(tab)
             self.notice = ""
@@ -235,6 +236,21 @@ class TabletApp:
             self.job.wait(60)
         with self._guard:
             self._close()
+
+    @contextlib.contextmanager
+    def _correcting(self, offset: int) -> Iterator[None]:
+        """Around the background sync's clock correction (in its thread): the pages' clock takes the new
+        offset first, and no page writes until the re-stamp is done, so no page's change is stamped ahead
+        of the node after it and refused at the next sync"""
+        tab = self.tablet
+        if tab is None:
+            yield
+            return
+        with tab.store.lock:
+            tab.clock.offset_ms = offset
+            yield
+            if self._background is not None:
+                tab.clock.last = self._background.clock.last
 
     def _synced(self, ok: bool, code: str) -> None:
         "After a sync (in its thread): the pages' clock follows the node's, a revoked tablet locks"

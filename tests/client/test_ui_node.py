@@ -233,3 +233,58 @@ def test_the_pages_stamp_with_the_corrected_clock_after_a_background_sync(
         assert all(abs(physical_ms(op.hlc) - wall_ms()) < SLACK_MS for op in held)
     finally:
         tapp.close()
+
+
+def test_a_page_save_during_the_background_re_stamp_waits_and_takes_the_corrected_clock(
+        tmp_path: Path, node: NodeProcess, node_db: Path, enrol: Enrol) -> None:
+    """A worker saves a page just as the app's sync, refused for a clock a day ahead, re-stamps the
+    unsent ops. The save waits for the re-stamp and is stamped with the node's time: not a day ahead,
+    which the node would refuse at the next push."""
+    device, token = enrol(V1, "王芳")
+    node.start()
+    db = tmp_path / "ahead.db"
+    Tablet.init(db, node.url, token, pin=PIN).close()
+    tapp = TabletApp(db, port=PORT, pin=PIN)
+    try:
+        assert tapp.tablet is not None and tapp._background is not None
+        for tab in (tapp.tablet, tapp._background):
+            tab.clock.clock = lambda: wall_ms() + DAY
+        rid = tapp.read(lambda t: t.create("person", {"name": "张三"}))
+        background = tapp._background.store
+        restamp, saved, workers = background.restamp, [], []
+
+        def save() -> None:
+            saved.extend(tapp.read(lambda t: t.update(rid, {"phone": "13800138000"})))
+
+        def restamp_then_a_page_saves(*args: int) -> int:
+            n = restamp(*args)
+            worker = threading.Thread(target=save)
+            workers.append(worker)
+            worker.start()
+            worker.join(1)  # a save that does not wait for the re-stamp is done by now
+            return n
+
+        background.restamp = restamp_then_a_page_saves  # type: ignore[method-assign]
+        with TestClient(create_app(tapp), base_url=ORIGIN, follow_redirects=False) as c:
+            sync = {"origin": ORIGIN, "x-csrf-token": tapp.csrf}
+            assert c.post("/api/sync", headers=sync).status_code == 202
+            assert tapp.job is not None
+            tapp.job.wait(30)
+            assert tapp.job.snapshot()["state"] == "done", tapp.job.snapshot()
+            background.restamp = restamp  # type: ignore[method-assign]
+            (worker,) = workers
+            worker.join(30)
+            (edit,) = saved
+            assert abs(physical_ms(edit.hlc) - wall_ms()) < SLACK_MS  # not a day ahead
+            assert c.post("/api/sync", headers=sync).status_code == 202
+            tapp.job.wait(30)
+            assert tapp.job.snapshot()["state"] == "done", tapp.job.snapshot()
+        n = Node(node_db, TOWNSHIP)
+        try:
+            held = [op for op in n.store.record_ops(rid) if op.site == device]
+        finally:
+            n.close()
+        assert {op.field for op in held} == {"name", "unit", "phone"}
+        assert all(abs(physical_ms(op.hlc) - wall_ms()) < SLACK_MS for op in held)
+    finally:
+        tapp.close()
