@@ -8,7 +8,9 @@ from the token alone, that the caller is above it.
 ``pull(store, unit, link)`` sends the child the hash of every part it holds and stores what comes back:
 only the parts that changed, in one transaction, with the child's watermark and when its snapshot was
 taken. A pull that fails keeps the last snapshot and records the error, so pages show the last figures
-and their age. Tables:
+and their age. A part whose shape is wrong is refused (``_check``); one stored before that check existed is
+left out where the parts are read (``stored_parts``), its child marked on the roll-up, and the next pull
+asks the child for it again. Tables:
 
     links         one row per child: URL, token, last attempt, last successful pull, last error, the
                   watermark, time and hash of its last snapshot, bytes and parts the last pull moved
@@ -17,7 +19,9 @@ and their age. Tables:
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +49,7 @@ CREATE TABLE IF NOT EXISTS child_parts (
 """
 _COLUMNS = ("unit, url, token, added_at, last_attempt, last_pulled, last_error, watermark, taken_at, hash,"
             " last_bytes, last_parts")
+log = logging.getLogger("cunsync.links")
 _sources_enc = msgspec.msgpack.Encoder().encode
 _sources_dec = msgspec.msgpack.Decoder(list[Source]).decode
 #: Seconds a pull may take before it counts as failed.
@@ -146,19 +151,39 @@ def held(store: Store, unit: str) -> dict[str, str]:
         return dict(store.conn.execute("SELECT name, hash FROM child_parts WHERE unit = ?", (unit,)).fetchall())
 
 
-def stored_parts(store: Store) -> dict[str, dict[str, Part]]:
-    "The parts this node holds from its children, by child"
+def stored_parts(store: Store, unit: str | None = None
+                 ) -> tuple[dict[str, dict[str, Part]], dict[str, dict[str, str]]]:
+    """The parts this node holds from its children (or from ``unit`` alone), by child; and, by child, the
+    parts left out because they do not have their section's shape, with what is wrong. A pull refuses such
+    a part (``_check``), but a version before that check may have stored one, and it stays until it
+    changes on the child: ``pull`` asks for it again."""
     ensure_tables(store)
     children: dict[str, dict[str, Part]] = {}
+    bad: dict[str, dict[str, str]] = {}
+    where, args = ("WHERE unit = ?", (unit,)) if unit is not None else ("", ())
     with store.lock:
-        for unit, name, blob in store.conn.execute("SELECT unit, name, body FROM child_parts ORDER BY unit, name"):
-            children.setdefault(unit, {})[name] = decode_part(blob)
-    return children
+        rows = store.conn.execute(f"SELECT unit, name, body FROM child_parts {where} ORDER BY unit, name",
+                                  args).fetchall()
+    checkers: dict[str, Callable[[str], bool]] = {}
+    for child, name, blob in rows:
+        try:
+            part = decode_part(blob)
+            if part.name != name:
+                raise BadRequest(f"part {name!r} of {child} is stored under another name, {part.name[:60]!r}",
+                                 code="bad_part")
+            _check_part(part, child, checkers.setdefault(child, _under(child)))
+        except (msgspec.MsgspecError, BadRequest) as e:
+            why = str(e) if isinstance(e, BadRequest) else f"part {name[:60]!r} of {child} does not decode: {e}"
+            bad.setdefault(child, {})[name] = why
+            log.warning("a stored part is left out of the roll-up until the next pull sends it again: %s", why)
+            continue
+        children.setdefault(child, {})[name] = part
+    return children, bad
 
 
-def sources(store: Store) -> list[Source]:
-    """The sources of this node's figures: each child, then the nodes below them as the children
-    reported them"""
+def sources(store: Store, bad: Mapping[str, Iterable[str]] | None = None) -> list[Source]:
+    """The sources of this node's figures: each child, with the names of its ``bad`` parts (those
+    ``stored_parts`` left out), then the nodes below them as the children reported them"""
     ensure_tables(store)
     with store.lock:
         rows = store.conn.execute("SELECT unit, watermark, taken_at, last_pulled, last_error, sources FROM links"
@@ -167,7 +192,7 @@ def sources(store: Store) -> list[Source]:
     nested: list[Source] = []
     for unit, watermark, taken_at, pulled, error, blob in rows:
         direct.append(Source(unit=unit, tier=unitlib.tier_of(unit), watermark=watermark, taken_at=taken_at,
-                             pulled_at=pulled, last_error=error))
+                             pulled_at=pulled, last_error=error, bad_parts=sorted((bad or {}).get(unit, ()))))
         if blob:
             nested.extend(_sources_dec(blob))
     return direct + nested
@@ -180,10 +205,23 @@ def _check(snap: Snapshot, link: Link) -> None:
         raise BadRequest(f"the node at {link.url} is {snap.unit}, not {link.unit}; check the link's URL",
                          code="wrong_node")
     lo, hi = unitlib.descendant_range(link.unit)
-    good: set[str] = set()  # codes found good
+    under = _under(link.unit)
+    for part in snap.parts:
+        _check_part(part, link.unit, under)
+    for src in snap.sources:
+        if not lo <= src.unit <= hi:
+            raise BadRequest(f"{link.unit} reports a source {src.unit} outside it", code="out_of_scope")
+        if not under(src.unit):
+            raise BadRequest(f"{link.unit} reports a source {src.unit!r}, which is not a unit's code",
+                             code="bad_source", details={"unit": link.unit, "source": src.unit})
+
+
+def _under(unit: str) -> Callable[[str], bool]:
+    "A check that a code is a unit's 12-digit code under ``unit`` (it remembers the codes found good)"
+    lo, hi = unitlib.descendant_range(unit)
+    good: set[str] = set()
 
     def under(code: str) -> bool:
-        "``code`` is a unit's 12-digit code, under the link's unit"
         if code not in good:
             try:
                 if unitlib.normalize_code(code) != code or not lo <= code <= hi:
@@ -194,46 +232,45 @@ def _check(snap: Snapshot, link: Link) -> None:
             good.add(code)
         return True
 
-    for part in snap.parts:
-        section = section_of(part.name)
-        if section is None:
-            raise _bad_part(link, part, "is no part a snapshot has (needs/YYYY-MM, services/YYYY-MM, "
-                                        "resolved/YYYY-MM, residents, devices)")
-        keys, values = SHAPES[section]
-        for cell in part.cells:
-            if not cell.k or not lo <= cell.k[0] <= hi:
-                raise BadRequest(f"part {part.name} of {link.unit} has a cell for {cell.k[:1]}, outside it",
-                                 code="out_of_scope")
-            if not under(cell.k[0]):
-                raise _bad_part(link, part, f"has a cell for {cell.k[0]!r}, which is not a unit's code")
-            if len(cell.k) != keys or len(cell.v) != values:
-                raise _bad_part(link, part, f"has a cell {cell.k} -> {cell.v}; a {section} cell has {keys} "
-                                            f"key fields and {values} values")
-            if any(v is not None and v < 0 for v in cell.v):
-                raise _bad_part(link, part, f"has a cell {cell.k} -> {cell.v}; counts are 0 or more, or null")
-            if section == "resolved" and not (cell.k[1].isascii() and cell.k[1].isdigit()):
-                raise _bad_part(link, part, f"has a cell {cell.k}; its days to resolve must be a whole number")
-            if section == "residents" and cell.k[1] not in GROUPS:
-                raise _bad_part(link, part, f"has a cell {cell.k}; its group must be one of {', '.join(GROUPS)}")
-        for cl in part.closures:
-            if not lo <= cl.unit <= hi:
-                raise BadRequest(f"part {part.name} of {link.unit} carries a closure of {cl.unit}",
-                                 code="out_of_scope")
-            if not under(cl.unit) or not all(d.k and under(d.k[0]) for d in cl.diff):
-                raise _bad_part(link, part, f"carries a closure of {cl.unit} whose unit or changed cells are not "
-                                            "units under it")
-    for src in snap.sources:
-        if not lo <= src.unit <= hi:
-            raise BadRequest(f"{link.unit} reports a source {src.unit} outside it", code="out_of_scope")
-        if not under(src.unit):
-            raise BadRequest(f"{link.unit} reports a source {src.unit!r}, which is not a unit's code",
-                             code="bad_source", details={"unit": link.unit, "source": src.unit})
+    return under
 
 
-def _bad_part(link: Link, part: Part, what: str) -> BadRequest:
-    return BadRequest(f"part {part.name[:60]!r} of {link.unit} {what}; the node below must send parts as "
-                      "`server.snapshots` describes (is it running another version?). Its last good figures "
-                      "are kept", code="bad_part", details={"unit": link.unit, "part": part.name[:60]})
+def _check_part(part: Part, unit: str, under: Callable[[str], bool]) -> None:
+    """A part from the child ``unit`` has the shape ``server.snapshots`` gives its section, and its cells and
+    closures lie under ``unit`` (``under``, from ``_under(unit)``)"""
+    lo, hi = unitlib.descendant_range(unit)
+    section = section_of(part.name)
+    if section is None:
+        raise _bad_part(unit, part, "is no part a snapshot has (needs/YYYY-MM, services/YYYY-MM, "
+                                    "resolved/YYYY-MM, residents, devices)")
+    keys, values = SHAPES[section]
+    for cell in part.cells:
+        if not cell.k or not lo <= cell.k[0] <= hi:
+            raise BadRequest(f"part {part.name} of {unit} has a cell for {cell.k[:1]}, outside it",
+                             code="out_of_scope")
+        if not under(cell.k[0]):
+            raise _bad_part(unit, part, f"has a cell for {cell.k[0]!r}, which is not a unit's code")
+        if len(cell.k) != keys or len(cell.v) != values:
+            raise _bad_part(unit, part, f"has a cell {cell.k} -> {cell.v}; a {section} cell has {keys} "
+                                        f"key fields and {values} values")
+        if any(v is not None and v < 0 for v in cell.v):
+            raise _bad_part(unit, part, f"has a cell {cell.k} -> {cell.v}; counts are 0 or more, or null")
+        if section == "resolved" and not (cell.k[1].isascii() and cell.k[1].isdigit()):
+            raise _bad_part(unit, part, f"has a cell {cell.k}; its days to resolve must be a whole number")
+        if section == "residents" and cell.k[1] not in GROUPS:
+            raise _bad_part(unit, part, f"has a cell {cell.k}; its group must be one of {', '.join(GROUPS)}")
+    for cl in part.closures:
+        if not lo <= cl.unit <= hi:
+            raise BadRequest(f"part {part.name} of {unit} carries a closure of {cl.unit}", code="out_of_scope")
+        if not under(cl.unit) or not all(d.k and under(d.k[0]) for d in cl.diff):
+            raise _bad_part(unit, part, f"carries a closure of {cl.unit} whose unit or changed cells are not "
+                                        "units under it")
+
+
+def _bad_part(unit: str, part: Part, what: str) -> BadRequest:
+    return BadRequest(f"part {part.name[:60]!r} of {unit} {what}; the node below must send parts as "
+                      "`server.snapshots` describes (is it running another version?)",
+                      code="bad_part", details={"unit": unit, "part": part.name[:60]})
 
 
 def fetch(link: Link, have: dict[str, str], *, client: httpx.Client | None = None) -> tuple[Snapshot, int]:
@@ -264,7 +301,9 @@ def pull(store: Store, link: Link, *, client: httpx.Client | None = None) -> Pul
     ensure_tables(store)
     t0 = time.perf_counter()
     now = int(time.time())
-    have = held(store, link.unit)
+    stored = held(store, link.unit)
+    _, bad = stored_parts(store, link.unit)
+    have = {n: h for n, h in stored.items() if n not in bad.get(link.unit, {})}  # so the child sends those again
     try:
         snap, wire = fetch(link, have, client=client)
         _check(snap, link)
@@ -279,7 +318,7 @@ def pull(store: Store, link: Link, *, client: httpx.Client | None = None) -> Pul
             c.execute("UPDATE links SET last_attempt = ?, last_error = ? WHERE unit = ?",
                       (now, error[:500], link.unit))
         return PullResult(link.unit, False, seconds=time.perf_counter() - t0, error=error)
-    gone = [n for n in have if n not in names]
+    gone = [n for n in stored if n not in names]
     changed = [p for p in snap.parts if have.get(p.name) != p.hash]
     with store.transaction() as c:
         c.executemany("INSERT OR REPLACE INTO child_parts (unit, name, hash, body, pulled_at) VALUES (?,?,?,?,?)",

@@ -166,6 +166,17 @@ class StaffAccount(msgspec.Struct):
     unit: str
 
 
+class ListedAccount(msgspec.Struct):
+    "A staff account as an admin lists it (``cunsync user list``): never its password hash"
+
+    username: str
+    #: the name pages show; empty when none was given
+    display_name: str
+    role: Role
+    unit: str
+    disabled: bool
+
+
 # -- the township workbench's forms (``server.workbench``, ``server.devicepages``) ------------------
 
 class _Form(msgspec.Struct, kw_only=True):
@@ -330,7 +341,8 @@ def openapi_spec() -> dict[str, Any]:
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, DisabledAccount, NewStaffAccount, StaffAccount,
-                        ResolveForm, RecordForm, MergeForm, PairForm, NeedForm, EnrolForm, RevokeForm, EscalateForm, Snapshot]
+                        ListedAccount, ResolveForm, RecordForm, MergeForm, PairForm, NeedForm, EnrolForm, RevokeForm,
+                        EscalateForm, Snapshot]
     from .flows_openapi import FLOW_TYPES, flow_paths  # reference data and escalations
 
     types += FLOW_TYPES
@@ -503,10 +515,17 @@ def _staff_paths() -> dict[str, Any]:
                 {"name": "wipe", "in": "query", "required": False, "schema": {"type": "string"},
                  "description": "`1` or `true` to have the tablet erase its local data"},
             ])},
-        "/api/admin/users": {"post": api(
-            "adminAddUser", "Add or reset a staff account (a reset signs out its sessions); admins only",
-            "NewStaffAccount",
-            _json("StaffAccount", "The account"), 400, 401, 403)},
+        "/api/admin/users": {
+            "get": api(
+                "adminListUsers", "The node's staff accounts, enabled and disabled, by username (as `cunsync "
+                "user list`; never a password hash); admins only", None,
+                {"description": "The accounts", "content": {JSON: {"schema": {
+                    "type": "array", "items": {"$ref": _REF.format(name="ListedAccount")}}}}},
+                401, 403, changes=False),
+            "post": api(
+                "adminAddUser", "Add or reset a staff account (a reset signs out its sessions); admins only",
+                "NewStaffAccount",
+                _json("StaffAccount", "The account"), 400, 401, 403)},
         "/api/admin/users/{username}/disable": {"post": api(
             "adminDisableUser", "Disable a staff account: it cannot sign in and its sessions end; its history "
             "keeps its name, and adding it again enables it; admins only", None,

@@ -60,6 +60,8 @@ class Freshness:
     pulled_at: int
     age: int | None
     error: str
+    #: parts held from the child, or from a node under it, that the figures leave out as malformed
+    bad_parts: list[str] = field(default_factory=list)
 
     @property
     def age_text(self) -> str:
@@ -152,7 +154,8 @@ class Rollup:
         return [c for c in CATEGORIES if c in seen] + sorted(seen - set(CATEGORIES))
 
     def stale(self) -> list[Freshness]:
-        return [f for f in self.freshness if f.error]
+        "The children whose figures are old, or leave out a malformed part"
+        return [f for f in self.freshness if f.error or f.bad_parts]
 
 
 def build(unit: str, parts: Mapping[str, Part], sources: Iterable[Source] = (), *,
@@ -212,7 +215,8 @@ def build(unit: str, parts: Mapping[str, Part], sources: Iterable[Source] = (), 
 def _freshness(unit: str, sources: Iterable[Source], name: Callable[[str], str], at: float) -> list[Freshness]:
     """How fresh each child's figures are: as old as the oldest snapshot under it (a child's own, or one
     of the nodes below it that it last pulled: never pulled is oldest), with the child's own error or
-    else the first of those nodes'. So a city sees a county as stale while a township under it is."""
+    else the first of those nodes'. So a city sees a county as stale while a township under it is.
+    Malformed parts left out of the figures, the child's or those nodes', are named too."""
     own: dict[str, Source] = {}
     below: dict[str, list[Source]] = defaultdict(list)
     for src in sources:
@@ -228,8 +232,9 @@ def _freshness(unit: str, sources: Iterable[Source], name: Callable[[str], str],
         taken_at = min(s.taken_at for s in [src, *below[child]])
         error = src.last_error or next((f"{name(s.unit)} ({s.unit}): {s.last_error}" for s in below[child]
                                         if s.last_error), "")
+        bad = [*src.bad_parts, *(f"{name(s.unit)} ({s.unit}): {p}" for s in below[child] for p in s.bad_parts)]
         out.append(Freshness(child, name(child), taken_at, src.pulled_at,
-                             int(at - taken_at) if taken_at else None, error))
+                             int(at - taken_at) if taken_at else None, error, bad))
     return out
 
 
@@ -266,9 +271,10 @@ def tables(ro: Rollup) -> dict[str, list[list[object]]]:
     out["平板"] = [[kid, "下级单位", "在用平板", "7天内同步", "30天内同步"]]
     for c in ro.children:
         out["平板"].append([c, ro.name(c), *ro.devices.get(c, (0, 0, 0))])
-    out["数据来源"] = [[kid, "下级单位", "数据时间", "拉取时间", "距今", "最近错误"]]
+    out["数据来源"] = [[kid, "下级单位", "数据时间", "拉取时间", "距今", "最近错误", "格式有误、未计入的数据"]]
     for f in ro.freshness:
-        out["数据来源"].append([f.unit, f.name, _when(f.taken_at), _when(f.pulled_at), f.age_text, f.error])
+        out["数据来源"].append([f.unit, f.name, _when(f.taken_at), _when(f.pulled_at), f.age_text, f.error,
+                             "；".join(f.bad_parts)])
     return out
 
 

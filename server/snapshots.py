@@ -27,10 +27,11 @@ the township; a roll-up that must add up exactly (the tests, the demo) runs its 
 ``Closure`` with a revision number and the cells that differ from the frozen ones.
 
 A **county or city** stores the parts it pulled from each child (``server.links``) and its own snapshot is
-their union (``upper_parts``): every cell is keyed by village, so nothing is lost on the way up and a city
+their union (``merge_parts``): every cell is keyed by village, so nothing is lost on the way up and a city
 groups by county, a county by township. ``Snapshotter`` answers ``GET /api/snapshot`` for both. A part
 pulled from below whose cells do not have their section's shape (``SHAPES``) is refused (``server.links``);
-staff read only the cells, closures and sources within their unit (``within``).
+one stored before that check is left out of the union, and its child's ``Source`` names it in
+``bad_parts``. Staff read only the cells, closures and sources within their unit (``within``).
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ class PartHash(msgspec.Struct, array_like=True):
 
 class Source(msgspec.Struct, kw_only=True):
     """Where a roll-up's figures come from: one node below, the watermark of its last snapshot, when that
-    was taken, when it was last pulled, and the last error, if the last attempt failed"""
+    was taken, when it was last pulled, the last error, if the last attempt failed, and the parts held
+    from it that its figures leave out, being malformed (stored by a version that did not check them)"""
 
     unit: str
     tier: str
@@ -122,6 +124,7 @@ class Source(msgspec.Struct, kw_only=True):
     taken_at: int = 0
     pulled_at: int = 0
     last_error: str = ""
+    bad_parts: list[str] = []
 
 
 class Snapshot(msgspec.Struct, kw_only=True):
@@ -505,6 +508,7 @@ class Snapshotter:
         self._lock = threading.Lock()
         self._key: tuple[Any, ...] | None = None
         self._parts: dict[str, Part] = {}
+        self._bad: dict[str, dict[str, str]] = {}  # a county's or city's: malformed stored parts, by child
         self._watermark = 0
         self._tally = _Tally(store, self.unit) if self.tier == "township" else None
         ensure_tables(store)
@@ -533,9 +537,11 @@ class Snapshotter:
                 else:
                     from .links import stored_parts
 
-                    self._parts = merge_parts(stored_parts(self.store).values())
+                    children, self._bad = stored_parts(self.store)
+                    self._parts = merge_parts(children.values())
                 self._key = key
             parts = dict(self._parts)
+            bad = self._bad
             watermark = self._watermark
         found: list[Source] = []
         if self.tier == "township":
@@ -544,7 +550,7 @@ class Snapshotter:
         else:
             from .links import sources
 
-            found = sources(self.store)
+            found = sources(self.store, bad)
         if scope is not None and not (scope[0] <= self.unit <= scope[1]):  # not the whole node: cut to scope
             parts, found = within(parts, found, scope)
         if self.tier != "township":

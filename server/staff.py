@@ -209,6 +209,13 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
             raise BadRequest(str(e)) from None
         return JSONResponse({"username": added.username, "role": added.role, "unit": added.unit})
 
+    async def api_user_list(request: Request) -> Response:
+        "Admins list the node's staff accounts, as `cunsync user list` does: never a password hash or stamp"
+        current_staff(request, accounts).require("admin")
+        found = await run_in_threadpool(accounts.listing)
+        return JSONResponse([{"username": s.username, "display_name": s.display_name, "role": s.role,
+                              "unit": s.unit, "disabled": disabled} for s, disabled in found])
+
     async def api_disable(request: Request) -> Response:
         "Admins disable the account of someone who left"
         await change(request, "admin")
@@ -220,6 +227,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         Route("/api/staff/enrolments", api_enrol, methods=["POST"]),
         Route("/api/staff/merge", api_merge, methods=["POST"]),
         Route("/api/staff/devices/{device}/revoke", api_revoke, methods=["POST"]),
+        Route("/api/admin/users", api_user_list, methods=["GET"]),
         Route("/api/admin/users", api_users, methods=["POST"]),
         Route("/api/admin/users/{username}/disable", api_disable, methods=["POST"]),
         Route("/login", login_page, methods=["GET"]),

@@ -1,7 +1,8 @@
 """Roll-ups across nodes, in one process: upper nodes pull their children over Starlette's TestClient (or,
 for a child that misbehaves, over ``httpx.MockTransport``, the narrowest seam, since a real node never
 sends such a snapshot). Staff read only within their unit; a malformed part is refused and the last good
-figures kept; a stale node anywhere below shows on the roll-up; times are China time on any server zone."""
+figures kept, and one an older version stored is left out, shown and asked for again; a stale node
+anywhere below shows on the roll-up; times are China time on any server zone."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import openpyxl
 import pytest
 from click.testing import CliRunner
@@ -145,14 +147,21 @@ GOOD = [part("needs/2026-10", Cell([V_A1, "养老服务", "待处理"], [4])),
         part("devices", Cell([V_A1], [1, 1, 0]))]
 
 
-def fake_township(parts: list[Part], sources: list[Source] | None = None) -> httpx.Client:
-    "A township that answers every pull with ``parts`` whole (a later part replaces one of the same name)"
+def fake_township(parts: list[Part], sources: list[Source] | None = None, *,
+                  asked: list[str] | None = None) -> httpx.Client:
+    """A township that answers every pull with ``parts`` whole (a later part replaces one of the same name);
+    ``asked`` collects the ``have`` of each pull"""
     parts = list({p.name: p for p in parts}.values())
     manifest = [PartHash(p.name, p.hash) for p in parts]
     snap = Snapshot(unit=T_A, tier="township", watermark=9, taken_at=int(time.time()), hash=snapshot_hash(manifest),
                     suppress_below=3, manifest=manifest, parts=parts, sources=sources or [])
-    return httpx.Client(transport=httpx.MockTransport(
-        lambda request: httpx.Response(200, content=encode(snap), headers={"content-type": MSGPACK})))
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if asked is not None:
+            asked.append(request.url.params.get("have", ""))
+        return httpx.Response(200, content=encode(snap), headers={"content-type": MSGPACK})
+
+    return httpx.Client(transport=httpx.MockTransport(answer))
 
 
 @pytest.fixture
@@ -187,6 +196,64 @@ def test_a_malformed_part_is_refused_and_the_last_good_figures_kept(county: Node
     assert (after.need_total(), after.resident_total("老年人"), after.median_days(), after.service_total()) == (
         4, 5, 3, (1, 30, 1))
     assert after.stale()[0].error == r.error  # and the page says why they are old
+
+
+def stored(name: str, *cells: object) -> bytes:
+    "A part as a version that did not check its shape stored it: whatever the child sent"
+    return msgspec.msgpack.encode({"name": name, "hash": "0123456789abcdef", "cells": list(cells), "closures": []})
+
+
+NEEDS_KEY = [V_A1, "养老服务", "待处理"]
+
+
+@pytest.mark.parametrize("name,blob", [
+    pytest.param("needs/2026-10", stored("needs/2026-10", [NEEDS_KEY, ["40"]]), id="count-a-string"),
+    pytest.param("needs/2026-10", stored("needs/2026-10", [NEEDS_KEY, [[40]]]), id="count-a-list"),
+    pytest.param("needs/2026-10", stored("needs/2026-10", [NEEDS_KEY, [{"n": 40}]]), id="count-a-dict"),
+    pytest.param("needs/2026-10", stored("needs/2026-10", [[V_A1], [40]]), id="needs-without-category-and-status"),
+    pytest.param("services/0000-00", stored("services/0000-00", [[V_A1, "养老服务"], [40]]), id="services-one-value"),
+    pytest.param("2026-10", stored("2026-10", [NEEDS_KEY, [40]]), id="no-section"),
+    pytest.param("needs/2026-10", b"\xc1 not msgpack", id="not-msgpack"),
+])
+def test_a_malformed_part_stored_by_an_older_version_is_left_out_and_asked_for_again(
+        county: Node, name: str, blob: bytes) -> None:
+    assert links.pull(county.store, links.get_link(county.store, T_A), client=fake_township(GOOD)).ok
+    with county.store.transaction() as c:  # as a version before the shape check stored it
+        c.execute("INSERT OR REPLACE INTO child_parts (unit, name, hash, body, pulled_at) VALUES (?,?,?,?,?)",
+                  (T_A, name, "0123456789abcdef", blob, int(time.time())))
+    county.accounts.add("chuanshan", PASSWORD, role="county")
+    page, text, units, snap = read_all(county, "chuanshan")  # each answers 200
+
+    needs = 0 if name == "needs/2026-10" else 4
+    assert f'data-testid="needs-total">{needs}<' in page
+    row = re.search(rf'<tr class="stale" data-unit="{T_A}">.*?</tr>', page, re.S)
+    assert row is not None and "以下数据格式有误" in row.group() and name in row.group(), page
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    assert [r for r in rows if r and r[0] == T_A and len(r) == 7][-1][6] == name  # 数据来源, 格式有误、未计入的数据
+    assert sum(int(r[-1]) for r in rows if len(r) > 2 and r[0] == T_A and r[2] == "养老服务") == needs  # 需求
+    assert T_A in units
+    manifest, parts, sources = snap["manifest"], snap["parts"], snap["sources"]
+    assert isinstance(manifest, list) and isinstance(parts, list) and isinstance(sources, list)
+    assert name not in {p[0] for p in manifest}
+    assert not any(40 in c[1] for p in parts for c in p["cells"])
+    assert [(s["unit"], s["bad_parts"]) for s in sources] == [(T_A, [name])]
+
+    # the next pull does not claim the part, so the township sends it again, and the figures are whole
+    asked: list[str] = []
+    assert links.pull(county.store, links.get_link(county.store, T_A), client=fake_township(GOOD, asked=asked)).ok
+    claimed = {item.partition(":")[0] for item in asked[0].split(",")}
+    assert name not in claimed and "residents" in claimed
+    assert links.stored_parts(county.store)[1] == {}
+    after = node_rollup(county, Snapshotter(county.store, COUNTY))
+    assert (after.need_total(), after.service_total(), after.stale()) == (4, (1, 30, 1), [])
+
+
+def test_a_malformed_part_under_a_child_marks_the_child() -> None:
+    "A city sees which township's part its county left out"
+    sources = [Source(unit=COUNTY, tier="county"), Source(unit=T_A, tier="township", bad_parts=["needs/2026-10"])]
+    ro = build(CITY, {}, sources, names={T_A: "育才路街道"})
+    assert [(f.unit, f.error, f.bad_parts) for f in ro.stale()] == [
+        (COUNTY, "", [f"育才路街道 ({T_A}): needs/2026-10"])]
 
 
 def test_a_source_that_is_no_unit_code_is_refused(county: Node) -> None:

@@ -1,6 +1,6 @@
 """Staff accounts over their life: a password reset, a new role or unit, or disabling an account ends
 every session of it at its next request; a disabled account cannot sign in and history keeps its name;
-`cunsync user list` shows accounts, never a password hash."""
+`cunsync user list` and the admin API's `GET /api/admin/users` show accounts, never a password hash."""
 
 from __future__ import annotations
 
@@ -141,6 +141,28 @@ def test_user_list_shows_name_role_unit_and_never_the_hash(node: Node) -> None:
     assert lines == [["chen", "-", "county", COUNTY], ["liu", "刘主任", "township", TOWNSHIP],
                      ["wang", "王干事", "township", TOWNSHIP, "disabled"]]
     assert "scrypt" not in r.output
+
+
+def test_admins_list_accounts_over_the_api_as_user_list_does_and_never_a_secret(node: Node) -> None:
+    node.accounts.add("root", PASSWORD, role="admin")
+    node.accounts.disable("wang")
+    with client(node) as admin, client(node) as liu, client(node) as chen, client(node) as nobody:
+        assert sign_in(admin, "root") == sign_in(liu, "liu") == sign_in(chen, "chen") == 303
+        for other in (liu, chen):  # township and county staff are refused, as by the other admin endpoints
+            r = other.get("/api/admin/users")
+            assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
+        assert nobody.get("/api/admin/users").json()["error"]["code"] == "not_signed_in"
+        r = admin.get("/api/admin/users")
+    assert r.status_code == 200, r.text
+    assert r.json() == [
+        {"username": "chen", "display_name": "", "role": "county", "unit": COUNTY, "disabled": False},
+        {"username": "liu", "display_name": "刘主任", "role": "township", "unit": TOWNSHIP, "disabled": False},
+        {"username": "root", "display_name": "", "role": "admin", "unit": TOWNSHIP, "disabled": False},
+        {"username": "wang", "display_name": "王干事", "role": "township", "unit": TOWNSHIP, "disabled": True}]
+    hashes = [h for (h,) in node.store.conn.execute("SELECT password FROM staff")]
+    assert "scrypt" not in r.text and not any(h in r.text for h in hashes)
+    assert "stamp" not in r.text and not any(node.accounts.get(u).stamp in r.text  # type: ignore[union-attr]
+                                             for u in ("chen", "liu", "root"))
 
 
 def test_a_database_from_before_disabling_gets_the_column(tmp_path: Path) -> None:
