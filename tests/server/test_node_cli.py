@@ -5,7 +5,8 @@ line that says what to fix, never a traceback, and writes nothing."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from click.testing import CliRunner, Result
 
 from client.cli import cli
 from server import links, schedule
+from server.app import create_app
 from server.cli import ensure_units
 from server.cli_common import open_node
 from server.node import Node
 from server.relay import LinkError, sync_link
 from sync.errors import BadRequest
+from sync.ops import uuid7
 
 COUNTY, TOWNSHIP, VILLAGE = "510903000000", "510903001000", "510903001001"
 
@@ -145,6 +148,55 @@ def test_units_import_removes_the_sample_units_nothing_uses(county_db: str, tmp_
     assert sorted(unit_names(county_db)) == [
         "150200000000", "150203000000", "510900000000", "510903000000", "510903001000", "510903001002",
         "510903001003", "510903003000", "510903003001", "510904000000", "510921000000"]
+
+
+SAMPLE, NOWHERE = "510903001002", "510903001001"  # invented villages of the sample tree
+
+
+def moved_away(county: Node, tmp_path: Path) -> None:
+    "A resident registered in SAMPLE who moved to another village: only the op log and moves name SAMPLE"
+    ed = county.editor("staff")
+    ed.update(ed.create("person", {"unit": SAMPLE, "name": "张秀英"}), {"unit": "510903001003"})
+
+
+def escalated(county: Node, tmp_path: Path) -> None:
+    "An escalation (吹哨报到) of a need in SAMPLE, held on the county"
+    county.editor("staff").create("escalation", {"unit": SAMPLE, "need": uuid7(), "category": "其他",
+                                                 "summary": "独居老人需要助餐"})
+
+
+def pulled_from_below(county: Node, tmp_path: Path) -> None:
+    "The township's snapshot, pulled over the link: its cells count residents of SAMPLE"
+    township = Node(tmp_path / "township.db", TOWNSHIP)
+    try:
+        for i in range(3):
+            township.editor("w").create("person", {"name": f"居民{i}", "unit": SAMPLE, "groups": ["老年人"]})
+        _, token = township.add_device(COUNTY, "link", tier="county")
+        link = links.add_link(county.store, COUNTY, TOWNSHIP, "http://township", token)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+            from starlette.testclient import TestClient
+        with TestClient(create_app(township), base_url=link.url) as child:
+            assert links.pull(county.store, link, client=child).ok
+    finally:
+        township.close()
+
+
+@pytest.mark.parametrize("named_by", [moved_away, escalated, pulled_from_below], ids=lambda f: f.__name__)
+def test_units_import_keeps_a_sample_unit_named_only_by_history_or_roll_ups(
+        county_db: str, tmp_path: Path, named_by: Callable[[Node, Path], None]) -> None:
+    n = Node(county_db, COUNTY)
+    try:
+        named_by(n, tmp_path)
+    finally:
+        n.close()
+    csv_file = tmp_path / "real.csv"
+    csv_file.write_text("code,name\n510903003000,南津路街道\n", encoding="utf-8")
+    r = run("units", "import", "--db", county_db, str(csv_file))
+    assert r.exit_code == 0 and "removed" in r.output, r.output
+    names = unit_names(county_db)
+    assert names[SAMPLE] == "广场社区" and names[TOWNSHIP] == "育才路街道"  # its name stays, and its township's
+    assert NOWHERE not in names  # a sample village nothing names still goes
 
 
 # -- operator mistakes: an Error line, nothing half-written --------------------------------------------
