@@ -17,6 +17,7 @@ from .app import create_app, serve
 from .cli_common import db_option, open_node, opened
 from .cli_links import link_group, snapshot_group
 from .node import Node
+from .reference import withdraw_units
 from .reference_cli import REFERENCE_COMMANDS, units_publish
 
 
@@ -301,7 +302,8 @@ def units_import(db: str, csv_file: str) -> None:
     """Import a unit tree from a CSV of `code,name` rows (tier and parent follow from the code), UTF-8
     or, as Excel saves "CSV" on a Chinese Windows, GBK. The sample tree's invented units that nothing
     uses (no record, op log entry, device, enrolment code, staff account, link or snapshot pulled from
-    below) are removed.
+    below) are removed; those of them published as `unit` records (`cunsync units publish`, on this
+    node or above) are deleted, so the nodes and tablets below drop them at their next sync.
 
     Example:
 
@@ -311,10 +313,15 @@ def units_import(db: str, csv_file: str) -> None:
     for p in problems:
         click.echo(p, err=True)
     with opened(db) as node:
-        n = unitlib.load_units(node.store.db, units)
-        removed = unitlib.remove_illustrative(node.store.db, _units_in_use(node)) if units else 0
+        used = _units_in_use(node)  # before the transaction: reading the links' tables may create them
+        with node.store.transaction():
+            n = unitlib.load_units(node.store.db, units)
+            removed = unitlib.remove_illustrative(node.store.db, used) if units else []
+            withdrawn = withdraw_units(node, removed)
     click.echo(f"imported {n} units into {db}"
-               + (f"; removed {removed} sample units no record uses" if removed else ""))
+               + (f"; removed {len(removed)} sample units nothing uses" if removed else "")
+               + (f"; withdrew {withdrawn} of them published below (deleted there at the next syncs)"
+                  if withdrawn else ""))
     if not units and problems:
         sys.exit(1)
 
