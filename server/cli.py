@@ -12,11 +12,12 @@ import click
 from sync import units as unitlib
 from sync.errors import SyncError
 
-from . import config, schedule
+from . import config, links, schedule
 from .app import create_app, serve
 from .cli_common import db_option, open_node, opened
 from .cli_links import link_group, snapshot_group
 from .node import Node
+from .reference import withdraw_units
 from .reference_cli import REFERENCE_COMMANDS, units_publish
 
 
@@ -300,7 +301,9 @@ def units_group() -> None:
 def units_import(db: str, csv_file: str) -> None:
     """Import a unit tree from a CSV of `code,name` rows (tier and parent follow from the code), UTF-8
     or, as Excel saves "CSV" on a Chinese Windows, GBK. The sample tree's invented units that nothing
-    uses (no record, device, enrolment code, staff account or link) are removed.
+    uses (no record, op log entry, device, enrolment code, staff account, link or snapshot pulled from
+    below) are removed; those of them this node published as `unit` records (`cunsync units publish`)
+    are deleted, so the nodes and tablets below drop them at their next sync.
 
     Example:
 
@@ -310,10 +313,15 @@ def units_import(db: str, csv_file: str) -> None:
     for p in problems:
         click.echo(p, err=True)
     with opened(db) as node:
-        n = unitlib.load_units(node.store.db, units)
-        removed = unitlib.remove_illustrative(node.store.db, _units_in_use(node)) if units else 0
+        used = _units_in_use(node)  # before the transaction: reading the links' tables may create them
+        with node.store.transaction():
+            n = unitlib.load_units(node.store.db, units)
+            removed = unitlib.remove_illustrative(node.store.db, used) if units else []
+            withdrawn = withdraw_units(node, removed)
     click.echo(f"imported {n} units into {db}"
-               + (f"; removed {removed} sample units no record uses" if removed else ""))
+               + (f"; removed {len(removed)} sample units nothing uses" if removed else "")
+               + (f"; withdrew {withdrawn} of them published below (deleted there at the next syncs)"
+                  if withdrawn else ""))
     if not units and problems:
         sys.exit(1)
 
@@ -330,14 +338,31 @@ def _read_text(path: str) -> str:
 
 
 def _units_in_use(node: Node) -> set[str]:
-    "The node's unit and every unit a record (other than the unit tree's own), device, code, account or link names"
+    """Every unit the node keeps a code of outside its unit tree: its own; those of records (the tree's own
+    ``unit`` records aside), of the op log and of moves (where records were before they moved away or were
+    deleted); of op authors, devices, enrolment codes, staff accounts, links and relay links; and those the
+    snapshots pulled from the nodes below name (cells, closures and sources)"""
     used = {node.unit}
     tables = set(node.store.db.table_names())
-    queries = {"records": "SELECT DISTINCT unit FROM records WHERE coll != 'unit' AND unit IS NOT NULL",
-               **{t: f"SELECT DISTINCT unit FROM {t}" for t in ("devices", "enrolments", "staff", "links")}}
+    not_a_unit_record = "record NOT IN (SELECT id FROM records WHERE coll = 'unit')"
+    queries = {"records": "SELECT DISTINCT unit FROM records WHERE coll != 'unit'",
+               "ops": "SELECT DISTINCT unit FROM ops WHERE coll != 'unit'",
+               "moves": f"SELECT old_unit FROM moves WHERE {not_a_unit_record}"
+                        f" UNION SELECT new_unit FROM moves WHERE {not_a_unit_record}",
+               "relay_links": "SELECT child FROM relay_links",
+               **{t: f"SELECT DISTINCT unit FROM {t}" for t in ("authors", "devices", "enrolments", "staff", "links")}}
     for table, sql in queries.items():
         if table in tables:
-            used.update(str(row[0]) for row in node.store.db.execute(sql))
+            used.update(str(row[0]) for row in node.store.db.execute(sql) if row[0] is not None)
+    if "child_parts" in tables:
+        children, _ = links.stored_parts(node.store)  # a malformed part's units are left out
+        for parts in children.values():
+            for part in parts.values():
+                used.update(cell.k[0] for cell in part.cells)
+                for closure in part.closures:
+                    used.add(closure.unit)
+                    used.update(diff.k[0] for diff in closure.diff)
+        used.update(source.unit for source in links.sources(node.store))
     return used
 
 

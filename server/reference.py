@@ -15,6 +15,7 @@ only accounts whose scope is the node's whole unit (not one village).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -27,17 +28,18 @@ from sync import units as unitlib
 from sync.errors import BadRequest, Forbidden
 
 from .auth import Staff
-from .node import Node
+from .node import Node, written_as_node
 
 
 def publish_units(node: Node, user: str = "staff") -> int:
     """Write the node's stored unit tree (``cunsync units import``) as ``unit`` records: this node's unit
-    and every unit under it whose synced name differs. Returns how many records were written."""
+    and every unit under it whose synced name differs, or whose record was withdrawn (``withdraw_units``)
+    and is back in the tree. Returns how many records were written."""
     lo, hi = unitlib.descendant_range(node.unit)
     if "units" not in node.store.db.table_names():
         return 0
     editor = node.editor(user)
-    have = {r.data.get("code"): r for r in node.store.records("unit", units=(lo, hi))}
+    have = {r.data.get("code"): r for r in node.store.records("unit", units=(lo, hi), include_deleted=True)}
     written = 0
     with node.store.transaction():
         for row in node.store.db.query("SELECT code, name, tier, parent FROM units WHERE code BETWEEN ? AND ?"
@@ -48,12 +50,33 @@ def publish_units(node: Node, user: str = "staff") -> int:
                 if row["parent"]:
                     values["parent"] = row["parent"]
                 editor.create("unit", values, record=ref.unit_id(row["code"]))
-            elif rec.data.get("name") != row["name"]:
-                editor.update(rec.id, {"name": row["name"]})
+            elif rec.deleted or rec.data.get("name") != row["name"]:
+                if rec.deleted:
+                    editor.restore(rec.id)
+                if rec.data.get("name") != row["name"]:
+                    editor.update(rec.id, {"name": row["name"]})
             else:
                 continue
             written += 1
     return written
+
+
+def withdraw_units(node: Node, codes: Iterable[str], user: str = "staff") -> int:
+    """Delete the ``unit`` records of ``codes`` (units taken out of the tree) that this node published
+    (``publish_units``) and that are not deleted yet: the delete ops flow down like the records did, so the
+    nodes and tablets below drop them too. A record published from above stays: the node above answers
+    for it. Returns how many records were deleted."""
+    editor = node.editor(user)
+    withdrawn = 0
+    with node.store.transaction():
+        for code in codes:
+            rec = node.store.get(ref.unit_id(code))
+            if rec is not None and rec.coll == "unit" and not rec.deleted and any(
+                    op.field == "code" and op.unit == node.unit and written_as_node(op)
+                    for op in node.store.record_ops(rec.id)):
+                editor.delete(rec.id)
+                withdrawn += 1
+    return withdrawn
 
 
 def reference_routes(node: Node) -> list[BaseRoute]:

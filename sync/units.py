@@ -278,11 +278,11 @@ def load_units(db: Database, units: Iterable[Unit]) -> int:
     return len(rows)
 
 
-def remove_illustrative(db: Database, keep: Iterable[str]) -> int:
+def remove_illustrative(db: Database, keep: Iterable[str]) -> list[str]:
     """Delete the illustrative units (the sample tree's invented ones) except those in ``keep`` and the
-    units above them, in one transaction; return how many were deleted."""
+    units above them, in one transaction; return the codes deleted, in order."""
     if not db.table("units").exists():
-        return 0
+        return []
     kept: set[str] = set()
     for code in keep:
         try:
@@ -290,10 +290,10 @@ def remove_illustrative(db: Database, keep: Iterable[str]) -> int:
         except UnitCodeError:
             continue
     with db.atomic():
-        gone = [str(row["code"]) for row in db.query("select code from units where illustrative")
+        gone = [str(row["code"]) for row in db.query("select code from units where illustrative order by code")
                 if row["code"] not in kept]
         db.conn.executemany("delete from units where code = ?", [(code,) for code in gone])
-    return len(gone)
+    return gone
 
 
 def _select(db: Database, where: str, params: list[str]) -> list[Unit]:

@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from client.cli import cli
 from client.tablet import SyncFailed, Tablet
 from e2e_harness import TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess, op_count
 from server.node import Node
@@ -174,6 +176,34 @@ def test_a_catalogue_change_made_at_the_city_reaches_a_tablet(chain: Chain, enro
     with on(chain.county_db, COUNTY) as county:
         progress = {p["child"]: p for p in link_progress(county)}
     assert progress[TOWNSHIP]["pushed_total"] == to_township.pushed + 1
+
+
+def test_sample_units_the_city_takes_out_of_its_tree_are_withdrawn_below(chain: Chain, enrol: Enrol,
+                                                                          make_tablet: MakeTablet,
+                                                                          tmp_path: Path) -> None:
+    tab, other = make_tablet(enrol(V1, "王芳")[1]), make_tablet(enrol(V2, "李娜")[1])
+    with on(chain.city_db, CITY) as city:
+        unitlib.load_units(city.store.db, unitlib.SAMPLE_TREE)
+        assert publish_units(city) == 16
+    chain.down()
+    tab.sync()
+    other.sync()
+    assert {r.data["code"] for r in other.list("unit")} == {CITY, COUNTY, TOWNSHIP, V2}
+    # the city imports the real tree: 育才路街道 and 育才社区 are in it, the other sample units are not
+    real = tmp_path / "real.csv"
+    real.write_text("code,name\n510900000000,遂宁市\n510903000000,船山区\n510903001000,育才路街道\n"
+                    "510903001001,育才社区\n", encoding="utf-8")
+    r = CliRunner().invoke(cli, ["units", "import", "--db", str(chain.city_db), str(real)])
+    assert r.exit_code == 0 and "withdrew 10 of them" in r.output, r.output  # 4 of the 14 were never published
+    chain.down()
+    tab.sync()
+    other.sync()
+    with on(chain.township.db, TOWNSHIP) as t:  # the township drops its two invented villages
+        assert {r.data["code"] for r in t.store.records("unit")} == {CITY, COUNTY, TOWNSHIP, V1}
+        assert {r.data["code"] for r in t.store.records("unit", include_deleted=True)} == {
+            CITY, COUNTY, TOWNSHIP, V1, V2, "510903001003"}
+    assert {r.data["code"] for r in tab.list("unit")} == {CITY, COUNTY, TOWNSHIP, V1}
+    assert {r.data["code"] for r in other.list("unit")} == {CITY, COUNTY, TOWNSHIP}  # its village's name is gone
 
 
 def test_concurrent_reference_edits_at_two_tiers_resolve_by_tier(chain: Chain, enrol: Enrol,

@@ -5,7 +5,8 @@ line that says what to fix, never a traceback, and writes nothing."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -15,11 +16,18 @@ from click.testing import CliRunner, Result
 
 from client.cli import cli
 from server import links, schedule
+from server.app import create_app
 from server.cli import ensure_units
 from server.cli_common import open_node
 from server.node import Node
+from server.reference import publish_units
 from server.relay import LinkError, sync_link
+from sync import reference as ref
+from sync.edit import Editor
+from sync import units as unitlib
 from sync.errors import BadRequest
+from sync.ops import uuid7
+from sync.types import DELETED
 
 COUNTY, TOWNSHIP, VILLAGE = "510903000000", "510903001000", "510903001001"
 
@@ -145,6 +153,119 @@ def test_units_import_removes_the_sample_units_nothing_uses(county_db: str, tmp_
     assert sorted(unit_names(county_db)) == [
         "150200000000", "150203000000", "510900000000", "510903000000", "510903001000", "510903001002",
         "510903001003", "510903003000", "510903003001", "510904000000", "510921000000"]
+
+
+SAMPLE, NOWHERE = "510903001002", "510903001001"  # invented villages of the sample tree
+
+
+def moved_away(county: Node, tmp_path: Path) -> None:
+    "A resident registered in SAMPLE who moved to another village: only the op log and moves name SAMPLE"
+    ed = county.editor("staff")
+    ed.update(ed.create("person", {"unit": SAMPLE, "name": "张秀英"}), {"unit": "510903001003"})
+
+
+def escalated(county: Node, tmp_path: Path) -> None:
+    "An escalation (吹哨报到) of a need in SAMPLE, held on the county"
+    county.editor("staff").create("escalation", {"unit": SAMPLE, "need": uuid7(), "category": "其他",
+                                                 "summary": "独居老人需要助餐"})
+
+
+def pulled_from_below(county: Node, tmp_path: Path) -> None:
+    "The township's snapshot, pulled over the link: its cells count residents of SAMPLE"
+    township = Node(tmp_path / "township.db", TOWNSHIP)
+    try:
+        for i in range(3):
+            township.editor("w").create("person", {"name": f"居民{i}", "unit": SAMPLE, "groups": ["老年人"]})
+        _, token = township.add_device(COUNTY, "link", tier="county")
+        link = links.add_link(county.store, COUNTY, TOWNSHIP, "http://township", token)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+            from starlette.testclient import TestClient
+        with TestClient(create_app(township), base_url=link.url) as child:
+            assert links.pull(county.store, link, client=child).ok
+    finally:
+        township.close()
+
+
+@pytest.mark.parametrize("named_by", [moved_away, escalated, pulled_from_below], ids=lambda f: f.__name__)
+def test_units_import_keeps_a_sample_unit_named_only_by_history_or_roll_ups(
+        county_db: str, tmp_path: Path, named_by: Callable[[Node, Path], None]) -> None:
+    n = Node(county_db, COUNTY)
+    try:
+        named_by(n, tmp_path)
+    finally:
+        n.close()
+    csv_file = tmp_path / "real.csv"
+    csv_file.write_text("code,name\n510903003000,南津路街道\n", encoding="utf-8")
+    r = run("units", "import", "--db", county_db, str(csv_file))
+    assert r.exit_code == 0 and "removed" in r.output, r.output
+    names = unit_names(county_db)
+    assert names[SAMPLE] == "广场社区" and names[TOWNSHIP] == "育才路街道"  # its name stays, and its township's
+    assert NOWHERE not in names  # a sample village nothing names still goes
+
+
+def unit_records(db: str) -> dict[str, bool]:
+    "The node's ``unit`` records: code -> deleted"
+    n = Node(db, COUNTY)
+    try:
+        return {str(r.data["code"]): r.deleted for r in n.store.records("unit", include_deleted=True)}
+    finally:
+        n.close()
+
+
+def test_units_import_leaves_a_sample_unit_the_node_above_published(county_db: str, tmp_path: Path) -> None:
+    "The city answers for the unit records it published: a county taking a sample unit out of its tree keeps them"
+    city = "510900000000"
+    n = Node(county_db, COUNTY)
+    try:
+        Editor(n.store, device=f"node-{city}", user="staff", unit=city, tier="city").create(
+            "unit", {"code": NOWHERE, "name": "育才社区", "tier": "village", "parent": TOWNSHIP},
+            record=ref.unit_id(NOWHERE))
+    finally:
+        n.close()
+    csv_file = tmp_path / "real.csv"
+    csv_file.write_text("code,name\n510903003001,南津社区\n", encoding="utf-8")
+    r = run("units", "import", "--db", county_db, str(csv_file))
+    assert r.exit_code == 0 and "removed" in r.output and "withdrew" not in r.output, r.output
+    assert NOWHERE not in unit_names(county_db) and unit_records(county_db) == {NOWHERE: False}
+
+
+def test_units_import_withdraws_the_removed_sample_units_it_had_published(county_db: str, tmp_path: Path) -> None:
+    n = Node(county_db, COUNTY)
+    try:
+        n.editor("staff").create("person", {"unit": SAMPLE, "name": "张秀英"})
+        unitlib.load_units(n.store.db, [unitlib.Unit("510903003000", "南津路街道", "township", COUNTY)])
+        assert publish_units(n) == 6  # the county, two townships (one real), three sample villages
+        seq = n.store.conn.execute("SELECT max(seq) FROM ops").fetchone()[0]
+    finally:
+        n.close()
+    csv_file = tmp_path / "real.csv"
+    csv_file.write_text("code,name\n510903003001,南津社区\n", encoding="utf-8")
+    r = run("units", "import", "--db", county_db, str(csv_file))
+    assert r.exit_code == 0 and "removed 14 sample units" in r.output and "withdrew 2 of them" in r.output, r.output
+    assert unit_records(county_db) == {COUNTY: False, TOWNSHIP: False, SAMPLE: False, "510903003000": False,
+                                       NOWHERE: True, "510903001003": True}  # a real unit is never withdrawn
+    n = Node(county_db, COUNTY)
+    try:  # deleted by ops of the node's own, which the links and tablets below carry
+        new = n.store.conn.execute("SELECT DISTINCT record, field FROM ops WHERE seq > ? AND field = ?",
+                                   (seq, DELETED)).fetchall()
+        assert sorted(new) == sorted((ref.unit_id(c), DELETED) for c in (NOWHERE, "510903001003"))
+        assert {o.site for rid, _ in new for o in n.store.record_ops(rid) if o.field == DELETED} == {n.device_id}
+    finally:
+        n.close()
+    r = run("units", "import", "--db", county_db, str(csv_file))
+    assert r.exit_code == 0 and "removed" not in r.output and "withdrew" not in r.output, r.output
+    # a withdrawn code that a later tree does have is published again
+    csv_file.write_text(f"code,name\n{NOWHERE},育才村\n", encoding="utf-8")
+    assert run("units", "import", "--db", county_db, str(csv_file)).exit_code == 0
+    r = run("units", "publish", "--db", county_db)
+    assert r.exit_code == 0 and "published 2 units" in r.output, r.output  # and 南津社区, new
+    assert unit_records(county_db)[NOWHERE] is False
+    n = Node(county_db, COUNTY)
+    try:
+        assert n.store.get(ref.unit_id(NOWHERE)).data["name"] == "育才村"  # type: ignore[union-attr]
+    finally:
+        n.close()
 
 
 # -- operator mistakes: an Error line, nothing half-written --------------------------------------------
