@@ -24,7 +24,9 @@ from sync.errors import ClockAhead, DeviceRevoked, MalformedBody, TooLarge
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync import reference
 from sync.ops import Op
-from sync.store import Conflict, Record, Store, WrongKey, is_encrypted, key_literal, no_cycles
+from sync.store import (
+    Conflict, Record, Store, WrongKey, create_private, is_encrypted, key_literal, no_cycles,
+)
 from sync.wire import (
     MAX_UNSEEN,
     MSGPACK,
@@ -199,6 +201,7 @@ def _encrypt_plaintext(path: str, pin: str) -> None:
     for leftover in (tmp, tmp + "-journal"):
         if os.path.exists(leftover):
             os.unlink(leftover)
+    create_private(tmp)  # it replaces the database: private (0600), as that one is
     conn = sqlcipher.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

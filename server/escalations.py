@@ -18,7 +18,8 @@ Staff API (signed in, CSRF token in ``x-csrf-token``; JSON bodies):
     POST /api/staff/escalations/{id}/assign          county: {"department"}
     POST /api/staff/escalations/{id}/resolve         county: {"answer"}
     POST /api/staff/escalations/{id}/return          county: {"answer"} (why it goes back)
-    GET  /staff/escalations                          the county's page (zh-CN), forms post to:
+    GET  /staff/escalations                          the township's and county's page (zh-CN; other roles
+                                                     get the workbench's 403 page), forms post to:
     POST /staff/escalations/{id}                     form fields ``action``, ``department``/``answer``, ``csrf``
 """
 
@@ -36,7 +37,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
-from sync.errors import BadRequest, InvalidValue, NotFound, Unauthorized
+from sync.errors import BadRequest, InvalidValue, NotFound
 from sync.reference import escalations as list_escalations, now_text
 from sync.schema import ID_NUMBER
 from sync.store import Record
@@ -56,6 +57,9 @@ ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
 #: The field each action needs, if any.
 NEEDS = {"assign": "department", "resolve": "answer", "return": "answer"}
 OPEN = ("已上报", "已受理")
+#: Who sees escalations: township staff escalate, county staff answer (server/templates/rollup.html links
+#: to the page for them alone)
+ROLES = ("township", "county")
 #: An ID number or a mainland mobile number (optionally +86) in a summary, once it is NFKC-normalised
 #: (full-width digits and signs made ASCII) and ``_SEPARATORS`` are gone
 _ID_NUMBER = re.compile(rf"(?<!\d){ID_NUMBER}(?!\d)")
@@ -180,9 +184,11 @@ def _listed(node: Node, units: tuple[str, str]) -> list[dict[str, Any]]:
 
 
 def escalation_routes(node: Node) -> list[BaseRoute]:
+    from .pages import Pages
     from .staff import ROLE_NAMES, check_csrf, csrf_token, current_staff
 
     accounts = node.accounts
+    pages = Pages(node, accounts)
 
     async def guarded(request: Request, role: str) -> Staff:
         staff = current_staff(request, accounts)
@@ -201,7 +207,7 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
 
     async def api_list(request: Request) -> Response:
         staff = current_staff(request, accounts)
-        staff.require("township", "county")
+        staff.require(*ROLES)
         rows = await run_in_threadpool(_listed, node, staff.scope)
         return JSONResponse(rows)
 
@@ -220,12 +226,8 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
         got = await run_in_threadpool(lambda: act(node, staff, request.path_params["id"], action, text))
         return JSONResponse(got)
 
-    async def page(request: Request) -> Response:
-        try:
-            staff = current_staff(request, accounts)
-        except Unauthorized:
-            return RedirectResponse("/login", status_code=303)
-        staff.require("township", "county")
+    async def page(request: Request, staff: Staff) -> Response:
+        staff.require(*ROLES)  # refused: the workbench's Chinese 403 page
         rows = await run_in_threadpool(_listed, node, staff.scope)
         return templates.TemplateResponse(request, "escalations.html", {
             "staff": staff, "role_name": ROLE_NAMES[staff.role], "csrf": csrf_token(request), "node": node,
@@ -248,6 +250,6 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
         Route("/api/staff/escalations", api_list, methods=["GET"]),
         Route("/api/staff/escalations", api_escalate, methods=["POST"]),
         Route("/api/staff/escalations/{id}/{action}", api_act, methods=["POST"]),
-        Route("/staff/escalations", page, methods=["GET"]),
+        Route("/staff/escalations", pages.page(page, township=False), methods=["GET"]),
         Route("/staff/escalations/{id}", page_act, methods=["POST"]),
     ]

@@ -127,7 +127,8 @@ def flow_paths() -> dict[str, Any]:
             "security": session,
             "parameters": [{"name": "error", "in": "query", "required": False, "schema": {"type": "string"}}],
             "responses": {"200": _page("The escalations in the staff member's units"),
-                          "303": _redirect("/login", "Not signed in"), **_errors(403)},
+                          "303": _redirect("/login", "Not signed in"),
+                          "403": _page("A page saying why: an account that is neither township nor county staff")},
         }},
         "/staff/escalations/{id}": {"post": {
             "operationId": "escalationsPageStep", "summary": "A step from the escalations page's forms",

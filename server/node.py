@@ -54,7 +54,7 @@ from sync.errors import (
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync.ops import Op
 from sync.schema import LINK_COLLECTIONS, REFERENCE_COLLECTIONS, SCHEMA
-from sync.store import Store, chunks as _chunks, decode_state as _state_decode, no_cycles
+from sync.store import Store, chunks as _chunks, create_private, decode_state as _state_decode, no_cycles
 from sync.types import SET, TIER_RANK
 from sync.wire import (
     MAX_UNSEEN,
@@ -270,10 +270,11 @@ class Node:
 
     def backup(self, to: str | Path) -> int:
         """A consistent copy of the node's database while it keeps serving (SQLite's online backup).
-        Returns the copy's size in bytes."""
+        A new file is created private (0600), as the database is. Returns the copy's size in bytes."""
         if not Path(to).parent.is_dir():
             raise BadRequest(f"the folder {Path(to).parent} does not exist; create it, or back up elsewhere",
                              code="no_such_folder")
+        create_private(to)
         dst = sqlite3.connect(str(to))
         try:
             with self.store.lock:
@@ -299,6 +300,7 @@ class Node:
                 raise BadRequest(f"{backup} fails SQLite's integrity check: {ok}")
             tmp = Path(f"{db}.restoring")
             tmp.unlink(missing_ok=True)
+            create_private(tmp)  # private (0600), as the database it replaces
             dst = sqlite3.connect(str(tmp))
             try:
                 src.backup(dst)

@@ -373,6 +373,17 @@ def key_literal(key: str, salt: bytes, *, with_salt: bool = False) -> str:
     return f"\"x'{raw}'\""
 
 
+def create_private(path: str | Path) -> None:
+    """Create ``path`` as an empty file only its owner may read and write (0600), whatever the umask,
+    unless it exists already (then it is left as it is). A database holds residents' personal data and
+    a node's secrets; SQLite opens an empty file as a new database, and gives the ``-wal``, ``-shm`` and
+    ``-journal`` files it makes beside a database the database file's mode, so they are private too."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+
+
 def open_connection(path: str, key: str | None = None) -> sqlite3.Connection:
     """The store's connection: plain sqlite3 without ``key``, SQLCipher with one.
 
@@ -390,7 +401,11 @@ def open_connection(path: str, key: str | None = None) -> sqlite3.Connection:
 
     With a key, the key is checked (by reading the schema) before anything is written: a wrong key
     raises ``WrongKey`` and leaves the file as it was.
+
+    A database file that does not exist yet is created private first (``create_private``).
     """
+    if path not in ("", ":memory:") and not path.startswith("file:"):
+        create_private(path)
     if key is None:
         return sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     if path == ":memory:" or path.startswith("file:"):

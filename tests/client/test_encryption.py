@@ -6,6 +6,7 @@ without a PIN stays plaintext and works as before. No server: the tablet's ident
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,19 @@ def test_nothing_readable_while_the_tablet_is_open_either(tmp_path: Path) -> Non
         assert found(SECRETS, raw_bytes(db)) == []
     finally:
         tab.close()
+
+
+@pytest.mark.usefixtures("umask_022")
+@pytest.mark.parametrize("pin", [PIN, None])
+def test_a_new_tablet_database_and_its_wal_and_shm_are_private(tmp_path: Path, pin: str | None) -> None:
+    "No other local account reads them, encrypted or not"
+    tab = Tablet(tmp_path / "new.db", pin=pin)
+    try:
+        tab.store.set_meta("user", "王芳")
+        modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in sorted(tmp_path.iterdir())}
+    finally:
+        tab.close()
+    assert modes == {"new.db": "0o600", "new.db-shm": "0o600", "new.db-wal": "0o600", "new.db.lock": "0o600"}
 
 
 def test_the_plaintext_control_does_show_them(db: Path) -> None:
@@ -164,8 +178,10 @@ def test_a_plaintext_tablet_works_as_before(db: Path) -> None:
         Tablet(db, pin=PIN)
 
 
+@pytest.mark.usefixtures("umask_022")
 def test_change_pin_encrypts_a_plaintext_tablet(db: Path) -> None:
     rid = set_up(db, None)
+    db.chmod(0o644)  # as a version before files were made private left it
     with Tablet(db) as tab:
         tab.change_pin(PIN)
         rec = tab.get(rid)
@@ -175,6 +191,7 @@ def test_change_pin_encrypts_a_plaintext_tablet(db: Path) -> None:
     # no plaintext -wal, -shm or half-made copy left; the lock file (``client.dblock``) holds nothing
     assert sorted(p.name for p in db.parent.iterdir()) == ["tablet.db", "tablet.db.lock"]
     assert (db.parent / "tablet.db.lock").stat().st_size == 0
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600  # and private
     with pytest.raises(PinRequired):
         Tablet(db)
     with Tablet(db, pin=PIN) as tab:

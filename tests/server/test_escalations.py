@@ -98,3 +98,17 @@ def test_the_workbench_says_so_in_chinese_and_keeps_the_typed_text(world: World,
     assert liu.notice(liu.post(f"/staff/records/{need}/escalate", {"summary": "独居老人需要助餐"})).startswith("已上报县区")
     [esc] = _escalations(world)
     assert esc.data["summary"] == "独居老人需要助餐"
+
+
+@pytest.mark.parametrize(("user", "may"), [("liu", True), ("county", True), ("city", False), ("admin", False)])
+def test_the_roll_up_links_the_escalations_page_for_those_who_may_open_it_and_it_refuses_others_in_chinese(
+        world: World, user: str, may: bool) -> None:
+    who = world.sign_in(user)
+    assert ('href="/staff/escalations"' in who.get("/rollup").text) == may
+    r = who.get("/staff/escalations")
+    assert r.headers["content-type"].startswith("text/html"), r.text
+    if may:
+        assert r.status_code == 200 and "吹哨报到" in r.text, r.text
+    else:
+        m = re.search(r'<p class="error" role="alert">(.*?)</p>', r.text, re.S)
+        assert r.status_code == 403 and m and m.group(1).startswith("您的账户没有这项权限"), r.text

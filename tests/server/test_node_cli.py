@@ -4,7 +4,9 @@ line that says what to fix, never a traceback, and writes nothing."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -280,6 +282,28 @@ def township_db(tmp_path: Path) -> Iterator[str]:
 def test_a_backup_into_a_folder_not_made_yet_says_so(township_db: str, tmp_path: Path) -> None:
     r = run("backup", "--db", township_db, "--to", str(tmp_path / "backups" / "today.db"))
     assert r.exit_code == 1 and "backups does not exist; create it" in r.output, r.output
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_the_database_its_wal_and_shm_a_backup_and_a_restored_database_are_private(tmp_path: Path) -> None:
+    "They hold residents' personal data and the session secret: no other local account may read them"
+    db, backup = tmp_path / "township.db", tmp_path / "nightly.db"
+
+    def modes() -> dict[str, str]:
+        return {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in sorted(tmp_path.iterdir())}
+
+    node = Node(db, TOWNSHIP)  # as `cunsync serve` makes it
+    try:
+        node.editor().create("person", {"unit": VILLAGE, "name": "张秀英", "id_number": "510903194203081234"})
+        assert run("backup", "--db", str(db), "--to", str(backup)).exit_code == 0
+        assert modes() == {"nightly.db": "0o600", "township.db": "0o600", "township.db-shm": "0o600",
+                           "township.db-wal": "0o600"}
+    finally:
+        node.close()
+    os.chmod(db, 0o644)  # made by an older version: the restore replaces it with a private file
+    assert run("restore", "--db", str(db), "--from", str(backup)).exit_code == 0
+    assert modes()["township.db"] == "0o600"
+    assert set(modes().values()) == {"0o600"}, modes()
 
 
 @pytest.mark.parametrize("content", ["not sqlite", "sqlite without a node"])
