@@ -41,7 +41,7 @@ from sync.wire import (
     media_type,
 )
 
-from . import config
+from . import config, sessions
 from .exchanges import Exchanges
 from .node import Device, Node
 from .openapi import openapi_route
@@ -178,6 +178,7 @@ def create_app(node: Node, *, max_body: int = MAX_BODY, extra_routes: list[Any] 
     ]
     from .staff import staff_routes
 
+    sessions.ensure_table(node.store)
     routes.extend(staff_routes(node, node.accounts))
     from .rollup_web import rollup_routes
 
@@ -196,7 +197,8 @@ def create_app(node: Node, *, max_body: int = MAX_BODY, extra_routes: list[Any] 
         lifespan=lifespan,
         routes=routes,
         middleware=[Middleware(SessionMiddleware, secret_key=config.SECRET or node.session_secret,
-                               session_cookie="cunsync_session", same_site="strict", max_age=12 * 3600,
+                               session_cookie="cunsync_session", same_site="strict",
+                               max_age=sessions.SESSION_SECONDS,
                                https_only=config.HTTPS_ONLY)],
         exception_handlers={SyncError: _sync_error, UnitCodeError: _unit_error, HTTPException: _http_error,
                             sqlite3.Error: _storage_error, OSError: _storage_error, Exception: _internal_error},
