@@ -1,6 +1,7 @@
 """Staff sessions on a shared township PC: signing out ends the session on the node, so a copy of its cookie
 no longer works; a session expires on the node after ``SESSION_SECONDS``; the cookie holds a session id
-and the CSRF token, never a resident's data (the notice after a form stays on the node)."""
+and the CSRF token, never a resident's data (the notice after a form stays on the node); and no page or
+API answer may be kept in the browser's cache or shown inside another site's frame."""
 
 from __future__ import annotations
 
@@ -138,3 +139,29 @@ def test_a_notice_names_the_resident_on_the_page_and_never_in_the_cookie(node: N
         assert '<p class="notice" role="status">已处理：张秀英的“电话”定为“13800001234”。平板下次同步时会收到。</p>' in page
         assert 'class="notice"' not in liu.get("/staff/conflicts").text  # said once
         assert set(cookie_payload(liu)) == {"sid", "csrf"}
+
+
+@pytest.mark.parametrize("path", ["/staff/records/{rid}", "/staff/people", "/staff/conflicts", "/staff/duplicates",
+                                  "/staff/needs", "/api/staff/conflicts", "/staff/export.csv?collection=person",
+                                  "/login", "/api/health", "/api/nothing-here"])
+def test_no_answer_is_cached_framed_or_sniffed(node: Node, path: str) -> None:
+    with client(node) as liu:
+        assert sign_in(liu, "liu") == 303
+        r = liu.get(path.format(rid=person(node)))
+        assert r.status_code == (404 if "nothing" in path else 200), r.text
+        assert_secured(r.headers)
+
+
+def test_the_enrolment_code_is_not_cached(node: Node) -> None:
+    with client(node) as liu:
+        assert sign_in(liu, "liu") == 303
+        r = liu.post("/staff/devices/enrol", data={"csrf": csrf(liu), "unit": V1, "user": "王芳"})
+        assert r.status_code == 200 and "<svg" in r.text, r.text
+        assert_secured(r.headers)
+
+
+def assert_secured(headers: Any) -> None:
+    assert headers.get_list("cache-control") == ["no-store"]  # once, even where a handler set it too
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
