@@ -48,6 +48,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sync import headers
 from sync.errors import BadRequest, Forbidden, SyncError, Unauthorized
 from sync.hlc import physical_ms
 from sync.lookup import warm
@@ -326,10 +327,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'; form-action 'self'; "
                                  b"base-uri 'none'; object-src 'none'"),
-    (b"x-frame-options", b"DENY"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),  # no-referrer would make Chromium send Origin: null
-    (b"cache-control", b"no-store"),
+    *headers.SECURITY_HEADERS,
 ]
 
 

@@ -6,7 +6,8 @@
     POST /api/enrol     exchange a one-time enrolment code for a device token
     GET  /openapi.json  this API described in OpenAPI 3.1, generated from the msgspec types
 
-Every error has one shape, ``{"error": {"code", "message", "details"}}``, with its HTTP status.
+Every error has one shape, ``{"error": {"code", "message", "details"}}``, with its HTTP status. Every
+answer is kept out of browsers' caches and other sites' frames (``SecurityHeaders``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sync.errors import BadRequest, SyncError, TooLarge
+from sync.headers import SECURITY_HEADERS
 from sync.units import UnitCodeError
 from sync.wire import (
     PROTOCOL_VERSION,
@@ -41,7 +44,7 @@ from sync.wire import (
     media_type,
 )
 
-from . import config
+from . import config, sessions
 from .exchanges import Exchanges
 from .node import Device, Node
 from .openapi import openapi_route
@@ -119,6 +122,35 @@ def inflated(request: Request, body: bytes) -> bytes:
     return decompress(body, MAX_INFLATED) if says_gzip(request) else body
 
 
+#: The workbench's pages have inline styles and confirm() buttons: their policy only forbids frames.
+CONTENT_SECURITY_POLICY = b"frame-ancestors 'none'"
+
+
+class SecurityHeaders:
+    """Every answer of the node (pages, staff and sync API answers: all may hold residents' personal data
+    or secrets) is kept out of browsers' caches and other sites' frames (``sync.headers``); a header a
+    handler set itself gives way to these"""
+
+    HEADERS = [(b"content-security-policy", CONTENT_SECURITY_POLICY), *SECURITY_HEADERS]
+    NAMES = {name for name, _ in HEADERS}
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self.NAMES]
+                message["headers"] = [*kept, *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
+
+
 def _token(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -178,6 +210,7 @@ def create_app(node: Node, *, max_body: int = MAX_BODY, extra_routes: list[Any] 
     ]
     from .staff import staff_routes
 
+    sessions.ensure_table(node.store)
     routes.extend(staff_routes(node, node.accounts))
     from .rollup_web import rollup_routes
 
@@ -195,8 +228,10 @@ def create_app(node: Node, *, max_body: int = MAX_BODY, extra_routes: list[Any] 
     app = Starlette(
         lifespan=lifespan,
         routes=routes,
-        middleware=[Middleware(SessionMiddleware, secret_key=config.SECRET or node.session_secret,
-                               session_cookie="cunsync_session", same_site="strict", max_age=12 * 3600,
+        middleware=[Middleware(SecurityHeaders),
+                    Middleware(SessionMiddleware, secret_key=config.SECRET or node.session_secret,
+                               session_cookie="cunsync_session", same_site="strict",
+                               max_age=sessions.SESSION_SECONDS,
                                https_only=config.HTTPS_ONLY)],
         exception_handlers={SyncError: _sync_error, UnitCodeError: _unit_error, HTTPException: _http_error,
                             sqlite3.Error: _storage_error, OSError: _storage_error, Exception: _internal_error},

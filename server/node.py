@@ -306,6 +306,9 @@ class Node:
                 src.backup(dst)
                 epoch = secrets.token_hex(8)
                 dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+                # staff signed out since the backup stay signed out: every session starts again
+                if dst.execute("SELECT 1 FROM sqlite_master WHERE name = 'staff_sessions'").fetchone():
+                    dst.execute("DELETE FROM staff_sessions")
                 # the node's own ops after the backup live on in tablets, under counters the backup does not
                 # know: writing on from its counter would reuse their ids with other content
                 (unit,) = src.execute("SELECT value FROM meta WHERE key = 'unit'").fetchone() or ("",)

@@ -1,5 +1,6 @@
 """What every workbench page shares: the sign-in and role guard, the CSRF check on forms, Chinese error
-pages, one-shot notices after a form, and the Jinja filters that show tiers, clocks and skews.
+pages, one-shot notices after a form (kept on the node by session, never in the cookie), and the Jinja
+filters that show tiers, clocks and skews.
 
 A page handler is ``async def handler(request, staff) -> Response`` wrapped by ``Pages.page``: a visitor
 who is not signed in is sent to ``/login``; county, city and admin accounts get a 403 page (they see
@@ -29,7 +30,7 @@ from sync.types import CHINA_TIME
 
 from .auth import Accounts, Staff
 from .node import Node
-from .staff import ROLE_NAMES, csrf_token, current_staff, templates
+from .staff import ROLE_NAMES, csrf_token, current_staff, session_id, templates
 
 #: Pages show times in China Standard Time (no daylight saving), the time the staff live in.
 CST = CHINA_TIME
@@ -40,6 +41,9 @@ SKEW_LIMIT_MS = 5 * 60 * 1000
 NAV = (("/staff", "概览"), ("/staff/people", "居民"), ("/staff/conflicts", "冲突"), ("/staff/duplicates", "疑似重复"),
        ("/staff/needs", "需求看板"), ("/staff/escalations", "吹哨报到"), ("/staff/devices", "设备"),
        ("/staff/export", "导出"))
+
+#: Notices waiting for the page after a form, kept at most (each waits only for the redirect that follows).
+NOTICES_KEPT = 1000
 
 #: What an error's code means, for staff reading a page.
 _MESSAGES = {
@@ -191,6 +195,9 @@ class Pages:
         self.accounts = accounts
         self._names: dict[str, str] = {}
         self._names_at = 0.0
+        #: the one-shot notice of each session's next page, by session id: kept here, never in the cookie
+        #: (it names residents, their phone numbers...), and only until that page shows it
+        self._notices: dict[str, str] = {}
 
     def villages(self) -> dict[str, str]:
         """The names of the villages (and the township itself) under this node, by code; read again
@@ -214,7 +221,8 @@ class Pages:
 
     def render(self, request: Request, staff: Staff | None, template: str, context: Mapping[str, Any],
                status: int = 200) -> Response:
-        notice = request.session.pop("notice", None) if staff is not None else None
+        sid = session_id(request)
+        notice = self._notices.pop(sid, None) if staff is not None and sid is not None else None
         ctx = {"staff": staff, "role_name": ROLE_NAMES[staff.role] if staff else "", "csrf": csrf_token(request),
                "node": self.node, "path": request.url.path,
                "unit_name": self._names.get(self.node.unit, ""),  # as last read: no waiting for the lock
@@ -261,7 +269,12 @@ class Pages:
 
     def done(self, request: Request, to: str, notice: str) -> Response:
         "After a form: say what happened on the next page, and go there"
-        request.session["notice"] = notice
+        sid = session_id(request)
+        if sid is not None:
+            self._notices.pop(sid, None)
+            while len(self._notices) >= NOTICES_KEPT:  # sessions that never came back for theirs
+                del self._notices[next(iter(self._notices))]
+            self._notices[sid] = notice
         return RedirectResponse(to, status_code=303)
 
     def in_scope(self, staff: Staff, record: str, coll: str | None = None) -> Any:

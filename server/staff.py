@@ -1,6 +1,6 @@
-"""Staff sign-in and the staff API: signed session cookies, a CSRF token on every form and every
-state-changing request, and access decided by the signed-in account's role and unit. The workbench
-pages built on them live in ``server.workbench``, ``server.devicepages`` and ``server.export``."""
+"""Staff sign-in and the staff API: sessions kept on the node (``server.sessions``), a CSRF token on every
+form and every state-changing request, and access decided by the signed-in account's role and unit. The
+workbench pages built on them live in ``server.workbench``, ``server.devicepages`` and ``server.export``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from sync.schema import SCHEMA
 from sync.store import Conflict, Record
 from sync.units import UnitCodeError
 
+from . import sessions
 from .auth import Accounts, Staff
 from .node import Node
 
@@ -31,22 +32,41 @@ ROLE_NAMES = {"township": "镇街工作人员", "county": "县区工作人员", 
 SESSION_ENDED = "您的账户已有变动（密码重置、角色或单位调整，或账户已停用），请重新登录。"
 
 
-def sign_in_session(request: Request, staff: Staff) -> None:
-    "Start a new session for a staff member who just signed in"
+def sign_in_session(request: Request, accounts: Accounts, staff: Staff) -> None:
+    "Start a new session for a staff member who just signed in: recorded on the node, its id in the cookie"
     request.session.clear()
-    request.session["user"] = staff.username
-    request.session["stamp"] = staff.stamp
+    request.session["sid"] = sessions.start(accounts.store, staff.username, staff.stamp)
     csrf_token(request)
 
 
+def end_session(request: Request, accounts: Accounts) -> None:
+    "Sign out: the node forgets the session, so no copy of its cookie works any more"
+    sid = session_id(request)
+    if sid is not None:
+        sessions.end(accounts.store, sid)
+    request.session.clear()
+
+
+def session_id(request: Request) -> str | None:
+    "The id of the session this request's cookie names (it may have ended: see ``session_staff``)"
+    sid = request.session.get("sid")
+    return sid if isinstance(sid, str) else None
+
+
 def session_staff(request: Request, accounts: Accounts) -> Staff | None:
-    """The staff member signed in on this session, or None. A session whose account has since been
-    reset, moved to another role or unit, or disabled ends here (``SESSION_ENDED``)."""
-    username = request.session.get("user")
-    if not isinstance(username, str):
+    """The staff member signed in on this session, or None: signed out, expired, or never signed in. A
+    session whose account has since been reset, moved to another role or unit, or disabled ends here
+    (``SESSION_ENDED``)."""
+    sid = session_id(request)
+    if sid is None:
         return None
-    staff = accounts.get(username)
-    if staff is None or request.session.get("stamp") != staff.stamp:
+    found = sessions.find(accounts.store, sid)
+    if found is None:  # signed out (this is a copy of the cookie), or expired
+        request.session.pop("sid", None)
+        return None
+    staff = accounts.get(found.username)
+    if staff is None or found.stamp != staff.stamp:
+        sessions.end(accounts.store, sid)
         request.session.clear()
         request.session["ended"] = True
         return None
@@ -120,13 +140,13 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
                        "csrf": "页面已过期，请重新登录"}.get(e.code, e.message)
             return templates.TemplateResponse(request, "login.html", {
                 "csrf": csrf_token(request), "error": message, "node": node}, status_code=e.status)
-        sign_in_session(request, staff)
+        await run_in_threadpool(sign_in_session, request, accounts, staff)
         return RedirectResponse("/staff", status_code=303)
 
     async def logout(request: Request) -> Response:
         form = await request.form()
         check_csrf(request, str(form.get("csrf", "")))
-        request.session.clear()
+        await run_in_threadpool(end_session, request, accounts)
         return RedirectResponse("/login", status_code=303)
 
     async def api_conflicts(request: Request) -> Response:
