@@ -9,7 +9,6 @@ so saving a form never silently settles a conflict on a field the worker did not
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import uuid
 from collections.abc import Callable
@@ -27,9 +26,10 @@ from sync import checks
 from sync.errors import InvalidValue, NotFound, Unauthorized
 from sync.ops import uuid7
 from sync.lookup import find_people, name_matches, normalize, sort_key
+from sync.reference import now_text
 from sync.schema import CATALOGUE_KINDS, SCHEMA
 from sync.store import Conflict, Record
-from sync.types import DELETED
+from sync.types import DELETED, china_time
 
 from . import forms
 from .tablet import MIN_PIN_LENGTH, PinChanging, PinRequired, SyncFailed, Tablet, WrongPin
@@ -486,7 +486,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             return {"needs": out[:LIST_LIMIT], "total": len(out), "names": names}
 
         return await render(request, "needs.html", {
-            "q": q, "status": status, "today": dt.date.today().isoformat(), "cat": forms.catalogues(),
+            "q": q, "status": status, "today": china_time().date().isoformat(), "cat": forms.catalogues(),
             **await tapp.run(load)})
 
     def _need_ctx(tab: Tablet, p: Record) -> dict[str, Any]:
@@ -595,7 +595,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         need = request.query_params.get("need", "")
         preset = next((n for n in ctx["needs"] if n.id == need), None)
         values = {"need": need if preset else "", "provider_kind": "社工", "people_served": "1",
-                  "served_at": dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
+                  "served_at": now_text(),
                   "service_type": preset.data.get("category", "") if preset else ""}
         return await render(request, "service_form.html", {"mode": "new", "values": values, "errors": {},
                                                            "rid": uuid7(), **ctx})

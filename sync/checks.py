@@ -27,7 +27,7 @@ import httpx
 
 from .errors import BadRequest, InvalidValue
 from .schema import SCHEMA, Date, DateTime
-from .types import SET
+from .types import SET, china_time
 
 #: Fields typed as digits and signs, where a Chinese input method in full-width mode types ５１０９ and －：
 TYPED_AS_DIGITS = frozenset({"id_number", "phone", "birth_date", "due_date", "served_at", "minutes",
@@ -124,7 +124,8 @@ def id_number_facts(id_number: str) -> tuple[str, str] | None:
 
 def check(coll: str, name: str, value: Any, *, now: dt.datetime | None = None) -> Problem | None:
     """What is wrong with a value typed into ``coll.name``, or None. A value of the wrong shape is None
-    too: the schema refuses it, and its field's format help says how to write it."""
+    too: the schema refuses it, and its field's format help says how to write it. ``now``: the time in
+    China (naive, as values are written; ``china_time()`` by default, whatever the system's zone)."""
     if value is None:
         return None
     try:
@@ -136,7 +137,7 @@ def check(coll: str, name: str, value: Any, *, now: dt.datetime | None = None) -
         what, zh = ("date", "日期") if f.type is Date else ("time", "时间")
         return Problem(NO_SUCH_DATE, f"{value} is no {what} on the calendar", f"{f.label}不是一个存在的{zh}，请核对")
     found = _CHECKS.get(name)
-    return found(value, now or dt.datetime.now()) if found else None
+    return found(value, now or china_time()) if found else None
 
 
 def _on_calendar(kind: Any, value: str) -> bool:

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from sync import checks
+from sync.types import CHINA_TIME, china_time
 
 NOW = dt.datetime(2025, 6, 1, 10, 0)
 
@@ -55,6 +56,23 @@ def test_a_service_may_be_dated_up_to_a_day_ahead_of_the_clock() -> None:
     assert codes("service", "served_at", "2025-13-45T99:99") == "no_such_date"
     assert codes("need", "due_date", "2024-02-30") == "no_such_date"
     assert codes("need", "due_date", "2099-01-01") is None  # a due date may lie far ahead
+
+
+def test_today_and_a_day_ahead_are_china_time_whatever_the_systems_zone(away_from_china: str) -> None:
+    now = dt.datetime.now(CHINA_TIME).replace(tzinfo=None)
+    assert abs(china_time() - now) < dt.timedelta(seconds=5)
+
+    def found(coll: str, name: str, value: str) -> str | None:
+        problem = checks.check(coll, name, value)  # no ``now``: the checks' own clock
+        return problem.code if problem else None
+
+    def ahead(hours: int) -> str:
+        return (now + dt.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M")
+
+    assert found("person", "birth_date", now.date().isoformat()) is None
+    assert found("person", "birth_date", ahead(24)[:10]) == "birth_date_in_future"
+    assert found("service", "served_at", ahead(23)) is None
+    assert found("service", "served_at", ahead(25)) == "served_at_in_future"
 
 
 def test_problems_say_what_to_fix_in_english_and_chinese() -> None:
