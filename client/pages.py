@@ -32,6 +32,7 @@ from sync.store import Conflict, Record
 from sync.types import DELETED, china_time
 
 from . import forms
+from .syncjob import refusal_text
 from .tablet import MIN_PIN_LENGTH, PinChanging, PinRequired, SyncFailed, Tablet, WrongPin
 from .ui import (
     LIST_LIMIT, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf, local_path,
@@ -59,7 +60,11 @@ ENROL_ERRORS = {
     "too_many_attempts": "登记码输错次数太多，请过一段时间再试。",
     "device_exists": "镇街服务器上还有这台平板的登记，不能用新登记码重新接入。请联系镇街社会工作服务中心。",
     "enrolment_mismatch": "这个登记码不是发给本平板的（平板编号、村/社区或社工姓名不同）。请镇街按本平板的编号、村/社区和社工姓名重新发一个。",
+    "reattach_unsupported": "镇街服务器的软件太旧，不能重新接入。本平板没有改动，数据都在。"
+                            "请镇街先更新服务器软件（并停用它刚才新登记的那台平板），再发一个新的登记码。",
 }
+#: A refused re-attach the tablet has no words for
+REATTACH_REFUSED = "镇街服务器没有接受重新接入。本机数据都还在，请稍后再试；如果一直这样，请联系镇街社会工作服务中心。"
 OPEN_STATUSES = ("待处理", "已分派", "服务中")
 #: On a need or service form sent back for a resident merged since it was shown
 MERGED_NOTE = "这位居民的登记已与另一条合并，保存时记在合并后的居民名下。"
@@ -689,7 +694,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             except SyncRunning:
                 error = "正在同步，同步结束后再重新接入。"
             except SyncFailed as e:
-                error = ENROL_ERRORS.get(e.code, f"镇街服务器拒绝了重新接入：{e.message}")
+                error = refusal_text(e, ENROL_ERRORS, REATTACH_REFUSED)
         if error:
             return await sync_page(request, error, 400)
         return _redirect("/sync?done=reattached")
