@@ -25,6 +25,17 @@ def test_full_width_digits_and_signs_become_ascii_only_in_fields_of_digits() -> 
     assert checks.normalize("name", "Ａ张") == "Ａ张"  # names and notes are kept as typed
 
 
+def test_a_date_typed_as_8_digits_is_written_as_a_date() -> None:
+    "A numeric keypad has no -: 19420308 is 1942-03-08, full-width too; other digits are left to the schema"
+    assert checks.normalize("birth_date", "19420308") == "1942-03-08"
+    assert checks.normalize("birth_date", "１９４２０３０８") == "1942-03-08"
+    assert checks.normalize("due_date", "20240630") == "2024-06-30"
+    assert checks.normalize("birth_date", "19420230") == "1942-02-30"  # check says: no such date
+    assert checks.normalize("birth_date", "1942038") == "1942038"  # 7 digits: the schema's format help
+    assert checks.normalize("phone", "13800138") == "13800138"
+    assert checks.normalize("served_at", "20240501") == "20240501"
+
+
 @pytest.mark.parametrize(("name", "value", "code"), [
     ("birth_date", "1942-03-08", None),
     ("birth_date", "2025-06-01", None),
