@@ -29,6 +29,7 @@ def china_time(seconds: float | None = None) -> dt.datetime:
     epoch, or now: naive, as records and forms write a date or time (``2024-05-01T09:30``)"""
     return dt.datetime.fromtimestamp(time.time() if seconds is None else seconds, CHINA_TIME).replace(tzinfo=None)
 
+
 #: Op kinds.
 SET = 0
 ADD = 1
