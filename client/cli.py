@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 import contextlib
 from contextlib import contextmanager
@@ -18,8 +16,10 @@ import httpx
 import sync
 from sync import checks
 from sync.errors import SyncError
+from sync.reference import now_text
 from sync.schema import GROUPS, PROVIDER_KINDS, URGENCIES
 from sync.store import is_encrypted
+from sync.types import china_time
 from server.cli_common import checked
 
 from .tablet import AlreadyEnrolled, NodeUnreachable, NotEnrolled, PinError, SyncFailed, SyncReport, Tablet
@@ -387,7 +387,7 @@ def service_add(db: str, person_id: str, need_id: str | None, service_type: str,
     """
     values = checked("service", {"person": person_id, "need": need_id, "service_type": service_type,
                                   "provider_kind": provider_kind, "provider_name": provider_name,
-                                  "served_at": served_at or dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
+                                  "served_at": served_at or now_text(),
                                   "minutes": minutes, "people_served": people_served, "notes": notes})
     with opened(db) as tab:
         _check_here(tab, "person", person_id, "--person")
@@ -450,7 +450,7 @@ def status(db: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(st, ensure_ascii=False))
         return
-    last = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["last_sync"])) if st["last_sync"]
+    last = (china_time(st["last_sync"]).strftime("%Y-%m-%d %H:%M:%S (China time)") if st["last_sync"]
             else "never")
     click.echo(f"device      {st['device']} ({st['user']}, unit {st['unit']})")
     click.echo(f"node        {st['server']}")

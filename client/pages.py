@@ -9,7 +9,6 @@ so saving a form never silently settles a conflict on a field the worker did not
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import uuid
 from collections.abc import Callable
@@ -27,11 +26,13 @@ from sync import checks
 from sync.errors import InvalidValue, NotFound, Unauthorized
 from sync.ops import uuid7
 from sync.lookup import find_people, name_matches, normalize, sort_key
+from sync.reference import now_text
 from sync.schema import CATALOGUE_KINDS, SCHEMA
 from sync.store import Conflict, Record
-from sync.types import DELETED
+from sync.types import DELETED, china_time
 
 from . import forms
+from .syncjob import refusal_text
 from .tablet import MIN_PIN_LENGTH, PinChanging, PinRequired, SyncFailed, Tablet, WrongPin
 from .ui import (
     LIST_LIMIT, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf, local_path,
@@ -59,7 +60,13 @@ ENROL_ERRORS = {
     "too_many_attempts": "登记码输错次数太多，请过一段时间再试。",
     "device_exists": "镇街服务器上还有这台平板的登记，不能用新登记码重新接入。请联系镇街社会工作服务中心。",
     "enrolment_mismatch": "这个登记码不是发给本平板的（平板编号、村/社区或社工姓名不同）。请镇街按本平板的编号、村/社区和社工姓名重新发一个。",
+    "reattach_unsupported": "镇街服务器的软件太旧，不能重新接入。本平板没有改动，数据都在。"
+                            "请镇街先更新服务器软件（并停用它刚才新登记的那台平板），再发一个新的登记码。",
 }
+#: A refused set-up the tablet has no words for
+ENROL_REFUSED = "镇街服务器没有接受登记。请核对登记码后再试；如果一直这样，请联系镇街社会工作服务中心。"
+#: A refused re-attach the tablet has no words for
+REATTACH_REFUSED = "镇街服务器没有接受重新接入。本机数据都还在，请稍后再试；如果一直这样，请联系镇街社会工作服务中心。"
 OPEN_STATUSES = ("待处理", "已分派", "服务中")
 #: On a need or service form sent back for a resident merged since it was shown
 MERGED_NOTE = "这位居民的登记已与另一条合并，保存时记在合并后的居民名下。"
@@ -278,7 +285,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
                 if e.code in ("bad_answer", "http_error"):  # something else answered at that address
                     errors["server"] = "这个地址上的不是镇街服务器，或它没有正确回应。请核对地址后再试。"
                 else:
-                    errors["code"] = ENROL_ERRORS.get(e.code, f"镇街服务器拒绝了登记：{e.message}")
+                    errors["code"] = refusal_text(e, ENROL_ERRORS, ENROL_REFUSED)
             except AlreadySetUp:
                 return _redirect("/unlock")
         if errors:
@@ -486,7 +493,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             return {"needs": out[:LIST_LIMIT], "total": len(out), "names": names}
 
         return await render(request, "needs.html", {
-            "q": q, "status": status, "today": dt.date.today().isoformat(), "cat": forms.catalogues(),
+            "q": q, "status": status, "today": china_time().date().isoformat(), "cat": forms.catalogues(),
             **await tapp.run(load)})
 
     def _need_ctx(tab: Tablet, p: Record) -> dict[str, Any]:
@@ -595,7 +602,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         need = request.query_params.get("need", "")
         preset = next((n for n in ctx["needs"] if n.id == need), None)
         values = {"need": need if preset else "", "provider_kind": "社工", "people_served": "1",
-                  "served_at": dt.datetime.now().strftime("%Y-%m-%dT%H:%M"),
+                  "served_at": now_text(),
                   "service_type": preset.data.get("category", "") if preset else ""}
         return await render(request, "service_form.html", {"mode": "new", "values": values, "errors": {},
                                                            "rid": uuid7(), **ctx})
@@ -689,7 +696,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             except SyncRunning:
                 error = "正在同步，同步结束后再重新接入。"
             except SyncFailed as e:
-                error = ENROL_ERRORS.get(e.code, f"镇街服务器拒绝了重新接入：{e.message}")
+                error = refusal_text(e, ENROL_ERRORS, REATTACH_REFUSED)
         if error:
             return await sync_page(request, error, 400)
         return _redirect("/sync?done=reattached")

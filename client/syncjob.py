@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,6 +33,23 @@ FAILED = {
     "storage_full": "镇街服务器存储空间已满，暂时无法同步。数据已安全保存在本机，请稍后再试。",
     "too_large": "一次要同步的数据太多，请稍后再试或联系镇街技术人员。",
 }
+#: Something other than the node answered (a proxy's error page while the node is down, a captive portal:
+#: ``http_error``, ``bad_answer``), or the node was unavailable (502 to 504)
+NOT_ANSWERING = "镇街服务器暂时没有正确回应。数据已安全保存在本机，请稍后再试。"
+#: A refusal the tablet has no words for (a code from a newer node, say)
+REFUSED = "镇街服务器没有接受这次同步。数据已安全保存在本机，请稍后再试；如果一直这样，请联系镇街技术人员。"
+
+
+def refusal_text(e: SyncFailed, known: Mapping[str, str], fallback: str) -> str:
+    """What the worker is told of a request the node refused: ``known[code]``; ``NOT_ANSWERING`` when
+    something other than the node answered or the node was unavailable; else ``fallback``. Never the
+    node's English message or its code: the log has them."""
+    if e.code in known:
+        return known[e.code]
+    log.warning("the node refused: %s (HTTP %s)", e, e.status)
+    if e.code in ("http_error", "bad_answer") or 502 <= e.status <= 504:
+        return NOT_ANSWERING
+    return fallback
 
 
 @dataclass
@@ -110,9 +127,7 @@ class SyncJob:
         except NodeUnreachable:
             code, message = "unreachable", UNREACHABLE
         except SyncFailed as e:
-            code = e.code
-            message = FAILED.get(e.code, f"镇街服务器拒绝了这次同步：{e.message}（{e.code}）。"
-                                         "数据已安全保存在本机。")
+            code, message = e.code, refusal_text(e, FAILED, REFUSED)
         except Exception:  # the page must hear of it; the log has the details
             log.exception("sync from the tablet app failed")
             code, message = "internal", "同步时出错，数据已安全保存在本机。请稍后再试，或联系镇街技术人员。"

@@ -54,6 +54,7 @@ from sync.hlc import physical_ms
 from sync.lookup import warm
 from sync.schema import mask_id_number, mask_phone
 from sync.store import is_encrypted
+from sync.types import china_time
 
 from . import dblock
 from .syncjob import SyncJob
@@ -388,11 +389,13 @@ def _fmt(value: Any) -> str:
 
 
 def _when(hlc: int) -> str:
-    return time.strftime("%m-%d %H:%M", time.localtime(physical_ms(hlc) / 1000))
+    "An op's clock reading as China time (whatever the tablet's zone), as the township's pages show it"
+    return china_time(physical_ms(hlc) / 1000).strftime("%m-%d %H:%M")
 
 
 def _ts(seconds: Any) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(int(seconds))) if seconds else "从未同步"
+    "Seconds since the epoch (the last sync) as China time"
+    return china_time(int(seconds)).strftime("%Y-%m-%d %H:%M") if seconds else "从未同步"
 
 
 templates.env.filters.update(fmt=_fmt, when=_when, ts=_ts, mask_id=mask_id_number, mask_phone=mask_phone,

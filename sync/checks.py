@@ -27,11 +27,13 @@ import httpx
 
 from .errors import BadRequest, InvalidValue
 from .schema import SCHEMA, Date, DateTime
-from .types import SET
+from .types import SET, china_time
 
 #: Fields typed as digits and signs, where a Chinese input method in full-width mode types ５１０９ and －：
 TYPED_AS_DIGITS = frozenset({"id_number", "phone", "birth_date", "due_date", "served_at", "minutes",
                              "people_served"})
+#: Date fields, which also take a date typed as 8 digits on a numeric keypad that has no "-" (19420308)
+TYPED_AS_DATE = frozenset({"birth_date", "due_date"})
 #: GB 11643: the weights of an ID number's first 17 digits, and the check character for the sum mod 11
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -54,8 +56,15 @@ class Problem:
 
 
 def normalize(name: str, text: str) -> str:
-    "Text typed into a field, full-width digits and signs made ASCII where the field takes digits"
-    return unicodedata.normalize("NFKC", text) if name in TYPED_AS_DIGITS else text
+    """Text typed into a field, full-width digits and signs made ASCII where the field takes digits, and
+    a date typed as 8 digits written as one: 19420308 is 1942-03-08 (whether it is on the calendar is
+    ``check``'s to say)"""
+    if name not in TYPED_AS_DIGITS:
+        return text
+    text = unicodedata.normalize("NFKC", text)
+    if name in TYPED_AS_DATE and re.fullmatch(r"[0-9]{8}", text):
+        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    return text
 
 
 def node_url(text: str) -> str:
@@ -124,7 +133,8 @@ def id_number_facts(id_number: str) -> tuple[str, str] | None:
 
 def check(coll: str, name: str, value: Any, *, now: dt.datetime | None = None) -> Problem | None:
     """What is wrong with a value typed into ``coll.name``, or None. A value of the wrong shape is None
-    too: the schema refuses it, and its field's format help says how to write it."""
+    too: the schema refuses it, and its field's format help says how to write it. ``now``: the time in
+    China (naive, as values are written; ``china_time()`` by default, whatever the system's zone)."""
     if value is None:
         return None
     try:
@@ -136,7 +146,7 @@ def check(coll: str, name: str, value: Any, *, now: dt.datetime | None = None) -
         what, zh = ("date", "日期") if f.type is Date else ("time", "时间")
         return Problem(NO_SUCH_DATE, f"{value} is no {what} on the calendar", f"{f.label}不是一个存在的{zh}，请核对")
     found = _CHECKS.get(name)
-    return found(value, now or dt.datetime.now()) if found else None
+    return found(value, now or china_time()) if found else None
 
 
 def _on_calendar(kind: Any, value: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any, TypeAlias
 
 #: A device's stable identifier, e.g. ``"tab-3f2a..."`` or ``"node-510903001000"``.
@@ -21,6 +22,13 @@ Value: TypeAlias = Any
 #: China Standard Time (UTC+8, no daylight saving): the time the people using cunsync live in, whatever
 #: zone a node's system runs in.
 CHINA_TIME = dt.timezone(dt.timedelta(hours=8), "北京时间")
+
+
+def china_time(seconds: float | None = None) -> dt.datetime:
+    """The wall-clock time in China (``CHINA_TIME``, whatever the system's zone) at ``seconds`` since the
+    epoch, or now: naive, as records and forms write a date or time (``2024-05-01T09:30``)"""
+    return dt.datetime.fromtimestamp(time.time() if seconds is None else seconds, CHINA_TIME).replace(tzinfo=None)
+
 
 #: Op kinds.
 SET = 0

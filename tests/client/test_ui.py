@@ -305,6 +305,18 @@ def test_digits_typed_full_width_are_taken_as_ascii(tapp: TabletApp, unlocked: T
         "51090319500101123X", "1950-01-01", "13900001111")
 
 
+def test_a_birth_date_typed_on_a_numeric_keypad_is_taken_as_a_date(tapp: TabletApp, unlocked: TestClient) -> None:
+    "The birth date's keypad has no -: 19420308 is 1942-03-08; eight digits that are no date are refused"
+    form = {"searched": "李四", "name": "李四", "birth_date": "19420230"}
+    r = post(unlocked, tapp, "/people/new", form)
+    assert r.status_code == 400 and messages(r.text) == ["出生日期不是一个存在的日期，请核对"]
+    r = post(unlocked, tapp, "/people/new", {**form, "birth_date": "19420308"})
+    assert r.status_code == 303, messages(r.text)
+    rid = people(tapp)["李四"]
+    rec = tapp.read(lambda t: t.get(rid))
+    assert rec is not None and rec.data["birth_date"] == "1942-03-08"
+
+
 def test_an_id_number_with_a_wrong_check_digit_is_refused(tapp: TabletApp, unlocked: TestClient) -> None:
     r = post(unlocked, tapp, "/people/new", {"searched": "李四", "name": "李四", "id_number": "510903195001011231"})
     assert r.status_code == 400

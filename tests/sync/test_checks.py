@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from sync import checks
+from sync.types import CHINA_TIME, china_time
 
 NOW = dt.datetime(2025, 6, 1, 10, 0)
 
@@ -22,6 +23,17 @@ def test_full_width_digits_and_signs_become_ascii_only_in_fields_of_digits() -> 
     assert checks.normalize("served_at", "２０２５-０５-０１ ０９：３０") == "2025-05-01 09:30"
     assert checks.normalize("phone", "＋８６ １３８") == "+86 138"
     assert checks.normalize("name", "Ａ张") == "Ａ张"  # names and notes are kept as typed
+
+
+def test_a_date_typed_as_8_digits_is_written_as_a_date() -> None:
+    "A numeric keypad has no -: 19420308 is 1942-03-08, full-width too; other digits are left to the schema"
+    assert checks.normalize("birth_date", "19420308") == "1942-03-08"
+    assert checks.normalize("birth_date", "１９４２０３０８") == "1942-03-08"
+    assert checks.normalize("due_date", "20240630") == "2024-06-30"
+    assert checks.normalize("birth_date", "19420230") == "1942-02-30"  # check says: no such date
+    assert checks.normalize("birth_date", "1942038") == "1942038"  # 7 digits: the schema's format help
+    assert checks.normalize("phone", "13800138") == "13800138"
+    assert checks.normalize("served_at", "20240501") == "20240501"
 
 
 @pytest.mark.parametrize(("name", "value", "code"), [
@@ -55,6 +67,23 @@ def test_a_service_may_be_dated_up_to_a_day_ahead_of_the_clock() -> None:
     assert codes("service", "served_at", "2025-13-45T99:99") == "no_such_date"
     assert codes("need", "due_date", "2024-02-30") == "no_such_date"
     assert codes("need", "due_date", "2099-01-01") is None  # a due date may lie far ahead
+
+
+def test_today_and_a_day_ahead_are_china_time_whatever_the_systems_zone(away_from_china: str) -> None:
+    now = dt.datetime.now(CHINA_TIME).replace(tzinfo=None)
+    assert abs(china_time() - now) < dt.timedelta(seconds=5)
+
+    def found(coll: str, name: str, value: str) -> str | None:
+        problem = checks.check(coll, name, value)  # no ``now``: the checks' own clock
+        return problem.code if problem else None
+
+    def ahead(hours: int) -> str:
+        return (now + dt.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M")
+
+    assert found("person", "birth_date", now.date().isoformat()) is None
+    assert found("person", "birth_date", ahead(24)[:10]) == "birth_date_in_future"
+    assert found("service", "served_at", ahead(23)) is None
+    assert found("service", "served_at", ahead(25)) == "served_at_in_future"
 
 
 def test_problems_say_what_to_fix_in_english_and_chinese() -> None:
