@@ -123,7 +123,8 @@ def _raw(form: FormData) -> dict[str, Any]:
 
 def _new_id(form: FormData) -> str:
     """The id a new-record form was given when it was shown (``rid``, a UUIDv7), so that the form sent
-    twice, as a browser does after a lost answer, makes one record. A form without one gets a new id."""
+    twice, as a browser does after a lost answer or the worker does after Back (``app.js`` has the browser
+    refill the id), makes one record. A form without one gets a new id."""
     try:
         sent = uuid.UUID(str(form.get("rid", "")))
     except ValueError:

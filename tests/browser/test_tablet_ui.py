@@ -331,3 +331,41 @@ def test_the_sync_page_shows_progress_while_a_sync_runs(page: Page, tmp_path: Pa
     with page.expect_navigation(timeout=SYNC_WAIT_MS):
         hold[0] = False
     expect(page.locator("#sync-result")).to_have_text(UNREACHABLE)  # this tablet's node is nowhere
+
+
+def test_back_then_save_again_makes_no_second_record(page: Page, tmp_path: Path, tablet_app: StartApp) -> None:
+    """After saving a new resident, need or service the worker presses Back: Chromium fetches the form again
+    and refills what she typed, and its record id too, so that pressing 保存 again makes no second record"""
+    app = tablet_app(offline_tablet(tmp_path, ["张秀英"]), pin=PIN)
+    page.goto(app.url + "/people")
+    page.click("#people a:has-text('张秀英')")
+    person = page.url
+
+    def save_back_save(done: str) -> None:
+        page.click("button:has-text('保存')")
+        page.wait_for_url(f"**done={done}")
+        page.go_back()
+        page.wait_for_load_state()
+        page.click("button:has-text('保存')")
+        page.wait_for_url("**/people/**")
+
+    page.click("a:has-text('＋ 记录服务')")
+    page.click("label.choice:has-text('家政服务')")
+    page.fill("#minutes", "45")
+    page.fill("#notes", "打扫卫生")
+    save_back_save("service")
+    page.goto(app.url + "/people/new/form?q=李桂兰")  # a resident without ID number or birth date
+    page.fill("#phone", "13800138000")
+    page.click("label.choice:has-text('独居')")
+    save_back_save("created")
+    page.goto(person)
+    page.click("a:has-text('＋ 记录需求')")
+    page.click("label.choice:has-text('养老服务')")
+    page.fill("#description", "需要助餐")
+    save_back_save("need")
+
+    page.goto(person)
+    expect(page.locator("#services li")).to_have_count(1)
+    expect(page.locator("#needs li")).to_have_count(1)
+    page.goto(app.url + "/people")
+    expect(page.locator("#people .name")).to_have_text(["李桂兰", "张秀英"])

@@ -388,7 +388,7 @@ def test_a_service_dated_more_than_a_day_ahead_is_refused(tapp: TabletApp, unloc
 
 def form_rid(html: str) -> str:
     "The id a new-record form was given when it was shown"
-    (rid,) = re.findall(r'<input type="hidden" name="rid" value="([0-9a-f-]{36})">', html)
+    (rid,) = re.findall(r'<input type="text" name="rid" value="([0-9a-f-]{36})" hidden>', html)
     return rid
 
 
