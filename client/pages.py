@@ -681,7 +681,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
     # -- sync and conflicts -------------------------------------------------------------------------
 
-    async def sync_page(request: Request, reattach_error: str = "", status: int = 200) -> Response:
+    async def sync_page(request: Request, reattach_error: str = "", status: int = 200, code: str = "") -> Response:
         def load(tab: Tablet) -> dict[str, Any]:
             names = _names(tab)
             return {"conflicts": [conflict_view(tab, c, names) for c in tab.store.conflicts()],
@@ -692,7 +692,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         job = tapp.job.snapshot() if tapp.job else {}
         # the node refused the tablet's token: the form for the township's new code
         reattach = (job.get("state") == "failed" and job.get("code") == Unauthorized.code) or bool(reattach_error)
-        return await render(request, "sync.html", {"job": job, "reattach": reattach,
+        return await render(request, "sync.html", {"job": job, "reattach": reattach, "code": code,
                                                    "errors": {"code": reattach_error} if reattach_error else {},
                                                    **ctx}, status)
 
@@ -710,7 +710,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             except SyncFailed as e:
                 error = ENROL_ERRORS.get(e.code, f"镇街服务器拒绝了重新接入：{e.message}")
         if error:
-            return await sync_page(request, error, 400)
+            return await sync_page(request, error, 400, code)  # the form keeps the code typed
         return _redirect("/sync?done=reattached")
 
     def _start() -> bool:
