@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import httpx
@@ -90,21 +90,35 @@ def _shown(form: FormData, current: dict[str, Any]) -> dict[str, Any]:
     return checks.shown_values(form.get("shown", ""), current)
 
 
-def _changes(current: dict[str, Any], form: FormData, values: dict[str, Any],
-             errors: dict[str, str]) -> dict[str, Any]:
+def _changes(current: dict[str, Any], form: FormData,
+             values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """The fields the worker changed: those whose value differs from what the form showed (its hidden
     ``shown``), not from the record as it is now, so that a change a sync brought in meanwhile is not
-    written back over. A field the worker changed that also changed meanwhile is refused in ``errors``:
-    the form comes back showing it as it is now."""
+    written back over; and the refusals, by field, of those the worker changed that also changed
+    meanwhile, each saying the value now (the form comes back with it as ``shown``: ``_refused``)."""
     shown = _shown(form, current)
     as_shown = forms.as_form(shown)  # as the inputs held it: a service time without its seconds, say
     changes = {k: v for k, v in values.items() if _differs(as_shown.get(k), v)}
+    told: dict[str, str] = {}
     for k in changes:
         if _differs(current.get(k), shown.get(k)):
             now = current.get(k)
             now_text = "、".join(map(str, now)) if isinstance(now, list) else ("（空）" if now in (None, "") else now)
-            errors[k] = f"打开表单后，这一项已同步更新为“{now_text}”。请核对后再保存。"
-    return changes
+            told[k] = f"打开表单后，这一项已同步更新为“{now_text}”。请核对后再保存。"
+    return changes, told
+
+
+def _refused(coll: str, form: FormData, current: dict[str, Any], touched: Collection[str],
+             told: Collection[str]) -> dict[str, Any]:
+    """A refused edit form as it comes back: its inputs (``values``) hold the fields the worker changed
+    (``touched``) as she typed them and every other field as the record is now, and its hidden ``shown``
+    is the record now, so that saving it again writes no value over one a sync brought meanwhile. A field
+    she changed keeps the value the form first showed as ``shown`` unless she was ``told`` (``_changes``)
+    it changed meanwhile: saving it again is still checked against a sync's change."""
+    shown = _shown(form, current)
+    now = forms.as_form(current)
+    values = {**_raw(form), **{k: now.get(k, "") for k in forms.FIELDS[coll] if k not in touched}}
+    return {"values": values, "shown": {**current, **{k: shown.get(k) for k in touched if k not in told}}}
 
 
 def _raw(form: FormData) -> dict[str, Any]:
@@ -116,7 +130,8 @@ def _raw(form: FormData) -> dict[str, Any]:
 
 def _new_id(form: FormData) -> str:
     """The id a new-record form was given when it was shown (``rid``, a UUIDv7), so that the form sent
-    twice, as a browser does after a lost answer, makes one record. A form without one gets a new id."""
+    twice, as a browser does after a lost answer or the worker does after Back (``app.js`` has the browser
+    refill the id), makes one record. A form without one gets a new id."""
     try:
         sent = uuid.UUID(str(form.get("rid", "")))
     except ValueError:
@@ -443,33 +458,34 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         rid = request.path_params["id"]
         rec = await tapp.run(lambda tab: _record(tab, rid, "person"))
         return await render(request, "person_form.html", {
-            "mode": "edit", "p": rec, "values": forms.as_form(rec.data), "errors": {}, "dupes": [],
-            "cat": forms.catalogues()})
+            "mode": "edit", "p": rec, "values": forms.as_form(rec.data), "shown": rec.data, "errors": {},
+            "dupes": [], "cat": forms.catalogues()})
 
     async def person_update(request: Request) -> Response:
         rid = request.path_params["id"]
         form = await form_of(request)
 
-        def save(tab: Tablet) -> tuple[Record, dict[str, str], list[Record]]:
+        def save(tab: Tablet) -> tuple[Record, dict[str, str], list[Record], dict[str, Any]]:
             rec = _record(tab, rid, "person")
             values, errors = forms.parse("person", form, editing=True, before=_shown(form, rec.data))
-            if errors:
-                return rec, errors, []
+            told: dict[str, str] = {}
             # only a changed ID number: one a synced duplicate shares already must not freeze the record
-            same_id = _duplicates(tab, values, rid)[0] if "id_number" in values else None
+            same_id = _duplicates(tab, values, rid)[0] if "id_number" in values and not errors else None
             if same_id is not None:
                 errors["id_number"] = f"这个身份证号已登记给“{same_id.data.get('name', '')}”"
-                return rec, errors, [same_id]
-            changes = _changes(rec.data, form, values, errors)
-            if changes and not errors:
-                tab.update(rid, changes)
-            return rec, errors, []
+            elif not errors:
+                changes, told = _changes(rec.data, form, values)
+                if changes and not told:
+                    tab.update(rid, changes)
+            errors.update(told)
+            again = _refused("person", form, rec.data, {*values, *errors}, told) if errors else {}
+            return rec, errors, [same_id] if same_id else [], again
 
-        rec, errors, dupes = await tapp.run(save)
+        rec, errors, dupes, again = await tapp.run(save)
         if errors:
             return await render(request, "person_form.html", {
-                "mode": "edit", "p": rec, "values": _raw(form), "errors": errors, "dupes": dupes,
-                "cat": forms.catalogues()}, 400)
+                "mode": "edit", "p": rec, "errors": errors, "dupes": dupes, "cat": forms.catalogues(), **again},
+                400)
         return _redirect(f"/people/{rid}?done=saved")
 
     # -- needs --------------------------------------------------------------------------------------
@@ -533,7 +549,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def load(tab: Tablet) -> dict[str, Any]:
             n = _record(tab, nid, "need")
-            return {"n": n, "values": forms.as_form(n.data), **_need_ctx(tab, _resident(tab, n))}
+            return {"n": n, "values": forms.as_form(n.data), "shown": n.data, **_need_ctx(tab, _resident(tab, n))}
 
         ctx = await tapp.run(load)
         return await render(request, "need_form.html", {
@@ -550,20 +566,22 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             ctx = {"n": n, **_need_ctx(tab, _resident(tab, n))}
             values, found = forms.parse("need", form, editing=True, before=_shown(form, n.data), codes=codes)
             errors.update(found)
+            told: dict[str, str] = {}
             if not errors:
-                changes = _changes(n.data, form, values, errors)
+                changes, told = _changes(n.data, form, values)
+                errors.update(told)
                 try:
                     if changes and not errors:
                         tab.update(nid, changes)
                 except InvalidValue as e:
                     frm, to = (e.details or {}).get("from"), (e.details or {}).get("to")
                     errors["status"] = (f"需求不能从“{frm}”直接改为“{to}”" if frm else "状态填写有误")
-            return ctx
+            return {**ctx, **_refused("need", form, n.data, {*values, *errors}, told)} if errors else ctx
 
         ctx = await tapp.run(save)
         if errors:
             return await render(request, "need_form.html", {
-                "mode": "edit", "values": _raw(form), "errors": errors,
+                "mode": "edit", "errors": errors,
                 "statuses": forms.allowed_statuses(ctx["n"].data.get("status")), **ctx}, 400)
         return _redirect(f"/people/{ctx['p'].id}?done=saved")
 
@@ -638,7 +656,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def load(tab: Tablet) -> dict[str, Any]:
             s = _record(tab, sid, "service")
-            return {"s": s, "values": forms.as_form(s.data),
+            return {"s": s, "values": forms.as_form(s.data), "shown": s.data,
                     **_service_ctx(tab, _resident(tab, s), s.data.get("need"))}
 
         return await render(request, "service_form.html", {"mode": "edit", "errors": {}, **await tapp.run(load)})
@@ -655,21 +673,22 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             values, found = forms.parse("service", form, editing=True, before=_shown(form, s.data), codes=codes)
             errors.update(found)
             _check_need(ctx, values, errors)
+            told: dict[str, str] = {}
             if not errors:
-                changes = _changes(s.data, form, values, errors)
+                changes, told = _changes(s.data, form, values)
+                errors.update(told)
                 if changes and not errors:
                     tab.update(sid, changes)
-            return ctx
+            return {**ctx, **_refused("service", form, s.data, {*values, *errors}, told)} if errors else ctx
 
         ctx = await tapp.run(save)
         if errors:
-            return await render(request, "service_form.html", {"mode": "edit", "values": _raw(form),
-                                                               "errors": errors, **ctx}, 400)
+            return await render(request, "service_form.html", {"mode": "edit", "errors": errors, **ctx}, 400)
         return _redirect(f"/people/{ctx['p'].id}?done=saved")
 
     # -- sync and conflicts -------------------------------------------------------------------------
 
-    async def sync_page(request: Request, reattach_error: str = "", status: int = 200) -> Response:
+    async def sync_page(request: Request, reattach_error: str = "", status: int = 200, code: str = "") -> Response:
         def load(tab: Tablet) -> dict[str, Any]:
             names = _names(tab)
             return {"conflicts": [conflict_view(tab, c, names) for c in tab.store.conflicts()],
@@ -680,7 +699,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         job = tapp.job.snapshot() if tapp.job else {}
         # the node refused the tablet's token: the form for the township's new code
         reattach = (job.get("state") == "failed" and job.get("code") == Unauthorized.code) or bool(reattach_error)
-        return await render(request, "sync.html", {"job": job, "reattach": reattach,
+        return await render(request, "sync.html", {"job": job, "reattach": reattach, "code": code,
                                                    "errors": {"code": reattach_error} if reattach_error else {},
                                                    **ctx}, status)
 
@@ -698,7 +717,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             except SyncFailed as e:
                 error = refusal_text(e, ENROL_ERRORS, REATTACH_REFUSED)
         if error:
-            return await sync_page(request, error, 400)
+            return await sync_page(request, error, 400, code)  # the form keeps the code typed
         return _redirect("/sync?done=reattached")
 
     def _start() -> bool:

@@ -1,5 +1,6 @@
 // The tablet app's only script: sync with a progress bar (polling /api/status), no double submits,
-// and "back" links. Every page works without it; forms post as usual.
+// new-record forms that Back refills with their id, and "back" links. Every page works without it; forms
+// post as usual.
 (function () {
   "use strict";
   var csrf = (document.querySelector("meta[name=csrf-token]") || {}).content || "";
@@ -9,6 +10,14 @@
     if (form.dataset.sent) { e.preventDefault(); return; }
     form.dataset.sent = "1";
     form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = true; });
+  });
+  // A new-record form's id (rid, a text input kept out of sight): Chromium refills on Back only the inputs whose
+  // value differs from their value attribute, so the id is made to differ; Back then 保存 sends the id the
+  // record was saved under again, and the app makes no second record.
+  document.querySelectorAll("input[name=rid]").forEach(function (rid) {
+    var id = rid.value;
+    rid.defaultValue = "";
+    rid.value = id;
   });
   document.querySelectorAll("[data-back]").forEach(function (a) {
     a.addEventListener("click", function (e) {

@@ -164,6 +164,7 @@ def test_register_with_the_node_down_then_sync_reaches_the_workbench(
     page.fill("#address", "育才社区3栋2单元")
     page.click("label.choice:has-text('老年人')")
     page.click("label.choice:has-text('独居')")
+    page.fill("#notes", "独居，女儿在外地\n每周二送药")
     snapshot(page, request, "register-form")
     page.click("button:has-text('保存')")
     expect(page.locator(".notice")).to_have_text("居民已登记，已保存在本机。")
@@ -208,6 +209,9 @@ def test_register_with_the_node_down_then_sync_reaches_the_workbench(
     row.locator("a").click()
     expect(page.locator("body")).to_contain_text("育才社区3栋2单元")
     expect(page.locator("body")).to_contain_text("村/社区")  # each change shows its author's tier
+    # the history shows the notes on the lines they were typed on
+    # (inner_text: to_have_text would take a line break for a space)
+    assert page.locator("table.history tr:has-text('备注') td").last.inner_text() == "（无） → 独居，女儿在外地\n每周二送药"
 
 
 def test_pinyin_finds_zhang_san_by_full_pinyin_and_initials(page: Page, tmp_path: Path, tablet_app: StartApp,
@@ -331,3 +335,61 @@ def test_the_sync_page_shows_progress_while_a_sync_runs(page: Page, tmp_path: Pa
     with page.expect_navigation(timeout=SYNC_WAIT_MS):
         hold[0] = False
     expect(page.locator("#sync-result")).to_have_text(UNREACHABLE)  # this tablet's node is nowhere
+
+
+def test_back_then_save_again_makes_no_second_record(page: Page, tmp_path: Path, tablet_app: StartApp) -> None:
+    """After saving a new resident, need or service the worker presses Back: Chromium fetches the form again
+    and refills what she typed, and its record id too, so that pressing 保存 again makes no second record"""
+    app = tablet_app(offline_tablet(tmp_path, ["张秀英"]), pin=PIN)
+    page.goto(app.url + "/people")
+    page.click("#people a:has-text('张秀英')")
+    person = page.url
+
+    def save_back_save(done: str) -> None:
+        page.click("button:has-text('保存')")
+        page.wait_for_url(f"**done={done}")
+        page.go_back()
+        page.wait_for_load_state()
+        page.click("button:has-text('保存')")
+        page.wait_for_url("**/people/**")
+
+    page.click("a:has-text('＋ 记录服务')")
+    page.click("label.choice:has-text('家政服务')")
+    page.fill("#minutes", "45")
+    page.fill("#notes", "打扫卫生")
+    save_back_save("service")
+    page.goto(app.url + "/people/new/form?q=李桂兰")  # a resident without ID number or birth date
+    page.fill("#phone", "13800138000")
+    page.click("label.choice:has-text('独居')")
+    save_back_save("created")
+    page.goto(person)
+    page.click("a:has-text('＋ 记录需求')")
+    page.click("label.choice:has-text('养老服务')")
+    page.fill("#description", "需要助餐")
+    save_back_save("need")
+
+    page.goto(person)
+    expect(page.locator("#services li")).to_have_count(1)
+    expect(page.locator("#needs li")).to_have_count(1)
+    page.goto(app.url + "/people")
+    expect(page.locator("#people .name")).to_have_text(["李桂兰", "张秀英"])
+
+
+def test_notes_and_descriptions_are_shown_on_the_lines_they_were_typed_on(
+        page: Page, tmp_path: Path, tablet_app: StartApp) -> None:
+    app = tablet_app(offline_tablet(tmp_path, []), pin=PIN)
+    page.goto(app.url + "/people/new/form?q=张秀英")
+    page.fill("#notes", "1. 每周二送药\n2. 女儿电话 13800138000")
+    page.click("button:has-text('保存')")
+    page.wait_for_url("**done=created")
+    # inner_text, as a person sees it (to_have_text would take a line break for a space)
+    assert page.locator("#person-fields tr:has-text('备注') td").inner_text() == "1. 每周二送药\n2. 女儿电话 13800138000"
+    page.click("a:has-text('＋ 记录需求')")
+    page.click("label.choice:has-text('养老服务')")
+    page.fill("#description", "需要助餐\n每天中午一次")
+    page.fill("#due_date", "2030-06-30")
+    page.click("button:has-text('保存')")
+    page.wait_for_url("**done=need")
+    assert page.locator("#needs .meta").inner_text() == "需要助餐\n每天中午一次 · 截止 2030-06-30"
+    page.goto(app.url + "/needs")
+    assert page.locator("#needs .meta").inner_text() == "需要助餐\n每天中午一次 · 截止 2030-06-30"

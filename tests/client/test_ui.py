@@ -400,7 +400,7 @@ def test_a_service_dated_more_than_a_day_ahead_is_refused(tapp: TabletApp, unloc
 
 def form_rid(html: str) -> str:
     "The id a new-record form was given when it was shown"
-    (rid,) = re.findall(r'<input type="hidden" name="rid" value="([0-9a-f-]{36})">', html)
+    (rid,) = re.findall(r'<input type="text" name="rid" value="([0-9a-f-]{36})" hidden>', html)
     return rid
 
 
@@ -576,6 +576,69 @@ def test_a_form_opened_before_a_sync_does_not_write_back_over_what_the_sync_brou
     assert tapp.read(lambda t: t.store.count_ops()) == before
     again = re.search(r"name=\"shown\" value='([^']*)'", r.text)
     assert again is not None and "13899990000" in html.unescape(again.group(1)), "the form now shows it as it is"
+
+
+def township_edit(tapp: TabletApp, coll: str, rid: str, values: dict[str, Any]) -> None:
+    "Township staff's corrections, made after seeing the tablet's values, as a background sync brings them in"
+    def apply(tab: Tablet) -> None:
+        hlc = tab.store.last_hlc()
+        tab.store.apply([Op("node-510903001000", tab.store.count_ops() + i, hlc + (i << 16), coll, rid, name, SET,
+                            value, tuple(tab.store.live_ids(rid, name)), "刘主任", "510903001000",
+                            TIER_RANK["township"])
+                         for i, (name, value) in enumerate(values.items(), 1)])
+    tapp.read(apply)
+
+
+#: Per form: a mistake the worker makes in one field and its fix, and a field the township corrects meanwhile
+REFUSED_EDITS = {
+    "person": ({"phone": "1381111abc"}, {"phone": "13811112222"}, "address", "镇街核实地址9号"),
+    "need": ({"status": "已关闭"}, {"status": "已分派"}, "description", "镇街核实：需要助餐和助浴"),
+    "service": ({"minutes": "四十五"}, {"minutes": "45"}, "notes", "镇街核实：打扫卫生两小时"),
+}
+
+
+@pytest.mark.parametrize("coll", REFUSED_EDITS)
+def test_a_refused_edit_saved_again_keeps_what_a_sync_brought_meanwhile(
+        tapp: TabletApp, unlocked: TestClient, coll: str) -> None:
+    """The worker's edit form is refused (a mistake in one field, or a field she changed that a sync changed
+    too) after a sync brought the township's correction of another field: the form comes back showing that
+    field as it is now, and saving it again keeps the correction. Only what she changed is written."""
+    pid = people(tapp)["张三"]
+    rid = {"person": pid,
+           "need": tapp.read(lambda t: t.create("need", {"person": pid, "category": "养老服务", "status": "待处理",
+                                                         "description": "需要助餐", "assignee": "王芳"})),
+           "service": tapp.read(lambda t: t.create("service", {
+               "person": pid, "service_type": "养老服务", "served_at": "2024-05-01T09:30", "people_served": 1,
+               "provider_name": "王芳", "notes": "打扫卫生"}))}[coll]
+    url = {"person": f"/people/{rid}/edit", "need": f"/needs/{rid}/edit", "service": f"/services/{rid}/edit"}[coll]
+    mistake, fixed, synced, corrected = REFUSED_EDITS[coll]
+    (field,) = fixed
+
+    form = form_fields(unlocked.get(url).text)
+    township_edit(tapp, coll, rid, {synced: corrected})
+    r = unlocked.post(url, data={**form, **mistake}, headers=SAME)
+    assert r.status_code == 400 and len(messages(r.text)) == 1
+    again = form_fields(r.text)
+    assert again[synced].replace("\r\n", "\n") == corrected, "the form shows the field as it is now"
+    r = unlocked.post(url, data={**again, **fixed}, headers=SAME)
+    assert r.status_code == 303, messages(r.text)
+    rec = tapp.read(lambda t: t.get(rid))
+    assert rec is not None and rec.data[synced] == corrected, "the township's correction was written over"
+    assert str(rec.data[field]) == fixed[field] and rec.conflicts == []
+
+    # the app's own refusal: the worker changed a field the township corrected too, together with another
+    other = {"person": "phone", "need": "assignee", "service": "provider_name"}[coll]
+    form = form_fields(unlocked.get(url).text)
+    township_edit(tapp, coll, rid, {other: "13899990000" if coll == "person" else "刘主任", synced: corrected + "。"})
+    r = unlocked.post(url, data={**form, other: "13822223333" if coll == "person" else "李明"}, headers=SAME)
+    assert r.status_code == 400 and messages(r.text)[0].startswith("打开表单后，这一项已同步更新为")
+    before = pending(tapp)
+    r = unlocked.post(url, data=form_fields(r.text), headers=SAME)  # she has checked it, and saves again
+    assert r.status_code == 303, messages(r.text)
+    rec = tapp.read(lambda t: t.get(rid))
+    assert rec is not None and rec.data[synced] == corrected + "。", "the township's correction was written over"
+    assert rec.data[other] == ("13822223333" if coll == "person" else "李明") and rec.conflicts == []
+    assert pending(tapp) == before + 1, "the field she changed alone was written"
 
 
 class _Form(HTMLParser):

@@ -123,6 +123,7 @@ def test_a_tablet_the_restored_node_no_longer_knows_is_re_attached_from_the_sync
     for sent, want in (("", "请填写镇街新发的登记码"), (other, "这个登记码不是发给本平板的")):
         r = post("/sync/reattach", data={"csrf": tapp.csrf, "code": sent})
         assert r.status_code == 400 and want in r.text and 'id="reattach-form"' in r.text
+        assert f'name="code" value="{sent}"' in r.text, "the form keeps the code typed"
     r = post("/sync/reattach", data={"csrf": tapp.csrf, "code": good})
     assert r.status_code == 303 and r.headers["location"] == "/sync?done=reattached"
     assert "本平板已重新接入镇街服务器" in client.get(r.headers["location"]).text
