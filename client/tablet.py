@@ -625,8 +625,11 @@ class Tablet:
                 with self.store.transaction():
                     self.store.apply(ops, dead=dead)
                     acked_before = self.acked()
-                    if resp.acked > self._acked_ever():
-                        self._set("acked_ever", str(resp.acked))
+                    # what a node acknowledged before, too: a database from before ``acked_ever`` was
+                    # kept has it only in ``acked``, which a restored node's answer lowers below
+                    ever = max(acked_before, resp.acked)
+                    if ever > self._acked_ever():
+                        self._set("acked_ever", str(ever))
                     for k, v in (("acked", resp.acked), ("cursor", resp.cursor), ("page", resp.page),
                                  ("epoch", resp.epoch), ("last_sync", int(time.time())),
                                  ("cursor_check", resp.cursor_check)):

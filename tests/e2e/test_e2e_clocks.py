@@ -234,13 +234,16 @@ def test_ops_whose_answer_was_lost_keep_their_clocks_when_the_clock_jumps(
         assert rec is not None and rec.data["phone"] == "13800000000"
 
 
+@pytest.mark.parametrize("set_up_before_acked_ever", [False, True], ids=["tablet", "tablet-of-an-older-version"])
 def test_after_a_restore_a_wrong_clock_does_not_re_stamp_ops_other_tablets_hold(
-    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, tmp_path: Path
+    node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet, tmp_path: Path,
+    set_up_before_acked_ever: bool,
 ) -> None:
     """The node is restored from a backup older than a tablet's ops, so it acknowledges less than that
     tablet was told before. If the tablet's clock is wrong by then, correcting it must not re-stamp the
     ops the old node held and passed on: the other tablets hold them with their first clocks, and a
-    concurrent edit would have a different winner on them than on the node."""
+    concurrent edit would have a different winner on them than on the node. Also for a tablet whose
+    database a version from before the tablet kept its highest acknowledgement (``acked_ever``) made."""
     import sqlite3
 
     node.start()
@@ -263,6 +266,8 @@ def test_after_a_restore_a_wrong_clock_does_not_re_stamp_ops_other_tablets_hold(
         tab.sync()
     held_by_b = _clocks(Path(b.path), a.device)
     assert len(held_by_b) == 3
+    if set_up_before_acked_ever:
+        a.store.conn.execute("DELETE FROM meta WHERE key = 'acked_ever'")
 
     node.kill()  # the disk dies; the operator restores the backup
     for suffix in ("", "-wal", "-shm"):
