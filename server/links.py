@@ -102,9 +102,15 @@ def ensure_tables(store: Store) -> None:
 
 
 def add_link(store: Store, node_unit: str, unit: str, url: str, token: str) -> Link:
-    """Link this node to a node directly below it; adding a link again replaces its URL and token"""
+    """Link this county or city node to a node directly below it (a township or a county); adding a link
+    again replaces its URL and token"""
     ensure_tables(store)
     code = unitlib.normalize_code(unit)
+    if (tier := unitlib.tier_of(node_unit)) not in ("county", "city"):
+        raise BadRequest(f"this is a {tier} node ({node_unit}): no node runs below it, so it has no links; its "
+                         "villages' tablets sync to it (`cunsync enrol create`). Links go from a county to "
+                         "each of its townships and from a city to each of its counties: add them there",
+                         code="no_nodes_below", details={"unit": code, "node": node_unit})
     if unitlib.parent_of(code) != node_unit:
         raise OutOfScope(f"unit {code} is not directly under this node's unit {node_unit}; link each "
                          "node to the nodes one tier below it", details={"unit": code, "node": node_unit})
