@@ -89,12 +89,14 @@ def device_group() -> None:
               help="The device's tier; county or city makes a link device for the node above "
                    "(--unit is then that node's unit)")
 def device_add(db: str, unit: str, user: str, device: str | None, tier: str) -> None:
-    """Enrol a tablet and print its token (shown once). A development enrolment, until codes land.
-    With --tier county (or city), a link device: its token lets the node above pull this node's snapshot.
+    """Add a device and print its token (shown once). Its main use is a link device: with --tier county
+    (or city) and the upper node's --unit, the token lets the node above pull this node's snapshots and
+    sync reference data and escalations (give it to `cunsync link add` there). Enrol tablets with
+    `cunsync enrol create` instead: a one-time code and QR code, no token handed around. A village
+    device made here is set up with `cunsync tablet init --token` (for tests and development).
 
     Example:
 
-        cunsync device add --db township.db --unit 510903001001 --user 王芳
         cunsync device add --db township.db --unit 510903000000 --user county-link --tier county
     """
     with opened(db) as node:

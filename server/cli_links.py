@@ -130,6 +130,13 @@ def snapshot_pull(db: str, fmt: str, out: str | None, offline: bool) -> None:
     else:
         click.echo(f"{ro.name(ro.unit)} ({ro.unit}): needs {ro.need_total()}, services {ro.service_total()[0]}, "
                    f"residents {ro.resident_total('合计')}")
+        if ro.withheld():
+            found = ro.threshold_values()
+            below = f"under {found[0]}" if len(found) == 1 else "under each township's threshold" + (
+                f" ({', '.join(map(str, found))})" if found else "")
+            sections = ", ".join(f"{s} {n}" for s, n in sorted(ro.suppressed.items()))
+            click.echo(f"  withheld: {ro.withheld()} cells counting {below} ({sections}), which townships do "
+                       "not report; these totals undercount")
         for c in ro.children:
             fresh = next((f for f in ro.freshness if f.unit == c), None)
             note = f"  data {_age(fresh.age)}" + ("  (last pull failed)" if fresh.error else "") if fresh else ""

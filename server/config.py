@@ -37,8 +37,8 @@ SUPPRESS_BELOW: int = config("CUNSYNC_SUPPRESS_BELOW", cast=int, default=3)
 #: Cap the database at this many megabytes (SQLite ``max_page_count``); 0 is no cap. For tests that need
 #: a full disk, and for a node on a small disk: past the cap, writes are refused with 507 storage_full.
 MAX_DB_MB: float = config("CUNSYNC_MAX_DB_MB", cast=float, default=0)
-#: SQLite's page cache for the node's database, in megabytes: the node's memory is about 60 MB plus this,
-#: once the database is larger than it. Lower it on a small PC.
+#: SQLite's page cache for the node's database, in megabytes: the node's memory is about 65 MB (at start)
+#: plus this, once the database is larger than it (docs/operations.md, Memory). Lower it on a small PC.
 CACHE_MB: float = config("CUNSYNC_CACHE_MB", cast=float, default=64)
 #: Refuse a sync request whose body, as sent (compressed), is over this many megabytes: 413 too_large, and
 #: the tablet sends smaller batches. For tests, and for a node on a small PC: a body is held in memory while

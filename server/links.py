@@ -13,7 +13,8 @@ left out where the parts are read (``stored_parts``), its child marked on the ro
 asks the child for it again. Tables:
 
     links         one row per child: URL, token, last attempt, last successful pull, last error, the
-                  watermark, time and hash of its last snapshot, bytes and parts the last pull moved
+                  watermark, time and hash of its last snapshot, bytes and parts the last pull moved, and
+                  a township's small-cell threshold (``Snapshot.suppress_below``)
     child_parts   the parts last pulled from each child (MessagePack ``Part``), by child and part name
 """
 
@@ -95,12 +96,21 @@ class PullResult:
 def ensure_tables(store: Store) -> None:
     with store.lock:
         store.conn.executescript(_SQL)
+        if "suppress_below" not in {row[1] for row in store.conn.execute("PRAGMA table_info(links)")}:
+            # a township's small-cell threshold, from its last snapshot (NULL: not known)
+            store.conn.execute("ALTER TABLE links ADD COLUMN suppress_below INTEGER")
 
 
 def add_link(store: Store, node_unit: str, unit: str, url: str, token: str) -> Link:
-    """Link this node to a node directly below it; adding a link again replaces its URL and token"""
+    """Link this county or city node to a node directly below it (a township or a county); adding a link
+    again replaces its URL and token"""
     ensure_tables(store)
     code = unitlib.normalize_code(unit)
+    if (tier := unitlib.tier_of(node_unit)) not in ("county", "city"):
+        raise BadRequest(f"this is a {tier} node ({node_unit}): no node runs below it, so it has no links; its "
+                         "villages' tablets sync to it (`cunsync enrol create`). Links go from a county to "
+                         "each of its townships and from a city to each of its counties: add them there",
+                         code="no_nodes_below", details={"unit": code, "node": node_unit})
     if unitlib.parent_of(code) != node_unit:
         raise OutOfScope(f"unit {code} is not directly under this node's unit {node_unit}; link each "
                          "node to the nodes one tier below it", details={"unit": code, "node": node_unit})
@@ -186,13 +196,14 @@ def sources(store: Store, bad: Mapping[str, Iterable[str]] | None = None) -> lis
     ``stored_parts`` left out), then the nodes below them as the children reported them"""
     ensure_tables(store)
     with store.lock:
-        rows = store.conn.execute("SELECT unit, watermark, taken_at, last_pulled, last_error, sources FROM links"
-                                  " ORDER BY unit").fetchall()
+        rows = store.conn.execute("SELECT unit, watermark, taken_at, last_pulled, last_error, sources, suppress_below"
+                                  " FROM links ORDER BY unit").fetchall()
     direct: list[Source] = []
     nested: list[Source] = []
-    for unit, watermark, taken_at, pulled, error, blob in rows:
+    for unit, watermark, taken_at, pulled, error, blob, below in rows:
         direct.append(Source(unit=unit, tier=unitlib.tier_of(unit), watermark=watermark, taken_at=taken_at,
-                             pulled_at=pulled, last_error=error, bad_parts=sorted((bad or {}).get(unit, ()))))
+                             pulled_at=pulled, last_error=error, bad_parts=sorted((bad or {}).get(unit, ())),
+                             suppress_below=below))
         if blob:
             nested.extend(_sources_dec(blob))
     return direct + nested
@@ -325,9 +336,10 @@ def pull(store: Store, link: Link, *, client: httpx.Client | None = None) -> Pul
                       [(link.unit, p.name, p.hash, encode_part(p), now) for p in changed])
         c.executemany("DELETE FROM child_parts WHERE unit = ? AND name = ?", [(link.unit, n) for n in gone])
         c.execute("UPDATE links SET last_attempt = ?, last_pulled = ?, last_error = '', watermark = ?,"
-                  " taken_at = ?, hash = ?, sources = ?, last_bytes = ?, last_parts = ? WHERE unit = ?",
+                  " taken_at = ?, hash = ?, sources = ?, last_bytes = ?, last_parts = ?, suppress_below = ?"
+                  " WHERE unit = ?",
                   (now, now, snap.watermark, snap.taken_at, snap.hash, _sources_enc(snap.sources), wire,
-                   len(changed), link.unit))
+                   len(changed), snap.suppress_below if snap.tier == "township" else None, link.unit))
         if changed or gone:
             _bump(c)
     return PullResult(link.unit, True, bytes=wire, changed=len(changed), parts=len(names), removed=len(gone),

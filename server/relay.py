@@ -265,8 +265,10 @@ def _check_pulled(node: Node, child: str, ops: list[Op]) -> None:
 
 
 def _revoked(child: str) -> LinkError:
-    return LinkError(f"the node {child} revoked this node's link credential; ask its admin for a new one and "
-                     f"store it with `cunsync link add --unit {child}`", code="device_revoked", status=403)
+    return LinkError(f"the node {child} revoked this node's link credential; ask its admin for a new one. Store "
+                     f"it with `cunsync link add --unit {child} --token NEW` for the scheduled sync and snapshot "
+                     "pulls; `cunsync link-sync` by hand takes it as --token NEW (or CUNSYNC_LINK_TOKEN)",
+                     code="device_revoked", status=403)
 
 
 def _under(code: object, unit: str) -> bool:

@@ -2,7 +2,9 @@
 (a city's counties, a county's townships, a township's villages), with totals, resolution rates and
 medians, and how fresh each child's figures are; and the same as CSV and XLSX for staff who work in Excel.
 
-Suppressed cells (see ``server.snapshots``) add nothing to a total; each table says how many were withheld.
+Suppressed cells (see ``server.snapshots``) add nothing to a total; the page, the exports (a 说明 table) and
+``cunsync snapshot pull`` say how many were withheld, and under which threshold: the township's own, for a
+township node; for a county or city, each township's as its last snapshot said (``Source.suppress_below``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from .snapshots import GROUPS, RESOLVED, Closure, Part, Source
 from .spreadsheet import formula_safe
 
 Triple = tuple[int, int, int]
+#: The sections whose cells may be withheld, as tables name them.
+SECTION_NAMES = {"needs": "需求", "services": "服务", "residents": "居民"}
 
 
 def child_of(top: str, code: str) -> str:
@@ -99,6 +103,8 @@ class Rollup:
     devices: dict[str, Triple] = field(default_factory=dict)
     #: cells withheld as small, by section
     suppressed: dict[str, int] = field(default_factory=dict)
+    #: the small-cell threshold each township under (or at) this node published with, where known
+    thresholds: dict[str, int] = field(default_factory=dict)
     closures: list[Closure] = field(default_factory=list)
     freshness: list[Freshness] = field(default_factory=list)
     taken_at: int = 0
@@ -153,6 +159,23 @@ class Rollup:
         seen = {cat for m in self.needs.values() for cat, _ in m}
         return [c for c in CATEGORIES if c in seen] + sorted(seen - set(CATEGORIES))
 
+    def withheld(self) -> int:
+        "How many cells were withheld as small"
+        return sum(self.suppressed.values())
+
+    def threshold_values(self) -> list[int]:
+        "The distinct small-cell thresholds the figures were published with, where known"
+        return sorted(set(self.thresholds.values()))
+
+    def threshold_text(self) -> str:
+        "Which cells were withheld, as pages say it: 小于 3 的格子不上报"
+        found = self.threshold_values()
+        if len(found) == 1:
+            return f"小于 {found[0]} 的格子不上报"
+        if found:
+            return f"各镇街小于其所设阈值（{'、'.join(map(str, found))}）的格子不上报"
+        return "各镇街数量过小的格子不上报"
+
     def stale(self) -> list[Freshness]:
         "The children whose figures are old, or leave out a malformed part"
         return [f for f in self.freshness if f.error or f.bad_parts]
@@ -160,11 +183,17 @@ class Rollup:
 
 def build(unit: str, parts: Mapping[str, Part], sources: Iterable[Source] = (), *,
           names: Mapping[str, str] | None = None, taken_at: int = 0, watermark: int = 0,
-          now: float | None = None) -> Rollup:
-    "A roll-up of ``parts`` for the node at ``unit``"
+          now: float | None = None, suppress_below: int | None = None) -> Rollup:
+    """A roll-up of ``parts`` for the node at ``unit``; ``suppress_below``: a township node's own small-cell
+    threshold (the townships below a county or city say theirs in ``sources``)"""
     at = now if now is not None else time.time()
+    sources = list(sources)
     ro = Rollup(unit=unit, tier=unitlib.tier_of(unit), names=dict(names or {}), children=[],
                 taken_at=taken_at, watermark=watermark)
+    ro.thresholds = {s.unit: s.suppress_below for s in sources
+                     if s.tier == "township" and s.suppress_below is not None}
+    if ro.tier == "township" and suppress_below is not None:
+        ro.thresholds[unit] = suppress_below
     kids: set[str] = set()
     suppressed: dict[str, int] = defaultdict(int)
     needs: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
@@ -275,6 +304,13 @@ def tables(ro: Rollup) -> dict[str, list[list[object]]]:
     for f in ro.freshness:
         out["数据来源"].append([f.unit, f.name, _when(f.taken_at), _when(f.pulled_at), f.age_text, f.error,
                              "；".join(f.bad_parts)])
+    out["说明"] = [["项目", "说明"]]
+    if ro.withheld():
+        out["说明"].append(["未计入合计的格子", f"{ro.threshold_text()}，共 {ro.withheld()} 个格子未计入以上合计，"
+                                              "合计因此偏少"])
+        out["说明"].extend([f"{SECTION_NAMES.get(s, s)}：未计入的格子", n] for s, n in sorted(ro.suppressed.items()))
+    else:
+        out["说明"].append(["未计入合计的格子", "无"])
     return out
 
 

@@ -75,7 +75,7 @@ def node_rollup(node: Node, snapshotter: Snapshotter, staff: Staff | None = None
     "The node's roll-up; for ``staff``, only within their scope"
     parts, watermark, sources = snapshotter.parts(scope=staff.scope if staff is not None else None)
     return build(node.unit, parts, sources, names=unit_names(node), taken_at=int(time.time()),
-                 watermark=watermark)
+                 watermark=watermark, suppress_below=snapshotter.suppress_below)
 
 
 def _staff(request: Request, node: Node) -> Staff | None:

@@ -116,7 +116,9 @@ class PartHash(msgspec.Struct, array_like=True):
 class Source(msgspec.Struct, kw_only=True):
     """Where a roll-up's figures come from: one node below, the watermark of its last snapshot, when that
     was taken, when it was last pulled, the last error, if the last attempt failed, and the parts held
-    from it that its figures leave out, being malformed (stored by a version that did not check them)"""
+    from it that its figures leave out, being malformed (stored by a version that did not check them).
+    For a township, ``suppress_below`` is the small-cell threshold its last snapshot was published with
+    (None: not known, e.g. pulled by an older version)"""
 
     unit: str
     tier: str
@@ -125,6 +127,7 @@ class Source(msgspec.Struct, kw_only=True):
     pulled_at: int = 0
     last_error: str = ""
     bad_parts: list[str] = []
+    suppress_below: int | None = None
 
 
 class Snapshot(msgspec.Struct, kw_only=True):

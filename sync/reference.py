@@ -52,7 +52,8 @@ def _author(editor: Editor) -> None:
 def set_catalogue(editor: Editor, kind: str, code: str, *, name: str | None = None, order: int | None = None,
                   retired: bool | None = None) -> str:
     """Add a catalogue entry, or change the name, order or retired flag of one; returns its record id.
-    A new entry needs a name; its unit is the author's."""
+    A new entry needs a name, except one that overrides a built-in (``CATEGORIES``), which is named by its
+    code (so ``retired`` or ``order`` alone hides or moves a built-in); its unit is the author's."""
     _author(editor)
     if kind not in CATALOGUE_KINDS:
         raise InvalidValue(f"unknown catalogue kind {kind!r}; use one of {', '.join(CATALOGUE_KINDS)}")
@@ -61,10 +62,10 @@ def set_catalogue(editor: Editor, kind: str, code: str, *, name: str | None = No
                               if v is not None}
     with editor.store.transaction():
         if editor.store.get(rid) is None:
-            if name is None:
+            if name is None and code not in CATEGORIES:
                 raise InvalidValue(f"a new catalogue entry needs a name ({kind} {code})")
-            return editor.create("catalogue", {"unit": editor.unit, "kind": kind, "code": code, **values},
-                                 record=rid)
+            fields = {"unit": editor.unit, "kind": kind, "code": code, "name": code, **values}
+            return editor.create("catalogue", fields, record=rid)
         if values:
             editor.update(rid, values)
     return rid

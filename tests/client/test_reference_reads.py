@@ -15,6 +15,7 @@ from client.cli import cli
 from client.tablet import Tablet
 from sync import reference as ref
 from sync.edit import Editor
+from sync.errors import InvalidValue
 from sync.schema import CATEGORIES
 from sync.store import Store
 
@@ -85,6 +86,22 @@ def test_a_catalogue_adds_to_the_built_in_list_and_overrides_its_entries(tmp_pat
     # a record's own value is kept among the choices, even one no longer offered
     assert ref.offered(tab.store, "service_type", "家政服务")[-2:] == ["上门探访", "家政服务"]
     assert ref.offered(tab.store, "service_type", "养老服务") == tab.service_types()
+    tab.close()
+
+
+def test_a_built_in_entry_is_retired_or_moved_without_retyping_its_name(tmp_path: Path, township: Store) -> None:
+    tab = tablet(tmp_path / "t.db")
+
+    def publish(ed: Editor) -> None:
+        ref.set_catalogue(ed, "need_category", "养老服务", retired=True)
+        ref.set_catalogue(ed, "need_category", "其他", order=0)
+        with pytest.raises(InvalidValue, match="needs a name"):  # not a built-in: it needs one
+            ref.set_catalogue(ed, "need_category", "防汛救灾", order=3)
+
+    from_township(tab, township, publish)
+    assert tab.need_categories() == ["其他", *[c for c in CATEGORIES if c not in ("养老服务", "其他")]]
+    assert {e["code"]: e["name"] for e in ref.catalogue(tab.store, "need_category", include_retired=True)} == {
+        "养老服务": "养老服务", "其他": "其他"}
     tab.close()
 
 

@@ -77,6 +77,20 @@ def test_a_link_url_that_is_no_url_is_refused_and_nothing_stored(county_db: str,
         n.close()
 
 
+def test_a_township_node_refuses_a_village_as_a_linked_child(township_db: str) -> None:
+    "No node runs at a village: links go county to township and city to county only"
+    r = run("link", "add", "--db", township_db, "--unit", VILLAGE, "--url", "http://10.0.0.5:8000", "--token", "t")
+    assert r.exit_code == 1 and "township node (510903001000): no node runs below it" in r.output, r.output
+    n = Node(township_db, TOWNSHIP)
+    try:
+        assert links.links(n.store) == []
+        with pytest.raises(BadRequest) as e:
+            links.add_link(n.store, TOWNSHIP, VILLAGE, "http://10.0.0.5:8000", "t")
+        assert e.value.code == "no_nodes_below"
+    finally:
+        n.close()
+
+
 def test_a_link_stored_with_a_bad_url_fails_its_pull_and_says_so(county_db: str) -> None:
     "A link added before URLs were checked: the pull records the error, other links go on, nothing raises"
     n = Node(county_db, COUNTY)

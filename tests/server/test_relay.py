@@ -155,6 +155,9 @@ def test_a_revoked_link_writes_nothing_below_and_its_sync_fails(county: Node, to
         with pytest.raises(LinkError) as exc:
             sync_link(county, "http://township", token, client=client)
     assert (exc.value.code, exc.value.status) == ("device_revoked", 403)
+    # the new credential goes where each kind of sync reads it: the link for the schedule, --token by hand
+    assert f"`cunsync link add --unit {TOWNSHIP} --token NEW` for the scheduled sync" in exc.value.message
+    assert "`cunsync link-sync` by hand takes it as --token NEW" in exc.value.message
     assert township.store.count_ops() == ops and township.store.get(notice) is None
     assert link_progress(county) == [before]
 

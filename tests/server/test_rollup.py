@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from server import links
 from server.app import create_app
 from server.cli import ensure_units
-from server.cli_links import link_group
+from server.cli_links import link_group, snapshot_group
 from server.node import Node
-from server.rollup import Freshness, _when, build
+from server.rollup import Freshness, _when, build, tables, to_xlsx
 from server.rollup_web import node_rollup, templates
 from server.snapshots import Cell, Part, PartHash, Snapshot, Snapshotter, Source, content_hash, snapshot_hash
 from sync.wire import MSGPACK, encode
@@ -78,14 +78,15 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
 
 
 def read_all(node: Node, username: str) -> tuple[str, str, list[str], dict[str, object]]:
-    "As ``username``: the roll-up page, the CSV, the units in the XLSX's first column, the snapshot"
+    "As ``username``: the roll-up page, the CSV, the units in the XLSX's first column (but 说明's), the snapshot"
     with TestClient(create_app(node), base_url="http://node") as c:
         sign_in(c, username)
         page, text = c.get("/rollup"), c.get("/rollup.csv")
         xlsx, snap = c.get("/rollup.xlsx"), c.get("/api/snapshot", headers={"accept": "application/json"})
     assert page.status_code == text.status_code == xlsx.status_code == snap.status_code == 200
     wb = openpyxl.load_workbook(io.BytesIO(xlsx.content))
-    units = [str(row[0]) for ws in wb.worksheets for row in ws.iter_rows(min_row=2, values_only=True)]
+    units = [str(row[0]) for ws in wb.worksheets if ws.title != "说明"
+             for row in ws.iter_rows(min_row=2, values_only=True)]
     return page.text, text.text, units, snap.json()
 
 
@@ -148,13 +149,13 @@ GOOD = [part("needs/2026-10", Cell([V_A1, "养老服务", "待处理"], [4])),
 
 
 def fake_township(parts: list[Part], sources: list[Source] | None = None, *,
-                  asked: list[str] | None = None) -> httpx.Client:
-    """A township that answers every pull with ``parts`` whole (a later part replaces one of the same name);
-    ``asked`` collects the ``have`` of each pull"""
+                  asked: list[str] | None = None, suppress_below: int = 3) -> httpx.Client:
+    """A township that answers every pull with ``parts`` whole (a later part replaces one of the same name),
+    published with ``suppress_below``; ``asked`` collects the ``have`` of each pull"""
     parts = list({p.name: p for p in parts}.values())
     manifest = [PartHash(p.name, p.hash) for p in parts]
     snap = Snapshot(unit=T_A, tier="township", watermark=9, taken_at=int(time.time()), hash=snapshot_hash(manifest),
-                    suppress_below=3, manifest=manifest, parts=parts, sources=sources or [])
+                    suppress_below=suppress_below, manifest=manifest, parts=parts, sources=sources or [])
 
     def answer(request: httpx.Request) -> httpx.Response:
         if asked is not None:
@@ -196,6 +197,48 @@ def test_a_malformed_part_is_refused_and_the_last_good_figures_kept(county: Node
     assert (after.need_total(), after.resident_total("老年人"), after.median_days(), after.service_total()) == (
         4, 5, 3, (1, 30, 1))
     assert after.stale()[0].error == r.error  # and the page says why they are old
+
+
+def test_the_roll_up_says_how_many_cells_were_withheld_under_the_townships_threshold(county: Node) -> None:
+    "GOOD withholds one residents cell; the township publishes with 5, not the county's own setting"
+    assert links.pull(county.store, links.get_link(county.store, T_A), client=fake_township(GOOD, suppress_below=5)).ok
+    ro = node_rollup(county, Snapshotter(county.store, COUNTY))
+    assert (ro.suppressed, ro.thresholds) == ({"residents": 1}, {T_A: 5})
+    county.accounts.add("chuanshan", PASSWORD, role="county")
+    page, text, _, snap = read_all(county, "chuanshan")
+    assert '<span data-testid="withheld">小于 5 的格子不上报，共 1 个格子未计入合计。</span>' in page
+    note = ["未计入合计的格子", "小于 5 的格子不上报，共 1 个格子未计入以上合计，合计因此偏少"]
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    assert rows[rows.index(["# 说明"]) + 1:][:3] == [["项目", "说明"], note, ["居民：未计入的格子", "1"]]
+    wb = openpyxl.load_workbook(io.BytesIO(to_xlsx(ro)))
+    assert list(wb["说明"].iter_rows(values_only=True)) == [("项目", "说明"), tuple(note), ("居民：未计入的格子", 1)]
+    sources = snap["sources"]  # and on up: the city learns the township's threshold from the county
+    assert isinstance(sources, list) and [(s["unit"], s["suppress_below"]) for s in sources] == [(T_A, 5)]
+    r = CliRunner().invoke(snapshot_group, ["pull", "--db", str(county.store.path), "--offline"])
+    assert r.exit_code == 0, r.output
+    assert "withheld: 1 cells counting under 5 (residents 1)" in r.output, r.output
+
+
+def test_a_link_stored_before_thresholds_were_kept_gets_one_at_its_next_pull(county: Node) -> None:
+    with county.store.transaction() as c:  # the links table as an older version made it
+        c.execute("ALTER TABLE links DROP COLUMN suppress_below")
+    assert [s.suppress_below for s in links.sources(county.store)] == [None]
+    assert links.pull(county.store, links.get_link(county.store, T_A), client=fake_township(GOOD)).ok
+    assert [s.suppress_below for s in links.sources(county.store)] == [3]
+
+
+def test_nothing_withheld_says_so_and_a_township_names_its_own_threshold(tmp_path: Path) -> None:
+    node = Node(tmp_path / "township.db", T_A)
+    try:
+        ro = node_rollup(node, Snapshotter(node.store, T_A, suppress_below=4))
+    finally:
+        node.close()
+    assert ro.thresholds == {T_A: 4} and ro.threshold_text() == "小于 4 的格子不上报"
+    assert tables(ro)["说明"] == [["项目", "说明"], ["未计入合计的格子", "无"]]
+    assert build(COUNTY, {}).threshold_text() == "各镇街数量过小的格子不上报"  # pulled by an older version
+    several = build(COUNTY, {}, [Source(unit=T_A, tier="township", suppress_below=3),
+                                 Source(unit="510903002000", tier="township", suppress_below=5)])
+    assert several.threshold_text() == "各镇街小于其所设阈值（3、5）的格子不上报"
 
 
 def stored(name: str, *cells: object) -> bytes:
