@@ -382,6 +382,8 @@ def create_private(path: str | Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     except FileExistsError:
         pass
+    except OSError:
+        pass  # no such folder, or not allowed: SQLite's own open fails and says so, as it did before
 
 
 def open_connection(path: str, key: str | None = None) -> sqlite3.Connection:
