@@ -41,6 +41,7 @@ def test_a_date_typed_as_8_digits_is_written_as_a_date() -> None:
     ("birth_date", "2025-06-01", None),
     ("birth_date", "2025-06-02", "birth_date_in_future"),
     ("birth_date", "1889-12-31", "birth_date_too_early"),
+    ("birth_date", "1890-01-01", None),
     ("birth_date", "1942-02-30", "no_such_date"),
     ("birth_date", "1942/3/8", None),  # the wrong shape: the schema refuses it, with its format help
     ("id_number", "510903194203081231", None),
@@ -62,6 +63,7 @@ def test_person_values(name: str, value: str, code: str | None) -> None:
 
 def test_a_service_may_be_dated_up_to_a_day_ahead_of_the_clock() -> None:
     assert codes("service", "served_at", "2025-06-02T09:59") is None
+    assert codes("service", "served_at", "2025-06-02T10:00") is None  # a day ahead, to the minute
     assert codes("service", "served_at", "2025-06-02T10:01") == "served_at_in_future"
     assert codes("service", "served_at", "2099-05-01T09:30") == "served_at_in_future"
     assert codes("service", "served_at", "2025-13-45T99:99") == "no_such_date"
@@ -110,3 +112,5 @@ def test_disagreements_with_the_id_number_go_to_the_field_that_changed() -> None
     assert checks.disagreements(person, ["phone"]) == {}  # none of the three changed: not this edit's problem
     agreeing = {"id_number": "510903194203081231", "birth_date": "1942-03-08", "gender": "男"}
     assert checks.disagreements(agreeing, ["id_number", "birth_date", "gender"]) == {}
+    assert checks.disagreements({"id_number": "510903194203081231"}, ["id_number"]) == {}  # none given, none contradicts
+    assert checks.id_number_facts("5109031942030812311") is None  # 19 characters: no ID number

@@ -221,6 +221,7 @@ def test_merge_moves_needs_and_services_and_redirects_the_old_id(store: Store, v
         assert store.get(rid).data["person"] == keep  # type: ignore[union-attr]
     gone = store.get(drop)
     assert gone is not None and gone.deleted and store.resolve_id(drop) == keep
+    assert gone.conflicts == []  # its redirect is no edit the delete stands against
     assert [r.id for r in store.records("person")] == [keep]
     assert len(store.history(drop)) == drop_history + 3  # merged_into, the delete, the unit re-asserted
     with pytest.raises(InvalidValue):

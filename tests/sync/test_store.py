@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+import threading
 from typing import Any
 
+import msgspec
 import pytest
 
 from sync import Editor, Op, Store, uuid7
@@ -156,6 +158,9 @@ def test_high_water_marks_and_missing_counters(store: Store) -> None:
     store.apply([_op("tab-7", c, rid, value=f"v{c}") for c in (42, 41, 43)])
     assert (store.high_water()["tab-7"].contiguous, store.missing_counters("tab-7")) == (50, [])
     assert store.last_hlc() == (T0 + 50) << 16
+    store.apply([_op("tab-5", c, rid, value=f"x{c}") for c in (2, 4, 6)])
+    assert store.missing_counters("tab-5") == [(1, 1), (3, 3), (5, 5)]
+    assert store.missing_counters("tab-5", limit=2) == [(1, 1), (3, 3)]
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -193,6 +198,10 @@ def test_history_lists_who_device_tier_and_old_to_new(store: Store, village: Edi
         ("li.zhen", "node-510903001000", "township", "set", ["张叁"], "张山"),
     ]
     assert names[2].unit == TOWNSHIP
+    # a delete names the live ops of every field; its old values are those of ``_deleted`` alone
+    village.delete(rid)
+    (deleted,) = [c for c in store.history(rid) if c.field == "_deleted"]
+    assert (deleted.old, deleted.new) == ([], True)
     assert [c.seq for c in store.history(rid)] == sorted(c.seq for c in store.history(rid))
 
 
@@ -367,3 +376,102 @@ def test_two_processes_opening_an_older_store_at_once_migrate_it_once(db_path: P
     for s in opened:
         assert s.record_seqs(rid) == [1, 2] and s.get(rid) is not None
         s.close()
+
+
+# --- what no other test pinned down (found by mutating the engine) ----------------------------------
+
+def test_live_ops_of_one_device_that_tie_on_tier_and_clock_are_ordered_by_counter(store: Store) -> None:
+    "The winner order ends in the op id: two live ops alike in tier and clock go to the higher counter"
+    rid = uuid7()
+    first = _op("tab-a", 1, rid, "notes", "初访")
+    second = msgspec.structs.replace(_op("tab-a", 2, rid, "notes", "复访"), hlc=first.hlc)
+    for order in ([first, second], [second, first]):
+        with Store() as s:
+            for op in order:
+                s.apply([op])
+            assert s.get(rid).data == {"notes": "复访"}  # type: ignore[union-attr]
+
+
+def test_an_op_sent_dead_stays_marked_superseded(store: Store) -> None:
+    "A node that passes the op on flags it dead (``superseded``): the next replica will not get what superseded it"
+    rid = uuid7()
+    base = _op("tab-a", 1, rid, value="张三")
+    mine = _op("tab-a", 2, rid, value="张叁", pred=(base.id,))
+    store.apply([base, mine], dead={mine.id})
+    assert store.conn.execute(
+        "SELECT s.device, d.counter, d.record FROM superseded d JOIN sites s ON s.id = d.site").fetchall() == [
+        ("tab-a", 2, rid)]
+
+
+def test_an_op_named_again_once_superseded_turns_dead(store: Store) -> None:
+    "Two edits of the same value: the second to arrive names an op no longer live, which turns dead then"
+    rid = uuid7()
+    base = _op("tab-a", 1, rid, value="张三")
+    mine = _op("tab-a", 2, rid, value="张叁", pred=(base.id,))
+    theirs = _op("tab-b", 1, rid, value="张山", pred=(base.id,))
+    store.apply([base])
+    store.apply([mine])  # supersedes a live op: the op that supersedes it follows it in seq order
+    dead, mark = store.turned_dead(0)
+    assert dead == []
+    store.apply([theirs])
+    assert store.turned_dead(mark) == ([1], mark + 1)
+
+
+def test_a_change_of_unit_is_kept_as_a_move(store: Store, village: Editor, township: Editor) -> None:
+    rid = _person(village, "张三")
+    township.update(rid, {"unit": "510903001002"})
+    (seq,) = [c.seq for c in store.history(rid) if c.field == "unit" and c.new == "510903001002"]
+    # a record's first unit is no move
+    assert store.conn.execute("SELECT seq, record, old_unit, new_unit FROM moves").fetchall() == [
+        (seq, rid, VILLAGE, "510903001002")]
+
+
+def test_conflicts_are_listed_in_the_order_they_opened(
+    store: Store, village: Editor, make_editor: MakeEditor, replica: Replica
+) -> None:
+    a, b = _person(village, "张三"), _person(village, "李四")
+    node = replica(store)
+    township = make_editor(node, "township")
+    (on_a,) = township.update(a, {"name": "张山"})
+    (on_b,) = township.update(b, {"name": "李肆"})
+    village.update(a, {"name": "张叁"})
+    village.update(b, {"name": "李思"})
+    store.apply([on_a])
+    store.apply([on_b])
+    village.update(a, {"notes": "需要回访"})  # a later write to the first record leaves its conflict first
+    assert [(c.record, c.field) for c in store.conflicts()] == [(a, "name"), (b, "name")]
+
+
+def test_ops_since_pages_through_the_log_after_a_cursor(store: Store, village: Editor) -> None:
+    _person(village, "张三")
+    _person(village, "李四")
+    every = store.ops_since(0)
+    assert [seq for seq, _ in every] == [1, 2, 3, 4]
+    assert store.ops_since(2) == every[2:]
+    assert store.ops_since(1, limit=2) == every[1:3]
+    assert store.ops_since(4) == []
+
+
+def test_restamp_shifts_the_ops_after_the_counter_given_keeping_them_in_order_under_the_ceiling(
+    store: Store,
+) -> None:
+    "A tablet a day ahead corrects its clock: the op the node holds keeps its clock, the others move back"
+    day = 86_400_000
+    rid = uuid7()
+    ops = [_op("tab-a", c, rid, "notes", f"第{c}次") for c in (1, 2, 3)]
+    store.apply(ops)
+    ceiling = ((T0 + 2 - day) << 16) + 5
+    assert store.restamp("tab-a", 1, -day, ceiling) == 2
+    assert [op.hlc for _, op in store.ops_since(0)] == [(T0 + 1) << 16, (T0 + 2 - day) << 16, ceiling]
+    assert store.high_water()["tab-a"].last_hlc == ceiling
+
+
+def test_a_merge_cycle_stops_the_redirects(store: Store) -> None:
+    "Two residents each merged into the other (concurrent merges): ``resolve_id`` stops at the cycle"
+    a, b = uuid7(), uuid7()
+    store.apply([_op("tab-a", 1, a, "merged_into", b), _op("tab-a", 2, b, "merged_into", a)])
+    found: list[str] = []
+    follow = threading.Thread(target=lambda: found.append(store.resolve_id(a)), daemon=True)
+    follow.start()
+    follow.join(10)
+    assert found == [b]

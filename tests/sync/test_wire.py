@@ -17,7 +17,7 @@ import pytest
 from sync import MalformedBody, Op, OpBatch, SyncRequest, SyncResponse, TooLarge, pack_ops, unpack_ops, uuid7
 from sync.types import ADD, REMOVE, SET
 from sync.wire import (Spliced, WireAuthor, WireOp, compress, decode, decompress, deflate, deflate_ops, encode,
-                       format_for, gzip_parts, media_type, ops_values_size, request_body, spliced_body)
+                       fewer_ops, format_for, gzip_parts, media_type, ops_values_size, request_body, spliced_body)
 
 T0 = 1_700_000_000_000 << 16
 VILLAGE = "510903001001"
@@ -131,11 +131,26 @@ def _mangled(change: Callable[[OpBatch], None]) -> OpBatch:
         pytest.param(lambda b: setattr(b, "dead", [len(b.ops)]), id="dead-past-end"),
         pytest.param(lambda b: setattr(b, "dead", [-1]), id="dead-negative"),
         pytest.param(lambda b: setattr(b.ops[0], "record", b"\x01" * 15), id="record-short"),
+        pytest.param(lambda b: setattr(b.ops[0], "record", b"\x01" * 17), id="record-long"),
     ],
 )
 def test_bad_indexes_are_malformed(change: Callable[[OpBatch], None]) -> None:
     with pytest.raises(MalformedBody):
         unpack_ops(_mangled(change))
+
+
+def test_an_odd_pred_is_refused_naming_the_op() -> None:
+    with pytest.raises(MalformedBody, match=r"ops\[2\]\.pred has an odd number of items") as exc:
+        unpack_ops(_mangled(lambda b: setattr(b.ops[2], "pred", [0])))
+    assert exc.value.details == {"op": 2}
+
+
+def test_fewer_ops_after_a_413_takes_the_nodes_limit_only_when_it_is_fewer() -> None:
+    assert fewer_ops({"limit": 300}, 1000) == 300
+    assert fewer_ops({"limit": 1000}, 1000) == 500  # it takes as many: the body was too big, so half
+    assert fewer_ops({"limit": 0}, 1000) == 500
+    assert fewer_ops({"limit_bytes": 1 << 20}, 1000) == 500
+    assert fewer_ops(None, 1000) == 500
 
 
 def test_pack_refuses_a_record_id_that_is_not_a_uuid() -> None:
@@ -226,6 +241,20 @@ def test_packing_straight_from_store_rows_equals_packing_ops() -> None:
         assert batch == pack_ops(ops, {ops[0].id, ops[3].id})
         got, got_dead = unpack_ops(batch)
         assert got == ops and got_dead == {ops[0].id, ops[3].id}
+
+
+def test_one_worker_on_two_tablets_packs_each_op_with_its_own_device() -> None:
+    "One author (user, unit, tier) on two devices: packed from store rows, each op keeps its device"
+    from sync import Store
+
+    p = uuid7()
+    ops = [Op("tab-1", 1, T0 + 1, "person", p, "name", SET, "张三", (), "wang", VILLAGE, 1),
+           Op("tab-2", 1, T0 + 2, "person", p, "phone", SET, "13800000000", (), "wang", VILLAGE, 1)]
+    with Store() as store:
+        store.apply(ops)
+        batch = store.packed([seq for seq, _ in store.ops_since(0)])
+        assert batch == pack_ops(ops)
+        assert unpack_ops(batch) == (ops, set())
 
 
 def test_ops_kept_for_pulls_never_go_stale(tmp_path: Any) -> None:
