@@ -1091,8 +1091,9 @@ class Store:
 
     def restamp(self, device: str, after: int, shift_ms: int, ceiling: int) -> int:
         """Shift the clocks of a device's own ops after counter ``after`` by ``shift_ms`` (none of them
-        has left the device), keeping their order and keeping each at or under ``ceiling``. Used when a
-        tablet learns its clock was wrong. Returns how many ops changed."""
+        has left the device), keeping each at or under ``ceiling`` and keeping their order, which wins: each
+        is at least one more than the one before. Used when a tablet learns its clock was wrong. Returns
+        how many ops changed."""
         with self.transaction() as conn:
             self._rewrites += 1  # op rows change: the ops ``packed`` keeps go
             sid = self.site_ids([device])[device]
