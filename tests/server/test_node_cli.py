@@ -4,6 +4,7 @@ line that says what to fix, never a traceback, and writes nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sqlite3
 import stat
@@ -17,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from client.cli import cli
-from server import links, schedule
+from server import links, schedule, snapshots
 from server.app import create_app
 from server.cli import ensure_units
 from server.cli_common import open_node
@@ -29,7 +30,7 @@ from sync.edit import Editor
 from sync import units as unitlib
 from sync.errors import BadRequest
 from sync.ops import uuid7
-from sync.types import DELETED
+from sync.types import CHINA_TIME, DELETED
 
 COUNTY, TOWNSHIP, VILLAGE = "510903000000", "510903001000", "510903001001"
 
@@ -395,6 +396,28 @@ def test_a_month_is_closed_once_it_has_begun(township_db: str) -> None:
     r = run("snapshot", "close", "--db", township_db, "--month", "2099-01")
     assert r.exit_code == 2 and "2099-01 has not begun" in r.output, r.output
     assert run("snapshot", "close", "--db", township_db, "--month", "2024-06").exit_code == 0
+
+
+def closed(db: str) -> list[str]:
+    n = Node(db, TOWNSHIP)
+    try:
+        return [month for month, _, _ in snapshots.closed_months(n.store)]
+    finally:
+        n.close()
+
+
+def test_a_month_typed_without_its_zero_is_closed_and_one_that_is_no_month_is_refused_as_such(
+    township_db: str,
+) -> None:
+    "Never told that a past month, or no month at all, has not begun"
+    r = run("snapshot", "close", "--db", township_db, "--month", "2024-6")
+    assert r.exit_code == 0 and "closed 2024-06:" in r.output, r.output
+    year = dt.datetime.now(CHINA_TIME).year
+    for month in (f"{year}/01", "abc", "2024-13", "2024-0"):
+        r = run("snapshot", "close", "--db", township_db, "--month", month)
+        assert r.exit_code == 2 and f"month {month!r} is not YYYY-MM, e.g. 2026-10 [invalid_month]" in r.output, r.output
+        assert "has not begun" not in r.output
+    assert closed(township_db) == ["2024-06"]
 
 
 def test_a_roll_up_for_a_folder_not_made_yet_says_so_before_pulling(county_db: str, tmp_path: Path) -> None:
