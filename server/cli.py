@@ -17,6 +17,7 @@ from .app import create_app, serve
 from .cli_common import db_option, open_node, opened
 from .cli_links import link_group, snapshot_group
 from .node import Node
+from .pages import local_time
 from .reference import withdraw_units
 from .reference_cli import REFERENCE_COMMANDS, units_publish
 
@@ -214,8 +215,6 @@ def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, 
 
         cunsync enrol create --db township.db --unit 510903001001 --user 王芳 --reattach tab-3f2a9c1d0e4b
     """
-    import datetime as dt
-
     import segno
 
     if png and not Path(png).parent.is_dir():  # before the code is made: a code with no QR code to print
@@ -224,9 +223,9 @@ def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, 
         enr = node.create_enrolment(unit, user, hours=hours, reattach=reattach)
     payload = f"cunsync:enrol?code={enr.code}" + (f"&server={server}" if server else "")
     qr = segno.make(payload, error="m")
-    expires = dt.datetime.fromtimestamp(enr.expires_at).strftime("%Y-%m-%d %H:%M")
     click.echo(f"enrolment code {enr.display} for {enr.user}, unit {enr.unit}"
-               + (f", to re-attach tablet {reattach} only" if reattach else "") + f"; valid until {expires}, once")
+               + (f", to re-attach tablet {reattach} only" if reattach else "")
+               + f"; valid until {local_time(enr.expires_at)} China time (UTC+8), once")
     qr.terminal(compact=True)
     if png:
         qr.save(png, scale=8, border=2)

@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import sqlite3
 import stat
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -370,6 +371,25 @@ def test_an_enrolment_code_lives_an_hour_to_30_days(township_db: str, hours: str
     r = run("enrol", "create", "--db", township_db, "--unit", VILLAGE, "--user", "王芳", "--hours", hours)
     assert r.exit_code == 2 and "1<=x<=720" in r.output, r.output
     assert enrolments(township_db) == 0
+
+
+@pytest.fixture
+def utc_machine() -> Iterator[None]:
+    "The node's machine set to UTC, as many server installs are"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TZ", "UTC")
+        time.tzset()
+        yield
+    time.tzset()
+
+
+@pytest.mark.usefixtures("utc_machine")
+def test_an_enrolment_code_says_when_it_expires_in_china_time_whatever_the_machine_s_zone(township_db: str) -> None:
+    r = run("enrol", "create", "--db", township_db, "--unit", VILLAGE, "--user", "王芳")
+    with closing(sqlite3.connect(township_db)) as conn:
+        (expires_at,) = conn.execute("SELECT expires_at FROM enrolments").fetchone()
+    china = dt.datetime.fromtimestamp(expires_at, CHINA_TIME).strftime("%Y-%m-%d %H:%M")
+    assert r.exit_code == 0 and f"; valid until {china} China time (UTC+8), once" in r.output, r.output[:200]
 
 
 def test_a_node_is_not_served_as_another_unit(township_db: str) -> None:
