@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -16,6 +17,7 @@ from . import config, links, schedule
 from .app import create_app, serve
 from .cli_common import db_option, open_node, opened
 from .cli_links import link_group, snapshot_group
+from .devicepages import device_flags
 from .node import Node
 from .pages import local_time
 from .reference import withdraw_units
@@ -235,17 +237,25 @@ def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, 
 @device_group.command(name="list")
 @db_option
 def device_list(db: str) -> None:
-    """List devices: last seen, ops received, gaps, clock skew.
+    """List devices: last seen (China time, UTC+8, or never), ops received, gaps, clock skew. A village
+    tablet the workbench's devices page shows in red is marked SILENT (not seen for days) or NEVER SYNCED
+    (enrolled days ago): it may hold work the node has not got.
 
     Example:
 
         cunsync device list --db township.db
     """
+    now = time.time()
     with opened(db) as node:
-        for d in node.devices():
-            gaps = ", ".join(f"{a}–{b}" for a, b in d["gaps"]) or "-"
-            click.echo(f"{d['device']:<20} {d['unit']} {d['user']:<8} ops={d['max_counter']:<6} "
-                       f"gaps={gaps} skew_ms={d['skew_ms']} revoked={bool(d['revoked'])}")
+        devices = node.devices()
+    for d in devices:
+        flags = device_flags(d, now)
+        seen = local_time(d["last_seen"]) if d["last_seen"] else "never"
+        gaps = ", ".join(f"{a}–{b}" for a, b in d["gaps"]) or "-"
+        mark = ("  SILENT: call the worker" if flags["silent"] else
+                "  NEVER SYNCED: call the worker" if flags["never_synced"] else "")
+        click.echo(f"{d['device']:<20} {d['unit']} {d['user']:<8} last seen {seen:<16} ops={d['max_counter']:<6} "
+                   f"gaps={gaps} skew_ms={d['skew_ms']} revoked={bool(d['revoked'])}{mark}")
 
 
 @click.command(name="backup")

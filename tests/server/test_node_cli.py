@@ -392,6 +392,37 @@ def test_an_enrolment_code_says_when_it_expires_in_china_time_whatever_the_machi
     assert r.exit_code == 0 and f"; valid until {china} China time (UTC+8), once" in r.output, r.output[:200]
 
 
+@pytest.mark.usefixtures("utc_machine")
+def test_device_list_says_when_each_tablet_was_last_seen_and_marks_the_silent_ones(township_db: str) -> None:
+    "In China time, as the workbench's devices page: those it shows in red are marked"
+    now = int(time.time())
+    n = Node(township_db, TOWNSHIP)
+    try:
+        for device in ("tab-seen", "tab-silent", "tab-never", "tab-new", "tab-revoked"):
+            n.add_device(VILLAGE, "王芳", device=device)
+        with n.store.transaction() as c:
+            for device, created, seen in (("tab-seen", now - 30 * 86400, now - 3600),
+                                          ("tab-silent", now - 30 * 86400, now - 10 * 86400),
+                                          ("tab-never", now - 10 * 86400, None),
+                                          ("tab-revoked", now - 30 * 86400, now - 10 * 86400)):
+                c.execute("UPDATE devices SET created_at = ?, last_seen = ? WHERE device = ?", (created, seen, device))
+        n.revoke("tab-revoked")
+    finally:
+        n.close()
+    r = run("device", "list", "--db", township_db)
+    assert r.exit_code == 0, r.output
+    lines = {line.split()[0]: line for line in r.output.splitlines()}
+
+    def seen(ago: int) -> str:
+        return "last seen " + dt.datetime.fromtimestamp(now - ago, CHINA_TIME).strftime("%Y-%m-%d %H:%M")
+
+    assert seen(3600) in lines["tab-seen"] and "call the worker" not in lines["tab-seen"]
+    assert seen(10 * 86400) in lines["tab-silent"] and lines["tab-silent"].endswith("SILENT: call the worker")
+    assert "last seen never" in lines["tab-never"] and lines["tab-never"].endswith("NEVER SYNCED: call the worker")
+    assert "last seen never" in lines["tab-new"] and "call the worker" not in lines["tab-new"]
+    assert seen(10 * 86400) in lines["tab-revoked"] and "call the worker" not in lines["tab-revoked"]
+
+
 def test_a_node_is_not_served_as_another_unit(township_db: str) -> None:
     with pytest.raises(click.ClickException) as e:
         open_node(township_db, "510903002000")
@@ -435,7 +466,8 @@ def test_a_month_typed_without_its_zero_is_closed_and_one_that_is_no_month_is_re
     year = dt.datetime.now(CHINA_TIME).year
     for month in (f"{year}/01", "abc", "2024-13", "2024-0"):
         r = run("snapshot", "close", "--db", township_db, "--month", month)
-        assert r.exit_code == 2 and f"month {month!r} is not YYYY-MM, e.g. 2026-10 [invalid_month]" in r.output, r.output
+        assert r.exit_code == 2, r.output
+        assert f"month {month!r} is not YYYY-MM, e.g. 2026-10 [invalid_month]" in r.output, r.output
         assert "has not begun" not in r.output
     assert closed(township_db) == ["2024-06"]
 
