@@ -440,18 +440,13 @@ class Node:
         if not TABLET_DEVICE.fullmatch(tablet.device):
             raise BadRequest(f"a tablet re-attaches under its own device id (tab-…), not {tablet.device!r}",
                              code="invalid_device", details={"device": tablet.device})
-        again = c.execute(  # re-attached already, but its answer was lost: never seen since, nothing sent
-            "SELECT 1 FROM devices d WHERE device = ? AND last_seen IS NULL AND NOT revoked AND EXISTS"
-            " (SELECT 1 FROM enrolments e WHERE e.reattach = d.device AND e.used_at IS NOT NULL)",
-            (tablet.device,)).fetchone()
-        if again and not c.execute("SELECT 1 FROM sites WHERE device = ?", (tablet.device,)).fetchone():
-            c.execute("DELETE FROM devices WHERE device = ?", (tablet.device,))  # its token was never received
-        if c.execute("SELECT 1 FROM devices WHERE device = ? UNION ALL SELECT 1 FROM sites WHERE device = ?",
-                     (tablet.device, tablet.device)).fetchone():
+        if Node._knows(c, tablet.device):
             raise DeviceExists(
                 f"this node knows device {tablet.device} already, so it does not re-attach it; nothing was "
                 "written and the code is still valid. If the tablet's token is refused, the device was revoked "
                 "or its token replaced: ask the township", details={"device": tablet.device})
+        # unknown; or re-attached already, its answer lost: that device's token was never received
+        c.execute("DELETE FROM devices WHERE device = ?", (tablet.device,))
         mine, theirs = (tablet.user, tablet.unit, tablet.tier), (code.user, code.unit, code.tier)
         if mine != theirs:
             raise EnrolmentMismatch(
@@ -470,6 +465,24 @@ class Node:
                                "this tablet with it (`cunsync tablet init --code`, or the tablet app's sync page): "
                                "it keeps its data")
         return dev
+
+    @staticmethod
+    def _knows(c: sqlite3.Connection, device: str) -> bool:
+        """Whether this node knows ``device``, so that it never re-attaches it: it holds ops from it, or the
+        device, unless that device re-attached already and its answer was lost (never seen since, nothing
+        sent: its token was never received)"""
+        if c.execute("SELECT 1 FROM sites WHERE device = ?", (device,)).fetchone():
+            return True
+        row = c.execute(
+            "SELECT last_seen IS NULL AND NOT revoked AND EXISTS (SELECT 1 FROM enrolments e"
+            " WHERE e.reattach = d.device AND e.used_at IS NOT NULL) FROM devices d WHERE device = ?",
+            (device,)).fetchone()
+        return row is not None and not row[0]
+
+    def knows_device(self, device: str) -> bool:
+        "Whether this node knows ``device``: a tablet re-attaching under it is refused (``DeviceExists``)"
+        with self.store.lock:
+            return self._knows(self.store.conn, device)
 
     def device(self, device: str) -> Device | None:
         "One enrolled device, revoked or not"

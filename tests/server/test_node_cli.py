@@ -23,7 +23,7 @@ from server import links, schedule, snapshots
 from server.app import create_app
 from server.cli import ensure_units
 from server.cli_common import open_node
-from server.node import Node
+from server.node import Device, Node
 from server.reference import publish_units
 from server.relay import LinkError, sync_link
 from sync import reference as ref
@@ -371,6 +371,25 @@ def test_an_enrolment_code_lives_an_hour_to_30_days(township_db: str, hours: str
     r = run("enrol", "create", "--db", township_db, "--unit", VILLAGE, "--user", "王芳", "--hours", hours)
     assert r.exit_code == 2 and "1<=x<=720" in r.output, r.output
     assert enrolments(township_db) == 0
+
+
+def test_a_code_to_re_attach_a_tablet_the_node_knows_is_refused_at_once(township_db: str) -> None:
+    "Its code would be refused when used (device_exists); one whose re-attach answer was lost gets one"
+    known, lost = "tab-0123456789ab", "tab-ba9876543210"
+    n = Node(township_db, TOWNSHIP)
+    try:
+        n.add_device(VILLAGE, "王芳", device=known)
+        n.enrol(n.create_enrolment(VILLAGE, "李四", reattach=lost).code,
+                reattach=Device(lost, "李四", VILLAGE, "village"))  # the node made it; its answer never arrived
+    finally:
+        n.close()
+    made = enrolments(township_db)
+    args = ("enrol", "create", "--db", township_db, "--unit", VILLAGE, "--reattach")
+    r = run(*args, known, "--user", "王芳")
+    assert r.exit_code == 1 and f"this node knows tablet {known} already" in r.output, r.output[:300]
+    assert "[device_exists]; no code was made" in r.output and enrolments(township_db) == made
+    r = run(*args, lost, "--user", "李四")
+    assert r.exit_code == 0 and f"to re-attach tablet {lost} only" in r.output, r.output[:200]
 
 
 @pytest.fixture
