@@ -14,7 +14,7 @@ from sync import units as unitlib
 from sync.errors import SyncError
 
 from . import config, links, schedule
-from .app import create_app, serve
+from .app import check_bind, create_app, serve
 from .cli_common import db_option, open_node, opened
 from .cli_links import link_group, snapshot_group
 from .devicepages import device_flags
@@ -55,6 +55,10 @@ def serve_cmd(db: str, unit: str, bind: str, certfile: str | None, keyfile: str 
         raise click.UsageError("HTTPS needs both --certfile and --keyfile")
     if config.MAX_BODY_MB <= 0:
         raise click.UsageError("CUNSYNC_MAX_BODY_MB must be more than 0")
+    try:
+        check_bind(bind)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     node = open_node(db, unit)
     ensure_units(node)
     app = create_app(node, max_body=int(config.MAX_BODY_MB * 1024 * 1024))

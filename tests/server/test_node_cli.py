@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -42,6 +45,12 @@ def run(*args: str) -> Result:
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception
     return r
+
+
+def process(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    "A cunsync command in a process of its own, with these settings in its environment; a minute at most"
+    return subprocess.run([sys.executable, "-m", "client", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
 
 
 @pytest.fixture
@@ -446,8 +455,50 @@ def test_a_node_is_not_served_as_another_unit(township_db: str) -> None:
     with pytest.raises(click.ClickException) as e:
         open_node(township_db, "510903002000")
     assert f"is the node of {TOWNSHIP}, not of 510903002000" in e.value.message
-    r = run("serve", "--db", township_db, "--unit", "510903002000", "--bind", "127.0.0.1:1")
-    assert r.exit_code == 1 and f"give --unit {TOWNSHIP}" in r.output, r.output
+    with socket.socket() as s:  # a port free to listen on: were the unit not checked, the node would serve
+        s.bind(("127.0.0.1", 0))
+        free = f"127.0.0.1:{s.getsockname()[1]}"
+    out = process("serve", "--db", township_db, "--unit", "510903002000", "--bind", free, env={})
+    assert out.returncode == 1 and f"give --unit {TOWNSHIP}" in out.stderr, out.stderr
+
+
+@pytest.fixture
+def busy() -> Iterator[str]:
+    "An address another process listens on"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+FIX = "give --bind HOST:PORT (env CUNSYNC_BIND), e.g. 127.0.0.1:8000, or 0.0.0.0:8000 for every address"
+
+
+def test_a_node_that_cannot_listen_where_it_is_told_says_which_address_and_what_to_do(
+    busy: str, tmp_path: Path
+) -> None:
+    "One line, not hypercorn's traceback, and no database made"
+    db = str(tmp_path / "township.db")
+    for bind, message in ((busy, f"{busy} is in use: another cunsync serve? Stop it, or pick another port with "
+                                 "--bind HOST:PORT (env CUNSYNC_BIND)"),
+                          ("127.0.0.1:99999", f"127.0.0.1:99999: port 99999 is not a port (1 to 65535); {FIX}"),
+                          ("nonsense-host.invalid:8000",
+                           f"nonsense-host.invalid:8000: no host 'nonsense-host.invalid' is known; {FIX}"),
+                          ("127.0.0.1", f"'127.0.0.1' is not HOST:PORT; {FIX}")):
+        r = run("serve", "--db", db, "--unit", TOWNSHIP, "--bind", bind)
+        assert r.exit_code == 1 and r.output == f"Error: {message}\n", r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_node_told_to_listen_on_an_address_in_use_by_cunsync_bind_says_so_in_one_line(
+    busy: str, tmp_path: Path
+) -> None:
+    "As systemd starts it, its settings in the environment"
+    out = process("serve", env={"CUNSYNC_DB": str(tmp_path / "township.db"), "CUNSYNC_UNIT": TOWNSHIP,
+                                "CUNSYNC_BIND": busy})
+    assert out.returncode == 1, out.stderr
+    assert out.stderr == f"Error: {busy} is in use: another cunsync serve? Stop it, or pick another port with " \
+                         "--bind HOST:PORT (env CUNSYNC_BIND)\n", out.stderr
 
 
 def test_a_task_is_due_on_a_day_of_the_calendar(township_db: str) -> None:
@@ -501,11 +552,6 @@ def test_a_roll_up_for_a_folder_not_made_yet_says_so_before_pulling(county_db: s
                                                      ("CUNSYNC_CACHE_MB", "lots", "number")])
 def test_a_setting_that_cannot_be_read_says_which_instead_of_a_traceback(name: str, value: str, kind: str) -> None:
     "Read when any cunsync command starts, tablet ones too: one line naming the setting, and exit 1"
-    import os
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "client", "--help"], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, name: value})
+    out = process("--help", env={name: value})
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert f"{name}={value!r} is not a valid {kind}" in out.stderr
