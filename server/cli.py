@@ -287,8 +287,9 @@ def backup_cmd(db: str, to: str) -> None:
 @click.option("--from", "source", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The backup to bring back")
 def restore_cmd(db: str, source: str) -> None:
-    """Restore a node's database from a backup. Stop the node first. A new epoch starts: tablets fetch
-    their village again and re-send every op the backup lacks, so nothing they acknowledged is lost.
+    """Restore a node's database from a backup. Stop the node first: the restore is refused while anything
+    has the database open. A new epoch starts: tablets fetch their village again and re-send every op the
+    backup lacks, so nothing they acknowledged is lost.
     Devices are as the backup holds them: revoke again the tablets revoked since, and re-attach those
     enrolled since with a new enrolment code (docs/operations.md, Backups).
 

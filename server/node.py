@@ -229,6 +229,21 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _closed_everywhere(db: str | Path) -> bool:
+    """Whether no connection has the node database ``db`` open (a serving node's above all), or there is no
+    such file. SQLite takes a database out of WAL mode only then; this does, for a restore that replaces it."""
+    if not Path(db).exists():
+        return True
+    conn = sqlite3.connect(str(db), timeout=0)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.DatabaseError as e:  # other than busy: no node database, which nothing serves
+        return e.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    finally:
+        conn.close()
+    return True
+
+
 class Node:
     """A node's store and devices. Thread-safe: every store access holds the store's lock."""
 
@@ -318,6 +333,11 @@ class Node:
                 dst.close()
         finally:
             src.close()
+        if not _closed_everywhere(db):
+            tmp.unlink()
+            raise BadRequest(f"{db} is open in another process, most likely the node serving it: stop the node "
+                             "first (`sudo systemctl stop cunsync`), then restore; nothing was restored",
+                             code="database_in_use", details={"db": str(db)})
         for suffix in ("-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         os.replace(tmp, db)

@@ -317,6 +317,31 @@ def test_the_database_its_wal_and_shm_a_backup_and_a_restored_database_are_priva
     assert set(modes().values()) == {"0o600"}, modes()
 
 
+def test_a_restore_while_the_node_serves_the_database_is_refused_and_restores_nothing(tmp_path: Path) -> None:
+    db, backup = tmp_path / "township.db", tmp_path / "nightly.db"
+    node = Node(db, TOWNSHIP)  # open, as `cunsync serve` holds it
+    try:
+        node.backup(backup)
+        node.editor().create("person", {"unit": VILLAGE, "name": "张秀英"})  # after the backup
+        r = run("restore", "--db", str(db), "--from", str(backup))
+        assert r.exit_code == 1, r.output
+        assert r.output == (f"Error: {db} is open in another process, most likely the node serving it: stop the node "
+                            "first (`sudo systemctl stop cunsync`), then restore; nothing was restored\n")
+        with pytest.raises(BadRequest) as e:
+            Node.restore(db, backup)
+        assert e.value.code == "database_in_use"
+        assert [p.data["name"] for p in node.store.records("person")] == ["张秀英"]
+    finally:
+        node.close()
+    assert not Path(f"{db}.restoring").exists()
+    assert run("restore", "--db", str(db), "--from", str(backup)).exit_code == 0, "once the node is stopped"
+    n = Node(db, TOWNSHIP)
+    try:
+        assert n.store.records("person") == []
+    finally:
+        n.close()
+
+
 @pytest.mark.parametrize("content", ["not sqlite", "sqlite without a node"])
 def test_a_restore_from_a_file_that_is_no_node_backup_restores_nothing(
     township_db: str, tmp_path: Path, content: str
