@@ -47,7 +47,7 @@ class NodeProcess:
     "A real node: `cunsync serve` in a subprocess"
 
     def __init__(self, db: Path, unit: str, port: int, env: dict[str, str] | None = None) -> None:
-        self.db, self.unit, self.port = db, unit, port
+        self.db, self.unit, self.port = db.resolve(), unit, port  # it runs in another folder (``start``)
         self.env = {**os.environ, **(env or {})}
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -260,3 +262,27 @@ async def serve(app: Starlette, bind: str, shutdown: asyncio.Event | None = None
     trigger = shutdown.wait if shutdown is not None else None
     await hserve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
 
+
+
+def check_bind(bind: str) -> None:
+    """Raise ``ValueError``, one line naming ``bind`` and what to do, when a node cannot listen there: not
+    HOST:PORT, a port outside 1 to 65535, a host that is not known, an address in use or not this
+    machine's. Checked before serving: hypercorn would fail with a traceback from inside its event loop."""
+    fix = "give --bind HOST:PORT (env CUNSYNC_BIND), e.g. 127.0.0.1:8000, or 0.0.0.0:8000 for every address"
+    host, colon, port = bind.rpartition(":")
+    host = host.replace("[", "").replace("]", "")  # an IPv6 address, [::1]:8000, as hypercorn reads it
+    if not colon or not (port.isascii() and port.isdecimal()):
+        raise ValueError(f"{bind!r} is not HOST:PORT; {fix}")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"{bind}: port {int(port)} is not a port (1 to 65535); {fix}")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as hypercorn binds
+        try:
+            s.bind((host, int(port)))
+        except socket.gaierror:
+            raise ValueError(f"{bind}: no host {host!r} is known; {fix}") from None
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ValueError(f"{bind} is in use: another cunsync serve? Stop it, or pick another port with "
+                                 "--bind HOST:PORT (env CUNSYNC_BIND)") from None
+            raise ValueError(f"cannot listen on {bind}: {e.strerror}; {fix}") from None

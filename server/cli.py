@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -13,10 +14,12 @@ from sync import units as unitlib
 from sync.errors import SyncError
 
 from . import config, links, schedule
-from .app import create_app, serve
+from .app import check_bind, create_app, serve
 from .cli_common import db_option, open_node, opened
 from .cli_links import link_group, snapshot_group
+from .devicepages import device_flags
 from .node import Node
+from .pages import local_time
 from .reference import withdraw_units
 from .reference_cli import REFERENCE_COMMANDS, units_publish
 
@@ -52,6 +55,10 @@ def serve_cmd(db: str, unit: str, bind: str, certfile: str | None, keyfile: str 
         raise click.UsageError("HTTPS needs both --certfile and --keyfile")
     if config.MAX_BODY_MB <= 0:
         raise click.UsageError("CUNSYNC_MAX_BODY_MB must be more than 0")
+    try:
+        check_bind(bind)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     node = open_node(db, unit)
     ensure_units(node)
     app = create_app(node, max_body=int(config.MAX_BODY_MB * 1024 * 1024))
@@ -216,19 +223,22 @@ def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, 
 
         cunsync enrol create --db township.db --unit 510903001001 --user 王芳 --reattach tab-3f2a9c1d0e4b
     """
-    import datetime as dt
-
     import segno
 
     if png and not Path(png).parent.is_dir():  # before the code is made: a code with no QR code to print
         raise click.BadParameter(f"the folder {Path(png).parent} does not exist; create it first", param_hint="--png")
     with opened(db) as node:
+        if reattach and node.knows_device(reattach):
+            raise click.ClickException(
+                f"this node knows tablet {reattach} already, so it would refuse a code to re-attach it "
+                "[device_exists]; no code was made. A tablet the node knows syncs with the token it has; one "
+                "that was reset starts afresh with a code made without --reattach")
         enr = node.create_enrolment(unit, user, hours=hours, reattach=reattach)
     payload = f"cunsync:enrol?code={enr.code}" + (f"&server={server}" if server else "")
     qr = segno.make(payload, error="m")
-    expires = dt.datetime.fromtimestamp(enr.expires_at).strftime("%Y-%m-%d %H:%M")
     click.echo(f"enrolment code {enr.display} for {enr.user}, unit {enr.unit}"
-               + (f", to re-attach tablet {reattach} only" if reattach else "") + f"; valid until {expires}, once")
+               + (f", to re-attach tablet {reattach} only" if reattach else "")
+               + f"; valid until {local_time(enr.expires_at)} China time (UTC+8), once")
     qr.terminal(compact=True)
     if png:
         qr.save(png, scale=8, border=2)
@@ -238,17 +248,25 @@ def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, 
 @device_group.command(name="list")
 @db_option
 def device_list(db: str) -> None:
-    """List devices: last seen, ops received, gaps, clock skew.
+    """List devices: last seen (China time, UTC+8, or never), ops received, gaps, clock skew. A village
+    tablet the workbench's devices page shows in red is marked SILENT (not seen for days) or NEVER SYNCED
+    (enrolled days ago): it may hold work the node has not got.
 
     Example:
 
         cunsync device list --db township.db
     """
+    now = time.time()
     with opened(db) as node:
-        for d in node.devices():
-            gaps = ", ".join(f"{a}–{b}" for a, b in d["gaps"]) or "-"
-            click.echo(f"{d['device']:<20} {d['unit']} {d['user']:<8} ops={d['max_counter']:<6} "
-                       f"gaps={gaps} skew_ms={d['skew_ms']} revoked={bool(d['revoked'])}")
+        devices = node.devices()
+    for d in devices:
+        flags = device_flags(d, now)
+        seen = local_time(d["last_seen"]) if d["last_seen"] else "never"
+        gaps = ", ".join(f"{a}–{b}" for a, b in d["gaps"]) or "-"
+        mark = ("  SILENT: call the worker" if flags["silent"] else
+                "  NEVER SYNCED: call the worker" if flags["never_synced"] else "")
+        click.echo(f"{d['device']:<20} {d['unit']} {d['user']:<8} last seen {seen:<16} ops={d['max_counter']:<6} "
+                   f"gaps={gaps} skew_ms={d['skew_ms']} revoked={bool(d['revoked'])}{mark}")
 
 
 @click.command(name="backup")
@@ -271,8 +289,9 @@ def backup_cmd(db: str, to: str) -> None:
 @click.option("--from", "source", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The backup to bring back")
 def restore_cmd(db: str, source: str) -> None:
-    """Restore a node's database from a backup. Stop the node first. A new epoch starts: tablets fetch
-    their village again and re-send every op the backup lacks, so nothing they acknowledged is lost.
+    """Restore a node's database from a backup. Stop the node first: the restore is refused while anything
+    has the database open. A new epoch starts: tablets fetch their village again and re-send every op the
+    backup lacks, so nothing they acknowledged is lost.
     Devices are as the backup holds them: revoke again the tablets revoked since, and re-attach those
     enrolled since with a new enrolment code (docs/operations.md, Backups).
 

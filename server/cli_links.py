@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from sync.errors import BadRequest
 from sync.types import CHINA_TIME
 
 from . import links, schedule, snapshots
@@ -146,7 +147,7 @@ def snapshot_pull(db: str, fmt: str, out: str | None, offline: bool) -> None:
 
 @snapshot_group.command(name="close")
 @db_option
-@click.option("--month", required=True, help="The month to close, YYYY-MM")
+@click.option("--month", required=True, help="The month to close, YYYY-MM (2026-9 is taken as 2026-09)")
 @click.option("--by", "by", default="staff", show_default=True, help="Who closes it")
 def snapshot_close(db: str, month: str, by: str) -> None:
     """Close a month on a township node: its figures freeze as published now. Data entry goes on; a later
@@ -156,6 +157,10 @@ def snapshot_close(db: str, month: str, by: str) -> None:
 
         cunsync snapshot close --db township.db --month 2026-10 --by 刘主任
     """
+    try:
+        month = snapshots.month_arg(month)
+    except BadRequest as e:
+        raise click.BadParameter(f"{e.message} [{e.code}]", param_hint="--month") from None
     this_month = dt.datetime.now(CHINA_TIME).strftime("%Y-%m")
     if month > this_month:
         raise click.BadParameter(f"{month} has not begun (it is {this_month}); close a month once it is over",

@@ -229,6 +229,21 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _closed_everywhere(db: str | Path) -> bool:
+    """Whether no connection has the node database ``db`` open (a serving node's above all), or there is no
+    such file. SQLite takes a database out of WAL mode only then; this does, for a restore that replaces it."""
+    if not Path(db).exists():
+        return True
+    conn = sqlite3.connect(str(db), timeout=0)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.DatabaseError as e:  # other than busy: no node database, which nothing serves
+        return e.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    finally:
+        conn.close()
+    return True
+
+
 class Node:
     """A node's store and devices. Thread-safe: every store access holds the store's lock."""
 
@@ -321,6 +336,11 @@ class Node:
                 dst.close()
         finally:
             src.close()
+        if not _closed_everywhere(db):
+            tmp.unlink()
+            raise BadRequest(f"{db} is open in another process, most likely the node serving it: stop the node "
+                             "first (`sudo systemctl stop cunsync`), then restore; nothing was restored",
+                             code="database_in_use", details={"db": str(db)})
         for suffix in ("-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         os.replace(tmp, db)
@@ -443,18 +463,13 @@ class Node:
         if not TABLET_DEVICE.fullmatch(tablet.device):
             raise BadRequest(f"a tablet re-attaches under its own device id (tab-…), not {tablet.device!r}",
                              code="invalid_device", details={"device": tablet.device})
-        again = c.execute(  # re-attached already, but its answer was lost: never seen since, nothing sent
-            "SELECT 1 FROM devices d WHERE device = ? AND last_seen IS NULL AND NOT revoked AND EXISTS"
-            " (SELECT 1 FROM enrolments e WHERE e.reattach = d.device AND e.used_at IS NOT NULL)",
-            (tablet.device,)).fetchone()
-        if again and not c.execute("SELECT 1 FROM sites WHERE device = ?", (tablet.device,)).fetchone():
-            c.execute("DELETE FROM devices WHERE device = ?", (tablet.device,))  # its token was never received
-        if c.execute("SELECT 1 FROM devices WHERE device = ? UNION ALL SELECT 1 FROM sites WHERE device = ?",
-                     (tablet.device, tablet.device)).fetchone():
+        if Node._knows(c, tablet.device):
             raise DeviceExists(
                 f"this node knows device {tablet.device} already, so it does not re-attach it; nothing was "
                 "written and the code is still valid. If the tablet's token is refused, the device was revoked "
                 "or its token replaced: ask the township", details={"device": tablet.device})
+        # unknown; or re-attached already, its answer lost: that device's token was never received
+        c.execute("DELETE FROM devices WHERE device = ?", (tablet.device,))
         mine, theirs = (tablet.user, tablet.unit, tablet.tier), (code.user, code.unit, code.tier)
         if mine != theirs:
             raise EnrolmentMismatch(
@@ -473,6 +488,24 @@ class Node:
                                "this tablet with it (`cunsync tablet init --code`, or the tablet app's sync page): "
                                "it keeps its data")
         return dev
+
+    @staticmethod
+    def _knows(c: sqlite3.Connection, device: str) -> bool:
+        """Whether this node knows ``device``, so that it never re-attaches it: it holds ops from it, or the
+        device, unless that device re-attached already and its answer was lost (never seen since, nothing
+        sent: its token was never received)"""
+        if c.execute("SELECT 1 FROM sites WHERE device = ?", (device,)).fetchone():
+            return True
+        row = c.execute(
+            "SELECT last_seen IS NULL AND NOT revoked AND EXISTS (SELECT 1 FROM enrolments e"
+            " WHERE e.reattach = d.device AND e.used_at IS NOT NULL) FROM devices d WHERE device = ?",
+            (device,)).fetchone()
+        return row is not None and not row[0]
+
+    def knows_device(self, device: str) -> bool:
+        "Whether this node knows ``device``: a tablet re-attaching under it is refused (``DeviceExists``)"
+        with self.store.lock:
+            return self._knows(self.store.conn, device)
 
     def device(self, device: str) -> Device | None:
         "One enrolled device, revoked or not"

@@ -67,7 +67,8 @@ SECTIONS = (*MONTHLY, "residents", "devices")
 SUPPRESSED = ("needs", "services", "residents")
 #: Each section's cells: how many key fields (the village first) and how many values.
 SHAPES = {"needs": (3, 1), "services": (2, 3), "resolved": (2, 1), "residents": (2, 1), "devices": (1, 3)}
-_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+#: A month as typed: 2026-09, or 2026-9 (full-width digits too).
+_MONTH = re.compile(r"(\d{4})-(\d{1,2})")
 #: A monthly part's month: a service with no time counts in 0000-00.
 _PART_MONTH = re.compile(r"\d{4}-\d{2}")
 
@@ -188,10 +189,12 @@ def section_of(name: str) -> str | None:
     return section if section in SECTIONS and not slash else None
 
 
-def _month_arg(month: str) -> str:
-    if not _MONTH.fullmatch(month):
+def month_arg(month: str) -> str:
+    "A month as typed, as YYYY-MM (2026-9 is 2026-09); refused (``invalid_month``) if it is no month"
+    m = _MONTH.fullmatch(month.strip())
+    if m is None or not 1 <= int(m[2]) <= 12:
         raise BadRequest(f"month {month!r} is not YYYY-MM, e.g. 2026-10", code="invalid_month")
-    return month
+    return f"{int(m[1]):04d}-{int(m[2]):02d}"
 
 
 # -- a township's figures ------------------------------------------------------------------------
@@ -362,7 +365,7 @@ def close_month(store: Store, unit: str, month: str, *, by: str, now: float | No
     """Close ``month``: freeze its figures as they are now (exact; they are published, like the current
     ones, with the node's small-cell setting). Closing it again approves the current figures (the revision
     count starts over). Returns the parts frozen."""
-    month = _month_arg(month)
+    month = month_arg(month)
     ensure_tables(store)
     cells = figures(store, unit)
     at = int(now if now is not None else time.time())

@@ -4,6 +4,7 @@ against the tablets' own records (the demo exits non-zero when they differ)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,10 @@ pytestmark = pytest.mark.e2e
 
 
 def test_the_demo_runs_four_tiers_and_its_figures_agree(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "client", "demo", "--dir", str(tmp_path / "demo"), "--tablets", "3"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    "Run in a folder of the user's, not the repository's, with --dir relative to it"
+    out = subprocess.run([sys.executable, "-m", "client", "demo", "--dir", "demo", "--tablets", "3"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's, from anywhere
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     assert "the township's correction wins the concurrent edit" in text

@@ -4,9 +4,14 @@ line that says what to fix, never a traceback, and writes nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import socket
 import sqlite3
 import stat
+import subprocess
+import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -17,11 +22,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from client.cli import cli
-from server import links, schedule
+from server import links, schedule, snapshots
 from server.app import create_app
 from server.cli import ensure_units
 from server.cli_common import open_node
-from server.node import Node
+from server.node import Device, Node
 from server.reference import publish_units
 from server.relay import LinkError, sync_link
 from sync import reference as ref
@@ -29,7 +34,7 @@ from sync.edit import Editor
 from sync import units as unitlib
 from sync.errors import BadRequest
 from sync.ops import uuid7
-from sync.types import DELETED
+from sync.types import CHINA_TIME, DELETED
 
 COUNTY, TOWNSHIP, VILLAGE = "510903000000", "510903001000", "510903001001"
 
@@ -40,6 +45,12 @@ def run(*args: str) -> Result:
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception
     return r
+
+
+def process(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    "A cunsync command in a process of its own, with these settings in its environment; a minute at most"
+    return subprocess.run([sys.executable, "-m", "client", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
 
 
 @pytest.fixture
@@ -320,6 +331,31 @@ def test_the_database_its_wal_and_shm_a_backup_and_a_restored_database_are_priva
     assert set(modes().values()) == {"0o600"}, modes()
 
 
+def test_a_restore_while_the_node_serves_the_database_is_refused_and_restores_nothing(tmp_path: Path) -> None:
+    db, backup = tmp_path / "township.db", tmp_path / "nightly.db"
+    node = Node(db, TOWNSHIP)  # open, as `cunsync serve` holds it
+    try:
+        node.backup(backup)
+        node.editor().create("person", {"unit": VILLAGE, "name": "张秀英"})  # after the backup
+        r = run("restore", "--db", str(db), "--from", str(backup))
+        assert r.exit_code == 1, r.output
+        assert r.output == (f"Error: {db} is open in another process, most likely the node serving it: stop the node "
+                            "first (`sudo systemctl stop cunsync`), then restore; nothing was restored\n")
+        with pytest.raises(BadRequest) as e:
+            Node.restore(db, backup)
+        assert e.value.code == "database_in_use"
+        assert [p.data["name"] for p in node.store.records("person")] == ["张秀英"]
+    finally:
+        node.close()
+    assert not Path(f"{db}.restoring").exists()
+    assert run("restore", "--db", str(db), "--from", str(backup)).exit_code == 0, "once the node is stopped"
+    n = Node(db, TOWNSHIP)
+    try:
+        assert n.store.records("person") == []
+    finally:
+        n.close()
+
+
 @pytest.mark.parametrize("content", ["not sqlite", "sqlite without a node"])
 def test_a_restore_from_a_file_that_is_no_node_backup_restores_nothing(
     township_db: str, tmp_path: Path, content: str
@@ -385,12 +421,123 @@ def test_an_enrolment_code_lives_an_hour_to_30_days(township_db: str, hours: str
     assert enrolments(township_db) == 0
 
 
+def test_a_code_to_re_attach_a_tablet_the_node_knows_is_refused_at_once(township_db: str) -> None:
+    "Its code would be refused when used (device_exists); one whose re-attach answer was lost gets one"
+    known, lost = "tab-0123456789ab", "tab-ba9876543210"
+    n = Node(township_db, TOWNSHIP)
+    try:
+        n.add_device(VILLAGE, "王芳", device=known)
+        n.enrol(n.create_enrolment(VILLAGE, "李四", reattach=lost).code,
+                reattach=Device(lost, "李四", VILLAGE, "village"))  # the node made it; its answer never arrived
+    finally:
+        n.close()
+    made = enrolments(township_db)
+    args = ("enrol", "create", "--db", township_db, "--unit", VILLAGE, "--reattach")
+    r = run(*args, known, "--user", "王芳")
+    assert r.exit_code == 1 and f"this node knows tablet {known} already" in r.output, r.output[:300]
+    assert "[device_exists]; no code was made" in r.output and enrolments(township_db) == made
+    r = run(*args, lost, "--user", "李四")
+    assert r.exit_code == 0 and f"to re-attach tablet {lost} only" in r.output, r.output[:200]
+
+
+@pytest.fixture
+def utc_machine() -> Iterator[None]:
+    "The node's machine set to UTC, as many server installs are"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TZ", "UTC")
+        time.tzset()
+        yield
+    time.tzset()
+
+
+@pytest.mark.usefixtures("utc_machine")
+def test_an_enrolment_code_says_when_it_expires_in_china_time_whatever_the_machine_s_zone(township_db: str) -> None:
+    r = run("enrol", "create", "--db", township_db, "--unit", VILLAGE, "--user", "王芳")
+    with closing(sqlite3.connect(township_db)) as conn:
+        (expires_at,) = conn.execute("SELECT expires_at FROM enrolments").fetchone()
+    china = dt.datetime.fromtimestamp(expires_at, CHINA_TIME).strftime("%Y-%m-%d %H:%M")
+    assert r.exit_code == 0 and f"; valid until {china} China time (UTC+8), once" in r.output, r.output[:200]
+
+
+@pytest.mark.usefixtures("utc_machine")
+def test_device_list_says_when_each_tablet_was_last_seen_and_marks_the_silent_ones(township_db: str) -> None:
+    "In China time, as the workbench's devices page: those it shows in red are marked"
+    now = int(time.time())
+    n = Node(township_db, TOWNSHIP)
+    try:
+        for device in ("tab-seen", "tab-silent", "tab-never", "tab-new", "tab-revoked"):
+            n.add_device(VILLAGE, "王芳", device=device)
+        with n.store.transaction() as c:
+            for device, created, seen in (("tab-seen", now - 30 * 86400, now - 3600),
+                                          ("tab-silent", now - 30 * 86400, now - 10 * 86400),
+                                          ("tab-never", now - 10 * 86400, None),
+                                          ("tab-revoked", now - 30 * 86400, now - 10 * 86400)):
+                c.execute("UPDATE devices SET created_at = ?, last_seen = ? WHERE device = ?", (created, seen, device))
+        n.revoke("tab-revoked")
+    finally:
+        n.close()
+    r = run("device", "list", "--db", township_db)
+    assert r.exit_code == 0, r.output
+    lines = {line.split()[0]: line for line in r.output.splitlines()}
+
+    def seen(ago: int) -> str:
+        return "last seen " + dt.datetime.fromtimestamp(now - ago, CHINA_TIME).strftime("%Y-%m-%d %H:%M")
+
+    assert seen(3600) in lines["tab-seen"] and "call the worker" not in lines["tab-seen"]
+    assert seen(10 * 86400) in lines["tab-silent"] and lines["tab-silent"].endswith("SILENT: call the worker")
+    assert "last seen never" in lines["tab-never"] and lines["tab-never"].endswith("NEVER SYNCED: call the worker")
+    assert "last seen never" in lines["tab-new"] and "call the worker" not in lines["tab-new"]
+    assert seen(10 * 86400) in lines["tab-revoked"] and "call the worker" not in lines["tab-revoked"]
+
+
 def test_a_node_is_not_served_as_another_unit(township_db: str) -> None:
     with pytest.raises(click.ClickException) as e:
         open_node(township_db, "510903002000")
     assert f"is the node of {TOWNSHIP}, not of 510903002000" in e.value.message
-    r = run("serve", "--db", township_db, "--unit", "510903002000", "--bind", "127.0.0.1:1")
-    assert r.exit_code == 1 and f"give --unit {TOWNSHIP}" in r.output, r.output
+    with socket.socket() as s:  # a port free to listen on: were the unit not checked, the node would serve
+        s.bind(("127.0.0.1", 0))
+        free = f"127.0.0.1:{s.getsockname()[1]}"
+    out = process("serve", "--db", township_db, "--unit", "510903002000", "--bind", free, env={})
+    assert out.returncode == 1 and f"give --unit {TOWNSHIP}" in out.stderr, out.stderr
+
+
+@pytest.fixture
+def busy() -> Iterator[str]:
+    "An address another process listens on"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+FIX = "give --bind HOST:PORT (env CUNSYNC_BIND), e.g. 127.0.0.1:8000, or 0.0.0.0:8000 for every address"
+
+
+def test_a_node_that_cannot_listen_where_it_is_told_says_which_address_and_what_to_do(
+    busy: str, tmp_path: Path
+) -> None:
+    "One line, not hypercorn's traceback, and no database made"
+    db = str(tmp_path / "township.db")
+    for bind, message in ((busy, f"{busy} is in use: another cunsync serve? Stop it, or pick another port with "
+                                 "--bind HOST:PORT (env CUNSYNC_BIND)"),
+                          ("127.0.0.1:99999", f"127.0.0.1:99999: port 99999 is not a port (1 to 65535); {FIX}"),
+                          ("nonsense-host.invalid:8000",
+                           f"nonsense-host.invalid:8000: no host 'nonsense-host.invalid' is known; {FIX}"),
+                          ("127.0.0.1", f"'127.0.0.1' is not HOST:PORT; {FIX}")):
+        r = run("serve", "--db", db, "--unit", TOWNSHIP, "--bind", bind)
+        assert r.exit_code == 1 and r.output == f"Error: {message}\n", r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_node_told_to_listen_on_an_address_in_use_by_cunsync_bind_says_so_in_one_line(
+    busy: str, tmp_path: Path
+) -> None:
+    "As systemd starts it, its settings in the environment"
+    out = process("serve", env={"CUNSYNC_DB": str(tmp_path / "township.db"), "CUNSYNC_UNIT": TOWNSHIP,
+                                "CUNSYNC_BIND": busy})
+    assert out.returncode == 1, out.stderr
+    assert out.stderr == f"Error: {busy} is in use: another cunsync serve? Stop it, or pick another port with " \
+                         "--bind HOST:PORT (env CUNSYNC_BIND)\n", out.stderr
 
 
 def test_a_task_is_due_on_a_day_of_the_calendar(township_db: str) -> None:
@@ -411,6 +558,29 @@ def test_a_month_is_closed_once_it_has_begun(township_db: str) -> None:
     assert run("snapshot", "close", "--db", township_db, "--month", "2024-06").exit_code == 0
 
 
+def closed(db: str) -> list[str]:
+    n = Node(db, TOWNSHIP)
+    try:
+        return [month for month, _, _ in snapshots.closed_months(n.store)]
+    finally:
+        n.close()
+
+
+def test_a_month_typed_without_its_zero_is_closed_and_one_that_is_no_month_is_refused_as_such(
+    township_db: str,
+) -> None:
+    "Never told that a past month, or no month at all, has not begun"
+    r = run("snapshot", "close", "--db", township_db, "--month", "2024-6")
+    assert r.exit_code == 0 and "closed 2024-06:" in r.output, r.output
+    year = dt.datetime.now(CHINA_TIME).year
+    for month in (f"{year}/01", "abc", "2024-13", "2024-0"):
+        r = run("snapshot", "close", "--db", township_db, "--month", month)
+        assert r.exit_code == 2, r.output
+        assert f"month {month!r} is not YYYY-MM, e.g. 2026-10 [invalid_month]" in r.output, r.output
+        assert "has not begun" not in r.output
+    assert closed(township_db) == ["2024-06"]
+
+
 def test_a_roll_up_for_a_folder_not_made_yet_says_so_before_pulling(county_db: str, tmp_path: Path) -> None:
     r = run("snapshot", "pull", "--db", county_db, "--offline", "--format", "csv",
             "--out", str(tmp_path / "nodir" / "x.csv"))
@@ -421,11 +591,6 @@ def test_a_roll_up_for_a_folder_not_made_yet_says_so_before_pulling(county_db: s
                                                      ("CUNSYNC_CACHE_MB", "lots", "number")])
 def test_a_setting_that_cannot_be_read_says_which_instead_of_a_traceback(name: str, value: str, kind: str) -> None:
     "Read when any cunsync command starts, tablet ones too: one line naming the setting, and exit 1"
-    import os
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "client", "--help"], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, name: value})
+    out = process("--help", env={name: value})
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert f"{name}={value!r} is not a valid {kind}" in out.stderr
