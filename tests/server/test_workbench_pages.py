@@ -493,6 +493,7 @@ def test_the_residents_page_lists_and_finds_by_pinyin_phone_and_village(world: W
     assert names(liu.get("/staff/people", params={"q": "qsf"}).text) == ["钱淑芬"]
     assert names(liu.get("/staff/people", params={"q": "qianshufen"}).text) == ["钱淑芬"]
     assert sorted(names(liu.get("/staff/people", params={"q": "1367777"}).text)) == ["钱淑华", "钱淑芬"]
+    assert names(liu.get("/staff/people", params={"q": "１３６７７７７００００"}).text) == ["钱淑芬"]  # full-width IME
     in_v2 = liu.get("/staff/people", params={"unit": V2, "q": "qs"}).text
     assert sorted(names(in_v2)) == ["钱淑华", "钱淑芬"]
     assert "5109**********0047" in in_v2 and "510903195105050047" not in in_v2  # masked on the list
