@@ -33,7 +33,8 @@ from sync import checks
 from sync.errors import InvalidValue, OutOfScope
 from sync.lookup import find_people, sort_key
 from sync.reference import escalations as list_escalations, offered
-from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, Field, LongText, Text
+from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, DateTime, Field, LongText, RecordRef, Text, \
+    UnitCode
 from sync.store import Conflict, Record, Store
 from sync.types import DELETED
 
@@ -70,6 +71,11 @@ def choices(store: Store, coll: str, name: str, current: Any = None) -> list[str
 def is_free_text(f: Field) -> bool:
     "A free-text field (住址, 备注, 需求描述, ...): pages edit it in a <textarea>, which keeps its line breaks"
     return f.type in (Text, LongText)
+
+
+def time_text(value: Any) -> str:
+    "A date and time as a page shows it: 2025-05-01 09:30 (stored as 2025-05-01T09:30)"
+    return str(value).replace("T", " ", 1)
 
 
 def today() -> str:
@@ -148,15 +154,16 @@ class Workbench:
         if rec.coll == "need":
             return f"{who}的需求（{rec.data.get('category', '')}）"
         if rec.coll == "service":
-            return f"{who}的服务记录（{rec.data.get('service_type', '')}，{rec.data.get('served_at', '')}）"
+            return f"{who}的服务记录（{rec.data.get('service_type', '')}，{time_text(rec.data.get('served_at', ''))}）"
         return f"{SCHEMA.collections[rec.coll].label if rec.coll in SCHEMA.collections else rec.coll} {short_id(rec.id)}"
 
-    def linked(self, pid: str, scope: tuple[str, str] | None = None) -> dict[str, list[Record]]:
+    def linked(self, pid: str, scope: tuple[str, str] | None = None, *, via: str = "person") -> dict[str, list[Record]]:
         """The needs and services of a resident, and the residents merged into it; only those in the unit
-        range ``scope`` when given (staff of one village see none of another village's records)"""
+        range ``scope`` when given (staff of one village see none of another village's records). With
+        ``via="need"``, the services of a need"""
         rows = self.store.conn.execute(
             "SELECT id FROM records WHERE deleted = 0 AND coll IN ('need', 'service') AND"
-            " json_extract(data, '$.person') = ? ORDER BY id", (pid,)).fetchall()
+            " json_extract(data, ?) = ? ORDER BY id", (f"$.{via}", pid)).fetchall()
         merged = self.store.conn.execute(
             "SELECT id FROM records WHERE coll = 'person' AND json_extract(data, '$.merged_into') = ? ORDER BY id",
             (pid,)).fetchall()
@@ -174,6 +181,24 @@ class Workbench:
             if rec is not None and seen(rec):
                 out["merged"].append(rec)
         return out
+
+    def visible(self, staff: Staff, rid: Any) -> Record | None:
+        "The record, if it lies in the staff member's scope"
+        rec = self.store.get(rid) if isinstance(rid, str) else None
+        return rec if rec is not None and rec.unit and staff.scope[0] <= rec.unit <= staff.scope[1] else None
+
+    def value_text(self, staff: Staff, coll: str, name: str, value: Any, villages: dict[str, str]) -> str:
+        """A field's value as a page names it: a village by its name, a record by its title and short id
+        (a record outside the staff member's scope by its short id alone), a time as 2025-05-01 09:30"""
+        f = SCHEMA.collections[coll].fields.get(name) if coll in SCHEMA.collections else None
+        if f is None or not isinstance(value, str) or not value:
+            return show(value)
+        if f.type is UnitCode:
+            return villages.get(value, value)
+        if f.type is RecordRef:
+            ref = self.visible(staff, value)
+            return f"{self.title(ref)}（{short_id(value)}）" if ref else f"记录 {short_id(value)}"
+        return time_text(value) if f.type is DateTime else show(value)
 
     def conflicts_view(self, staff: Staff) -> list[dict[str, Any]]:
         villages = self.pages.villages()
@@ -268,19 +293,24 @@ class Workbench:
         with self.store.lock:
             rec = self.pages.in_scope(staff, rid)
             history = self.store.history(rid)
-            linked = self.linked(rid, staff.scope) if rec.coll == "person" else {}
+            linked = self.linked(rid, staff.scope, via=rec.coll) if rec.coll in ("person", "need") else {}
+
+            def text(name: str, value: Any) -> str:
+                return self.value_text(staff, rec.coll, name, value, villages)
+
             changes = [{"time": local_time(h.hlc, hlc=True), "user": h.user, "device": h.device,
                         "tier": TIER_LABELS.get(h.tier, h.tier), "field": field_label(rec.coll, h.field),
-                        "kind": h.kind, "old": [show(v) for v in h.old], "new": show(h.new)}
+                        "kind": h.kind, "old": [text(h.field, v) for v in h.old], "new": text(h.field, h.new)}
                        for h in reversed(history)]
-            person = None
+            person = need = None
             if rec.coll in ("need", "service") and isinstance(rec.data.get("person"), str):
-                pid = self.store.resolve_id(rec.data["person"])
-                p = self.store.get(pid)
-                if p is not None and p.unit and staff.scope[0] <= p.unit <= staff.scope[1]:
-                    person = p
+                person = self.visible(staff, self.store.resolve_id(rec.data["person"]))
+            if rec.coll == "service":
+                need = self.visible(staff, rec.data.get("need"))
             return {"rec": rec, "title": self.title(rec), "village": villages.get(rec.unit or "", rec.unit),
-                    "changes": changes, "linked": linked, "person": person,
+                    "values": {k: text(k, v) for k, v in rec.data.items()},
+                    "changes": changes, "linked": linked, "person": person, "need": need,
+                    "need_title": self.title(need) if need else "",
                     "fields": [SCHEMA.collections[rec.coll].fields[n] for n in EDITABLE.get(rec.coll, ())],
                     "groups": GROUPS, "titles": {r.id: self.title(r) for rs in linked.values() for r in rs},
                     "choices": {n: choices(self.store, rec.coll, n, rec.data.get(n))

@@ -214,6 +214,49 @@ def test_a_record_page_shows_every_change_and_takes_a_correction(world: World, l
     assert "birth_date" not in _record(world, rid).data
 
 
+def _merged_resident_with_a_service(world: World) -> dict[str, str]:
+    "Records of one test alone: a V1 resident with a need and a service, and a V2 duplicate merged into it"
+    with closing(world.open()) as n:
+        v1 = Editor(n.store, device=world.ids["dev1"], user="wang", unit=V1, tier="village")
+        ids = {"keep": v1.create("person", {"unit": V1, "name": "钱秀兰"}),
+               "drop": Editor(n.store, device=world.ids["dev2"], user="li", unit=V2, tier="village").create(
+                   "person", {"unit": V2, "name": "钱小兰"})}
+        ids["need"] = v1.create("need", {"unit": V1, "person": ids["keep"], "category": "养老服务"})
+        ids["service"] = v1.create("service", {"unit": V1, "person": ids["keep"], "need": ids["need"],
+                                               "service_type": "养老服务", "served_at": "2025-06-02T14:05"})
+        n.editor("liu").merge(ids["keep"], ids["drop"])
+    return ids
+
+
+def test_record_pages_name_villages_and_records_not_codes_and_uuids(world: World, liu: Signed) -> None:
+    ids = _merged_resident_with_a_service(world)
+    keep, need = ids["keep"], ids["need"]
+    page = liu.get(f"/staff/records/{ids['drop']}").text  # merged away: its values, not a form
+    values = page[page.index('<table class="tight">'):page.index("</table>")]
+    assert "<td>广场社区</td>" in values and f"<td>钱秀兰（{keep[-8:]}）</td>" in values
+    assert V2 not in values and keep not in values
+    assert f'已合并到 <a href="/staff/records/{keep}">钱秀兰（{keep[-8:]}）</a>' in page
+    page = liu.get(f"/staff/records/{ids['service']}").text
+    history = page[page.index('class="tight history"'):]
+    for shown in (f"钱秀兰（{keep[-8:]}）", f"钱秀兰的需求（养老服务）（{need[-8:]}）", "育才社区", "2025-06-02 14:05"):
+        assert f"→ <b>{shown}</b>" in history, shown
+    assert keep not in history and need not in history and V1 not in history
+    page = world.sign_in("zhao").get(f"/staff/records/{ids['drop']}").text  # scoped to V2: V1's resident unnamed
+    assert f"记录 {keep[-8:]}" in page and "钱秀兰" not in page
+
+
+def test_a_service_page_titles_its_time_and_links_its_need_which_lists_its_services(
+        world: World, liu: Signed) -> None:
+    ids = _merged_resident_with_a_service(world)
+    service, need = ids["service"], ids["need"]
+    page = liu.get(f"/staff/records/{service}").text
+    assert "<h2>钱秀兰的服务记录（养老服务，2025-06-02 14:05）</h2>" in page and "T14:05）" not in page
+    assert f'对应需求：<a href="/staff/records/{need}">钱秀兰的需求（养老服务）</a>' in page
+    page = liu.get(f"/staff/records/{need}").text
+    services = page[page.index('id="services"'):]
+    assert f'<a href="/staff/records/{service}">钱秀兰的服务记录（养老服务，2025-06-02 14:05）</a>' in services
+
+
 # -- duplicates -------------------------------------------------------------------------------------
 
 def test_duplicates_are_found_by_id_name_and_sound(world: World, liu: Signed) -> None:
