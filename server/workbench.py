@@ -220,7 +220,8 @@ class Workbench:
                             "seen": _seen(c),
                             "title": self.title(rec), "village": villages.get(c.unit or "", c.unit or ""),
                             "unit": c.unit, "shown": c.winner, "candidates": cands, "deleted": c.field == DELETED,
-                            "typed": f is not None and f.merge == "register" and c.field != DELETED})
+                            "typed": f is not None and f.merge == "register" and c.field != DELETED,
+                            "free_text": f is not None and is_free_text(f)})
         return out
 
     # -- pages ------------------------------------------------------------------------------------

@@ -180,6 +180,24 @@ def test_form_refusals_csrf_role_and_scope(world: World, liu: Signed) -> None:
     assert _record(world, rid).conflicts == ["phone"]  # nothing was written by the refused posts
 
 
+def test_a_free_text_conflict_is_typed_in_a_textarea_that_keeps_line_breaks(world: World, liu: Signed) -> None:
+    with closing(world.open()) as n:  # a record of this test alone
+        pid = Editor(n.store, device=world.ids["dev1"], user="wang", unit=V1, tier="village").create(
+            "person", {"unit": V1, "name": "郑桂香", "address": "育才路 2 号"})
+        n.editor("liu").update(pid, {"address": "育才路 3 号"})
+        concurrently(n, world.ids["dev1"], "wang", V1, pid, {"address": "育才路 4 号"})
+    page = liu.get("/staff/conflicts").text
+    card = page[page.index(f'data-record="{pid}"'):]
+    card = card[:card.find('<div class="card') % len(card)]  # to the next card, if any
+    assert re.search(r'<textarea id="typed-\d+" name="typed"[^>]* required', card)
+    assert '<input type="text" id="typed-' not in card
+    phone = page[page.index(f'data-record="{world.ids["bad"]}"'):]  # a phone is still typed on one line
+    assert re.search(r'<input type="text" id="typed-\d+" name="typed"', phone[:phone.find('<div class="card') % len(phone)])
+    r = liu.post("/staff/conflicts/resolve", {"record": pid, "field": "address", "typed": "育才路 5 号\r\n3 单元 201"})
+    assert "已处理" in liu.notice(r)
+    assert _record(world, pid).data["address"] == "育才路 5 号\r\n3 单元 201"  # as the record's edit form keeps it
+
+
 def test_a_delete_against_a_concurrent_edit_is_kept_or_undone_by_choice(world: World, liu: Signed) -> None:
     rid = world.ids["deleted"]
     page = liu.get("/staff/conflicts").text
