@@ -44,7 +44,7 @@ from .devicepages import SILENT_DAYS, device_flags
 from . import duplicates as dup
 from .duplicates import find_pairs
 from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
-    required, short_id, show
+    required, short_id, show, value_hint
 
 #: Needs in these states are finished: never overdue.
 CLOSED = ("已解决", "已关闭", "已取消")
@@ -329,21 +329,27 @@ class Workbench:
         def write() -> str:
             try:
                 escalations.escalate(self.node, staff, rid, summary)
-            except InvalidValue:
-                raise PageError("请写一段情况说明再上报（不要写姓名、电话、身份证号）。") from None
             except escalations.AlreadyEscalated:
                 raise PageError("这条需求已经上报，正在等县区办理。") from None
             return "已上报县区。县区受理、办结后，答复会在下次同步时传回本镇街和录入这条需求的平板。"
 
         try:
             notice = await run_in_threadpool(write)
-        except escalations.PersonalData as e:  # the need's page again, the typed summary kept to correct
+        except escalations.PersonalData as e:
             found = "、".join(field_label("person", f) for f in e.details["found"])
-            view = await run_in_threadpool(self.record_view, staff, rid)
-            return self.pages.render(request, staff, "wb_record.html", {
-                **view, "escalate_summary": summary,
-                "escalate_error": f"情况说明里有居民的{found}。县区看不到居民的个人信息，请删去后再上报。"}, status=400)
-        return self.pages.done(request, f"/staff/records/{rid}", notice)
+            error = f"情况说明里有居民的{found}。县区看不到居民的个人信息，请删去后再上报。"
+        except InvalidValue as e:  # an empty summary, or one over the field's limit
+            if not summary.strip():
+                raise PageError("请写一段情况说明再上报（不要写姓名、电话、身份证号）。") from None
+            if not isinstance(e.details, dict) or e.details.get("field") != "summary":
+                raise _edit_error("escalation", {}, e) from None
+            hint = value_hint(SCHEMA.field("escalation", "summary"))
+            error = f"情况说明太长了（{len(summary.strip())} 字），应为{hint}。请删减后再上报。"
+        else:
+            return self.pages.done(request, f"/staff/records/{rid}", notice)
+        view = await run_in_threadpool(self.record_view, staff, rid)  # the need's page again, the summary kept
+        return self.pages.render(request, staff, "wb_record.html",
+                                 {**view, "escalate_summary": summary, "escalate_error": error}, status=400)
 
     async def edit(self, request: Request, staff: Staff) -> Response:
         rid = request.path_params["record"]
