@@ -33,7 +33,8 @@ from sync import checks
 from sync.errors import InvalidValue, OutOfScope
 from sync.lookup import find_people, sort_key
 from sync.reference import escalations as list_escalations, offered
-from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, Field, LongText, Text
+from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, DateTime, Field, LongText, RecordRef, Text, \
+    UnitCode
 from sync.store import Conflict, Record, Store
 from sync.types import DELETED
 
@@ -43,7 +44,7 @@ from .devicepages import SILENT_DAYS, device_flags
 from . import duplicates as dup
 from .duplicates import find_pairs
 from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
-    required, short_id, show
+    required, short_id, show, value_hint
 
 #: Needs in these states are finished: never overdue.
 CLOSED = ("已解决", "已关闭", "已取消")
@@ -70,6 +71,11 @@ def choices(store: Store, coll: str, name: str, current: Any = None) -> list[str
 def is_free_text(f: Field) -> bool:
     "A free-text field (住址, 备注, 需求描述, ...): pages edit it in a <textarea>, which keeps its line breaks"
     return f.type in (Text, LongText)
+
+
+def time_text(value: Any) -> str:
+    "A date and time as a page shows it: 2025-05-01 09:30 (stored as 2025-05-01T09:30)"
+    return str(value).replace("T", " ", 1)
 
 
 def today() -> str:
@@ -148,15 +154,16 @@ class Workbench:
         if rec.coll == "need":
             return f"{who}的需求（{rec.data.get('category', '')}）"
         if rec.coll == "service":
-            return f"{who}的服务记录（{rec.data.get('service_type', '')}，{rec.data.get('served_at', '')}）"
+            return f"{who}的服务记录（{rec.data.get('service_type', '')}，{time_text(rec.data.get('served_at', ''))}）"
         return f"{SCHEMA.collections[rec.coll].label if rec.coll in SCHEMA.collections else rec.coll} {short_id(rec.id)}"
 
-    def linked(self, pid: str, scope: tuple[str, str] | None = None) -> dict[str, list[Record]]:
+    def linked(self, pid: str, scope: tuple[str, str] | None = None, *, via: str = "person") -> dict[str, list[Record]]:
         """The needs and services of a resident, and the residents merged into it; only those in the unit
-        range ``scope`` when given (staff of one village see none of another village's records)"""
+        range ``scope`` when given (staff of one village see none of another village's records). With
+        ``via="need"``, the services of a need"""
         rows = self.store.conn.execute(
             "SELECT id FROM records WHERE deleted = 0 AND coll IN ('need', 'service') AND"
-            " json_extract(data, '$.person') = ? ORDER BY id", (pid,)).fetchall()
+            " json_extract(data, ?) = ? ORDER BY id", (f"$.{via}", pid)).fetchall()
         merged = self.store.conn.execute(
             "SELECT id FROM records WHERE coll = 'person' AND json_extract(data, '$.merged_into') = ? ORDER BY id",
             (pid,)).fetchall()
@@ -174,6 +181,24 @@ class Workbench:
             if rec is not None and seen(rec):
                 out["merged"].append(rec)
         return out
+
+    def visible(self, staff: Staff, rid: Any) -> Record | None:
+        "The record, if it lies in the staff member's scope"
+        rec = self.store.get(rid) if isinstance(rid, str) else None
+        return rec if rec is not None and rec.unit and staff.scope[0] <= rec.unit <= staff.scope[1] else None
+
+    def value_text(self, staff: Staff, coll: str, name: str, value: Any, villages: dict[str, str]) -> str:
+        """A field's value as a page names it: a village by its name, a record by its title and short id
+        (a record outside the staff member's scope by its short id alone), a time as 2025-05-01 09:30"""
+        f = SCHEMA.collections[coll].fields.get(name) if coll in SCHEMA.collections else None
+        if f is None or not isinstance(value, str) or not value:
+            return show(value)
+        if f.type is UnitCode:
+            return villages.get(value, value)
+        if f.type is RecordRef:
+            ref = self.visible(staff, value)
+            return f"{self.title(ref)}（{short_id(value)}）" if ref else f"记录 {short_id(value)}"
+        return time_text(value) if f.type is DateTime else show(value)
 
     def conflicts_view(self, staff: Staff) -> list[dict[str, Any]]:
         villages = self.pages.villages()
@@ -195,7 +220,8 @@ class Workbench:
                             "seen": _seen(c),
                             "title": self.title(rec), "village": villages.get(c.unit or "", c.unit or ""),
                             "unit": c.unit, "shown": c.winner, "candidates": cands, "deleted": c.field == DELETED,
-                            "typed": f is not None and f.merge == "register" and c.field != DELETED})
+                            "typed": f is not None and f.merge == "register" and c.field != DELETED,
+                            "free_text": f is not None and is_free_text(f)})
         return out
 
     # -- pages ------------------------------------------------------------------------------------
@@ -268,19 +294,24 @@ class Workbench:
         with self.store.lock:
             rec = self.pages.in_scope(staff, rid)
             history = self.store.history(rid)
-            linked = self.linked(rid, staff.scope) if rec.coll == "person" else {}
+            linked = self.linked(rid, staff.scope, via=rec.coll) if rec.coll in ("person", "need") else {}
+
+            def text(name: str, value: Any) -> str:
+                return self.value_text(staff, rec.coll, name, value, villages)
+
             changes = [{"time": local_time(h.hlc, hlc=True), "user": h.user, "device": h.device,
                         "tier": TIER_LABELS.get(h.tier, h.tier), "field": field_label(rec.coll, h.field),
-                        "kind": h.kind, "old": [show(v) for v in h.old], "new": show(h.new)}
+                        "kind": h.kind, "old": [text(h.field, v) for v in h.old], "new": text(h.field, h.new)}
                        for h in reversed(history)]
-            person = None
+            person = need = None
             if rec.coll in ("need", "service") and isinstance(rec.data.get("person"), str):
-                pid = self.store.resolve_id(rec.data["person"])
-                p = self.store.get(pid)
-                if p is not None and p.unit and staff.scope[0] <= p.unit <= staff.scope[1]:
-                    person = p
+                person = self.visible(staff, self.store.resolve_id(rec.data["person"]))
+            if rec.coll == "service":
+                need = self.visible(staff, rec.data.get("need"))
             return {"rec": rec, "title": self.title(rec), "village": villages.get(rec.unit or "", rec.unit),
-                    "changes": changes, "linked": linked, "person": person,
+                    "values": {k: text(k, v) for k, v in rec.data.items()},
+                    "changes": changes, "linked": linked, "person": person, "need": need,
+                    "need_title": self.title(need) if need else "",
                     "fields": [SCHEMA.collections[rec.coll].fields[n] for n in EDITABLE.get(rec.coll, ())],
                     "groups": GROUPS, "titles": {r.id: self.title(r) for rs in linked.values() for r in rs},
                     "choices": {n: choices(self.store, rec.coll, n, rec.data.get(n))
@@ -298,21 +329,27 @@ class Workbench:
         def write() -> str:
             try:
                 escalations.escalate(self.node, staff, rid, summary)
-            except InvalidValue:
-                raise PageError("请写一段情况说明再上报（不要写姓名、电话、身份证号）。") from None
             except escalations.AlreadyEscalated:
                 raise PageError("这条需求已经上报，正在等县区办理。") from None
             return "已上报县区。县区受理、办结后，答复会在下次同步时传回本镇街和录入这条需求的平板。"
 
         try:
             notice = await run_in_threadpool(write)
-        except escalations.PersonalData as e:  # the need's page again, the typed summary kept to correct
+        except escalations.PersonalData as e:
             found = "、".join(field_label("person", f) for f in e.details["found"])
-            view = await run_in_threadpool(self.record_view, staff, rid)
-            return self.pages.render(request, staff, "wb_record.html", {
-                **view, "escalate_summary": summary,
-                "escalate_error": f"情况说明里有居民的{found}。县区看不到居民的个人信息，请删去后再上报。"}, status=400)
-        return self.pages.done(request, f"/staff/records/{rid}", notice)
+            error = f"情况说明里有居民的{found}。县区看不到居民的个人信息，请删去后再上报。"
+        except InvalidValue as e:  # an empty summary, or one over the field's limit
+            if not summary.strip():
+                raise PageError("请写一段情况说明再上报（不要写姓名、电话、身份证号）。") from None
+            if not isinstance(e.details, dict) or e.details.get("field") != "summary":
+                raise _edit_error("escalation", {}, e) from None
+            hint = value_hint(SCHEMA.field("escalation", "summary"))
+            error = f"情况说明太长了（{len(summary.strip())} 字），应为{hint}。请删减后再上报。"
+        else:
+            return self.pages.done(request, f"/staff/records/{rid}", notice)
+        view = await run_in_threadpool(self.record_view, staff, rid)  # the need's page again, the summary kept
+        return self.pages.render(request, staff, "wb_record.html",
+                                 {**view, "escalate_summary": summary, "escalate_error": error}, status=400)
 
     async def edit(self, request: Request, staff: Staff) -> Response:
         rid = request.path_params["record"]

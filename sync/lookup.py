@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -34,7 +35,9 @@ def sound(name: str) -> str:
 
 
 def normalize(query: str) -> str:
-    "What a query is compared as: lower case, no spaces, ü as v"
+    """What a query is compared as: full-width digits and letters as ASCII (NFKC: a Chinese input method
+    in full-width mode types １３８ and Ｘ), lower case, no spaces, ü as v"""
+    query = unicodedata.normalize("NFKC", query)
     return re.sub(r"\s+", "", query).lower().replace("ü", "v").replace("u:", "v")
 
 

@@ -208,6 +208,36 @@ def test_saving_one_field_leaves_multi_line_notes_and_an_unreal_date_as_they_wer
     expect(page.locator("textarea[name=notes]")).to_have_value("独居\n每周三送药")  # the last page
 
 
+def test_an_address_conflict_is_typed_on_several_lines(
+        page: Page, node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet) -> None:
+    "Enter in the typed-value box of a free-text field starts a new line instead of sending the form"
+    staff_account(node_db)
+    _, token = enrol(V1, "王芳")
+    node.start()
+    tab = make_tablet(token)
+    pid = tab.create("person", {"name": "冯玉杰", "address": "育才路 2 号"})
+    tab.sync()
+    tab.update(pid, {"address": "育才路 4 号"})  # the village worker, offline for now
+    sign_in(page, node)
+    page.goto(f"{node.url}/staff/records/{pid}")
+    page.fill("textarea[name=address]", "育才路 3 号")
+    page.click("text=保存修改")
+    expect(page.locator(".notice")).to_contain_text("已保存：住址")
+    tab.sync()
+
+    page.goto(node.url + "/staff/conflicts")
+    box = page.locator(f".conflict[data-record='{pid}'] [name=typed]")
+    box.press_sequentially("育才路 5 号")
+    box.press("Enter")
+    box.press_sequentially("3 单元 201")
+    expect(page.locator(".notice")).to_have_count(0)  # Enter sent nothing
+    page.click("text=用这个值")
+    expect(page.locator(".notice")).to_contain_text("已处理")
+    with Store(node_db) as s:
+        rec = s.get(pid)
+        assert rec is not None and rec.data["address"] == "育才路 5 号\r\n3 单元 201" and s.conflicts() == []
+
+
 def test_the_devices_page_shows_a_gap_and_a_skewed_clock(
         page: Page, node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet) -> None:
     staff_account(node_db)

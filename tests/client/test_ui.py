@@ -336,7 +336,8 @@ def test_same_name_and_birth_date_needs_a_confirmation(tapp: TabletApp, unlocked
 
 def test_the_residents_list_searches_by_pinyin(unlocked: TestClient, tapp: TabletApp) -> None:
     post(unlocked, tapp, "/people/new", {"searched": "李四", "name": "李四"})
-    for query, want, not_want in (("zs", "张三", "李四"), ("lisi", "李四", "张三"), ("", "张三", None)):
+    for query, want, not_want in (("zs", "张三", "李四"), ("lisi", "李四", "张三"), ("", "张三", None),
+                                  ("１９４２０３０８１２３１", "张三", "李四")):  # full-width, as a Chinese input method types
         r = unlocked.get("/people", params={"q": query})
         listed = r.text.split('id="people"')[1]
         assert want in listed

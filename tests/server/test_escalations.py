@@ -1,7 +1,7 @@
 """Escalation summaries (吹哨报到) go up to the county, which sees no personal data: a summary holding an ID
 number, a mobile number, or the name, ID number or phone of the need's resident is refused (400
 ``personal_data``, nothing written), over the staff API and on the workbench page, which keeps the typed
-text so staff can correct it."""
+text so staff can correct it (as it does for a summary over the length limit)."""
 
 from __future__ import annotations
 
@@ -93,6 +93,14 @@ def test_the_workbench_says_so_in_chinese_and_keeps_the_typed_text(world: World,
     assert m and m.group(1) == "情况说明里有居民的姓名、电话。县区看不到居民的个人信息，请删去后再上报。", r.text
     assert re.search(r'<textarea name="summary"[^>]*>' + re.escape(typed) + "</textarea>", r.text), r.text
     assert f'action="/staff/records/{need}/escalate"' in r.text  # the need's page, its form there to correct
+    assert _escalations(world) == []
+    # over the limit: said so, with the limit, and the text kept to shorten
+    long = "独居老人需要助餐，" * 223  # 2007 characters
+    r = liu.post(f"/staff/records/{need}/escalate", {"summary": long})
+    assert r.status_code == 400, r.text
+    m = re.search(r'<p class="error" role="alert">(.*?)</p>', r.text, re.S)
+    assert m and m.group(1) == "情况说明太长了（2007 字），应为不超过 2000 字的文字。请删减后再上报。", r.text
+    assert re.search(r'<textarea name="summary"[^>]*>' + re.escape(long) + "</textarea>", r.text)
     assert _escalations(world) == []
     # corrected, it goes up
     assert liu.notice(liu.post(f"/staff/records/{need}/escalate", {"summary": "独居老人需要助餐"})).startswith("已上报县区")

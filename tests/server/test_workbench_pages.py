@@ -180,6 +180,24 @@ def test_form_refusals_csrf_role_and_scope(world: World, liu: Signed) -> None:
     assert _record(world, rid).conflicts == ["phone"]  # nothing was written by the refused posts
 
 
+def test_a_free_text_conflict_is_typed_in_a_textarea_that_keeps_line_breaks(world: World, liu: Signed) -> None:
+    with closing(world.open()) as n:  # a record of this test alone
+        pid = Editor(n.store, device=world.ids["dev1"], user="wang", unit=V1, tier="village").create(
+            "person", {"unit": V1, "name": "郑桂香", "address": "育才路 2 号"})
+        n.editor("liu").update(pid, {"address": "育才路 3 号"})
+        concurrently(n, world.ids["dev1"], "wang", V1, pid, {"address": "育才路 4 号"})
+    page = liu.get("/staff/conflicts").text
+    card = page[page.index(f'data-record="{pid}"'):]
+    card = card[:card.find('<div class="card') % len(card)]  # to the next card, if any
+    assert re.search(r'<textarea id="typed-\d+" name="typed"[^>]* required', card)
+    assert '<input type="text" id="typed-' not in card
+    phone = page[page.index(f'data-record="{world.ids["bad"]}"'):]  # a phone is still typed on one line
+    assert re.search(r'<input type="text" id="typed-\d+" name="typed"', phone[:phone.find('<div class="card') % len(phone)])
+    r = liu.post("/staff/conflicts/resolve", {"record": pid, "field": "address", "typed": "育才路 5 号\r\n3 单元 201"})
+    assert "已处理" in liu.notice(r)
+    assert _record(world, pid).data["address"] == "育才路 5 号\r\n3 单元 201"  # as the record's edit form keeps it
+
+
 def test_a_delete_against_a_concurrent_edit_is_kept_or_undone_by_choice(world: World, liu: Signed) -> None:
     rid = world.ids["deleted"]
     page = liu.get("/staff/conflicts").text
@@ -212,6 +230,49 @@ def test_a_record_page_shows_every_change_and_takes_a_correction(world: World, l
     bad = liu.post(f"/staff/records/{rid}", {"birth_date": "1950/1/1"})
     assert "出生日期" in _error(bad, 400) and "1942-03-08" in _error(bad, 400)
     assert "birth_date" not in _record(world, rid).data
+
+
+def _merged_resident_with_a_service(world: World) -> dict[str, str]:
+    "Records of one test alone: a V1 resident with a need and a service, and a V2 duplicate merged into it"
+    with closing(world.open()) as n:
+        v1 = Editor(n.store, device=world.ids["dev1"], user="wang", unit=V1, tier="village")
+        ids = {"keep": v1.create("person", {"unit": V1, "name": "钱秀兰"}),
+               "drop": Editor(n.store, device=world.ids["dev2"], user="li", unit=V2, tier="village").create(
+                   "person", {"unit": V2, "name": "钱小兰"})}
+        ids["need"] = v1.create("need", {"unit": V1, "person": ids["keep"], "category": "养老服务"})
+        ids["service"] = v1.create("service", {"unit": V1, "person": ids["keep"], "need": ids["need"],
+                                               "service_type": "养老服务", "served_at": "2025-06-02T14:05"})
+        n.editor("liu").merge(ids["keep"], ids["drop"])
+    return ids
+
+
+def test_record_pages_name_villages_and_records_not_codes_and_uuids(world: World, liu: Signed) -> None:
+    ids = _merged_resident_with_a_service(world)
+    keep, need = ids["keep"], ids["need"]
+    page = liu.get(f"/staff/records/{ids['drop']}").text  # merged away: its values, not a form
+    values = page[page.index('<table class="tight">'):page.index("</table>")]
+    assert "<td>广场社区</td>" in values and f"<td>钱秀兰（{keep[-8:]}）</td>" in values
+    assert V2 not in values and keep not in values
+    assert f'已合并到 <a href="/staff/records/{keep}">钱秀兰（{keep[-8:]}）</a>' in page
+    page = liu.get(f"/staff/records/{ids['service']}").text
+    history = page[page.index('class="tight history"'):]
+    for shown in (f"钱秀兰（{keep[-8:]}）", f"钱秀兰的需求（养老服务）（{need[-8:]}）", "育才社区", "2025-06-02 14:05"):
+        assert f"→ <b>{shown}</b>" in history, shown
+    assert keep not in history and need not in history and V1 not in history
+    page = world.sign_in("zhao").get(f"/staff/records/{ids['drop']}").text  # scoped to V2: V1's resident unnamed
+    assert f"记录 {keep[-8:]}" in page and "钱秀兰" not in page
+
+
+def test_a_service_page_titles_its_time_and_links_its_need_which_lists_its_services(
+        world: World, liu: Signed) -> None:
+    ids = _merged_resident_with_a_service(world)
+    service, need = ids["service"], ids["need"]
+    page = liu.get(f"/staff/records/{service}").text
+    assert "<h2>钱秀兰的服务记录（养老服务，2025-06-02 14:05）</h2>" in page and "T14:05）" not in page
+    assert f'对应需求：<a href="/staff/records/{need}">钱秀兰的需求（养老服务）</a>' in page
+    page = liu.get(f"/staff/records/{need}").text
+    services = page[page.index('id="services"'):]
+    assert f'<a href="/staff/records/{service}">钱秀兰的服务记录（养老服务，2025-06-02 14:05）</a>' in services
 
 
 # -- duplicates -------------------------------------------------------------------------------------
@@ -493,6 +554,7 @@ def test_the_residents_page_lists_and_finds_by_pinyin_phone_and_village(world: W
     assert names(liu.get("/staff/people", params={"q": "qsf"}).text) == ["钱淑芬"]
     assert names(liu.get("/staff/people", params={"q": "qianshufen"}).text) == ["钱淑芬"]
     assert sorted(names(liu.get("/staff/people", params={"q": "1367777"}).text)) == ["钱淑华", "钱淑芬"]
+    assert names(liu.get("/staff/people", params={"q": "１３６７７７７００００"}).text) == ["钱淑芬"]  # full-width IME
     in_v2 = liu.get("/staff/people", params={"unit": V2, "q": "qs"}).text
     assert sorted(names(in_v2)) == ["钱淑华", "钱淑芬"]
     assert "5109**********0047" in in_v2 and "510903195105050047" not in in_v2  # masked on the list

@@ -35,6 +35,15 @@ def test_id_numbers_and_phones_match_by_any_part_names_by_pinyin_first() -> None
         assert not record_matches(query, person), query
 
 
+def test_full_width_digits_and_letters_from_a_chinese_input_method_match_as_ascii() -> None:
+    person = {"name": "王秀英", "id_number": "51090319420308122X", "phone": "13800138000"}
+    for query in ("１３８００１３８０００", "５１０９", "１２２Ｘ", "１２２ｘ", "ｗｘｙ", "ｗａｎｇ ｘｉｕｙｉｎｇ"):
+        assert record_matches(query, person), query
+    assert not record_matches("５１１０", person)
+    people = [Record("1", "person", "510903001001", False, person, [], 1)]
+    assert find_people(people, "５１０９０３１９４２０３０８１２２Ｘ") == people
+
+
 def test_exact_matches_come_first_then_pinyin_order() -> None:
     people = [Record(str(i), "person", "510903001001", False, {"name": n}, [], i)
               for i, n in enumerate(["赵珊", "张三丰", "张三"])]
