@@ -23,6 +23,7 @@ from server.node import Node
 from sync.edit import Editor
 from sync.hlc import wall_ms
 from sync.store import Store
+from sync.types import DELETED, SET
 
 pytestmark = pytest.mark.e2e
 DAY_MS = 86_400_000
@@ -192,6 +193,52 @@ def test_a_delete_against_a_concurrent_edit_is_kept_or_undone_by_choice(world: W
     rec = _record(world, rid)
     assert not rec.deleted and rec.conflicts == []
     assert (rec.data["name"], rec.data["address"]) == ("吴老汉", "育才路 1 号")  # back, with the village's edit
+
+
+def test_a_merged_away_resident_edited_late_by_a_tablet_is_confirmed_deleted_not_kept(
+        world: World, liu: Signed) -> None:
+    """A village tablet, offline, edits a resident staff merged into another meanwhile: the conflicts page
+    names the kept resident and offers 确认删除 alone; keeping the old record (a stale page, a forged post)
+    is refused in Chinese and writes nothing; confirming keeps the merge"""
+    with closing(world.open()) as n:
+        v1 = Editor(n.store, device=world.ids["dev1"], user="wang", unit=V1, tier="village")
+        keep = v1.create("person", {"unit": V1, "name": "黄玉珍", "birth_date": "1938-06-01"})
+        drop = v1.create("person", {"unit": V1, "name": "黄玉珍", "birth_date": "1938-06-01"})
+        n.editor("liu").merge(keep, drop)
+        concurrently(n, world.ids["dev1"], "wang", V1, drop, {"phone": "13900000000"})
+    page = liu.get("/staff/conflicts").text
+    card = page[page.index(f'data-record="{drop}"'):]
+    card = card[:card.index('class="card conflict"') if 'class="card conflict"' in card else None]
+    assert f'已合并到 <a href="/staff/records/{keep}">黄玉珍（{keep[-8:]}）</a>' in card
+    assert "修改：13900000000" in card and "确认删除" in card and "保留这条记录" not in card
+    kept = liu.post("/staff/conflicts/resolve", {"record": drop, "field": "_deleted", "choice": "false"})
+    said = _error(kept, 400)
+    assert f"已合并到黄玉珍（{keep[-8:]}），不能单独恢复" in said and "确认删除" in said
+    rec = _record(world, drop)
+    assert rec.deleted and rec.data["merged_into"] == keep and rec.conflicts == ["_deleted"]  # nothing written
+    r = liu.post("/staff/conflicts/resolve", {"record": drop, "field": "_deleted", "choice": "true"})
+    assert "定为“删除”" in liu.notice(r)
+    rec = _record(world, drop)
+    assert rec.deleted and rec.data["merged_into"] == keep and rec.conflicts == []
+    assert f'data-record="{drop}"' not in liu.get("/staff/conflicts").text
+
+
+def test_merging_a_resident_left_half_merged_says_so_in_chinese(world: World, liu: Signed) -> None:
+    "A resident an earlier version restored after its merge (live, yet merged into another) is not merged again"
+    with closing(world.open()) as n:
+        v2 = Editor(n.store, device=world.ids["dev2"], user="li", unit=V2, tier="village")
+        keep = v2.create("person", {"unit": V2, "name": "冯桂香", "birth_date": "1941-09-09"})
+        drop = v2.create("person", {"unit": V2, "name": "冯桂香", "birth_date": "1941-09-09"})
+        staff = n.editor("liu")
+        staff.merge(keep, drop)
+        deletes = tuple(sorted((e.device, e.counter) for e in n.store.state(drop)[DELETED]))
+        staff._commit(staff._build([("person", drop, DELETED, SET, False, deletes)]))  # as restore did before
+        assert not n.store.get(drop).deleted  # type: ignore[union-attr]
+        before = n.store.count_ops()
+    r = liu.post("/staff/duplicates/merge", {"keep": keep, "drop": drop})
+    assert _error(r, 400) == "其中一位居民已被删除或已合并，请刷新页面。"
+    with closing(world.open()) as n:
+        assert n.store.count_ops() == before
 
 
 # -- records ----------------------------------------------------------------------------------------
