@@ -160,6 +160,17 @@ class Workbench:
             return f"{who}的服务记录（{rec.data.get('service_type', '')}，{rec.data.get('served_at', '')}）"
         return f"{SCHEMA.collections[rec.coll].label if rec.coll in SCHEMA.collections else rec.coll} {short_id(rec.id)}"
 
+    def villages(self, staff: Staff) -> dict[str, str]:
+        """The villages the residents list and the needs board offer, by code: the unit tree's, then any
+        the staff member's records lie in that the tree lacks (a tablet enrolled for a village before
+        ``cunsync units import`` listed it), named by its code so that nothing they hold is hidden"""
+        names = {c: n for c, n in self.pages.villages().items() if c != self.node.unit}
+        with self.store.lock:
+            held = [u for (u,) in self.store.conn.execute(
+                "SELECT DISTINCT unit FROM records WHERE deleted = 0 AND coll IN ('person', 'need', 'service')"
+                " AND unit BETWEEN ? AND ? ORDER BY unit", staff.scope)]
+        return {**names, **{u: f"未命名村/社区（{u}）" for u in held if u not in names and u != self.node.unit}}
+
     def kept(self, staff: Staff, rec: Record) -> dict[str, str] | None:
         """Where a resident merged into another lives on (following merges): its id and name as a page
         shows them; None if ``rec`` was not merged away. The name only if the kept resident lies in the
@@ -468,7 +479,7 @@ class Workbench:
         unit = request.query_params.get("unit", "")
 
         def view() -> dict[str, Any]:
-            villages = {c: n for c, n in self.pages.villages().items() if c != self.node.unit}
+            villages = self.villages(staff)
             if unit and unit not in villages:
                 raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
             with self.store.lock:
@@ -487,7 +498,7 @@ class Workbench:
             raise PageError(f"没有“{status}”这个状态；可选：{'、'.join(STATUSES)}。")
 
         def view() -> dict[str, Any]:
-            villages = {c: n for c, n in self.pages.villages().items() if c != self.node.unit}
+            villages = self.villages(staff)
             if unit and unit not in villages:
                 raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
             with self.store.lock:

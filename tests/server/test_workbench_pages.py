@@ -395,6 +395,26 @@ def test_the_needs_board_highlights_overdue_and_assigns(world: World, liu: Signe
     assert "没有“x”这个状态" in _error(liu.get("/staff/needs?status=x"), 400)
 
 
+def test_a_village_the_unit_tree_lacks_is_counted_named_and_filtered(world: World, liu: Signed) -> None:
+    "A tablet enrolled for a village before the unit tree listed it: its needs and residents are not hidden"
+    unlisted = "510903001009"
+    with closing(world.open()) as n:
+        dev, _ = n.add_device(unlisted, "新村社工")
+        ed = Editor(n.store, device=dev, user="新村社工", unit=unlisted, tier="village")
+        pid = ed.create("person", {"unit": unlisted, "name": "新村居民"})
+        need = ed.create("need", {"unit": unlisted, "person": pid, "category": "养老服务", "status": "待处理"})
+    name = f"未命名村/社区（{unlisted}）"
+    board = liu.get("/staff/needs").text
+    matrix = board[board.index('<table class="tight matrix">'):board.index("</table>")]
+    assert f'<a href="?unit={unlisted}">{name}</a>' in matrix
+    assert f'<a href="?unit={unlisted}&status=待处理">1</a>' in matrix
+    only = liu.get("/staff/needs", params={"unit": unlisted})
+    assert only.status_code == 200 and re.findall(r'<tr class="need [a-z]*" data-id="([^"]+)"', only.text) == [need]
+    assert f"<td>{name}</td>" in only.text  # named, not a bare code
+    people = liu.get("/staff/people", params={"unit": unlisted})
+    assert people.status_code == 200 and f'data-id="{pid}"' in people.text and f"<td>{name}</td>" in people.text
+
+
 # -- devices ----------------------------------------------------------------------------------------
 
 def test_the_devices_page_shows_gaps_skew_and_pending(world: World, liu: Signed) -> None:
