@@ -474,8 +474,20 @@ def test_only_village_tablets_in_use_count_as_silent() -> None:
             assert not device_flags({**row, **other, "last_seen": seen}, now)["attention"], (other, seen)
 
 
+def _enrol(liu: Signed, form: dict[str, str]) -> httpx.Response:
+    "Make a code from the devices page's form: the page its redirect shows it on"
+    r = liu.post("/staff/devices/enrol", form)
+    assert r.status_code == 303 and r.headers["location"].startswith("/staff/devices/enrol/"), r.text
+    return liu.get(r.headers["location"])
+
+
+def _live_codes(world: World) -> int:
+    with closing(sqlite3.connect(world.db)) as db:
+        return int(db.execute("SELECT count(*) FROM enrolments WHERE used_at IS NULL").fetchone()[0])
+
+
 def test_enrol_shows_a_code_and_qr_that_a_tablet_can_use(world: World, liu: Signed, tmp_path: Path) -> None:
-    r = liu.post("/staff/devices/enrol", {"unit": V2, "user": "新社工"})
+    r = _enrol(liu, {"unit": V2, "user": "新社工"})
     assert r.status_code == 200, r.text
     code = re.search(r'class="enrol-code"[^>]*>([0-9A-Z]{5}-[0-9A-Z]{5})<', r.text)
     assert code and "<svg" in r.text and "广场社区 · 新社工" in r.text
@@ -492,13 +504,28 @@ def test_a_code_to_re_attach_a_tablet_is_for_that_tablet_alone(world: World, liu
     "After a restore: staff type the tablet's id from its sync page; the code enrols no other tablet"
     assert "平板编号“pad-1”不正确" in _error(liu.post("/staff/devices/enrol", {"unit": V2, "user": "新社工",
                                                                         "reattach": "pad-1"}), 400)
-    r = liu.post("/staff/devices/enrol", {"unit": V2, "user": "新社工", "reattach": "tab-0123456789ab"})
+    r = _enrol(liu, {"unit": V2, "user": "新社工", "reattach": "tab-0123456789ab"})
     assert r.status_code == 200 and "重新接入平板 <strong>tab-0123456789ab</strong>" in r.text, r.text
     code = re.search(r'class="enrol-code"[^>]*>([0-9A-Z]{5}-[0-9A-Z]{5})<', r.text)
     assert code
     with pytest.raises(SyncFailed) as e:
         Tablet.enrol(tmp_path / "new.db", world.node.url, code.group(1), sleep=no_sleep).close()
     assert e.value.code == "enrolment_mismatch"
+
+
+def test_a_code_is_shown_once_and_neither_back_nor_reload_makes_another(world: World, liu: Signed) -> None:
+    """The code's page is a GET after the form's redirect: Reload or Back asks for it again, and finds it
+    shown already (no second code made, as a re-posted form would); no other session opens it"""
+    before = _live_codes(world)
+    r = liu.post("/staff/devices/enrol", {"unit": V1, "user": "王芳"})
+    page = r.headers["location"]
+    assert _live_codes(world) == before + 1
+    assert world.sign_in("liu").get(page).headers.get("location") == "/staff/devices"  # another session
+    shown = liu.get(page)
+    assert shown.status_code == 200 and re.search(r'class="enrol-code"[^>]*>[0-9A-Z]{5}-[0-9A-Z]{5}<', shown.text)
+    again = liu.get(page)  # Reload, or Back to it
+    assert "登记码只显示一次" in liu.notice(again) and "enrol-code" not in again.text
+    assert _live_codes(world) == before + 1
 
 
 def test_revoke_asks_first_then_revokes_with_or_without_wipe(world: World, liu: Signed) -> None:
