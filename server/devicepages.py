@@ -4,20 +4,23 @@ what the overview counts); enrolling a new tablet (a one-time code and its QR
 code, drawn inline as SVG) and revoking one, with or without erasing its data, after a confirmation.
 
     GET  /staff/devices                     the list, and the enrolment form
-    POST /staff/devices/enrol               a new one-time code, shown once with its QR code
+    POST /staff/devices/enrol               a new one-time code; redirects to the page that shows it
+    GET  /staff/devices/enrol/{key}         the code with its QR code, once: Back or Reload shows it no
+                                            more and mints no other (a re-post would)
     GET  /staff/devices/{device}/revoke     "are you sure?", with both ways to revoke
     POST /staff/devices/{device}/revoke     revoke (``wipe=1``: the tablet erases its data at next contact)
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
 import segno
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync import units as unitlib
@@ -25,10 +28,13 @@ from sync.errors import BadRequest, NotFound
 
 from .auth import Staff
 from .pages import SKEW_LIMIT_MS, PageError, Pages, local_time, required
+from .staff import session_id
 
 
 #: A village tablet not heard from for this many days is flagged as silent: it may hold work the node has not got.
 SILENT_DAYS = 3
+#: Enrolment codes made and not shown yet, kept at most (each waits only for the redirect that follows).
+CODES_KEPT = 100
 
 
 def device_flags(d: dict[str, Any], now: float) -> dict[str, bool]:
@@ -54,6 +60,8 @@ class DevicePages:
     def __init__(self, pages: Pages) -> None:
         self.pages = pages
         self.node = pages.node
+        #: what the page of each code made and not shown yet shows, by one-time key, with its session
+        self._codes: dict[str, tuple[str, dict[str, Any]]] = {}
 
     def in_scope(self, staff: Staff) -> list[dict[str, Any]]:
         lo, hi = staff.scope
@@ -98,9 +106,24 @@ class DevicePages:
         payload = f"cunsync:enrol?code={enr.code}&server={server}"
         qr = segno.make(payload, error="m").svg_inline(scale=6, border=2, dark="#1f2933")
         villages = await run_in_threadpool(self.pages.villages)
-        return self.pages.render(request, staff, "wb_enrol.html", {
+        # shown by a GET that follows, once: a reload of the answer to this POST would make another code
+        key = secrets.token_urlsafe(16)
+        while len(self._codes) >= CODES_KEPT:  # pages never opened
+            del self._codes[next(iter(self._codes))]
+        self._codes[key] = (session_id(request) or "", {
             "enr": enr, "qr": qr, "server": server, "village": villages.get(enr.unit, enr.unit), "reattach": reattach,
             "expires": local_time(enr.expires_at)})
+        return RedirectResponse(f"/staff/devices/enrol/{key}", status_code=303)
+
+    async def enrolled(self, request: Request, staff: Staff) -> Response:
+        "The page of a code just made, shown once, to the session that made it"
+        key = request.path_params["key"]
+        sid, shown = self._codes.get(key, ("", {}))
+        if not shown or not sid or sid != session_id(request):
+            return self.pages.done(request, "/staff/devices", "登记码只显示一次，那个页面已经打开过，不能再次查看。"
+                                   "如果没有记下登记码，请重新生成一个；没有用过的登记码到期后自动失效。")
+        del self._codes[key]
+        return self.pages.render(request, staff, "wb_enrol.html", shown)
 
     async def confirm(self, request: Request, staff: Staff) -> Response:
         d = await run_in_threadpool(self.device, staff, request.path_params["device"])
@@ -122,6 +145,7 @@ def device_routes(pages: Pages) -> list[BaseRoute]:
     return [
         Route("/staff/devices", pages.page(dp.list)),
         Route("/staff/devices/enrol", pages.page(dp.enrol), methods=["POST"]),
+        Route("/staff/devices/enrol/{key}", pages.page(dp.enrolled)),
         Route("/staff/devices/{device}/revoke", pages.page(dp.confirm)),
         Route("/staff/devices/{device}/revoke", pages.page(dp.revoke), methods=["POST"]),
     ]

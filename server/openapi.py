@@ -605,8 +605,17 @@ def _workbench_paths() -> dict[str, Any]:
         "/staff/needs/{record}": {"post": form("wbNeed", "Assign a need, set its due date or status", "NeedForm",
                                                404, parameters=[record])},
         "/staff/devices": {"get": page("wbDevices", "The township's tablets, and enrolling a new one")},
-        "/staff/devices/enrol": {"post": form("wbEnrol", "A one-time enrolment code and its QR code", "EnrolForm",
-                                              shows="The code and its QR code, shown once")},
+        "/staff/devices/enrol": {"post": form("wbEnrol", "Make a one-time enrolment code; to the page that shows "
+                                              "it, `/staff/devices/enrol/{key}`", "EnrolForm")},
+        "/staff/devices/enrol/{key}": {"get": {
+            "operationId": "wbEnrolled", "summary": "An enrolment code just made and its QR code, shown once",
+            "security": session, "parameters": [{"name": "key", "in": "path", "required": True,
+                                                 "schema": {"type": "string"}}],
+            "responses": {"200": _page("The code and its QR code, to the session that made it, once"),
+                          "303": {"description": "Shown already, or not this session's: to `/staff/devices`, "
+                                                 "which says so (not signed in: to `/login`)",
+                                  "headers": {"Location": {"required": True, "schema": {"type": "string"}}}},
+                          "403": _page(f"A page saying why: {refused[403]}")}}},
         "/staff/devices/{device}/revoke": {
             "get": page("wbRevokeConfirm", "Confirm revoking a tablet, with or without wiping it", 404,
                         parameters=[device]),

@@ -101,6 +101,15 @@ def _edit_error(coll: str, values: dict[str, Any], e: InvalidValue) -> PageError
     return PageError("输入有误：" + e.message)
 
 
+def _merge_error(e: InvalidValue) -> PageError:
+    "An Editor refusal of a merge, in Chinese"
+    d = e.details if isinstance(e.details, dict) else {}
+    if isinstance(d.get("field"), str):  # a value of one of them the schema refuses now
+        return PageError(f"无法合并：其中一条记录的“{field_label(d.get('collection', 'person'), d['field'])}”"
+                         "不符合要求，请先在记录页面更正，再合并。")
+    return PageError("其中一位居民已被删除或已合并，请刷新页面。")
+
+
 def _shown(form: Any, current: dict[str, Any]) -> dict[str, Any]:
     return checks.shown_values(form.get("shown", ""), current)
 
@@ -156,6 +165,29 @@ class Workbench:
         if rec.coll == "service":
             return f"{who}的服务记录（{rec.data.get('service_type', '')}，{time_text(rec.data.get('served_at', ''))}）"
         return f"{SCHEMA.collections[rec.coll].label if rec.coll in SCHEMA.collections else rec.coll} {short_id(rec.id)}"
+
+    def villages(self, staff: Staff) -> dict[str, str]:
+        """The villages the residents list and the needs board offer, by code: the unit tree's, then any
+        the staff member's records lie in that the tree lacks (a tablet enrolled for a village before
+        ``cunsync units import`` listed it), named by its code so that nothing they hold is hidden"""
+        names = {c: n for c, n in self.pages.villages().items() if c != self.node.unit}
+        with self.store.lock:
+            held = [u for (u,) in self.store.conn.execute(
+                "SELECT DISTINCT unit FROM records WHERE deleted = 0 AND coll IN ('person', 'need', 'service')"
+                " AND unit BETWEEN ? AND ? ORDER BY unit", staff.scope)]
+        return {**names, **{u: f"未命名村/社区（{u}）" for u in held if u not in names and u != self.node.unit}}
+
+    def kept(self, staff: Staff, rec: Record) -> dict[str, str] | None:
+        """Where a resident merged into another lives on (following merges): its id and name as a page
+        shows them; None if ``rec`` was not merged away. The name only if the kept resident lies in the
+        staff member's scope."""
+        if not rec.data.get("merged_into"):
+            return None
+        kept = self.store.get(self.store.resolve_id(rec.id))
+        lo, hi = staff.scope
+        if kept is None or kept.unit is None or not lo <= kept.unit <= hi:
+            return {"id": "", "name": "另一位居民（不在您负责的范围内）"}
+        return {"id": kept.id, "name": f"{self.title(kept)}（{short_id(kept.id)}）"}
 
     def linked(self, pid: str, scope: tuple[str, str] | None = None, *, via: str = "person") -> dict[str, list[Record]]:
         """The needs and services of a resident, and the residents merged into it; only those in the unit
@@ -220,6 +252,7 @@ class Workbench:
                             "seen": _seen(c),
                             "title": self.title(rec), "village": villages.get(c.unit or "", c.unit or ""),
                             "unit": c.unit, "shown": c.winner, "candidates": cands, "deleted": c.field == DELETED,
+                            "kept": self.kept(staff, rec) if c.field == DELETED else None,
                             "typed": f is not None and f.merge == "register" and c.field != DELETED,
                             "free_text": f is not None and is_free_text(f)})
         return out
@@ -277,6 +310,11 @@ class Workbench:
                 try:
                     self.node.editor(staff.username).resolve(record, name, value)
                 except InvalidValue as e:
+                    kept = self.kept(staff, rec)
+                    if name == DELETED and kept is not None:  # the Editor restores no merged-away resident
+                        raise PageError(f"{self.title(rec)}已合并到{kept['name']}，不能单独恢复。请点“确认删除”"
+                                        f"（合并不变）；平板在合并后对这条旧记录的修改，如有需要，请在{kept['name']}"
+                                        "的页面补录。") from None
                     raise _edit_error(rec.coll, {name: value}, e) from None
                 shown = ("删除" if value else "恢复") if name == DELETED else show(value)
                 return f"已处理：{self.title(rec)}的“{field_label(rec.coll, name)}”定为“{shown}”。平板下次同步时会收到。"
@@ -419,11 +457,11 @@ class Workbench:
                     raise PageError("不能把一位居民合并到他自己。")
                 k = self.pages.in_scope(staff, keep, "person")
                 d = self.pages.in_scope(staff, drop, "person")
-                if k.deleted or d.deleted:
-                    raise PageError("其中一位居民已被删除或已合并，请刷新页面。")
                 moved = self.linked(drop)
                 try:
                     ops = self.node.editor(staff.username).merge(keep, drop, within=staff.scope)
+                except InvalidValue as e:
+                    raise _merge_error(e) from None
                 except OutOfScope as e:
                     raise PageError(f"{self.title(d)}有需求或服务记录在您负责的范围之外（"
                                     f"{'、'.join(e.details['units'])}），请由负责全镇的工作人员合并。") from None
@@ -478,7 +516,7 @@ class Workbench:
         unit = request.query_params.get("unit", "")
 
         def view() -> dict[str, Any]:
-            villages = {c: n for c, n in self.pages.villages().items() if c != self.node.unit}
+            villages = self.villages(staff)
             if unit and unit not in villages:
                 raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
             with self.store.lock:
@@ -497,7 +535,7 @@ class Workbench:
             raise PageError(f"没有“{status}”这个状态；可选：{'、'.join(STATUSES)}。")
 
         def view() -> dict[str, Any]:
-            villages = {c: n for c, n in self.pages.villages().items() if c != self.node.unit}
+            villages = self.villages(staff)
             if unit and unit not in villages:
                 raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
             with self.store.lock:

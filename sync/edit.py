@@ -230,9 +230,17 @@ class Editor:
 
     def restore(self, record: str) -> list[Op]:
         """Undo a delete: the record comes back with the values the delete had superseded, except
-        where a field has a live value of its own."""
+        where a field has a live value of its own. A resident merged into another is not restored: its
+        ``merged_into`` survives the delete, so it would come back live yet still merged away, on no list;
+        a tablet's late edit of it is kept by confirming the delete and writing it on the kept resident."""
         with self.store.transaction():
             coll = self._require(record)
+            rec = self.store.get(record)
+            kept = rec.data.get("merged_into") if rec is not None else None
+            if kept:
+                raise InvalidValue(f"resident {record} was merged into {kept}: confirm its delete instead of "
+                                   f"restoring it, and write what its late edits say on {kept}",
+                                   details={"record": record, "merged_into": kept})
             state = self.store.state(record)
             dels = state.get(DELETED, [])
             specs: list[tuple[str, str, str, int, Any, tuple[tuple[str, int], ...]]] = [

@@ -5,6 +5,8 @@ board, and the devices page. Each test's last page is saved under test-output/ f
 from __future__ import annotations
 
 import re
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -277,6 +279,12 @@ def test_the_devices_page_shows_a_gap_and_a_skewed_clock(
     expect(page.locator(".qr svg")).to_be_visible()
     code = page.locator(".enrol-code").inner_text()
     assert re.fullmatch(r"[0-9A-Z]{5}-[0-9A-Z]{5}", code)
+    # shown once: Reload makes no second code (as a re-posted form did) and shows this one no more
+    page.reload()
+    expect(page.locator(".notice")).to_contain_text("登记码只显示一次")
+    expect(page.locator(".enrol-code")).to_have_count(0)
+    with closing(sqlite3.connect(node_db)) as db:
+        assert db.execute("SELECT count(*) FROM enrolments").fetchone() == (1,)
 
     # revoke the gappy tablet, after the confirmation page
     page.goto(node.url + "/staff/devices")

@@ -156,6 +156,8 @@ def test_the_enrolment_code_is_not_cached(node: Node) -> None:
     with client(node) as liu:
         assert sign_in(liu, "liu") == 303
         r = liu.post("/staff/devices/enrol", data={"csrf": csrf(liu), "unit": V1, "user": "王芳"})
+        assert r.status_code == 303, r.text
+        r = liu.get(r.headers["location"])  # the page that shows it, once
         assert r.status_code == 200 and "<svg" in r.text, r.text
         assert_secured(r.headers)
 

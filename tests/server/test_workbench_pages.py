@@ -23,6 +23,7 @@ from server.node import Node
 from sync.edit import Editor
 from sync.hlc import wall_ms
 from sync.store import Store
+from sync.types import DELETED, SET
 
 pytestmark = pytest.mark.e2e
 DAY_MS = 86_400_000
@@ -210,6 +211,52 @@ def test_a_delete_against_a_concurrent_edit_is_kept_or_undone_by_choice(world: W
     rec = _record(world, rid)
     assert not rec.deleted and rec.conflicts == []
     assert (rec.data["name"], rec.data["address"]) == ("吴老汉", "育才路 1 号")  # back, with the village's edit
+
+
+def test_a_merged_away_resident_edited_late_by_a_tablet_is_confirmed_deleted_not_kept(
+        world: World, liu: Signed) -> None:
+    """A village tablet, offline, edits a resident staff merged into another meanwhile: the conflicts page
+    names the kept resident and offers 确认删除 alone; keeping the old record (a stale page, a forged post)
+    is refused in Chinese and writes nothing; confirming keeps the merge"""
+    with closing(world.open()) as n:
+        v1 = Editor(n.store, device=world.ids["dev1"], user="wang", unit=V1, tier="village")
+        keep = v1.create("person", {"unit": V1, "name": "黄玉珍", "birth_date": "1938-06-01"})
+        drop = v1.create("person", {"unit": V1, "name": "黄玉珍", "birth_date": "1938-06-01"})
+        n.editor("liu").merge(keep, drop)
+        concurrently(n, world.ids["dev1"], "wang", V1, drop, {"phone": "13900000000"})
+    page = liu.get("/staff/conflicts").text
+    card = page[page.index(f'data-record="{drop}"'):]
+    card = card[:card.index('class="card conflict"') if 'class="card conflict"' in card else None]
+    assert f'已合并到 <a href="/staff/records/{keep}">黄玉珍（{keep[-8:]}）</a>' in card
+    assert "修改：13900000000" in card and "确认删除" in card and "保留这条记录" not in card
+    kept = liu.post("/staff/conflicts/resolve", {"record": drop, "field": "_deleted", "choice": "false"})
+    said = _error(kept, 400)
+    assert f"已合并到黄玉珍（{keep[-8:]}），不能单独恢复" in said and "确认删除" in said
+    rec = _record(world, drop)
+    assert rec.deleted and rec.data["merged_into"] == keep and rec.conflicts == ["_deleted"]  # nothing written
+    r = liu.post("/staff/conflicts/resolve", {"record": drop, "field": "_deleted", "choice": "true"})
+    assert "定为“删除”" in liu.notice(r)
+    rec = _record(world, drop)
+    assert rec.deleted and rec.data["merged_into"] == keep and rec.conflicts == []
+    assert f'data-record="{drop}"' not in liu.get("/staff/conflicts").text
+
+
+def test_merging_a_resident_left_half_merged_says_so_in_chinese(world: World, liu: Signed) -> None:
+    "A resident an earlier version restored after its merge (live, yet merged into another) is not merged again"
+    with closing(world.open()) as n:
+        v2 = Editor(n.store, device=world.ids["dev2"], user="li", unit=V2, tier="village")
+        keep = v2.create("person", {"unit": V2, "name": "冯桂香", "birth_date": "1941-09-09"})
+        drop = v2.create("person", {"unit": V2, "name": "冯桂香", "birth_date": "1941-09-09"})
+        staff = n.editor("liu")
+        staff.merge(keep, drop)
+        deletes = tuple(sorted((e.device, e.counter) for e in n.store.state(drop)[DELETED]))
+        staff._commit(staff._build([("person", drop, DELETED, SET, False, deletes)]))  # as restore did before
+        assert not n.store.get(drop).deleted  # type: ignore[union-attr]
+        before = n.store.count_ops()
+    r = liu.post("/staff/duplicates/merge", {"keep": keep, "drop": drop})
+    assert _error(r, 400) == "其中一位居民已被删除或已合并，请刷新页面。"
+    with closing(world.open()) as n:
+        assert n.store.count_ops() == before
 
 
 # -- records ----------------------------------------------------------------------------------------
@@ -409,6 +456,26 @@ def test_the_needs_board_highlights_overdue_and_assigns(world: World, liu: Signe
     assert "没有“x”这个状态" in _error(liu.get("/staff/needs?status=x"), 400)
 
 
+def test_a_village_the_unit_tree_lacks_is_counted_named_and_filtered(world: World, liu: Signed) -> None:
+    "A tablet enrolled for a village before the unit tree listed it: its needs and residents are not hidden"
+    unlisted = "510903001009"
+    with closing(world.open()) as n:
+        dev, _ = n.add_device(unlisted, "新村社工")
+        ed = Editor(n.store, device=dev, user="新村社工", unit=unlisted, tier="village")
+        pid = ed.create("person", {"unit": unlisted, "name": "新村居民"})
+        need = ed.create("need", {"unit": unlisted, "person": pid, "category": "养老服务", "status": "待处理"})
+    name = f"未命名村/社区（{unlisted}）"
+    board = liu.get("/staff/needs").text
+    matrix = board[board.index('<table class="tight matrix">'):board.index("</table>")]
+    assert f'<a href="?unit={unlisted}">{name}</a>' in matrix
+    assert f'<a href="?unit={unlisted}&status=待处理">1</a>' in matrix
+    only = liu.get("/staff/needs", params={"unit": unlisted})
+    assert only.status_code == 200 and re.findall(r'<tr class="need [a-z]*" data-id="([^"]+)"', only.text) == [need]
+    assert f"<td>{name}</td>" in only.text  # named, not a bare code
+    people = liu.get("/staff/people", params={"unit": unlisted})
+    assert people.status_code == 200 and f'data-id="{pid}"' in people.text and f"<td>{name}</td>" in people.text
+
+
 # -- devices ----------------------------------------------------------------------------------------
 
 def test_the_devices_page_shows_gaps_skew_and_pending(world: World, liu: Signed) -> None:
@@ -468,8 +535,20 @@ def test_only_village_tablets_in_use_count_as_silent() -> None:
             assert not device_flags({**row, **other, "last_seen": seen}, now)["attention"], (other, seen)
 
 
+def _enrol(liu: Signed, form: dict[str, str]) -> httpx.Response:
+    "Make a code from the devices page's form: the page its redirect shows it on"
+    r = liu.post("/staff/devices/enrol", form)
+    assert r.status_code == 303 and r.headers["location"].startswith("/staff/devices/enrol/"), r.text
+    return liu.get(r.headers["location"])
+
+
+def _live_codes(world: World) -> int:
+    with closing(sqlite3.connect(world.db)) as db:
+        return int(db.execute("SELECT count(*) FROM enrolments WHERE used_at IS NULL").fetchone()[0])
+
+
 def test_enrol_shows_a_code_and_qr_that_a_tablet_can_use(world: World, liu: Signed, tmp_path: Path) -> None:
-    r = liu.post("/staff/devices/enrol", {"unit": V2, "user": "新社工"})
+    r = _enrol(liu, {"unit": V2, "user": "新社工"})
     assert r.status_code == 200, r.text
     code = re.search(r'class="enrol-code"[^>]*>([0-9A-Z]{5}-[0-9A-Z]{5})<', r.text)
     assert code and "<svg" in r.text and "广场社区 · 新社工" in r.text
@@ -486,13 +565,28 @@ def test_a_code_to_re_attach_a_tablet_is_for_that_tablet_alone(world: World, liu
     "After a restore: staff type the tablet's id from its sync page; the code enrols no other tablet"
     assert "平板编号“pad-1”不正确" in _error(liu.post("/staff/devices/enrol", {"unit": V2, "user": "新社工",
                                                                         "reattach": "pad-1"}), 400)
-    r = liu.post("/staff/devices/enrol", {"unit": V2, "user": "新社工", "reattach": "tab-0123456789ab"})
+    r = _enrol(liu, {"unit": V2, "user": "新社工", "reattach": "tab-0123456789ab"})
     assert r.status_code == 200 and "重新接入平板 <strong>tab-0123456789ab</strong>" in r.text, r.text
     code = re.search(r'class="enrol-code"[^>]*>([0-9A-Z]{5}-[0-9A-Z]{5})<', r.text)
     assert code
     with pytest.raises(SyncFailed) as e:
         Tablet.enrol(tmp_path / "new.db", world.node.url, code.group(1), sleep=no_sleep).close()
     assert e.value.code == "enrolment_mismatch"
+
+
+def test_a_code_is_shown_once_and_neither_back_nor_reload_makes_another(world: World, liu: Signed) -> None:
+    """The code's page is a GET after the form's redirect: Reload or Back asks for it again, and finds it
+    shown already (no second code made, as a re-posted form would); no other session opens it"""
+    before = _live_codes(world)
+    r = liu.post("/staff/devices/enrol", {"unit": V1, "user": "王芳"})
+    page = r.headers["location"]
+    assert _live_codes(world) == before + 1
+    assert world.sign_in("liu").get(page).headers.get("location") == "/staff/devices"  # another session
+    shown = liu.get(page)
+    assert shown.status_code == 200 and re.search(r'class="enrol-code"[^>]*>[0-9A-Z]{5}-[0-9A-Z]{5}<', shown.text)
+    again = liu.get(page)  # Reload, or Back to it
+    assert "登记码只显示一次" in liu.notice(again) and "enrol-code" not in again.text
+    assert _live_codes(world) == before + 1
 
 
 def test_revoke_asks_first_then_revokes_with_or_without_wipe(world: World, liu: Signed) -> None:

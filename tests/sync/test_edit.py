@@ -296,6 +296,28 @@ def test_a_merge_buries_no_concurrent_edit_of_the_kept_resident(
         assert kept.conflicts == ["phone"]
 
 
+def test_a_merged_away_resident_edited_late_is_not_restored_on_its_own(
+        store: Store, village: Editor, township: Editor, make_editor: MakeEditor, replica: Replica) -> None:
+    """A tablet offline edits a resident that staff merged into another meanwhile: the delete is in conflict
+    with the edit. Restoring it would leave it live yet still ``merged_into`` the kept one, on no list and
+    refused by every merge: refused, nothing written; confirming the delete closes the conflict, merge kept"""
+    keep = _person(village, name="张秀英", birth_date="1942-03-08")
+    drop = _person(village, name="张秀英", birth_date="1942-03-08", phone="13900001111")
+    tablet = replica(store)
+    township.merge(keep, drop)
+    store.apply(make_editor(tablet).update(drop, {"phone": "13900002222"}))  # offline: it has not heard of the merge
+    assert store.get(drop).conflicts == [DELETED]  # type: ignore[union-attr]
+    before = store.count_ops()
+    with pytest.raises(InvalidValue, match="merged into") as e:
+        township.resolve(drop, DELETED, False)
+    assert e.value.details == {"record": drop, "merged_into": keep}
+    assert store.count_ops() == before
+    township.resolve(drop, DELETED, True)
+    gone = store.get(drop)
+    assert gone is not None and gone.deleted and gone.conflicts == [] and gone.data["merged_into"] == keep
+    assert store.resolve_id(drop) == keep and [r.id for r in store.records("person")] == [keep]
+
+
 def test_a_merge_moves_needs_to_the_kept_residents_village_within_the_merging_staffs_scope(
         store: Store, township: Editor) -> None:
     v1, v2, v3 = "510903001001", "510903001002", "510903001003"
