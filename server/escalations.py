@@ -25,7 +25,6 @@ Staff API (signed in, CSRF token in ``x-csrf-token``; JSON bodies):
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from pathlib import Path
@@ -44,6 +43,7 @@ from sync.store import Record
 
 from .auth import Staff
 from .node import Node
+from .orders import EscalationOrder, EscalationStep, json_body
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
@@ -185,25 +185,10 @@ def _listed(node: Node, units: tuple[str, str]) -> list[dict[str, Any]]:
 
 def escalation_routes(node: Node) -> list[BaseRoute]:
     from .pages import Pages
-    from .staff import ROLE_NAMES, check_csrf, csrf_token, current_staff
+    from .staff import ROLE_NAMES, changing_staff, check_csrf, csrf_token, current_staff
 
     accounts = node.accounts
     pages = Pages(node, accounts)
-
-    async def guarded(request: Request, role: str) -> Staff:
-        staff = current_staff(request, accounts)
-        check_csrf(request, request.headers.get("x-csrf-token"))
-        staff.require(role)
-        return staff
-
-    async def body_of(request: Request, *keys: str) -> dict[str, Any]:
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            raise BadRequest("the body is not valid JSON") from None
-        if not isinstance(body, dict) or not set(keys) <= set(body):
-            raise BadRequest("send a JSON object with " + ", ".join(repr(k) for k in keys))
-        return body
 
     async def api_list(request: Request) -> Response:
         staff = current_staff(request, accounts)
@@ -212,17 +197,17 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
         return JSONResponse(rows)
 
     async def api_escalate(request: Request) -> Response:
-        staff = await guarded(request, "township")
-        body = await body_of(request, "need", "summary")
-        rid = await run_in_threadpool(lambda: escalate(node, staff, str(body["need"]), str(body["summary"])))
+        staff = changing_staff(request, accounts, "township")
+        body = await json_body(request, EscalationOrder)
+        rid = await run_in_threadpool(lambda: escalate(node, staff, body.need, body.summary))
         return JSONResponse({"id": rid, "status": "已上报"}, status_code=201)
 
     async def api_act(request: Request) -> Response:
-        staff = await guarded(request, "county")
+        staff = changing_staff(request, accounts, "county")
         action = request.path_params["action"]
         field = NEEDS.get(action)
-        body = await body_of(request, *((field,) if field else ()))
-        text = str(body.get(field, "")) if field else ""
+        step = await json_body(request, EscalationStep)
+        text: str = (getattr(step, field) or "") if field else ""  # act() refuses a step missing its field
         got = await run_in_threadpool(lambda: act(node, staff, request.path_params["id"], action, text))
         return JSONResponse(got)
 

@@ -10,13 +10,7 @@ import msgspec
 from sync.wire import JSON
 
 from .openapi import _REF, FORM, _errors, _json, _page, _redirect
-
-
-class EscalationOrder(msgspec.Struct):
-    "Township staff escalate one of their needs, with a summary they write (no names, phones or ID numbers)"
-
-    need: str
-    summary: str
+from .orders import CatalogueOrder, EscalationOrder, EscalationStep, NoticeOrder, TaskOrder
 
 
 class EscalationCreated(msgspec.Struct):
@@ -40,40 +34,11 @@ class Escalation(msgspec.Struct):
     answered_at: str | None = None
 
 
-class EscalationStep(msgspec.Struct, omit_defaults=True):
-    "``department`` to assign; ``answer`` to resolve or return; nothing to accept"
-
-    department: str | None = None
-    answer: str | None = None
-
-
 class EscalationForm(msgspec.Struct):
     csrf: str
     action: Literal["accept", "assign", "resolve", "return"]
     department: str = ""
     answer: str = ""
-
-
-class NoticeOrder(msgspec.Struct):
-    title: str
-    body: str = ""
-
-
-class TaskOrder(msgspec.Struct):
-    title: str
-    description: str = ""
-    due_date: str | None = None
-    status: str = "待办"
-
-
-class CatalogueOrder(msgspec.Struct):
-    "Add a catalogue entry (``name`` needed) or change one; the same kind and code is the same entry"
-
-    kind: Literal["need_category", "service_type"]
-    code: str
-    name: str | None = None
-    order: int | None = None
-    retired: bool | None = None
 
 
 class ReferenceCreated(msgspec.Struct):

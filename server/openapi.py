@@ -1,7 +1,8 @@
 """The node's HTTP API as an OpenAPI 3.1 document, generated from the msgspec types it speaks.
 
-    openapi_spec()     the document, as a dict: schemas from ``sync.wire`` (and the small JSON bodies
-                       below, for the answers and the staff API that build theirs by hand) through
+    openapi_spec()     the document, as a dict: schemas from ``sync.wire``, the staff API's request bodies
+                       from ``server.orders`` (the structs its handlers decode into), and the small JSON
+                       bodies below, for the answers that handlers build by hand, through
                        ``msgspec.json.schema_components``
     openapi_route()    a Route serving it at ``GET /openapi.json``; the document is built once
 
@@ -11,7 +12,7 @@ Every error, on every endpoint, has one shape, ``sync.wire.ErrorBody``:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -32,12 +33,12 @@ from sync.wire import (
     SyncResponse,
 )
 
+from .orders import ConflictResolution, EnrolmentOrder, MergeOrder, NewStaffAccount, Role
 from .snapshots import Snapshot
 
 OPENAPI_PATH = "/openapi.json"
 
 Tier = Literal["village", "township", "county", "city"]
-Role = Literal["township", "county", "city", "admin"]
 
 
 class Health(msgspec.Struct, kw_only=True):
@@ -100,19 +101,6 @@ class StaffConflict(msgspec.Struct):
     candidates: list[ConflictCandidate]
 
 
-class ConflictResolution(msgspec.Struct):
-    record: str
-    field: str
-    value: Any
-
-
-class MergeOrder(msgspec.Struct):
-    "Merge the resident ``drop`` into ``keep``: its needs and services follow, it is deleted"
-
-    keep: str
-    drop: str
-
-
 class Merged(msgspec.Struct):
     keep: str
     drop: str
@@ -124,13 +112,6 @@ class ConflictResolved(msgspec.Struct):
     field: str
     #: how many ops the resolution wrote
     ops: int
-
-
-class EnrolmentOrder(msgspec.Struct):
-    "A one-time enrolment code to create, for a unit in the staff member's scope and the worker there"
-
-    unit: str
-    user: str
 
 
 class EnrolmentCode(msgspec.Struct):
@@ -150,14 +131,6 @@ class Revocation(msgspec.Struct):
 class DisabledAccount(msgspec.Struct):
     username: str
     disabled: bool
-
-
-class NewStaffAccount(msgspec.Struct):
-    username: str
-    password: Annotated[str, msgspec.Meta(min_length=8)]
-    role: Role
-    #: the account's unit; this node's unit when left out
-    unit: str | None = None
 
 
 class StaffAccount(msgspec.Struct):

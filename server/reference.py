@@ -14,9 +14,8 @@ only accounts whose scope is the node's whole unit (not one village).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -25,10 +24,13 @@ from starlette.routing import BaseRoute, Route
 
 from sync import reference as ref
 from sync import units as unitlib
-from sync.errors import BadRequest, Forbidden
+from sync.errors import Forbidden
 
 from .auth import Staff
 from .node import Node, written_as_node
+from .orders import CatalogueOrder, NoticeOrder, TaskOrder, json_body
+
+T = TypeVar("T")
 
 
 def publish_units(node: Node, user: str = "staff") -> int:
@@ -80,27 +82,20 @@ def withdraw_units(node: Node, codes: Iterable[str], user: str = "staff") -> int
 
 
 def reference_routes(node: Node) -> list[BaseRoute]:
-    from .staff import check_csrf, current_staff
+    from .staff import changing_staff, current_staff
 
     accounts = node.accounts
 
-    async def author(request: Request, *keys: str) -> tuple[Staff, dict[str, Any]]:
-        staff = current_staff(request, accounts)
-        check_csrf(request, request.headers.get("x-csrf-token"))
-        staff.require("township", "county", "city")
+    async def author(request: Request, type_: type[T]) -> tuple[Staff, T]:
+        "The node's own staff authoring reference data, and their JSON body decoded into ``type_``"
+        staff = changing_staff(request, accounts, "township", "county", "city")
         if staff.role != node.tier:
             raise Forbidden(f"reference data on this {node.tier} node is authored by its own {node.tier} staff",
                             details={"role": staff.role, "node": node.tier})
         if staff.unit != node.unit:  # it reaches every unit below the node: not for an account scoped to one
             raise Forbidden(f"reference data reaches all of {node.unit}; an account scoped to {staff.unit} "
                             "cannot author it", details={"scope": staff.unit, "node": node.unit})
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            raise BadRequest("the body is not valid JSON") from None
-        if not isinstance(body, dict) or not set(keys) <= set(body):
-            raise BadRequest("send a JSON object with " + ", ".join(repr(k) for k in keys))
-        return staff, body
+        return staff, await json_body(request, type_)
 
     async def api_reference(request: Request) -> Response:
         current_staff(request, accounts).require("township", "county", "city")
@@ -114,23 +109,21 @@ def reference_routes(node: Node) -> list[BaseRoute]:
         return JSONResponse(await run_in_threadpool(read))
 
     async def api_notice(request: Request) -> Response:
-        staff, body = await author(request, "title")
-        rid = await run_in_threadpool(lambda: ref.add_notice(
-            node.editor(staff.username), str(body["title"]), str(body.get("body", ""))))
+        staff, notice = await author(request, NoticeOrder)
+        rid = await run_in_threadpool(lambda: ref.add_notice(node.editor(staff.username), notice.title, notice.body))
         return JSONResponse({"id": rid}, status_code=201)
 
     async def api_task(request: Request) -> Response:
-        staff, body = await author(request, "title")
+        staff, task = await author(request, TaskOrder)
         rid = await run_in_threadpool(lambda: ref.add_task(
-            node.editor(staff.username), str(body["title"]), str(body.get("description", "")),
-            due_date=body.get("due_date"), status=str(body.get("status", "待办"))))
+            node.editor(staff.username), task.title, task.description, due_date=task.due_date, status=task.status))
         return JSONResponse({"id": rid}, status_code=201)
 
     async def api_catalogue(request: Request) -> Response:
-        staff, body = await author(request, "kind", "code")
+        staff, entry = await author(request, CatalogueOrder)
         rid = await run_in_threadpool(lambda: ref.set_catalogue(
-            node.editor(staff.username), str(body["kind"]), str(body["code"]), name=body.get("name"),
-            order=body.get("order"), retired=body.get("retired")))
+            node.editor(staff.username), entry.kind, entry.code, name=entry.name, order=entry.order,
+            retired=entry.retired))
         return JSONResponse({"id": rid})
 
     return [

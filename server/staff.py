@@ -4,10 +4,9 @@ workbench pages built on them live in ``server.workbench``, ``server.devicepages
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -23,7 +22,9 @@ from sync.units import UnitCodeError
 from . import sessions
 from .auth import Accounts, Staff
 from .node import Node
+from .orders import ConflictResolution, EnrolmentOrder, MergeOrder, NewStaffAccount, json_body
 
+T = TypeVar("T")
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 ROLE_NAMES = {"township": "镇街工作人员", "county": "县区工作人员", "city": "市级工作人员", "admin": "管理员"}
 
@@ -96,26 +97,18 @@ def check_csrf(request: Request, sent: str | None) -> None:
         raise Forbidden("missing or wrong CSRF token; reload the page and try again", code="csrf")
 
 
-async def _json_body(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except ValueError:  # not JSON, or not UTF-8
-        raise BadRequest("the body is not valid JSON") from None
+def changing_staff(request: Request, accounts: Accounts, *roles: str) -> Staff:
+    "Who makes a state-changing staff API request: signed in, with the session's CSRF token and one of ``roles``"
+    staff = current_staff(request, accounts)
+    check_csrf(request, request.headers.get("x-csrf-token"))
+    staff.require(*roles)
+    return staff
 
 
 def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
-    async def change(request: Request, role: str, keys: tuple[str, ...] = ()) -> tuple[Staff, dict[str, Any]]:
-        """A state-changing staff request: signed in, the session's CSRF token, the role, and a JSON
-        object body with ``keys``"""
-        staff = current_staff(request, accounts)
-        check_csrf(request, request.headers.get("x-csrf-token"))
-        staff.require(role)
-        if not keys:
-            return staff, {}
-        body = await _json_body(request)
-        if not isinstance(body, dict) or not set(keys) <= set(body):
-            raise BadRequest("send a JSON object with " + ", ".join(repr(k) for k in keys))
-        return staff, body
+    async def order(request: Request, role: str, type_: type[T]) -> tuple[Staff, T]:
+        "A state-changing staff request (``changing_staff``) and its JSON body, decoded into ``type_``"
+        return changing_staff(request, accounts, role), await json_body(request, type_)
 
     def in_scope(staff: Staff, record: str) -> Record:
         rec = node.store.get(record)
@@ -164,8 +157,8 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         } for c in found])
 
     async def api_resolve(request: Request) -> Response:
-        staff, body = await change(request, "township", ("record", "field", "value"))
-        record, field, value = str(body["record"]), str(body["field"]), body["value"]
+        staff, body = await order(request, "township", ConflictResolution)
+        record, field, value = body.record, body.field, body.value
 
         def resolve() -> int:
             with node.store.lock:  # the checks and the write see the same record
@@ -185,8 +178,8 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
 
     async def api_merge(request: Request) -> Response:
         "Township staff merge a duplicate resident into another; needs and services follow"
-        staff, body = await change(request, "township", ("keep", "drop"))
-        keep, drop = str(body["keep"]), str(body["drop"])
+        staff, body = await order(request, "township", MergeOrder)
+        keep, drop = body.keep, body.drop
 
         def merge() -> int:
             in_scope(staff, keep)
@@ -198,17 +191,17 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
 
     async def api_enrol(request: Request) -> Response:
         "Township staff create a one-time enrolment code for a village and a worker"
-        staff, body = await change(request, "township", ("unit", "user"))
-        unit = str(body["unit"])
+        staff, body = await order(request, "township", EnrolmentOrder)
+        unit = body.unit
         lo, hi = staff.scope
         if not lo <= unit <= hi:
             raise Forbidden(f"unit {unit} is outside your scope", code="out_of_scope", details={"unit": unit})
-        enr = await run_in_threadpool(lambda: node.create_enrolment(unit, str(body["user"])))
+        enr = await run_in_threadpool(lambda: node.create_enrolment(unit, body.user))
         return JSONResponse({"code": enr.display, "unit": enr.unit, "user": enr.user,
                              "expires_at": enr.expires_at})
 
     async def api_revoke(request: Request) -> Response:
-        staff, _ = await change(request, "township")
+        staff = changing_staff(request, accounts, "township")
         device = request.path_params["device"]
         wipe = request.query_params.get("wipe") in ("1", "true")
         lo, hi = staff.scope
@@ -220,11 +213,10 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
 
     async def api_users(request: Request) -> Response:
         "Admins add staff accounts"
-        _, body = await change(request, "admin", ("username", "password", "role"))
+        _, body = await order(request, "admin", NewStaffAccount)
         try:
             added = await run_in_threadpool(lambda: accounts.add(
-                str(body["username"]), str(body["password"]), role=str(body["role"]),
-                unit=str(body["unit"]) if body.get("unit") else None))
+                body.username, body.password, role=body.role, unit=body.unit or None))
         except UnitCodeError as e:
             raise BadRequest(str(e)) from None
         return JSONResponse({"username": added.username, "role": added.role, "unit": added.unit})
@@ -238,7 +230,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
 
     async def api_disable(request: Request) -> Response:
         "Admins disable the account of someone who left"
-        await change(request, "admin")
+        changing_staff(request, accounts, "admin")
         username = request.path_params["username"]
         await run_in_threadpool(accounts.disable, username)
         return JSONResponse({"username": username, "disabled": True})
