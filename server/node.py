@@ -930,6 +930,14 @@ class Node:
         self._check_replays_of(dev.device, ops)
 
     def _check_replays_of(self, device: str, ops: Sequence[Op]) -> None:
+        "``ops`` are all the device's: an op sent twice in the batch is dropped when applied, if the same"
+        if len(set(map(_counter, ops))) < len(ops):
+            first: dict[int, Op] = {}
+            for op in ops:
+                was = first.setdefault(op.counter, op)
+                if was is not op and _json(was) != _json(op):
+                    raise ForgedOp(f"op {op.site}#{op.counter} comes twice in this batch with different content; "
+                                   "a device never reuses a counter", details={"counter": op.counter})
         row = self.store.conn.execute(
             "SELECT id, max_counter FROM sites WHERE device = ?", (device,)).fetchone()
         if row is None or not ops:

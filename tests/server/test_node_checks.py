@@ -164,6 +164,36 @@ def test_a_link_may_not_send_an_op_of_the_wrong_kind_without_a_value(node: Node)
         assert node.store.count_ops() == 0
 
 
+def test_one_counter_for_two_different_ops_in_a_batch_is_refused_and_the_same_op_twice_taken(node: Node) -> None:
+    "As a counter reused across two requests is: the second op would be acknowledged and lost"
+    _, token = node.add_device(VILLAGE, "张晓燕")
+    dev = node.authenticate(token)
+    ops = _batch(dev)
+    other = msgspec.structs.replace(ops[BAD], field="address", value="育才路2号")
+
+    with pytest.raises(SyncError) as e:
+        node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops([*ops, other])))
+
+    assert (e.value.code, e.value.details) == ("forged_op", {"counter": BAD + 1}), e.value.message
+    assert node.store.count_ops() == 0
+    resp = node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops([*ops, ops[BAD]])))
+    assert resp.acked == len(ops) and node.store.count_ops() == len(ops)
+
+
+def test_a_link_may_not_send_two_different_ops_under_one_counter(node: Node) -> None:
+    county = "510903000000"
+    _, token = node.add_device(county, "区民政局", tier="county")
+    dev = node.authenticate(token)
+    rid, hlc = uuid7(), pack(wall_ms() - 60_000, 0)
+    ops = [Op(f"node-{county}", 1, hlc, "notice", rid, "unit", SET, county, (), dev.user, county, dev.rank),
+           Op(f"node-{county}", 2, hlc + 1, "notice", rid, "title", SET, "防汛通知", (), dev.user, county, dev.rank),
+           Op(f"node-{county}", 2, hlc + 1, "notice", rid, "title", SET, "防火通知", (), dev.user, county, dev.rank)]
+    with pytest.raises(SyncError) as e:
+        node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops)))
+    assert (e.value.code, e.value.details) == ("forged_op", {"counter": 2}), e.value.message
+    assert node.store.count_ops() == 0
+
+
 def test_an_op_naming_a_held_record_under_another_collection_is_refused(node: Node) -> None:
     "A need's field written onto an escalation of the village: checked as a need's, applied to the escalation"
     _, token = node.add_device(VILLAGE, "张晓燕")
