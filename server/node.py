@@ -822,18 +822,18 @@ class Node:
                 i = _index(ops, group[0])
                 raise ReadOnly(f"ops[{i}] writes merged_into: residents are merged by township staff",
                                details={"op": i, "field": name})
-            vals = list(map(_value, group))
-            if None in vals:
-                vals = [v for v in vals if v is not None]
-            if vals:
-                SCHEMA.validate_many(coll, name, kind, vals, self.store.catalogue_codes)
-            if name == SCHEMA.collections[coll].unit_field:
+            is_unit = name == SCHEMA.collections[coll].unit_field
+            if is_unit:
+                cleared = next((op for op in group if op.value is None), None)
+                if cleared is not None:
+                    i = _index(ops, cleared)
+                    raise InvalidValue(f"ops[{i}] clears a record's unit; a record always belongs to a unit "
+                                       "(to hand it to another village, set that village's unit)",
+                                       details={"op": i, "field": name})
+            # the kind is checked for every op, a cleared value too: a register takes None unless required
+            SCHEMA.validate_many(coll, name, kind, list(map(_value, group)), self.store.catalogue_codes)
+            if is_unit:
                 for op in group:
-                    if op.value is None:
-                        i = _index(ops, op)
-                        raise InvalidValue(f"ops[{i}] clears a record's unit; a record always belongs to a unit "
-                                           "(to hand it to another village, set that village's unit)",
-                                           details={"op": i, "field": name})
                     if not (lo <= op.value <= hi):
                         i = _index(ops, op)
                         raise OutOfScope(f"ops[{i}] puts a record in unit {op.value}, outside this device's "
@@ -894,13 +894,10 @@ class Node:
                 raise ClockAhead(f"ops[{i}] is stamped {ahead // 60000} minutes ahead of this node's clock; "
                                  "correct the upper node's clock", details={
                                      "op": i, "ahead_ms": ahead, "server_time": self.clock.now()})
-            if op.value is None:
-                SCHEMA.field(op.coll, op.field)
-                if op.field == SCHEMA.collections[op.coll].unit_field:
-                    raise InvalidValue(f"ops[{i}] clears a record's unit; a record always belongs to a unit",
-                                       details={"op": i, "field": op.field})
-            else:
-                SCHEMA.validate(op.coll, op.field, op.kind, op.value, self.store.catalogue_codes)
+            if op.value is None and op.field == SCHEMA.collections[op.coll].unit_field:
+                raise InvalidValue(f"ops[{i}] clears a record's unit; a record always belongs to a unit",
+                                   details={"op": i, "field": op.field})
+            SCHEMA.validate(op.coll, op.field, op.kind, op.value, self.store.catalogue_codes)
             if op.field == SCHEMA.collections[op.coll].unit_field and op.value is not None:
                 if not self._within_reach(op.coll, op.value, lo, hi, above):
                     raise OutOfScope(f"ops[{i}] puts a {op.coll} record in unit {op.value}, outside this node's "
@@ -933,6 +930,14 @@ class Node:
         self._check_replays_of(dev.device, ops)
 
     def _check_replays_of(self, device: str, ops: Sequence[Op]) -> None:
+        "``ops`` are all the device's: an op sent twice in the batch is dropped when applied, if the same"
+        if len(set(map(_counter, ops))) < len(ops):
+            first: dict[int, Op] = {}
+            for op in ops:
+                was = first.setdefault(op.counter, op)
+                if was is not op and _json(was) != _json(op):
+                    raise ForgedOp(f"op {op.site}#{op.counter} comes twice in this batch with different content; "
+                                   "a device never reuses a counter", details={"counter": op.counter})
         row = self.store.conn.execute(
             "SELECT id, max_counter FROM sites WHERE device = ?", (device,)).fetchone()
         if row is None or not ops:

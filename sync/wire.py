@@ -342,6 +342,8 @@ def decode(body: bytes, type_: type[T], fmt: Format = "msgpack") -> T:
         raise MalformedBody(f"the body does not match the protocol: {e}") from None
     except msgspec.DecodeError as e:
         raise MalformedBody(f"the body is not valid {'MessagePack' if fmt == 'msgpack' else 'JSON'}: {e}") from None
+    except RecursionError:  # msgspec's answer to arrays or maps nested thousands deep
+        raise MalformedBody("the body nests arrays or maps too deeply; no value of the protocol nests") from None
 
 
 def compress(body: bytes, level: int = 6) -> bytes:

@@ -25,7 +25,7 @@ from client.tablet import Tablet
 from client.ui import PIN_TRIES, TabletApp, create_app
 from sync.edit import Editor
 from sync.ops import Op
-from sync.types import SET, TIER_RANK
+from sync.types import ADD, SET, TIER_RANK
 
 with warnings.catch_warnings():
     # starlette's TestClient warns that it prefers httpx2; the project's httpx is what it runs on
@@ -1052,3 +1052,20 @@ def test_a_need_or_service_keeps_a_category_the_catalogue_retired_since(tapp: Ta
     need, service = tapp.read(lambda t: (t.get(nid), t.get(sid)))
     assert need is not None and (need.data["category"], need.data["status"]) == ("防汛救灾", "服务中")
     assert service is not None and (service.data["service_type"], service.data["minutes"]) == ("家政服务", 45)
+
+
+def test_a_resident_an_older_node_let_bad_ops_through_for_still_shows(tapp: TabletApp, unlocked: TestClient) -> None:
+    """A node before the kind checks took ops a tablet never makes (groups set to nothing, an add on the
+    gender, the name cleared) and passed them on: the resident's pages still open"""
+    rid = people(tapp)["张三"]
+
+    def bad(tab: Tablet) -> None:
+        hlc = tab.store.last_hlc()
+        tab.store.apply([Op("tab-old-1", i, hlc + (i << 16), "person", rid, name, kind, None,
+                            tuple(tab.store.live_ids(rid, name)), "老王", VILLAGE, TIER_RANK["village"])
+                         for i, (name, kind) in enumerate((("groups", SET), ("gender", ADD), ("name", SET)), 1)])
+    tapp.read(bad)
+    assert tapp.read(lambda t: t.get(rid)).data == {**ZHANG, "unit": VILLAGE, "name": None, "groups": None,
+                                                    "gender": [None]}
+    for url in ("/people", f"/people/{rid}", f"/people/{rid}/edit"):
+        assert unlocked.get(url).status_code == 200, url

@@ -227,10 +227,18 @@ def test_requests_that_wait_for_the_store_are_answered_together(node: Node,
         assert d.device not in {op.site for op in got}
 
 
+#: An op's value nested 100,000 arrays deep (msgspec raises RecursionError): 300 bytes gzipped
+_NESTED_TOO_DEEPLY = msgspec.msgpack.encode(
+    {"protocol": PROTOCOL_VERSION, "device": "tab-1", "ops": [[], [], [[0, 1, 2, "person", b"\x01" * 16, "notes", 0,
+                                                                         "DEEP", []]]]}
+).replace(msgspec.msgpack.encode("DEEP"), b"\x91" * 100_000 + b"\xc0")
+
+
 @pytest.mark.parametrize(("token", "body", "code"), [
     (None, b"", "unauthorized"),  # an unknown caller learns nothing about its body
     ("good", b"", "malformed_body"),
     ("good", gzip.compress(b"\xc1not msgpack"), "malformed_body"),
+    ("good", gzip.compress(_NESTED_TOO_DEEPLY), "malformed_body"),
 ])
 def test_a_bad_request_gets_its_error_and_the_next_is_answered(node: Node, token: str | None, body: bytes,
                                                                code: str) -> None:

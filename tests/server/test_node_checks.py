@@ -13,7 +13,9 @@ from server.node import Device, Node
 from sync import Op, uuid7
 from sync.errors import SyncError
 from sync.hlc import MAX_AHEAD_MS, pack, wall_ms
-from sync.types import SET
+from sync.edit import Editor
+from sync.store import Store
+from sync.types import ADD, REMOVE, SET
 from sync.wire import PROTOCOL_VERSION, SyncRequest, pack_ops
 
 TOWNSHIP = "510903001000"
@@ -102,6 +104,94 @@ def test_a_link_from_the_county_may_not_clear_a_records_unit(node: Node) -> None
     assert node.store.count_ops() == before
     node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops[:1])))
     assert node.store.count_ops() == before + 1, "the notice itself is taken"
+
+
+#: Ops no tablet makes, with no value: the kind and a required field are checked all the same
+NOT_A_TABLETS: list[tuple[str, str, int]] = [
+    ("groups set (a set field takes add and remove)", "groups", SET),
+    ("an unknown kind", "gender", 7),
+    ("an add on a register", "gender", ADD),
+    ("the required name cleared", "name", SET),
+]
+
+
+@pytest.mark.parametrize(("what", "field", "kind"), NOT_A_TABLETS, ids=[c[0] for c in NOT_A_TABLETS])
+def test_an_op_of_the_wrong_kind_or_clearing_a_required_field_is_refused_even_without_a_value(
+        node: Node, what: str, field: str, kind: int) -> None:
+    _, token = node.add_device(VILLAGE, "张晓燕")
+    dev = node.authenticate(token)
+    ops = _batch(dev)
+    ops.append(Op(dev.device, len(ops) + 1, ops[-1].hlc + 1, "person", ops[BAD].record, field, kind, None, (),
+                  dev.user, dev.unit, dev.rank))
+
+    with pytest.raises(SyncError) as e:
+        node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops)))
+
+    assert (e.value.code, e.value.details["field"]) == ("invalid_value", field), e.value.message
+    assert node.store.count_ops() == 0
+
+
+def test_what_a_tablet_clears_is_taken(node: Node) -> None:
+    "A worker clears a phone and takes a resident out of every group: the tablet's ops are taken"
+    _, token = node.add_device(VILLAGE, "张晓燕")
+    dev = node.authenticate(token)
+    with Store(None) as tablet:
+        editor = Editor(tablet, device=dev.device, user=dev.user, unit=dev.unit, tier=dev.tier)
+        rid = editor.create("person", {"unit": VILLAGE, "name": "王秀英", "phone": "13800000000",
+                                       "groups": ["老年人", "独居"]})
+        editor.update(rid, {"phone": None, "groups": []})
+        ops = [op for _, op in tablet.ops_since(0)]
+    assert {(op.field, op.kind, op.value) for op in ops} >= {("phone", SET, None), ("groups", REMOVE, "老年人")}
+
+    resp = node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops)))
+
+    assert resp.acked == len(ops)
+    assert node.store.get(rid).data == {"unit": VILLAGE, "name": "王秀英", "phone": None}  # type: ignore[union-attr]
+
+
+def test_a_link_may_not_send_an_op_of_the_wrong_kind_without_a_value(node: Node) -> None:
+    county = "510903000000"
+    _, token = node.add_device(county, "区民政局", tier="county")
+    dev = node.authenticate(token)
+    rid, hlc = uuid7(), pack(wall_ms() - 60_000, 0)
+    ops = [Op(f"node-{county}", 1, hlc, "notice", rid, "unit", SET, county, (), dev.user, county, dev.rank),
+           Op(f"node-{county}", 2, hlc + 1, "notice", rid, "title", SET, "防汛通知", (), dev.user, county, dev.rank)]
+    for field, kind in (("title", SET), ("body", ADD), ("body", 7)):
+        bad = Op(f"node-{county}", 3, hlc + 2, "notice", rid, field, kind, None, (), dev.user, county, dev.rank)
+        with pytest.raises(SyncError) as e:
+            node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops([*ops, bad])))
+        assert (e.value.code, e.value.details["field"]) == ("invalid_value", field), e.value.message
+        assert node.store.count_ops() == 0
+
+
+def test_one_counter_for_two_different_ops_in_a_batch_is_refused_and_the_same_op_twice_taken(node: Node) -> None:
+    "As a counter reused across two requests is: the second op would be acknowledged and lost"
+    _, token = node.add_device(VILLAGE, "张晓燕")
+    dev = node.authenticate(token)
+    ops = _batch(dev)
+    other = msgspec.structs.replace(ops[BAD], field="address", value="育才路2号")
+
+    with pytest.raises(SyncError) as e:
+        node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops([*ops, other])))
+
+    assert (e.value.code, e.value.details) == ("forged_op", {"counter": BAD + 1}), e.value.message
+    assert node.store.count_ops() == 0
+    resp = node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops([*ops, ops[BAD]])))
+    assert resp.acked == len(ops) and node.store.count_ops() == len(ops)
+
+
+def test_a_link_may_not_send_two_different_ops_under_one_counter(node: Node) -> None:
+    county = "510903000000"
+    _, token = node.add_device(county, "区民政局", tier="county")
+    dev = node.authenticate(token)
+    rid, hlc = uuid7(), pack(wall_ms() - 60_000, 0)
+    ops = [Op(f"node-{county}", 1, hlc, "notice", rid, "unit", SET, county, (), dev.user, county, dev.rank),
+           Op(f"node-{county}", 2, hlc + 1, "notice", rid, "title", SET, "防汛通知", (), dev.user, county, dev.rank),
+           Op(f"node-{county}", 2, hlc + 1, "notice", rid, "title", SET, "防火通知", (), dev.user, county, dev.rank)]
+    with pytest.raises(SyncError) as e:
+        node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops)))
+    assert (e.value.code, e.value.details) == ("forged_op", {"counter": 2}), e.value.message
+    assert node.store.count_ops() == 0
 
 
 def test_an_op_naming_a_held_record_under_another_collection_is_refused(node: Node) -> None:

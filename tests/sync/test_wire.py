@@ -92,6 +92,23 @@ def test_malformed_bytes(fmt: Any, body: bytes, word: str) -> None:
     assert (exc.value.status, exc.value.code) == (400, "malformed_body")
 
 
+def nested_too_deeply(fmt: Any, depth: int = 100_000) -> bytes:
+    "A sync request whose one op's value is arrays nested ``depth`` deep: a few hundred bytes gzipped"
+    body = encode(_request([Op("tab-1", 1, T0, "person", uuid7(), "notes", SET, "DEEP", (), "wang", VILLAGE, 1)]),
+                  fmt)
+    deep = b"\x91" * depth + b"\xc0" if fmt == "msgpack" else b"[" * depth + b"]" * depth
+    return body.replace(encode("DEEP", fmt), deep)
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "json"])
+def test_values_nested_too_deeply_are_a_malformed_body(fmt: Any) -> None:
+    with pytest.raises(MalformedBody) as exc:
+        decode(nested_too_deeply(fmt), SyncRequest, fmt)
+    assert "nests arrays or maps too deeply" in exc.value.message
+    assert (exc.value.status, exc.value.code) == (400, "malformed_body")
+    assert isinstance(decode(nested_too_deeply(fmt, 100), SyncRequest, fmt).ops.ops[0].value, list)  # not refused
+
+
 @pytest.mark.parametrize("fmt", ["msgpack", "json"])
 @pytest.mark.parametrize(
     ("body", "path"),
