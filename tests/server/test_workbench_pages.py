@@ -572,6 +572,9 @@ def test_a_code_to_re_attach_a_tablet_is_for_that_tablet_alone(world: World, liu
     with pytest.raises(SyncFailed) as e:
         Tablet.enrol(tmp_path / "new.db", world.node.url, code.group(1), sleep=no_sleep).close()
     assert e.value.code == "enrolment_mismatch"
+    before = _live_codes(world)  # a tablet the node knows: no code, which it would refuse (device_exists)
+    known = _error(liu.post("/staff/devices/enrol", {"unit": V1, "user": "王芳", "reattach": world.ids["dev2"]}), 400)
+    assert f"本镇街服务器认识平板“{world.ids['dev2']}”" in known and _live_codes(world) == before
 
 
 def test_a_code_is_shown_once_and_neither_back_nor_reload_makes_another(world: World, liu: Signed) -> None:
