@@ -39,6 +39,7 @@ from . import charts
 from .auth import Staff
 from .node import Device, Node
 from .pages import CST, local_time
+from .relay import unknown_link_token
 from .rollup import Rollup, age_text, build, to_csv, to_xlsx
 from .snapshots import GROUPS, Snapshotter, parse_have
 from .staff import session_staff
@@ -101,7 +102,10 @@ def rollup_routes(node: Node, snapshotter: Snapshotter | None = None) -> list[Ba
         token = _token(request)
         scope: tuple[str, str] | None = None  # a link device reads it all: check_upper found it above this node
         if token is not None:
-            dev = await run_in_threadpool(node.authenticate, token)
+            try:
+                dev = await run_in_threadpool(node.authenticate, token)
+            except Unauthorized:  # its message speaks to a tablet; whoever sends a token here is a link
+                raise Unauthorized(unknown_link_token(f"the node {node.unit}", node.unit)) from None
             check_upper(node, dev)
         elif (staff := _staff(request, node)) is not None:
             scope = staff.scope

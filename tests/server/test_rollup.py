@@ -173,6 +173,24 @@ def county(tmp_path: Path) -> Iterator[Node]:
     n.close()
 
 
+def test_a_link_token_the_township_does_not_know_gets_a_links_advice(county: Node, tmp_path: Path) -> None:
+    """The county's token ("token") was never issued by this township (mistyped in `link add`, or the township
+    restored from an older backup): `link list`, `snapshot pull` and /rollup show a link's advice, not a tablet's"""
+    township = Node(tmp_path / "township.db", T_A)
+    try:
+        with TestClient(create_app(township), base_url="http://township") as c:
+            r = links.pull(county.store, links.get_link(county.store, T_A), client=c)
+    finally:
+        township.close()
+    assert not r.ok and r.error.startswith(
+        f"pull_refused: http://township refused the pull: 401 unauthorized: the node {T_A} does not know this "
+        "link token"), r.error
+    assert "`cunsync device add --unit <upper unit> --tier <upper tier>` there" in r.error
+    assert f"`cunsync link add --unit {T_A} --token NEW`" in r.error
+    assert "tablet" not in r.error
+    assert node_rollup(county, Snapshotter(county.store, COUNTY)).stale()[0].error == r.error
+
+
 @pytest.mark.parametrize("bad", [
     pytest.param(part("resolved/2026-10", Cell([V_A1, "三"], [2])), id="days-not-a-number"),
     pytest.param(part("resolved/2026-10", Cell([V_A1, "³"], [2])), id="days-a-digit-int-cannot-read"),
