@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -23,14 +22,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from sync import checks, units as unitlib
-from sync.errors import BadRequest, Forbidden, NotFound, SyncError, Unauthorized
+from sync.errors import BadRequest, NotFound, SyncError, Unauthorized
 from sync.hlc import physical_ms
 from sync.schema import SCHEMA, Field, mask_id_number, mask_phone
 from sync.types import CHINA_TIME
 
 from .auth import Accounts, Staff
 from .node import Node
-from .staff import ROLE_NAMES, csrf_token, current_staff, session_id, templates
+from .staff import ROLE_NAMES, check_csrf, csrf_token, current_staff, session_id, templates
 
 #: Pages show times in China Standard Time (no daylight saving), the time the staff live in.
 CST = CHINA_TIME
@@ -260,11 +259,7 @@ class Pages:
     async def form(self, request: Request) -> FormData:
         "A posted form, refused unless it carries the session's CSRF token (field ``csrf``, or the header)"
         form = await request.form()
-        expected = request.session.get("csrf")
-        sent = [str(form.get("csrf", "")), request.headers.get("x-csrf-token", "")]
-        if not isinstance(expected, str) or not any(
-                s and secrets.compare_digest(expected.encode(), s.encode()) for s in sent):
-            raise Forbidden("missing or wrong CSRF token", code="csrf")
+        check_csrf(request, str(form.get("csrf", "")) or request.headers.get("x-csrf-token"))
         return form
 
     def done(self, request: Request, to: str, notice: str) -> Response:
