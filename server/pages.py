@@ -33,7 +33,7 @@ from .staff import ROLE_NAMES, check_csrf, csrf_token, current_staff, session_id
 
 #: Pages show times in China Standard Time (no daylight saving), the time the staff live in.
 CST = CHINA_TIME
-TIER_LABELS = {"village": "村/社区", "township": "镇街", "county": "县区", "city": "市"}
+TIER_LABELS = unitlib.TIER_NAMES  # the name the templates and server/workbench.py know it by
 #: A clock further off than this is flagged on the devices page.
 SKEW_LIMIT_MS = 5 * 60 * 1000
 #: The nav bar: path, label.

@@ -46,7 +46,6 @@ from .staff import csrf_token, current_staff, session_staff
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["datetime"] = local_time
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-TIER_NAMES = {"city": "市", "county": "县/区", "township": "镇/街道", "village": "村/社区"}
 
 
 def check_upper(node: Node, dev: Device) -> None:
@@ -121,7 +120,7 @@ def rollup_routes(node: Node, snapshotter: Snapshotter | None = None) -> list[Ba
         ro = await run_in_threadpool(node_rollup, node, snap, staff)
         return templates.TemplateResponse(request, "rollup.html", {
             "node": node, "staff": staff, "csrf": csrf_token(request), "ro": ro, "statuses": STATUSES,
-            "groups": GROUPS, "tier_names": TIER_NAMES, "charts": _charts(ro), "age_text": age_text,
+            "groups": GROUPS, "tier_names": unitlib.TIER_NAMES, "charts": _charts(ro), "age_text": age_text,
             "now": int(time.time())})
 
     async def export(request: Request) -> Response:

@@ -119,6 +119,7 @@ def test_a_township_account_scoped_to_a_village_reads_that_village_only(tree: di
     town = tree[T_A]
     town.accounts.add("zhao", PASSWORD, role="township", unit=V_A2)
     page, text, units, snap = read_all(town, "zhao")
+    assert '<h2 data-testid="rollup-title">育才路街道（镇街）汇总数据</h2>' in page  # the workbench's tier names
     assert f'data-unit="{V_A2}"' in page and f'data-unit="{V_A1}"' not in page
     assert V_A1 not in text and set(units) == {V_A2}
     assert snapshot_units(snap) == {V_A2}
