@@ -75,18 +75,29 @@ def local_time(value: int | None, *, hlc: bool = False) -> str:
     return dt.datetime.fromtimestamp(seconds, CST).strftime("%Y-%m-%d %H:%M")
 
 
-def span(ms: int) -> str:
-    "A duration in words, rounded to what it shows: 40 秒, 12 分钟, 3 小时 5 分, 2 天"
-    s = round(abs(ms) / 1000)
+def span_parts(seconds: float) -> list[tuple[int, str]]:
+    """A duration rounded to what it shows, as (number, unit) with unit ``s``, ``min``, ``h`` or ``d``; the
+    next unit down only under 10 of the first: [(40, s)], [(12, min)], [(3, h), (5, min)], [(2, d)]"""
+    s = round(abs(seconds))
     if s < 60:
-        return f"{s} 秒"
+        return [(s, "s")]
     if s < 3570:
-        return f"{round(s / 60)} 分钟"
+        return [(round(s / 60), "min")]
     if s < 86400 - 1800:
         h, m = divmod(round(s / 60), 60)
-        return f"{h} 小时" + (f" {m} 分" if h < 10 and m else "")
+        return [(h, "h")] + ([(m, "min")] if h < 10 and m else [])
     d, h = divmod(round(s / 3600), 24)
-    return f"{d} 天" + (f" {h} 小时" if d < 10 and h else "")
+    return [(d, "d")] + ([(h, "h")] if d < 10 and h else [])
+
+
+_UNITS = {"s": "秒", "min": "分钟", "h": "小时", "d": "天"}
+_NEXT_UNITS = {"min": "分", "h": "小时"}
+
+
+def span(ms: int) -> str:
+    "A duration in words, rounded to what it shows: 40 秒, 12 分钟, 3 小时 5 分, 2 天"
+    (n, unit), *rest = span_parts(ms / 1000)
+    return f"{n} {_UNITS[unit]}" + "".join(f" {m} {_NEXT_UNITS[u]}" for m, u in rest)
 
 
 def skew_text(ms: int | None) -> str:
@@ -99,13 +110,19 @@ def skew_text(ms: int | None) -> str:
 
 
 def ago(seconds: int | None, now: float | None = None) -> str:
-    "How long ago, in words"
+    "How long ago the time ``seconds`` (since the epoch) was, in words; 从未同步 for never"
     if not seconds:
         return "从未同步"
-    diff = int(((now if now is not None else dt.datetime.now().timestamp()) - seconds) * 1000)
-    if diff < 60_000:
+    return age_text((now if now is not None else dt.datetime.now().timestamp()) - seconds)
+
+
+def age_text(seconds: float | None) -> str:
+    "An age in words, rounded as ``span``: 刚刚, 5 分钟前, 3 小时 5 分前, 2 天前; 从未 for never"
+    if seconds is None:
+        return "从未"
+    if seconds < 60:
         return "刚刚"
-    return span(diff) + "前"
+    return span(int(seconds * 1000)) + "前"
 
 
 def show(value: Any) -> str:

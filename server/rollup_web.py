@@ -39,7 +39,7 @@ from .auth import Staff
 from .node import Device, Node
 from .pages import CST, local_time
 from .relay import unknown_link_token
-from .rollup import Rollup, age_text, build, to_csv, to_xlsx
+from .rollup import Rollup, build, to_csv, to_xlsx
 from .snapshots import GROUPS, Snapshotter, parse_have
 from .staff import csrf_token, current_staff, session_staff
 
@@ -120,7 +120,7 @@ def rollup_routes(node: Node, snapshotter: Snapshotter | None = None) -> list[Ba
         ro = await run_in_threadpool(node_rollup, node, snap, staff)
         return templates.TemplateResponse(request, "rollup.html", {
             "node": node, "staff": staff, "csrf": csrf_token(request), "ro": ro, "statuses": STATUSES,
-            "groups": GROUPS, "tier_names": unitlib.TIER_NAMES, "charts": _charts(ro), "age_text": age_text,
+            "groups": GROUPS, "tier_names": unitlib.TIER_NAMES, "charts": _charts(ro),
             "now": int(time.time())})
 
     async def export(request: Request) -> Response:

@@ -25,6 +25,7 @@ from server.app import create_app
 from server.cli import ensure_units
 from server.cli_links import link_group, snapshot_group
 from server.node import Node
+from server.pages import ago
 from server.rollup import Freshness, _when, build, tables, to_xlsx
 from server.rollup_web import node_rollup, templates
 from server.snapshots import Cell, Part, PartHash, Snapshot, Snapshotter, Source, content_hash, snapshot_hash
@@ -340,6 +341,27 @@ def test_a_child_is_as_stale_as_the_oldest_node_under_it() -> None:
                   f"育才路街道 ({T_A}): ConnectError: down"),
         Freshness(COUNTY2, "安居区", now - 90, now - 30, 90, "")]
     assert [f.unit for f in ro.stale()] == [COUNTY] and ro.freshness[0].age_text == "3 天前"
+
+
+@pytest.mark.parametrize("age,zh,en", [(30, "刚刚", "just now"), (119, "2 分钟前", "2 min ago"),
+                                        (9000, "2 小时 30 分前", "2 h 30 min ago"),
+                                        (3 * 86400 + 5 * 3600 + 1700, "3 天 5 小时前", "3 d 5 h ago")])
+def test_an_age_reads_alike_on_the_roll_up_the_devices_page_and_link_list(
+        tmp_path: Path, age: int, zh: str, en: str) -> None:
+    "One wording on a node's pages, rounded (not cut down); `link list` rounds the same way in English"
+    now = int(time.time())
+    assert Freshness(T_A, "育才路街道", now - age, now, age, "").age_text == zh
+    assert ago(now - age, now) == zh  # the devices page's 最近联系
+    node = Node(tmp_path / "county.db", COUNTY)
+    try:
+        links.add_link(node.store, COUNTY, T_A, "http://township", "token")
+        with node.store.transaction() as c:
+            c.execute("UPDATE links SET taken_at = ?", (now - age,))
+    finally:
+        node.close()
+    r = CliRunner().invoke(link_group, ["list", "--db", str(tmp_path / "county.db")])
+    assert r.exit_code == 0, r.output
+    assert f"({en})" in r.output, r.output
 
 
 def test_a_county_whose_township_is_unreachable_is_stale_on_the_city(tree: dict[str, Node]) -> None:
