@@ -24,7 +24,7 @@ from starlette.responses import RedirectResponse, Response
 from sync import checks, units as unitlib
 from sync.errors import BadRequest, NotFound, SyncError, Unauthorized
 from sync.hlc import physical_ms
-from sync.schema import SCHEMA, Field, mask_id_number, mask_phone
+from sync.schema import ESCALATION_OPEN, SCHEMA, Field, mask_id_number, mask_phone
 from sync.types import CHINA_TIME
 
 from .auth import Accounts, Staff
@@ -144,7 +144,7 @@ def short_id(rid: str) -> str:
 templates.env.filters.update(local_time=local_time, skew_text=skew_text, ago=ago, show=show, span=span,
                              short_id=short_id)
 templates.env.globals.update(TIER_LABELS=TIER_LABELS, SKEW_LIMIT_MS=SKEW_LIMIT_MS, NAV=NAV, SCHEMA=SCHEMA,
-                             mask_id=mask_id_number, mask_phone=mask_phone)
+                             ESCALATION_OPEN=ESCALATION_OPEN, mask_id=mask_id_number, mask_phone=mask_phone)
 
 
 def field_label(coll: str, name: str) -> str:
