@@ -138,10 +138,6 @@ class Rollup:
     def resident_total(self, group: str, child: str | None = None) -> int:
         return sum(g.get(group, 0) for c, g in self.residents.items() if child is None or c == child)
 
-    def device_total(self) -> Triple:
-        rows = list(self.devices.values())
-        return (sum(r[0] for r in rows), sum(r[1] for r in rows), sum(r[2] for r in rows))
-
     def categories(self) -> list[str]:
         seen = {cat for m in self.needs.values() for cat, _ in m}
         return [c for c in CATEGORIES if c in seen] + sorted(seen - set(CATEGORIES))
