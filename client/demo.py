@@ -28,6 +28,7 @@ from server.rollup_web import node_rollup
 from server.snapshots import Snapshotter
 from sync import reference
 from sync import units as unitlib
+from sync.schema import RECORD_COLLECTIONS
 
 from . import sample
 from .tablet import NodeUnreachable, Tablet
@@ -237,7 +238,7 @@ def run(directory: str = "demo-data", *, tablets: int = 6, seed: int = 7) -> Non
     say("\nRecords per community (on the township node):")
     node = Node(dbs[TOWNSHIP], TOWNSHIP)
     for v in villages:
-        counts = {c: len(node.store.records(c, unit=v)) for c in ("person", "need", "service")}
+        counts = {c: len(node.store.records(c, unit=v)) for c in RECORD_COLLECTIONS}
         say(f"   {names[v]:<8} {v}  residents {counts['person']:>3}  needs {counts['need']:>3}  "
             f"services {counts['service']:>3}")
     total_ops = node.store.count_ops()
@@ -347,7 +348,7 @@ def _print_rollup(city_db: Path, tabs: list[Tablet], names: dict[str, str]) -> b
         node.close()
     seen: dict[str, Any] = {}
     for tab in tabs:
-        for coll in ("person", "need", "service"):
+        for coll in RECORD_COLLECTIONS:
             for rec in tab.list(coll):
                 seen[rec.id] = rec
     counted: dict[str, list[int]] = {}

@@ -24,6 +24,7 @@ from sync.errors import ClockAhead, DeviceRevoked, MalformedBody, TooLarge
 from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
 from sync import reference
 from sync.ops import Op
+from sync.schema import RECORD_COLLECTIONS
 from sync.store import (
     Conflict, Record, Store, WrongKey, create_private, is_encrypted, key_literal, no_cycles,
 )
@@ -564,7 +565,7 @@ class Tablet:
             "device": self._get("device"), "user": self._get("user"), "unit": self.unit,
             "server": self._get("server"), "pending": self.pending(), "acked": self.acked(),
             "last_sync": int(last) if last else None, "cursor": int(self._get("cursor", "0")),
-            "records": {c: len(self.store.records(c)) for c in ("person", "need", "service")},
+            "records": {c: len(self.store.records(c)) for c in RECORD_COLLECTIONS},
             "conflicts": len(self.store.conflicts()), "clock_offset_ms": self.clock.offset_ms,
         }
 

@@ -55,6 +55,7 @@ from sync.lookup import warm
 from sync.schema import mask_id_number, mask_phone
 from sync.store import is_encrypted
 from sync.types import china_time
+from sync.units import TIER_NAMES
 
 from . import dblock
 from .syncjob import SyncJob
@@ -62,7 +63,6 @@ from .tablet import PinError, Tablet, WrongPin
 
 log = logging.getLogger("cunsync.ui")
 HERE = Path(__file__).parent
-TIER_NAMES = {"village": "村/社区", "township": "镇街", "county": "县区", "city": "市"}
 #: How many wrong PINs in a row before the lock page makes the worker wait, and how long
 PIN_TRIES, PIN_WAIT = 5, 30.0
 #: Longest list a page shows; a search narrows it

@@ -13,7 +13,7 @@ from sync.types import CHINA_TIME
 
 from . import links, schedule, snapshots
 from .cli_common import db_option, opened
-from .pages import local_time
+from .pages import local_time, span_parts
 from .rollup import to_csv, to_xlsx
 from .rollup_web import node_rollup
 
@@ -78,12 +78,12 @@ def link_list(db: str) -> None:
 
 
 def _age(seconds: int | None) -> str:
+    "An age as the pages round it (``age_text``), in English: just now, 5 min ago, 3 h 5 min ago, 2 d ago"
     if seconds is None:
         return "never pulled"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return "just now"
+    if seconds < 60:
+        return "just now"
+    return " ".join(f"{n} {unit}" for n, unit in span_parts(seconds)) + " ago"
 
 
 @click.group(name="snapshot")

@@ -38,7 +38,7 @@ from starlette.templating import Jinja2Templates
 
 from sync.errors import BadRequest, InvalidValue, NotFound
 from sync.reference import escalations as list_escalations, now_text
-from sync.schema import ID_NUMBER
+from sync.schema import ESCALATION_OPEN as OPEN, ID_NUMBER
 from sync.store import Record
 
 from .auth import Staff
@@ -46,6 +46,7 @@ from .node import Node
 from .orders import EscalationOrder, EscalationStep, json_body
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+templates.env.globals["ESCALATION_OPEN"] = OPEN
 
 #: What county staff may do from each status, and the status it leads to.
 ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -56,7 +57,6 @@ ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 #: The field each action needs, if any.
 NEEDS = {"assign": "department", "resolve": "answer", "return": "answer"}
-OPEN = ("已上报", "已受理")
 #: Who sees escalations: township staff escalate, county staff answer (server/templates/rollup.html links
 #: to the page for them alone)
 ROLES = ("township", "county")

@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sync.errors import BadRequest
-from sync.schema import SCHEMA
+from sync.schema import RECORD_COLLECTIONS, SCHEMA
 from sync.types import DELETED
 
 from .auth import Staff
@@ -40,7 +40,6 @@ from .pages import CST, Pages
 from .spreadsheet import formula_safe
 from .staff import current_staff
 
-COLLECTIONS = ("person", "need", "service")
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
@@ -134,16 +133,17 @@ def export_routes(pages: Pages) -> list[BaseRoute]:
     async def page(request: Request, staff: Staff) -> Response:
         def counts() -> dict[str, int]:
             with pages.node.store.lock:
-                return {c: len(pages.node.store.records(c, units=staff.scope)) for c in COLLECTIONS}
+                return {c: len(pages.node.store.records(c, units=staff.scope)) for c in RECORD_COLLECTIONS}
 
         return pages.render(request, staff, "wb_export.html", {
-            "counts": await run_in_threadpool(counts), "labels": {c: SCHEMA.collections[c].label for c in COLLECTIONS}})
+            "counts": await run_in_threadpool(counts),
+            "labels": {c: SCHEMA.collections[c].label for c in RECORD_COLLECTIONS}})
 
     async def export_csv(request: Request) -> Response:
         staff = await run_in_threadpool(township, request)
         coll = request.query_params.get("collection", "")
-        if coll not in COLLECTIONS:
-            raise BadRequest(f"collection must be one of {', '.join(COLLECTIONS)}; got {coll!r}",
+        if coll not in RECORD_COLLECTIONS:
+            raise BadRequest(f"collection must be one of {', '.join(RECORD_COLLECTIONS)}; got {coll!r}",
                              details={"collection": coll})
         body = await run_in_threadpool(rows, pages, staff, coll)
         data = to_csv([h for _, h in columns(coll)], body)
@@ -155,7 +155,7 @@ def export_routes(pages: Pages) -> list[BaseRoute]:
 
         def build() -> bytes:
             return to_xlsx([(SCHEMA.collections[c].label, [h for _, h in columns(c)], rows(pages, staff, c))
-                            for c in COLLECTIONS])
+                            for c in RECORD_COLLECTIONS])
 
         return _download(await run_in_threadpool(build), XLSX, f"居民需求服务-{staff.unit}-{stamp()}.xlsx")
 

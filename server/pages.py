@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -23,18 +22,18 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from sync import checks, units as unitlib
-from sync.errors import BadRequest, Forbidden, NotFound, SyncError, Unauthorized
+from sync.errors import BadRequest, NotFound, SyncError, Unauthorized
 from sync.hlc import physical_ms
-from sync.schema import SCHEMA, Field, mask_id_number, mask_phone
+from sync.schema import ESCALATION_OPEN, SCHEMA, Field, mask_id_number, mask_phone
 from sync.types import CHINA_TIME
 
 from .auth import Accounts, Staff
 from .node import Node
-from .staff import ROLE_NAMES, csrf_token, current_staff, session_id, templates
+from .staff import ROLE_NAMES, check_csrf, csrf_token, current_staff, session_id, templates
 
 #: Pages show times in China Standard Time (no daylight saving), the time the staff live in.
 CST = CHINA_TIME
-TIER_LABELS = {"village": "村/社区", "township": "镇街", "county": "县区", "city": "市"}
+TIER_LABELS = unitlib.TIER_NAMES  # the name the templates and server/workbench.py know it by
 #: A clock further off than this is flagged on the devices page.
 SKEW_LIMIT_MS = 5 * 60 * 1000
 #: The nav bar: path, label.
@@ -76,18 +75,29 @@ def local_time(value: int | None, *, hlc: bool = False) -> str:
     return dt.datetime.fromtimestamp(seconds, CST).strftime("%Y-%m-%d %H:%M")
 
 
-def span(ms: int) -> str:
-    "A duration in words, rounded to what it shows: 40 秒, 12 分钟, 3 小时 5 分, 2 天"
-    s = round(abs(ms) / 1000)
+def span_parts(seconds: float) -> list[tuple[int, str]]:
+    """A duration rounded to what it shows, as (number, unit) with unit ``s``, ``min``, ``h`` or ``d``; the
+    next unit down only under 10 of the first: [(40, s)], [(12, min)], [(3, h), (5, min)], [(2, d)]"""
+    s = round(abs(seconds))
     if s < 60:
-        return f"{s} 秒"
+        return [(s, "s")]
     if s < 3570:
-        return f"{round(s / 60)} 分钟"
+        return [(round(s / 60), "min")]
     if s < 86400 - 1800:
         h, m = divmod(round(s / 60), 60)
-        return f"{h} 小时" + (f" {m} 分" if h < 10 and m else "")
+        return [(h, "h")] + ([(m, "min")] if h < 10 and m else [])
     d, h = divmod(round(s / 3600), 24)
-    return f"{d} 天" + (f" {h} 小时" if d < 10 and h else "")
+    return [(d, "d")] + ([(h, "h")] if d < 10 and h else [])
+
+
+_UNITS = {"s": "秒", "min": "分钟", "h": "小时", "d": "天"}
+_NEXT_UNITS = {"min": "分", "h": "小时"}
+
+
+def span(ms: int) -> str:
+    "A duration in words, rounded to what it shows: 40 秒, 12 分钟, 3 小时 5 分, 2 天"
+    (n, unit), *rest = span_parts(ms / 1000)
+    return f"{n} {_UNITS[unit]}" + "".join(f" {m} {_NEXT_UNITS[u]}" for m, u in rest)
 
 
 def skew_text(ms: int | None) -> str:
@@ -100,13 +110,19 @@ def skew_text(ms: int | None) -> str:
 
 
 def ago(seconds: int | None, now: float | None = None) -> str:
-    "How long ago, in words"
+    "How long ago the time ``seconds`` (since the epoch) was, in words; 从未同步 for never"
     if not seconds:
         return "从未同步"
-    diff = int(((now if now is not None else dt.datetime.now().timestamp()) - seconds) * 1000)
-    if diff < 60_000:
+    return age_text((now if now is not None else dt.datetime.now().timestamp()) - seconds)
+
+
+def age_text(seconds: float | None) -> str:
+    "An age in words, rounded as ``span``: 刚刚, 5 分钟前, 3 小时 5 分前, 2 天前; 从未 for never"
+    if seconds is None:
+        return "从未"
+    if seconds < 60:
         return "刚刚"
-    return span(diff) + "前"
+    return span(int(seconds * 1000)) + "前"
 
 
 def show(value: Any) -> str:
@@ -128,7 +144,7 @@ def short_id(rid: str) -> str:
 templates.env.filters.update(local_time=local_time, skew_text=skew_text, ago=ago, show=show, span=span,
                              short_id=short_id)
 templates.env.globals.update(TIER_LABELS=TIER_LABELS, SKEW_LIMIT_MS=SKEW_LIMIT_MS, NAV=NAV, SCHEMA=SCHEMA,
-                             mask_id=mask_id_number, mask_phone=mask_phone)
+                             ESCALATION_OPEN=ESCALATION_OPEN, mask_id=mask_id_number, mask_phone=mask_phone)
 
 
 def field_label(coll: str, name: str) -> str:
@@ -260,11 +276,7 @@ class Pages:
     async def form(self, request: Request) -> FormData:
         "A posted form, refused unless it carries the session's CSRF token (field ``csrf``, or the header)"
         form = await request.form()
-        expected = request.session.get("csrf")
-        sent = [str(form.get("csrf", "")), request.headers.get("x-csrf-token", "")]
-        if not isinstance(expected, str) or not any(
-                s and secrets.compare_digest(expected.encode(), s.encode()) for s in sent):
-            raise Forbidden("missing or wrong CSRF token", code="csrf")
+        check_csrf(request, str(form.get("csrf", "")) or request.headers.get("x-csrf-token"))
         return form
 
     def done(self, request: Request, to: str, notice: str) -> Response:

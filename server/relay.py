@@ -265,10 +265,22 @@ def _check_pulled(node: Node, child: str, ops: list[Op]) -> None:
 
 
 def _revoked(child: str) -> LinkError:
-    return LinkError(f"the node {child} revoked this node's link credential; ask its admin for a new one. Store "
-                     f"it with `cunsync link add --unit {child} --token NEW` for the scheduled sync and snapshot "
-                     "pulls; `cunsync link-sync` by hand takes it as --token NEW (or CUNSYNC_LINK_TOKEN)",
-                     code="device_revoked", status=403)
+    return LinkError(f"the node {child} revoked this node's link credential; ask its admin for a new one. "
+                     + _store_new(child), code="device_revoked", status=403)
+
+
+def unknown_link_token(where: str, child: str) -> str:
+    """What an upper node is told when the node below (``where``: how to name it; ``child``: its unit, or a
+    placeholder) does not know its link token; the node's own answer speaks to a tablet"""
+    return (f"{where} does not know this link token (a typo in `cunsync link add`, or the node restored from an "
+            "older backup): ask its admin for a new one (`cunsync device add --unit <upper unit> --tier <upper "
+            "tier>` there). " + _store_new(child))
+
+
+def _store_new(child: str) -> str:
+    "Where an upper node stores a new link credential from ``child``: each kind of sync reads it elsewhere"
+    return (f"Store it with `cunsync link add --unit {child} --token NEW` for the scheduled sync and snapshot "
+            "pulls; `cunsync link-sync` by hand takes it as --token NEW (or CUNSYNC_LINK_TOKEN)")
 
 
 def _under(code: object, unit: str) -> bool:
@@ -289,6 +301,9 @@ def _whoami(http: httpx.Client, base: str, auth: dict[str, str]) -> dict[str, An
         raise LinkUnreachable(f"the node at {base} did not answer ({type(e).__name__}); the link syncs next time",
                               code="unreachable") from None
     if r.status_code != 200:
+        if refusal(r.status_code, r.content).code == "unauthorized":
+            raise LinkError(unknown_link_token(f"the node at {base}", "<its unit>"), code="unauthorized",
+                            status=r.status_code)
         _raise(r)
     got: dict[str, Any] = r.json()
     return got

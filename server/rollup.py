@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from sync import units as unitlib
 from sync.schema import CATEGORIES, STATUSES
 
-from .pages import local_time
+from .pages import age_text, local_time
 from .snapshots import GROUPS, RESOLVED, Closure, Part, Source
 from .spreadsheet import formula_safe
 
@@ -70,19 +70,6 @@ class Freshness:
     @property
     def age_text(self) -> str:
         return age_text(self.age)
-
-
-def age_text(seconds: int | None) -> str:
-    "An age as pages say it: 刚刚, 5 分钟前, 3 小时前, 2 天前; 从未 for never"
-    if seconds is None:
-        return "从未"
-    if seconds < 60:
-        return "刚刚"
-    if seconds < 3600:
-        return f"{seconds // 60} 分钟前"
-    if seconds < 86400:
-        return f"{seconds // 3600} 小时前"
-    return f"{seconds // 86400} 天前"
 
 
 @dataclass
@@ -150,10 +137,6 @@ class Rollup:
 
     def resident_total(self, group: str, child: str | None = None) -> int:
         return sum(g.get(group, 0) for c, g in self.residents.items() if child is None or c == child)
-
-    def device_total(self) -> Triple:
-        rows = list(self.devices.values())
-        return (sum(r[0] for r in rows), sum(r[1] for r in rows), sum(r[2] for r in rows))
 
     def categories(self) -> list[str]:
         seen = {cat for m in self.needs.values() for cat, _ in m}

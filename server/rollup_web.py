@@ -18,7 +18,6 @@ township account scoped to one village that village alone.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -39,14 +38,14 @@ from . import charts
 from .auth import Staff
 from .node import Device, Node
 from .pages import CST, local_time
-from .rollup import Rollup, age_text, build, to_csv, to_xlsx
+from .relay import unknown_link_token
+from .rollup import Rollup, build, to_csv, to_xlsx
 from .snapshots import GROUPS, Snapshotter, parse_have
-from .staff import session_staff
+from .staff import csrf_token, current_staff, session_staff
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["datetime"] = local_time
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-TIER_NAMES = {"city": "市", "county": "县/区", "township": "镇/街道", "village": "村/社区"}
 
 
 def check_upper(node: Node, dev: Device) -> None:
@@ -82,13 +81,6 @@ def _staff(request: Request, node: Node) -> Staff | None:
     return session_staff(request, node.accounts)
 
 
-def _csrf(request: Request) -> str:
-    token = request.session.get("csrf")
-    if not isinstance(token, str):
-        token = request.session["csrf"] = secrets.token_urlsafe(24)
-    return token
-
-
 def _token(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     return auth[7:].strip() if auth.lower().startswith("bearer ") else None
@@ -101,7 +93,10 @@ def rollup_routes(node: Node, snapshotter: Snapshotter | None = None) -> list[Ba
         token = _token(request)
         scope: tuple[str, str] | None = None  # a link device reads it all: check_upper found it above this node
         if token is not None:
-            dev = await run_in_threadpool(node.authenticate, token)
+            try:
+                dev = await run_in_threadpool(node.authenticate, token)
+            except Unauthorized:  # its message speaks to a tablet; whoever sends a token here is a link
+                raise Unauthorized(unknown_link_token(f"the node {node.unit}", node.unit)) from None
             check_upper(node, dev)
         elif (staff := _staff(request, node)) is not None:
             scope = staff.scope
@@ -124,14 +119,12 @@ def rollup_routes(node: Node, snapshotter: Snapshotter | None = None) -> list[Ba
             return RedirectResponse("/login", status_code=303)
         ro = await run_in_threadpool(node_rollup, node, snap, staff)
         return templates.TemplateResponse(request, "rollup.html", {
-            "node": node, "staff": staff, "csrf": _csrf(request), "ro": ro, "statuses": STATUSES,
-            "groups": GROUPS, "tier_names": TIER_NAMES, "charts": _charts(ro), "age_text": age_text,
+            "node": node, "staff": staff, "csrf": csrf_token(request), "ro": ro, "statuses": STATUSES,
+            "groups": GROUPS, "tier_names": unitlib.TIER_NAMES, "charts": _charts(ro),
             "now": int(time.time())})
 
     async def export(request: Request) -> Response:
-        staff = _staff(request, node)
-        if staff is None:
-            raise Unauthorized("sign in first", code="not_signed_in")
+        staff = current_staff(request, node.accounts)
         ro = await run_in_threadpool(node_rollup, node, snap, staff)
         stamp = dt.datetime.now(CST).strftime("%Y%m%d")
         if request.url.path.endswith(".csv"):

@@ -380,7 +380,7 @@ def close_month(store: Store, unit: str, month: str, *, by: str, now: float | No
 
 
 def closed_months(store: Store) -> list[tuple[str, int, str]]:
-    "(month, closed at, closed by) of every closed month"
+    "(month, closed at, closed by) of every closed month (used only by tests)"
     ensure_tables(store)
     with store.lock:
         return [(m, a, b) for m, a, b in store.conn.execute(

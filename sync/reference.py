@@ -87,7 +87,7 @@ def add_task(editor: Editor, title: str, description: str = "", *, due_date: str
 
 
 def edit_reference(editor: Editor, record: str, values: dict[str, Any]) -> None:
-    "Change fields of a notice, task or catalogue entry (never its unit)"
+    "Change fields of a notice, task or catalogue entry (never its unit); used only by tests"
     _author(editor)
     rec = editor.store.get(record)
     if rec is None or rec.coll not in ("notice", "task", "catalogue"):

@@ -60,6 +60,8 @@ CATALOGUE_KINDS = ("need_category", "service_type")
 TASK_STATUSES = ("待办", "进行中", "已完成", "已取消")
 #: 吹哨报到: 已上报 (escalated) → 已受理 (accepted) → 已办结 (resolved), or 已退回 (returned).
 ESCALATION_STATUSES = ("已上报", "已受理", "已办结", "已退回")
+#: The escalations still open: the county has yet to resolve or return them.
+ESCALATION_OPEN = ESCALATION_STATUSES[:2]
 
 Group = Literal["老年人", "儿童", "困难群众", "残疾人", "独居", "留守"]
 Category = Literal[

@@ -1214,6 +1214,7 @@ class Store:
         return _state_decode(row[0]) if row else {}
 
     def live_ids(self, record: str, field: str | None = None) -> list[OpId]:
+        "The ids of a record's live ops (of one field, or all), sorted; used only by tests"
         st = self.state(record)
         names = [field] if field is not None else list(st)
         return sorted((e.device, e.counter) for n in names for e in st.get(n, ()))
@@ -1241,7 +1242,8 @@ class Store:
         return out
 
     def ops_since(self, seq: int, limit: int = 10_000) -> list[tuple[int, Op]]:
-        "Ops accepted after local sequence ``seq``, in order, with their sequence numbers"
+        """Ops accepted after local sequence ``seq``, in order, with their sequence numbers (used only by tests
+        and benchmarks)"""
         rows = self.conn.execute(
             "SELECT seq FROM ops WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
         ).fetchall()
@@ -1267,7 +1269,7 @@ class Store:
         return seqs
 
     def live_ops(self, records: Iterable[str]) -> list[Op]:
-        "The live ops of these records: enough for another replica to hold the same state"
+        "The live ops of these records: enough for another replica to hold the same state (used only by tests)"
         return self.ops_by_seq(self.live_seqs(records))
 
     def _note_written(self, rows: list[Any], superseded: set[tuple[int, int, str]],

@@ -44,6 +44,8 @@ from sqlite_utils import Database
 
 TIERS = ("village", "township", "county", "city")
 TIER_RANK: dict[str, int] = {"village": 1, "township": 2, "county": 3, "city": 4}
+#: Each tier's name on the pages and the tablet (zh-CN)
+TIER_NAMES: dict[str, str] = {"village": "村/社区", "township": "镇街", "county": "县区", "city": "市"}
 
 # Number of leading digits that identify a unit of each tier; the rest are zeros.
 _PREFIX_LEN: dict[str, int] = {"city": 4, "county": 6, "township": 9, "village": 12}

@@ -162,6 +162,19 @@ def test_a_revoked_link_writes_nothing_below_and_its_sync_fails(county: Node, to
     assert link_progress(county) == [before]
 
 
+def test_a_link_token_the_lower_node_does_not_know_gets_a_links_advice(county: Node, township: Node) -> None:
+    """Mistyped in `link add`, or the lower node restored from a backup older than the link device: the
+    lower node's answer tells a tablet to re-attach; the link sync says where a link's new credential goes"""
+    with serve(township) as client, pytest.raises(LinkError) as exc:
+        sync_link(county, "http://township", "a-token-never-issued", client=client)
+    assert (exc.value.code, exc.value.status) == ("unauthorized", 401)
+    assert exc.value.message.startswith("the node at http://township does not know this link token")
+    assert "`cunsync device add --unit <upper unit> --tier <upper tier>` there" in exc.value.message
+    assert "`cunsync link add --unit <its unit> --token NEW`" in exc.value.message
+    assert "tablet" not in exc.value.message
+    assert link_progress(county) == []
+
+
 @pytest.mark.parametrize("revoked", ["whoami", "sync"])
 def test_a_lower_node_that_says_the_link_is_revoked_fails_the_link_sync(county: Node, revoked: str) -> None:
     """An older lower node takes a revoked link's push: the upper node sends none once whoami says the link

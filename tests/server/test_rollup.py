@@ -25,6 +25,7 @@ from server.app import create_app
 from server.cli import ensure_units
 from server.cli_links import link_group, snapshot_group
 from server.node import Node
+from server.pages import ago
 from server.rollup import Freshness, _when, build, tables, to_xlsx
 from server.rollup_web import node_rollup, templates
 from server.snapshots import Cell, Part, PartHash, Snapshot, Snapshotter, Source, content_hash, snapshot_hash
@@ -119,6 +120,7 @@ def test_a_township_account_scoped_to_a_village_reads_that_village_only(tree: di
     town = tree[T_A]
     town.accounts.add("zhao", PASSWORD, role="township", unit=V_A2)
     page, text, units, snap = read_all(town, "zhao")
+    assert '<h2 data-testid="rollup-title">育才路街道（镇街）汇总数据</h2>' in page  # the workbench's tier names
     assert f'data-unit="{V_A2}"' in page and f'data-unit="{V_A1}"' not in page
     assert V_A1 not in text and set(units) == {V_A2}
     assert snapshot_units(snap) == {V_A2}
@@ -171,6 +173,24 @@ def county(tmp_path: Path) -> Iterator[Node]:
     links.add_link(n.store, COUNTY, T_A, "http://township", "token")
     yield n
     n.close()
+
+
+def test_a_link_token_the_township_does_not_know_gets_a_links_advice(county: Node, tmp_path: Path) -> None:
+    """The county's token ("token") was never issued by this township (mistyped in `link add`, or the township
+    restored from an older backup): `link list`, `snapshot pull` and /rollup show a link's advice, not a tablet's"""
+    township = Node(tmp_path / "township.db", T_A)
+    try:
+        with TestClient(create_app(township), base_url="http://township") as c:
+            r = links.pull(county.store, links.get_link(county.store, T_A), client=c)
+    finally:
+        township.close()
+    assert not r.ok and r.error.startswith(
+        f"pull_refused: http://township refused the pull: 401 unauthorized: the node {T_A} does not know this "
+        "link token"), r.error
+    assert "`cunsync device add --unit <upper unit> --tier <upper tier>` there" in r.error
+    assert f"`cunsync link add --unit {T_A} --token NEW`" in r.error
+    assert "tablet" not in r.error
+    assert node_rollup(county, Snapshotter(county.store, COUNTY)).stale()[0].error == r.error
 
 
 @pytest.mark.parametrize("bad", [
@@ -321,6 +341,27 @@ def test_a_child_is_as_stale_as_the_oldest_node_under_it() -> None:
                   f"育才路街道 ({T_A}): ConnectError: down"),
         Freshness(COUNTY2, "安居区", now - 90, now - 30, 90, "")]
     assert [f.unit for f in ro.stale()] == [COUNTY] and ro.freshness[0].age_text == "3 天前"
+
+
+@pytest.mark.parametrize("age,zh,en", [(30, "刚刚", "just now"), (119, "2 分钟前", "2 min ago"),
+                                        (9000, "2 小时 30 分前", "2 h 30 min ago"),
+                                        (3 * 86400 + 5 * 3600 + 1700, "3 天 5 小时前", "3 d 5 h ago")])
+def test_an_age_reads_alike_on_the_roll_up_the_devices_page_and_link_list(
+        tmp_path: Path, age: int, zh: str, en: str) -> None:
+    "One wording on a node's pages, rounded (not cut down); `link list` rounds the same way in English"
+    now = int(time.time())
+    assert Freshness(T_A, "育才路街道", now - age, now, age, "").age_text == zh
+    assert ago(now - age, now) == zh  # the devices page's 最近联系
+    node = Node(tmp_path / "county.db", COUNTY)
+    try:
+        links.add_link(node.store, COUNTY, T_A, "http://township", "token")
+        with node.store.transaction() as c:
+            c.execute("UPDATE links SET taken_at = ?", (now - age,))
+    finally:
+        node.close()
+    r = CliRunner().invoke(link_group, ["list", "--db", str(tmp_path / "county.db")])
+    assert r.exit_code == 0, r.output
+    assert f"({en})" in r.output, r.output
 
 
 def test_a_county_whose_township_is_unreachable_is_stale_on_the_city(tree: dict[str, Node]) -> None:

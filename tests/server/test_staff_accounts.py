@@ -126,6 +126,19 @@ def test_a_disabled_account_is_signed_out_cannot_sign_in_and_history_keeps_its_n
     assert node.accounts.get("chen") is None
 
 
+@pytest.mark.parametrize("path", ["/rollup.csv", "/rollup.xlsx"])
+def test_a_roll_up_export_says_the_session_ended_when_the_account_changed(node: Node, path: str) -> None:
+    with client(node) as chen, client(node) as stranger:
+        assert sign_in(chen, "chen") == 303
+        assert chen.get(path).status_code == 200
+        r = user(node, "add", "--username", "chen", "--role", "county", "--unit", COUNTY, "--password", NEW_PASSWORD)
+        assert r.exit_code == 0, r.output
+        ended = chen.get(path)
+        assert ended.status_code == 401 and ended.json()["error"]["code"] == "session_ended", ended.text
+        never = stranger.get(path)
+        assert never.status_code == 401 and never.json()["error"]["code"] == "not_signed_in", never.text
+
+
 def test_disabling_an_unknown_account_says_so_and_writes_nothing(node: Node) -> None:
     before = node.accounts.listing()
     r = user(node, "disable", "--username", "nobody")
