@@ -2,10 +2,11 @@
 
 Township staff escalate a need with a summary they write; the node records an ``escalation`` whose
 fields carry no personal data (need id, village, category, urgency, summary, status): a summary holding
-an ID number, a mobile number, or the resident's name or phone is refused (``personal_data``). The county's node
-pulls it over its link (``server/relay.py``); county staff accept it, assign a department and resolve it
-with an answer, or send it back. Those ops go down on the next link sync to the township, and on to the
-tablet that recorded the need: an escalation's unit is the need's village, so it is in that tablet's scope.
+an ID number, a mobile number, or the resident's name, phone or address is refused (``personal_data``).
+The county's node pulls it over its link (``server/relay.py``); county staff accept it, assign a
+department and resolve it with an answer, or send it back. Those ops go down on the next link sync to the
+township, and on to the tablet that recorded the need: an escalation's unit is the need's village, so it
+is in that tablet's scope.
 
     已上报 (escalated) → 已受理 (accepted) → 已办结 (resolved)
     已上报 or 已受理 → 已退回 (returned, with the reason as the answer)
@@ -67,7 +68,11 @@ _MOBILE = re.compile(r"(?<!\d)(?:\+?86)?1[3-9]\d{9}(?!\d)")
 #: What people type between groups of digits: spaces, dashes, dots, middle dots and brackets
 _SEPARATORS = re.compile(r"[\s\-.·()‐‑‒–—―]")
 #: How ``personal_data``'s field names read in an error message
-_PERSONAL = {"name": "name", "id_number": "ID number", "phone": "phone number"}
+_PERSONAL = {"name": "name", "id_number": "ID number", "phone": "phone number", "address": "address"}
+#: How many characters in a row of the resident's address, a house number among them, make her address
+_ADDRESS_RUN = 6
+#: A house number: a number and the character after it (号, 栋, 单元, 组)
+_HOUSE_NUMBER = re.compile(r"\d\D")
 
 
 class AlreadyEscalated(BadRequest):
@@ -77,7 +82,7 @@ class AlreadyEscalated(BadRequest):
 
 
 class PersonalData(BadRequest):
-    "An escalation's summary holds a resident's name, ID number or phone, which the county may not see"
+    "An escalation's summary holds a resident's name, ID number, phone or address, which the county may not see"
 
     code = "personal_data"
 
@@ -117,22 +122,35 @@ def escalate(node: Node, staff: Staff, need: str, summary: str) -> str:
 
 
 def personal_data(summary: str, person: Record | None) -> list[str]:
-    """The personal data a summary holds, as field names (``name``, ``id_number``, ``phone``): any ID
-    number (the resident's among them) or mobile number, and the name or phone of ``person``, the need's
-    resident (a landline, say). Digits typed full-width (a Chinese IME in full-width mode) count too."""
-    summary = unicodedata.normalize("NFKC", summary)
-    compact = _SEPARATORS.sub("", summary).upper()
+    """The personal data a summary holds, as field names (``name``, ``id_number``, ``phone``, ``address``):
+    any ID number (the resident's among them) or mobile number, and the name, phone (a landline, say) or
+    address of ``person``, the need's resident. Each is compared as ``_compact`` makes it: full-width
+    characters made ASCII and separators gone, so 张 秀英, 张·秀英, 张-秀英 and 138 0000 1111 are found.
+
+    - name: all of it, when it has two characters or more (one character would match ordinary words);
+    - address: any ``_ADDRESS_RUN`` characters in a row of it that hold a number and the character after
+      it, i.e. the house number with its street or unit (和平街17号, 17号3单元 of 和平街17号3单元), a
+      number matched whole (27号 is not 7号). A street, village or district alone (和平街, 育才社区12户)
+      is many people's and passes, and so does an address without an Arabic numeral."""
+    compact = _compact(summary)
     data = person.data if person is not None and person.coll == "person" else {}
-    name = unicodedata.normalize("NFKC", str(data.get("name") or "")).strip()
-    phone = _SEPARATORS.sub("", unicodedata.normalize("NFKC", str(data.get("phone") or "")))
+    name, phone, address = (_compact(str(data.get(f) or "")) for f in ("name", "phone", "address"))
     found = []
-    if len(name) >= 2 and name in summary:  # a one-character name would match ordinary words
+    if len(name) >= 2 and name in compact:
         found.append("name")
     if _ID_NUMBER.search(compact):
         found.append("id_number")
     if _MOBILE.search(compact) or (phone and phone in compact):
         found.append("phone")
+    if any(_HOUSE_NUMBER.search(run) and re.search(rf"(?<!\d){re.escape(run)}(?!\d)", compact)
+           for run in (address[i:i + _ADDRESS_RUN] for i in range(len(address) - _ADDRESS_RUN + 1))):
+        found.append("address")
     return found
+
+
+def _compact(text: str) -> str:
+    "Text as ``personal_data`` compares it: NFKC-normalised (full-width made ASCII), ``_SEPARATORS`` gone, upper case"
+    return _SEPARATORS.sub("", unicodedata.normalize("NFKC", text)).upper()
 
 
 def act(node: Node, staff: Staff, escalation: str, action: str, text: str = "") -> dict[str, Any]:

@@ -4,7 +4,10 @@ medians, and how fresh each child's figures are; and the same as CSV and XLSX fo
 
 Suppressed cells (see ``server.snapshots``) add nothing to a total; the page, the exports (a 说明 table) and
 ``cunsync snapshot pull`` say how many were withheld, and under which threshold: the township's own, for a
-township node; for a county or city, each township's as its last snapshot said (``Source.suppress_below``).
+township node; for a county or city, each township's as its last snapshot said (``Source.suppress_below``),
+naming a township at 0 as one that withholds nothing. A township's closed month is one row of the page
+and of the exports' 已关账月份 table (``MonthClosure``), with each part revised since (需求, 服务, 办结)
+and its changed cells as staff read them: the village by name, a withheld value as <3（未上报）.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from sync import units as unitlib
 from sync.schema import CATEGORIES, STATUSES
 
 from .pages import age_text, local_time
-from .snapshots import GROUPS, RESOLVED, Closure, Part, Source
+from .snapshots import GROUPS, MONTHLY, RESOLVED, CellDiff, Closure, Part, Source
 from .spreadsheet import formula_safe
 
 Triple = tuple[int, int, int]
-#: The sections whose cells may be withheld, as tables name them.
-SECTION_NAMES = {"needs": "需求", "services": "服务", "residents": "居民"}
+#: The sections whose cells may be withheld, and those a closed month freezes, as tables name them.
+SECTION_NAMES = {"needs": "需求", "services": "服务", "resolved": "办结", "residents": "居民"}
 
 
 def child_of(top: str, code: str) -> str:
@@ -73,6 +76,27 @@ class Freshness:
 
 
 @dataclass
+class Revision:
+    "A part of a closed month changed since: its section (需求, 服务, 办结), revision number and changed cells"
+
+    section: str
+    revision: int
+    #: each changed cell as pages say it: 凤凰村 · 养老服务：<3（未上报） → 3 次，90 分钟，3 人次
+    changes: list[str]
+
+
+@dataclass
+class MonthClosure:
+    "A township's closed month, one row for its parts: when and by whom it was closed, and each part revised"
+
+    unit: str
+    month: str
+    closed_at: int
+    closed_by: str
+    revisions: list[Revision] = field(default_factory=list)
+
+
+@dataclass
 class Rollup:
     unit: str
     tier: str
@@ -92,7 +116,7 @@ class Rollup:
     suppressed: dict[str, int] = field(default_factory=dict)
     #: the small-cell threshold each township under (or at) this node published with, where known
     thresholds: dict[str, int] = field(default_factory=dict)
-    closures: list[Closure] = field(default_factory=list)
+    closures: list[MonthClosure] = field(default_factory=list)
     freshness: list[Freshness] = field(default_factory=list)
     taken_at: int = 0
     watermark: int = 0
@@ -147,17 +171,39 @@ class Rollup:
         return sum(self.suppressed.values())
 
     def threshold_values(self) -> list[int]:
-        "The distinct small-cell thresholds the figures were published with, where known"
-        return sorted(set(self.thresholds.values()))
+        "The distinct small-cell thresholds cells were withheld under, where known (a township at 0 withholds none)"
+        return sorted({t for t in self.thresholds.values() if t > 0})
 
     def threshold_text(self) -> str:
-        "Which cells were withheld, as pages say it: 小于 3 的格子不上报"
+        """Which cells were withheld, as pages say it: 小于 3 的格子不上报, and the townships that withhold
+        nothing by name: （凤凰街道不设阈值，全部上报）"""
         found = self.threshold_values()
         if len(found) == 1:
-            return f"小于 {found[0]} 的格子不上报"
-        if found:
-            return f"各镇街小于其所设阈值（{'、'.join(map(str, found))}）的格子不上报"
-        return "各镇街数量过小的格子不上报"
+            text = f"小于 {found[0]} 的格子不上报"
+        elif found:
+            text = f"各镇街小于其所设阈值（{'、'.join(map(str, found))}）的格子不上报"
+        else:
+            text = "各镇街数量过小的格子不上报"
+        exact = [self.name(u) for u, t in sorted(self.thresholds.items()) if t == 0]
+        return text + (f"（{'、'.join(exact)}不设阈值，全部上报）" if exact else "")
+
+    def cell_text(self, township: str, section: str, values: list[int | None] | None) -> str:
+        """A closed month's cell as pages say it: 无 (none), <3（未上报） (withheld under the township's
+        threshold), a count, or a service cell's 3 次，90 分钟，3 人次"""
+        if values is None:
+            return "无"
+        if any(v is None for v in values):
+            below = self.thresholds.get(township)
+            return f"<{below}（未上报）" if below else "数量过小（未上报）"
+        if section == "services":
+            return "{} 次，{} 分钟，{} 人次".format(*values)
+        return str(values[0])
+
+    def change_text(self, township: str, section: str, d: CellDiff) -> str:
+        "A changed cell of a closed month: 凤凰村 · 养老服务：<3（未上报） → 3 次，90 分钟，3 人次"
+        key = [self.name(d.k[0]), *(f"用时 {k} 天" if section == "resolved" else k for k in d.k[1:])]
+        return (f"{' · '.join(key)}：{self.cell_text(township, section, d.before)} → "
+                f"{self.cell_text(township, section, d.after)}")
 
     def stale(self) -> list[Freshness]:
         "The children whose figures are old, or leave out a malformed part"
@@ -185,9 +231,10 @@ def build(unit: str, parts: Mapping[str, Part], sources: Iterable[Source] = (), 
     days: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     residents: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     devices: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    closures: list[tuple[str, Closure]] = []
     for name, part in parts.items():
         section, _, month = name.partition("/")
-        ro.closures.extend(part.closures)
+        closures.extend((section, cl) for cl in part.closures)
         for cell in part.cells:
             child = child_of(unit, cell.k[0])
             kids.add(child)
@@ -220,8 +267,22 @@ def build(unit: str, parts: Mapping[str, Part], sources: Iterable[Source] = (), 
     ro.residents = {c: dict(g) for c, g in residents.items()}
     ro.devices = {c: (r[0], r[1], r[2]) for c, r in devices.items()}
     ro.suppressed = dict(suppressed)
-    ro.closures.sort(key=lambda c: (c.month, c.unit))
+    ro.closures = _month_closures(ro, closures)
     return ro
+
+
+def _month_closures(ro: Rollup, closures: Iterable[tuple[str, Closure]]) -> list[MonthClosure]:
+    "Each township's closed month once (its parts are closed together), with the parts revised since"
+    months: dict[tuple[str, str], MonthClosure] = {}
+    order = {s: i for i, s in enumerate(MONTHLY)}  # 需求, 服务, 办结
+    for section, cl in sorted(closures, key=lambda sc: order.get(sc[0], len(order))):
+        row = months.setdefault((cl.month, cl.unit), MonthClosure(cl.unit, cl.month, cl.closed_at, cl.closed_by))
+        if cl.closed_at > row.closed_at:
+            row.closed_at, row.closed_by = cl.closed_at, cl.closed_by
+        if cl.revision:
+            row.revisions.append(Revision(SECTION_NAMES.get(section, section), cl.revision,
+                                          [ro.change_text(cl.unit, section, d) for d in cl.diff]))
+    return [months[k] for k in sorted(months)]
 
 
 def _freshness(unit: str, sources: Iterable[Source], name: Callable[[str], str], at: float) -> list[Freshness]:
@@ -287,6 +348,11 @@ def tables(ro: Rollup) -> dict[str, list[list[object]]]:
     for f in ro.freshness:
         out["数据来源"].append([f.unit, f.name, _when(f.taken_at), _when(f.pulled_at), f.age_text, f.error,
                              "；".join(f.bad_parts)])
+    out["已关账月份"] = [["单位代码", "单位", "月份", "关账时间", "关账人", "关账后修订的部分", "修订次数", "修订内容"]]
+    for cl in ro.closures:
+        for r in cl.revisions or [Revision("", 0, ["无"])]:
+            out["已关账月份"].append([cl.unit, ro.name(cl.unit), cl.month, _when(cl.closed_at), cl.closed_by,
+                                   r.section, r.revision, "；".join(r.changes)])
     out["说明"] = [["项目", "说明"]]
     if ro.withheld():
         out["说明"].append(["未计入合计的格子", f"{ro.threshold_text()}，共 {ro.withheld()} 个格子未计入以上合计，"

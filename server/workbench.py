@@ -378,7 +378,7 @@ class Workbench:
             error = f"情况说明里有居民的{found}。县区看不到居民的个人信息，请删去后再上报。"
         except InvalidValue as e:  # an empty summary, or one over the field's limit
             if not summary.strip():
-                raise PageError("请写一段情况说明再上报（不要写姓名、电话、身份证号）。") from None
+                raise PageError("请写一段情况说明再上报（不要写姓名、电话、身份证号、住址）。") from None
             if not isinstance(e.details, dict) or e.details.get("field") != "summary":
                 raise _edit_error("escalation", {}, e) from None
             hint = value_hint(SCHEMA.field("escalation", "summary"))

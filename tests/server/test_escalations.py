@@ -1,5 +1,6 @@
 """Escalation summaries (吹哨报到) go up to the county, which sees no personal data: a summary holding an ID
-number, a mobile number, or the name, ID number or phone of the need's resident is refused (400
+number, a mobile number, or the name, ID number, phone or address of the need's resident (however it is
+spaced or dotted) is refused (400
 ``personal_data``, nothing written), over the staff API and on the workbench page, which keeps the typed
 text so staff can correct it (as it does for a summary over the length limit)."""
 
@@ -20,7 +21,7 @@ from sync.store import Record
 
 pytestmark = pytest.mark.e2e
 
-RESIDENT = {"name": "张秀英", "id_number": "51090319420308001X", "phone": "0825-2223344"}
+RESIDENT = {"name": "张秀英", "id_number": "51090319420308001X", "phone": "0825-2223344", "address": "和平街17号3单元"}
 
 
 def setup(n: Node, ids: dict[str, Any]) -> None:
@@ -58,6 +59,15 @@ REFUSED = [
     ("座机 （０８２５）２２２３３４４，需协调", ["phone"]),  # the resident's landline, full-width
     ("座机 0825—2223344，需协调", ["phone"]),  # an em dash
     ("证件 ５１０９０３１９４５０１０１００２３，需协调", ["id_number"]),
+    # the resident's name with separators in it, full-width or not
+    ("张 秀英老人独居，需每日送餐", ["name"]),
+    ("张·秀英老人独居，需每日送餐", ["name"]),
+    ("张-秀英老人独居，需每日送餐", ["name"]),
+    ("张\u3000秀英老人独居，需每日送餐", ["name"]),  # a full-width space
+    # her address, or its house number with the street or the unit
+    ("老人住和平街17号3单元，独居，需每日送餐", ["address"]),
+    ("老人住和平街 17 号，独居", ["address"]),
+    ("老人住１７号３单元，独居", ["address"]),
     (f"{RESIDENT['name']}（身份证{RESIDENT['id_number']}，电话13800001111）需要助餐", ["name", "id_number", "phone"]),
 ]
 
@@ -77,6 +87,8 @@ def test_a_summary_with_personal_data_is_refused_and_nothing_is_written(
     "本村 12 户需要助餐，2024-06-30 前每周 3 次",  # counts and dates are no phone or ID number
     "村委会 510903001001 辖区内缺少助餐点",  # a unit code
     "秀英路口助餐点关闭",  # part of the resident's name is not her name
+    "和平街助餐点关闭，3单元17户需要助餐",  # her street, and numbers, are not her address
+    "和平街217号3单元助餐点关闭",  # another house: its number is not hers (217号 is not 17号)
     "本村１２户需要助餐，２０２４．０６．３０前每周３次",  # full-width counts and dates neither
 ])
 def test_a_summary_without_personal_data_passes(summary: str) -> None:
@@ -93,6 +105,12 @@ def test_the_workbench_says_so_in_chinese_and_keeps_the_typed_text(world: World,
     assert m and m.group(1) == "情况说明里有居民的姓名、电话。县区看不到居民的个人信息，请删去后再上报。", r.text
     assert re.search(r'<textarea name="summary"[^>]*>' + re.escape(typed) + "</textarea>", r.text), r.text
     assert f'action="/staff/records/{need}/escalate"' in r.text  # the need's page, its form there to correct
+    assert _escalations(world) == []
+    typed = "张·秀英住和平街17号3单元，需要助餐"
+    r = liu.post(f"/staff/records/{need}/escalate", {"summary": typed})
+    m = re.search(r'<p class="error" role="alert">(.*?)</p>', r.text, re.S)
+    assert m and m.group(1) == "情况说明里有居民的姓名、住址。县区看不到居民的个人信息，请删去后再上报。", r.text
+    assert re.search(r'<textarea name="summary"[^>]*>' + re.escape(typed) + "</textarea>", r.text), r.text
     assert _escalations(world) == []
     # over the limit: said so, with the limit, and the text kept to shorten
     long = "独居老人需要助餐，" * 223  # 2007 characters

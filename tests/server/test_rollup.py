@@ -7,6 +7,7 @@ anywhere below shows on the roll-up; times are China time on any server zone."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 import time
@@ -28,7 +29,10 @@ from server.node import Node
 from server.pages import ago
 from server.rollup import Freshness, _when, build, tables, to_xlsx
 from server.rollup_web import node_rollup, templates
-from server.snapshots import Cell, Part, PartHash, Snapshot, Snapshotter, Source, content_hash, snapshot_hash
+from server.snapshots import (
+    Cell, Part, PartHash, Snapshot, Snapshotter, Source, close_month, content_hash, snapshot_hash,
+)
+from sync.hlc import HLC
 from sync.wire import MSGPACK, encode
 
 with warnings.catch_warnings():
@@ -256,9 +260,64 @@ def test_nothing_withheld_says_so_and_a_township_names_its_own_threshold(tmp_pat
     assert ro.thresholds == {T_A: 4} and ro.threshold_text() == "小于 4 的格子不上报"
     assert tables(ro)["说明"] == [["项目", "说明"], ["未计入合计的格子", "无"]]
     assert build(COUNTY, {}).threshold_text() == "各镇街数量过小的格子不上报"  # pulled by an older version
-    several = build(COUNTY, {}, [Source(unit=T_A, tier="township", suppress_below=3),
-                                 Source(unit="510903002000", tier="township", suppress_below=5)])
-    assert several.threshold_text() == "各镇街小于其所设阈值（3、5）的格子不上报"
+    three, five = (Source(unit=u, tier="township", suppress_below=t) for u, t in ((T_A, 3), ("510903002000", 5)))
+    assert build(COUNTY, {}, [three, five]).threshold_text() == "各镇街小于其所设阈值（3、5）的格子不上报"
+    # a township that withholds nothing (0) is named plainly, not listed as a threshold of 0
+    exact, names = Source(unit="510903003000", tier="township", suppress_below=0), {"510903003000": "新桥街道"}
+    one = build(COUNTY, {}, [three, exact], names=names)
+    assert (one.threshold_values(), one.threshold_text()) == ([3], "小于 3 的格子不上报（新桥街道不设阈值，全部上报）")
+    several = build(COUNTY, {}, [three, five, exact], names=names)
+    assert several.threshold_text() == "各镇街小于其所设阈值（3、5）的格子不上报（新桥街道不设阈值，全部上报）"
+
+
+# -- a closed month's revisions ------------------------------------------------------------------
+
+def test_a_closed_months_revisions_are_one_row_naming_each_part_its_village_and_withheld_values(
+        tmp_path: Path) -> None:
+    """育才路街道 (threshold 3) closes November after two services; a third service and a need arrive late.
+    The county shows the month in one row that names each part revised (需求, 服务), the village by name,
+    and a value withheld as <3（未上报）, never None; the CSV and XLSX carry the same as a table of their own"""
+    nov_10 = HLC(clock=lambda: (NOV_1_0430 + 9 * 86400) * 1000)  # the need is written in November
+    town, county = Node(tmp_path / "town.db", T_A, clock=nov_10), Node(tmp_path / "county.db", COUNTY)
+    try:
+        for n in (town, county):
+            ensure_units(n)
+        ed = town.editor("w")
+        person = ed.create("person", {"name": "居民", "unit": V_A1})
+
+        def service(day: int) -> None:
+            ed.create("service", {"person": person, "unit": V_A1, "service_type": "养老服务", "minutes": 30,
+                                  "served_at": f"2026-11-{day:02d}T10:00"})
+
+        service(3)
+        service(4)
+        close_month(town.store, T_A, "2026-11", by="刘主任", now=NOV_1_0430 + 20 * 86400)
+        service(5)  # late: a tablet that was offline
+        ed.create("need", {"person": person, "unit": V_A1, "category": "养老服务", "status": "待处理"})
+        _, token = town.add_device(COUNTY, "link", tier="county")
+        links.add_link(county.store, COUNTY, T_A, "http://township", token)
+        with TestClient(create_app(town), base_url="http://township") as child:
+            assert links.pull(county.store, links.get_link(county.store, T_A), client=child).ok
+        county.accounts.add("xian", PASSWORD, role="county")
+        page, text, _, _ = read_all(county, "xian")
+        xlsx = openpyxl.load_workbook(io.BytesIO(to_xlsx(node_rollup(county, Snapshotter(county.store, COUNTY)))))
+    finally:
+        town.close()
+        county.close()
+    needs = "育才社区 · 养老服务 · 待处理：无 → <3（未上报）"
+    services = "育才社区 · 养老服务：<3（未上报） → 3 次，90 分钟，3 人次"
+    table = re.search(r'<table data-testid="closures">(.*?)</table>', page, re.S)
+    assert table, page
+    rows = [" ".join(html.unescape(re.sub(r"<[^>]+>", " ", r)).split())
+            for r in re.findall(r"<tr data-unit.*?</tr>", table.group(1), re.S)]
+    assert rows == [f"2026-11 育才路街道 2026-11-21 04:30，刘主任 需求：第 1 次修订 {needs} 服务：第 1 次修订 {services}"]
+    closed = [T_A, "育才路街道", "2026-11", "2026-11-21 04:30", "刘主任"]
+    header = ["单位代码", "单位", "月份", "关账时间", "关账人", "关账后修订的部分", "修订次数", "修订内容"]
+    csv_rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    at = csv_rows.index(["# 已关账月份"])
+    assert csv_rows[at + 1:at + 5] == [header, [*closed, "需求", "1", needs], [*closed, "服务", "1", services], []]
+    assert list(xlsx["已关账月份"].iter_rows(values_only=True)) == [
+        tuple(header), (*closed, "需求", 1, needs), (*closed, "服务", 1, services)]
 
 
 def stored(name: str, *cells: object) -> bytes:
