@@ -202,6 +202,15 @@ class EscalateForm(_Form, kw_only=True):
     summary: str
 
 
+class RemoveForm(_Form, kw_only=True):
+    """A resident taken out of the township's records (迁出/注销): ``reason`` one of 迁出到其他镇街, 去世, 其他
+    (which needs a ``note``); without ``confirm=1`` the record's page asks to confirm, writing nothing"""
+
+    reason: str
+    note: str | None = None
+    confirm: str | None = None
+
+
 class NeedForm(_Form, kw_only=True):
     "The needs board's row: status, assignee, due date; ``back`` is the board's address to return to"
 
@@ -315,7 +324,7 @@ def openapi_spec() -> dict[str, Any]:
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, DisabledAccount, NewStaffAccount, StaffAccount,
                         ListedAccount, ResolveForm, RecordForm, MergeForm, PairForm, NeedForm, EnrolForm, RevokeForm,
-                        EscalateForm, Snapshot]
+                        EscalateForm, RemoveForm, Snapshot]
     from .flows_openapi import FLOW_TYPES, flow_paths  # reference data and escalations
 
     types += FLOW_TYPES
@@ -525,10 +534,13 @@ def _workbench_paths() -> dict[str, Any]:
                               **{str(s): _page(f"A page saying why: {refused[s]}") for s in (*errors, 403)}}}
 
     def form(op_id: str, summary: str, body: str, *errors: int, parameters: list[dict[str, Any]] | None = None,
-             shows: str | None = None) -> dict[str, Any]:
+             shows: str | None = None, asks: str | None = None) -> dict[str, Any]:
+        "A form's post: done, to the next page (303); or ``shows`` a page; or, until confirmed, ``asks`` on one"
         answers: dict[str, Any] = {"200": _page(shows)} if shows else {"303": see_other}
         if shows:
             answers["303"] = _redirect("/login", "Not signed in")
+        if asks:
+            answers["200"] = _page(asks)
         return {"operationId": op_id, "summary": summary, "security": session, "parameters": parameters or [],
                 "requestBody": {"required": True, "content": {FORM: {"schema": {"$ref": _REF.format(name=body)}}}},
                 "responses": {**answers, **{str(s): _page(f"A page saying why: {refused[s]}") for s in (400, *errors, 403)}}}
@@ -555,6 +567,9 @@ def _workbench_paths() -> dict[str, Any]:
         },
         "/staff/records/{record}/escalate": {"post": form(
             "wbEscalate", "Escalate a need to the county (吹哨报到)", "EscalateForm", 404, parameters=[record])},
+        "/staff/records/{record}/remove": {"post": form(
+            "wbRemove", "Take a resident who moved to another township or died out of the township's records",
+            "RemoveForm", 404, parameters=[record], asks="The record's page, asking to confirm (no `confirm=1`)")},
         "/staff/people": {"get": page("wbPeople", "The township's residents, searched by name, pinyin, ID number or "
                                       "phone", 400, parameters=[
             {"name": "q", "in": "query", "required": False, "schema": {"type": "string"},

@@ -7,6 +7,8 @@
                                     with one click, or type the value (a resolve op through the Editor)
     /staff/records/{record}         a record's values, its every change (who, device, tier, when, old →
                                     new), and a form to correct it
+    /staff/records/{record}/remove  a resident who moved to another township or died (迁出/注销): asks to
+                                    confirm, then cancels the open needs and deletes the resident
     /staff/duplicates               residents that may be one person (``server.duplicates``); merge, or
                                     mark a pair as two people (``?dismissed=1`` lists those, to restore)
     /staff/needs                    the needs board: by status and village; assign, due dates, status
@@ -36,7 +38,7 @@ from sync.reference import escalations as list_escalations, offered
 from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, DateTime, Field, LongText, RecordRef, Text, \
     UnitCode
 from sync.store import Conflict, Record, Store
-from sync.types import DELETED
+from sync.types import DELETED, SET
 
 from . import escalations
 from .auth import Staff
@@ -56,6 +58,8 @@ EDITABLE = {
     "need": ("category", "urgency", "description"),
     "service": ("service_type", "provider_kind", "provider_name", "served_at", "minutes", "people_served", "notes"),
 }
+#: Why a resident leaves the township's records (迁出/注销), as the record page offers them.
+REMOVE_REASONS = ("迁出到其他镇街", "去世", "其他")
 
 
 def choices(store: Store, coll: str, name: str, current: Any = None) -> list[str]:
@@ -346,16 +350,22 @@ class Workbench:
                 person = self.visible(staff, self.store.resolve_id(rec.data["person"]))
             if rec.coll == "service":
                 need = self.visible(staff, rec.data.get("need"))
+            removed = None  # a resident taken out of the township's records (迁出/注销): by whom, when, why
+            if rec.coll == "person" and rec.deleted and not rec.data.get("merged_into"):
+                gone = next((h for h in reversed(history) if h.field == DELETED and h.new is True), None)
+                if gone is not None:
+                    removed = {"time": local_time(gone.hlc, hlc=True), "user": gone.user,
+                               "tier": TIER_LABELS.get(gone.tier, gone.tier), "notes": self.last_value(rid, "notes")}
             return {"rec": rec, "title": self.title(rec), "village": villages.get(rec.unit or "", rec.unit),
                     "values": {k: text(k, v) for k, v in rec.data.items()},
                     "changes": changes, "linked": linked, "person": person, "need": need,
-                    "need_title": self.title(need) if need else "",
+                    "need_title": self.title(need) if need else "", "person_title": self.title(person) if person else "",
                     "fields": [SCHEMA.collections[rec.coll].fields[n] for n in EDITABLE.get(rec.coll, ())],
                     "groups": GROUPS, "titles": {r.id: self.title(r) for rs in linked.values() for r in rs},
                     "choices": {n: choices(self.store, rec.coll, n, rec.data.get(n))
                                 for n in EDITABLE.get(rec.coll, ())},
                     "free_text": {f.name for f in SCHEMA.collections[rec.coll].fields.values() if is_free_text(f)},
-                    "staff_names": self.pages.staff_names(),
+                    "staff_names": self.pages.staff_names(), "removed": removed, "remove_reasons": REMOVE_REASONS,
                     "escalations": list_escalations(self.store, need=rid) if rec.coll == "need" else []}
 
     async def escalate(self, request: Request, staff: Staff) -> Response:
@@ -388,6 +398,68 @@ class Workbench:
         view = await run_in_threadpool(self.record_view, staff, rid)  # the need's page again, the summary kept
         return self.pages.render(request, staff, "wb_record.html",
                                  {**view, "escalate_summary": summary, "escalate_error": error}, status=400)
+
+    def removable(self, staff: Staff, rid: str, reason: str, note: str) -> tuple[Record, list[Record]]:
+        """A resident staff may take out of the township's records for ``reason``, and its open needs (to
+        cancel); else a page saying why not. Call it under the store's lock."""
+        rec = self.pages.in_scope(staff, rid, "person")
+        if rec.deleted:
+            raise PageError(f"{self.title(rec)}已经移出本镇街（或已合并到另一位居民），不用再办。")
+        if reason not in REMOVE_REASONS:
+            raise PageError("请选择移出的原因：" + "、".join(REMOVE_REASONS) + "。")
+        if reason == "其他" and not note:
+            raise PageError("原因选“其他”时，请在说明里写明原因。")
+        try:
+            SCHEMA.validate("person", "notes", SET, self.removal_notes(rec, reason, note))
+        except InvalidValue:
+            hint = value_hint(SCHEMA.field("person", "notes"))
+            raise PageError(f"说明太长了（{len(note)} 字）：连同这位居民原有的备注，应为{hint}。请删减后再提交。") from None
+        needs = [n for n in self.linked(rid)["need"] if n.data.get("status") not in CLOSED]
+        lo, hi = staff.scope
+        outside = sorted({n.unit or "" for n in needs if not (n.unit and lo <= n.unit <= hi)})
+        if outside:
+            villages = self.pages.villages()
+            raise PageError(f"{self.title(rec)}有未完成的需求在您负责的范围之外（"
+                            f"{'、'.join(villages.get(u, u) for u in outside)}），请由负责全镇的工作人员办理。")
+        return rec, needs
+
+    @staticmethod
+    def removal_notes(rec: Record, reason: str, note: str) -> str:
+        "A resident's notes with the reason it left the township's records added on a line of its own"
+        line = f"{today()} 移出本镇街（{reason}）" + (f"：{note}" if note else "")
+        return "\n".join(t for t in (rec.data.get("notes"), line) if t)
+
+    async def remove(self, request: Request, staff: Staff) -> Response:
+        """Take a resident out of the township's records: moved to another township (迁出) or died (注销).
+        The first post shows what will happen and asks to confirm (``confirm=1``); the confirmed one
+        cancels the resident's open needs, adds the reason to its notes and deletes it, all ops by the
+        Editor: a tablet's concurrent edit of the resident then shows as a conflict on the delete"""
+        rid = request.path_params["record"]
+        form = await self.pages.form(request)
+        reason, note = str(form.get("reason", "")).strip(), str(form.get("note", "")).strip()
+
+        if form.get("confirm") != "1":
+            def confirm() -> dict[str, Any]:
+                with self.store.lock:
+                    _, needs = self.removable(staff, rid, reason, note)
+                return {**self.record_view(staff, rid), "removing": {"reason": reason, "note": note, "needs": needs}}
+
+            return self.pages.render(request, staff, "wb_record.html", await run_in_threadpool(confirm))
+
+        def write() -> str:
+            with self.store.transaction():
+                rec, needs = self.removable(staff, rid, reason, note)
+                name = self.title(rec)
+                ed = self.node.editor(staff.username)
+                for n in needs:
+                    ed.update(n.id, {"status": "已取消"})
+                ed.update(rid, {"notes": self.removal_notes(rec, reason, note)})
+                ed.delete(rid)
+                cancelled = f"，{len(needs)} 条未完成的需求已改为“已取消”" if needs else ""
+                return (f"已将{name}移出本镇街（{reason}）{cancelled}。平板下次同步后不再列出这位居民，汇总也不再计入；"
+                        "本页仍保留记录和变更历史。")
+
+        return self.pages.done(request, f"/staff/records/{rid}", await run_in_threadpool(write))
 
     async def edit(self, request: Request, staff: Staff) -> Response:
         rid = request.path_params["record"]
@@ -603,6 +675,7 @@ def workbench_routes(pages: Pages) -> list[BaseRoute]:
         Route("/staff/records/{record}", pages.page(wb.record)),
         Route("/staff/records/{record}", pages.page(wb.edit), methods=["POST"]),
         Route("/staff/records/{record}/escalate", pages.page(wb.escalate), methods=["POST"]),
+        Route("/staff/records/{record}/remove", pages.page(wb.remove), methods=["POST"]),
         Route("/staff/duplicates", pages.page(wb.duplicates)),
         Route("/staff/duplicates/merge", pages.page(wb.merge), methods=["POST"]),
         Route("/staff/duplicates/dismiss", pages.page(wb.dismiss), methods=["POST"]),

@@ -240,6 +240,37 @@ def test_an_address_conflict_is_typed_on_several_lines(
         assert rec is not None and rec.data["address"] == "育才路 5 号\r\n3 单元 201" and s.conflicts() == []
 
 
+def test_a_resident_who_died_is_removed_after_confirming_and_leaves_the_tablet(
+        page: Page, node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet) -> None:
+    "迁出或注销: the reason and a two-line note, the confirm step, then the tablet's next sync drops her"
+    staff_account(node_db)
+    _, token = enrol(V1, "王芳")
+    node.start()
+    tab = make_tablet(token)
+    pid, need, _ = _register(tab, "冯玉杰")
+    tab.sync()
+
+    sign_in(page, node)
+    page.goto(f"{node.url}/staff/records/{pid}")
+    page.select_option("select[name=reason]", "去世")
+    page.fill("textarea[name=note]", "2026年11月20日去世\n家属已告知村委")
+    page.click("text=迁出/注销…")
+    confirm = page.locator("#remove-confirm")
+    expect(confirm).to_contain_text("确认把冯玉杰移出本镇街的记录？")
+    expect(confirm).to_contain_text("以下 1 条未完成的需求将改为“已取消”")
+    page.click("text=确认移出")
+    expect(page.locator(".notice")).to_contain_text("已将冯玉杰移出本镇街（去世），1 条未完成的需求已改为“已取消”")
+    expect(page.locator(".chip.red", has_text="已移出")).to_have_count(1)
+    with Store(node_db) as s:
+        rec = s.get(pid)
+        assert rec is not None and rec.deleted and s.get(need).data["status"] == "已取消"  # type: ignore[union-attr]
+        (notes,) = [op.value for op in s.record_ops(pid) if op.field == "notes"]
+        assert notes.endswith("移出本镇街（去世）：2026年11月20日去世\r\n家属已告知村委")  # as the textarea sent it
+
+    tab.sync()
+    assert tab.list("person") == [] and tab.get(need).data["status"] == "已取消"  # type: ignore[union-attr]
+
+
 def test_the_devices_page_shows_a_gap_and_a_skewed_clock(
         page: Page, node: NodeProcess, node_db: Path, enrol: Enrol, make_tablet: MakeTablet) -> None:
     staff_account(node_db)

@@ -679,3 +679,24 @@ def test_a_need_is_escalated_to_the_county_from_its_page(world: World, liu: Sign
     assert esc.data == {**esc.data, "need": need, "category": "生活物资", "status": "已上报",
                         "summary": "生活物资缺口大，需区里协调"}
     assert not {"person", "name", "phone", "description"} & set(esc.data)  # nothing personal goes up
+
+
+def test_removing_a_resident_stays_within_the_staff_members_scope(world: World, liu: Signed) -> None:
+    "迁出/注销 (tests/server/test_workbench_remove.py): a record outside one's villages, or one's role, refuses"
+    with closing(world.open()) as n:  # records of this test alone: a V2 resident with an open need left in V1
+        pid = Editor(n.store, device=world.ids["dev2"], user="li", unit=V2, tier="village").create(
+            "person", {"unit": V2, "name": "蒋淑芬"})
+        Editor(n.store, device=world.ids["dev1"], user="wang", unit=V1, tier="village").create(
+            "need", {"unit": V1, "person": pid, "category": "养老服务"})
+        before = n.store.count_ops()
+    body = {"reason": "去世", "confirm": "1"}
+    zhao = world.sign_in("zhao")  # scoped to V2
+    assert "没有找到" in _error(zhao.post(f"/staff/records/{world.ids['click']}/remove", body), 404)  # a V1 resident
+    said = _error(zhao.post(f"/staff/records/{pid}/remove", body), 400)
+    assert said == "蒋淑芬有未完成的需求在您负责的范围之外（育才社区），请由负责全镇的工作人员办理。"
+    assert "在您负责的范围之外" in _error(zhao.post(f"/staff/records/{pid}/remove", {"reason": "去世"}), 400)
+    for who in ("county", "city", "admin"):
+        assert "只能查看汇总数据" in _error(world.sign_in(who).post(f"/staff/records/{pid}/remove", body), 403)
+    with closing(world.open()) as n:
+        assert n.store.count_ops() == before
+    assert "已将蒋淑芬移出本镇街（去世），1 条未完成的需求" in liu.notice(liu.post(f"/staff/records/{pid}/remove", body))

@@ -1,0 +1,152 @@
+"""A resident who moved to another township or died, taken out of the township's records from the record's
+page (迁出/注销): a form with the reason, a confirm step, then the resident's open needs cancelled and the
+resident deleted, all by the node's Editor, so that a tablet's concurrent edit shows as a conflict. The
+tablets drop the resident at their next sync, the figures no longer count it, and the workbench keeps
+its page and history."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.snapshots import figures
+from staff_world import browser_form
+from sync.types import DELETED
+from test_pullcache import TOWNSHIP, V1
+from test_staff_stale_forms import Desk
+
+
+@pytest.fixture
+def desk(tmp_path: Path) -> Iterator[Desk]:
+    d = Desk(tmp_path / "township.db")
+    yield d
+    d.close()
+
+
+def resident(desk: Desk) -> dict[str, str]:
+    "张秀英 of village 1, with two open needs, a resolved one and a service, synced to the node"
+    ed = desk.tab.editor
+    ids = {"person": ed.create("person", {"unit": V1, "name": "张秀英", "groups": ["老年人"], "notes": "独居"})}
+    for key, status in (("waiting", "待处理"), ("serving", "服务中"), ("resolved", "已解决")):
+        ids[key] = ed.create("need", {"unit": V1, "person": ids["person"], "category": "养老服务", "status": status})
+    ids["service"] = ed.create("service", {"unit": V1, "person": ids["person"], "need": ids["resolved"],
+                                           "service_type": "养老服务", "served_at": "2025-05-01T09:30"})
+    desk.sync()
+    return ids
+
+
+def post(desk: Desk, action: str, page: str, **typed: str) -> Any:
+    "Send the page's form posting to ``action`` as a browser does, with what staff typed or chose"
+    return desk.client.post(action, data={**browser_form(page, action), **typed})
+
+
+def notice(desk: Desk, r: Any) -> str:
+    assert r.status_code == 303, r.text
+    found = re.search(r'<p class="notice" role="status">(.*?)</p>', desk.client.get(r.headers["location"]).text, re.S)
+    assert found is not None
+    return found.group(1)
+
+
+def error(r: Any, status: int) -> str:
+    assert r.status_code == status, r.text
+    found = re.search(r'<p class="error" role="alert">(.*?)</p>', r.text, re.S)
+    assert found is not None, r.text
+    return found.group(1)
+
+
+def residents(desk: Desk) -> dict[tuple[str, ...], list[int | None]]:
+    return {tuple(c.k): c.v for c in figures(desk.node.store, TOWNSHIP)["residents"]}
+
+
+def test_a_resident_is_removed_after_a_confirm_step_and_the_tablet_drops_it(desk: Desk) -> None:
+    ids = resident(desk)
+    pid, action = ids["person"], f"/staff/records/{ids['person']}/remove"
+    page = desk.client.get(f"/staff/records/{pid}").text
+    form = page[page.index('id="remove"'):]
+    assert "迁出或注销" in form and "请先由新村/社区的平板登记" in form
+    assert re.findall(r"<option>([^<]*)</option>", form[:form.index("</select>")]) == ["迁出到其他镇街", "去世", "其他"]
+    assert residents(desk)[(V1, "老年人")] == [1]
+
+    before = desk.node.store.max_seq()
+    ask = post(desk, action, page, reason="去世", note="2026年11月20日去世")
+    assert ask.status_code == 200, ask.text
+    confirm = ask.text[ask.text.index('id="remove-confirm"'):]
+    confirm = confirm[:confirm.index('<div class="card')]
+    assert "确认把张秀英移出本镇街的记录？" in confirm and "2026年11月20日去世" in confirm
+    assert "以下 2 条未完成的需求将改为“已取消”" in confirm
+    assert ids["waiting"] in confirm and ids["serving"] in confirm and ids["resolved"] not in confirm
+    assert desk.node.store.max_seq() == before, "asking to confirm writes nothing"
+
+    said = notice(desk, post(desk, action, ask.text))  # 确认移出: the confirm form, as the browser sends it
+    assert said.startswith("已将张秀英移出本镇街（去世），2 条未完成的需求已改为“已取消”。")
+    store = desk.node.store
+    written = store.ops_since(before)
+    assert {(op.record, op.field, op.value) for _, op in written} >= {
+        (ids["waiting"], "status", "已取消"), (ids["serving"], "status", "已取消"), (pid, DELETED, True)}
+    assert {(op.user, op.tier) for _, op in written} == {("liu", 2)}  # the staff member, at the township's tier
+    (notes,) = [op.value for _, op in written if op.field == "notes"]
+    assert re.fullmatch(r"独居\n\d{4}-\d{2}-\d{2} 移出本镇街（去世）：2026年11月20日去世", notes)
+    rec = store.get(pid)
+    assert rec is not None and rec.deleted and rec.conflicts == []
+    assert store.get(ids["resolved"]).data["status"] == "已解决"  # type: ignore[union-attr]
+    assert (V1, "老年人") not in residents(desk) and (V1, "合计") not in residents(desk)
+
+    desk.sync()  # the tablet's next sync
+    assert pid not in desk.tab.people()
+    assert [desk.tab.store.get(ids[k]).data["status"] for k in ("waiting", "serving", "resolved")] == [  # type: ignore[union-attr]
+        "已取消", "已取消", "已解决"]
+
+    page = desk.client.get(f"/staff/records/{pid}").text  # kept on the workbench, as removed
+    assert "<h2>张秀英</h2>" in page and '<span class="chip red">已移出</span>' in page
+    assert "由 刘（镇街）移出本镇街的记录" in page and "移出本镇街（去世）：2026年11月20日去世" in page
+    assert 'id="remove"' not in page and 'action="/staff/records/' + pid + '"' not in page
+    history = page[page.index('class="tight history"'):]
+    assert "已删除" in history and "已取消" not in history  # the person's own changes; the needs keep theirs
+    need = desk.client.get(f"/staff/records/{ids['waiting']}").text  # its needs lead to it, by name
+    assert f'居民：<a href="/staff/records/{pid}">张秀英</a> <span class="chip red">已移出</span>' in need
+    assert '<span class="muted">待处理</span> → <b>已取消</b>' in need  # in its history
+    again = desk.client.post(action, data={"csrf": desk.hidden(page, "csrf"), "reason": "去世", "confirm": "1"})
+    assert "张秀英已经移出本镇街" in error(again, 400)
+
+
+def test_a_tablets_concurrent_edit_of_a_removed_resident_shows_as_a_conflict(desk: Desk) -> None:
+    ids = resident(desk)
+    pid = ids["person"]
+    desk.tab.editor.update(pid, {"phone": "13800001111"})  # offline, before the removal reaches it
+    desk.tab.editor.update(ids["waiting"], {"status": "已分派"})
+    page = desk.client.get(f"/staff/records/{pid}").text
+    ask = post(desk, f"/staff/records/{pid}/remove", page, reason="迁出到其他镇街", note="迁往凤凰社区")
+    notice(desk, post(desk, f"/staff/records/{pid}/remove", ask.text))
+
+    desk.sync()
+    for store in (desk.node.store, desk.tab.store):  # both sides hold the same open conflicts
+        assert store.get(pid).conflicts == [DELETED]  # type: ignore[union-attr]
+        assert store.get(ids["waiting"]).conflicts == ["status"]  # type: ignore[union-attr]
+    conflicts = desk.client.get("/staff/conflicts").text
+    card = conflicts[conflicts.index(f'data-record="{pid}"'):]
+    assert "13800001111" in card and "确认删除" in card and "保留这条记录" in card
+
+
+def test_removal_refusals_write_nothing(desk: Desk) -> None:
+    ids = resident(desk)
+    pid = ids["person"]
+    action = f"/staff/records/{pid}/remove"
+    csrf = desk.hidden(desk.client.get(f"/staff/records/{pid}").text, "csrf")
+    before = desk.node.store.count_ops()
+
+    def refused(status: int, **form: str) -> str:
+        return error(desk.client.post(action, data={"csrf": csrf, "confirm": "1", **form}), status)
+
+    assert "页面已过期" in error(desk.client.post(action, data={"reason": "去世", "confirm": "1"}), 403)
+    assert refused(400) == "请选择移出的原因：迁出到其他镇街、去世、其他。"
+    assert refused(400, reason="搬家") == "请选择移出的原因：迁出到其他镇街、去世、其他。"
+    assert refused(400, reason="其他", note="  ") == "原因选“其他”时，请在说明里写明原因。"
+    assert "说明太长了（1999 字）" in refused(400, reason="其他", note="长" * 1999)  # with the notes, over 2000
+    assert "没有找到" in error(desk.client.post(f"/staff/records/{ids['waiting']}/remove",
+                                               data={"csrf": csrf, "reason": "去世", "confirm": "1"}), 404)
+    assert desk.node.store.count_ops() == before
+    assert not desk.node.store.get(pid).deleted  # type: ignore[union-attr]
