@@ -154,7 +154,7 @@ def _csv(value: str | None) -> list[str]:
 
 @cli.group()
 def tablet() -> None:
-    "Set up this tablet."
+    "Set up this tablet; read the notices and tasks that came down to it."
 
 
 @tablet.command(name="init")
@@ -223,6 +223,56 @@ def tablet_pin(db: str, new_pin: str | None) -> None:
         was_encrypted = tab.store.encrypted
         _run(lambda: tab.change_pin(new_pin or ""))
     click.echo(f"PIN of {db} changed" if was_encrypted else f"{db} is now encrypted with the PIN")
+
+
+def _from_above(db: str, kind: str) -> list[dict[str, Any]]:
+    "The notices or tasks (``kind``) on the tablet, newest first, as the tablet app shows them"
+    from .pages import from_above
+
+    with opened(db) as tab:
+        return list(from_above(tab)[kind])
+
+
+@tablet.command(name="notices")
+@tablet_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines")
+def tablet_notices(db: str, as_json: bool) -> None:
+    """The notices (通知) from the township, county and city, newest first: when (China time), who
+    published it, the title, then the body. Read-only: notices are published on a node.
+
+    Example:
+
+        cunsync tablet notices --db tablet.db
+    """
+    for n in _from_above(db, "notices"):
+        if as_json:
+            click.echo(json.dumps(n, ensure_ascii=False))
+            continue
+        click.echo(f"{n['at']}  {n['by']}  {n['title']}")
+        for line in str(n.get("body") or "").splitlines():
+            click.echo(f"    {line}")
+
+
+@tablet.command(name="tasks")
+@tablet_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines")
+def tablet_tasks(db: str, as_json: bool) -> None:
+    """The tasks (任务) set by the township, county and city, the newest set first: due date (OVERDUE
+    when it is past, China's day, and the task is not done), status, title, who set it, then the
+    description. Read-only on the tablet.
+
+    Example:
+
+        cunsync tablet tasks --db tablet.db
+    """
+    for t in _from_above(db, "tasks"):
+        if as_json:
+            click.echo(json.dumps(t, ensure_ascii=False))
+            continue
+        due = f"due {t['due_date']}" if t.get("due_date") else "no due date"
+        click.echo(f"{due}{' OVERDUE' if t['overdue'] else ''}  {t['status']}  {t['title']}  ({t['by']})")
+        for line in str(t.get("description") or "").splitlines():
+            click.echo(f"    {line}")
 
 
 @tablet.command(name="ui")

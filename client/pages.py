@@ -1,6 +1,7 @@
 """The tablet app's pages: set-up, unlock, residents (search first, then register), needs, services, sync and
-conflicts. Each handler reads or writes through ``TabletApp.run`` (the pages' tablet, under its lock)
-and renders a template from ``client/templates``; every form POST carries the CSRF token.
+conflicts; and, read-only, the notices and tasks that came down and a need's escalation (吹哨报到). Each
+handler reads or writes through ``TabletApp.run`` (the pages' tablet, under its lock) and renders a
+template from ``client/templates``; every form POST carries the CSRF token.
 
 What a worker saves is checked whole first (``client.forms``); on a mistake the form comes back with
 the message beside its field and nothing is written. An edit writes only the fields the worker changed,
@@ -9,6 +10,8 @@ so saving a form never silently settles a conflict on a field the worker did not
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 import uuid
 from collections.abc import Callable, Collection
@@ -27,9 +30,9 @@ from sync.errors import InvalidValue, NotFound, Unauthorized
 from sync.ops import uuid7
 from sync.lookup import find_people, name_matches, normalize, sort_key
 from sync.reference import now_text
-from sync.schema import CATALOGUE_KINDS, SCHEMA
+from sync.schema import CATALOGUE_KINDS, SCHEMA, TASK_STATUSES
 from sync.store import Conflict, Record
-from sync.types import DELETED, china_time
+from sync.types import CHINA_TIME, DELETED, china_time
 
 from . import forms
 from .syncjob import refusal_text
@@ -70,6 +73,13 @@ REATTACH_REFUSED = "镇街服务器没有接受重新接入。本机数据都还
 OPEN_STATUSES = ("待处理", "已分派", "服务中")
 #: On a need or service form sent back for a resident merged since it was shown
 MERGED_NOTE = "这位居民的登记已与另一条合并，保存时记在合并后的居民名下。"
+#: A task in one of these statuses is still to be done: past its due date, it is marked overdue
+OPEN_TASKS = TASK_STATUSES[:2]
+#: How many of the newest notices and tasks the home page lists; the 通知任务 page lists them all
+HOME_LIST = 3
+#: The tablet's note (meta) of the notices and tasks the worker has seen on the 通知任务 page, as a JSON
+#: list of their ids: the others count as new
+SEEN_KEY = "reference_seen"
 
 
 def _redirect(url: str) -> RedirectResponse:
@@ -153,8 +163,58 @@ def _form_record(tab: Tablet, rid: str, coll: str, values: dict[str, Any]) -> tu
 
 def _nav(tab: Tablet) -> dict[str, Any]:
     (conflicts,) = tab.store.conn.execute("SELECT count(*) FROM conflicts").fetchone()
-    return {"pending": tab.pending(), "conflict_count": int(conflicts), "me": {
+    return {"pending": tab.pending(), "conflict_count": int(conflicts), "new_count": _new_count(tab), "me": {
         "device": tab.device, "user": tab.store.meta("user") or "", "unit": tab.unit}}
+
+
+def _seen(tab: Tablet) -> set[str]:
+    "The ids of the notices and tasks the worker has seen on the 通知任务 page"
+    return set(json.loads(tab.store.meta(SEEN_KEY) or "[]"))
+
+
+def _new_count(tab: Tablet) -> int:
+    "How many notices and tasks came down that the worker has not seen on the 通知任务 page"
+    seen = _seen(tab)
+    return sum(r.id not in seen for coll in ("notice", "task") for r in tab.list(coll))
+
+
+def _china_minute(value: Any) -> str:
+    """A reference record's time (written in China time, ``now_text``) to the minute, without its T; one
+    written with a zone is turned into China time"""
+    try:
+        t = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value or "")
+    if t.tzinfo is not None:
+        t = t.astimezone(CHINA_TIME).replace(tzinfo=None)
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
+def from_above(tab: Tablet) -> dict[str, Any]:
+    """The notices and tasks that came down, newest first, as the pages show them: ``by``, the unit that
+    published each (its name once the unit tree has synced), times in China time, ``new`` for those the
+    worker has not seen on the 通知任务 page, and ``overdue`` for a task past its due date (China's day)
+    and not done"""
+    units = {str(u.data.get("code")): str(u.data.get("name") or "") for u in tab.list("unit")}
+    seen, today = _seen(tab), china_time().date().isoformat()
+
+    def shown(r: dict[str, Any]) -> dict[str, Any]:
+        return {**r, "by": units.get(str(r.get("unit"))) or r.get("unit", ""), "new": r["id"] not in seen}
+
+    def task(t: dict[str, Any]) -> dict[str, Any]:
+        status, due = t.get("status") or TASK_STATUSES[0], str(t.get("due_date") or "")
+        return {**shown(t), "status": status, "overdue": bool(due) and due < today and status in OPEN_TASKS}
+
+    notices = [{**shown(n), "at": _china_minute(n.get("published_at"))} for n in tab.notices()]
+    newest_set_first = sorted(tab.tasks(), key=lambda t: str(t["id"]), reverse=True)  # ids are UUIDv7s
+    tasks = [task(t) for t in newest_set_first]
+    return {"notices": notices, "tasks": tasks}
+
+
+def _escalations(tab: Tablet) -> dict[str, dict[str, Any]]:
+    "The latest escalation (吹哨报到) of each need ever escalated, by the need's id, its times in China time"
+    return {need: {**e, **{k: _china_minute(e[k]) for k in ("escalated_at", "answered_at") if e.get(k)}}
+            for need, e in tab.escalations().items()}
 
 
 def _person(tab: Tablet, rid: str) -> Record:
@@ -345,10 +405,23 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             counts = dict(tab.store.conn.execute(
                 "SELECT coll, count(*) FROM records WHERE deleted = 0 GROUP BY coll").fetchall())
             needs = tab.list("need")
+            ref = from_above(tab)
             return {"counts": counts, "open_needs": sum(n.data.get("status") in OPEN_STATUSES for n in needs),
-                    "last_sync": tab.store.meta("last_sync"), "server": tab.store.meta("server")}
+                    "last_sync": tab.store.meta("last_sync"), "server": tab.store.meta("server"),
+                    "notices": ref["notices"][:HOME_LIST], "tasks": ref["tasks"][:HOME_LIST],
+                    "notice_total": len(ref["notices"]), "task_total": len(ref["tasks"])}
 
         return await render(request, "home.html", await tapp.run(load))
+
+    # -- notices and tasks from above (read-only) ----------------------------------------------------
+
+    async def notices(request: Request) -> Response:
+        def load(tab: Tablet) -> dict[str, Any]:
+            ref = from_above(tab)  # marked new as they were before this visit: now they are seen
+            tab.store.set_meta(SEEN_KEY, json.dumps(sorted(r["id"] for r in ref["notices"] + ref["tasks"])))
+            return ref
+
+        return await render(request, "notices.html", await tapp.run(load))
 
     # -- residents ----------------------------------------------------------------------------------
 
@@ -447,7 +520,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             related = {rid, *(n.id for n in needs), *(s.id for s in services)}
             conflicts = [conflict_view(tab, c, names) for c in tab.store.conflicts() if c.record in related]
             return {"p": rec, "needs": needs, "services": services, "conflicts": conflicts,
-                    "need_labels": {n.id: n.data.get("category", "") for n in needs}}
+                    "need_labels": {n.id: n.data.get("category", "") for n in needs},
+                    "escalations": _escalations(tab)}
 
         got = await tapp.run(load)
         if isinstance(got, str):
@@ -506,14 +580,15 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
                     continue
                 out.append(n)
             out.sort(key=lambda n: (str(n.data.get("due_date") or "9999"), n.id))
-            return {"needs": out[:LIST_LIMIT], "total": len(out), "names": names}
+            return {"needs": out[:LIST_LIMIT], "total": len(out), "names": names, "escalations": _escalations(tab)}
 
         return await render(request, "needs.html", {
             "q": q, "status": status, "today": china_time().date().isoformat(), "cat": forms.catalogues(),
             **await tapp.run(load)})
 
-    def _need_ctx(tab: Tablet, p: Record) -> dict[str, Any]:
-        return {"p": p, "cat": forms.catalogues()}
+    def _need_ctx(tab: Tablet, p: Record, n: Record | None = None) -> dict[str, Any]:
+        "A need form's resident and catalogues, and an edited need's (``n``) escalation, if it was ever escalated"
+        return {"p": p, "cat": forms.catalogues(), "esc": _escalations(tab).get(n.id) if n else None}
 
     async def need_new(request: Request) -> Response:
         pid = request.query_params.get("person", "")
@@ -549,7 +624,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def load(tab: Tablet) -> dict[str, Any]:
             n = _record(tab, nid, "need")
-            return {"n": n, "values": forms.as_form(n.data), "shown": n.data, **_need_ctx(tab, _resident(tab, n))}
+            return {"n": n, "values": forms.as_form(n.data), "shown": n.data, **_need_ctx(tab, _resident(tab, n), n)}
 
         ctx = await tapp.run(load)
         return await render(request, "need_form.html", {
@@ -563,7 +638,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def save(tab: Tablet) -> dict[str, Any]:
             n = _record(tab, nid, "need")
-            ctx = {"n": n, **_need_ctx(tab, _resident(tab, n))}
+            ctx = {"n": n, **_need_ctx(tab, _resident(tab, n), n)}
             values, found = forms.parse("need", form, editing=True, before=_shown(form, n.data), codes=codes)
             errors.update(found)
             told: dict[str, str] = {}
@@ -792,6 +867,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         Route("/services/new", service_create, methods=["POST"]),
         Route("/services/{id}/edit", service_edit, methods=["GET"]),
         Route("/services/{id}/edit", service_update, methods=["POST"]),
+        Route("/notices", notices),
         Route("/sync", sync_page, methods=["GET"]),
         Route("/sync", sync_start, methods=["POST"]),
         Route("/sync/reattach", reattach, methods=["POST"]),

@@ -549,8 +549,14 @@ class Tablet:
 
     def escalation(self, need: str) -> dict[str, Any] | None:
         "The latest escalation (吹哨报到) of a need: status, department, answer; None if never escalated"
-        found = reference.escalations(self.store, need=need)
-        return found[0] if found else None
+        return self.escalations().get(need)
+
+    def escalations(self) -> dict[str, dict[str, Any]]:
+        "The latest escalation (吹哨报到) of each need ever escalated, by the need's id"
+        latest: dict[str, dict[str, Any]] = {}
+        for e in reference.escalations(self.store):  # newest first
+            latest.setdefault(str(e.get("need")), e)
+        return latest
 
     def acked(self) -> int:
         return int(self._get("acked", "0"))
