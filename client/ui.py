@@ -9,6 +9,7 @@ no network at all (``cunsync tablet ui``).
     GET  /people/new/form?q=     ... and only then the form
     GET  /people/{id}            a resident: details, needs, services, open conflicts
     GET  /needs, /services       lists, searched and filtered
+    GET  /notices                the notices and tasks that came down from the township and above
     GET  /sync                   pending changes, sync with progress, conflicts with competing values
     POST /sync/reattach          a tablet the node no longer knows (restored): the township's new code
     GET  /api/status             JSON: pending, conflicts, the sync job's progress (the page polls it)
