@@ -79,6 +79,39 @@ def task_add(db: str, title: str, description: str, due_date: str | None, status
     click.echo(rid)
 
 
+@task_group.command(name="list")
+@db_option
+def task_list(db: str) -> None:
+    """Tasks this node holds (its own and those from above), the soonest due first: id, unit, status, due
+    date, title.
+
+    Example:
+
+        cunsync task list --db township.db
+    """
+    with opened(db) as node:
+        for t in ref.tasks(node.store):
+            click.echo(f"{t['id']}  {t['unit']}  {t.get('status', '')}  {t.get('due_date') or '-'}  {t['title']}")
+
+
+@task_group.command(name="status")
+@db_option
+@click.option("--id", "record", required=True, help="The task's id (`cunsync task list`)")
+@click.option("--status", required=True, type=click.Choice(TASK_STATUSES))
+@_user
+def task_status(db: str, record: str, status: str, user: str) -> None:
+    """Record a task's progress; it reaches every tablet below at their next sync. Only the node whose
+    unit set the task records it.
+
+    Example:
+
+        cunsync task status --db township.db --id 0190f0c2-... --status 进行中
+    """
+    with opened(db) as node:
+        ref.set_task_status(node.editor(user), record, status)
+    click.echo(f"task {record}: {status}")
+
+
 @click.group(name="catalogue")
 def catalogue_group() -> None:
     "The need-category and service-type catalogues (目录)."

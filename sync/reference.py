@@ -20,7 +20,7 @@ from typing import Any
 
 from .edit import Editor
 from .errors import InvalidValue, NotFound, ReadOnly
-from .schema import CATALOGUE_KINDS, CATEGORIES
+from .schema import CATALOGUE_KINDS, CATEGORIES, TASK_STATUSES
 from .store import Record, Store
 from .types import CHINA_TIME
 
@@ -86,8 +86,22 @@ def add_task(editor: Editor, title: str, description: str = "", *, due_date: str
                                   "due_date": due_date, "status": status})
 
 
+def set_task_status(editor: Editor, record: str, status: str) -> None:
+    """Record a task's progress (``TASK_STATUSES``). Only the unit that set the task changes it: a node
+    below would change it for its own tablets alone, and the unit above would never hear of it."""
+    rec = editor.store.get(record)
+    if rec is None or rec.coll != "task" or rec.deleted:
+        raise NotFound(f"no task {record}", details={"record": record})
+    if rec.unit != editor.unit:
+        raise InvalidValue(f"task {record} was set by {rec.unit}; only that unit's node records its progress",
+                           details={"record": record, "unit": rec.unit})
+    if status not in TASK_STATUSES:
+        raise InvalidValue(f"a task's status is one of {', '.join(TASK_STATUSES)}, not {status!r}")
+    edit_reference(editor, record, {"status": status})
+
+
 def edit_reference(editor: Editor, record: str, values: dict[str, Any]) -> None:
-    "Change fields of a notice, task or catalogue entry (never its unit); used only by tests"
+    "Change fields of a notice, task or catalogue entry (never its unit)"
     _author(editor)
     rec = editor.store.get(record)
     if rec is None or rec.coll not in ("notice", "task", "catalogue"):

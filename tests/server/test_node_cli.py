@@ -552,6 +552,30 @@ def test_a_task_is_due_on_a_day_of_the_calendar(township_db: str) -> None:
         n.close()
 
 
+def test_the_node_that_set_a_task_records_its_progress_and_a_node_below_does_not(township_db: str) -> None:
+    r = run("task", "add", "--db", township_db, "--title", "高龄老人走访", "--due", "2024-06-30")
+    assert r.exit_code == 0, r.output
+    mine = r.output.strip()
+    n = Node(township_db, TOWNSHIP)
+    try:  # a task the county set, as a link brings it down
+        theirs = ref.add_task(Editor(n.store, device=f"node-{COUNTY}", user="县区", unit=COUNTY, tier="county"),
+                              "防汛巡查")
+    finally:
+        n.close()
+    listed = run("task", "list", "--db", township_db)
+    assert listed.exit_code == 0 and f"{mine}  {TOWNSHIP}  待办  2024-06-30  高龄老人走访" in listed.output, listed.output
+    r = run("task", "status", "--db", township_db, "--id", mine, "--status", "进行中")
+    assert r.exit_code == 0 and r.output == f"task {mine}: 进行中\n", r.output
+    r = run("task", "status", "--db", township_db, "--id", theirs, "--status", "已完成")
+    assert r.exit_code == 1 and f"was set by {COUNTY}; only that unit's node records its progress" in r.output
+    assert run("task", "status", "--db", township_db, "--id", "nope", "--status", "已完成").exit_code == 1
+    n = Node(township_db, TOWNSHIP)
+    try:
+        assert {t.id: t.data["status"] for t in n.store.records("task")} == {mine: "进行中", theirs: "待办"}
+    finally:
+        n.close()
+
+
 def test_a_month_is_closed_once_it_has_begun(township_db: str) -> None:
     r = run("snapshot", "close", "--db", township_db, "--month", "2099-01")
     assert r.exit_code == 2 and "2099-01 has not begun" in r.output, r.output
