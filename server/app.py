@@ -267,8 +267,11 @@ async def serve(app: Starlette, bind: str, shutdown: asyncio.Event | None = None
 def check_bind(bind: str) -> None:
     """Raise ``ValueError``, one line naming ``bind`` and what to do, when a node cannot listen there: not
     HOST:PORT, a port outside 1 to 65535, a host that is not known, an address in use or not this
-    machine's. Checked before serving: hypercorn would fail with a traceback from inside its event loop."""
+    machine's. Checked before serving: hypercorn would fail with a traceback from inside its event loop.
+    A ``unix:`` socket file or a systemd ``fd://`` socket is left to hypercorn."""
     fix = "give --bind HOST:PORT (env CUNSYNC_BIND), e.g. 127.0.0.1:8000, or 0.0.0.0:8000 for every address"
+    if bind.startswith(("unix:", "fd://")):
+        return
     host, colon, port = bind.rpartition(":")
     host = host.replace("[", "").replace("]", "")  # an IPv6 address, [::1]:8000, as hypercorn reads it
     if not colon or not (port.isascii() and port.isdecimal()):

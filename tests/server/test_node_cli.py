@@ -23,7 +23,7 @@ from click.testing import CliRunner, Result
 
 from client.cli import cli
 from server import links, schedule, snapshots
-from server.app import create_app
+from server.app import check_bind, create_app
 from server.cli import ensure_units
 from server.cli_common import open_node
 from server.node import Device, Node
@@ -526,6 +526,13 @@ def test_a_node_that_cannot_listen_where_it_is_told_says_which_address_and_what_
                           ("127.0.0.1", f"'127.0.0.1' is not HOST:PORT; {FIX}")):
         r = run("serve", "--db", db, "--unit", TOWNSHIP, "--bind", bind)
         assert r.exit_code == 1 and r.output == f"Error: {message}\n", r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_socket_file_or_a_systemd_socket_is_left_to_hypercorn(tmp_path: Path) -> None:
+    "hypercorn serves unix:PATH (behind a proxy) and fd://N (systemd socket activation): no HOST:PORT to check"
+    for bind in (f"unix:{tmp_path / 'node.sock'}", "fd://3"):
+        check_bind(bind)
     assert list(tmp_path.iterdir()) == []
 
 
