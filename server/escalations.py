@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -143,9 +144,19 @@ def personal_data(summary: str, person: Record | None) -> list[str]:
     if _MOBILE.search(compact) or (phone and phone in compact):
         found.append("phone")
     if any(_HOUSE_NUMBER.search(run) and re.search(rf"(?<!\d){re.escape(run)}(?!\d)", compact)
-           for run in (address[i:i + _ADDRESS_RUN] for i in range(len(address) - _ADDRESS_RUN + 1))):
+           for run in _address_runs(address)):
         found.append("address")
     return found
+
+
+def _address_runs(address: str) -> Iterator[str]:
+    "The runs of ``_ADDRESS_RUN`` characters of an address that cut no number in two (117号 gives no 17号)"
+    for i in range(len(address) - _ADDRESS_RUN + 1):
+        j = i + _ADDRESS_RUN
+        if (i > 0 and address[i - 1].isdigit() and address[i].isdigit()) or \
+                (j < len(address) and address[j - 1].isdigit() and address[j].isdigit()):
+            continue
+        yield address[i:j]
 
 
 def _compact(text: str) -> str:
@@ -203,7 +214,7 @@ def _listed(node: Node, units: tuple[str, str]) -> list[dict[str, Any]]:
 
 def escalation_routes(node: Node) -> list[BaseRoute]:
     from .pages import Pages
-    from .staff import ROLE_NAMES, changing_staff, check_csrf, csrf_token, current_staff
+    from .staff import ROLE_NAMES, changing_staff, csrf_token, current_staff
 
     accounts = node.accounts
     pages = Pages(node, accounts)
@@ -236,10 +247,9 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
             "staff": staff, "role_name": ROLE_NAMES[staff.role], "csrf": csrf_token(request), "node": node,
             "rows": rows, "error": request.query_params.get("error", "")})
 
-    async def page_act(request: Request) -> Response:
-        staff = current_staff(request, accounts)
-        form = await request.form()
-        check_csrf(request, str(form.get("csrf", "")))
+    async def page_act(request: Request, staff: Staff) -> Response:
+        "The county page's forms; signed out, a stale form or another role: the workbench's Chinese pages"
+        form = await pages.form(request)
         staff.require("county")
         action = str(form.get("action", ""))
         text = str(form.get(NEEDS.get(action, "answer"), ""))
@@ -254,5 +264,5 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
         Route("/api/staff/escalations", api_escalate, methods=["POST"]),
         Route("/api/staff/escalations/{id}/{action}", api_act, methods=["POST"]),
         Route("/staff/escalations", pages.page(page, township=False), methods=["GET"]),
-        Route("/staff/escalations/{id}", page_act, methods=["POST"]),
+        Route("/staff/escalations/{id}", pages.page(page_act, township=False), methods=["POST"]),
     ]

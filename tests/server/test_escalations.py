@@ -138,3 +138,23 @@ def test_the_roll_up_links_the_escalations_page_for_those_who_may_open_it_and_it
     else:
         m = re.search(r'<p class="error" role="alert">(.*?)</p>', r.text, re.S)
         assert r.status_code == 403 and m and m.group(1).startswith("您的账户没有这项权限"), r.text
+
+
+def test_the_county_pages_form_after_signing_out_or_with_a_stale_token_answers_in_chinese(world: World) -> None:
+    "A form left open: a stale page's token gets the Chinese 403 page, a session signed out goes to /login"
+    county = world.sign_in("county")
+    esc = "0190a0a0-0000-7000-8000-000000000001"
+    stale = county.post(f"/staff/escalations/{esc}", {"action": "accept"}, csrf=False)
+    assert stale.status_code == 403 and stale.headers["content-type"].startswith("text/html"), stale.text
+    assert "页面已过期" in stale.text
+    assert county.post("/logout").status_code == 303
+    r = county.post(f"/staff/escalations/{esc}", {"action": "accept"})
+    assert r.status_code == 303 and r.headers["location"] == "/login", r.text
+
+
+def test_her_house_number_is_never_cut_to_match_another_building() -> None:
+    "At 和平街117号5单元, the run 17号5单元 is no part of her address: 幸福路17号5单元 is another building"
+    her = Record("0190a0a0-0000-7000-8000-000000000001", "person", V1, False,
+                 {"name": "张秀英", "address": "和平街117号5单元"}, [], 1)
+    assert personal_data("幸福路17号5单元楼道照明损坏，需协调维修", her) == []
+    assert personal_data("老人住和平街117号5单元，独居", her) == ["address"]
