@@ -124,7 +124,10 @@ def rollup_routes(node: Node, snapshotter: Snapshotter | None = None) -> list[Ba
             "now": int(time.time())})
 
     async def export(request: Request) -> Response:
-        staff = current_staff(request, node.accounts)
+        "The page's download links: signed out, or the account changed, they lead to /login as the page does"
+        staff = _staff(request, node)
+        if staff is None:
+            return RedirectResponse("/login", status_code=303)
         ro = await run_in_threadpool(node_rollup, node, snap, staff)
         stamp = dt.datetime.now(CST).strftime("%Y%m%d")
         if request.url.path.endswith(".csv"):
