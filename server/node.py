@@ -51,11 +51,11 @@ from sync.errors import (
     Unauthorized,
     VersionMismatch,
 )
-from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
+from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms
 from sync.ops import Op
 from sync.schema import LINK_COLLECTIONS, REFERENCE_COLLECTIONS, SCHEMA
 from sync.store import Store, chunks as _chunks, create_private, decode_state as _state_decode, no_cycles
-from sync.types import SET, TIER_RANK
+from sync.types import SET, TIER_RANK, Timestamp
 from sync.wire import (
     MAX_UNSEEN,
     MIN_PROTOCOL_VERSION,
@@ -667,13 +667,13 @@ class Node:
         if len(ops) > MAX_BATCH:
             raise TooLarge(f"{len(ops)} ops in one request; send at most {MAX_BATCH}",
                            details={"limit": MAX_BATCH})
-        self._check_ops(dev, ops, wall_ms())
+        self._check_ops(dev, ops, self.clock.now())
         return ops
 
     def _write(self, dev: Device, req: SyncRequest, ops: list[Op]) -> tuple[int, int]:
         """Apply a request's checked ops and note the device's visit, inside the caller's transaction.
         Returns the seqs the ops took (the device's own ops, not to be sent back to it)."""
-        now = wall_ms()
+        now = physical_ms(self.clock.now())  # as the clock check: a skew against a clock that never goes back
         pushed: tuple[int, int] = (0, -1)
         try:
             if ops:
@@ -769,10 +769,16 @@ class Node:
         row = self.store.conn.execute("SELECT contiguous FROM sites WHERE device = ?", (device,)).fetchone()
         return int(row[0]) if row else 0
 
-    def _check_ops(self, dev: Device, ops: Sequence[Op], now: int) -> None:
-        "Refuse the whole batch if any op is forged, invalid, out of scope or too far in the future"
+    def _check_ops(self, dev: Device, ops: Sequence[Op], server_time: Timestamp) -> None:
+        """Refuse the whole batch if any op is forged, invalid, out of scope or too far in the future.
+
+        "The future" is the node's hybrid clock (``server_time``), not its system clock: the HLC never goes
+        back, so a node whose system clock was set back (an NTP step, a wrong setting, a flat clock battery)
+        does not refuse tablets whose clocks are right, and the ``server_time`` a refusal reports is the
+        time the check used, so the tablet's one re-stamp to it passes."""
+        now = physical_ms(server_time)
         if self.is_link(dev):
-            self._check_link_ops(dev, ops, now)
+            self._check_link_ops(dev, ops, server_time)
             return
         lo, hi = dev.scope
         device, user, author_unit, rank = dev.device, dev.user, dev.unit, dev.rank
@@ -800,7 +806,7 @@ class Node:
             raise ClockAhead(
                 f"ops[{i}] is stamped {ahead // 60000} minutes ahead of the node's clock; correct the "
                 "tablet's clock (the tablet re-stamps its unsent ops automatically)",
-                details={"op": i, "ahead_ms": ahead, "server_time": self.clock.now(), "acked": acked,
+                details={"op": i, "ahead_ms": ahead, "server_time": server_time, "acked": acked,
                          "held": held},
             )
         # values are checked per field, all of a batch's values of one field at once
@@ -865,12 +871,13 @@ class Node:
                 raise OutOfScope(f"record {rid} is new to the node and names no unit; send its "
                                  "unit op first", details={"record": rid})
 
-    def _check_link_ops(self, dev: Device, ops: Sequence[Op], now: int) -> None:
+    def _check_link_ops(self, dev: Device, ops: Sequence[Op], server_time: Timestamp) -> None:
         """Refuse the whole batch unless every op is reference data or an escalation, authored by a node at
         the link's unit or above it (relayed) and written as that node, within this node's reach.
 
         Reach: an escalation's village lies under this node; a reference record's unit is this node's,
         one above it, or one under it (a ``unit`` record names the unit it describes)."""
+        now = physical_ms(server_time)
         lo, hi = unitlib.descendant_range(self.unit)
         above = set(unitlib.ancestors(self.unit))
         new_units: dict[str, str] = {}
@@ -893,7 +900,7 @@ class Node:
             if ahead > MAX_AHEAD_MS:
                 raise ClockAhead(f"ops[{i}] is stamped {ahead // 60000} minutes ahead of this node's clock; "
                                  "correct the upper node's clock", details={
-                                     "op": i, "ahead_ms": ahead, "server_time": self.clock.now()})
+                                     "op": i, "ahead_ms": ahead, "server_time": server_time})
             if op.value is None:
                 SCHEMA.field(op.coll, op.field)
                 if op.field == SCHEMA.collections[op.coll].unit_field:
