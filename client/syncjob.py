@@ -31,6 +31,7 @@ FAILED = {
     "version_mismatch": "本机软件版本与镇街服务器不一致，请先更新软件再同步。",
     "clock_ahead": "本机时间与镇街服务器相差太多，请把平板的日期和时间调准后再同步。",
     "storage_full": "镇街服务器存储空间已满，暂时无法同步。数据已安全保存在本机，请稍后再试。",
+    "storage_read_only": "镇街服务器的数据库无法写入，暂时无法同步。数据已安全保存在本机，请联系镇街技术人员。",
     "too_large": "一次要同步的数据太多，请稍后再试或联系镇街技术人员。",
 }
 #: Something other than the node answered (a proxy's error page while the node is down, a captive portal:

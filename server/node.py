@@ -283,6 +283,24 @@ class Node:
     def close(self) -> None:
         self.store.close()
 
+    def check_writable(self) -> None:
+        """Raise 503 ``storage_read_only`` unless the node can write its database. SQLite opens a database it
+        cannot write (its file, folder or file system read-only) for reading and says so only at the first
+        write: ``cunsync serve`` checks before it answers anything. Writes nothing (a write rolled back)."""
+        with self.store.lock:
+            conn = self.store.conn
+            conn.execute("SAVEPOINT check_writable")
+            try:
+                conn.execute("UPDATE meta SET value = value WHERE key = 'unit'")
+            except sqlite3.Error as e:
+                err = storage.storage_error(e)
+                if err is not None:
+                    raise err from None
+                raise
+            finally:
+                conn.execute("ROLLBACK TO check_writable")
+                conn.execute("RELEASE check_writable")
+
     def backup(self, to: str | Path) -> int:
         """A consistent copy of the node's database while it keeps serving (SQLite's online backup).
         A new file is created private (0600), as the database is. Returns the copy's size in bytes."""
@@ -689,8 +707,9 @@ class Node:
             else:
                 self._seen(dev, req, now, pushed=0)
         except (sqlite3.Error, OSError) as e:
-            if storage.is_disk_full(e):
-                raise storage.storage_full(e) from None
+            err = storage.storage_error(e)  # a full or read-only disk: rolled back, nothing written
+            if err is not None:
+                raise err from None
             raise
         return pushed
 

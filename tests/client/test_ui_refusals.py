@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from client.pages import ENROL_ERRORS, ENROL_REFUSED, REATTACH_REFUSED
-from client.syncjob import NOT_ANSWERING, REFUSED
+from client.syncjob import FAILED, NOT_ANSWERING, REFUSED
 from client.tablet import Tablet
 from client.ui import TabletApp, create_app
 from test_ui import ORIGIN, PIN, PORT, TestClient, messages, post, set_up_tablet
@@ -98,7 +98,8 @@ def sync_result(tapp: TabletApp, c: TestClient) -> str:
     (PORTAL, NOT_ANSWERING),
     (refusal(503, "unavailable", "the node is starting; try again in a minute"), NOT_ANSWERING),
     (NEW_CODE, REFUSED),
-], ids=["nginx-502", "portal-404", "node-503", "unknown-code"])
+    (refusal(503, "storage_read_only", "the node's database cannot be written"), FAILED["storage_read_only"]),
+], ids=["nginx-502", "portal-404", "node-503", "unknown-code", "node-read-only"])
 def test_a_failed_sync_is_said_in_chinese(app: tuple[TabletApp, TestClient], stand_in: StandIn,
                                           answer: Answer, want: str) -> None:
     tapp, c = app
