@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 
 from sync import units as unitlib
+from sync.disk import is_disk_full
 from sync.edit import Editor
 from sync.errors import (
     BadRequest,
@@ -42,6 +43,7 @@ from sync.errors import (
     InvalidValue,
     NotFound,
     ReadOnly,
+    StorageFull,
     SyncError,
     TooManyAttempts,
     DeviceRevoked,
@@ -303,18 +305,41 @@ class Node:
 
     def backup(self, to: str | Path) -> int:
         """A consistent copy of the node's database while it keeps serving (SQLite's online backup).
-        A new file is created private (0600), as the database is. Returns the copy's size in bytes."""
-        if not Path(to).parent.is_dir():
-            raise BadRequest(f"the folder {Path(to).parent} does not exist; create it, or back up elsewhere",
+        A new file is created private (0600), as the database is. Returns the copy's size in bytes.
+
+        The copy is made as ``<to>.partial``, flushed to disk, then renamed to ``to``: a file under the
+        backup's name is always a whole backup. If the copy fails (a full backup disk, say), the partial
+        file is removed and the error says why."""
+        to = Path(to)
+        if not to.parent.is_dir():
+            raise BadRequest(f"the folder {to.parent} does not exist; create it, or back up elsewhere",
                              code="no_such_folder")
-        create_private(to)
-        dst = sqlite3.connect(str(to))
+        partial = to.with_name(to.name + ".partial")
+        leftovers = [partial, *(Path(f"{partial}{suffix}") for suffix in ("-journal", "-wal", "-shm"))]
         try:
-            with self.store.lock:
-                self.store.conn.backup(dst)
-        finally:
-            dst.close()
-        return Path(to).stat().st_size
+            for leftover in leftovers:  # of a backup killed before
+                leftover.unlink(missing_ok=True)
+            create_private(partial)
+            dst = sqlite3.connect(str(partial))
+            try:
+                with self.store.lock:
+                    self.store.conn.backup(dst)
+            finally:
+                dst.close()
+            with open(partial, "rb") as copy:
+                os.fsync(copy.fileno())
+            os.replace(partial, to)
+        except (sqlite3.Error, OSError) as e:
+            for leftover in leftovers:
+                leftover.unlink(missing_ok=True)
+            if is_disk_full(e):
+                raise StorageFull(f"the backup disk is full: {to.parent} has no room for a backup of this node "
+                                  f"({e}); no partial backup was left there. Free space on it (remove old "
+                                  "backups), or back up elsewhere", details={"to": str(to)}) from None
+            raise BadRequest(f"the backup could not be written to {to} ({e}); no partial backup was left there. "
+                             "Check that the folder is writable by this user and its disk is sound, or back up "
+                             "elsewhere", code="backup_failed", details={"to": str(to)}) from None
+        return to.stat().st_size
 
     @staticmethod
     def restore(db: str | Path, backup: str | Path) -> str:
