@@ -15,18 +15,19 @@ import sqlite3
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
-def _sqlite_code(exc: sqlite3.Error) -> int | None:
-    "The primary SQLite result code of an error (extended codes carry it in their low byte), if known"
+def _sqlite_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code of an error (extended codes carry it in their low byte), if it has
+    one: ``sqlite3``'s errors and SQLCipher's (an encrypted tablet's, classes of their own) alike"""
     code = getattr(exc, "sqlite_errorcode", None)
-    return None if code is None else int(code) & 0xFF
+    return code & 0xFF if isinstance(code, int) else None
 
 
 def is_disk_full(exc: BaseException) -> bool:
     "Whether an exception means the disk (or the database's size cap) is full"
+    code = _sqlite_code(exc)
+    if code is not None:
+        return code == sqlite3.SQLITE_FULL
     if isinstance(exc, sqlite3.Error):
-        code = _sqlite_code(exc)
-        if code is not None:
-            return code == sqlite3.SQLITE_FULL
         return "database or disk is full" in str(exc)
     if isinstance(exc, OSError):
         return exc.errno in _FULL_ERRNOS
@@ -35,10 +36,10 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def is_read_only(exc: BaseException) -> bool:
     "Whether an exception means the database, its folder or its file system cannot be written"
+    code = _sqlite_code(exc)
+    if code is not None:
+        return code == sqlite3.SQLITE_READONLY
     if isinstance(exc, sqlite3.Error):
-        code = _sqlite_code(exc)
-        if code is not None:
-            return code == sqlite3.SQLITE_READONLY
         return "readonly database" in str(exc)
     if isinstance(exc, OSError):
         return exc.errno == errno.EROFS
