@@ -62,7 +62,7 @@ def _stored_unit(db: str) -> str | None:
 
 def _no_node(e: sqlite3.DatabaseError) -> bool:
     "Whether an error reading a node's unit means the file is no node database: not SQLite, or no meta table"
-    code = e.sqlite_errorcode & 0xFF
+    code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
     return code == sqlite3.SQLITE_NOTADB or (code == sqlite3.SQLITE_ERROR and "no such table" in str(e))
 
 
