@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sync.disk import is_disk_full
 from sync.wire import SyncResponse
 
 from .tablet import NodeUnreachable, SyncFailed, SyncReport, Tablet
@@ -31,11 +32,15 @@ FAILED = {
     "version_mismatch": "本机软件版本与镇街服务器不一致，请先更新软件再同步。",
     "clock_ahead": "本机时间与镇街服务器相差太多，请把平板的日期和时间调准后再同步。",
     "storage_full": "镇街服务器存储空间已满，暂时无法同步。数据已安全保存在本机，请稍后再试。",
+    "storage_read_only": "镇街服务器的数据库无法写入，暂时无法同步。数据已安全保存在本机，请联系镇街技术人员。",
     "too_large": "一次要同步的数据太多，请稍后再试或联系镇街技术人员。",
 }
 #: Something other than the node answered (a proxy's error page while the node is down, a captive portal:
 #: ``http_error``, ``bad_answer``), or the node was unavailable (502 to 504)
 NOT_ANSWERING = "镇街服务器暂时没有正确回应。数据已安全保存在本机，请稍后再试。"
+#: The tablet's own storage is full (the node's is ``storage_full`` above)
+TABLET_FULL = ("平板存储空间已满，同步没有完成。已录入的数据都安全保存在本机，不会丢失。"
+               "请删除不用的照片、视频或应用，清理出空间后再同步。")
 #: A refusal the tablet has no words for (a code from a newer node, say)
 REFUSED = "镇街服务器没有接受这次同步。数据已安全保存在本机，请稍后再试；如果一直这样，请联系镇街技术人员。"
 
@@ -128,9 +133,12 @@ class SyncJob:
             code, message = "unreachable", UNREACHABLE
         except SyncFailed as e:
             code, message = e.code, refusal_text(e, FAILED, REFUSED)
-        except Exception:  # the page must hear of it; the log has the details
+        except Exception as e:  # the page must hear of it; the log has the details
             log.exception("sync from the tablet app failed")
-            code, message = "internal", "同步时出错，数据已安全保存在本机。请稍后再试，或联系镇街技术人员。"
+            if is_disk_full(e):  # the write that failed was rolled back: what was saved stays
+                code, message = "tablet_storage_full", TABLET_FULL
+            else:
+                code, message = "internal", "同步时出错，数据已安全保存在本机。请稍后再试，或联系镇街技术人员。"
         if self.on_done is not None:  # before the page hears the sync ended
             try:
                 self.on_done(ok, code)

@@ -50,7 +50,7 @@ from . import config, sessions
 from .exchanges import Exchanges
 from .node import Device, Node
 from .openapi import openapi_route
-from .storage import is_disk_full, storage_full
+from .storage import storage_error
 
 log = logging.getLogger("cunsync.server")
 
@@ -86,10 +86,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _storage_error(request: Request, exc: Exception) -> Response:
-    "A full disk anywhere (SQLITE_FULL, ENOSPC) is a 507 storage_full, not a 500; anything else is a 500"
-    if is_disk_full(exc):
-        log.error("storage full on %s: %s", request.url.path, exc)
-        return await _sync_error(request, storage_full(exc))
+    """A full disk anywhere (SQLITE_FULL, ENOSPC) is a 507 storage_full, a read-only one (SQLITE_READONLY,
+    EROFS) a 503 storage_read_only, not a 500; anything else is a 500"""
+    err = storage_error(exc)
+    if err is not None:
+        log.error("%s on %s: %s", err.code.replace("_", " "), request.url.path, exc)  # "storage full"
+        return await _sync_error(request, err)
     return await _internal_error(request, exc)
 
 

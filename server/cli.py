@@ -60,6 +60,11 @@ def serve_cmd(db: str, unit: str, bind: str, certfile: str | None, keyfile: str 
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     node = open_node(db, unit)
+    try:
+        node.check_writable()  # a read-only database would otherwise fail every sync, while health says ok
+    except SyncError as e:
+        node.close()
+        raise click.ClickException(f"{db}: {e.message}") from None
     ensure_units(node)
     app = create_app(node, max_body=int(config.MAX_BODY_MB * 1024 * 1024))
     stop = asyncio.Event()

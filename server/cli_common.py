@@ -47,11 +47,23 @@ def _stored_unit(db: str) -> str | None:
     try:
         with closing(sqlite3.connect(db)) as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'unit'").fetchone()
-    except sqlite3.DatabaseError:  # not SQLite, or no meta table
+    except sqlite3.DatabaseError as e:
+        if not _no_node(e):
+            raise click.ClickException(
+                f"cannot open {db} ({e}). The node reads and writes the file and, beside it, its -wal and -shm "
+                "files: check that the file and its folder exist and belong to the user the node runs as, and "
+                "that the file system is not read-only (remounted after disk errors, or outside a service's "
+                "ReadWritePaths). Do not start a new database: this one holds the node's data") from None
         row = None
     if row is None:
         raise click.ClickException(f"{db} is not a cunsync node database; check --db (env CUNSYNC_DB)")
     return str(row[0])
+
+
+def _no_node(e: sqlite3.DatabaseError) -> bool:
+    "Whether an error reading a node's unit means the file is no node database: not SQLite, or no meta table"
+    code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
+    return code == sqlite3.SQLITE_NOTADB or (code == sqlite3.SQLITE_ERROR and "no such table" in str(e))
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 
 from sync import units as unitlib
+from sync.disk import is_disk_full
 from sync.edit import Editor
 from sync.errors import (
     BadRequest,
@@ -42,6 +43,7 @@ from sync.errors import (
     InvalidValue,
     NotFound,
     ReadOnly,
+    StorageFull,
     SyncError,
     TooManyAttempts,
     DeviceRevoked,
@@ -51,11 +53,11 @@ from sync.errors import (
     Unauthorized,
     VersionMismatch,
 )
-from sync.hlc import HLC, MAX_AHEAD_MS, physical_ms, wall_ms
+from sync.hlc import HLC, MAX_AHEAD_MS, pack, physical_ms
 from sync.ops import Op
 from sync.schema import LINK_COLLECTIONS, REFERENCE_COLLECTIONS, SCHEMA
 from sync.store import Store, chunks as _chunks, create_private, decode_state as _state_decode, no_cycles
-from sync.types import SET, TIER_RANK
+from sync.types import SET, TIER_RANK, Timestamp
 from sync.wire import (
     MAX_UNSEEN,
     MIN_PROTOCOL_VERSION,
@@ -261,6 +263,9 @@ class Node:
         self.pulls = PullCache(self.store)
         self.clock = clock or HLC()
         self.clock.last = max(self.clock.last, self.store.last_hlc())
+        #: ``reference_ms``' last answer, and the monotonic clock then (None: not read since starting)
+        self._wall_high = self._wall_saved = int(self.store.meta("wall_high") or 0)
+        self._wall_high_at: int | None = None
         epoch = self.store.meta("epoch")
         if epoch is None:
             epoch = secrets.token_hex(8)
@@ -283,20 +288,81 @@ class Node:
     def close(self) -> None:
         self.store.close()
 
+    def reference_ms(self) -> int:
+        """The time, in ms, that ops are checked against for being stamped ahead: this node's system clock,
+        but never earlier than its last answer moved on by the time elapsed since (the monotonic clock), so
+        a system clock set back (an NTP step, a wrong setting, a flat clock battery) refuses no tablet whose
+        clock is right. The last answer is kept in meta at the next write, to within a minute: after a
+        restart, it holds until the system clock passes it. Not the hybrid clock: that takes in the
+        tablets' clocks, and a tablet a few minutes ahead could walk it, and the limit, ever further ahead."""
+        mono = time.monotonic_ns() // 1_000_000
+        since = mono - self._wall_high_at if self._wall_high_at is not None else 0
+        self._wall_high = max(self.clock.clock() + self.clock.offset_ms, self._wall_high + since)
+        self._wall_high_at = mono
+        return self._wall_high
+
+    def _keep_reference(self) -> None:
+        "Inside a write's transaction: note the latest clock reading when it moved on a minute or more"
+        if self._wall_high - self._wall_saved >= 60_000:
+            self.store.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('wall_high', ?)",
+                                    (str(self._wall_high),))
+            self._wall_saved = self._wall_high
+
+    def check_writable(self) -> None:
+        """Raise 503 ``storage_read_only`` unless the node can write its database. SQLite opens a database it
+        cannot write (its file, folder or file system read-only) for reading and says so only at the first
+        write: ``cunsync serve`` checks before it answers anything. Writes nothing (a write rolled back)."""
+        with self.store.lock:
+            conn = self.store.conn
+            conn.execute("SAVEPOINT check_writable")
+            try:
+                conn.execute("UPDATE meta SET value = value WHERE key = 'unit'")
+            except sqlite3.Error as e:
+                err = storage.storage_error(e)
+                if err is not None:
+                    raise err from None
+                raise
+            finally:
+                conn.execute("ROLLBACK TO check_writable")
+                conn.execute("RELEASE check_writable")
+
     def backup(self, to: str | Path) -> int:
         """A consistent copy of the node's database while it keeps serving (SQLite's online backup).
-        A new file is created private (0600), as the database is. Returns the copy's size in bytes."""
-        if not Path(to).parent.is_dir():
-            raise BadRequest(f"the folder {Path(to).parent} does not exist; create it, or back up elsewhere",
+        A new file is created private (0600), as the database is. Returns the copy's size in bytes.
+
+        The copy is made as ``<to>.partial``, flushed to disk, then renamed to ``to``: a file under the
+        backup's name is always a whole backup. If the copy fails (a full backup disk, say), the partial
+        file is removed and the error says why."""
+        to = Path(to)
+        if not to.parent.is_dir():
+            raise BadRequest(f"the folder {to.parent} does not exist; create it, or back up elsewhere",
                              code="no_such_folder")
-        create_private(to)
-        dst = sqlite3.connect(str(to))
+        partial = to.with_name(to.name + ".partial")
+        leftovers = [partial, *(Path(f"{partial}{suffix}") for suffix in ("-journal", "-wal", "-shm"))]
         try:
-            with self.store.lock:
-                self.store.conn.backup(dst)
-        finally:
-            dst.close()
-        return Path(to).stat().st_size
+            for leftover in leftovers:  # of a backup killed before
+                leftover.unlink(missing_ok=True)
+            create_private(partial)
+            dst = sqlite3.connect(str(partial))
+            try:
+                with self.store.lock:
+                    self.store.conn.backup(dst)
+            finally:
+                dst.close()
+            with open(partial, "rb") as copy:
+                os.fsync(copy.fileno())
+            os.replace(partial, to)
+        except (sqlite3.Error, OSError) as e:
+            for leftover in leftovers:
+                leftover.unlink(missing_ok=True)
+            if is_disk_full(e):
+                raise StorageFull(f"the backup disk is full: {to.parent} has no room for a backup of this node "
+                                  f"({e}); no partial backup was left there. Free space on it (remove old "
+                                  "backups), or back up elsewhere", details={"to": str(to)}) from None
+            raise BadRequest(f"the backup could not be written to {to} ({e}); no partial backup was left there. "
+                             "Check that the folder is writable by this user and its disk is sound, or back up "
+                             "elsewhere", code="backup_failed", details={"to": str(to)}) from None
+        return to.stat().st_size
 
     @staticmethod
     def restore(db: str | Path, backup: str | Path) -> str:
@@ -667,13 +733,14 @@ class Node:
         if len(ops) > MAX_BATCH:
             raise TooLarge(f"{len(ops)} ops in one request; send at most {MAX_BATCH}",
                            details={"limit": MAX_BATCH})
-        self._check_ops(dev, ops, wall_ms())
+        self._check_ops(dev, ops, pack(self.reference_ms()))
         return ops
 
     def _write(self, dev: Device, req: SyncRequest, ops: list[Op]) -> tuple[int, int]:
         """Apply a request's checked ops and note the device's visit, inside the caller's transaction.
         Returns the seqs the ops took (the device's own ops, not to be sent back to it)."""
-        now = wall_ms()
+        now = self.reference_ms()  # as the clock check: a skew against a clock that never goes back
+        self._keep_reference()
         pushed: tuple[int, int] = (0, -1)
         try:
             if ops:
@@ -689,8 +756,9 @@ class Node:
             else:
                 self._seen(dev, req, now, pushed=0)
         except (sqlite3.Error, OSError) as e:
-            if storage.is_disk_full(e):
-                raise storage.storage_full(e) from None
+            err = storage.storage_error(e)  # a full or read-only disk: rolled back, nothing written
+            if err is not None:
+                raise err from None
             raise
         return pushed
 
@@ -769,10 +837,14 @@ class Node:
         row = self.store.conn.execute("SELECT contiguous FROM sites WHERE device = ?", (device,)).fetchone()
         return int(row[0]) if row else 0
 
-    def _check_ops(self, dev: Device, ops: Sequence[Op], now: int) -> None:
-        "Refuse the whole batch if any op is forged, invalid, out of scope or too far in the future"
+    def _check_ops(self, dev: Device, ops: Sequence[Op], server_time: Timestamp) -> None:
+        """Refuse the whole batch if any op is forged, invalid, out of scope or too far in the future.
+
+        "The future" is ``server_time``, the node's ``reference_ms``: its system clock, which a clock set back
+        does not take back. A refusal reports that time, so the tablet's one re-stamp to it passes."""
+        now = physical_ms(server_time)
         if self.is_link(dev):
-            self._check_link_ops(dev, ops, now)
+            self._check_link_ops(dev, ops, server_time)
             return
         lo, hi = dev.scope
         device, user, author_unit, rank = dev.device, dev.user, dev.unit, dev.rank
@@ -800,7 +872,7 @@ class Node:
             raise ClockAhead(
                 f"ops[{i}] is stamped {ahead // 60000} minutes ahead of the node's clock; correct the "
                 "tablet's clock (the tablet re-stamps its unsent ops automatically)",
-                details={"op": i, "ahead_ms": ahead, "server_time": self.clock.now(), "acked": acked,
+                details={"op": i, "ahead_ms": ahead, "server_time": server_time, "acked": acked,
                          "held": held},
             )
         # values are checked per field, all of a batch's values of one field at once
@@ -865,12 +937,13 @@ class Node:
                 raise OutOfScope(f"record {rid} is new to the node and names no unit; send its "
                                  "unit op first", details={"record": rid})
 
-    def _check_link_ops(self, dev: Device, ops: Sequence[Op], now: int) -> None:
+    def _check_link_ops(self, dev: Device, ops: Sequence[Op], server_time: Timestamp) -> None:
         """Refuse the whole batch unless every op is reference data or an escalation, authored by a node at
         the link's unit or above it (relayed) and written as that node, within this node's reach.
 
         Reach: an escalation's village lies under this node; a reference record's unit is this node's,
         one above it, or one under it (a ``unit`` record names the unit it describes)."""
+        now = physical_ms(server_time)
         lo, hi = unitlib.descendant_range(self.unit)
         above = set(unitlib.ancestors(self.unit))
         new_units: dict[str, str] = {}
@@ -893,7 +966,7 @@ class Node:
             if ahead > MAX_AHEAD_MS:
                 raise ClockAhead(f"ops[{i}] is stamped {ahead // 60000} minutes ahead of this node's clock; "
                                  "correct the upper node's clock", details={
-                                     "op": i, "ahead_ms": ahead, "server_time": self.clock.now()})
+                                     "op": i, "ahead_ms": ahead, "server_time": server_time})
             if op.value is None and op.field == SCHEMA.collections[op.coll].unit_field:
                 raise InvalidValue(f"ops[{i}] clears a record's unit; a record always belongs to a unit",
                                    details={"op": i, "field": op.field})

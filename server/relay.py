@@ -229,7 +229,7 @@ def _check_pulled(node: Node, child: str, ops: list[Op]) -> None:
     """What a link may bring up: escalation ops written below this node by the node of their unit, within
     the lower node's units, on escalation records. Anything else is refused before anything is written."""
     lo, hi = unitlib.descendant_range(child)
-    now = wall_ms()
+    now = node.reference_ms()  # as the node checks a push: a clock set back refuses nothing right
     for i, op in enumerate(ops):
         if op.coll != "escalation":
             raise LinkError(f"the node {child} sent a {op.coll} op; a link brings up escalations only",

@@ -1,10 +1,11 @@
-"""A node whose disk fills up: the size cap for tests and small disks, and how a full disk is reported.
+"""A node whose disk fills up or turns read-only: the size cap for tests and small disks, and how either is
+reported (``sync.disk`` tells them apart, for the node and the tablet alike).
 
-A full disk reaches the node as SQLite's ``SQLITE_FULL`` ("database or disk is full": the file system
-has no room, or the database reached ``PRAGMA max_page_count``) or as an ``OSError`` with ``ENOSPC`` or
-``EDQUOT``. Either way the write's transaction is rolled back, so nothing was written, and the caller
-gets ``StorageFull`` (507, ``storage_full``) instead of a 500: the tablet keeps its ops and sends them
-again once the operator has made room.
+A full disk is rolled back, so nothing was written, and the caller gets ``StorageFull`` (507,
+``storage_full``) instead of a 500: the tablet keeps its ops and sends them again once the operator has made
+room. A read-only database (a file system remounted read-only after errors, a service's ``ReadWritePaths``)
+is rolled back too and gets 503 ``storage_read_only``; ``cunsync serve`` checks at start-up that it can
+write (``Node.check_writable``) and refuses to start otherwise.
 
 ``CUNSYNC_MAX_DB_MB`` (see ``server.config``) caps the database's size with ``PRAGMA max_page_count``:
 for tests that need a full disk without filling one, and for a node on a small disk shared with other
@@ -13,10 +14,10 @@ things, which should refuse writes cleanly before the disk itself is full.
 
 from __future__ import annotations
 
-import errno
 import sqlite3
 
-from sync.errors import StorageFull
+from sync.disk import is_disk_full, is_read_only
+from sync.errors import StorageFull, SyncError, Unavailable
 
 #: What the operator and the tablet are told when the node cannot write.
 FULL_MESSAGE = (
@@ -24,20 +25,22 @@ FULL_MESSAGE = (
     "at its next sync. Operator: free disk space on the node (or raise CUNSYNC_MAX_DB_MB if it is set) "
     "and restart it if needed"
 )
+READ_ONLY_MESSAGE = (
+    "the node's database cannot be written: its file, its folder or the file system holding it is "
+    "read-only. Nothing was written, and the tablet keeps its ops and sends them again at its next sync. "
+    "Operator: make them writable by the user the node runs as (a file system remounted read-only after "
+    "disk errors needs checking and remounting; a systemd service needs the folder in ReadWritePaths), "
+    "then restart the node"
+)
 
-_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
-
-def is_disk_full(exc: BaseException) -> bool:
-    "Whether an exception means the node's disk (or its database's size cap) is full"
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None:
-            return int(code) & 0xFF == sqlite3.SQLITE_FULL
-        return "database or disk is full" in str(exc)
-    if isinstance(exc, OSError):
-        return exc.errno in _FULL_ERRNOS
-    return False
+def storage_error(exc: BaseException) -> SyncError | None:
+    "The error a caller gets for a storage failure: full or read-only; None for any other error"
+    if is_disk_full(exc):
+        return storage_full(exc)
+    if is_read_only(exc):
+        return Unavailable(READ_ONLY_MESSAGE, code="storage_read_only", details={"reason": str(exc)})
+    return None
 
 
 def storage_full(exc: BaseException | None = None) -> StorageFull:

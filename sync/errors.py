@@ -20,7 +20,8 @@
     ├── DeviceExists (409)          re-attaching under a device id the node knows
     ├── TooLarge (413)              body or batch over the limit
     ├── TooManyAttempts (429)       too many failed sign-ins or enrolment codes; wait
-    └── StorageFull (507)           the node's disk is full; retry later, nothing was written
+    ├── StorageFull (507)           the node's disk is full; retry later, nothing was written
+    └── Unavailable (503)           the node cannot serve now: storage_read_only, its database cannot be written
 """
 
 from __future__ import annotations
@@ -174,3 +175,10 @@ class StorageFull(SyncError):
 
     status = 507
     code = "storage_full"
+
+
+class Unavailable(SyncError):
+    "The node cannot serve this now"
+
+    status = 503
+    code = "unavailable"

@@ -5,10 +5,12 @@ what to fix, never a traceback, and leaves no database half made (and none in pl
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
+from client import cli as client_cli
 from client.cli import cli
 from client.tablet import Tablet
 from e2e_harness import TOWNSHIP, NodeProcess
@@ -96,3 +98,39 @@ def test_needs_and_services_name_a_resident_and_need_of_this_village(
     with Tablet(db, pin=PIN) as tab:
         assert sorted(r.coll for r in tab.list("need") + tab.list("service")) == ["need", "service"]
         assert sorted(tab.get(person).data["groups"]) == ["独居", "老年人"]
+
+
+def test_a_sync_that_fills_the_tablet_s_storage_says_so_and_loses_nothing(
+    tmp_path: Path, node_db: Path, node: NodeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = str(tmp_path / "tablet.db")
+    code = code_for(node_db)
+    n = Node(node_db, TOWNSHIP)
+    try:  # the village's residents the tablet has yet to pull
+        for i in range(300):
+            n.editor().create("person", {"unit": VILLAGE, "name": f"李桂{i}", "address": "育才路1号" * 20})
+    finally:
+        n.close()
+    node.start()
+    assert run("tablet", "init", "--db", db, "--server", node.url, "--code", code).exit_code == 0
+    mine = run("person", "add", "--db", db, "--name", "张秀英").output.strip()
+
+    class Full(Tablet):
+        "The tablet's storage has no room left: SQLite's own SQLITE_FULL at the first write that grows it"
+
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            (pages,) = self.store.conn.execute("PRAGMA page_count").fetchone()
+            self.store.conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    monkeypatch.setattr(client_cli, "Tablet", Full)
+    r = run("sync", "--db", db, "--silent")
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("Error: this tablet's storage is full (database or disk is full). Nothing saved "
+                               "on it is lost"), r.output
+
+    monkeypatch.undo()  # room made: the sync resumes and completes
+    assert run("sync", "--db", db, "--silent").exit_code == 0
+    with Tablet(db, pin=PIN) as tab:
+        assert tab.pending() == 0 and tab.get(mine) is not None
+        assert len(tab.list("person")) == 301

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from client.pages import ENROL_ERRORS, ENROL_REFUSED, REATTACH_REFUSED
-from client.syncjob import NOT_ANSWERING, REFUSED
+from client.syncjob import FAILED, NOT_ANSWERING, REFUSED, TABLET_FULL
 from client.tablet import Tablet
 from client.ui import TabletApp, create_app
 from test_ui import ORIGIN, PIN, PORT, TestClient, messages, post, set_up_tablet
@@ -98,7 +98,8 @@ def sync_result(tapp: TabletApp, c: TestClient) -> str:
     (PORTAL, NOT_ANSWERING),
     (refusal(503, "unavailable", "the node is starting; try again in a minute"), NOT_ANSWERING),
     (NEW_CODE, REFUSED),
-], ids=["nginx-502", "portal-404", "node-503", "unknown-code"])
+    (refusal(503, "storage_read_only", "the node's database cannot be written"), FAILED["storage_read_only"]),
+], ids=["nginx-502", "portal-404", "node-503", "unknown-code", "node-read-only"])
 def test_a_failed_sync_is_said_in_chinese(app: tuple[TabletApp, TestClient], stand_in: StandIn,
                                           answer: Answer, want: str) -> None:
     tapp, c = app
@@ -151,3 +152,26 @@ def test_a_set_up_refused_with_a_code_the_app_does_not_know_is_said_in_chinese(t
         assert not (tmp_path / "new.db").exists()
     finally:
         tapp.close()
+
+
+def test_a_sync_that_fills_the_tablet_s_storage_is_said_in_chinese(app: tuple[TabletApp, TestClient],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    "The error an encrypted tablet's database (SQLCipher's own classes) raises when the storage is full"
+    from sqlcipher3 import dbapi2 as sqlcipher
+
+    full = sqlcipher.connect(":memory:")
+    full.execute("CREATE TABLE t (x)")
+    full.execute("PRAGMA max_page_count = 2")
+    with pytest.raises(sqlcipher.OperationalError) as info:
+        for _ in range(10):
+            full.execute("INSERT INTO t VALUES (?)", ("x" * 4000,))
+    full.close()
+
+    def no_room(self: Tablet, **kw: object) -> None:  # a pull's write that finds no room
+        raise info.value
+
+    tapp, c = app
+    monkeypatch.setattr(Tablet, "sync", no_room)
+    before = tapp.read(lambda t: t.pending())
+    assert sync_result(tapp, c) == TABLET_FULL
+    assert tapp.read(lambda t: t.pending()) == before

@@ -1,27 +1,42 @@
 """A full disk is a 507 ``storage_full`` wherever the node meets it, never a 500; and the size cap that
-stands in for a full disk (CUNSYNC_MAX_DB_MB) refuses growth with SQLite's own SQLITE_FULL.
+stands in for a full disk (CUNSYNC_MAX_DB_MB) refuses growth with SQLite's own SQLITE_FULL. A read-only
+database (a file system remounted read-only) is a 503 ``storage_read_only``, and ``cunsync serve`` refuses
+to start on one.
 
 The scenario over a real node and real tablets is ``full_disk`` in ``scenarios.py``; here the app runs
 in-process (httpx's ASGI transport), and the one seam is the node method a route calls, made to raise
-the errors a real full disk raises.
+the errors a real full disk raises. A read-only database is SQLite's ``PRAGMA query_only``, which refuses
+every write with the error a read-only file gets (tests run as root, whom no file mode stops).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import click
 import httpx
 import pytest
+from click.testing import CliRunner
 
-from e2e_harness import TOWNSHIP
+from client.cli import cli
+from e2e_harness import TOWNSHIP, V1
+from server import cli as server_cli
 from server.app import create_app
+from server.cli_common import open_node
 from server.node import Node
-from server.storage import cap_database, is_disk_full
+from server.storage import cap_database
+from sync.disk import is_disk_full, is_read_only
+from sync.errors import SyncError
+from sync.hlc import pack, wall_ms
+from sync.ops import Op, uuid7
+from sync.types import SET
+from sync.wire import PROTOCOL_VERSION, SyncRequest, pack_ops
 
 
 def _real_sqlite_full() -> sqlite3.OperationalError:
@@ -110,3 +125,93 @@ def test_the_cap_stops_growth_with_sqlite_full_and_leaves_what_was_there(tmp_pat
         assert cap_database(conn, 0) == 0  # no cap asked: nothing changes
     finally:
         conn.close()
+
+
+# -- a read-only database ---------------------------------------------------------------------------
+
+def _read_only(conn: sqlite3.Connection) -> None:
+    "SQLite refuses this connection's writes as it does those to a file it could open only for reading"
+    conn.execute("PRAGMA query_only = ON")
+
+
+def _real_sqlite_read_only() -> sqlite3.OperationalError:
+    "The error SQLite itself raises at a write to a database it could open only for reading"
+    conn = sqlite3.connect(":memory:")
+    try:
+        _read_only(conn)
+        with pytest.raises(sqlite3.OperationalError) as info:
+            conn.execute("CREATE TABLE t (x)")
+        return info.value
+    finally:
+        conn.close()
+
+
+def test_a_read_only_database_refuses_a_sync_with_503_and_writes_nothing(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, token = node.add_device(V1, "王芳")
+    dev = node.authenticate(token)
+    rid, hlc = uuid7(), pack(wall_ms())
+    ops = [Op(dev.device, i + 1, hlc + i, "person", rid, field, SET, value, (), dev.user, dev.unit, dev.rank)
+           for i, (field, value) in enumerate((("unit", V1), ("name", "张秀英")))]
+    def refused(*args: object, **kw: object) -> None:
+        raise _real_sqlite_read_only()
+
+    # on a file system remounted read-only, SQLite begins the transaction and refuses its first write
+    monkeypatch.setattr(node.store, "apply", refused)
+
+    with pytest.raises(SyncError) as e:
+        node.sync(dev, SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops(ops)))
+
+    assert (e.value.status, e.value.code) == (503, "storage_read_only")
+    assert "read-only" in e.value.message and "Nothing was written" in e.value.message
+    assert node.store.count_ops() == 0
+
+
+def test_a_read_only_database_on_any_route_is_503_storage_read_only(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exc = _real_sqlite_read_only()
+    assert is_read_only(exc) and not is_disk_full(exc) and not is_read_only(_real_sqlite_full())
+
+    def read_only(token: str | None) -> None:
+        raise exc
+
+    monkeypatch.setattr(node, "authenticate", read_only)
+    r = _whoami(node)
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "storage_read_only"
+
+
+def test_serve_refuses_to_start_on_a_database_it_cannot_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = str(tmp_path / "township.db")
+    Node(db, TOWNSHIP).close()
+
+    def opened_read_only(db: str, unit: str | None = None) -> Node:
+        node = open_node(db, unit)
+        _read_only(node.store.conn)
+        return node
+
+    def never(*args: object, **kw: object) -> None:
+        raise AssertionError("the node served a database it cannot write")
+
+    monkeypatch.setattr(server_cli, "open_node", opened_read_only)
+    monkeypatch.setattr(server_cli, "create_app", never)
+    with socket.socket() as s:  # a port free to listen on
+        s.bind(("127.0.0.1", 0))
+        free = f"127.0.0.1:{s.getsockname()[1]}"
+    r = CliRunner().invoke(cli, ["serve", "--db", db, "--unit", TOWNSHIP, "--bind", free])
+    assert r.exit_code == 1, r.output
+    assert f"{db}: the node's database cannot be written" in r.output and "Traceback" not in r.output
+
+
+def test_a_database_that_cannot_be_opened_is_not_called_no_node_database(tmp_path: Path) -> None:
+    "SQLite cannot open it (here a folder; on a read-only file system, a WAL database without its -shm)"
+    db = tmp_path / "township.db"
+    db.mkdir()
+    with pytest.raises(click.ClickException) as e:
+        open_node(str(db))
+    assert f"cannot open {db} (unable to open database file)" in e.value.message
+    assert "not a cunsync node database" not in e.value.message and "read-only" in e.value.message

@@ -5,7 +5,10 @@ line that says what to fix, never a traceback, and writes nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
+import resource
+import signal
 import socket
 import sqlite3
 import stat
@@ -307,6 +310,44 @@ def township_db(tmp_path: Path) -> Iterator[str]:
 def test_a_backup_into_a_folder_not_made_yet_says_so(township_db: str, tmp_path: Path) -> None:
     r = run("backup", "--db", township_db, "--to", str(tmp_path / "backups" / "today.db"))
     assert r.exit_code == 1 and "backups does not exist; create it" in r.output, r.output
+
+
+def _no_room_past(limit: int) -> Callable[[], None]:
+    "A child process that may write no file past ``limit`` bytes: its writes fail (EFBIG), as on a full disk"
+    def limit_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limit_size
+
+
+def test_a_backup_that_cannot_be_written_whole_says_so_and_leaves_no_partial_file(
+    township_db: str, tmp_path: Path
+) -> None:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    (backups / "township-2026-11-26.db").write_bytes(b"yesterday's backup")
+    to = backups / "township-2026-11-27.db"
+    out = subprocess.run([sys.executable, "-m", "client", "backup", "--db", township_db, "--to", str(to)],
+                         capture_output=True, text=True, timeout=60,
+                         preexec_fn=_no_room_past(os.path.getsize(township_db) // 2))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith(f"Error: the backup could not be written to {to} ("), out.stderr
+    assert "no partial backup was left there" in out.stderr
+    assert sorted(p.name for p in backups.iterdir()) == ["township-2026-11-26.db"]
+
+
+def test_a_backup_onto_a_full_disk_says_the_backup_disk_is_full(
+    township_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(fd: int) -> None:  # a file system with delayed allocation finds out as late as this
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    (tmp_path / "backups").mkdir()
+    r = run("backup", "--db", township_db, "--to", str(tmp_path / "backups" / "today.db"))
+    assert r.exit_code == 1, r.output
+    assert f"Error: the backup disk is full: {tmp_path / 'backups'} has no room" in r.output
+    assert list((tmp_path / "backups").iterdir()) == []
 
 
 @pytest.mark.usefixtures("umask_022")

@@ -1,0 +1,46 @@
+"""How a full or read-only disk shows itself, on a node or a tablet alike.
+
+A full disk reaches SQLite's caller as ``SQLITE_FULL`` ("database or disk is full": the file system has no
+room, or the database reached ``PRAGMA max_page_count``) or as an ``OSError`` with ``ENOSPC`` or ``EDQUOT``.
+A database SQLite could open only for reading (its file, its folder or the file system holding it is
+read-only) says so at the first write: ``SQLITE_READONLY`` ("attempt to write a readonly database"), or
+``EROFS`` from the operating system. Either way the write's transaction is rolled back: nothing was written.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _sqlite_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code of an error (extended codes carry it in their low byte), if it has
+    one: ``sqlite3``'s errors and SQLCipher's (an encrypted tablet's, classes of their own) alike"""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    "Whether an exception means the disk (or the database's size cap) is full"
+    code = _sqlite_code(exc)
+    if code is not None:
+        return code == sqlite3.SQLITE_FULL
+    if isinstance(exc, sqlite3.Error):
+        return "database or disk is full" in str(exc)
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    return False
+
+
+def is_read_only(exc: BaseException) -> bool:
+    "Whether an exception means the database, its folder or its file system cannot be written"
+    code = _sqlite_code(exc)
+    if code is not None:
+        return code == sqlite3.SQLITE_READONLY
+    if isinstance(exc, sqlite3.Error):
+        return "readonly database" in str(exc)
+    if isinstance(exc, OSError):
+        return exc.errno == errno.EROFS
+    return False
