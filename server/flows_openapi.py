@@ -99,9 +99,13 @@ def flow_paths() -> dict[str, Any]:
             "operationId": "escalationsPageStep", "summary": "A step from the escalations page's forms",
             "security": session, "parameters": [ident],
             "requestBody": {"required": True, "content": {FORM: {"schema": {"$ref": _REF.format(name="EscalationForm")}}}},
-            "responses": {"303": {"description": "Done, or refused with the reason in `?error=`: back to the page",
+            "responses": {"303": {"description": "Done, or refused with the reason in `?error=`: back to the page; "
+                                                 "not signed in: to /login",
                                   "headers": {"Location": {"required": True, "schema": {"type": "string"}}}},
-                          **_errors(400, 401, 403, 404)},
+                          "400": _page("A page saying why: a form the page did not send"),
+                          "403": _page("A page saying why: a stale form (页面已过期), or an account that is not "
+                                       "county staff"),
+                          "404": _page("A page saying why: no such escalation in the staff member's units")},
         }},
         "/api/staff/reference": {"get": op(
             "staffReference", "Notices, tasks and catalogues as this node holds them", None, 200,
