@@ -24,23 +24,22 @@ def _sqlite_code(exc: BaseException) -> int | None:
 
 def is_disk_full(exc: BaseException) -> bool:
     "Whether an exception means the disk (or the database's size cap) is full"
-    code = _sqlite_code(exc)
-    if code is not None:
-        return code == sqlite3.SQLITE_FULL
-    if isinstance(exc, sqlite3.Error):
-        return "database or disk is full" in str(exc)
-    if isinstance(exc, OSError):
-        return exc.errno in _FULL_ERRNOS
-    return False
+    return _means(exc, sqlite3.SQLITE_FULL, "database or disk is full", _FULL_ERRNOS)
 
 
 def is_read_only(exc: BaseException) -> bool:
     "Whether an exception means the database, its folder or its file system cannot be written"
+    return _means(exc, sqlite3.SQLITE_READONLY, "readonly database", {errno.EROFS})
+
+
+def _means(exc: BaseException, sqlite_code: int, message: str, errnos: set[int]) -> bool:
+    """Whether ``exc`` is SQLite's (or SQLCipher's) ``sqlite_code``, an sqlite3 error saying ``message``,
+    or an OS error of ``errnos``"""
     code = _sqlite_code(exc)
     if code is not None:
-        return code == sqlite3.SQLITE_READONLY
+        return code == sqlite_code
     if isinstance(exc, sqlite3.Error):
-        return "readonly database" in str(exc)
+        return message in str(exc)
     if isinstance(exc, OSError):
-        return exc.errno == errno.EROFS
+        return exc.errno in errnos
     return False
