@@ -187,9 +187,8 @@ class Workbench:
         staff member's scope."""
         if not rec.data.get("merged_into"):
             return None
-        kept = self.store.get(self.store.resolve_id(rec.id))
-        lo, hi = staff.scope
-        if kept is None or kept.unit is None or not lo <= kept.unit <= hi:
+        kept = self.visible(staff, self.store.resolve_id(rec.id))
+        if kept is None:
             return {"id": "", "name": "另一位居民（不在您负责的范围内）"}
         return {"id": kept.id, "name": f"{self.title(kept)}（{short_id(kept.id)}）"}
 
