@@ -235,7 +235,7 @@ def create_app(node: Node, *, max_body: int = MAX_BODY, extra_routes: list[Any] 
         middleware=[Middleware(SecurityHeaders),
                     Middleware(SessionMiddleware, secret_key=config.SECRET or node.session_secret,
                                session_cookie="cunsync_session", same_site="strict",
-                               max_age=sessions.SESSION_SECONDS,
+                               max_age=None,  # the node ends the session (server.sessions)
                                https_only=config.HTTPS_ONLY)],
         exception_handlers={SyncError: _sync_error, UnitCodeError: _unit_error, HTTPException: _http_error,
                             sqlite3.Error: _storage_error, OSError: _storage_error, Exception: _internal_error},

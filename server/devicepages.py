@@ -28,13 +28,16 @@ from sync.errors import BadRequest, NotFound
 
 from .auth import Staff
 from .pages import SKEW_LIMIT_MS, PageError, Pages, local_time, required
+from .shortterm import ShortTerm
 from .staff import session_id
 
 
 #: A village tablet not heard from for this many days is flagged as silent: it may hold work the node has not got.
 SILENT_DAYS = 3
-#: Enrolment codes made and not shown yet, kept at most (each waits only for the redirect that follows).
+#: Enrolment codes made and not shown yet, kept at most, and for at most so many seconds (each waits only
+#: for the redirect that follows).
 CODES_KEPT = 100
+CODE_PAGE_SECONDS = 30 * 60
 
 
 def device_flags(d: dict[str, Any], now: float) -> dict[str, bool]:
@@ -60,8 +63,8 @@ class DevicePages:
     def __init__(self, pages: Pages) -> None:
         self.pages = pages
         self.node = pages.node
-        #: what the page of each code made and not shown yet shows, by one-time key, with its session
-        self._codes: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: what the page of each code made and not shown yet shows, by its session and a one-time key
+        self._codes: ShortTerm[tuple[str, str], dict[str, Any]] = ShortTerm(CODES_KEPT, CODE_PAGE_SECONDS)
 
     def in_scope(self, staff: Staff) -> list[dict[str, Any]]:
         lo, hi = staff.scope
@@ -112,21 +115,17 @@ class DevicePages:
         villages = await run_in_threadpool(self.pages.villages)
         # shown by a GET that follows, once: a reload of the answer to this POST would make another code
         key = secrets.token_urlsafe(16)
-        while len(self._codes) >= CODES_KEPT:  # pages never opened
-            del self._codes[next(iter(self._codes))]
-        self._codes[key] = (session_id(request) or "", {
+        self._codes.put((session_id(request) or "", key), {
             "enr": enr, "qr": qr, "server": server, "village": villages.get(enr.unit, enr.unit), "reattach": reattach,
             "expires": local_time(enr.expires_at)})
         return RedirectResponse(f"/staff/devices/enrol/{key}", status_code=303)
 
     async def enrolled(self, request: Request, staff: Staff) -> Response:
         "The page of a code just made, shown once, to the session that made it"
-        key = request.path_params["key"]
-        sid, shown = self._codes.get(key, ("", {}))
-        if not shown or not sid or sid != session_id(request):
+        shown = self._codes.take((session_id(request) or "", request.path_params["key"]))
+        if shown is None:
             return self.pages.done(request, "/staff/devices", "登记码只显示一次，那个页面已经打开过，不能再次查看。"
                                    "如果没有记下登记码，请重新生成一个；没有用过的登记码到期后自动失效。")
-        del self._codes[key]
         return self.pages.render(request, staff, "wb_enrol.html", shown)
 
     async def confirm(self, request: Request, staff: Staff) -> Response:

@@ -220,6 +220,13 @@ class NeedForm(_Form, kw_only=True):
     back: str | None = None
 
 
+class SearchForm(_Form, kw_only=True):
+    "A search of the residents: name characters, pinyin (full or initials), ID number or phone; a village"
+
+    q: str | None = None
+    unit: str | None = None
+
+
 class EnrolForm(_Form, kw_only=True):
     unit: str
     user: str
@@ -324,7 +331,7 @@ def openapi_spec() -> dict[str, Any]:
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, DisabledAccount, NewStaffAccount, StaffAccount,
                         ListedAccount, ResolveForm, RecordForm, MergeForm, PairForm, NeedForm, EnrolForm, RevokeForm,
-                        EscalateForm, RemoveForm, Snapshot]
+                        SearchForm, EscalateForm, RemoveForm, Snapshot]
     from .flows_openapi import FLOW_TYPES, flow_paths  # reference data and escalations
 
     types += FLOW_TYPES
@@ -570,12 +577,16 @@ def _workbench_paths() -> dict[str, Any]:
         "/staff/records/{record}/remove": {"post": form(
             "wbRemove", "Take a resident who moved to another township or died out of the township's records",
             "RemoveForm", 404, parameters=[record], asks="The record's page, asking to confirm (no `confirm=1`)")},
-        "/staff/people": {"get": page("wbPeople", "The township's residents, searched by name, pinyin, ID number or "
-                                      "phone", 400, parameters=[
-            {"name": "q", "in": "query", "required": False, "schema": {"type": "string"},
-             "description": "Name characters, pinyin (full or initials), ID number or phone"},
-            {"name": "unit", "in": "query", "required": False, "schema": {"type": "string"},
-             "description": "A village of the township"}])},
+        "/staff/people": {
+            "get": page("wbPeople", "The township's residents, or those a search found", 400, parameters=[
+                {"name": "s", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "The token of this session's search (`POST /staff/people`); a forgotten one "
+                                "shows every resident, saying to search again"},
+                {"name": "unit", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "A village of the township"}]),
+            "post": form("wbSearch", "Search the residents: the node keeps the query for 30 minutes and sends the "
+                         "browser to `/staff/people?s={token}`, so the query never is in an address", "SearchForm"),
+        },
         "/staff/duplicates": {"get": page("wbDuplicates", "Residents that may be the same person", parameters=[
             {"name": "dismissed", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "`1`: the pairs staff marked as two people instead"}])},

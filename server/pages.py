@@ -29,6 +29,7 @@ from sync.types import CHINA_TIME
 
 from .auth import Accounts, Staff
 from .node import Node
+from .shortterm import ShortTerm
 from .staff import ROLE_NAMES, check_csrf, csrf_token, current_staff, session_id, templates
 
 #: Pages show times in China Standard Time (no daylight saving), the time the staff live in.
@@ -41,8 +42,10 @@ NAV = (("/staff", "概览"), ("/staff/people", "居民"), ("/staff/conflicts", "
        ("/staff/needs", "需求看板"), ("/staff/escalations", "吹哨报到"), ("/staff/devices", "设备"),
        ("/staff/export", "导出"))
 
-#: Notices waiting for the page after a form, kept at most (each waits only for the redirect that follows).
+#: Notices waiting for the page after a form, kept at most, and for at most so many seconds (each waits
+#: only for the redirect that follows).
 NOTICES_KEPT = 1000
+NOTICE_SECONDS = 30 * 60
 
 #: What an error's code means, for staff reading a page.
 _MESSAGES = {
@@ -213,7 +216,7 @@ class Pages:
         self._names_at = 0.0
         #: the one-shot notice of each session's next page, by session id: kept here, never in the cookie
         #: (it names residents, their phone numbers...), and only until that page shows it
-        self._notices: dict[str, str] = {}
+        self._notices: ShortTerm[str, str] = ShortTerm(NOTICES_KEPT, NOTICE_SECONDS)
 
     def villages(self) -> dict[str, str]:
         """The names of the villages (and the township itself) under this node, by code; read again
@@ -238,7 +241,7 @@ class Pages:
     def render(self, request: Request, staff: Staff | None, template: str, context: Mapping[str, Any],
                status: int = 200) -> Response:
         sid = session_id(request)
-        notice = self._notices.pop(sid, None) if staff is not None and sid is not None else None
+        notice = self._notices.take(sid) if staff is not None and sid is not None else None
         ctx = {"staff": staff, "role_name": ROLE_NAMES[staff.role] if staff else "", "csrf": csrf_token(request),
                "node": self.node, "path": request.url.path,
                "unit_name": self._names.get(self.node.unit, ""),  # as last read: no waiting for the lock
@@ -283,10 +286,7 @@ class Pages:
         "After a form: say what happened on the next page, and go there"
         sid = session_id(request)
         if sid is not None:
-            self._notices.pop(sid, None)
-            while len(self._notices) >= NOTICES_KEPT:  # sessions that never came back for theirs
-                del self._notices[next(iter(self._notices))]
-            self._notices[sid] = notice
+            self._notices.put(sid, notice)
         return RedirectResponse(to, status_code=303)
 
     def in_scope(self, staff: Staff, record: str, coll: str | None = None) -> Any:

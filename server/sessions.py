@@ -1,8 +1,10 @@
 """Staff sessions, kept on the node. The session cookie holds a random session id (and the CSRF token),
 nothing else; the node keeps, for each session, the account, the account's credential stamp at sign-in
 (``server.auth``) and when the session expires, under a hash of the id (a copy of the database opens no
-session). Signing out deletes the row, so a copy of the cookie is worth nothing afterwards; a session
-whose account was since reset, moved or disabled is deleted at its next request (``server.staff``).
+session). A session ends after ``SESSION_SECONDS`` without a request: each request moves its expiry on
+(``find``); the cookie is a browser-session cookie, so the node alone decides. Signing out deletes the
+row, so a copy of the cookie is worth nothing afterwards; a session whose account was since reset, moved
+or disabled is deleted at its next request (``server.staff``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import NamedTuple
 
 from sync.store import Store
 
-#: How long a session lasts after signing in; the cookie's max-age too.
+#: How long a session lasts after its last request.
 SESSION_SECONDS = 12 * 3600
+#: A request moves the session's expiry on only if it was last moved this long ago (see ``find``).
+MOVE_AFTER_SECONDS = 5 * 60
 
 _SQL = """
 CREATE TABLE IF NOT EXISTS staff_sessions (
@@ -50,11 +54,23 @@ def start(store: Store, username: str, stamp: str) -> str:
 
 
 def find(store: Store, sid: str) -> Session | None:
-    "The session of that id, unless it ended or expired"
+    """The session of that id, unless it ended or expired; it now expires ``SESSION_SECONDS`` from now.
+    The expiry is written only when it was last moved ``MOVE_AFTER_SECONDS`` ago or more, not at every
+    request: a page stays a read, not a write transaction (a commit to disk, and a wait for the store's
+    lock behind the tablets' sync batches); the price is that a session may end up to that many minutes
+    sooner than ``SESSION_SECONDS`` after its last request."""
+    key, now = _key(sid), int(time.time())
     with store.lock:
-        row = store.conn.execute("SELECT username, stamp FROM staff_sessions WHERE id = ? AND expires_at > ?",
-                                 (_key(sid), int(time.time()))).fetchone()
-    return Session(*row) if row else None
+        row = store.conn.execute("SELECT username, stamp, expires_at FROM staff_sessions WHERE id = ? AND expires_at > ?",
+                                 (key, now)).fetchone()
+    if row is None:
+        return None
+    username, stamp, expires_at = row
+    if expires_at <= now + SESSION_SECONDS - MOVE_AFTER_SECONDS:
+        with store.transaction() as c:  # not one that ended in between (signed out, or expired)
+            c.execute("UPDATE staff_sessions SET expires_at = ? WHERE id = ? AND expires_at > ?",
+                      (now + SESSION_SECONDS, key, now))
+    return Session(username, stamp)
 
 
 def end(store: Store, sid: str) -> None:

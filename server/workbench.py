@@ -2,7 +2,9 @@
 
     /staff                          overview: what waits (open conflicts, overdue needs, silent tablets)
     /staff/people                   the township's residents, by village; search by name, pinyin, ID
-                                    number or phone
+                                    number or phone: the search form posts, and the results' page
+                                    (``?s=``) names a token the node keeps the query under, so an ID
+                                    number never reaches the address bar, the history or a log
     /staff/conflicts                each open conflict with its competing values side by side; keep one
                                     with one click, or type the value (a resolve op through the Editor)
     /staff/records/{record}         a record's values, its every change (who, device, tier, when, old →
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 import time
 from collections import Counter
 from typing import Any, get_args
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -47,11 +51,20 @@ from . import duplicates as dup
 from .duplicates import find_pairs
 from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
     required, short_id, show, value_hint
+from .shortterm import ShortTerm
+from .staff import session_id
 
 #: Needs in these states are finished: never overdue.
 CLOSED = ("已解决", "已关闭", "已取消")
 #: At most this many residents on one page; a search narrows the rest.
 PEOPLE_SHOWN = 200
+#: Searches kept on the node for their results' page (Back and Reload show it again): at most so many, each
+#: for so many seconds, and a query at most so many characters long.
+SEARCHES_KEPT = 1000
+SEARCH_SECONDS = 30 * 60
+SEARCH_LENGTH = 100
+#: The residents' page after its search was forgotten (too old, the node restarted, or another session's).
+SEARCH_GONE = f"搜索结果已过期（只保留 {SEARCH_SECONDS // 60} 分钟），请重新搜索。"
 #: Fields staff correct on a record's page (the others are set by moves, merges or the needs board).
 EDITABLE = {
     "person": ("name", "gender", "birth_date", "id_number", "phone", "address", "groups", "notes"),
@@ -142,6 +155,8 @@ class Workbench:
         self.node = pages.node
         self.store = pages.node.store
         dup.ensure_table(self.store)
+        #: each search's query, by its session and the token its results' address names
+        self._searches: ShortTerm[tuple[str, str], str] = ShortTerm(SEARCHES_KEPT, SEARCH_SECONDS)
 
     # -- reading, under the store's lock ----------------------------------------------------------
 
@@ -582,9 +597,27 @@ class Workbench:
 
         return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
 
+    async def search(self, request: Request, staff: Staff) -> Response:
+        "A search of the residents: its query kept on the node, and to the results' page, which names its token"
+        form = await self.pages.form(request)
+        q, unit = str(form.get("q", "")).strip(), str(form.get("unit", "")).strip()
+        if len(q) > SEARCH_LENGTH:
+            raise PageError(f"搜索内容太长：最多 {SEARCH_LENGTH} 个字。请输入姓名、拼音、身份证号或电话。")
+        params = {}
+        if q:
+            token = secrets.token_urlsafe(16)
+            self._searches.put((session_id(request) or "", token), q)
+            params["s"] = token
+        if unit:
+            params["unit"] = unit
+        return RedirectResponse("/staff/people" + (f"?{urlencode(params)}" if params else ""), status_code=303)
+
     async def people(self, request: Request, staff: Staff) -> Response:
-        q = request.query_params.get("q", "").strip()
+        "The residents, or those a search (``?s=``, see ``search``) found"
+        token = request.query_params.get("s", "")
         unit = request.query_params.get("unit", "")
+        kept = self._searches.peek((session_id(request) or "", token)) if token else ""
+        q = kept or ""
 
         def view() -> dict[str, Any]:
             villages = self.villages(staff)
@@ -595,7 +628,7 @@ class Workbench:
                           if not p.data.get("merged_into") and (not unit or p.unit == unit)]
             rows = find_people(people, q) if q else sorted(people, key=lambda p: sort_key(str(p.data.get("name", ""))))
             return {"rows": rows[:PEOPLE_SHOWN], "found": len(rows), "shown": PEOPLE_SHOWN, "q": q, "unit": unit,
-                    "villages": villages}
+                    "villages": villages, "search_length": SEARCH_LENGTH, **({"notice": SEARCH_GONE} if kept is None else {})}
 
         return self.pages.render(request, staff, "wb_people.html", await run_in_threadpool(view))
 
@@ -669,6 +702,7 @@ def workbench_routes(pages: Pages) -> list[BaseRoute]:
     return [
         Route("/staff", pages.page(wb.home, township=False)),
         Route("/staff/people", pages.page(wb.people)),
+        Route("/staff/people", pages.page(wb.search), methods=["POST"]),
         Route("/staff/conflicts", pages.page(wb.conflicts)),
         Route("/staff/conflicts/resolve", pages.page(wb.resolve), methods=["POST"]),
         Route("/staff/records/{record}", pages.page(wb.record)),

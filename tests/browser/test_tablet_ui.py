@@ -206,6 +206,19 @@ def test_register_with_the_node_down_then_sync_reaches_the_workbench(
     expect(row).to_contain_text("王秀英")
     expect(row).to_contain_text("育才社区")
     expect(row).to_contain_text("5109**********1223")
+    # by ID number: the form posts it, so no address holds it; Back from her page shows the results again
+    by_pinyin = page.url
+    page.fill("input[name=q]", "510903194203081223")
+    page.click("button:has-text('搜索')")
+    page.wait_for_url(lambda url: url != by_pinyin)
+    assert "/staff/people?s=" in page.url and "510903194203081223" not in page.url
+    results = page.url
+    row.locator("a").click()
+    expect(page.locator("body")).to_contain_text("育才社区3栋2单元")
+    page.go_back()  # a GET: no "confirm form resubmission" page
+    expect(page).to_have_url(results)
+    expect(page.locator("input[name=q]")).to_have_value("510903194203081223")
+    expect(row).to_have_count(1)
     row.locator("a").click()
     expect(page.locator("body")).to_contain_text("育才社区3栋2单元")
     expect(page.locator("body")).to_contain_text("村/社区")  # each change shows its author's tier

@@ -1,5 +1,5 @@
 """Staff sessions on a shared township PC: signing out ends the session on the node, so a copy of its cookie
-no longer works; a session expires on the node after ``SESSION_SECONDS``; the cookie holds a session id
+no longer works; a session expires on the node after ``SESSION_SECONDS`` without a request; the cookie holds a session id
 and the CSRF token, never a resident's data (the notice after a form stays on the node); and no page or
 API answer may be kept in the browser's cache or shown inside another site's frame."""
 
@@ -18,6 +18,7 @@ import pytest
 
 from server.cli import ensure_units
 from server.node import Node
+from server.sessions import MOVE_AFTER_SECONDS, SESSION_SECONDS
 from test_pullcache import TOWNSHIP, V1, Tab
 from test_staff_accounts import NEW_PASSWORD, PASSWORD, TestClient, client, sign_in
 
@@ -108,6 +109,30 @@ def test_a_session_expires_on_the_node(node: Node) -> None:
         assert_not_signed_in(liu, node)
         assert sign_in(liu, "liu") == 303  # a new sign-in clears the expired sessions away
         assert sessions_of(node, "liu") == 1 and liu.get("/staff").status_code == 200
+
+
+def test_each_request_moves_the_expiry_on_without_a_write_every_time(node: Node) -> None:
+    "A busy member stays signed in past 12 hours; the node decides, the cookie is the browser session's"
+
+    def expires_at(at: int | None = None) -> int:
+        "When the session expires; moved to ``at`` first if given"
+        with node.store.transaction() as c:
+            if at is not None:
+                c.execute("UPDATE staff_sessions SET expires_at = ?", (at,))
+            return int(c.execute("SELECT expires_at FROM staff_sessions").fetchone()[0])
+
+    with client(node) as liu:
+        assert sign_in(liu, "liu") == 303
+        assert [cookie.expires for cookie in liu.cookies.jar] == [None]  # no max-age: gone when the browser closes
+        now = int(time.time())
+        expires_at(now + 60)  # signed in 11 hours 59 minutes ago, busy all along: a minute left
+        assert liu.get("/staff").status_code == 200
+        assert now + SESSION_SECONDS <= expires_at() <= int(time.time()) + SESSION_SECONDS
+        moved_lately = expires_at(now + SESSION_SECONDS - MOVE_AFTER_SECONDS + 30)
+        assert liu.get("/staff").status_code == 200
+        assert expires_at() == moved_lately  # not written again so soon
+        expires_at(now - 1)  # idle for 12 hours
+        assert_not_signed_in(liu, node)
 
 
 def test_the_session_of_a_changed_account_is_deleted_at_its_next_request(node: Node) -> None:

@@ -638,6 +638,13 @@ def test_a_tablet_reports_its_pending_ops_and_its_clock(world: World, liu: Signe
     assert '<span class="red">快 2 天</span>' in row and "0.1.0" in row, row
 
 
+def search(staff: Signed, q: str, unit: str | None = None) -> httpx.Response:
+    "Search as the residents' page does: a form posted, the node keeping the query; the results' page"
+    r = staff.post("/staff/people", {"q": q, **({"unit": unit} if unit else {})})
+    assert r.status_code == 303 and r.headers["location"].startswith("/staff/people?s="), r.text
+    return staff.get(r.headers["location"])
+
+
 def test_the_residents_page_lists_and_finds_by_pinyin_phone_and_village(world: World, liu: Signed) -> None:
     def names(page: str) -> list[str]:
         return re.findall(r'<tr class="person" data-id="[^"]+">\s*<td><a href="/staff/records/[^"]+">([^<]+)</a>', page)
@@ -648,18 +655,41 @@ def test_the_residents_page_lists_and_finds_by_pinyin_phone_and_village(world: W
         ed.create("person", {"unit": V2, "name": "钱淑华", "phone": "13677771111"})
     everyone = names(liu.get("/staff/people").text)
     assert {"张秀英", "刘翠花", "钱淑芬", "钱淑华"} <= set(everyone)
-    assert names(liu.get("/staff/people", params={"q": "qsf"}).text) == ["钱淑芬"]
-    assert names(liu.get("/staff/people", params={"q": "qianshufen"}).text) == ["钱淑芬"]
-    assert sorted(names(liu.get("/staff/people", params={"q": "1367777"}).text)) == ["钱淑华", "钱淑芬"]
-    assert names(liu.get("/staff/people", params={"q": "１３６７７７７００００"}).text) == ["钱淑芬"]  # full-width IME
-    in_v2 = liu.get("/staff/people", params={"unit": V2, "q": "qs"}).text
+    assert names(search(liu, "qsf").text) == ["钱淑芬"]
+    assert names(search(liu, "qianshufen").text) == ["钱淑芬"]
+    assert sorted(names(search(liu, "1367777").text)) == ["钱淑华", "钱淑芬"]
+    assert names(search(liu, "１３６７７７７００００").text) == ["钱淑芬"]  # full-width IME
+    in_v2 = search(liu, "qs", V2).text
     assert sorted(names(in_v2)) == ["钱淑华", "钱淑芬"]
     assert "5109**********0047" in in_v2 and "510903195105050047" not in in_v2  # masked on the list
-    assert names(liu.get("/staff/people", params={"unit": V1, "q": "qs"}).text) == []
+    assert names(search(liu, "qs", V1).text) == []
     bad = liu.get("/staff/people", params={"unit": "510903001999"})
     assert bad.status_code == 400 and "不在您所在镇街的范围内" in bad.text
     zhao = set(names(world.sign_in("zhao").get("/staff/people").text))  # township staff scoped to V2
     assert {"钱淑芬", "钱淑华"} <= zhao and "张秀英" not in zhao and "刘翠花" not in zhao
+
+
+def test_a_search_by_id_number_keeps_the_number_out_of_every_address(world: World, liu: Signed) -> None:
+    """The number is posted, kept on the node for this session under a token, and the results' address names
+    the token only: the number reaches no history, proxy or log; Back and Reload show the results again"""
+    with closing(world.open()) as n:
+        ed = Editor(n.store, device=world.ids["dev2"], user="li", unit=V2, tier="village")
+        ed.create("person", {"unit": V2, "name": "孔繁英", "id_number": "510903194805050028"})
+    r = liu.post("/staff/people", {"q": "510903194805050028", "unit": V2})
+    results = r.headers["location"]
+    assert r.status_code == 303 and "510903194805050028" not in results and "unit=" + V2 in results, r.text
+    for page in (liu.get(results), liu.get(results)):  # and again: Reload, or Back from a resident's page
+        assert page.status_code == 200 and "孔繁英" in page.text, page.text
+        assert 'name="q" value="510903194805050028"' in page.text  # the query in the search box
+        assert 'class="notice"' not in page.text
+    for other in (world.sign_in("liu"), liu):  # another session has no such search; nor has anyone a made-up one
+        gone = other.get(results if other is not liu else "/staff/people?s=made-up")
+        assert gone.status_code == 200 and '<p class="notice" role="status">搜索结果已过期（只保留 30 分钟），请重新搜索。</p>' \
+            in gone.text and "510903194805050028" not in gone.text and 'name="q" value=""' in gone.text
+    assert liu.get("/staff/people", params={"q": "kfy"}).text.count('class="person"') > 1  # no search by address
+    assert liu.post("/staff/people", {"q": ""}).headers["location"] == "/staff/people"
+    assert "最多 100 个字" in _error(liu.post("/staff/people", {"q": "张" * 101}), 400)
+    assert "页面已过期" in _error(liu.post("/staff/people", {"q": "kfy"}, csrf=False), 403)
 
 
 def test_a_need_is_escalated_to_the_county_from_its_page(world: World, liu: Signed) -> None:
