@@ -292,7 +292,8 @@ def conflict_view(tab: Tablet, c: Conflict, names: dict[str, str]) -> dict[str, 
     return {
         "record": c.record, "field": c.field, "coll": c.coll, "coll_label": col.label if col else c.coll,
         "field_label": label(c.field),
-        "person": person, "person_name": names.get(str(person), "") if person else "",
+        "person": person,
+        "person_name": (names.get(str(person), "") if person else "") or (merged or {}).get("name", ""),
         "winner": c.winner, "deleted": deleted, "merged": merged,
         "candidates": [{
             "op": f"{o.device}:{o.counter}", "value": o.value, "user": o.user, "device": o.device,
