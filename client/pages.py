@@ -275,23 +275,48 @@ def _names(tab: Tablet) -> dict[str, str]:
 
 
 def conflict_view(tab: Tablet, c: Conflict, names: dict[str, str]) -> dict[str, Any]:
-    "A conflict as the pages show it: what, whose record, the value shown and every competing value"
+    """A conflict as the pages show it: what, whose record, the value shown and every competing value. A
+    delete's competing values are the delete and edits of other fields, each naming its field. A resident
+    merged away (``merged``) is not restored (``Editor.restore``): where it went, to write the edits there."""
     col = SCHEMA.collections.get(c.coll)
     rec = tab.get(c.record)
     person = c.record if c.coll == "person" else (rec.data.get("person") if rec else None)
     fields = col.fields if col else {}
+
+    def label(name: str) -> str:
+        return "删除" if name == DELETED else (fields[name].label if name in fields else name)
+
+    deleted = c.field == DELETED
+    merged = _merged_away(tab, rec) if deleted else None
+    edited = {o.id: o.field for o in tab.store.ops_by_seq([o.seq for o in c.candidates])} if deleted else {}
     return {
         "record": c.record, "field": c.field, "coll": c.coll, "coll_label": col.label if col else c.coll,
-        "field_label": "删除" if c.field == DELETED else (fields[c.field].label if c.field in fields else c.field),
-        "person": person, "person_name": names.get(str(person), "") if person else "",
-        "winner": c.winner, "deleted": c.field == DELETED,
+        "field_label": label(c.field),
+        "person": person,
+        "person_name": (names.get(str(person), "") if person else "") or (merged or {}).get("name", ""),
+        "winner": c.winner, "deleted": deleted, "merged": merged,
         "candidates": [{
             "op": f"{o.device}:{o.counter}", "value": o.value, "user": o.user, "device": o.device,
             "tier": o.tier, "hlc": o.hlc, "mine": o.device == tab.device,
-            "field_label": "",
+            "field_label": label(edited.get((o.device, o.counter), c.field)),
+            "edit": edited.get((o.device, o.counter), DELETED) != DELETED,
         } for o in c.candidates],
         "mine": any(o.device == tab.device for o in c.candidates),
     }
+
+
+def _merged_away(tab: Tablet, rec: Record | None) -> dict[str, str] | None:
+    """Where a resident merged into another lives on (following merges), as its conflict card says it: its
+    name before the merge, and the kept resident's id and name (no id when this tablet does not hold the kept
+    resident, one of another village); None if ``rec`` was not merged away"""
+    if rec is None or rec.merged_into is None:
+        return None
+    kept = tab.get(tab.store.resolve_id(rec.id))
+    if kept is None or kept.coll != "person" or kept.deleted or kept.merged_into is not None:
+        kept = None
+    return {"name": str(rec.data.get("name") or tab.store.last_value(rec.id, "name") or ""),
+            "kept": kept.id if kept else "",
+            "kept_name": str(kept.data.get("name", "")) if kept else "另一位居民（本机没有这位居民的登记）"}
 
 
 def page_routes(tapp: TabletApp) -> list[BaseRoute]:
@@ -518,7 +543,9 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             services.sort(key=lambda s: str(s.data.get("served_at", "")), reverse=True)
             names = _names(tab)
             related = {rid, *(n.id for n in needs), *(s.id for s in services)}
-            conflicts = [conflict_view(tab, c, names) for c in tab.store.conflicts() if c.record in related]
+            # and those of residents merged into this one: their late edits are to be written here
+            conflicts = [conflict_view(tab, c, names) for c in tab.store.conflicts()
+                         if c.record in related or (c.field == DELETED and tab.store.resolve_id(c.record) == rid)]
             return {"p": rec, "needs": needs, "services": services, "conflicts": conflicts,
                     "need_labels": {n.id: n.data.get("category", "") for n in needs},
                     "escalations": _escalations(tab)}
@@ -826,12 +853,18 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         record, field = str(form.get("record", "")), str(form.get("field", ""))
         back = local_path(form.get("next"), "/sync")
 
-        def do(tab: Tablet) -> bool:
+        def do(tab: Tablet) -> bool | dict[str, str]:
             found = [c for c in tab.store.conflicts(record=record) if c.field == field]
             if not found:
                 return False
             if field == DELETED:
-                tab.resolve(record, DELETED, form.get("value") == "delete")
+                try:
+                    tab.resolve(record, DELETED, form.get("value") == "delete")
+                except InvalidValue:
+                    merged = _merged_away(tab, tab.get(record))  # the editor restores no merged-away resident
+                    if merged is None:
+                        raise
+                    return merged
                 return True
             pick = next((o for o in found[0].candidates if f"{o.device}:{o.counter}" == form.get("op")), None)
             if pick is None:
@@ -840,6 +873,10 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             return True
 
         ok = await tapp.run(do)
+        if isinstance(ok, dict):  # a stale page's 恢复 of a resident merged away since: nothing written
+            return await render(request, "error.html", {"code": "merged_away", "message": (
+                f"镇街已把这位居民{'（' + ok['name'] + '）' if ok['name'] else ''}合并到{ok['kept_name']}，"
+                "旧登记不能单独恢复。请回到冲突页面，把需要的修改填到合并后的登记里，再点“确认删除旧登记”。")}, 400)
         sep = "&" if "?" in back else "?"
         return _redirect(f"{back}{sep}done={'resolved' if ok else 'changed'}")
 

@@ -10,7 +10,9 @@ Three signs, strongest first:
 
 Near names are common among different people, so a near-name pair is dropped when the two residents
 hold different birth dates or different ID numbers: those tell them apart. Every pair found is only a
-suggestion; staff look and decide. Residents already merged (deleted) are not considered.
+suggestion; staff look and decide. Residents already merged (deleted) are not considered, nor those an older
+version left half-merged (``half_merged``: restored after their merge, so current yet merged into another):
+no merge takes them, so the page lists them apart, with the reason.
 
 Staff who find that a pair is two people mark it so (``dismiss``): the node keeps the pair with the
 reasons it was found for, and who said so. The pair stays off the list until a reason it was not
@@ -31,6 +33,38 @@ from sync.store import Record, Store
 REASONS = {"same_id": "身份证号相同", "same_birth": "姓名和出生日期相同", "same_name": "同村同名",
            "same_pinyin": "同村、姓名读音相同",
            "one_apart": "同村、姓名只差一个字"}
+
+
+#: Why a resident left half-merged is not suggested, by where its merge leads
+HALF_MERGED = {"restored": "已合并到另一位居民，之后又被恢复（旧版本允许这样做）",
+               "kept_gone": "已合并到另一位居民，之后又被恢复；它合并到的居民现在已不存在、已移出或同样未完成合并"}
+#: A merge or a dismissal naming a resident left half-merged, refused
+HALF_MERGED_REFUSED = ("{name}是旧版本留下的未完成合并（已合并到另一位居民，之后又被恢复），不能再合并或标记。"
+                       "请看疑似重复页面下方的“未完成的旧合并”。")
+
+
+@dataclass
+class HalfMerged:
+    "A current resident that an older version left merged into another (it restored the merged-away one)"
+
+    rec: Record
+    kept: Record | None  # where its merge leads (following merges), if that resident is current
+
+    @property
+    def reason(self) -> str:
+        return HALF_MERGED["restored" if self.kept is not None else "kept_gone"]
+
+
+def half_merged(store: Store, people: Iterable[Record]) -> list[HalfMerged]:
+    "The residents among ``people`` (current ones) that are merged into another all the same"
+    out = []
+    for p in people:
+        if p.merged_into is None:
+            continue
+        end = store.get(store.resolve_id(p.id))
+        current = end is not None and end.coll == "person" and not end.deleted and end.merged_into is None
+        out.append(HalfMerged(p, end if current else None))
+    return out
 
 
 @dataclass
@@ -79,7 +113,8 @@ def _tells_apart(a: Record, b: Record) -> bool:
 
 def find_pairs(people: Sequence[Record]) -> list[Pair]:
     """Pairs of residents that may be the same person, strongest signs first. ``people`` are live
-    person records (one township's)."""
+    person records (one township's); those merged into another (``half_merged``) are left out."""
+    people = [p for p in people if p.merged_into is None]
     pairs: dict[tuple[str, str], Pair] = {}
 
     def note(a: Record, b: Record, reason: str) -> None:

@@ -526,10 +526,11 @@ class Workbench:
                         "SELECT coll, json_extract(data, '$.person') FROM records WHERE deleted = 0 AND"
                         " coll IN ('need', 'service') AND unit BETWEEN ? AND ?", (lo, hi)):
                     counts[(pid, coll)] += 1
+                half = [(h, self.kept(staff, h.rec)) for h in dup.half_merged(self.store, people)]
             shown, hidden = dup.split(find_pairs(people), said)
             return {"pairs": hidden if show_dismissed else shown, "villages": villages, "counts": counts,
                     "dismissed_view": show_dismissed, "dismissed": len(hidden), "open": len(shown),
-                    "said": said}
+                    "said": said, "half_merged": half}
 
         return self.pages.render(request, staff, "wb_duplicates.html", await run_in_threadpool(view))
 
@@ -543,6 +544,7 @@ class Workbench:
                     raise PageError("不能把一位居民合并到他自己。")
                 k = self.pages.in_scope(staff, keep, "person")
                 d = self.pages.in_scope(staff, drop, "person")
+                self.refuse_half_merged(k, d)
                 moved = self.linked(drop)
                 try:
                     ops = self.node.editor(staff.username).merge(keep, drop, within=staff.scope)
@@ -566,10 +568,17 @@ class Workbench:
         ra, rb = self.pages.in_scope(staff, a, "person"), self.pages.in_scope(staff, b, "person")
         if ra.deleted or rb.deleted:
             raise PageError("其中一位居民已被删除或已合并，请刷新页面。")
+        self.refuse_half_merged(ra, rb)
         found = find_pairs([ra, rb])
         if not found:
             raise PageError(f"{self.title(ra)} 和 {self.title(rb)} 现在不是疑似重复，不用标记。")
         return found[0]
+
+    def refuse_half_merged(self, *people: Record) -> None:
+        "A 400 page if one of these current residents is merged into another all the same (``dup.half_merged``)"
+        for rec in people:
+            if not rec.deleted and rec.merged_into is not None:
+                raise PageError(dup.HALF_MERGED_REFUSED.format(name=f"{self.title(rec)}（{short_id(rec.id)}）"))
 
     async def dismiss(self, request: Request, staff: Staff) -> Response:
         form = await self.pages.form(request)

@@ -195,7 +195,7 @@ class Editor:
                 if self._require(rid) != "person":
                     raise InvalidValue(f"{rid} is not a resident; only residents are merged")
                 rec = self.store.get(rid)
-                if rec is None or rec.deleted or rec.data.get("merged_into"):
+                if rec is None or rec.deleted or rec.merged_into:
                     raise InvalidValue(f"resident {rid} is deleted or already merged into another; merge "
                                        "residents that are both current", details={"record": rid})
                 data[rid] = rec.data
@@ -236,7 +236,7 @@ class Editor:
         with self.store.transaction():
             coll = self._require(record)
             rec = self.store.get(record)
-            kept = rec.data.get("merged_into") if rec is not None else None
+            kept = rec.merged_into if rec is not None else None
             if kept:
                 raise InvalidValue(f"resident {record} was merged into {kept}: confirm its delete instead of "
                                    f"restoring it, and write what its late edits say on {kept}",

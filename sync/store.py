@@ -233,6 +233,13 @@ class Record:
     conflicts: list[str]
     seq: int
 
+    @property
+    def merged_into(self) -> str | None:
+        """The resident this one was merged into, if it is a resident merged away (its ``merged_into`` is set,
+        whether or not its delete still stands); else None. ``Store.resolve_id`` follows a chain of merges."""
+        kept = self.data.get("merged_into") if self.coll == "person" else None
+        return kept if isinstance(kept, str) and kept else None
+
 
 @dataclass
 class Applied:
@@ -1201,6 +1208,13 @@ class Store:
                 return record
             record = row[0]
             seen.add(record)
+
+    def last_value(self, record: str, field: str) -> Any:
+        "The last value a field was set to, from the op log: what a deleted (or merged) record was called"
+        for h in reversed(self.history(record)):
+            if h.field == field and h.new is not None:
+                return h.new
+        return None
 
     def catalogue_codes(self, kind: str) -> set[str]:
         "The codes of a synced catalogue (``need_category``, ``service_type``), retired entries included"

@@ -505,6 +505,38 @@ def test_a_need_or_service_for_a_resident_merged_into_another_villages_is_saved_
     assert saved[0].data["description"] == "需要助餐，每天中午"
 
 
+def test_a_conflict_on_a_resident_merged_away_offers_the_kept_one_not_restore(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    """The worker edited a resident offline while township staff merged it into another: the conflict card
+    says where it went, shows her lost values to write there and offers no 恢复; a stale page's 恢复 is refused
+    in Chinese and writes nothing; 确认删除旧登记 closes the conflict and the merge stands"""
+    from sync.store import Store
+
+    keep = people(tapp)["张三"]
+    drop = tapp.read(lambda t: t.create("person", {"name": "张三丰", "birth_date": "1942-03-08"}))
+    node = Store()
+    node.apply([op for _, op in tapp.read(lambda t: t.store.ops_since(0))])
+    Editor(node, device="node-510903001000", user="刘主任", unit="510903001000", tier="township").merge(keep, drop)
+    tapp.read(lambda t: t.update(drop, {"phone": "13900002222"}))  # offline: the tablet has not heard of it
+    tapp.read(lambda t: t.store.apply([op for _, op in node.ops_since(0)]))  # the next sync brings the merge
+
+    for url in ("/sync", f"/people/{keep}"):  # the kept resident's page shows it too, where the edit goes
+        page = unlocked.get(url).text
+        card = page[page.index(f'data-conflict="{drop}:_deleted"'):]
+        card = card[:card.index("</form>\n  </div>")]
+        assert f'合并到\n    <a href="/people/{keep}">张三</a>' in card and "（张三丰）" in card
+        assert "电话：<span class=\"val\">13900002222</span>" in card and f'href="/people/{keep}/edit"' in card
+        assert 'value="restore"' not in card and "恢复这条记录" not in card and "确认删除旧登记" in card
+    before = tapp.read(lambda t: t.store.count_ops())
+    r = post(unlocked, tapp, "/conflicts/resolve", {"record": drop, "field": "_deleted", "value": "restore"})
+    assert r.status_code == 400 and "合并到张三，旧登记不能单独恢复" in r.text
+    assert tapp.read(lambda t: t.store.count_ops()) == before
+    r = post(unlocked, tapp, "/conflicts/resolve", {"record": drop, "field": "_deleted", "value": "delete"})
+    assert r.headers["location"] == "/sync?done=resolved"
+    gone = tapp.read(lambda t: t.get(drop))
+    assert gone.deleted and gone.conflicts == [] and gone.data["merged_into"] == keep
+
+
 def test_need_status_moves_only_as_allowed(tapp: TabletApp, unlocked: TestClient) -> None:
     pid = people(tapp)["张三"]
     post(unlocked, tapp, "/needs/new", {"person": pid, "category": "养老服务"})
