@@ -245,14 +245,14 @@ def _person_for(tab: Tablet, pid: str) -> Record:
     if kept is not None and kept.id != pid and kept.coll == "person" and not kept.deleted:
         return kept
     named = tab.get(pid)
-    if named is not None and named.coll == "person" and named.data.get("merged_into"):
+    if named is not None and named.merged_into is not None:
         return named
     return _record(tab, pid, "person")
 
 
 def _merged(ctx: dict[str, Any]) -> bool:
     "Whether a need or service form's resident was merged into another since the form was shown"
-    return bool(ctx["p"].id != ctx["pid"] or ctx["p"].data.get("merged_into"))
+    return bool(ctx["p"].id != ctx["pid"] or ctx["p"].merged_into)
 
 
 def _merged_note(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -265,7 +265,7 @@ def _created(ctx: dict[str, Any], kind: str) -> RedirectResponse:
     the list of needs or services when the kept resident is another village's, which this tablet cannot show"""
     if not _merged(ctx):
         return _redirect(f"/people/{ctx['p'].id}?done={kind}")
-    if ctx["p"].data.get("merged_into"):
+    if ctx["p"].merged_into:
         return _redirect(f"/{kind}s?done={kind}_merged")
     return _redirect(f"/people/{ctx['p'].id}?done={kind}_merged")
 

@@ -166,17 +166,10 @@ class Workbench:
         rec = self.store.get(self.store.resolve_id(pid))
         return self.title(rec) if rec else "（不在本镇街）"
 
-    def last_value(self, rid: str, name: str) -> Any:
-        "The last value a field was set to, from the op log: what a deleted (or merged) record was called"
-        for h in reversed(self.store.history(rid)):
-            if h.field == name and h.new is not None:
-                return h.new
-        return None
-
     def title(self, rec: Record) -> str:
         "A record as a person names it: 张秀英; 张秀英的需求（养老服务）"
         if rec.coll == "person":
-            name = rec.data.get("name") or (self.last_value(rec.id, "name") if rec.deleted else None)
+            name = rec.data.get("name") or (self.store.last_value(rec.id, "name") if rec.deleted else None)
             return str(name or "（无名）")
         who = self.person_name(rec.data.get("person"))
         if rec.coll == "need":
@@ -200,7 +193,7 @@ class Workbench:
         """Where a resident merged into another lives on (following merges): its id and name as a page
         shows them; None if ``rec`` was not merged away. The name only if the kept resident lies in the
         staff member's scope."""
-        if not rec.data.get("merged_into"):
+        if rec.merged_into is None:
             return None
         kept = self.visible(staff, self.store.resolve_id(rec.id))
         if kept is None:
@@ -365,11 +358,11 @@ class Workbench:
             if rec.coll == "service":
                 need = self.visible(staff, rec.data.get("need"))
             removed = None  # a resident taken out of the township's records (迁出/注销): by whom, when, why
-            if rec.coll == "person" and rec.deleted and not rec.data.get("merged_into"):
+            if rec.coll == "person" and rec.deleted and rec.merged_into is None:
                 gone = next((h for h in reversed(history) if h.field == DELETED and h.new is True), None)
                 if gone is not None:
                     removed = {"time": local_time(gone.hlc, hlc=True), "user": gone.user,
-                               "tier": TIER_LABELS.get(gone.tier, gone.tier), "notes": self.last_value(rid, "notes")}
+                               "tier": TIER_LABELS.get(gone.tier, gone.tier), "notes": self.store.last_value(rid, "notes")}
             return {"rec": rec, "title": self.title(rec), "village": villages.get(rec.unit or "", rec.unit),
                     "values": {k: text(k, v) for k, v in rec.data.items()},
                     "changes": changes, "linked": linked, "person": person, "need": need,
@@ -634,7 +627,7 @@ class Workbench:
                 raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
             with self.store.lock:
                 people = [p for p in self.store.records("person", units=staff.scope)
-                          if not p.data.get("merged_into") and (not unit or p.unit == unit)]
+                          if p.merged_into is None and (not unit or p.unit == unit)]
             rows = find_people(people, q) if q else sorted(people, key=lambda p: sort_key(str(p.data.get("name", ""))))
             return {"rows": rows[:PEOPLE_SHOWN], "found": len(rows), "shown": PEOPLE_SHOWN, "q": q, "unit": unit,
                     "villages": villages, "search_length": SEARCH_LENGTH, **({"notice": SEARCH_GONE} if kept is None else {})}
