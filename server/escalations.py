@@ -6,10 +6,14 @@ an ID number, a mobile number, or the resident's name, phone or address is refus
 The county's node pulls it over its link (``server/relay.py``); county staff accept it, assign a
 department and resolve it with an answer, or send it back. Those ops go down on the next link sync to the
 township, and on to the tablet that recorded the need: an escalation's unit is the need's village, so it
-is in that tablet's scope.
+is in that tablet's scope. The township may withdraw an open escalation, with a reason that goes through
+the same personal-data check; removing a resident (``server.workbench``) withdraws those of her
+cancelled needs (``withdraw_open``), with an answer made from the reason code only. The withdrawal goes up
+on the next link sync like the escalation itself did.
 
     已上报 (escalated) → 已受理 (accepted) → 已办结 (resolved)
-    已上报 or 已受理 → 已退回 (returned, with the reason as the answer)
+    已上报 or 已受理 → 已退回 (returned by the county, with the reason as the answer)
+    已上报 or 已受理 → 已撤回 (withdrawn by the township, with the reason as the answer)
 
 Staff API (signed in, CSRF token in ``x-csrf-token``; JSON bodies):
 
@@ -19,6 +23,7 @@ Staff API (signed in, CSRF token in ``x-csrf-token``; JSON bodies):
     POST /api/staff/escalations/{id}/assign          county: {"department"}
     POST /api/staff/escalations/{id}/resolve         county: {"answer"}
     POST /api/staff/escalations/{id}/return          county: {"answer"} (why it goes back)
+    POST /api/staff/escalations/{id}/withdraw        township: {"answer"} (why it is no longer needed)
     GET  /staff/escalations                          the township's and county's page (zh-CN; other roles
                                                      get the workbench's 403 page), forms post to:
     POST /staff/escalations/{id}                     form fields ``action``, ``department``/``answer``, ``csrf``
@@ -38,6 +43,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
+from sync.edit import Editor
 from sync.errors import BadRequest, InvalidValue, NotFound
 from sync.reference import escalations as list_escalations, now_text
 from sync.schema import ESCALATION_OPEN as OPEN, ID_NUMBER
@@ -50,15 +56,21 @@ from .orders import EscalationOrder, EscalationStep, json_body
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.globals["ESCALATION_OPEN"] = OPEN
 
-#: What county staff may do from each status, and the status it leads to.
-ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "accept": (("已上报",), "已受理"),
-    "assign": (("已受理",), "已受理"),
-    "resolve": (("已受理",), "已办结"),
-    "return": (("已上报", "已受理"), "已退回"),
+#: What staff may do: the role that may, the statuses it starts from and the status it leads to.
+ACTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "accept": ("county", ("已上报",), "已受理"),
+    "assign": ("county", ("已受理",), "已受理"),
+    "resolve": ("county", ("已受理",), "已办结"),
+    "return": ("county", OPEN, "已退回"),
+    "withdraw": ("township", OPEN, "已撤回"),
 }
 #: The field each action needs, if any.
-NEEDS = {"assign": "department", "resolve": "answer", "return": "answer"}
+NEEDS = {"assign": "department", "resolve": "answer", "return": "answer", "withdraw": "answer"}
+#: The answer of an escalation withdrawn because its resident left the township's records, by the removal's
+#: reason (``server.workbench.REMOVE_REASONS``): never the note staff typed, which the county may not see
+REMOVED_ANSWERS = {"迁出到其他镇街": "居民已迁出，需求已取消", "去世": "居民已故，需求已取消"}
+#: ... for any other reason, and when the node itself cancels a need recorded for her later
+REMOVED_ANSWER = "居民已移出本镇街，需求已取消"
 #: Who sees escalations: township staff escalate, county staff answer (server/templates/rollup.html links
 #: to the page for them alone)
 ROLES = ("township", "county")
@@ -109,17 +121,21 @@ def escalate(node: Node, staff: Staff, need: str, summary: str) -> str:
             if e.get("status") in OPEN:
                 raise AlreadyEscalated(f"need {need} is already escalated ({e['status']})",
                                        details={"escalation": e["id"]})
-        pid = rec.data.get("person")
-        found = personal_data(summary, node.store.get(node.store.resolve_id(pid)) if isinstance(pid, str) else None)
-        if found:
-            raise PersonalData(f"the summary holds a resident's {', '.join(_PERSONAL[f] for f in found)}; the county "
-                               "sees no personal data: take it out and describe only the need",
-                               details={"found": found})
+        _refuse_personal(node, rec, summary, "summary", "describe only the need")
         return node.editor(staff.username).create("escalation", {
             "unit": rec.unit, "need": need, "category": rec.data["category"],
             "urgency": rec.data.get("urgency") or "一般", "summary": summary, "status": "已上报",
             "escalated_at": now_text(),
         })
+
+
+def _refuse_personal(node: Node, need: Record | None, text: str, what: str, advice: str) -> None:
+    "Refuse ``text`` (a summary, a reason) holding the personal data of the need's resident, or anyone's"
+    pid = need.data.get("person") if need is not None else None
+    found = personal_data(text, node.store.get(node.store.resolve_id(pid)) if isinstance(pid, str) else None)
+    if found:
+        raise PersonalData(f"the {what} holds a resident's {', '.join(_PERSONAL[f] for f in found)}; the county "
+                           f"sees no personal data: take it out and {advice}", details={"found": found})
 
 
 def personal_data(summary: str, person: Record | None) -> list[str]:
@@ -165,40 +181,58 @@ def _compact(text: str) -> str:
 
 
 def act(node: Node, staff: Staff, escalation: str, action: str, text: str = "") -> dict[str, Any]:
-    "County staff move an escalation on: accept, assign a department, resolve or return it"
+    """Staff move an escalation on: county staff accept, assign a department, resolve or return it;
+    township staff withdraw it, with a reason holding no personal data"""
     if action not in ACTIONS:
         raise BadRequest(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
-    allowed, to = ACTIONS[action]
+    staff.require(ACTIONS[action][0])
     field = NEEDS.get(action)
     text = text.strip()
     if field and not text:
         raise InvalidValue(f"{action} needs a {field}", details={"field": field})
     with node.store.transaction():
         rec = _in_scope(node, staff, escalation)
-        status = rec.data.get("status")
-        if status not in allowed:
-            raise WrongStatus(f"an escalation that is {status} cannot be {action}ed; from {'/'.join(allowed)} only",
-                              details={"status": status, "action": action})
-        values: dict[str, Any] = {}
-        editor = node.editor(staff.username)
-        if not any(e.tier >= editor.rank for e in node.store.state(escalation).get("unit", [])):
-            # the county's first step re-asserts the village at its own tier, so its ops name their unit:
-            # a township restored from a backup older than the escalation then still takes them (the
-            # record comes back with the county's fields) instead of refusing every later link sync
-            values["unit"] = rec.unit
-        if to != status:
-            values["status"] = to
-        if action == "assign":
-            values["department"] = text
-        elif field == "answer":
-            values.update(answer=text, answered_at=now_text())
-        editor.update(escalation, values)
+        if action == "withdraw":
+            _refuse_personal(node, node.store.get(rec.data.get("need", "")), text, "reason",
+                             "say only why the escalation is withdrawn")
+        _step(node.editor(staff.username), rec, action, text)
         got = node.store.get(escalation)
         assert got is not None
         return {"id": escalation, **got.data}
 
 
-def _in_scope(node: Node, staff: Staff, escalation: str) -> Any:
+def withdraw_open(editor: Editor, need: str, answer: str) -> None:
+    """Withdraw the need's open escalations with ``answer`` (which holds no personal data), inside the
+    caller's transaction: the need was cancelled as its resident left the township's records"""
+    for e in list_escalations(editor.store, need=need):
+        rec = editor.store.get(e["id"])
+        if rec is not None and rec.data.get("status") in OPEN:
+            _step(editor, rec, "withdraw", answer)
+
+
+def _step(editor: Editor, rec: Record, action: str, text: str) -> None:
+    "Write one of ``ACTIONS`` on an escalation, if its status allows it (``text``: the field it needs)"
+    _, allowed, to = ACTIONS[action]
+    status = rec.data.get("status")
+    if status not in allowed:
+        raise WrongStatus(f"an escalation that is {status} cannot be {action}ed; from {'/'.join(allowed)} only",
+                          details={"status": status, "action": action})
+    values: dict[str, Any] = {}
+    if not any(e.tier >= editor.rank for e in editor.store.state(rec.id).get("unit", [])):
+        # the county's first step re-asserts the village at its own tier, so its ops name their unit:
+        # a township restored from a backup older than the escalation then still takes them (the
+        # record comes back with the county's fields) instead of refusing every later link sync
+        values["unit"] = rec.unit
+    if to != status:
+        values["status"] = to
+    if action == "assign":
+        values["department"] = text
+    elif NEEDS.get(action) == "answer":
+        values.update(answer=text, answered_at=now_text())
+    editor.update(rec.id, values)
+
+
+def _in_scope(node: Node, staff: Staff, escalation: str) -> Record:
     rec = node.store.get(escalation)
     lo, hi = staff.scope
     if rec is None or rec.coll != "escalation" or rec.unit is None or not lo <= rec.unit <= hi:
@@ -232,7 +266,7 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
         return JSONResponse({"id": rid, "status": "已上报"}, status_code=201)
 
     async def api_act(request: Request) -> Response:
-        staff = changing_staff(request, accounts, "county")
+        staff = changing_staff(request, accounts, *ROLES)  # act() refuses the other role's steps
         action = request.path_params["action"]
         field = NEEDS.get(action)
         step = await json_body(request, EscalationStep)
@@ -248,14 +282,14 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
             "rows": rows, "error": request.query_params.get("error", "")})
 
     async def page_act(request: Request, staff: Staff) -> Response:
-        "The county page's forms; signed out, a stale form or another role: the workbench's Chinese pages"
+        "The page's forms; signed out, a stale form or another role's step: the workbench's Chinese pages"
         form = await pages.form(request)
-        staff.require("county")
+        staff.require(*ROLES)  # and act() the role of the step
         action = str(form.get("action", ""))
         text = str(form.get(NEEDS.get(action, "answer"), ""))
         try:
             await run_in_threadpool(lambda: act(node, staff, request.path_params["id"], action, text))
-        except BadRequest as e:  # a missing answer, a wrong status: say so on the page
+        except BadRequest as e:  # a missing answer, a wrong status, a reason with personal data: say so on the page
             return RedirectResponse(f"/staff/escalations?error={e.code}", status_code=303)
         return RedirectResponse("/staff/escalations", status_code=303)
 

@@ -36,7 +36,7 @@ class Escalation(msgspec.Struct):
 
 class EscalationForm(msgspec.Struct):
     csrf: str
-    action: Literal["accept", "assign", "resolve", "return"]
+    action: Literal["accept", "assign", "resolve", "return", "withdraw"]
     department: str = ""
     answer: str = ""
 
@@ -83,12 +83,12 @@ def flow_paths() -> dict[str, Any]:
                        201, _json("EscalationCreated", "The escalation, 已上报"), 400, 401, 403, 404),
         },
         "/api/staff/escalations/{id}/{action}": {"post": op(
-            "staffEscalationStep", "County staff accept, assign, resolve or return an escalation",
+            "staffEscalationStep", "County staff accept, assign, resolve or return an escalation; township staff withdraw it",
             "EscalationStep", 200, _json("Escalation", "The escalation after the step"), 400, 401, 403, 404,
             parameters=[ident, {"name": "action", "in": "path", "required": True,
-                                "schema": {"enum": ["accept", "assign", "resolve", "return"]}}])},
+                                "schema": {"enum": ["accept", "assign", "resolve", "return", "withdraw"]}}])},
         "/staff/escalations": {"get": {
-            "operationId": "escalationsPage", "summary": "The escalations page (county staff act on it)",
+            "operationId": "escalationsPage", "summary": "The escalations page (county staff act on it, township staff withdraw)",
             "security": session,
             "parameters": [{"name": "error", "in": "query", "required": False, "schema": {"type": "string"}}],
             "responses": {"200": _page("The escalations in the staff member's units"),
@@ -103,8 +103,8 @@ def flow_paths() -> dict[str, Any]:
                                                  "not signed in: to /login",
                                   "headers": {"Location": {"required": True, "schema": {"type": "string"}}}},
                           "400": _page("A page saying why: a form the page did not send"),
-                          "403": _page("A page saying why: a stale form (页面已过期), or an account that is not "
-                                       "county staff"),
+                          "403": _page("A page saying why: a stale form (页面已过期), or a step of another role "
+                                       "(township staff withdraw, county staff do the rest)"),
                           "404": _page("A page saying why: no such escalation in the staff member's units")},
         }},
         "/api/staff/reference": {"get": op(

@@ -55,9 +55,9 @@ from sync.errors import (
 )
 from sync.hlc import HLC, MAX_AHEAD_MS, pack, physical_ms
 from sync.ops import Op
-from sync.schema import LINK_COLLECTIONS, REFERENCE_COLLECTIONS, SCHEMA
+from sync.schema import LINK_COLLECTIONS, NEED_TRANSITIONS, REFERENCE_COLLECTIONS, SCHEMA
 from sync.store import Store, chunks as _chunks, create_private, decode_state as _state_decode, no_cycles
-from sync.types import SET, TIER_RANK, Timestamp
+from sync.types import DELETED, SET, TIER_RANK, Timestamp
 from sync.wire import (
     MAX_UNSEEN,
     MIN_PROTOCOL_VERSION,
@@ -750,6 +750,7 @@ class Node:
                 self.clock.observe(max(o.hlc for o in ops))
                 if applied.new:
                     self._follow_merges(ops)
+                    self._follow_removals(ops)
                     if self.is_link(dev):
                         self._follow_needs(ops)
                 self._seen(dev, req, now, pushed=applied.new)
@@ -786,6 +787,32 @@ class Node:
             if target is None or target.coll != "person":
                 continue
             self.editor(self._last_author(drop, "merged_into")).move_to(rid, keep)
+
+    def _follow_removals(self, ops: Sequence[Op]) -> None:
+        """A need of a resident taken out of the township's records (迁出/注销, ``server.workbench``) that
+        arrives open (a tablet recorded or reopened it offline, before it heard of the removal) is cancelled,
+        and its open escalations withdrawn, as the removal did with her other needs: by ops of this node in
+        the name of the staff member who removed her, so every tablet, the roll-up and the county see it.
+        Cancelled, not hidden or deleted: the worker's need and its history stay, and staff may reopen it
+        should she come back. An escalation the county's concurrent step kept open is withdrawn again."""
+        from .escalations import REMOVED_ANSWER, withdraw_open  # which imports this module
+
+        needs = {op.record for op in ops if op.coll == "need" and op.field in ("person", "status")}
+        for rid in {op.record for op in ops if op.coll == "escalation" and op.field == "status"}:
+            esc = self.store.get(rid)  # a county's step, over its link
+            if esc is not None and isinstance(esc.data.get("need"), str):
+                needs.add(esc.data["need"])
+        for chunk in _chunks(sorted(needs)):
+            gone = self.store.conn.execute(
+                "SELECT n.id, json_extract(n.data, '$.status'), p.id FROM records n JOIN records p"
+                f" ON p.id = json_extract(n.data, '$.person') WHERE n.id IN ({','.join('?' * len(chunk))})"
+                " AND n.coll = 'need' AND NOT n.deleted AND p.deleted AND json_extract(p.data, '$.merged_into') IS NULL",
+                chunk).fetchall()
+            for need, status, person in gone:
+                ed = self.editor(self._last_author(person, DELETED))
+                if "已取消" in NEED_TRANSITIONS.get(status or "待处理", ()):  # still open: 待处理, 已分派, 服务中
+                    ed.update(need, {"status": "已取消"})
+                withdraw_open(ed, need, REMOVED_ANSWER)
 
     def _follow_needs(self, ops: Sequence[Op]) -> None:
         """An escalation stays in its need's village. A county's first step on an escalation re-asserts the

@@ -204,11 +204,14 @@ class EscalateForm(_Form, kw_only=True):
 
 class RemoveForm(_Form, kw_only=True):
     """A resident taken out of the township's records (迁出/注销): ``reason`` one of 迁出到其他镇街, 去世, 其他
-    (which needs a ``note``); without ``confirm=1`` the record's page asks to confirm, writing nothing"""
+    (which needs a ``note``); without ``confirm=1`` the record's page asks to confirm, writing nothing.
+    ``seen`` is what that page listed (the confirm form carries it): if the resident or her open needs
+    changed since, the page asks again (409) and nothing is written"""
 
     reason: str
     note: str | None = None
     confirm: str | None = None
+    seen: str | None = None
 
 
 class NeedForm(_Form, kw_only=True):
@@ -561,6 +564,10 @@ def _workbench_paths() -> dict[str, Any]:
                                       "content": {media: {"schema": {"type": "string"}}}},
                               **_errors(*errors, 401, 403)}}
 
+    remove = form("wbRemove", "Take a resident who moved to another township or died out of the township's records",
+                  "RemoveForm", 404, parameters=[record], asks="The record's page, asking to confirm (no `confirm=1`)")
+    remove["responses"]["409"] = _page("The record's page asking to confirm again: the resident or her open needs "
+                                       "changed since the confirm page was shown (`seen`); nothing was written")
     collection = {"name": "collection", "in": "query", "required": True, "description": "What to export",
                   "schema": {"type": "string", "enum": ["person", "need", "service"]}}
     return {
@@ -574,9 +581,7 @@ def _workbench_paths() -> dict[str, Any]:
         },
         "/staff/records/{record}/escalate": {"post": form(
             "wbEscalate", "Escalate a need to the county (吹哨报到)", "EscalateForm", 404, parameters=[record])},
-        "/staff/records/{record}/remove": {"post": form(
-            "wbRemove", "Take a resident who moved to another township or died out of the township's records",
-            "RemoveForm", 404, parameters=[record], asks="The record's page, asking to confirm (no `confirm=1`)")},
+        "/staff/records/{record}/remove": {"post": remove},
         "/staff/people": {
             "get": page("wbPeople", "The township's residents, or those a search found", 400, parameters=[
                 {"name": "s", "in": "query", "required": False, "schema": {"type": "string"},

@@ -67,7 +67,7 @@ class EscalationOrder(msgspec.Struct):
 
 
 class EscalationStep(msgspec.Struct, omit_defaults=True):
-    "``department`` to assign; ``answer`` to resolve or return; nothing to accept"
+    "``department`` to assign; ``answer`` to resolve, return or withdraw; nothing to accept"
 
     department: str | None = None
     answer: str | None = None

@@ -10,7 +10,8 @@
     /staff/records/{record}         a record's values, its every change (who, device, tier, when, old →
                                     new), and a form to correct it
     /staff/records/{record}/remove  a resident who moved to another township or died (迁出/注销): asks to
-                                    confirm, then cancels the open needs and deletes the resident
+                                    confirm, then cancels the open needs (withdrawing their escalations)
+                                    and deletes the resident
     /staff/duplicates               residents that may be one person (``server.duplicates``); merge, or
                                     mark a pair as two people (``?dismissed=1`` lists those, to restore)
     /staff/needs                    the needs board: by status and village; assign, due dates, status
@@ -39,8 +40,8 @@ from sync import checks
 from sync.errors import InvalidValue, OutOfScope
 from sync.lookup import find_people, sort_key
 from sync.reference import escalations as list_escalations, offered
-from sync.schema import GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, DateTime, Field, LongText, RecordRef, Text, \
-    UnitCode
+from sync.schema import ESCALATION_OPEN, GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, DateTime, Field, LongText, \
+    RecordRef, Text, UnitCode
 from sync.store import Conflict, Record, Store
 from sync.types import DELETED, SET
 
@@ -431,6 +432,12 @@ class Workbench:
         return rec, needs
 
     @staticmethod
+    def removal_seen(rec: Record, needs: list[Record]) -> str:
+        """What the confirm step showed, to tell at confirm time whether the resident or her open needs
+        changed since (a tablet synced, another staff member saved): each record's last op here"""
+        return " ".join([str(rec.seq), *sorted(f"{n.id}@{n.seq}" for n in needs)])
+
+    @staticmethod
     def removal_notes(rec: Record, reason: str, note: str) -> str:
         "A resident's notes with the reason it left the township's records added on a line of its own"
         line = f"{today()} 移出本镇街（{reason}）" + (f"：{note}" if note else "")
@@ -438,35 +445,51 @@ class Workbench:
 
     async def remove(self, request: Request, staff: Staff) -> Response:
         """Take a resident out of the township's records: moved to another township (迁出) or died (注销).
-        The first post shows what will happen and asks to confirm (``confirm=1``); the confirmed one
-        cancels the resident's open needs, adds the reason to its notes and deletes it, all ops by the
-        Editor: a tablet's concurrent edit of the resident then shows as a conflict on the delete"""
+        The first post shows what will happen and asks to confirm (``confirm=1``, with ``seen``, what
+        ``removal_seen`` said then); the confirmed one cancels the resident's open needs, withdraws their
+        open escalations (an answer from the reason alone: the county sees no note), adds the reason to its
+        notes and deletes it, all ops by the Editor: a tablet's concurrent edit of the resident then shows
+        as a conflict on the delete. If the resident or her open needs changed since the confirm page was
+        shown, nothing is written and the page asks again with what is there now. A need a tablet records
+        for her later is cancelled by the node when it arrives (``Node._follow_removals``)."""
         rid = request.path_params["record"]
         form = await self.pages.form(request)
         reason, note = str(form.get("reason", "")).strip(), str(form.get("note", "")).strip()
 
-        if form.get("confirm") != "1":
-            def confirm() -> dict[str, Any]:
-                with self.store.lock:
-                    _, needs = self.removable(staff, rid, reason, note)
-                return {**self.record_view(staff, rid), "removing": {"reason": reason, "note": note, "needs": needs}}
+        def confirm() -> dict[str, Any]:
+            with self.store.lock:
+                rec, needs = self.removable(staff, rid, reason, note)
+                seen = self.removal_seen(rec, needs)
+                escalated = {n.id for n in needs if any(e.get("status") in ESCALATION_OPEN
+                                                        for e in list_escalations(self.store, need=n.id))}
+            return {**self.record_view(staff, rid), "removing": {
+                "reason": reason, "note": note, "needs": needs, "seen": seen, "escalated": escalated}}
 
-            return self.pages.render(request, staff, "wb_record.html", await run_in_threadpool(confirm))
-
-        def write() -> str:
+        def write() -> str | None:
             with self.store.transaction():
                 rec, needs = self.removable(staff, rid, reason, note)
+                if form.get("seen") != self.removal_seen(rec, needs):
+                    return None  # not what the confirm page listed: ask again
                 name = self.title(rec)
                 ed = self.node.editor(staff.username)
+                answer = escalations.REMOVED_ANSWERS.get(reason, escalations.REMOVED_ANSWER)
                 for n in needs:
                     ed.update(n.id, {"status": "已取消"})
+                    escalations.withdraw_open(ed, n.id, answer)
                 ed.update(rid, {"notes": self.removal_notes(rec, reason, note)})
                 ed.delete(rid)
                 cancelled = f"，{len(needs)} 条未完成的需求已改为“已取消”" if needs else ""
                 return (f"已将{name}移出本镇街（{reason}）{cancelled}。平板下次同步后不再列出这位居民，汇总也不再计入；"
                         "本页仍保留记录和变更历史。")
 
-        return self.pages.done(request, f"/staff/records/{rid}", await run_in_threadpool(write))
+        confirmed = form.get("confirm") == "1"
+        if confirmed:
+            done = await run_in_threadpool(write)
+            if done is not None:
+                return self.pages.done(request, f"/staff/records/{rid}", done)
+        view = await run_in_threadpool(confirm)  # asked to confirm, or again: it changed since (a notice says so)
+        view["removing"]["changed"] = confirmed
+        return self.pages.render(request, staff, "wb_record.html", view, status=409 if confirmed else 200)
 
     async def edit(self, request: Request, staff: Staff) -> Response:
         rid = request.path_params["record"]

@@ -58,9 +58,10 @@ GENDERS = ("男", "女")
 TIERS = ("village", "township", "county", "city")
 CATALOGUE_KINDS = ("need_category", "service_type")
 TASK_STATUSES = ("待办", "进行中", "已完成", "已取消")
-#: 吹哨报到: 已上报 (escalated) → 已受理 (accepted) → 已办结 (resolved), or 已退回 (returned).
-ESCALATION_STATUSES = ("已上报", "已受理", "已办结", "已退回")
-#: The escalations still open: the county has yet to resolve or return them.
+#: 吹哨报到: 已上报 (escalated) → 已受理 (accepted) → 已办结 (resolved), or 已退回 (returned by the county),
+#: or 已撤回 (withdrawn by the township: the need was cancelled, its resident removed, say).
+ESCALATION_STATUSES = ("已上报", "已受理", "已办结", "已退回", "已撤回")
+#: The escalations still open: the county has yet to resolve or return them, the township to withdraw them.
 ESCALATION_OPEN = ESCALATION_STATUSES[:2]
 
 Group = Literal["老年人", "儿童", "困难群众", "残疾人", "独居", "留守"]
@@ -75,7 +76,7 @@ Gender = Literal["男", "女"]
 Tier = Literal["village", "township", "county", "city"]
 CatalogueKind = Literal["need_category", "service_type"]
 TaskStatus = Literal["待办", "进行中", "已完成", "已取消"]
-EscalationStatus = Literal["已上报", "已受理", "已办结", "已退回"]
+EscalationStatus = Literal["已上报", "已受理", "已办结", "已退回", "已撤回"]
 
 Text = Annotated[str, Meta(max_length=2000)]
 Name = Annotated[str, Meta(min_length=1, max_length=60)]

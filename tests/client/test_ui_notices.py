@@ -156,6 +156,12 @@ def test_a_needs_escalation_and_the_countys_answer_show_wherever_the_need_does(
         listed = unlocked.get(path).text
         assert "吹哨报到·已退回" in listed and "退回原因：请镇街先协调辖区资源" in listed, path
 
+    editor(township).update(esc, {"status": "已撤回", "answer": "居民已迁出，需求已取消"})  # the township's step
+    deliver(tapp, township)
+    edit = unlocked.get(pages[0]).text
+    assert "镇街已撤回上报" in edit and "撤回原因" in edit and "居民已迁出，需求已取消" in edit
+    assert "吹哨报到·已撤回" in unlocked.get("/needs").text
+
 
 def test_the_tablet_commands_list_them_as_the_app_does(db: Path, township: Store) -> None:
     ed = editor(township)

@@ -31,7 +31,8 @@ def remove_on_the_workbench(url: str, pid: str, reason: str, note: str) -> None:
         form = {"csrf": token, "reason": reason, "note": note}
         ask = c.post(f"/staff/records/{pid}/remove", data=form)
         assert ask.status_code == 200 and "确认移出" in ask.text, ask.text
-        done = c.post(f"/staff/records/{pid}/remove", data={**form, "confirm": "1"})
+        seen = re.findall(r'name="seen" value="([^"]*)"', ask.text)  # what the confirm page listed
+        done = c.post(f"/staff/records/{pid}/remove", data={**form, "confirm": "1", "seen": seen[0]})
         assert "已将" in done.text and "移出本镇街" in done.text, done.text  # followed to the record's page
 
 

@@ -28,6 +28,7 @@ def setup(n: Node, ids: dict[str, Any]) -> None:
     staff = n.editor("liu")
     person = staff.create("person", {"unit": V1, **RESIDENT})
     ids["need"] = staff.create("need", {"unit": V1, "person": person, "category": "养老服务", "status": "待处理"})
+    ids["need2"] = staff.create("need", {"unit": V1, "person": person, "category": "生活物资", "status": "待处理"})
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +159,35 @@ def test_her_house_number_is_never_cut_to_match_another_building() -> None:
                  {"name": "张秀英", "address": "和平街117号5单元"}, [], 1)
     assert personal_data("幸福路17号5单元楼道照明损坏，需协调维修", her) == []
     assert personal_data("老人住和平街117号5单元，独居", her) == ["address"]
+
+
+def test_township_staff_withdraw_an_escalation_with_a_reason_the_county_may_read(world: World, liu: Signed) -> None:
+    "Withdrawn (已撤回): the reason goes through the summary's personal-data check; the county's page offers no step"
+    need = world.ids["need2"]
+    liu.notice(liu.post(f"/staff/records/{need}/escalate", {"summary": "生活物资缺口大，需区里协调"}))
+    [esc] = [e.id for e in _escalations(world) if e.data["need"] == need]
+    row = _row(liu.get("/staff/escalations").text, esc)
+    assert 'value="withdraw"' in row and "撤回原因" in row and 'value="accept"' not in row
+
+    r = liu.post(f"/staff/escalations/{esc}", {"action": "withdraw", "answer": "张 秀英已搬到和平街17号3单元"})
+    assert r.status_code == 303 and r.headers["location"] == "/staff/escalations?error=personal_data", r.text
+    said = re.search(r'<p class="error" role="alert">(.*?)</p>', liu.get(r.headers["location"]).text, re.S)
+    assert said and said.group(1).startswith("撤回原因里有居民的个人信息"), said
+    refused = liu.post(f"/staff/escalations/{esc}", {"action": "accept"})  # the county's step
+    assert refused.status_code == 403 and "您的账户没有这项权限" in refused.text, refused.text
+    assert [e.data["status"] for e in _escalations(world) if e.id == esc] == ["已上报"]
+
+    assert liu.post(f"/staff/escalations/{esc}", {"action": "withdraw", "answer": "镇街已协调解决"}).status_code == 303
+    [got] = [e.data for e in _escalations(world) if e.id == esc]
+    assert (got["status"], got["answer"]) == ("已撤回", "镇街已协调解决")
+    county = world.sign_in("county")
+    row = _row(county.get("/staff/escalations").text, esc)
+    assert "已撤回" in row and "撤回原因：镇街已协调解决" in row and "<form" not in row
+    r = county.post(f"/staff/escalations/{esc}", {"action": "accept"})
+    assert r.headers["location"] == "/staff/escalations?error=wrong_status", r.text
+
+
+def _row(page: str, escalation: str) -> str:
+    "The escalations page's row of one escalation"
+    row = page[page.index(f'data-escalation="{escalation}"'):]
+    return row[:row.index("</tr>")]

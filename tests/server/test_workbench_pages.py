@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from client.tablet import SyncFailed, Tablet
-from staff_world import Signed, World, make_world
+from staff_world import Signed, World, browser_form, make_world
 from e2e_harness import TOWNSHIP, V1, V2, V3, no_sleep
 from server.devicepages import SILENT_DAYS, device_flags
 from server.node import Node
@@ -729,4 +729,7 @@ def test_removing_a_resident_stays_within_the_staff_members_scope(world: World, 
         assert "只能查看汇总数据" in _error(world.sign_in(who).post(f"/staff/records/{pid}/remove", body), 403)
     with closing(world.open()) as n:
         assert n.store.count_ops() == before
-    assert "已将蒋淑芬移出本镇街（去世），1 条未完成的需求" in liu.notice(liu.post(f"/staff/records/{pid}/remove", body))
+    confirm = browser_form(liu.post(f"/staff/records/{pid}/remove", {"reason": "去世"}).text,
+                           f"/staff/records/{pid}/remove")  # the confirm page's form, what it listed in ``seen``
+    assert "已将蒋淑芬移出本镇街（去世），1 条未完成的需求" in liu.notice(liu.client.post(f"/staff/records/{pid}/remove",
+                                                                              data=confirm))

@@ -13,10 +13,15 @@ from typing import Any
 
 import pytest
 
+from server import escalations
+from server.auth import Staff
+from server.node import Node
+from server.relay import sync_link
 from server.snapshots import figures
 from staff_world import browser_form
 from sync.types import DELETED
 from test_pullcache import TOWNSHIP, V1
+from test_relay import COUNTY, serve
 from test_staff_stale_forms import Desk
 
 
@@ -25,6 +30,13 @@ def desk(tmp_path: Path) -> Iterator[Desk]:
     d = Desk(tmp_path / "township.db")
     yield d
     d.close()
+
+
+@pytest.fixture
+def county(tmp_path: Path) -> Iterator[Node]:
+    n = Node(tmp_path / "county.db", COUNTY)
+    yield n
+    n.close()
 
 
 def resident(desk: Desk) -> dict[str, str]:
@@ -150,3 +162,82 @@ def test_removal_refusals_write_nothing(desk: Desk) -> None:
                                                data={"csrf": csrf, "reason": "去世", "confirm": "1"}), 404)
     assert desk.node.store.count_ops() == before
     assert not desk.node.store.get(pid).deleted  # type: ignore[union-attr]
+
+
+def test_the_confirm_step_asks_again_when_her_needs_or_her_record_changed_since_it_was_shown(desk: Desk) -> None:
+    ids = resident(desk)
+    pid, action = ids["person"], f"/staff/records/{ids['person']}/remove"
+    ask = post(desk, action, desk.client.get(f"/staff/records/{pid}").text, reason="迁出到其他镇街", note="迁往凤凰社区")
+    assert "以下 2 条未完成的需求将改为“已取消”" in ask.text
+    late = desk.tab.editor.create("need", {"unit": V1, "person": pid, "category": "医疗健康", "status": "待处理"})
+    desk.sync()  # a need recorded meanwhile, which the confirm page did not list
+    before = desk.node.store.max_seq()
+    again = post(desk, action, ask.text)
+    assert error(again, 409).startswith("内容已变化，请重新确认")
+    assert "以下 3 条未完成的需求将改为“已取消”" in again.text and late in again.text  # what is there now
+    desk.tab.editor.update(pid, {"phone": "13800001111"})  # then her record, changed on a tablet
+    desk.sync()
+    third = post(desk, action, again.text)
+    assert error(third, 409).startswith("内容已变化，请重新确认")
+    desk.tab.editor.update(late, {"status": "服务中"})  # then one of the needs listed
+    desk.sync()
+    fourth = post(desk, action, third.text)
+    assert error(fourth, 409).startswith("内容已变化，请重新确认")
+    assert {op.user for _, op in desk.node.store.ops_since(before)} == {"张丽"}  # the tablet's edits only
+    assert not desk.node.store.get(pid).deleted  # type: ignore[union-attr]
+    said = notice(desk, post(desk, action, fourth.text))  # confirmed on what is there now
+    assert said.startswith("已将张秀英移出本镇街（迁出到其他镇街），3 条未完成的需求已改为“已取消”。")
+
+
+def test_removing_her_withdraws_the_escalations_of_her_needs_at_the_county(desk: Desk, county: Node) -> None:
+    "One the county accepted before; one it accepts while she is removed (its step wins by tier: withdrawn again)"
+    ids = resident(desk)
+    liu, chen = Staff("liu", "township", TOWNSHIP), Staff("chen", "county", COUNTY)
+    accepted = escalations.escalate(desk.node, liu, ids["waiting"], "独居老人需每日送餐")
+    racing = escalations.escalate(desk.node, liu, ids["serving"], "需要县医院上门看诊")
+    _, token = desk.node.add_device(COUNTY, "区-link", tier="county")
+    pid, action = ids["person"], f"/staff/records/{ids['person']}/remove"
+    with serve(desk.node) as link:
+        sync_link(county, "http://township", token, client=link)  # the county pulls both
+        escalations.act(county, chen, accepted, "accept")
+        sync_link(county, "http://township", token, client=link)  # its step comes down
+        escalations.act(county, chen, racing, "accept")  # not yet heard below when she is removed
+
+        ask = post(desk, action, desk.client.get(f"/staff/records/{pid}").text, reason="去世", note="11月20日在家中去世")
+        assert ask.text.count("已上报县区，将撤回") == 2
+        notice(desk, post(desk, action, ask.text))
+        for esc in (accepted, racing):
+            got = desk.node.store.get(esc)
+            assert got is not None and (got.data["status"], got.data["answer"]) == ("已撤回", "居民已故，需求已取消")
+        sync_link(county, "http://township", token, client=link)  # the county's accept down, the withdrawals up
+
+    for store in (county.store, desk.node.store):  # the same on both nodes
+        assert {store.get(e).data["status"] for e in (accepted, racing)} == {"已撤回"}  # type: ignore[union-attr]
+    assert county.store.get(accepted).data["answer"] == "居民已故，需求已取消"  # type: ignore[union-attr]
+    assert county.store.get(racing).data["answer"] == escalations.REMOVED_ANSWER  # type: ignore[union-attr]
+    assert not any("11月20日" in str(op.value) for _, op in county.store.ops_since(0))  # the note stays below
+    with pytest.raises(escalations.WrongStatus):
+        escalations.act(county, chen, accepted, "resolve", "已协调")
+    desk.sync()
+    assert desk.tab.store.get(racing).data["status"] == "已撤回"  # type: ignore[union-attr]
+
+
+def test_a_need_a_tablet_records_for_her_after_the_removal_is_cancelled_when_it_arrives(desk: Desk) -> None:
+    "Recorded offline, before the tablet heard of the removal: kept, with its history, but not open"
+    ids = resident(desk)
+    pid = ids["person"]
+    page = desk.client.get(f"/staff/records/{pid}").text
+    notice(desk, post(desk, f"/staff/records/{pid}/remove", post(desk, f"/staff/records/{pid}/remove", page,
+                                                                  reason="迁出到其他镇街").text))
+    late = desk.tab.editor.create("need", {"unit": V1, "person": pid, "category": "医疗健康", "status": "待处理"})
+    desk.tab.editor.update(ids["resolved"], {"status": "服务中"})  # and a finished one reopened
+    desk.sync()
+    store = desk.node.store
+    for rid in (late, ids["resolved"]):
+        ops = store.record_ops(rid)
+        assert store.get(rid).data["status"] == "已取消" and not store.get(rid).deleted  # type: ignore[union-attr]
+        assert (ops[-1].field, ops[-1].user, ops[-1].tier) == ("status", "liu", 2)  # the node's, for who removed her
+        assert any(op.field == "status" and op.user == "张丽" for op in ops)  # the worker's own, kept
+    assert desk.tab.store.get(late).data["status"] == "已取消"  # type: ignore[union-attr]  # in the same sync
+    needs = {tuple(c.k): c.v for k, cs in figures(store, TOWNSHIP).items() if k.startswith("needs/") for c in cs}
+    assert (V1, "医疗健康", "待处理") not in needs and needs[(V1, "医疗健康", "已取消")] == [1]
