@@ -220,6 +220,14 @@ class NeedForm(_Form, kw_only=True):
     back: str | None = None
 
 
+class TaskReportForm(_Form, kw_only=True):
+    "One village's progress on a task: ``status`` one of 未开始, 进行中, 已完成, and a short ``note``"
+
+    village: str
+    status: str
+    note: str | None = None
+
+
 class EnrolForm(_Form, kw_only=True):
     unit: str
     user: str
@@ -323,7 +331,7 @@ def openapi_spec() -> dict[str, Any]:
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, DisabledAccount, NewStaffAccount, StaffAccount,
-                        ListedAccount, ResolveForm, RecordForm, MergeForm, PairForm, NeedForm, EnrolForm, RevokeForm,
+                        ListedAccount, ResolveForm, RecordForm, MergeForm, PairForm, NeedForm, TaskReportForm, EnrolForm, RevokeForm,
                         EscalateForm, RemoveForm, Snapshot]
     from .flows_openapi import FLOW_TYPES, flow_paths  # reference data and escalations
 
@@ -592,6 +600,10 @@ def _workbench_paths() -> dict[str, Any]:
              "description": "A village of the township"}])},
         "/staff/needs/{record}": {"post": form("wbNeed", "Assign a need, set its due date or status", "NeedForm",
                                                404, parameters=[record])},
+        "/staff/tasks": {"get": page("wbTasks", "The tasks, each with its villages' progress")},
+        "/staff/tasks/{task}/report": {"post": form("wbTaskReport", "Set a village's progress on a task",
+                                                    "TaskReportForm", 404, parameters=[
+            {"name": "task", "in": "path", "required": True, "schema": {"type": "string"}}])},
         "/staff/devices": {"get": page("wbDevices", "The township's tablets, and enrolling a new one")},
         "/staff/devices/enrol": {"post": form("wbEnrol", "Make a one-time enrolment code; to the page that shows "
                                               "it, `/staff/devices/enrol/{key}`", "EnrolForm")},

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from .edit import Editor
@@ -206,6 +207,14 @@ def task_reports(store: Store, *, units: tuple[str, str] | None = None) -> dict[
     "The task reports of the villages in a unit range (all held if None), by (task, village)"
     return {(str(r.data.get("task")), r.unit or ""): {"id": r.id, **r.data}
             for r in store.records("task_report", units=units)}
+
+
+def progress_counts(statuses: Iterable[Any]) -> dict[str, int]:
+    "How many villages are at each of ``REPORT_STATUSES``, given each village's; no report counts as 未开始"
+    counts = dict.fromkeys(REPORT_STATUSES, 0)
+    for s in statuses:
+        counts[s if s in counts else REPORT_STATUSES[0]] += 1
+    return counts
 
 
 def escalations(store: Store, *, need: str | None = None, units: tuple[str, str] | None = None) -> list[dict[str, Any]]:

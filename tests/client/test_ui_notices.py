@@ -259,5 +259,18 @@ def test_a_sync_brings_the_notices_tasks_and_answer_to_the_tablet_app(
             assert "船山区 发布" in listed and "各村做好汛期巡查" in listed
             edit = c.get(f"/needs/{need}/edit").text
             assert "县区已办结" in edit and "已协调社区食堂每日送餐上门" in edit
+            # the village's progress on the county's task goes up to the township at the next sync
+            task = re.search(r'action="/tasks/([0-9a-f-]+)/report"', listed)
+            assert task is not None
+            r = c.post(f"/tasks/{task[1]}/report", data={"csrf": app.csrf, "status": "已完成", "note": "已走访"},
+                       headers={"origin": ORIGIN})
+            assert r.status_code == 303
+            assert c.post("/sync", data={"csrf": app.csrf}, headers={"origin": ORIGIN}).status_code == 303
+            assert app.job is not None
+            app.job.wait(30)
+            assert app.job.snapshot()["state"] == "done"
     finally:
         app.close()
+    with closing(Node(node_db, TOWNSHIP)) as t:
+        assert [(k, r["status"], r["note"]) for k, r in ref.task_reports(t.store).items()] == [
+            ((task[1], V1), "已完成", "已走访")]
