@@ -646,7 +646,10 @@ def _rollup_paths() -> dict[str, Any]:
             "security": [{"bearerAuth": []}, *session],
             "parameters": [{"name": "have", "in": "query", "required": False, "schema": {"type": "string"},
                             "description": "The parts the caller holds, `name:hash` pairs separated by commas; "
-                                           "the answer leaves out those unchanged"}],
+                                           "the answer leaves out those unchanged"},
+                           {"name": "with", "in": "query", "required": False, "schema": {"type": "string"},
+                            "description": "The optional sections the caller takes, separated by commas "
+                                           "(`tasks`: villages' progress on tasks); others are left out"}],
             "responses": {
                 "200": {"description": "The snapshot: every part's hash in `manifest`, the changed ones in "
                                        "`parts`",

@@ -92,7 +92,9 @@ ID_NUMBER = r"\d{17}[\dX]"
 IdNumber = Annotated[str, Meta(pattern=f"^{ID_NUMBER}$")]
 Phone = Annotated[str, Meta(pattern=r"^[0-9+\- ]{5,20}$")]
 UnitCode = Annotated[str, Meta(pattern=r"^[0-9]{12}$")]
-RecordRef = Annotated[str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+#: A record's id, as ops name it (a UUID, lower-case hex)
+RECORD_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+RecordRef = Annotated[str, Meta(pattern=f"^{RECORD_ID}$")]
 Count = Annotated[int, Meta(ge=0, le=100_000)]
 Title = Annotated[str, Meta(min_length=1, max_length=200)]
 #: The longest note of a task report: a line, not a case file
