@@ -1,5 +1,6 @@
 """The tablet app's pages: set-up, unlock, residents (search first, then register), needs, services, sync and
-conflicts; and, read-only, the notices and tasks that came down and a need's escalation (吹哨报到). Each
+conflicts; the notices and tasks that came down (read-only, but for the village's progress on each task) and
+a need's escalation (吹哨报到). Each
 handler reads or writes through ``TabletApp.run`` (the pages' tablet, under its lock) and renders a
 template from ``client/templates``; every form POST carries the CSRF token.
 

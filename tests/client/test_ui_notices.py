@@ -1,6 +1,7 @@
 """What came down to the tablet, shown in the tablet app (read-only): the notices and tasks of the
 township, county and city, newest first, on the home page (the newest few, with how many are new) and on
-a 通知任务 page of their own; and a need's escalation (吹哨报到) with the county's answer, on every page
+a 通知任务 page of their own, where the worker marks the village's progress on a task (one report per task and
+village, whichever tablet writes it); and a need's escalation (吹哨报到) with the county's answer, on every page
 that shows the need, and nothing for a need never escalated.
 
 The first tests apply a node's ops straight to the tablet's store, as a sync would (no node runs, see
