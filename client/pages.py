@@ -426,7 +426,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         def load(tab: Tablet) -> dict[str, Any]:
             ref = from_above(tab)  # marked new as they were before this visit: now they are seen
             tab.store.set_meta(SEEN_KEY, json.dumps(sorted(r["id"] for r in ref["notices"] + ref["tasks"])))
-            return ref
+            return {**ref, "note_max": NOTE_MAX}
 
         return await render(request, "notices.html", await tapp.run(load))
 
@@ -440,10 +440,9 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             task = tab.get(tid)
             if task is None or task.coll != "task" or task.deleted:
                 return "没有找到这项任务，它可能已被撤回。请刷新页面。"
-            if status not in REPORT_STATUSES:
-                return f"进度只能是{'、'.join(REPORT_STATUSES)}之一。请返回页面重新选择。"
-            if len(note) > NOTE_MAX:
-                return f"说明太长了：最多 {NOTE_MAX} 个字，现在 {len(note)} 个字。请删短后再保存。"
+            problem = checks.task_report(status, note)
+            if problem is not None:
+                return problem.zh + "。"
             tab.report_task(tid, status, note)
             return ""
 

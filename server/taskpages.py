@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from sync import reference as ref
+from sync import checks, reference as ref
 from sync import units as unitlib
 from sync.errors import InvalidValue, NotFound
 from sync.schema import NOTE_MAX, REPORT_STATUSES
@@ -57,10 +57,9 @@ class TaskPages:
         form = await self.pages.form(request)
         village, status = required(form, "village", "status")
         note = str(form.get("note", "")).strip()
-        if status not in REPORT_STATUSES:
-            raise PageError(f"进度“{status}”不对：应为{'、'.join(REPORT_STATUSES)}之一。")
-        if len(note) > NOTE_MAX:
-            raise PageError(f"说明太长了：最多 {NOTE_MAX} 个字，现在 {len(note)} 个字。请删短后再保存。")
+        problem = checks.task_report(status, note)
+        if problem is not None:
+            raise PageError(problem.zh + "。")
 
         def write() -> str:
             villages = self.villages(staff)

@@ -23,7 +23,7 @@ from typing import Any
 
 from .edit import Editor
 from .errors import InvalidValue, NotFound, ReadOnly
-from . import units as unitlib
+from . import checks, units as unitlib
 from .schema import CATALOGUE_KINDS, CATEGORIES, REPORT_STATUSES, TASK_STATUSES
 from .store import Record, Store
 from .types import CHINA_TIME
@@ -126,9 +126,9 @@ def report_task(editor: Editor, task: str, village: str, status: str, note: str 
                            details={"unit": village})
     if rec.unit is None or rec.unit not in unitlib.ancestors(village):
         raise InvalidValue(f"task {task} was set by {rec.unit}, not for {village}", details={"record": task})
-    if status not in REPORT_STATUSES:
-        raise InvalidValue(f"a task report's status is one of {', '.join(REPORT_STATUSES)}, not {status!r}",
-                           details={"field": "status"})
+    problem = checks.task_report(status, note or "")
+    if problem is not None:
+        raise InvalidValue(problem.message, details={"problem": problem.code})
     rid = task_report_id(task, village)
     values: dict[str, Any] = {"status": status} if note is None else {"status": status, "note": note}
     with editor.store.transaction():

@@ -122,7 +122,7 @@ def test_the_worker_marks_the_villages_progress_on_a_task_and_two_tablets_keep_o
     r = post(unlocked, tapp, f"/tasks/{task}/report", {"status": "进行中", "note": "已走访 12 户"})
     assert r.status_code == 303 and r.headers["location"] == f"/notices?done=reported#task-{task}"
     page = unlocked.get("/notices?done=reported").text
-    assert "任务进度已保存在本机" in page
+    assert "任务进度已保存在本机" in page and 'maxlength="200"' in page
     assert items(page, "tasks") == [f"高龄老人走访 待办 {COUNTY} 布置 · 截止 {day(-1)}（已逾期） 本村进度： 进行中 已走访 12 户 "
                                     "标记已完成"]
     post(unlocked, tapp, f"/tasks/{task}/report", {"status": "已完成", "note": "全部走访完"})

@@ -738,7 +738,7 @@ def test_the_tasks_page_shows_each_villages_progress_and_the_township_sets_it(wo
     assert "未开始 1，进行中 0，已完成 2" in page
 
     # refusals: bad input, another village, another role; nothing written
-    for form, says in (({"village": V3, "status": "办完了"}, "进度“办完了”不对"),
+    for form, says in (({"village": V3, "status": "办完了"}, "进度只能是未开始、进行中、已完成之一"),
                        ({"village": V3, "status": "已完成", "note": "字" * 201}, "最多 200 个字"),
                        ({"village": "510903002001", "status": "已完成"}, "不在您负责的范围内"),
                        ({"status": "已完成"}, "表单缺少内容：village")):
