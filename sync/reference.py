@@ -10,8 +10,9 @@ hashing, not a UUIDv7): the same entry created at two tiers is one record, and t
 merge by tier instead of leaving two entries with one code. A ``unit`` record's id is derived from its
 code the same way, and a ``task_report``'s from its task and village (``task_report_id``): two tablets of
 one village marking a task offline make one report, whose values merge by tier, then clock, instead of
-two reports of which the counts would need to pick one. These are the only exceptions to DESIGN.md's "a record's id is a UUIDv7 made where
-the record is created": still no server round trip, and still made where the record is created.
+two reports of which the counts would need to pick one. These are the only exceptions to DESIGN.md's "a
+record's id is a UUIDv7 made where the record is created": still no server round trip, and still made
+where the record is created.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from . import checks, units as unitlib
 from .edit import Editor
 from .errors import InvalidValue, NotFound, ReadOnly
-from . import checks, units as unitlib
 from .schema import CATALOGUE_KINDS, CATEGORIES, REPORT_STATUSES, TASK_STATUSES
 from .store import Record, Store
 from .types import CHINA_TIME
