@@ -1,5 +1,6 @@
 """The tablet app's pages: set-up, unlock, residents (search first, then register), needs, services, sync and
-conflicts; and, read-only, the notices and tasks that came down and a need's escalation (吹哨报到). Each
+conflicts; the notices and tasks that came down (read-only, but for the village's progress on each task) and
+a need's escalation (吹哨报到). Each
 handler reads or writes through ``TabletApp.run`` (the pages' tablet, under its lock) and renders a
 template from ``client/templates``; every form POST carries the CSRF token.
 
@@ -30,7 +31,7 @@ from sync.errors import InvalidValue, NotFound, Unauthorized
 from sync.ops import uuid7
 from sync.lookup import find_people, name_matches, normalize, sort_key
 from sync.reference import now_text
-from sync.schema import CATALOGUE_KINDS, SCHEMA, TASK_STATUSES
+from sync.schema import CATALOGUE_KINDS, NOTE_MAX, REPORT_STATUSES, SCHEMA, TASK_STATUSES
 from sync.store import Conflict, Record
 from sync.types import CHINA_TIME, DELETED, china_time
 
@@ -51,6 +52,7 @@ DONE = {
     "need_merged": "需求已记录。这位居民的登记已与另一条合并，需求记在合并后的居民名下。",
     "service_merged": "服务记录已保存。这位居民的登记已与另一条合并，记录记在合并后的居民名下。",
     "resolved": "已选定，冲突已解决；下次同步时会告诉镇街。",
+    "reported": "任务进度已保存在本机，下次同步时报给镇街。",
     "changed": "这个冲突已有变化，请重新查看后再选。",
     "enrolled": "本平板已登记，可以开始工作了。数据用您设置的 PIN 加密保存在本机。",
     "reattached": "本平板已重新接入镇街服务器，本机数据都在。请点“立即同步”，把本机的数据全部发给镇街。",
@@ -201,9 +203,14 @@ def from_above(tab: Tablet) -> dict[str, Any]:
     def shown(r: dict[str, Any]) -> dict[str, Any]:
         return {**r, "by": units.get(str(r.get("unit"))) or r.get("unit", ""), "new": r["id"] not in seen}
 
+    reports = tab.task_reports()
+
     def task(t: dict[str, Any]) -> dict[str, Any]:
         status, due = t.get("status") or TASK_STATUSES[0], str(t.get("due_date") or "")
-        return {**shown(t), "status": status, "overdue": bool(due) and due < today and status in OPEN_TASKS}
+        report = reports.get(t["id"], {})
+        return {**shown(t), "status": status, "overdue": bool(due) and due < today and status in OPEN_TASKS
+                and report.get("status") != "已完成",
+                "progress": report.get("status") or REPORT_STATUSES[0], "note": report.get("note") or ""}
 
     notices = [{**shown(n), "at": _china_minute(n.get("published_at"))} for n in tab.notices()]
     newest_set_first = sorted(tab.tasks(), key=lambda t: str(t["id"]), reverse=True)  # ids are UUIDv7s
@@ -444,9 +451,30 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         def load(tab: Tablet) -> dict[str, Any]:
             ref = from_above(tab)  # marked new as they were before this visit: now they are seen
             tab.store.set_meta(SEEN_KEY, json.dumps(sorted(r["id"] for r in ref["notices"] + ref["tasks"])))
-            return ref
+            return {**ref, "note_max": NOTE_MAX}
 
         return await render(request, "notices.html", await tapp.run(load))
+
+    async def task_report(request: Request) -> Response:
+        "This village's progress on a task: 标记进行中 / 标记已完成, with an optional note"
+        tid = request.path_params["id"]
+        form = await form_of(request)
+        status, note = str(form.get("status", "")), str(form.get("note", "")).strip()
+
+        def save(tab: Tablet) -> str:
+            task = tab.get(tid)
+            if task is None or task.coll != "task" or task.deleted:
+                return "没有找到这项任务，它可能已被撤回。请刷新页面。"
+            problem = checks.task_report(status, note)
+            if problem is not None:
+                return problem.zh + "。"
+            tab.report_task(tid, status, note)
+            return ""
+
+        refused = await tapp.run(save)
+        if refused:
+            return await render(request, "error.html", {"message": refused}, 400)
+        return _redirect(f"/notices?done=reported#task-{tid}")
 
     # -- residents ----------------------------------------------------------------------------------
 
@@ -905,6 +933,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         Route("/services/{id}/edit", service_edit, methods=["GET"]),
         Route("/services/{id}/edit", service_update, methods=["POST"]),
         Route("/notices", notices),
+        Route("/tasks/{id}/report", task_report, methods=["POST"]),
         Route("/sync", sync_page, methods=["GET"]),
         Route("/sync", sync_start, methods=["POST"]),
         Route("/sync/reattach", reattach, methods=["POST"]),

@@ -535,6 +535,14 @@ class Tablet:
         "Tasks set by the township, county and city, the soonest due first"
         return reference.tasks(self.store)
 
+    def report_task(self, task: str, status: str, note: str | None = None) -> str:
+        "Record this village's progress on a task (``reference.report_task``); returns the report's id"
+        return reference.report_task(self.editor, task, self.unit, status, note)
+
+    def task_reports(self) -> dict[str, dict[str, Any]]:
+        "This village's reports on the tasks, by task id"
+        return {task: r for (task, unit), r in reference.task_reports(self.store).items() if unit == self.unit}
+
     def catalogue(self, kind: str, *, include_retired: bool = False) -> list[dict[str, Any]]:
         "A synced catalogue (``need_category`` or ``service_type``) in its order"
         return reference.catalogue(self.store, kind, include_retired=include_retired)

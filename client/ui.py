@@ -10,6 +10,7 @@ no network at all (``cunsync tablet ui``).
     GET  /people/{id}            a resident: details, needs, services, open conflicts
     GET  /needs, /services       lists, searched and filtered
     GET  /notices                the notices and tasks that came down from the township and above
+    POST /tasks/{id}/report      the village's progress on a task: 进行中 or 已完成, with a note
     GET  /sync                   pending changes, sync with progress, conflicts with competing values
     POST /sync/reattach          a tablet the node no longer knows (restored): the township's new code
     GET  /api/status             JSON: pending, conflicts, the sync job's progress (the page polls it)

@@ -21,6 +21,7 @@ asks the child for it again. Tables:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -32,10 +33,13 @@ import msgspec
 from sync import checks
 from sync import units as unitlib
 from sync.errors import BadRequest, NotFound, OutOfScope
+from sync.schema import RECORD_ID
 from sync.store import Store
 from sync.wire import MSGPACK, decode
 
-from .snapshots import GROUPS, SHAPES, Part, Snapshot, Source, decode_part, encode_part, section_of
+from .snapshots import GROUPS, OPTIONAL, SHAPES, Part, Snapshot, Source, decode_part, encode_part, section_of
+
+_RECORD_ID = re.compile(RECORD_ID)
 
 _SQL = """
 CREATE TABLE IF NOT EXISTS links (
@@ -253,7 +257,7 @@ def _check_part(part: Part, unit: str, under: Callable[[str], bool]) -> None:
     section = section_of(part.name)
     if section is None:
         raise _bad_part(unit, part, "is no part a snapshot has (needs/YYYY-MM, services/YYYY-MM, "
-                                    "resolved/YYYY-MM, residents, devices)")
+                                    "resolved/YYYY-MM, residents, devices, tasks)")
     keys, values = SHAPES[section]
     for cell in part.cells:
         if not cell.k or not lo <= cell.k[0] <= hi:
@@ -268,6 +272,8 @@ def _check_part(part: Part, unit: str, under: Callable[[str], bool]) -> None:
             raise _bad_part(unit, part, f"has a cell {cell.k} -> {cell.v}; counts are 0 or more, or null")
         if section == "resolved" and not (cell.k[1].isascii() and cell.k[1].isdigit()):
             raise _bad_part(unit, part, f"has a cell {cell.k}; its days to resolve must be a whole number")
+        if section == "tasks" and not _RECORD_ID.fullmatch(cell.k[1]):
+            raise _bad_part(unit, part, f"has a cell {cell.k}; its task must be a record id")
         if section == "residents" and cell.k[1] not in GROUPS:
             raise _bad_part(unit, part, f"has a cell {cell.k}; its group must be one of {', '.join(GROUPS)}")
     for cl in part.closures:
@@ -286,7 +292,9 @@ def _bad_part(unit: str, part: Part, what: str) -> BadRequest:
 
 def fetch(link: Link, have: dict[str, str], *, client: httpx.Client | None = None) -> tuple[Snapshot, int]:
     """GET the child's snapshot, sending the parts held; returns it and the bytes received on the wire"""
-    params = {"have": ",".join(f"{n}:{h}" for n, h in sorted(have.items()))} if have else {}
+    params = {"with": ",".join(OPTIONAL)}
+    if have:
+        params["have"] = ",".join(f"{n}:{h}" for n, h in sorted(have.items()))
     headers = {"Authorization": f"Bearer {link.token}", "Accept": MSGPACK, "Accept-Encoding": "gzip"}
     own = client is None
     c = client or httpx.Client(timeout=TIMEOUT)

@@ -230,6 +230,14 @@ class SearchForm(_Form, kw_only=True):
     unit: str | None = None
 
 
+class TaskReportForm(_Form, kw_only=True):
+    "One village's progress on a task: ``status`` one of 未开始, 进行中, 已完成, and a short ``note``"
+
+    village: str
+    status: str
+    note: str | None = None
+
+
 class EnrolForm(_Form, kw_only=True):
     unit: str
     user: str
@@ -333,8 +341,8 @@ def openapi_spec() -> dict[str, Any]:
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, DisabledAccount, NewStaffAccount, StaffAccount,
-                        ListedAccount, ResolveForm, RecordForm, MergeForm, PairForm, NeedForm, EnrolForm, RevokeForm,
-                        SearchForm, EscalateForm, RemoveForm, Snapshot]
+                        ListedAccount, ResolveForm, RecordForm, MergeForm, PairForm, NeedForm, TaskReportForm,
+                        EnrolForm, RevokeForm, SearchForm, EscalateForm, RemoveForm, Snapshot]
     from .flows_openapi import FLOW_TYPES, flow_paths  # reference data and escalations
 
     types += FLOW_TYPES
@@ -608,6 +616,10 @@ def _workbench_paths() -> dict[str, Any]:
              "description": "A village of the township"}])},
         "/staff/needs/{record}": {"post": form("wbNeed", "Assign a need, set its due date or status", "NeedForm",
                                                404, parameters=[record])},
+        "/staff/tasks": {"get": page("wbTasks", "The tasks, each with its villages' progress")},
+        "/staff/tasks/{task}/report": {"post": form("wbTaskReport", "Set a village's progress on a task",
+                                                    "TaskReportForm", 404, parameters=[
+            {"name": "task", "in": "path", "required": True, "schema": {"type": "string"}}])},
         "/staff/devices": {"get": page("wbDevices", "The township's tablets, and enrolling a new one")},
         "/staff/devices/enrol": {"post": form("wbEnrol", "Make a one-time enrolment code; to the page that shows "
                                               "it, `/staff/devices/enrol/{key}`", "EnrolForm")},
@@ -650,7 +662,10 @@ def _rollup_paths() -> dict[str, Any]:
             "security": [{"bearerAuth": []}, *session],
             "parameters": [{"name": "have", "in": "query", "required": False, "schema": {"type": "string"},
                             "description": "The parts the caller holds, `name:hash` pairs separated by commas; "
-                                           "the answer leaves out those unchanged"}],
+                                           "the answer leaves out those unchanged"},
+                           {"name": "with", "in": "query", "required": False, "schema": {"type": "string"},
+                            "description": "The optional sections the caller takes, separated by commas "
+                                           "(`tasks`: villages' progress on tasks); others are left out"}],
             "responses": {
                 "200": {"description": "The snapshot: every part's hash in `manifest`, the changed ones in "
                                        "`parts`",

@@ -39,7 +39,8 @@ TIER_LABELS = unitlib.TIER_NAMES  # the name the templates and server/workbench.
 SKEW_LIMIT_MS = 5 * 60 * 1000
 #: The nav bar: path, label.
 NAV = (("/staff", "概览"), ("/staff/people", "居民"), ("/staff/conflicts", "冲突"), ("/staff/duplicates", "疑似重复"),
-       ("/staff/needs", "需求看板"), ("/staff/escalations", "吹哨报到"), ("/staff/devices", "设备"),
+       ("/staff/needs", "需求看板"), ("/staff/escalations", "吹哨报到"), ("/staff/tasks", "任务"),
+       ("/staff/devices", "设备"),
        ("/staff/export", "导出"))
 
 #: Notices waiting for the page after a form, kept at most, and for at most so many seconds (each waits

@@ -83,15 +83,25 @@ def task_add(db: str, title: str, description: str, due_date: str | None, status
 @db_option
 def task_list(db: str) -> None:
     """Tasks this node holds (its own and those from above), the soonest due first: id, unit, status, due
-    date, title.
+    date, title. On a county or city node, a task set there or above is followed by its villages'
+    progress from the snapshots last pulled: 已完成, 进行中, 未开始 or not reported (未开始/未报).
 
     Example:
 
         cunsync task list --db township.db
     """
+    from .rollup_web import node_rollup
+    from .snapshots import Snapshotter
+
     with opened(db) as node:
+        ro = node_rollup(node, Snapshotter(node.store, node.unit)) if node.tier in ("county", "city") else None
+        followed = {t["id"] for t in ro.tasks} if ro is not None else set()
         for t in ref.tasks(node.store):
-            click.echo(f"{t['id']}  {t['unit']}  {t.get('status', '')}  {t.get('due_date') or '-'}  {t['title']}")
+            line = f"{t['id']}  {t['unit']}  {t.get('status', '')}  {t.get('due_date') or '-'}  {t['title']}"
+            if ro is not None and t["id"] in followed:
+                todo, doing, done = ro.task_progress(t["id"])
+                line += f"  已完成 {done} · 进行中 {doing} · 未开始/未报 {todo}"
+            click.echo(line)
 
 
 @task_group.command(name="status")

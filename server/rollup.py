@@ -117,6 +117,10 @@ class Rollup:
     #: the small-cell threshold each township under (or at) this node published with, where known
     thresholds: dict[str, int] = field(default_factory=dict)
     closures: list[MonthClosure] = field(default_factory=list)
+    #: villages' progress by task, then child: (未开始 or not reported, 进行中, 已完成)
+    progress: dict[str, dict[str, Triple]] = field(default_factory=dict)
+    #: the tasks set by this node's unit or a unit above it, the soonest due first: what the page lists
+    tasks: list[dict[str, object]] = field(default_factory=list)
     freshness: list[Freshness] = field(default_factory=list)
     taken_at: int = 0
     watermark: int = 0
@@ -205,6 +209,11 @@ class Rollup:
         return (f"{' · '.join(key)}：{self.cell_text(township, section, d.before)} → "
                 f"{self.cell_text(township, section, d.after)}")
 
+    def task_progress(self, task: str, child: str | None = None) -> Triple:
+        "How many villages (of one child, or all) are 未开始 or have not reported, 进行中, 已完成 on a task"
+        rows = [t for c, t in self.progress.get(task, {}).items() if child is None or c == child]
+        return (sum(r[0] for r in rows), sum(r[1] for r in rows), sum(r[2] for r in rows))
+
     def stale(self) -> list[Freshness]:
         "The children whose figures are old, or leave out a malformed part"
         return [f for f in self.freshness if f.error or f.bad_parts]
@@ -231,6 +240,7 @@ def build(unit: str, parts: Mapping[str, Part], sources: Iterable[Source] = (), 
     days: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     residents: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     devices: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    progress: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
     closures: list[tuple[str, Closure]] = []
     for name, part in parts.items():
         section, _, month = name.partition("/")
@@ -257,6 +267,8 @@ def build(unit: str, parts: Mapping[str, Part], sources: Iterable[Source] = (), 
             elif section == "devices":
                 for i in range(3):
                     devices[child][i] += v[i]
+            elif section == "tasks":  # [进行中, 已完成] of one village
+                progress[cell.k[1]][child][2 if v[1] else 1 if v[0] else 0] += 1
     ro.freshness = _freshness(unit, sources, ro.name, at)
     kids.update(f.unit for f in ro.freshness)
     ro.children = sorted(kids)
@@ -266,6 +278,7 @@ def build(unit: str, parts: Mapping[str, Part], sources: Iterable[Source] = (), 
     ro.resolved_days = {c: dict(h) for c, h in days.items()}
     ro.residents = {c: dict(g) for c, g in residents.items()}
     ro.devices = {c: (r[0], r[1], r[2]) for c, r in devices.items()}
+    ro.progress = {t: {c: (r[0], r[1], r[2]) for c, r in cs.items()} for t, cs in progress.items()}
     ro.suppressed = dict(suppressed)
     ro.closures = _month_closures(ro, closures)
     return ro

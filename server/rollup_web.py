@@ -1,7 +1,7 @@
 """The snapshot endpoint and the roll-up pages of a node.
 
     GET /api/snapshot   this node's snapshot (``server.snapshots.Snapshot``), only the parts the caller
-                        lacks (``have=name:hash,...``); MessagePack, or JSON on request; gzip. For the node
+                        lacks (``have=name:hash,...``), the optional sections it names (``with=tasks``); MessagePack, or JSON on request; gzip. For the node
                         above, with a link token; or for this node's signed-in staff
     GET /rollup         the roll-up page (zh-CN): needs by category and status per child, services per
                         month, resolution times, each child's freshness; inline SVG charts
@@ -28,6 +28,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
+from sync import reference as ref
 from sync import units as unitlib
 from sync.errors import DeviceRevoked, Forbidden, OutOfScope, Unauthorized
 from sync.schema import STATUSES
@@ -40,7 +41,7 @@ from .node import Device, Node
 from .pages import CST, local_time
 from .relay import unknown_link_token
 from .rollup import Rollup, build, to_csv, to_xlsx
-from .snapshots import GROUPS, Snapshotter, parse_have
+from .snapshots import GROUPS, Snapshotter, parse_have, parse_with
 from .staff import csrf_token, current_staff, session_staff
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -73,8 +74,17 @@ def unit_names(node: Node) -> dict[str, str]:
 def node_rollup(node: Node, snapshotter: Snapshotter, staff: Staff | None = None) -> Rollup:
     "The node's roll-up; for ``staff``, only within their scope"
     parts, watermark, sources = snapshotter.parts(scope=staff.scope if staff is not None else None)
-    return build(node.unit, parts, sources, names=unit_names(node), taken_at=int(time.time()),
-                 watermark=watermark, suppress_below=snapshotter.suppress_below)
+    ro = build(node.unit, parts, sources, names=unit_names(node), taken_at=int(time.time()),
+               watermark=watermark, suppress_below=snapshotter.suppress_below)
+    ro.tasks = set_here_or_above(node)
+    return ro
+
+
+def set_here_or_above(node: Node) -> list[dict[str, Any]]:
+    "The tasks set by the node's unit or a unit above it, the soonest due first: those whose progress it follows"
+    mine = {node.unit, *unitlib.ancestors(node.unit)}
+    with node.store.lock:
+        return [t for t in ref.tasks(node.store) if t.get("unit") in mine]
 
 
 def _staff(request: Request, node: Node) -> Staff | None:
@@ -104,7 +114,8 @@ def rollup_routes(node: Node, snapshotter: Snapshotter | None = None) -> list[Ba
             raise Unauthorized("send the link token the node below issued ('Authorization: Bearer <token>'), "
                                "or sign in as this node's staff")
         have = parse_have(request.query_params.get("have"))
-        body = await run_in_threadpool(lambda: snap.snapshot(have, scope=scope))
+        sections = parse_with(request.query_params.get("with"))
+        body = await run_in_threadpool(lambda: snap.snapshot(have, scope=scope, sections=sections))
         fmt = format_for(request.headers.get("accept"))
         payload = encode(body, fmt)
         headers = {}

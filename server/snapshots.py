@@ -8,6 +8,13 @@ the parts whose hash differs from what it holds:
     resolved/YYYY-MM    needs resolved that month: [village, whole days it took] -> [count]
     residents           residents now: [village, group] -> [count] (一老一小一困一残, and 合计 for all)
     devices             village tablets: [village] -> [enrolled, synced in 7 days, synced in 30 days]
+    tasks               progress on the tasks set above the township: [village, task id] -> [进行中, 已完成]
+                        (each 0 or 1; both 0 is 未开始 or not reported), a cell for every village of the
+                        township's unit tree and every village that reported
+
+**Optional sections.** A section added after the others (``tasks``) goes only to a caller that asks for it
+(``with=tasks``): a node above running an older version refuses a part it does not know
+(``server.links``), and a newer one simply has none from an older node below.
 
 A **township** computes its parts from its records (``township_parts``), at a watermark: its highest op
 sequence. Its ``Snapshotter`` keeps the figures up to date between snapshots, reading again only the
@@ -42,11 +49,12 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
+from sync import reference as ref
 from sync import units as unitlib
 from sync.errors import BadRequest
 from sync.schema import SPECIAL_GROUPS
@@ -62,11 +70,14 @@ CST_MS = 8 * 3600 * 1000
 DAY_MS = 24 * 3600 * 1000
 #: The parts a closed month freezes.
 MONTHLY = ("needs", "services", "resolved")
-SECTIONS = (*MONTHLY, "residents", "devices")
+SECTIONS = (*MONTHLY, "residents", "devices", "tasks")
+#: Sections sent only to a caller that names them in ``with`` (see the module's docstring).
+OPTIONAL = ("tasks",)
 #: Sections whose cells are suppressed under the threshold.
 SUPPRESSED = ("needs", "services", "residents")
 #: Each section's cells: how many key fields (the village first) and how many values.
-SHAPES = {"needs": (3, 1), "services": (2, 3), "resolved": (2, 1), "residents": (2, 1), "devices": (1, 3)}
+SHAPES = {"needs": (3, 1), "services": (2, 3), "resolved": (2, 1), "residents": (2, 1), "devices": (1, 3),
+          "tasks": (2, 2)}
 #: A month as typed: 2026-09, or 2026-9 (full-width digits too).
 _MONTH = re.compile(r"(\d{4})-(\d{1,2})")
 #: A monthly part's month: a service with no time counts in 0000-00.
@@ -349,6 +360,22 @@ def device_cells(store: Store, unit: str, now: float) -> list[Cell]:
     return [Cell([u], [n, int(w or 0), int(m or 0)]) for u, n, w, m in rows]
 
 
+def task_cells(store: Store, unit: str) -> list[Cell]:
+    """The township ``unit``'s progress on each task set above it: a cell per task and village (those of
+    its unit tree, and any that reported), [1, 0] 进行中, [0, 1] 已完成, [0, 0] neither"""
+    above = set(unitlib.ancestors(unit))
+    lo, hi = unitlib.descendant_range(unit)
+    with store.lock:
+        tasks = [t["id"] for t in ref.tasks(store) if t.get("unit") in above]
+        reports = ref.task_reports(store, units=(lo, hi))
+        villages = {v.code for v in unitlib.villages_under(store.db, unit)} if "units" in store.db.table_names() \
+            else set()
+    villages.update(v for _, v in reports)
+    return [Cell([v, t], [int(status == "进行中"), int(status == "已完成")])
+            for v in sorted(villages) for t in sorted(tasks)
+            for status in [reports.get((t, v), {}).get("status")]]
+
+
 def _diff(before: list[Cell], after: list[Cell]) -> list[CellDiff]:
     old = {tuple(c.k): c.v for c in before}
     new = {tuple(c.k): c.v for c in after}
@@ -402,6 +429,9 @@ def township_parts(store: Store, unit: str, *, suppress_below: int | None = None
     ensure_tables(store)
     cells = dict(exact) if exact is not None else figures(store, unit)
     cells["devices"] = device_cells(store, unit, at)
+    tasks = task_cells(store, unit)
+    if tasks:  # none while no task is set above: nothing to send
+        cells["tasks"] = tasks
     with store.lock:
         closed = {row[0]: row for row in store.conn.execute(
             "SELECT part, month, hash, cells, closed_at, closed_by FROM snapshot_closed")}
@@ -484,6 +514,11 @@ def within(parts: Mapping[str, Part], sources: Iterable[Source], scope: tuple[st
 
 # -- answering GET /api/snapshot -----------------------------------------------------------------
 
+def parse_with(text: str | None) -> set[str]:
+    "The ``with`` query parameter: the optional sections the caller takes, comma-separated (others ignored)"
+    return {s for s in (text or "").split(",") if s in OPTIONAL}
+
+
 def parse_have(text: str | None) -> dict[str, str]:
     "The ``have`` query parameter: ``name:hash`` pairs, comma-separated"
     out: dict[str, str] = {}
@@ -564,10 +599,12 @@ class Snapshotter:
         return parts, watermark, found
 
     def snapshot(self, have: Mapping[str, str] | None = None, now: float | None = None, *,
-                 scope: tuple[str, str] | None = None) -> Snapshot:
-        "The snapshot, with only the parts whose hash differs from ``have``; with ``scope``, cut to it"
+                 scope: tuple[str, str] | None = None, sections: Collection[str] = ()) -> Snapshot:
+        """The snapshot, with only the parts whose hash differs from ``have``; with ``scope``, cut to it; the
+        ``OPTIONAL`` sections only if named in ``sections``"""
         at = now if now is not None else time.time()
         parts, watermark, sources = self.parts(at, scope=scope)
+        parts = {n: p for n, p in parts.items() if section_of(n) not in OPTIONAL or section_of(n) in sections}
         have = have or {}
         manifest = [PartHash(p.name, p.hash) for p in parts.values()]
         return Snapshot(

@@ -252,11 +252,13 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
 
 
 def workbench_pages(node: Node, accounts: Accounts) -> list[BaseRoute]:
-    "The township workbench's pages (``server.workbench``, ``server.devicepages``, ``server.export``)"
+    """The township workbench's pages (``server.workbench``, ``server.taskpages``, ``server.devicepages``,
+    ``server.export``)"""
     from .devicepages import device_routes
     from .export import export_routes
     from .pages import Pages
+    from .taskpages import task_routes
     from .workbench import workbench_routes
 
     pages = Pages(node, accounts)
-    return [*workbench_routes(pages), *device_routes(pages), *export_routes(pages)]
+    return [*workbench_routes(pages), *task_routes(pages), *device_routes(pages), *export_routes(pages)]

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from .errors import BadRequest, InvalidValue
-from .schema import SCHEMA, Date, DateTime
+from .schema import NOTE_MAX, REPORT_STATUSES, SCHEMA, Date, DateTime
 from .types import SET, china_time
 
 #: Fields typed as digits and signs, where a Chinese input method in full-width mode types ５１０９ and －：
@@ -195,6 +195,17 @@ def _phone(value: str, now: dt.datetime) -> Problem | None:
 _CHECKS: dict[str, Callable[[str, dt.datetime], Problem | None]] = {
     "birth_date": _birth_date, "served_at": _served_at, "id_number": _id_number, "phone": _phone,
 }
+
+
+def task_report(status: str, note: str) -> Problem | None:
+    "What is wrong with a village's progress on a task as given (its status and note), or None"
+    if status not in REPORT_STATUSES:
+        return Problem("invalid_status", f"a task report's status is one of {', '.join(REPORT_STATUSES)}, not {status!r}",
+                       f"进度只能是{'、'.join(REPORT_STATUSES)}之一")
+    if len(note) > NOTE_MAX:
+        return Problem("note_too_long", f"the note has {len(note)} characters; it may have at most {NOTE_MAX}",
+                       f"说明太长了：最多 {NOTE_MAX} 个字，现在 {len(note)} 个字，请删短后再保存")
+    return None
 
 
 def disagreements(person: Mapping[str, Any], changed: Collection[str]) -> dict[str, Problem]:

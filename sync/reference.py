@@ -8,19 +8,24 @@ higher tier's value shows.
 A catalogue entry is named by its kind and code, so its record id is derived from them (a UUIDv5 made by
 hashing, not a UUIDv7): the same entry created at two tiers is one record, and the tiers' values for it
 merge by tier instead of leaving two entries with one code. A ``unit`` record's id is derived from its
-code the same way. These are the only exceptions to DESIGN.md's "a record's id is a UUIDv7 made where
-the record is created": still no server round trip, and still made where the record is created.
+code the same way, and a ``task_report``'s from its task and village (``task_report_id``): two tablets of
+one village marking a task offline make one report, whose values merge by tier, then clock, instead of
+two reports of which the counts would need to pick one. These are the only exceptions to DESIGN.md's "a
+record's id is a UUIDv7 made where the record is created": still no server round trip, and still made
+where the record is created.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
+from . import checks, units as unitlib
 from .edit import Editor
 from .errors import InvalidValue, NotFound, ReadOnly
-from .schema import CATALOGUE_KINDS, CATEGORIES, TASK_STATUSES
+from .schema import CATALOGUE_KINDS, CATEGORIES, REPORT_STATUSES, TASK_STATUSES
 from .store import Record, Store
 from .types import CHINA_TIME
 
@@ -35,6 +40,11 @@ def catalogue_id(kind: str, code: str) -> str:
 def unit_id(code: str) -> str:
     "The record id of a unit's ``unit`` record: the same on every replica, whichever tier publishes it"
     return str(uuid.uuid5(_NAMESPACE, f"unit/{code}"))
+
+
+def task_report_id(task: str, village: str) -> str:
+    "The record id of a village's report on a task: the same on every tablet of the village and its township"
+    return str(uuid.uuid5(_NAMESPACE, f"task_report/{task}/{village}"))
 
 
 def now_text() -> str:
@@ -100,6 +110,35 @@ def set_task_status(editor: Editor, record: str, status: str) -> None:
     edit_reference(editor, record, {"status": status})
 
 
+def report_task(editor: Editor, task: str, village: str, status: str, note: str | None = None) -> str:
+    """Record a village's progress on a task (``REPORT_STATUSES``), with a short note (None keeps the one
+    there); returns the report's id. Written on the village's tablets or by its township node (whose tier
+    beats a concurrent write on a tablet); only for a task set by a unit above the village."""
+    rec = editor.store.get(task)
+    if rec is None or rec.coll != "task" or rec.deleted:
+        raise NotFound(f"no task {task}", details={"record": task})
+    try:
+        ok = unitlib.normalize_code(village) == village and unitlib.tier_of(village) == "village" \
+            and unitlib.is_under(village, editor.unit)
+    except unitlib.UnitCodeError:
+        ok = False
+    if not ok:
+        raise InvalidValue(f"{village} is not a village within {editor.unit}; a report is written for one of them",
+                           details={"unit": village})
+    if rec.unit is None or rec.unit not in unitlib.ancestors(village):
+        raise InvalidValue(f"task {task} was set by {rec.unit}, not for {village}", details={"record": task})
+    problem = checks.task_report(status, note or "")
+    if problem is not None:
+        raise InvalidValue(problem.message, details={"problem": problem.code})
+    rid = task_report_id(task, village)
+    values: dict[str, Any] = {"status": status} if note is None else {"status": status, "note": note}
+    with editor.store.transaction():
+        if editor.store.get(rid) is None:  # the unit first: a node sees a new record's unit in its first batch
+            return editor.create("task_report", {"unit": village, "task": task, **values}, record=rid)
+        editor.update(rid, values)
+    return rid
+
+
 def edit_reference(editor: Editor, record: str, values: dict[str, Any]) -> None:
     "Change fields of a notice, task or catalogue entry (never its unit)"
     _author(editor)
@@ -163,6 +202,20 @@ def notices(store: Store) -> list[dict[str, Any]]:
 def tasks(store: Store) -> list[dict[str, Any]]:
     "Tasks, the soonest due first (undated last)"
     return sorted(_rows(store.records("task")), key=lambda r: (not r.get("due_date"), str(r.get("due_date", ""))))
+
+
+def task_reports(store: Store, *, units: tuple[str, str] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    "The task reports of the villages in a unit range (all held if None), by (task, village)"
+    return {(str(r.data.get("task")), r.unit or ""): {"id": r.id, **r.data}
+            for r in store.records("task_report", units=units)}
+
+
+def progress_counts(statuses: Iterable[Any]) -> dict[str, int]:
+    "How many villages are at each of ``REPORT_STATUSES``, given each village's; no report counts as 未开始"
+    counts = dict.fromkeys(REPORT_STATUSES, 0)
+    for s in statuses:
+        counts[s if s in counts else REPORT_STATUSES[0]] += 1
+    return counts
 
 
 def escalations(store: Store, *, need: str | None = None, units: tuple[str, str] | None = None) -> list[dict[str, Any]]:

@@ -10,8 +10,9 @@ ops hold different values.
 
 Fields are never removed: a field dropped from use gets ``retired`` set to the schema version that
 retired it, so ops queued on tablets running an older schema are still accepted and kept. Collections
-are only ever added (schema 2 added the reference collections and ``escalation``); a replica running an
-older schema stores ops of a collection it does not know and merges them like any other.
+are only ever added (schema 2 added the reference collections and ``escalation``, schema 3
+``task_report``); a replica running an older schema stores ops of a collection it does not know and merges
+them like any other.
 
 Two kinds of collection: **records** (``person``, ``need``, ``service``), entered on tablets, personal,
 kept in their village; and **reference data** (``unit``, ``catalogue``, ``notice``, ``task``), authored at
@@ -19,6 +20,8 @@ a township, county or city node and flowing down to every tablet below, where it
 reference record's ``unit`` is the unit that authored it (a ``unit`` record's is its own ``code``).
 ``escalation`` (吹哨报到) is a need passed up from the township to the county: no personal field, its
 ``unit`` the need's village, written by township and county staff and read on the village's tablets.
+``task_report`` is one village's progress on a task: a village record (no personal field) written on the
+village's tablets and by its township, kept at the township; counties and cities see only its counts.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from msgspec import Meta
 from .errors import InvalidValue, UnknownCollection, UnknownField
 from .types import ADD, DELETED, KIND_NAMES, REMOVE, SET
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 GROUPS = ("老年人", "儿童", "困难群众", "残疾人", "独居", "留守")
 #: 一老一小一困一残: the four special groups, in the order reports show them.
@@ -58,6 +61,8 @@ GENDERS = ("男", "女")
 TIERS = ("village", "township", "county", "city")
 CATALOGUE_KINDS = ("need_category", "service_type")
 TASK_STATUSES = ("待办", "进行中", "已完成", "已取消")
+#: A village's progress on a task (``task_report``); a village without a report has not started.
+REPORT_STATUSES = ("未开始", "进行中", "已完成")
 #: 吹哨报到: 已上报 (escalated) → 已受理 (accepted) → 已办结 (resolved), or 已退回 (returned by the county),
 #: or 已撤回 (withdrawn by the township: the need was cancelled, its resident removed, say).
 ESCALATION_STATUSES = ("已上报", "已受理", "已办结", "已退回", "已撤回")
@@ -76,6 +81,7 @@ Gender = Literal["男", "女"]
 Tier = Literal["village", "township", "county", "city"]
 CatalogueKind = Literal["need_category", "service_type"]
 TaskStatus = Literal["待办", "进行中", "已完成", "已取消"]
+ReportStatus = Literal["未开始", "进行中", "已完成"]
 EscalationStatus = Literal["已上报", "已受理", "已办结", "已退回", "已撤回"]
 
 Text = Annotated[str, Meta(max_length=2000)]
@@ -87,9 +93,14 @@ ID_NUMBER = r"\d{17}[\dX]"
 IdNumber = Annotated[str, Meta(pattern=f"^{ID_NUMBER}$")]
 Phone = Annotated[str, Meta(pattern=r"^[0-9+\- ]{5,20}$")]
 UnitCode = Annotated[str, Meta(pattern=r"^[0-9]{12}$")]
-RecordRef = Annotated[str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+#: A record's id, as ops name it (a UUID, lower-case hex)
+RECORD_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+RecordRef = Annotated[str, Meta(pattern=f"^{RECORD_ID}$")]
 Count = Annotated[int, Meta(ge=0, le=100_000)]
 Title = Annotated[str, Meta(min_length=1, max_length=200)]
+#: The longest note of a task report: a line, not a case file
+NOTE_MAX = 200
+Note = Annotated[str, Meta(max_length=NOTE_MAX)]
 LongText = Annotated[str, Meta(max_length=20_000)]
 
 
@@ -212,6 +223,16 @@ ESCALATION = _collection(
     Field("answer", Text, "办理答复", since=2),
     Field("answered_at", DateTime, "答复时间", since=2),
 )
+# -- task reports (schema 3): one village's progress on a task, set on its tablets or by its township.
+# Its id is derived from the task and the village (``sync.reference.task_report_id``), so there is one per
+# task and village; concurrent writes resolve by tier, then clock, with no conflict to close.
+TASK_REPORT = _collection(
+    "task_report", "任务进度",
+    Field("unit", UnitCode, "所属村/社区", required=True, since=3),
+    Field("task", RecordRef, "任务", required=True, since=3),
+    Field("status", ReportStatus, "进度", required=True, since=3),
+    Field("note", Note, "说明", since=3),
+)
 
 #: Collections tablets enter; personal, kept in their village, never passed above the township.
 RECORD_COLLECTIONS = ("person", "need", "service")
@@ -307,7 +328,7 @@ _LIST_OF: dict[Any, Any] = {}
 
 
 SCHEMA = Schema(SCHEMA_VERSION, {c.name: c for c in (PERSON, NEED, SERVICE, UNIT, CATALOGUE, NOTICE, TASK,
-                                                     ESCALATION)})
+                                                     ESCALATION, TASK_REPORT)})
 
 
 

@@ -9,6 +9,15 @@
     var form = e.target;
     if (form.dataset.sent) { e.preventDefault(); return; }
     form.dataset.sent = "1";
+    // a disabled button is not sent: the one pressed (标记已完成 of a task) goes as a hidden field instead
+    var by = e.submitter;
+    if (by && by.name) {
+      var field = document.createElement("input");
+      field.type = "hidden";
+      field.name = by.name;
+      field.value = by.value;
+      form.appendChild(field);
+    }
     form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = true; });
   });
   // A new-record form's id (rid, a text input kept out of sight): Chromium refills on Back only the inputs whose

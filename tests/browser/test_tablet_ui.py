@@ -27,6 +27,7 @@ from playwright.sync_api import Page, Route, expect
 from client.tablet import Tablet
 from e2e_harness import ROOT, TOWNSHIP, V1, Enrol, NodeProcess, free_port
 from server.node import Node
+from sync import reference as ref
 from sync.store import Store
 
 PIN = "246810"
@@ -177,10 +178,28 @@ def test_register_with_the_node_down_then_sync_reaches_the_workbench(
     expect(page.locator("#sync-result")).to_have_text(UNREACHABLE)
     assert int(page.locator("#pending").inner_text()) == pending
     assert node_people(node_db) == {}
+    n = Node(node_db, TOWNSHIP)  # meanwhile the township sets a task
+    try:
+        task = ref.add_task(n.editor("刘主任"), "高龄老人走访", "逐户走访", due_date="2099-12-31")
+    finally:
+        n.close()
 
     node.start()
     sync_from_page(page)
     expect(page.locator("#sync-result")).to_contain_text("同步完成")
+    expect(page.locator("#pending")).to_have_text("0")
+
+    # the worker marks the village's progress on it, with a note, and it goes up at the next sync
+    page.click("nav.tabs >> text=通知任务")
+    item = page.locator(f"#task-{task}")
+    expect(item.locator(".progress")).to_have_text("本村进度：未开始")
+    item.locator("input[name=note]").fill("已走访 12 户")
+    item.locator("button:has-text('标记已完成')").click()
+    expect(page.locator(".notice")).to_have_text("任务进度已保存在本机，下次同步时报给镇街。")
+    expect(page.locator(f"#task-{task} .progress")).to_have_text("本村进度：已完成 已走访 12 户")
+    snapshot(page, request, "task-marked-done")
+    page.click("nav.tabs >> text=同步")
+    sync_from_page(page)
     expect(page.locator("#pending")).to_have_text("0")
     on_node = node_people(node_db)
     assert list(on_node) == ["王秀英"]
@@ -225,6 +244,13 @@ def test_register_with_the_node_down_then_sync_reaches_the_workbench(
     # the history shows the notes on the lines they were typed on
     # (inner_text: to_have_text would take a line break for a space)
     assert page.locator("table.history tr:has-text('备注') td").last.inner_text() == "（无） → 独居，女儿在外地\n每周二送药"
+    # and the village's progress on the task on the workbench's 任务 page
+    page.click("nav.wb >> text=任务")
+    row = page.locator(f"#task-{task} tr.village[data-unit='{V1}']")
+    expect(row).to_contain_text("育才社区")
+    expect(row).to_contain_text("已完成")
+    expect(row).to_contain_text("已走访 12 户")
+    snapshot(page, request, "workbench-tasks")
 
 
 def test_pinyin_finds_zhang_san_by_full_pinyin_and_initials(page: Page, tmp_path: Path, tablet_app: StartApp,

@@ -1,6 +1,7 @@
 """What came down to the tablet, shown in the tablet app (read-only): the notices and tasks of the
 township, county and city, newest first, on the home page (the newest few, with how many are new) and on
-a 通知任务 page of their own; and a need's escalation (吹哨报到) with the county's answer, on every page
+a 通知任务 page of their own, where the worker marks the village's progress on a task (one report per task and
+village, whichever tablet writes it); and a need's escalation (吹哨报到) with the county's answer, on every page
 that shows the need, and nothing for a need never escalated.
 
 The first tests apply a node's ops straight to the tablet's store, as a sync would (no node runs, see
@@ -96,9 +97,10 @@ def test_notices_and_tasks_from_above_are_shown_newest_first_and_new_ones_counte
         "五月例会通知 新 育才路街道 发布 · 2024-05-01 08:00 周五下午三点开会 请带好走访记录"]
     assert '<div class="lines">周五下午三点开会\n请带好走访记录</div>' in page.text  # its line breaks kept
     assert items(page.text, "tasks") == [  # the newest set first
-        f"防汛物资清点 新 待办 育才路街道 布置 · 截止 {day(7)}",
-        f"台账整理 新 已完成 育才路街道 布置 · 截止 {day(-1)}",
-        f"高龄老人走访 新 待办 育才路街道 布置 · 截止 {day(-1)}（已逾期） 逐户走访 填写走访表"]
+        f"防汛物资清点 新 待办 育才路街道 布置 · 截止 {day(7)} 本村进度： 未开始 标记进行中 标记已完成",
+        f"台账整理 新 已完成 育才路街道 布置 · 截止 {day(-1)} 本村进度： 未开始 标记进行中 标记已完成",
+        f"高龄老人走访 新 待办 育才路街道 布置 · 截止 {day(-1)}（已逾期） 逐户走访 填写走访表 本村进度： 未开始 "
+        "标记进行中 标记已完成"]
     assert page.text.count("已逾期") == 1  # a task done is not overdue
 
     # seen now: no longer new; a notice that comes later is
@@ -109,6 +111,47 @@ def test_notices_and_tasks_from_above_are_shown_newest_first_and_new_ones_counte
     assert "1 条新" in unlocked.get("/").text
     notices = items(unlocked.get("/notices").text, "notices")
     assert [n.split(" 育才路街道")[0] for n in notices] == ["冬季防火通知 新", "汛期巡查通知", "五月例会通知"]
+
+
+def test_the_worker_marks_the_villages_progress_on_a_task_and_two_tablets_keep_one_report(
+        tapp: TabletApp, unlocked: TestClient, township: Store) -> None:
+    task = ref.add_task(editor(township, COUNTY, "county"), "高龄老人走访", due_date=day(-1))
+    deliver(tapp, township)
+    assert "（已逾期）" in unlocked.get("/notices").text
+
+    r = post(unlocked, tapp, f"/tasks/{task}/report", {"status": "进行中", "note": "已走访 12 户"})
+    assert r.status_code == 303 and r.headers["location"] == f"/notices?done=reported#task-{task}"
+    page = unlocked.get("/notices?done=reported").text
+    assert "任务进度已保存在本机" in page and 'maxlength="200"' in page
+    assert items(page, "tasks") == [f"高龄老人走访 待办 {COUNTY} 布置 · 截止 {day(-1)}（已逾期） 本村进度： 进行中 已走访 12 户 "
+                                    "标记已完成"]
+    post(unlocked, tapp, f"/tasks/{task}/report", {"status": "已完成", "note": "全部走访完"})
+    page = unlocked.get("/notices").text
+    assert "本村进度： 已完成 全部走访完" in items(page, "tasks")[0] and "已逾期" not in page  # done here: not overdue
+
+    # bad input: a clear page, nothing written
+    before = tapp.read(lambda t: t.pending())
+    for path, form, says in ((f"/tasks/{task}/report", {"status": "办完了"}, "进度只能是未开始、进行中、已完成之一"),
+                             (f"/tasks/{task}/report", {"status": "已完成", "note": "字" * 201}, "最多 200 个字"),
+                             (f"/tasks/{VILLAGE}/report", {"status": "已完成"}, "没有找到这项任务")):
+        r = post(unlocked, tapp, path, form)
+        assert r.status_code == 400 and says in r.text
+    assert tapp.read(lambda t: t.pending()) == before
+
+    # the report is one record per task and village, whichever tablet writes it: a second tablet of the
+    # village marking it offline writes the same record, and the two converge on the later write
+    reports = tapp.read(lambda t: t.task_reports())
+    assert list(reports) == [task] and reports[task]["id"] == ref.task_report_id(task, VILLAGE)
+    time.sleep(0.002)  # written later: its clock wins
+    with Store() as other:
+        other.apply([op for _, op in township.ops_since(0)])
+        ref.report_task(Editor(other, device="tab-2", user="李", unit=VILLAGE, tier="village"), task, VILLAGE,
+                        "进行中", "还差 3 户")
+        tapp.read(lambda t: t.store.apply([op for _, op in other.ops_since(0)]))
+        other.apply([op for _, op in tapp.read(lambda t: t.store.ops_since(0))])
+        assert tapp.read(lambda t: t.store.digest()) == other.digest()
+    assert tapp.read(lambda t: list(t.task_reports().values())) == [
+        {"id": ref.task_report_id(task, VILLAGE), "unit": VILLAGE, "task": task, "status": "进行中", "note": "还差 3 户"}]
 
 
 def test_a_notice_from_a_unit_the_tablet_has_no_name_for_names_its_code(
@@ -223,5 +266,18 @@ def test_a_sync_brings_the_notices_tasks_and_answer_to_the_tablet_app(
             assert "船山区 发布" in listed and "各村做好汛期巡查" in listed
             edit = c.get(f"/needs/{need}/edit").text
             assert "县区已办结" in edit and "已协调社区食堂每日送餐上门" in edit
+            # the village's progress on the county's task goes up to the township at the next sync
+            task = re.search(r'action="/tasks/([0-9a-f-]+)/report"', listed)
+            assert task is not None
+            r = c.post(f"/tasks/{task[1]}/report", data={"csrf": app.csrf, "status": "已完成", "note": "已走访"},
+                       headers={"origin": ORIGIN})
+            assert r.status_code == 303
+            assert c.post("/sync", data={"csrf": app.csrf}, headers={"origin": ORIGIN}).status_code == 303
+            assert app.job is not None
+            app.job.wait(30)
+            assert app.job.snapshot()["state"] == "done"
     finally:
         app.close()
+    with closing(Node(node_db, TOWNSHIP)) as t:
+        assert [(k, r["status"], r["note"]) for k, r in ref.task_reports(t.store).items()] == [
+            ((task[1], V1), "已完成", "已走访")]

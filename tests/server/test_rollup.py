@@ -25,6 +25,7 @@ from server import links
 from server.app import create_app
 from server.cli import ensure_units
 from server.cli_links import link_group, snapshot_group
+from server.reference_cli import task_group
 from server.node import Node
 from server.pages import ago
 from server.rollup import Freshness, _when, build, tables, to_xlsx
@@ -32,6 +33,8 @@ from server.rollup_web import node_rollup, templates
 from server.snapshots import (
     Cell, Part, PartHash, Snapshot, Snapshotter, Source, close_month, content_hash, snapshot_hash,
 )
+from sync import reference as ref
+from sync.edit import Editor
 from sync.hlc import HLC
 from sync.wire import MSGPACK, encode
 
@@ -208,6 +211,7 @@ def test_a_link_token_the_township_does_not_know_gets_a_links_advice(county: Nod
     pytest.param(part("needs/2026-10", Cell([V_A1 + " ", "养老服务", "待处理"], [2])), id="not-a-unit-code"),
     pytest.param(part("births/2026-10", Cell([V_A1, "x"], [2])), id="unknown-section"),
     pytest.param(part("needs", Cell([V_A1, "养老服务", "待处理"], [2])), id="monthly-without-month"),
+    pytest.param(part("tasks", Cell([V_A1, "高龄老人走访"], [0, 1])), id="task-not-a-record-id"),
 ])
 def test_a_malformed_part_is_refused_and_the_last_good_figures_kept(county: Node, bad: Part) -> None:
     snapper = Snapshotter(county.store, COUNTY)
@@ -318,6 +322,66 @@ def test_a_closed_months_revisions_are_one_row_naming_each_part_its_village_and_
     assert csv_rows[at + 1:at + 5] == [header, [*closed, "需求", "1", needs], [*closed, "服务", "1", services], []]
     assert list(xlsx["已关账月份"].iter_rows(values_only=True)) == [
         tuple(header), (*closed, "需求", 1, needs), (*closed, "服务", 1, services)]
+
+
+def test_villages_progress_on_a_countys_task_reaches_the_county_as_counts_per_township(tmp_path: Path) -> None:
+    """The county sets a task; in 育才路街道 (three villages in its tree) a tablet marks 育才社区 已完成 and
+    the township marks 广场社区 进行中. The township sends the counts only to a node above that asks for
+    them (an older county would refuse a part it does not know); the county's page and `task list` show
+    them per township and in total, the city's the progress on its own task per county, and a township
+    that sends none (an older version) counts nothing"""
+    town, county, city = (Node(tmp_path / f"{u}.db", u) for u in (T_A, COUNTY, CITY))
+    try:
+        for n in (town, county, city):
+            ensure_units(n)
+        city_task = ref.add_task(city.editor("市民政局"), "全市防汛排查")
+        county.store.apply([op for _, op in city.store.ops_since(0)])  # as the links bring them down
+        task = ref.add_task(county.editor("区民政局"), "高龄老人走访", due_date="2026-12-31")
+        ref.add_task(town.editor("liu"), "镇里自己的任务")  # the township's own: not the county's to follow
+        town.store.apply([op for _, op in county.store.ops_since(0)])
+        tablet, _ = town.add_device(V_A1, "wang")
+        ref.report_task(Editor(town.store, device=tablet, user="wang", unit=V_A1, tier="village"), task, V_A1, "已完成")
+        ref.report_task(town.editor("liu"), task, V_A2, "进行中", "还差 3 户")
+        _, token = town.add_device(COUNTY, "link", tier="county")
+        with TestClient(create_app(town), base_url="http://township") as child:
+            auth = {"authorization": f"Bearer {token}", "accept": "application/json"}
+            older = child.get("/api/snapshot", headers=auth).json()  # what an older county asks for
+            assert "tasks" not in {p[0] for p in older["manifest"]}
+            newer = child.get("/api/snapshot", params={"with": "tasks"}, headers=auth).json()
+            cells = {tuple(c[0]): c[1] for p in newer["parts"] if p["name"] == "tasks" for c in p["cells"]}
+            assert {k: v for k, v in cells.items() if k[1] == task} == {
+                (V_A1, task): [0, 1], (V_A2, task): [1, 0], ("510903001003", task): [0, 0]}
+            links.add_link(county.store, COUNTY, T_A, "http://township", token)
+            assert links.pull(county.store, links.get_link(county.store, T_A), client=child).ok
+        _, token = county.add_device(CITY, "link", tier="city")
+        links.add_link(city.store, CITY, COUNTY, "http://county", token)
+        with TestClient(create_app(county), base_url="http://county") as child:
+            assert links.pull(city.store, links.get_link(city.store, COUNTY), client=child).ok
+        county.accounts.add("xian", PASSWORD, role="county")
+        city.accounts.add("shi", PASSWORD, role="city")
+        page, _, _, _ = read_all(county, "xian")
+        city_page, _, _, _ = read_all(city, "shi")
+        listed = CliRunner().invoke(task_group, ["list", "--db", str(tmp_path / f"{COUNTY}.db")])
+        # the township goes back to a version without the part: its snapshot is taken, and counts nothing
+        assert links.pull(county.store, links.get_link(county.store, T_A), client=fake_township(GOOD)).ok
+        assert node_rollup(county, Snapshotter(county.store, COUNTY)).task_progress(task) == (0, 0, 0)
+    finally:
+        for n in (town, county, city):
+            n.close()
+    assert task_rows(page) == ["高龄老人走访 截止 2026-12-31 育才路街道 1 1 1", "合计 1 1 1",  # the soonest due first
+                               "全市防汛排查 育才路街道 0 0 3", "合计 0 0 3"]
+    assert task_rows(city_page) == ["全市防汛排查 船山区 0 0 3", "合计 0 0 3"]  # the county's task is not the city's
+    assert listed.exit_code == 0, listed.output
+    assert [line.split("  ", 3)[3] for line in listed.output.splitlines()] == [
+        "2026-12-31  高龄老人走访  已完成 1 · 进行中 1 · 未开始/未报 1", "-  全市防汛排查  已完成 0 · 进行中 0 · 未开始/未报 3"]
+
+
+def task_rows(page: str) -> list[str]:
+    "The rows of a roll-up page's 任务进度 table, as text"
+    table = re.search(r'<table data-testid="tasks">(.*?)</table>', page, re.S)
+    assert table, page
+    return [" ".join(html.unescape(re.sub(r"<[^>]+>", " ", r)).split())
+            for r in re.findall(r"<tr data-task.*?</tr>", table.group(1), re.S)]
 
 
 def stored(name: str, *cells: object) -> bytes:

@@ -20,6 +20,7 @@ from staff_world import Signed, World, browser_form, make_world
 from e2e_harness import TOWNSHIP, V1, V2, V3, no_sleep
 from server.devicepages import SILENT_DAYS, device_flags
 from server.node import Node
+from sync import reference as ref
 from sync.edit import Editor
 from sync.hlc import wall_ms
 from sync.store import Store
@@ -733,3 +734,52 @@ def test_removing_a_resident_stays_within_the_staff_members_scope(world: World, 
                            f"/staff/records/{pid}/remove")  # the confirm page's form, what it listed in ``seen``
     assert "已将蒋淑芬移出本镇街（去世），1 条未完成的需求" in liu.notice(liu.client.post(f"/staff/records/{pid}/remove",
                                                                               data=confirm))
+
+
+# -- tasks --------------------------------------------------------------------------------------------
+
+def _progress(page: str, task: str) -> dict[str, str]:
+    "Each village's progress on a task as the tasks page shows it: name → status and note"
+    card = page[page.index(f'id="task-{task}"'):]
+    card = card[:card.index("</table>")]
+    rows = re.findall(r'<tr class="village" data-unit="\d+">(.*?)</tr>', card, re.S)
+    return {" ".join(re.sub(r"<[^>]+>", " ", r).split()).split(" ")[0]:
+            " ".join(re.sub(r"<(select|form)\b.*?</\1>|<[^>]+>", " ", r, flags=re.S).split()).partition(" ")[2]
+            for r in rows}
+
+
+def test_the_tasks_page_shows_each_villages_progress_and_the_township_sets_it(world: World, liu: Signed) -> None:
+    with closing(world.open()) as n:
+        county = Editor(n.store, device="node-510903000000", user="chen", unit="510903000000", tier="county")
+        task = ref.add_task(county, "高龄老人走访", due_date="2026-12-31")
+        tablet = Editor(n.store, device=world.ids["dev1"], user="wang", unit=V1, tier="village")
+        ref.report_task(tablet, task, V1, "进行中", "已走访 12 户")
+    page = liu.get("/staff/tasks").text
+    assert "高龄老人走访" in page and "510903000000 布置 · 截止 2026-12-31" in page
+    assert "未开始 2，进行中 1，已完成 0" in page
+    assert _progress(page, task) == {"育才社区": "进行中 已走访 12 户", "广场社区": "未报", "和平社区": "未报"}
+
+    r = liu.post(f"/staff/tasks/{task}/report", {"village": V2, "status": "已完成", "note": "全部走访完"})
+    assert liu.notice(r) == "已保存：广场社区的任务进度为“已完成”。"
+    # the township's correction of V1 beats the tablet's concurrent write
+    r = liu.post(f"/staff/tasks/{task}/report", {"village": V1, "status": "已完成", "note": ""})
+    assert r.status_code == 303
+    with closing(world.open()) as n:
+        concurrently(n, world.ids["dev1"], "wang", V1, ref.task_report_id(task, V1), {"status": "进行中", "note": "还差 3 户"})
+    page = liu.get("/staff/tasks").text
+    assert _progress(page, task) == {"育才社区": "已完成", "广场社区": "已完成 全部走访完", "和平社区": "未报"}
+    assert "未开始 1，进行中 0，已完成 2" in page
+
+    # refusals: bad input, another village, another role; nothing written
+    for form, says in (({"village": V3, "status": "办完了"}, "进度只能是未开始、进行中、已完成之一"),
+                       ({"village": V3, "status": "已完成", "note": "字" * 201}, "最多 200 个字"),
+                       ({"village": "510903002001", "status": "已完成"}, "不在您负责的范围内"),
+                       ({"status": "已完成"}, "表单缺少内容：village")):
+        assert says in _error(liu.post(f"/staff/tasks/{task}/report", form), 400)
+    assert "没有找到这项任务" in _error(liu.post(f"/staff/tasks/{V1}/report", {"village": V3, "status": "已完成"}), 404)
+    zhao = world.sign_in("zhao")  # scoped to V2
+    assert _progress(zhao.get("/staff/tasks").text, task) == {"广场社区": "已完成 全部走访完"}
+    assert "不在您负责的范围内" in _error(zhao.post(f"/staff/tasks/{task}/report", {"village": V3, "status": "进行中"}), 400)
+    assert "只能查看汇总数据" in _error(world.sign_in("county").get("/staff/tasks"), 403)
+    assert _progress(liu.get("/staff/tasks").text, task)["和平社区"] == "未报"
+

@@ -57,7 +57,7 @@ def test_validate_accepts_good_values(coll: str, name: str, kind: int, value: An
         ("person", "groups", ADD, "买菜", InvalidValue, ["person.groups"]),
         ("person", "name", ADD, "张三", InvalidValue, ["person.name", "register"]),
         ("person", "nickname", SET, "x", UnknownField, ["nickname", "person"]),
-        ("resident", "name", SET, "x", UnknownCollection, ["resident", "person, service, task, unit"]),
+        ("resident", "name", SET, "x", UnknownCollection, ["resident", "person, service, task, task_report, unit"]),
     ],
 )
 def test_validate_refuses_bad_values_naming_the_field(
