@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from sync import units as unitlib
-from sync.disk import is_disk_full
+from sync.disk import is_disk_full, read_only_file_system
 from sync.edit import Editor
 from sync.errors import (
     BadRequest,
@@ -318,13 +318,22 @@ class Node:
             try:
                 conn.execute("UPDATE meta SET value = value WHERE key = 'unit'")
             except sqlite3.Error as e:
-                err = storage.storage_error(e)
+                err = storage.storage_error(e, self.store.path)
                 if err is not None:
                     raise err from None
                 raise
             finally:
                 conn.execute("ROLLBACK TO check_writable")
                 conn.execute("RELEASE check_writable")
+
+    def check_file_system(self) -> None:
+        """Raise 503 ``storage_read_only`` if the file system holding the database has turned read-only since
+        the node opened it (``sync.disk``: ``check_writable`` cannot see that, and a sync fails on it).
+        Cheap, for ``/api/health``, which monitors poll: no write, no lock, no query."""
+        if self.store.path != ":memory:":
+            refused = read_only_file_system(self.store.path)
+            if refused is not None:
+                raise storage.read_only(refused)
 
     def backup(self, to: str | Path) -> int:
         """A consistent copy of the node's database while it keeps serving (SQLite's online backup).
@@ -756,7 +765,8 @@ class Node:
             else:
                 self._seen(dev, req, now, pushed=0)
         except (sqlite3.Error, OSError) as e:
-            err = storage.storage_error(e)  # a full or read-only disk: rolled back, nothing written
+            # a full or read-only disk: rolled back, nothing written
+            err = storage.storage_error(e, self.store.path)
             if err is not None:
                 raise err from None
             raise

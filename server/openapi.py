@@ -258,6 +258,8 @@ _ERRORS: dict[int, tuple[str, str]] = {
                       "have. Send smaller batches."),
     429: ("TooManyAttempts", "Too many failed attempts from this client; wait before trying again."),
     500: ("InternalError", "A bug: the node logged it. Never expected; listed for its shape."),
+    503: ("Unavailable", "The node cannot write its database (its file system turned read-only, say); "
+                         "nothing was written. Retry once its operator has made it writable."),
     507: ("StorageFull", "The node's disk is full; nothing was written. Retry later."),
 }
 
@@ -352,14 +354,16 @@ def openapi_spec() -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": "^sync;dur=[0-9]+(\\.[0-9]+)?$"}}},
                     "content": {MSGPACK: {"schema": sync_answer}, JSON: {"schema": sync_answer}},
                 },
-                **_errors(400, 401, 403, 409, 413, 429, 507),
+                **_errors(400, 401, 403, 409, 413, 429, 503, 507),
             },
         }},
         "/api/health": {"get": {
             "operationId": "health",
             "summary": "Liveness, and what this node is",
+            "description": "503 `storage_read_only` when the file system holding the node's database has "
+                           "turned read-only: syncs cannot be written.",
             "security": [],
-            "responses": {"200": _json("Health", "The node is up")},
+            "responses": {"200": _json("Health", "The node is up"), **_errors(503)},
         }},
         "/api/whoami": {"get": {
             "operationId": "whoami",
