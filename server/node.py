@@ -676,11 +676,11 @@ class Node:
                     with self.store.transaction():
                         for i, (dev, req, _, _) in enumerate(exchanges):
                             try:
-                                ops = self._refuse(dev, req)
+                                ops, now = self._refuse(dev, req)
                             except SyncError as e:
                                 done(i, e)
                                 continue
-                            pushed[i] = self._write(dev, req, ops)
+                            pushed[i] = self._write(dev, req, ops, now)
                 except Exception:  # rolled back: those not refused run alone below and meet their own errors
                     pass
                 else:
@@ -714,13 +714,14 @@ class Node:
 
     def _sync(self, dev: Device, req: SyncRequest, *, spliced: bool = False) -> SyncResponse | Spliced:
         with self.store.lock:
-            ops = self._refuse(dev, req)
+            ops, now = self._refuse(dev, req)
             with self.store.transaction():
-                pushed = self._write(dev, req, ops)
+                pushed = self._write(dev, req, ops, now)
             return self._answer(dev, req, pushed, spliced=spliced)
 
-    def _refuse(self, dev: Device, req: SyncRequest) -> list[Op]:
-        "The request's ops, once it is known that they may be written: raises if not. Writes nothing"
+    def _refuse(self, dev: Device, req: SyncRequest) -> tuple[list[Op], int]:
+        """The request's ops, once it is known that they may be written, and the node's ``reference_ms`` they
+        were checked against (``_write`` notes the device's visit at it): raises if not. Writes nothing"""
         self.check_protocol(req)
         if dev.revoked and dev.wipe:
             raise DeviceRevoked("this tablet was revoked and is to erase its local data; nothing was "
@@ -734,21 +735,22 @@ class Node:
         if req.device != dev.device:
             raise ForgedOp(f"request names device {req.device!r} but the token belongs to {dev.device!r}")
         ops, _dead = unpack_ops(req.ops)
+        now = self.reference_ms()
         if ops and req.epoch and req.epoch != self.epoch and min(map(_counter, ops)) > self._acked(dev.device) + 1:
             # restored from a backup since the device's last answer, and lacking its ops before these:
             # write nothing; the answer's lower acknowledgement makes it send them again, in order (its
             # records registered after the backup come first, so their later edits are not refused)
-            return []
+            return [], now
         if len(ops) > MAX_BATCH:
             raise TooLarge(f"{len(ops)} ops in one request; send at most {MAX_BATCH}",
                            details={"limit": MAX_BATCH})
-        self._check_ops(dev, ops, pack(self.reference_ms()))
-        return ops
+        self._check_ops(dev, ops, pack(now))
+        return ops, now
 
-    def _write(self, dev: Device, req: SyncRequest, ops: list[Op]) -> tuple[int, int]:
-        """Apply a request's checked ops and note the device's visit, inside the caller's transaction.
+    def _write(self, dev: Device, req: SyncRequest, ops: list[Op], now: int) -> tuple[int, int]:
+        """Apply a request's checked ops and note the device's visit at ``now``, the time ``_refuse`` checked
+        them against (a skew against a clock that never goes back), inside the caller's transaction.
         Returns the seqs the ops took (the device's own ops, not to be sent back to it)."""
-        now = self.reference_ms()  # as the clock check: a skew against a clock that never goes back
         self._keep_reference()
         pushed: tuple[int, int] = (0, -1)
         try:
