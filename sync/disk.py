@@ -43,13 +43,15 @@ def is_io_error(exc: BaseException) -> bool:
     return _means(exc, sqlite3.SQLITE_IOERR, "disk I/O error", {errno.EIO})
 
 
-def read_only_file_system(path: str) -> OSError | None:
-    """The operating system's ``EROFS`` when ``path``'s file system cannot be written now, else None.
-    Cheap, for a check that runs often: opens the file for writing and closes it, writes nothing, takes no
-    lock. A file missing or one this user may not open is None: that is no read-only file system, and an
-    open SQLite connection writes such a file still."""
+def read_only_file_system(database: str) -> OSError | None:
+    """The operating system's ``EROFS`` when the file system of an SQLite database in WAL mode cannot be
+    written now, else None. Cheap, for a check that runs often: opens the database's ``-wal`` file for
+    writing and closes it; writes nothing, takes no lock. Never the database file itself: closing any
+    descriptor of a file drops every POSIX lock this process holds on it (fcntl's rule), SQLite's among
+    them. A ``-wal`` file missing (no connection open) or one this user may not open is None: that is no
+    read-only file system, and an open SQLite connection still writes such a file."""
     try:
-        os.close(os.open(path, os.O_WRONLY))
+        os.close(os.open(database + "-wal", os.O_WRONLY))
     except OSError as e:
         return e if e.errno == errno.EROFS else None
     return None
