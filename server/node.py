@@ -462,7 +462,8 @@ class Node:
         """A one-time code a tablet exchanges for its device credential. Only its hash is stored.
 
         ``reattach``: the code re-attaches that tablet only (its device id, shown on its sync page), one
-        this node does not know since it was restored from a backup; it enrols no other tablet."""
+        this node does not know since it was restored from a backup; it enrols no other tablet. Refused
+        (``DeviceExists``, nothing written) for a tablet this node knows: ``enrol`` would refuse its code."""
         code = unitlib.normalize_code(unit)
         if not unitlib.is_under(code, self.unit):
             raise OutOfScope(f"unit {code} is not under this node's unit {self.unit}",
@@ -479,6 +480,11 @@ class Node:
         now = int(time.time())
         enr = Enrolment(secret, code, user.strip(), tier, now + hours * 3600)
         with self.store.transaction() as c:
+            if reattach is not None and self._knows(c, reattach):
+                raise DeviceExists(
+                    f"this node knows tablet {reattach} already, so it would refuse a code to re-attach it; no "
+                    "code was made. A tablet the node knows syncs with the token it has; one that was reset "
+                    "starts afresh with a code for a new tablet", details={"device": reattach})
             c.execute("INSERT INTO enrolments (code_hash, unit, user, tier, created_at, expires_at, reattach)"
                       " VALUES (?,?,?,?,?,?,?)",
                       (hash_token(secret), code, enr.user, tier, now, enr.expires_at, reattach))
@@ -576,11 +582,6 @@ class Node:
             " WHERE e.reattach = d.device AND e.used_at IS NOT NULL) FROM devices d WHERE device = ?",
             (device,)).fetchone()
         return row is not None and not row[0]
-
-    def knows_device(self, device: str) -> bool:
-        "Whether this node knows ``device``: a tablet re-attaching under it is refused (``DeviceExists``)"
-        with self.store.lock:
-            return self._knows(self.store.conn, device)
 
     def device(self, device: str) -> Device | None:
         "One enrolled device, revoked or not"
