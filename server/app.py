@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sync.errors import BadRequest, SyncError, TooLarge
+from sync.errors import BadRequest, SyncError
 from sync.headers import SECURITY_HEADERS
 from sync.units import UnitCodeError
 from sync.wire import (
@@ -50,6 +50,7 @@ from . import config, sessions
 from .exchanges import Exchanges
 from .node import Device, Node
 from .openapi import openapi_route
+from .orders import read_body
 from .storage import storage_error
 
 log = logging.getLogger("cunsync.server")
@@ -100,21 +101,6 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.url.path)
     return JSONResponse({"error": {"code": "internal", "message": "internal error; the node logged it",
                                    "details": None}}, status_code=500)
-
-
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    "The request body as sent, refused past the limit; ``inflated`` gunzips it"
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise TooLarge(f"the body is {length} bytes; the limit is {limit}", details={"limit_bytes": limit})
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the body is over the limit of {limit} bytes", details={"limit_bytes": limit})
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def says_gzip(request: Request) -> bool:

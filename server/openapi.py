@@ -33,7 +33,7 @@ from sync.wire import (
     SyncResponse,
 )
 
-from .orders import ConflictResolution, EnrolmentOrder, MergeOrder, NewStaffAccount, Role
+from .orders import STAFF_MAX_BODY, ConflictResolution, EnrolmentOrder, MergeOrder, NewStaffAccount, Role
 from .snapshots import Snapshot
 
 OPENAPI_PATH = "/openapi.json"
@@ -444,7 +444,8 @@ def _staff_paths() -> dict[str, Any]:
         op: dict[str, Any] = {"operationId": op_id, "summary": summary, "security": session,
                               "parameters": [*(parameters or []), *([csrf] if changes else [])],
                               "responses": {"200": answer, **_errors(*errors)}}
-        if body is not None:
+        if body is not None:  # a body over STAFF_MAX_BODY: 413 too_large
+            op["responses"].update(_errors(413))
             op["requestBody"] = {"required": True, "content": {JSON: {"schema": {"$ref": _REF.format(name=body)}}}}
         return op
 
@@ -461,6 +462,7 @@ def _staff_paths() -> dict[str, Any]:
                     **{str(status): _page(f"The sign-in form again, saying why: {why}") for status, why in (
                         (401, "a wrong username or password"), (403, "a missing or stale CSRF token"),
                         (429, "the account is locked after too many wrong passwords"))},
+                    **_errors(413),
                 },
             },
         },
@@ -468,7 +470,7 @@ def _staff_paths() -> dict[str, Any]:
             "operationId": "logout", "summary": "Sign out", "security": [],
             "requestBody": {"required": True,
                             "content": {FORM: {"schema": {"$ref": _REF.format(name="CsrfForm")}}}},
-            "responses": {"303": _redirect("/login", "Signed out"), **_errors(403)},
+            "responses": {"303": _redirect("/login", "Signed out"), **_errors(403, 413)},
         }},
         "/staff": {"get": {
             "operationId": "staffHome", "summary": "The staff page", "security": session,
@@ -526,7 +528,8 @@ def _workbench_paths() -> dict[str, Any]:
     record or device outside the township. Not signed in, a page sends the visitor to ``/login``."""
     session: list[dict[str, list[str]]] = [{"staffSession": []}]
     refused = {400: "bad input", 403: "an account that is not township staff, or a missing or stale CSRF token",
-               404: "a record or device outside the staff member's township"}
+               404: "a record or device outside the staff member's township",
+               413: f"a form over {STAFF_MAX_BODY // (1024 * 1024)} MB"}
     see_other = {"description": "Done (or not signed in: to `/login`); the next page says what happened",
                  "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}
     record = {"name": "record", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -547,7 +550,7 @@ def _workbench_paths() -> dict[str, Any]:
             answers["200"] = _page(asks)
         return {"operationId": op_id, "summary": summary, "security": session, "parameters": parameters or [],
                 "requestBody": {"required": True, "content": {FORM: {"schema": {"$ref": _REF.format(name=body)}}}},
-                "responses": {**answers, **{str(s): _page(f"A page saying why: {refused[s]}") for s in (400, *errors, 403)}}}
+                "responses": {**answers, **{str(s): _page(f"A page saying why: {refused[s]}") for s in (400, *errors, 403, 413)}}}
 
     def download(op_id: str, summary: str, media: str, *errors: int,
                  parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
