@@ -1,7 +1,7 @@
 """The node's HTTP API: a Starlette app, served by hypercorn.
 
     POST /api/sync      one sync round trip (MessagePack by default, JSON on request, gzip both ways)
-    GET  /api/health    liveness and what this node is
+    GET  /api/health    liveness and what this node is; 503 storage_read_only when its database cannot be written
     GET  /api/whoami    the device a token belongs to (a tablet calls it once at set-up)
     POST /api/enrol     exchange a one-time enrolment code for a device token
     GET  /openapi.json  this API described in OpenAPI 3.1, generated from the msgspec types
@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sync.errors import BadRequest, SyncError, TooLarge
+from sync.errors import BadRequest, SyncError
 from sync.headers import SECURITY_HEADERS
 from sync.units import UnitCodeError
 from sync.wire import (
@@ -50,6 +50,7 @@ from . import config, sessions
 from .exchanges import Exchanges
 from .node import Device, Node
 from .openapi import openapi_route
+from .orders import read_body
 from .storage import storage_error
 
 log = logging.getLogger("cunsync.server")
@@ -87,8 +88,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _storage_error(request: Request, exc: Exception) -> Response:
     """A full disk anywhere (SQLITE_FULL, ENOSPC) is a 507 storage_full, a read-only one (SQLITE_READONLY,
-    EROFS) a 503 storage_read_only, not a 500; anything else is a 500"""
-    err = storage_error(exc)
+    EROFS, or an I/O error on a file system turned read-only) a 503 storage_read_only, not a 500; anything
+    else is a 500"""
+    err = storage_error(exc, request.app.state.node.store.path)
     if err is not None:
         log.error("%s on %s: %s", err.code.replace("_", " "), request.url.path, exc)  # "storage full"
         return await _sync_error(request, err)
@@ -99,21 +101,6 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.url.path)
     return JSONResponse({"error": {"code": "internal", "message": "internal error; the node logged it",
                                    "details": None}}, status_code=500)
-
-
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    "The request body as sent, refused past the limit; ``inflated`` gunzips it"
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise TooLarge(f"the body is {length} bytes; the limit is {limit}", details={"limit_bytes": limit})
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the body is over the limit of {limit} bytes", details={"limit_bytes": limit})
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def says_gzip(request: Request) -> bool:
@@ -194,6 +181,8 @@ def create_app(node: Node, *, max_body: int = MAX_BODY, extra_routes: list[Any] 
         return Response(encode(resp, "json"), media_type="application/json")
 
     async def health(request: Request) -> Response:
+        # a file system turned read-only under the node: 503 storage_read_only, as a sync would get
+        await run_in_threadpool(node.check_file_system)
         return JSONResponse({
             "status": "ok", "unit": node.unit, "tier": node.tier, "protocol": PROTOCOL_VERSION,
             "epoch": node.epoch, "seq": await run_in_threadpool(node.store.max_seq),

@@ -233,11 +233,6 @@ def enrol_create(db: str, unit: str, user: str, hours: int, server: str | None, 
     if png and not Path(png).parent.is_dir():  # before the code is made: a code with no QR code to print
         raise click.BadParameter(f"the folder {Path(png).parent} does not exist; create it first", param_hint="--png")
     with opened(db) as node:
-        if reattach and node.knows_device(reattach):
-            raise click.ClickException(
-                f"this node knows tablet {reattach} already, so it would refuse a code to re-attach it "
-                "[device_exists]; no code was made. A tablet the node knows syncs with the token it has; one "
-                "that was reset starts afresh with a code made without --reattach")
         enr = node.create_enrolment(unit, user, hours=hours, reattach=reattach)
     payload = f"cunsync:enrol?code={enr.code}" + (f"&server={server}" if server else "")
     qr = segno.make(payload, error="m")

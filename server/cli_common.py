@@ -6,11 +6,9 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 
-from sync import checks
 from sync import units as unitlib
 from sync.errors import SyncError
 
@@ -77,17 +75,3 @@ def opened(db: str) -> Iterator[Node]:
     finally:
         node.close()
 
-
-def checked(coll: str, values: dict[str, Any], *, options: dict[str, str] | None = None) -> dict[str, Any]:
-    """The values given (unset ones left out), full-width digits made ASCII, refused as the tablet's forms
-    refuse them (``sync.checks``): a record the CLI saves stays editable in the tablet app. ``options``:
-    the option a field is given with, where it is not ``--`` and the field's name in kebab case"""
-    given = {k: checks.normalize(k, v) if isinstance(v, str) else v for k, v in values.items() if v not in (None, [])}
-    found = {name: p for name in given if (p := checks.check(coll, name, given[name])) is not None}
-    if coll == "person":
-        found.update(checks.disagreements(given, given))
-    if found:
-        name, problem = next(iter(found.items()))
-        hint = (options or {}).get(name, "--" + name.replace("_", "-"))
-        raise click.BadParameter(f"{problem.message} [{problem.code}]", param_hint=hint)
-    return given

@@ -24,7 +24,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync import units as unitlib
-from sync.errors import BadRequest, NotFound
+from sync.errors import BadRequest, DeviceExists, NotFound
 
 from .auth import Staff
 from .pages import SKEW_LIMIT_MS, PageError, Pages, local_time, required
@@ -99,12 +99,11 @@ class DevicePages:
         if not lo <= unit <= hi or unit == self.node.unit:
             raise PageError("请选择您所在镇街下的一个村/社区。")
         reattach = str(form.get("reattach", "")).strip() or None  # a tablet the node no longer knows
-        known = await run_in_threadpool(lambda: reattach is not None and self.node.knows_device(reattach))
-        if known:
-            raise PageError(f"本镇街服务器认识平板“{reattach}”，不能为它发重新接入的登记码（用了也会被拒绝）。"
-                            "它用自己的凭证同步即可；如果平板已重置，请不填平板编号，发一个新平板的登记码。")
         try:
             enr = await run_in_threadpool(lambda: self.node.create_enrolment(unit, user, reattach=reattach))
+        except DeviceExists:
+            raise PageError(f"本镇街服务器认识平板“{reattach}”，不能为它发重新接入的登记码（用了也会被拒绝）。"
+                            "它用自己的凭证同步即可；如果平板已重置，请不填平板编号，发一个新平板的登记码。") from None
         except BadRequest as e:
             if e.code != "invalid_device":
                 raise

@@ -86,6 +86,10 @@ _PERSONAL = {"name": "name", "id_number": "ID number", "phone": "phone number", 
 _ADDRESS_RUN = 6
 #: A house number: a number and the character after it (号, 栋, 单元, 组)
 _HOUSE_NUMBER = re.compile(r"\d\D")
+#: Chinese numerals, as addresses often write house numbers (和平街十七号三单元, 幸福村二组十五号, 三〇二室)
+_CN_DIGITS = {**{c: str(i) for i, c in enumerate("零一二三四五六七八九")}, "〇": "0", "两": "2"}
+_CN_UNITS = {"十": 10, "百": 100, "千": 1000}
+_CN_NUMBER = re.compile(f"[{''.join(_CN_DIGITS)}{''.join(_CN_UNITS)}]+")
 
 
 class AlreadyEscalated(BadRequest):
@@ -142,13 +146,16 @@ def personal_data(summary: str, person: Record | None) -> list[str]:
     """The personal data a summary holds, as field names (``name``, ``id_number``, ``phone``, ``address``):
     any ID number (the resident's among them) or mobile number, and the name, phone (a landline, say) or
     address of ``person``, the need's resident. Each is compared as ``_compact`` makes it: full-width
-    characters made ASCII and separators gone, so 张 秀英, 张·秀英, 张-秀英 and 138 0000 1111 are found.
+    characters made ASCII, separators gone and Chinese numerals made Arabic, so 张 秀英, 张·秀英, 张-秀英,
+    138 0000 1111 and 和平街十七号 (for 和平街17号, or the other way round) are found.
 
     - name: all of it, when it has two characters or more (one character would match ordinary words);
     - address: any ``_ADDRESS_RUN`` characters in a row of it that hold a number and the character after
       it, i.e. the house number with its street or unit (和平街17号, 17号3单元 of 和平街17号3单元), a
-      number matched whole (27号 is not 7号). A street, village or district alone (和平街, 育才社区12户)
-      is many people's and passes, and so does an address without an Arabic numeral."""
+      number matched whole (27号 is not 7号). Written in Chinese numerals, it is the same number
+      (和平街十七号三单元 is 和平街17号3单元; 幸福村二组十五号 is 幸福村2组15号). A street, village or
+      district alone (和平街, 育才社区12户) is many people's and passes, and so does an address without a
+      number. Ordinary words with a numeral (三个月, 一老一小) pass: they are no run of her address."""
     compact = _compact(summary)
     data = person.data if person is not None and person.coll == "person" else {}
     name, phone, address = (_compact(str(data.get(f) or "")) for f in ("name", "phone", "address"))
@@ -166,7 +173,8 @@ def personal_data(summary: str, person: Record | None) -> list[str]:
 
 
 def _address_runs(address: str) -> Iterator[str]:
-    "The runs of ``_ADDRESS_RUN`` characters of an address that cut no number in two (117号 gives no 17号)"
+    """The runs of ``_ADDRESS_RUN`` characters of an address, as ``_compact`` makes it (its numerals Arabic),
+    that cut no number in two (117号 gives no 17号)"""
     for i in range(len(address) - _ADDRESS_RUN + 1):
         j = i + _ADDRESS_RUN
         if (i > 0 and address[i - 1].isdigit() and address[i].isdigit()) or \
@@ -176,8 +184,29 @@ def _address_runs(address: str) -> Iterator[str]:
 
 
 def _compact(text: str) -> str:
-    "Text as ``personal_data`` compares it: NFKC-normalised (full-width made ASCII), ``_SEPARATORS`` gone, upper case"
-    return _SEPARATORS.sub("", unicodedata.normalize("NFKC", text)).upper()
+    """Text as ``personal_data`` compares it: NFKC-normalised (full-width made ASCII), ``_SEPARATORS`` gone,
+    Chinese numerals Arabic (``_arabic``), upper case"""
+    return _arabic(_SEPARATORS.sub("", unicodedata.normalize("NFKC", text))).upper()
+
+
+def _arabic(text: str) -> str:
+    """Each run of Chinese numerals as the number it writes: 十七 → 17, 二十 → 20, 一百零五 → 105, and
+    without 十, 百 or 千, digit by digit (三〇二 → 302)"""
+    return _CN_NUMBER.sub(lambda m: _number(m.group()), text)
+
+
+def _number(numeral: str) -> str:
+    "A run of Chinese numerals in Arabic digits (``_arabic``)"
+    if not any(c in _CN_UNITS for c in numeral):
+        return "".join(_CN_DIGITS[c] for c in numeral)
+    total = digit = 0
+    for c in numeral:
+        if c in _CN_UNITS:
+            total += (digit or 1) * _CN_UNITS[c]
+            digit = 0
+        else:
+            digit = int(_CN_DIGITS[c])
+    return str(total + digit)
 
 
 def act(node: Node, staff: Staff, escalation: str, action: str, text: str = "") -> dict[str, Any]:

@@ -68,7 +68,8 @@ def flow_paths() -> dict[str, Any]:
         out: dict[str, Any] = {"operationId": op_id, "summary": summary, "security": session,
                                "parameters": [*(parameters or []), *([csrf] if changes else [])],
                                "responses": {str(status): answer, **_errors(*errors)}}
-        if body is not None:
+        if body is not None:  # a body over STAFF_MAX_BODY: 413 too_large
+            out["responses"].update(_errors(413))
             out["requestBody"] = {"required": True, "content": {JSON: {"schema": {"$ref": _REF.format(name=body)}}}}
         return out
 

@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from sync import units as unitlib
-from sync.disk import is_disk_full
+from sync.disk import is_disk_full, read_only_file_system
 from sync.edit import Editor
 from sync.errors import (
     BadRequest,
@@ -318,13 +318,22 @@ class Node:
             try:
                 conn.execute("UPDATE meta SET value = value WHERE key = 'unit'")
             except sqlite3.Error as e:
-                err = storage.storage_error(e)
+                err = storage.storage_error(e, self.store.path)
                 if err is not None:
                     raise err from None
                 raise
             finally:
                 conn.execute("ROLLBACK TO check_writable")
                 conn.execute("RELEASE check_writable")
+
+    def check_file_system(self) -> None:
+        """Raise 503 ``storage_read_only`` if the file system holding the database has turned read-only since
+        the node opened it (``sync.disk``: ``check_writable`` cannot see that, and a sync fails on it).
+        Cheap, for ``/api/health``, which monitors poll: no write, no lock, no query."""
+        if self.store.path != ":memory:":
+            refused = read_only_file_system(self.store.path)
+            if refused is not None:
+                raise storage.read_only(refused)
 
     def backup(self, to: str | Path) -> int:
         """A consistent copy of the node's database while it keeps serving (SQLite's online backup).
@@ -453,7 +462,8 @@ class Node:
         """A one-time code a tablet exchanges for its device credential. Only its hash is stored.
 
         ``reattach``: the code re-attaches that tablet only (its device id, shown on its sync page), one
-        this node does not know since it was restored from a backup; it enrols no other tablet."""
+        this node does not know since it was restored from a backup; it enrols no other tablet. Refused
+        (``DeviceExists``, nothing written) for a tablet this node knows: ``enrol`` would refuse its code."""
         code = unitlib.normalize_code(unit)
         if not unitlib.is_under(code, self.unit):
             raise OutOfScope(f"unit {code} is not under this node's unit {self.unit}",
@@ -470,6 +480,11 @@ class Node:
         now = int(time.time())
         enr = Enrolment(secret, code, user.strip(), tier, now + hours * 3600)
         with self.store.transaction() as c:
+            if reattach is not None and self._knows(c, reattach):
+                raise DeviceExists(
+                    f"this node knows tablet {reattach} already, so it would refuse a code to re-attach it; no "
+                    "code was made. A tablet the node knows syncs with the token it has; one that was reset "
+                    "starts afresh with a code for a new tablet", details={"device": reattach})
             c.execute("INSERT INTO enrolments (code_hash, unit, user, tier, created_at, expires_at, reattach)"
                       " VALUES (?,?,?,?,?,?,?)",
                       (hash_token(secret), code, enr.user, tier, now, enr.expires_at, reattach))
@@ -568,11 +583,6 @@ class Node:
             (device,)).fetchone()
         return row is not None and not row[0]
 
-    def knows_device(self, device: str) -> bool:
-        "Whether this node knows ``device``: a tablet re-attaching under it is refused (``DeviceExists``)"
-        with self.store.lock:
-            return self._knows(self.store.conn, device)
-
     def device(self, device: str) -> Device | None:
         "One enrolled device, revoked or not"
         return self._device_by("device", device)
@@ -667,11 +677,11 @@ class Node:
                     with self.store.transaction():
                         for i, (dev, req, _, _) in enumerate(exchanges):
                             try:
-                                ops = self._refuse(dev, req)
+                                ops, now = self._refuse(dev, req)
                             except SyncError as e:
                                 done(i, e)
                                 continue
-                            pushed[i] = self._write(dev, req, ops)
+                            pushed[i] = self._write(dev, req, ops, now)
                 except Exception:  # rolled back: those not refused run alone below and meet their own errors
                     pass
                 else:
@@ -705,13 +715,14 @@ class Node:
 
     def _sync(self, dev: Device, req: SyncRequest, *, spliced: bool = False) -> SyncResponse | Spliced:
         with self.store.lock:
-            ops = self._refuse(dev, req)
+            ops, now = self._refuse(dev, req)
             with self.store.transaction():
-                pushed = self._write(dev, req, ops)
+                pushed = self._write(dev, req, ops, now)
             return self._answer(dev, req, pushed, spliced=spliced)
 
-    def _refuse(self, dev: Device, req: SyncRequest) -> list[Op]:
-        "The request's ops, once it is known that they may be written: raises if not. Writes nothing"
+    def _refuse(self, dev: Device, req: SyncRequest) -> tuple[list[Op], int]:
+        """The request's ops, once it is known that they may be written, and the node's ``reference_ms`` they
+        were checked against (``_write`` notes the device's visit at it): raises if not. Writes nothing"""
         self.check_protocol(req)
         if dev.revoked and dev.wipe:
             raise DeviceRevoked("this tablet was revoked and is to erase its local data; nothing was "
@@ -725,21 +736,22 @@ class Node:
         if req.device != dev.device:
             raise ForgedOp(f"request names device {req.device!r} but the token belongs to {dev.device!r}")
         ops, _dead = unpack_ops(req.ops)
+        now = self.reference_ms()
         if ops and req.epoch and req.epoch != self.epoch and min(map(_counter, ops)) > self._acked(dev.device) + 1:
             # restored from a backup since the device's last answer, and lacking its ops before these:
             # write nothing; the answer's lower acknowledgement makes it send them again, in order (its
             # records registered after the backup come first, so their later edits are not refused)
-            return []
+            return [], now
         if len(ops) > MAX_BATCH:
             raise TooLarge(f"{len(ops)} ops in one request; send at most {MAX_BATCH}",
                            details={"limit": MAX_BATCH})
-        self._check_ops(dev, ops, pack(self.reference_ms()))
-        return ops
+        self._check_ops(dev, ops, pack(now))
+        return ops, now
 
-    def _write(self, dev: Device, req: SyncRequest, ops: list[Op]) -> tuple[int, int]:
-        """Apply a request's checked ops and note the device's visit, inside the caller's transaction.
+    def _write(self, dev: Device, req: SyncRequest, ops: list[Op], now: int) -> tuple[int, int]:
+        """Apply a request's checked ops and note the device's visit at ``now``, the time ``_refuse`` checked
+        them against (a skew against a clock that never goes back), inside the caller's transaction.
         Returns the seqs the ops took (the device's own ops, not to be sent back to it)."""
-        now = self.reference_ms()  # as the clock check: a skew against a clock that never goes back
         self._keep_reference()
         pushed: tuple[int, int] = (0, -1)
         try:
@@ -757,7 +769,8 @@ class Node:
             else:
                 self._seen(dev, req, now, pushed=0)
         except (sqlite3.Error, OSError) as e:
-            err = storage.storage_error(e)  # a full or read-only disk: rolled back, nothing written
+            # a full or read-only disk: rolled back, nothing written
+            err = storage.storage_error(e, self.store.path)
             if err is not None:
                 raise err from None
             raise

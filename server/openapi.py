@@ -33,7 +33,7 @@ from sync.wire import (
     SyncResponse,
 )
 
-from .orders import ConflictResolution, EnrolmentOrder, MergeOrder, NewStaffAccount, Role
+from .orders import STAFF_MAX_BODY, ConflictResolution, EnrolmentOrder, MergeOrder, NewStaffAccount, Role
 from .snapshots import Snapshot
 
 OPENAPI_PATH = "/openapi.json"
@@ -276,6 +276,8 @@ _ERRORS: dict[int, tuple[str, str]] = {
                       "have. Send smaller batches."),
     429: ("TooManyAttempts", "Too many failed attempts from this client; wait before trying again."),
     500: ("InternalError", "A bug: the node logged it. Never expected; listed for its shape."),
+    503: ("Unavailable", "The node cannot write its database (its file system turned read-only, say); "
+                         "nothing was written. Retry once its operator has made it writable."),
     507: ("StorageFull", "The node's disk is full; nothing was written. Retry later."),
 }
 
@@ -370,14 +372,16 @@ def openapi_spec() -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": "^sync;dur=[0-9]+(\\.[0-9]+)?$"}}},
                     "content": {MSGPACK: {"schema": sync_answer}, JSON: {"schema": sync_answer}},
                 },
-                **_errors(400, 401, 403, 409, 413, 429, 507),
+                **_errors(400, 401, 403, 409, 413, 429, 503, 507),
             },
         }},
         "/api/health": {"get": {
             "operationId": "health",
             "summary": "Liveness, and what this node is",
+            "description": "503 `storage_read_only` when the file system holding the node's database has "
+                           "turned read-only: syncs cannot be written.",
             "security": [],
-            "responses": {"200": _json("Health", "The node is up")},
+            "responses": {"200": _json("Health", "The node is up"), **_errors(503)},
         }},
         "/api/whoami": {"get": {
             "operationId": "whoami",
@@ -458,7 +462,8 @@ def _staff_paths() -> dict[str, Any]:
         op: dict[str, Any] = {"operationId": op_id, "summary": summary, "security": session,
                               "parameters": [*(parameters or []), *([csrf] if changes else [])],
                               "responses": {"200": answer, **_errors(*errors)}}
-        if body is not None:
+        if body is not None:  # a body over STAFF_MAX_BODY: 413 too_large
+            op["responses"].update(_errors(413))
             op["requestBody"] = {"required": True, "content": {JSON: {"schema": {"$ref": _REF.format(name=body)}}}}
         return op
 
@@ -475,6 +480,7 @@ def _staff_paths() -> dict[str, Any]:
                     **{str(status): _page(f"The sign-in form again, saying why: {why}") for status, why in (
                         (401, "a wrong username or password"), (403, "a missing or stale CSRF token"),
                         (429, "the account is locked after too many wrong passwords"))},
+                    **_errors(413),
                 },
             },
         },
@@ -482,7 +488,7 @@ def _staff_paths() -> dict[str, Any]:
             "operationId": "logout", "summary": "Sign out", "security": [],
             "requestBody": {"required": True,
                             "content": {FORM: {"schema": {"$ref": _REF.format(name="CsrfForm")}}}},
-            "responses": {"303": _redirect("/login", "Signed out"), **_errors(403)},
+            "responses": {"303": _redirect("/login", "Signed out"), **_errors(403, 413)},
         }},
         "/staff": {"get": {
             "operationId": "staffHome", "summary": "The staff page", "security": session,
@@ -540,7 +546,8 @@ def _workbench_paths() -> dict[str, Any]:
     record or device outside the township. Not signed in, a page sends the visitor to ``/login``."""
     session: list[dict[str, list[str]]] = [{"staffSession": []}]
     refused = {400: "bad input", 403: "an account that is not township staff, or a missing or stale CSRF token",
-               404: "a record or device outside the staff member's township"}
+               404: "a record or device outside the staff member's township",
+               413: f"a form over {STAFF_MAX_BODY // (1024 * 1024)} MB"}
     see_other = {"description": "Done (or not signed in: to `/login`); the next page says what happened",
                  "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}
     record = {"name": "record", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -561,7 +568,7 @@ def _workbench_paths() -> dict[str, Any]:
             answers["200"] = _page(asks)
         return {"operationId": op_id, "summary": summary, "security": session, "parameters": parameters or [],
                 "requestBody": {"required": True, "content": {FORM: {"schema": {"$ref": _REF.format(name=body)}}}},
-                "responses": {**answers, **{str(s): _page(f"A page saying why: {refused[s]}") for s in (400, *errors, 403)}}}
+                "responses": {**answers, **{str(s): _page(f"A page saying why: {refused[s]}") for s in (400, *errors, 403, 413)}}}
 
     def download(op_id: str, summary: str, media: str, *errors: int,
                  parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:

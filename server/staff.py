@@ -22,7 +22,7 @@ from sync.units import UnitCodeError
 from . import sessions
 from .auth import Accounts, Staff
 from .node import Node
-from .orders import ConflictResolution, EnrolmentOrder, MergeOrder, NewStaffAccount, json_body
+from .orders import ConflictResolution, EnrolmentOrder, MergeOrder, NewStaffAccount, form_body, json_body
 
 T = TypeVar("T")
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -123,7 +123,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
                                                                    "notice": notice, "node": node})
 
     async def login(request: Request) -> Response:
-        form = await request.form()
+        form = await form_body(request)
         try:
             check_csrf(request, str(form.get("csrf", "")))
             staff = await run_in_threadpool(accounts.sign_in, str(form.get("username", "")),
@@ -137,7 +137,7 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         return RedirectResponse("/staff", status_code=303)
 
     async def logout(request: Request) -> Response:
-        form = await request.form()
+        form = await form_body(request)
         check_csrf(request, str(form.get("csrf", "")))
         await run_in_threadpool(end_session, request, accounts)
         return RedirectResponse("/login", status_code=303)

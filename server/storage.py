@@ -5,7 +5,8 @@ A full disk is rolled back, so nothing was written, and the caller gets ``Storag
 ``storage_full``) instead of a 500: the tablet keeps its ops and sends them again once the operator has made
 room. A read-only database (a file system remounted read-only after errors, a service's ``ReadWritePaths``)
 is rolled back too and gets 503 ``storage_read_only``; ``cunsync serve`` checks at start-up that it can
-write (``Node.check_writable``) and refuses to start otherwise.
+write (``Node.check_writable``) and refuses to start otherwise, and ``/api/health`` answers the same 503
+once the file system has turned read-only under the running node (``Node.check_file_system``).
 
 ``CUNSYNC_MAX_DB_MB`` (see ``server.config``) caps the database's size with ``PRAGMA max_page_count``:
 for tests that need a full disk without filling one, and for a node on a small disk shared with other
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from sync.disk import is_disk_full, is_read_only
+from sync.disk import is_disk_full, is_io_error, is_read_only, read_only_file_system
 from sync.errors import StorageFull, SyncError, Unavailable
 
 #: What the operator and the tablet are told when the node cannot write.
@@ -34,13 +35,24 @@ READ_ONLY_MESSAGE = (
 )
 
 
-def storage_error(exc: BaseException) -> SyncError | None:
-    "The error a caller gets for a storage failure: full or read-only; None for any other error"
+def storage_error(exc: BaseException, path: str | None = None) -> SyncError | None:
+    """The error a caller gets for a storage failure: full or read-only; None for any other error.
+    ``path``, the database's: an I/O error there on a file system turned read-only since the node opened
+    it is read-only too (``sync.disk``), not an internal error."""
     if is_disk_full(exc):
         return storage_full(exc)
     if is_read_only(exc):
-        return Unavailable(READ_ONLY_MESSAGE, code="storage_read_only", details={"reason": str(exc)})
+        return read_only(exc)
+    if path is not None and is_io_error(exc):
+        refused = read_only_file_system(path)
+        if refused is not None:
+            return read_only(refused)
     return None
+
+
+def read_only(exc: BaseException) -> Unavailable:
+    "The error a caller gets when the node's database cannot be written"
+    return Unavailable(READ_ONLY_MESSAGE, code="storage_read_only", details={"reason": str(exc)})
 
 
 def storage_full(exc: BaseException | None = None) -> StorageFull:

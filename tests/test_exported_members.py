@@ -1,5 +1,6 @@
 """``sync.__all__`` is the engine's public surface (after httpx's test of the same name): every name in it
-exists, every name ``sync/__init__.py`` binds is in it, and the types users receive from it are in it."""
+exists, every name ``sync/__init__.py`` binds is in it, and the types users receive from it are in it. And the
+packages import each other as DESIGN.md's layout says."""
 
 from __future__ import annotations
 
@@ -94,3 +95,36 @@ def test_types_the_public_api_hands_out_are_exported() -> None:
     "A user who receives a sync object from the API can import its class from ``sync`` to annotate it"
     missing = {name: sorted(where) for name, where in _api_types().items() if name not in sync.__all__}
     assert missing == {}
+
+
+#: The only modules of client/ that import server/: the demo runs a whole hierarchy of nodes in one process,
+#: and the ``cunsync`` command registers the node's commands (``server.cli``) beside the tablet's
+CLIENT_MAY_IMPORT_SERVER = {"client/demo.py": {"server"}, "client/cli.py": {"server.cli"}}
+
+
+def _imported(path: Path) -> set[str]:
+    "The modules a file imports, at any depth (a function's lazy imports too), as absolute names"
+    package = path.parent.name
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.add(f"{package}.{node.module or ''}".rstrip(".") if node.level else str(node.module))
+    return found
+
+
+def test_the_packages_import_each_other_only_downwards() -> None:
+    """DESIGN.md's layout: ``sync/`` imports neither ``server/`` nor ``client/``; the tablet's code does not
+    import the node's (what both need is in ``sync/``) but where it starts nodes; no node module imports
+    the tablet's"""
+    root = Path(sync.__file__).parent.parent
+    wrong = []
+    for package, forbidden in (("sync", ("server", "client")), ("server", ("client",)), ("client", ("server",))):
+        for path in sorted((root / package).glob("*.py")):
+            allowed = CLIENT_MAY_IMPORT_SERVER.get(f"{package}/{path.name}", set())
+            for module in sorted(_imported(path)):
+                top = module.split(".")[0]
+                if top in forbidden and not any(module == a or module.startswith(a + ".") for a in allowed):
+                    wrong.append(f"{package}/{path.name} imports {module}")
+    assert wrong == []

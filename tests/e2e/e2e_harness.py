@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from client.tablet import Tablet
-from server.node import Node
+from server.node import Node, hash_token
 from sync.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,6 +196,20 @@ def enrolment_code(db: Path, unit: str = V1, user: str = "王芳", hours: int = 
     n = Node(db, TOWNSHIP)
     try:
         return n.create_enrolment(unit, user, hours=hours, reattach=reattach).display
+    finally:
+        n.close()
+
+
+def known_reattach_code(db: Path, device: str, unit: str = V1, user: str = "王芳") -> str:
+    """A code to re-attach a tablet the node knows, which ``Node.create_enrolment`` refuses to make
+    (``device_exists``): a code for a new tablet, then bound to ``device`` in the node's table, to test that
+    the node refuses such a code when it is used (a code made before the node knew the tablet)"""
+    n = Node(db, TOWNSHIP)
+    try:
+        enr = n.create_enrolment(unit, user)
+        with n.store.transaction() as c:
+            c.execute("UPDATE enrolments SET reattach = ? WHERE code_hash = ?", (device, hash_token(enr.code)))
+        return enr.display
     finally:
         n.close()
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from client.cli import cli
 from client.tablet import SyncFailed, Tablet
-from e2e_harness import TOWNSHIP, V1, NodeProcess, enrolment_code, no_sleep, op_count
+from e2e_harness import TOWNSHIP, V1, NodeProcess, enrolment_code, known_reattach_code, no_sleep, op_count
 from server.node import MAX_FAILURES, Node
 
 pytestmark = pytest.mark.e2e
@@ -128,7 +128,7 @@ def test_the_cli_prints_a_code_and_a_qr_and_a_tablet_enrols_with_it(
     assert re.search(r"holds (\d+) changes of its own, \1 of them not\s+acknowledged", r.output), r.output
     # nor re-attached, even with a code made for it (that is for a tablet the node no longer knows): this
     # node knows it; and a code for a new tablet re-attaches nothing
-    for code, refusal in ((enrolment_code(node_db, reattach=device), "[device_exists]"),
+    for code, refusal in ((known_reattach_code(node_db, device), "[device_exists]"),
                           (enrolment_code(node_db), "[enrolment_mismatch]")):
         r = runner.invoke(cli, ["tablet", "init", "--db", str(db), "--server", node.url, "--code", code])
         assert r.exit_code == 1 and refusal in r.output, r.output

@@ -13,7 +13,8 @@ from server.node import Device, Node
 from sync.store import Store
 
 from e2e_harness import (
-    TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess, device_ops, enrolment_code, no_sleep, node_digest, populate,
+    TOWNSHIP, V1, V2, Enrol, MakeTablet, NodeProcess, device_ops, enrolment_code, known_reattach_code, no_sleep,
+    node_digest, populate,
 )
 
 pytestmark = pytest.mark.e2e
@@ -346,11 +347,11 @@ def test_a_tablet_enrolled_after_the_backup_re_attaches_with_a_new_code_and_re_s
     before = _devices(node_db)
     for code in (enrolment_code(node_db),  # a code for a new tablet of that worker: it re-attaches nothing
                  enrolment_code(node_db, unit=V2, reattach=new.device),  # made for it, but another village
-                 enrolment_code(node_db, reattach=old.device)):  # another tablet's
+                 known_reattach_code(node_db, old.device)):  # another tablet's
         with pytest.raises(SyncFailed) as err:
             new.reattach(code)
         assert (err.value.status, err.value.code) == (403, "enrolment_mismatch"), code
-    known = enrolment_code(node_db, user="甲", reattach=old.device)  # a device the node knows
+    known = known_reattach_code(node_db, old.device, user="甲")  # a device the node knows
     with pytest.raises(SyncFailed) as err:
         old.reattach(known)
     assert (err.value.status, err.value.code) == (409, "device_exists")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from server import cli as server_cli
 from server.app import create_app
 from server.cli_common import open_node
 from server.node import Node
-from server.storage import cap_database
+from server.storage import cap_database, storage_error
 from sync.disk import is_disk_full, is_read_only
 from sync.errors import SyncError
 from sync.hlc import pack, wall_ms
@@ -54,11 +55,11 @@ def _real_sqlite_full() -> sqlite3.OperationalError:
         conn.close()
 
 
-def _whoami(node: Node) -> httpx.Response:
+def _whoami(node: Node, path: str = "/api/whoami") -> httpx.Response:
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=create_app(node), raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
-            return await client.get("/api/whoami", headers={"authorization": "Bearer t"})
+            return await client.get(path, headers={"authorization": "Bearer t"})
 
     # in a thread of its own: other tests (Playwright's) may leave an event loop running in this one
     with ThreadPoolExecutor(1) as pool:
@@ -181,6 +182,53 @@ def test_a_read_only_database_on_any_route_is_503_storage_read_only(
     r = _whoami(node)
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "storage_read_only"
+
+
+def _file_system_turns_read_only(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's file system is remounted read-only under it (ext4's errors=remount-ro): the operating
+    system refuses to open its database for writing; SQLite's open connection still reads, and fails at a
+    write with an I/O error (as on a real one: SQLITE_IOERR_WRITE, "disk I/O error")"""
+    real_open = os.open
+
+    def refusing(path: str, flags: int, *args: int, **kw: int) -> int:
+        # closing a descriptor of the database would drop SQLite's locks on it: it is never opened
+        assert os.fspath(path) != node.store.path, "the database file opened beside SQLite"
+        if os.fspath(path).startswith(node.store.path) and flags & (os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, "Read-only file system", path)
+        return real_open(path, flags, *args, **kw)
+
+    def io_error(*args: object, **kw: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(os, "open", refusing)
+    monkeypatch.setattr(node.store, "apply", io_error)
+
+
+def test_health_says_a_file_system_turned_read_only_and_a_sync_is_refused_as_such(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, token = node.add_device(V1, "王芳")
+    dev = node.authenticate(token)
+    rid = uuid7()
+    req = SyncRequest(protocol=PROTOCOL_VERSION, device=dev.device, ops=pack_ops([
+        Op(dev.device, 1, pack(wall_ms()), "person", rid, "unit", SET, V1, (), dev.user, dev.unit, dev.rank)]))
+    assert _whoami(node, "/api/health").status_code == 200
+    # an I/O error on a file system that can be written is no read-only one
+    assert storage_error(sqlite3.OperationalError("disk I/O error"), node.store.path) is None
+    seq = node.store.max_seq()
+
+    _file_system_turns_read_only(node, monkeypatch)
+
+    changes = node.store.conn.total_changes
+    r = _whoami(node, "/api/health")
+    assert node.store.conn.total_changes == changes  # polled often: it writes nothing, even rolled back
+    assert r.status_code == 503
+    err = r.json()["error"]
+    assert err["code"] == "storage_read_only" and "cannot be written" in err["message"]
+    with pytest.raises(SyncError) as e:
+        node.sync(dev, req)
+    assert (e.value.status, e.value.code) == (503, "storage_read_only")
+    assert node.store.max_seq() == seq
 
 
 def test_serve_refuses_to_start_on_a_database_it_cannot_write(

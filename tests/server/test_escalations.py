@@ -153,6 +153,26 @@ def test_the_county_pages_form_after_signing_out_or_with_a_stale_token_answers_i
     assert r.status_code == 303 and r.headers["location"] == "/login", r.text
 
 
+@pytest.mark.parametrize(("address", "summary", "found"), [
+    ("和平街十七号三单元", "老人住和平街十七号，独居", ["address"]),
+    ("和平街十七号三单元", "老人住十七号三单元，独居", ["address"]),
+    ("和平街十七号三单元", "老人住和平街17号，独居", ["address"]),  # her address, in the other numerals
+    ("和平街17号3单元", "老人住和平街十七号，独居", ["address"]),
+    ("幸福村二组十五号", "老人住幸福村二组十五号，独居", ["address"]),
+    ("幸福村二组十五号", "老人住幸福村 二组 十五号，独居", ["address"]),
+    # ordinary words with a numeral, and another house, pass
+    ("和平街十七号三单元", "一老一小家庭，三个月未领补贴，和平街助餐点关闭", []),
+    ("和平街十七号三单元", "和平街二十七号助餐点关闭", []),  # 二十七号 is not 十七号
+    ("和平街十七号三单元", "和平街一百一十七号助餐点关闭", []),
+    ("幸福村二组十五号", "幸福村二组十户需要助餐，每周三次", []),
+])
+def test_an_address_in_chinese_numerals_is_found_as_in_arabic_ones(address: str, summary: str,
+                                                                     found: list[str]) -> None:
+    her = Record("0190a0a0-0000-7000-8000-000000000001", "person", V1, False,
+                 {"name": "张秀英", "address": address}, [], 1)
+    assert personal_data(summary, her) == found
+
+
 def test_her_house_number_is_never_cut_to_match_another_building() -> None:
     "At 和平街117号5单元, the run 17号5单元 is no part of her address: 幸福路17号5单元 is another building"
     her = Record("0190a0a0-0000-7000-8000-000000000001", "person", V1, False,

@@ -35,7 +35,7 @@ from server.relay import LinkError, sync_link
 from sync import reference as ref
 from sync.edit import Editor
 from sync import units as unitlib
-from sync.errors import BadRequest
+from sync.errors import BadRequest, DeviceExists
 from sync.ops import uuid7
 from sync.types import CHINA_TIME, DELETED
 
@@ -470,13 +470,17 @@ def test_a_code_to_re_attach_a_tablet_the_node_knows_is_refused_at_once(township
         n.add_device(VILLAGE, "王芳", device=known)
         n.enrol(n.create_enrolment(VILLAGE, "李四", reattach=lost).code,
                 reattach=Device(lost, "李四", VILLAGE, "village"))  # the node made it; its answer never arrived
+        made = enrolments(township_db)
+        with pytest.raises(DeviceExists) as e:  # the node refuses it, whoever asks (the workbench's page too)
+            n.create_enrolment(VILLAGE, "王芳", reattach=known)
+        assert (e.value.status, e.value.code, e.value.details) == (409, "device_exists", {"device": known})
+        assert enrolments(township_db) == made
     finally:
         n.close()
-    made = enrolments(township_db)
     args = ("enrol", "create", "--db", township_db, "--unit", VILLAGE, "--reattach")
     r = run(*args, known, "--user", "王芳")
     assert r.exit_code == 1 and f"this node knows tablet {known} already" in r.output, r.output[:300]
-    assert "[device_exists]; no code was made" in r.output and enrolments(township_db) == made
+    assert "no code was made" in r.output and enrolments(township_db) == made
     r = run(*args, lost, "--user", "李四")
     assert r.exit_code == 0 and f"to re-attach tablet {lost} only" in r.output, r.output[:200]
 

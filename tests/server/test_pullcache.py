@@ -102,9 +102,9 @@ class World:
         node = self.node
         req = tab.request(limit)
         with node.store.lock:  # as ``Node._sync`` does it, keeping what the push took for the query
-            ops = node._refuse(tab.dev, req)
+            ops, now = node._refuse(tab.dev, req)
             with node.store.transaction():
-                pushed = node._write(tab.dev, req, ops)
+                pushed = node._write(tab.dev, req, ops, now)
             out = node._answer(tab.dev, req, pushed, spliced=True)
             want = node._pull(tab.dev, req, pushed)  # the query's answer on the same state
         if isinstance(out, Spliced):

@@ -15,6 +15,7 @@ import pytest
 from server.app import create_app
 from server.cli import ensure_units
 from server.node import Node
+from server.orders import STAFF_MAX_BODY
 from test_pullcache import TOWNSHIP, V1
 
 with warnings.catch_warnings():
@@ -131,3 +132,32 @@ def test_typed_fields_arrive_as_sent(node: Node, signed: dict[str, tuple[TestCli
     assert (entry["name"], entry["order"], entry["retired"]) == ("送餐上门", 3, False)
     r = c.post("/api/staff/enrolments", json={"unit": V1, "user": "张丽"}, headers={"x-csrf-token": csrf})
     assert (r.status_code, r.json()["unit"], r.json()["user"]) == (200, V1, "张丽"), r.text
+
+
+def _over_the_limit(body: bytes, chunked: bool) -> dict[str, Any]:
+    "A request's body and how it is sent: with its Content-Length, or in chunks without one"
+    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+    return {"content": iter(chunks)} if chunked else {"content": body}
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_over_the_staff_limit_is_refused_413_too_large_and_nothing_is_written(
+        node: Node, signed: dict[str, tuple[TestClient, str]], chunked: bool) -> None:
+    c, csrf = signed["liu"]
+    before = _written(node)
+    big = b'{"title": "x", "body": "' + b"x" * STAFF_MAX_BODY + b'"}'
+    r = c.post("/api/staff/notices", headers={"x-csrf-token": csrf, "content-type": "application/json"},
+               **_over_the_limit(big, chunked))
+    err = r.json()["error"]
+    assert (r.status_code, err["code"], err["details"]) == (413, "too_large", {"limit_bytes": STAFF_MAX_BODY})
+    assert r.headers["connection"] == "close"
+    # a workbench page's form says so in Chinese; the sign-in form is refused before it is read further
+    form = f"csrf={csrf}&name=".encode() + b"x" * STAFF_MAX_BODY
+    r = c.post("/staff/conflicts/resolve", headers={"content-type": "application/x-www-form-urlencoded"},
+               **_over_the_limit(form, chunked))
+    assert r.status_code == 413 and "提交的内容太大：不能超过 1 MB" in r.text, r.text[:500]
+    with TestClient(create_app(node), base_url="http://node") as anyone:
+        r = anyone.post("/login", headers={"content-type": "application/x-www-form-urlencoded"},
+                        **_over_the_limit(b"username=" + b"x" * STAFF_MAX_BODY, chunked))
+        assert (r.status_code, r.json()["error"]["code"]) == (413, "too_large")
+    assert _written(node) == before
