@@ -1,8 +1,10 @@
 """Escalation up (吹哨报到): a need the township cannot meet goes to the county, and the answer comes back.
 
-Township staff escalate a need with a summary they write; the node records an ``escalation`` whose
-fields carry no personal data (need id, village, category, urgency, summary, status): a summary holding
-an ID number, a mobile number, or the resident's name, phone or address is refused (``personal_data``).
+Township staff escalate an open need (not one resolved, closed or cancelled: ``escalatable``; one whose
+earlier escalation was returned or withdrawn may go up again) with a summary they write; the node records
+an ``escalation`` whose fields carry no personal data (need id, village, category, urgency, summary,
+status): a summary holding an ID number, a mobile number, or the resident's name, phone or address is
+refused (``personal_data``).
 The county's node pulls it over its link (``server/relay.py``); county staff accept it, assign a
 department and resolve it with an answer, or send it back. Those ops go down on the next link sync to the
 township, and on to the tablet that recorded the need: an escalation's unit is the need's village, so it
@@ -98,6 +100,12 @@ class AlreadyEscalated(BadRequest):
     code = "already_escalated"
 
 
+class NeedClosed(BadRequest):
+    "The need is resolved, closed or cancelled: there is nothing left for the county to do"
+
+    code = "need_closed"
+
+
 class PersonalData(BadRequest):
     "An escalation's summary holds a resident's name, ID number, phone or address, which the county may not see"
 
@@ -121,6 +129,10 @@ def escalate(node: Node, staff: Staff, need: str, summary: str) -> str:
         lo, hi = staff.scope
         if rec is None or rec.coll != "need" or rec.deleted or rec.unit is None or not lo <= rec.unit <= hi:
             raise NotFound(f"no need {need} in your township", details={"need": need})
+        if not escalatable(rec):
+            status = rec.data["status"]
+            raise NeedClosed(f"need {need} is {status}: only an open need is escalated; reopen it first (set its "
+                             "status to 服务中 or 待处理)", details={"need": need, "status": status})
         for e in list_escalations(node.store, need=need):
             if e.get("status") in OPEN:
                 raise AlreadyEscalated(f"need {need} is already escalated ({e['status']})",
@@ -131,6 +143,14 @@ def escalate(node: Node, staff: Staff, need: str, summary: str) -> str:
             "urgency": rec.data.get("urgency") or "一般", "summary": summary, "status": "已上报",
             "escalated_at": now_text(),
         })
+
+
+def escalatable(need: Record) -> bool:
+    """Whether a need is still open (待处理, 已分派, 服务中), so may be escalated: one that is resolved, closed
+    or cancelled may not. One whose earlier escalation was returned or withdrawn may go up again."""
+    from .workbench import CLOSED  # which imports this module
+
+    return need.data.get("status") not in CLOSED
 
 
 def _refuse_personal(node: Node, need: Record | None, text: str, what: str, advice: str) -> None:

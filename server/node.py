@@ -75,6 +75,7 @@ from sync.wire import (
 )
 
 from . import storage
+from .duplicates import half_merged
 from .pullcache import PullCache
 
 _json = msgspec.json.Encoder().encode
@@ -762,6 +763,7 @@ class Node:
                 self.clock.observe(max(o.hlc for o in ops))
                 if applied.new:
                     self._follow_merges(ops)
+                    self._follow_restores(ops)
                     self._follow_removals(ops)
                     if self.is_link(dev):
                         self._follow_needs(ops)
@@ -800,6 +802,24 @@ class Node:
             if target is None or target.coll != "person":
                 continue
             self.editor(self._last_author(drop, "merged_into")).move_to(rid, keep)
+
+    def _follow_restores(self, ops: Sequence[Op]) -> None:
+        """A resident merged into another that a push restores (a tablet of an older version offered 恢复 on
+        the conflict card of a merged-away resident; ``Editor.restore`` now refuses) is deleted again: by an op
+        of this node at township tier, in the name of the staff member who merged, as staff confirm a delete
+        on the conflicts page. The restore is taken, not refused (a refused batch is never written and would
+        be resent for ever, stranding the tablet's queue); the delete's ``pred`` names every live op of the
+        record, the restore's and the worker's late values among them, so every replica holds it deleted and
+        merged with no conflict left open, and those values stay in the op log and the record's history.
+        One whose merge leads nowhere (the kept resident removed, never synced here, or merged back into
+        it) is left current: deleting it could leave none of her records current. The 疑似重复 page lists it
+        as half-merged (``server.duplicates``) for staff to sort out."""
+        restored = sorted({op.record for op in ops
+                           if op.coll == "person" and op.field == DELETED and op.value is False})
+        current = [rec for rec in map(self.store.get, restored) if rec is not None and not rec.deleted]
+        for half in half_merged(self.store, current):
+            if half.kept is not None:
+                self.editor(self._last_author(half.rec.id, "merged_into")).delete(half.rec.id)
 
     def _follow_removals(self, ops: Sequence[Op]) -> None:
         """A need of a resident taken out of the township's records (迁出/注销, ``server.workbench``) that

@@ -55,8 +55,11 @@ from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_labe
 from .shortterm import ShortTerm
 from .staff import session_id
 
-#: Needs in these states are finished: never overdue.
+#: Needs in these states are finished: never overdue, never escalated (``escalations.escalatable``).
 CLOSED = ("已解决", "已关闭", "已取消")
+#: Why a finished need's page offers no 上报县区, and what an escalation of one is refused with
+NOT_ESCALATABLE = ("这条需求{status}，不能上报县区。"
+                   "如果问题还没有解决，请先把需求重新打开（改为“服务中”或“待处理”），再上报。")
 #: At most this many residents on one page; a search narrows the rest.
 PEOPLE_SHOWN = 200
 #: Searches kept on the node for their results' page (Back and Reload show it again): at most so many, each
@@ -374,7 +377,9 @@ class Workbench:
                                 for n in EDITABLE.get(rec.coll, ())},
                     "free_text": {f.name for f in SCHEMA.collections[rec.coll].fields.values() if is_free_text(f)},
                     "staff_names": self.pages.staff_names(), "removed": removed, "remove_reasons": REMOVE_REASONS,
-                    "escalations": list_escalations(self.store, need=rid) if rec.coll == "need" else []}
+                    "escalations": list_escalations(self.store, need=rid) if rec.coll == "need" else [],
+                    "not_escalatable": NOT_ESCALATABLE.format(status=rec.data.get("status"))
+                    if rec.coll == "need" and not escalations.escalatable(rec) else ""}
 
     async def escalate(self, request: Request, staff: Staff) -> Response:
         "Township staff escalate a need to the county (吹哨报到), with a summary and nothing personal"
@@ -387,6 +392,8 @@ class Workbench:
                 escalations.escalate(self.node, staff, rid, summary)
             except escalations.AlreadyEscalated:
                 raise PageError("这条需求已经上报，正在等县区办理。") from None
+            except escalations.NeedClosed as e:
+                raise PageError(NOT_ESCALATABLE.format(status=e.details["status"])) from None
             return "已上报县区。县区受理、办结后，答复会在下次同步时传回本镇街和录入这条需求的平板。"
 
         try:

@@ -21,6 +21,7 @@ from sync.store import Record
 
 pytestmark = pytest.mark.e2e
 
+FINISHED = ("已解决", "已关闭", "已取消")
 RESIDENT = {"name": "张秀英", "id_number": "51090319420308001X", "phone": "0825-2223344", "address": "和平街17号3单元"}
 
 
@@ -29,6 +30,8 @@ def setup(n: Node, ids: dict[str, Any]) -> None:
     person = staff.create("person", {"unit": V1, **RESIDENT})
     ids["need"] = staff.create("need", {"unit": V1, "person": person, "category": "养老服务", "status": "待处理"})
     ids["need2"] = staff.create("need", {"unit": V1, "person": person, "category": "生活物资", "status": "待处理"})
+    for status in FINISHED:
+        ids[status] = staff.create("need", {"unit": V1, "person": person, "category": "其他", "status": status})
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +208,29 @@ def test_township_staff_withdraw_an_escalation_with_a_reason_the_county_may_read
     assert "已撤回" in row and "撤回原因：镇街已协调解决" in row and "<form" not in row
     r = county.post(f"/staff/escalations/{esc}", {"action": "accept"})
     assert r.headers["location"] == "/staff/escalations?error=wrong_status", r.text
+    # the need is still open: its page offers 上报县区 again, and it may go up again
+    assert f'action="/staff/records/{need}/escalate"' in liu.get(f"/staff/records/{need}").text
+    assert liu.notice(liu.post(f"/staff/records/{need}/escalate", {"summary": "物资仍然不够，请区里协调"})
+                      ).startswith("已上报县区")
+    assert sorted(e.data["status"] for e in _escalations(world) if e.data["need"] == need) == ["已上报", "已撤回"]
+
+
+@pytest.mark.parametrize("status", FINISHED)
+def test_a_finished_need_is_not_escalated_and_its_page_says_why(world: World, liu: Signed, status: str) -> None:
+    "Resolved, closed or cancelled: no 上报县区 on its page; the API refuses it (need_closed), a stale form in Chinese"
+    need = world.ids[status]
+    said = f"这条需求{status}，不能上报县区。如果问题还没有解决，请先把需求重新打开（改为“服务中”或“待处理”），再上报。"
+    page = liu.get(f"/staff/records/{need}").text
+    assert f'action="/staff/records/{need}/escalate"' not in page and f'id="not-escalatable">{said}</p>' in page
+    r = liu.client.post("/api/staff/escalations", json={"need": need, "summary": "独居老人需要助餐"},
+                        headers={"x-csrf-token": liu.csrf})
+    assert r.status_code == 400, r.text
+    assert (r.json()["error"]["code"], r.json()["error"]["details"]) == ("need_closed", {"need": need, "status": status})
+    r = liu.post(f"/staff/records/{need}/escalate", {"summary": "独居老人需要助餐"})  # a page opened before
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), r.text
+    m = re.search(r'<p class="error" role="alert">(.*?)</p>', r.text, re.S)
+    assert m and m.group(1) == said, r.text
+    assert [e for e in _escalations(world) if e.data["need"] == need] == []
 
 
 def _row(page: str, escalation: str) -> str:
