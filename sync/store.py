@@ -299,6 +299,9 @@ class HighWater:
         return self.max_counter - self.contiguous
 
 
+#: The fields by which a record names another that ``Store.records(naming=...)`` finds through an index
+REF_FIELDS = ("person", "need", "merged_into")
+
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS sites (
@@ -320,6 +323,12 @@ CREATE TABLE IF NOT EXISTS records (
     conflicts INTEGER NOT NULL DEFAULT 0, data TEXT NOT NULL, state BLOB NOT NULL,
     seq INTEGER NOT NULL, unit_seq INTEGER NOT NULL DEFAULT 0, log TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS records_unit ON records (unit, coll);
+CREATE INDEX IF NOT EXISTS records_person ON records (json_extract(data, '$.person'))
+    WHERE json_extract(data, '$.person') IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_need ON records (json_extract(data, '$.need'))
+    WHERE json_extract(data, '$.need') IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_merged_into ON records (json_extract(data, '$.merged_into'))
+    WHERE json_extract(data, '$.merged_into') IS NOT NULL;
 CREATE TABLE IF NOT EXISTS conflicts (
     record TEXT NOT NULL, field TEXT NOT NULL, coll TEXT NOT NULL, unit TEXT, seq INTEGER NOT NULL,
     PRIMARY KEY (record, field));
@@ -1176,10 +1185,21 @@ class Store:
         units: tuple[str, str] | None = None,
         include_deleted: bool = False,
         limit: int | None = None,
+        naming: tuple[str, str] | None = None,
     ) -> list[Record]:
         """Current records, by collection and by unit: one ``unit``, or a code range ``units``
-        (``sync.units.descendant_range`` gives the range of every village under a township)."""
+        (``sync.units.descendant_range`` gives the range of every village under a township); with
+        ``naming=(field, id)``, only those whose ``field`` (one of ``REF_FIELDS``: a need's or service's
+        ``person``, a service's ``need``, a merged resident's ``merged_into``) names the record ``id``,
+        found through an index rather than by reading every record."""
         where, params = _where(coll=coll, unit=unit, units=units)
+        if naming is not None:
+            field, rid = naming
+            if field not in REF_FIELDS:
+                raise ValueError(f"records naming another by {field!r}: only {', '.join(REF_FIELDS)} are indexed")
+            # the path is written out, not a parameter, so that the field's index serves the query
+            where += (" AND " if where else " WHERE ") + f"json_extract(data, '$.{field}') = ?"
+            params.append(rid)
         if not include_deleted:
             where += (" AND " if where else " WHERE ") + "deleted = 0"
         sql = "SELECT id, coll, unit, deleted, data, seq, conflicts FROM records" + where
