@@ -196,25 +196,8 @@ class Workbench:
         """The needs and services of a resident, and the residents merged into it; only those in the unit
         range ``scope`` when given (staff of one village see none of another village's records). With
         ``via="need"``, the services of a need"""
-        rows = self.store.conn.execute(
-            "SELECT id FROM records WHERE deleted = 0 AND coll IN ('need', 'service') AND"
-            " json_extract(data, ?) = ? ORDER BY id", (f"$.{via}", pid)).fetchall()
-        merged = self.store.conn.execute(
-            "SELECT id FROM records WHERE coll = 'person' AND json_extract(data, '$.merged_into') = ? ORDER BY id",
-            (pid,)).fetchall()
-        out: dict[str, list[Record]] = {"need": [], "service": [], "merged": []}
-
-        def seen(rec: Record | None) -> bool:
-            return rec is not None and (scope is None or (rec.unit is not None and scope[0] <= rec.unit <= scope[1]))
-
-        for (rid,) in rows:
-            rec = self.store.get(rid)
-            if rec is not None and seen(rec):
-                out[rec.coll].append(rec)
-        for (rid,) in merged:
-            rec = self.store.get(rid)
-            if rec is not None and seen(rec):
-                out["merged"].append(rec)
+        out = {coll: self.store.records(coll, units=scope, naming=(via, pid)) for coll in ("need", "service")}
+        out["merged"] = self.store.records("person", units=scope, include_deleted=True, naming=("merged_into", pid))
         return out
 
     def visible(self, staff: Staff, rid: Any) -> Record | None:
