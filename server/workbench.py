@@ -52,6 +52,8 @@ from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_labe
 CLOSED = ("已解决", "已关闭", "已取消")
 #: At most this many residents on one page; a search narrows the rest.
 PEOPLE_SHOWN = 200
+#: Needs on one page of the needs board; the rest on the next pages.
+NEEDS_SHOWN = 200
 #: Fields staff correct on a record's page (the others are set by moves, merges or the needs board).
 EDITABLE = {
     "person": ("name", "gender", "birth_date", "id_number", "phone", "address", "groups", "notes"),
@@ -587,6 +589,9 @@ class Workbench:
         unit = request.query_params.get("unit", "")
         if status not in ("", "open", "overdue", *STATUSES):
             raise PageError(f"没有“{status}”这个状态；可选：{'、'.join(STATUSES)}。")
+        page = request.query_params.get("page", "1")
+        if not page.isdigit() or int(page) < 1:
+            raise PageError(f"页码“{page}”不对：请填 1 或更大的整数。")
 
         def view() -> dict[str, Any]:
             villages = self.villages(staff)
@@ -594,7 +599,6 @@ class Workbench:
                 raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
             with self.store.lock:
                 needs = self.store.records("need", units=staff.scope)
-                names = {n.id: self.person_name(n.data.get("person")) for n in needs}
             on = today()
             matrix: Counter[tuple[str, str]] = Counter((n.unit or "", str(n.data.get("status", "待处理"))) for n in needs)
             overdue = Counter(n.unit or "" for n in needs if is_overdue(n, on))
@@ -605,7 +609,13 @@ class Workbench:
             rows.sort(key=lambda n: (not is_overdue(n, on), n.data.get("status") in CLOSED,
                                      str(n.data.get("due_date") or "9999"), urgency.get(str(n.data.get("urgency")), 3),
                                      n.id))
-            return {"rows": rows, "names": names, "villages": villages, "matrix": matrix, "overdue": overdue,
+            pages = max(1, -(-len(rows) // NEEDS_SHOWN))
+            at = min(int(page), pages)  # past the last page: the last one
+            shown = rows[(at - 1) * NEEDS_SHOWN:at * NEEDS_SHOWN]
+            with self.store.lock:
+                names = {n.id: self.person_name(n.data.get("person")) for n in shown}
+            return {"rows": shown, "found": len(rows), "page": at, "pages": pages,
+                    "names": names, "villages": villages, "matrix": matrix, "overdue": overdue,
                     "statuses": STATUSES, "status": status, "unit": unit, "today": on,
                     "overdue_ids": {n.id for n in needs if is_overdue(n, on)},
                     "back": str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")}
