@@ -323,6 +323,7 @@ CREATE TABLE IF NOT EXISTS records (
     conflicts INTEGER NOT NULL DEFAULT 0, data TEXT NOT NULL, state BLOB NOT NULL,
     seq INTEGER NOT NULL, unit_seq INTEGER NOT NULL DEFAULT 0, log TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS records_unit ON records (unit, coll);
+CREATE INDEX IF NOT EXISTS records_coll ON records (coll, unit);
 CREATE INDEX IF NOT EXISTS records_person ON records (json_extract(data, '$.person'))
     WHERE json_extract(data, '$.person') IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_need ON records (json_extract(data, '$.need'))
@@ -1193,16 +1194,19 @@ class Store:
         ``person``, a service's ``need``, a merged resident's ``merged_into``) names the record ``id``,
         found through an index rather than by reading every record."""
         where, params = _where(coll=coll, unit=unit, units=units)
+        source = "records"
         if naming is not None:
             field, rid = naming
             if field not in REF_FIELDS:
                 raise ValueError(f"records naming another by {field!r}: only {', '.join(REF_FIELDS)} are indexed")
-            # the path is written out, not a parameter, so that the field's index serves the query
+            # the path is written out, not a parameter, so that the field's index can serve the query; and
+            # it must: without statistics SQLite would rather take records_coll's (coll, unit range)
+            source = f"records INDEXED BY records_{field}"
             where += (" AND " if where else " WHERE ") + f"json_extract(data, '$.{field}') = ?"
             params.append(rid)
         if not include_deleted:
             where += (" AND " if where else " WHERE ") + "deleted = 0"
-        sql = "SELECT id, coll, unit, deleted, data, seq, conflicts FROM records" + where
+        sql = f"SELECT id, coll, unit, deleted, data, seq, conflicts FROM {source}" + where
         sql += " ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
