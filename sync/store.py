@@ -301,10 +301,11 @@ class HighWater:
 
 #: The fields by which a record names another that ``Store.records(naming=...)`` finds through an index,
 #: with the collections that index holds (its WHERE, which a query must repeat word for word for SQLite to
-#: use it). Partial on ``coll``, not on the field being set: an UPDATE of a record outside them (a person's
-#: edit, for the first two) then costs no JSON parse for that index, only a look at ``coll``.
+#: use it). Partial on ``coll`` first: an UPDATE of a record outside them (a person's edit, for the first
+#: two) then costs no JSON parse for that index, only a look at ``coll``; and only merged residents in the
+#: third, so that a resident's edit writes no entry of it.
 REF_FIELDS = {"person": "coll IN ('need', 'service')", "need": "coll IN ('service', 'escalation')",
-              "merged_into": "coll = 'person'"}
+              "merged_into": "coll = 'person' AND json_extract(data, '$.merged_into') IS NOT NULL"}
 
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -333,7 +334,7 @@ CREATE INDEX IF NOT EXISTS records_person ON records (json_extract(data, '$.pers
 CREATE INDEX IF NOT EXISTS records_need ON records (json_extract(data, '$.need'))
     WHERE coll IN ('service', 'escalation');
 CREATE INDEX IF NOT EXISTS records_merged_into ON records (json_extract(data, '$.merged_into'))
-    WHERE coll = 'person';
+    WHERE coll = 'person' AND json_extract(data, '$.merged_into') IS NOT NULL;
 CREATE TABLE IF NOT EXISTS conflicts (
     record TEXT NOT NULL, field TEXT NOT NULL, coll TEXT NOT NULL, unit TEXT, seq INTEGER NOT NULL,
     PRIMARY KEY (record, field));
