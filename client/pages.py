@@ -566,8 +566,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             if real != rid:
                 return real
             rec = _person(tab, rid)
-            needs = [n for n in tab.list("need") if n.data.get("person") == rid]
-            services = [s for s in tab.list("service") if s.data.get("person") == rid]
+            needs = tab.store.records("need", naming=("person", rid))
+            services = tab.store.records("service", naming=("person", rid))
             services.sort(key=lambda s: str(s.data.get("served_at", "")), reverse=True)
             names = _names(tab)
             related = {rid, *(n.id for n in needs), *(s.id for s in services)}
@@ -736,7 +736,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         it is not one of them any more (deleted, or gone with its village), so that the form keeps it. A
         resident merged into another village's keeps the needs the merge moved, while the tablet has them."""
         mine = {p.id, tab.store.resolve_id(p.id)}
-        needs = [n for n in tab.list("need") if n.data.get("person") in mine]
+        needs = sorted((n for pid in mine for n in tab.store.records("need", naming=("person", pid))),
+                       key=lambda n: n.id)
         gone = None
         if isinstance(linked, str) and linked and linked not in {n.id for n in needs}:
             gone = {"id": linked, "label": "已删除的需求" if tab.get(linked) else "原对应的需求（已不在本村）"}

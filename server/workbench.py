@@ -62,6 +62,8 @@ NOT_ESCALATABLE = ("这条需求{status}，不能上报县区。"
                    "如果问题还没有解决，请先把需求重新打开（改为“服务中”或“待处理”），再上报。")
 #: At most this many residents on one page; a search narrows the rest.
 PEOPLE_SHOWN = 200
+#: Needs on one page of the needs board; the rest on the next pages.
+NEEDS_SHOWN = 200
 #: Searches kept on the node for their results' page (Back and Reload show it again): at most so many, each
 #: for so many seconds, and a query at most so many characters long.
 SEARCHES_KEPT = 1000
@@ -208,25 +210,8 @@ class Workbench:
         """The needs and services of a resident, and the residents merged into it; only those in the unit
         range ``scope`` when given (staff of one village see none of another village's records). With
         ``via="need"``, the services of a need"""
-        rows = self.store.conn.execute(
-            "SELECT id FROM records WHERE deleted = 0 AND coll IN ('need', 'service') AND"
-            " json_extract(data, ?) = ? ORDER BY id", (f"$.{via}", pid)).fetchall()
-        merged = self.store.conn.execute(
-            "SELECT id FROM records WHERE coll = 'person' AND json_extract(data, '$.merged_into') = ? ORDER BY id",
-            (pid,)).fetchall()
-        out: dict[str, list[Record]] = {"need": [], "service": [], "merged": []}
-
-        def seen(rec: Record | None) -> bool:
-            return rec is not None and (scope is None or (rec.unit is not None and scope[0] <= rec.unit <= scope[1]))
-
-        for (rid,) in rows:
-            rec = self.store.get(rid)
-            if rec is not None and seen(rec):
-                out[rec.coll].append(rec)
-        for (rid,) in merged:
-            rec = self.store.get(rid)
-            if rec is not None and seen(rec):
-                out["merged"].append(rec)
+        out = {coll: self.store.records(coll, units=scope, naming=(via, pid)) for coll in ("need", "service")}
+        out["merged"] = self.store.records("person", units=scope, include_deleted=True, naming=("merged_into", pid))
         return out
 
     def visible(self, staff: Staff, rid: Any) -> Record | None:
@@ -669,6 +654,9 @@ class Workbench:
         unit = request.query_params.get("unit", "")
         if status not in ("", "open", "overdue", *STATUSES):
             raise PageError(f"没有“{status}”这个状态；可选：{'、'.join(STATUSES)}。")
+        page = request.query_params.get("page", "1")
+        if not page.isdigit() or int(page) < 1:
+            raise PageError(f"页码“{page}”不对：请填 1 或更大的整数。")
 
         def view() -> dict[str, Any]:
             villages = self.villages(staff)
@@ -676,7 +664,6 @@ class Workbench:
                 raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
             with self.store.lock:
                 needs = self.store.records("need", units=staff.scope)
-                names = {n.id: self.person_name(n.data.get("person")) for n in needs}
             on = today()
             matrix: Counter[tuple[str, str]] = Counter((n.unit or "", str(n.data.get("status", "待处理"))) for n in needs)
             overdue = Counter(n.unit or "" for n in needs if is_overdue(n, on))
@@ -687,7 +674,13 @@ class Workbench:
             rows.sort(key=lambda n: (not is_overdue(n, on), n.data.get("status") in CLOSED,
                                      str(n.data.get("due_date") or "9999"), urgency.get(str(n.data.get("urgency")), 3),
                                      n.id))
-            return {"rows": rows, "names": names, "villages": villages, "matrix": matrix, "overdue": overdue,
+            pages = max(1, -(-len(rows) // NEEDS_SHOWN))
+            at = min(int(page), pages)  # past the last page: the last one
+            shown = rows[(at - 1) * NEEDS_SHOWN:at * NEEDS_SHOWN]
+            with self.store.lock:
+                names = {n.id: self.person_name(n.data.get("person")) for n in shown}
+            return {"rows": shown, "found": len(rows), "page": at, "pages": pages,
+                    "names": names, "villages": villages, "matrix": matrix, "overdue": overdue,
                     "statuses": STATUSES, "status": status, "unit": unit, "today": on,
                     "overdue_ids": {n.id for n in needs if is_overdue(n, on)},
                     "back": str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")}

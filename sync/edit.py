@@ -199,8 +199,8 @@ class Editor:
                     raise InvalidValue(f"resident {rid} is deleted or already merged into another; merge "
                                        "residents that are both current", details={"record": rid})
                 data[rid] = rec.data
-            moving = [rec for coll in ("need", "service") for rec in self.store.records(coll, include_deleted=True)
-                      if rec.data.get("person") == drop]
+            moving = [rec for coll in ("need", "service")
+                      for rec in self.store.records(coll, include_deleted=True, naming=("person", drop))]
             outside = sorted({r.unit or "" for r in moving if within and not within[0] <= (r.unit or "") <= within[1]})
             if outside:
                 raise OutOfScope(f"resident {drop} has needs or services in {', '.join(outside)}, outside the "
@@ -223,9 +223,8 @@ class Editor:
         if home is not None and home.unit and rec is not None and rec.unit != home.unit:
             values[self.schema.collection(rec.coll).unit_field] = home.unit
             if rec.coll == "need":
-                for esc in self.store.records("escalation", include_deleted=True):
-                    if esc.data.get("need") == record:
-                        ops += self.update(esc.id, {"unit": home.unit})
+                for esc in self.store.records("escalation", include_deleted=True, naming=("need", record)):
+                    ops += self.update(esc.id, {"unit": home.unit})
         return self.update(record, values) + ops
 
     def restore(self, record: str) -> list[Op]:

@@ -220,7 +220,5 @@ def progress_counts(statuses: Iterable[Any]) -> dict[str, int]:
 
 def escalations(store: Store, *, need: str | None = None, units: tuple[str, str] | None = None) -> list[dict[str, Any]]:
     "Escalations, newest first; of one need, or of the villages in a unit range"
-    rows = _rows(store.records("escalation", units=units))
-    if need is not None:
-        rows = [r for r in rows if r.get("need") == need]
+    rows = _rows(store.records("escalation", units=units, naming=("need", need) if need is not None else None))
     return sorted(rows, key=lambda r: str(r.get("escalated_at", "")), reverse=True)

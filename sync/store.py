@@ -306,6 +306,14 @@ class HighWater:
         return self.max_counter - self.contiguous
 
 
+#: The fields by which a record names another that ``Store.records(naming=...)`` finds through an index,
+#: with the collections that index holds (its WHERE, which a query must repeat word for word for SQLite to
+#: use it). Partial on ``coll`` first: an UPDATE of a record outside them (a person's edit, for the first
+#: two) then costs no JSON parse for that index, only a look at ``coll``; and only merged residents in the
+#: third, so that a resident's edit writes no entry of it.
+REF_FIELDS = {"person": "coll IN ('need', 'service')", "need": "coll IN ('service', 'escalation')",
+              "merged_into": "coll = 'person' AND json_extract(data, '$.merged_into') IS NOT NULL"}
+
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS sites (
@@ -327,6 +335,13 @@ CREATE TABLE IF NOT EXISTS records (
     conflicts INTEGER NOT NULL DEFAULT 0, data TEXT NOT NULL, state BLOB NOT NULL,
     seq INTEGER NOT NULL, unit_seq INTEGER NOT NULL DEFAULT 0, log TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS records_unit ON records (unit, coll);
+CREATE INDEX IF NOT EXISTS records_coll ON records (coll, unit);
+CREATE INDEX IF NOT EXISTS records_person ON records (json_extract(data, '$.person'))
+    WHERE coll IN ('need', 'service');
+CREATE INDEX IF NOT EXISTS records_need ON records (json_extract(data, '$.need'))
+    WHERE coll IN ('service', 'escalation');
+CREATE INDEX IF NOT EXISTS records_merged_into ON records (json_extract(data, '$.merged_into'))
+    WHERE coll = 'person' AND json_extract(data, '$.merged_into') IS NOT NULL;
 CREATE TABLE IF NOT EXISTS conflicts (
     record TEXT NOT NULL, field TEXT NOT NULL, coll TEXT NOT NULL, unit TEXT, seq INTEGER NOT NULL,
     PRIMARY KEY (record, field));
@@ -1183,13 +1198,27 @@ class Store:
         units: tuple[str, str] | None = None,
         include_deleted: bool = False,
         limit: int | None = None,
+        naming: tuple[str, str] | None = None,
     ) -> list[Record]:
         """Current records, by collection and by unit: one ``unit``, or a code range ``units``
-        (``sync.units.descendant_range`` gives the range of every village under a township)."""
+        (``sync.units.descendant_range`` gives the range of every village under a township); with
+        ``naming=(field, id)``, only those whose ``field`` (one of ``REF_FIELDS``: a need's or service's
+        ``person``, a service's or escalation's ``need``, a merged resident's ``merged_into``) names the record ``id``,
+        found through an index rather than by reading every record."""
         where, params = _where(coll=coll, unit=unit, units=units)
+        source = "records"
+        if naming is not None:
+            field, rid = naming
+            if field not in REF_FIELDS:
+                raise ValueError(f"records naming another by {field!r}: only {', '.join(REF_FIELDS)} are indexed")
+            # the path is written out, not a parameter, so that the field's index can serve the query; and
+            # it must: without statistics SQLite would rather take records_coll's (coll, unit range)
+            source = f"records INDEXED BY records_{field}"
+            where += (" AND " if where else " WHERE ") + f"{REF_FIELDS[field]} AND json_extract(data, '$.{field}') = ?"
+            params.append(rid)
         if not include_deleted:
             where += (" AND " if where else " WHERE ") + "deleted = 0"
-        sql = "SELECT id, coll, unit, deleted, data, seq, conflicts FROM records" + where
+        sql = f"SELECT id, coll, unit, deleted, data, seq, conflicts FROM {source}" + where
         sql += " ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"

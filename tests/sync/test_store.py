@@ -187,6 +187,46 @@ def test_records_by_collection_unit_and_code_range(store: Store, village: Editor
     assert rec is not None and (rec.coll, rec.unit, rec.data["name"]) == ("person", VILLAGE, "张三")
 
 
+def test_records_naming_a_record_are_found_through_an_index(db_path: Path, make_editor: MakeEditor) -> None:
+    """``records(naming=(field, id))``: the needs and services of a resident, the services of a need, the
+    residents merged into another; read through an index, never by reading every record (a township
+    holds hundreds of thousands), also in a database made before the indexes, which gains them on open"""
+    with Store(db_path) as s:
+        ed = make_editor(s)
+        here, other = _person(ed, "张三"), _person(ed, "李四", unit="510903001002")
+        need = ed.create("need", {"person": here, "unit": VILLAGE, "category": "生活物资"})
+        served = ed.create("service", {"person": here, "need": need, "unit": VILLAGE, "service_type": "生活物资",
+                                       "served_at": "2026-11-01T09:30"})
+        ed.create("need", {"person": other, "unit": "510903001002", "category": "生活物资"})
+        closed = ed.create("need", {"person": here, "unit": VILLAGE, "category": "医疗健康"})
+        ed.delete(closed)
+        dup = _person(ed, "张叁")
+        ed.merge(here, dup)
+        for name in ("records_person", "records_need", "records_merged_into", "records_coll"):
+            s.conn.execute(f"DROP INDEX {name}")  # as a database made before them
+    with Store(db_path) as s:
+        def ids(coll: str, **kw: Any) -> list[str]:
+            return [r.id for r in s.records(coll, **kw)]
+
+        assert ids("need", naming=("person", here)) == [need]  # not the deleted one
+        assert ids("service", naming=("person", here)) == [served]
+        assert ids("service", naming=("need", need)) == [served]
+        assert ids("person", naming=("merged_into", here), include_deleted=True) == [dup]
+        assert ids("need", naming=("person", other), units=("510903001001", "510903001001")) == []
+        plans: list[str] = []
+        s.conn.set_trace_callback(lambda sql: plans.append(str(s.conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()))
+                                  if sql.startswith("SELECT id, coll") else None)
+        for field in ("person", "need", "merged_into"):
+            s.records("need", units=TOWNSHIP_RANGE, naming=(field, here))
+            assert f"USING INDEX records_{field}" in plans[-1], plans[-1]
+        # a collection of a few records (catalogues, notices, escalations) without reading the others
+        s.records("catalogue")
+        assert "USING INDEX records_coll" in plans[-1], plans[-1]
+        s.conn.set_trace_callback(None)
+        with pytest.raises(ValueError, match="only person, need, merged_into"):
+            s.records("need", naming=("category", "生活物资"))
+
+
 def test_history_lists_who_device_tier_and_old_to_new(store: Store, village: Editor, township: Editor) -> None:
     rid = _person(village, "张三")
     village.update(rid, {"name": "张叁"})
