@@ -525,6 +525,7 @@ def test_a_conflict_on_a_resident_merged_away_offers_the_kept_one_not_restore(
         card = page[page.index(f'data-conflict="{drop}:_deleted"'):]
         card = card[:card.index("</form>\n  </div>")]
         assert f'合并到\n    <a href="/people/{keep}">张三</a>' in card and "（张三丰）" in card
+        assert f'href="/people/{drop}"' not in card  # her old page is the kept one's: no second way there
         assert "电话：<span class=\"val\">13900002222</span>" in card and f'href="/people/{keep}/edit"' in card
         assert 'value="restore"' not in card and "恢复这条记录" not in card and "确认删除旧登记" in card
     before = tapp.read(lambda t: t.store.count_ops())
@@ -535,6 +536,31 @@ def test_a_conflict_on_a_resident_merged_away_offers_the_kept_one_not_restore(
     assert r.headers["location"] == "/sync?done=resolved"
     gone = tapp.read(lambda t: t.get(drop))
     assert gone.deleted and gone.conflicts == [] and gone.data["merged_into"] == keep
+
+
+def test_a_conflict_on_a_resident_merged_into_another_villages_links_nowhere_dead(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    """The township merged the resident into a registration of another village, which this tablet does not
+    hold, while the worker edited her offline: the card names her and the kept resident without links (their
+    pages would be 404s here) and tells the worker to ask the township"""
+    from sync.store import Store
+
+    drop = people(tapp)["张三"]
+    node = Store()
+    node.apply([op for _, op in tapp.read(lambda t: t.store.ops_since(0))])
+    staff = Editor(node, device="node-510903001000", user="刘主任", unit="510903001000", tier="township")
+    keep = staff.create("person", {"unit": "510903001002", "name": "张三", "id_number": ZHANG["id_number"]})
+    staff.merge(keep, drop)
+    tapp.read(lambda t: t.update(drop, {"phone": "13900002222"}))  # offline: the tablet has not heard of it
+    tapp.read(lambda t: t.store.apply([op for _, op in node.ops_since(0) if op.record == drop]))
+
+    page = unlocked.get("/sync").text
+    card = page[page.index(f'data-conflict="{drop}:_deleted"'):]
+    card = card[:card.index("</form>\n  </div>")]
+    assert "居民 · 张三" in card and "另一位居民（本机没有这位居民的登记）" in card and "告诉镇街" in card
+    assert 'href="/people/' not in card, card
+    r = unlocked.get(f"/people/{drop}")  # what a link to her would have opened: the kept one's page, not here
+    assert r.status_code == 303 and unlocked.get(r.headers["location"]).status_code == 404
 
 
 def test_need_status_moves_only_as_allowed(tapp: TabletApp, unlocked: TestClient) -> None:
