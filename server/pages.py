@@ -25,12 +25,12 @@ from sync import checks, units as unitlib
 from sync.errors import BadRequest, NotFound, SyncError, Unauthorized
 from sync.hlc import physical_ms
 from sync.schema import ESCALATION_OPEN, SCHEMA, Field, mask_id_number, mask_phone
+from sync.shortterm import ShortTerm
 from sync.types import CHINA_TIME
 
 from .auth import Accounts, Staff
 from .node import Node
 from .orders import form_body
-from .shortterm import ShortTerm
 from .staff import ROLE_NAMES, TOO_LARGE, check_csrf, csrf_token, current_staff, session_id, templates
 
 #: Pages show times in China Standard Time (no daylight saving), the time the staff live in.
