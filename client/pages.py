@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import secrets
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -39,8 +41,8 @@ from . import forms
 from .syncjob import refusal_text
 from .tablet import MIN_PIN_LENGTH, PinChanging, PinRequired, SyncFailed, Tablet, WrongPin
 from .ui import (
-    LIST_LIMIT, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf, local_path,
-    is_locked, locked, templates,
+    LIST_LIMIT, SEARCH_SECONDS, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf,
+    local_path, is_locked, locked, templates,
 )
 
 #: Messages a redirect may ask a page to show (never text from the request itself)
@@ -57,6 +59,8 @@ DONE = {
     "enrolled": "本平板已登记，可以开始工作了。数据用您设置的 PIN 加密保存在本机。",
     "reattached": "本平板已重新接入镇街服务器，本机数据都在。请点“立即同步”，把本机的数据全部发给镇街。",
 }
+#: What a residents' search page says when its token names no query any more (too old, or the app locked)
+SEARCH_GONE = f"搜索结果已过期（只保留 {SEARCH_SECONDS // 60} 分钟，锁定后清除），请重新搜索。"
 #: Why the township refused an enrolment code, for the worker
 ENROL_ERRORS = {
     "invalid_enrolment_code": "登记码不对。请核对后重新输入，或请镇街重新发一个。",
@@ -478,8 +482,31 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
     # -- residents ----------------------------------------------------------------------------------
 
+    def search_to(page: str) -> Callable[[Request], Awaitable[Response]]:
+        "A residents' search posted for ``page``: its query kept in memory, and to ``page?s=<token>``"
+        async def search(request: Request) -> Response:
+            form = await form_of(request)
+            if not tapp.unlocked:
+                raise locked()
+            q, pick = str(form.get("q", "")).strip(), str(form.get("for", ""))
+            params = {"for": pick} if pick in ("need", "service") else {}
+            if q:
+                params["s"] = secrets.token_urlsafe(16)
+                tapp.searches.put(params["s"], q)
+            return _redirect(page + (f"?{urlencode(params)}" if params else ""))
+
+        return search
+
+    def search_of(request: Request) -> dict[str, Any]:
+        """The query behind the page's search token (``s``), and the token, for the page's links and forms;
+        a token whose query is gone (too old, or the app locked since) is said on the page"""
+        token = request.query_params.get("s", "")
+        q = tapp.searches.peek(token) if token else ""
+        return {"q": q or "", "s": token if q else "", **({"done": SEARCH_GONE} if q is None else {})}
+
     async def people(request: Request) -> Response:
-        q = request.query_params.get("q", "").strip()
+        search = search_of(request)
+        q = search["q"]
         pick = request.query_params.get("for", "")
         pick = pick if pick in ("need", "service") else ""
 
@@ -488,12 +515,13 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             found = find_people(everyone, q) if q else sorted(everyone, key=_name_key)
             return {"people": found[:LIST_LIMIT], "total": len(found), "all": len(everyone)}
 
-        return await render(request, "people.html", {"q": q, "pick": pick, **await tapp.run(load)})
+        return await render(request, "people.html", {**search, "pick": pick, **await tapp.run(load)})
 
     async def person_find(request: Request) -> Response:
-        q = request.query_params.get("q", "").strip()
+        search = search_of(request)
+        q = search["q"]
         found = await tapp.run(lambda tab: find_people(tab.list("person"), q)[:LIST_LIMIT]) if q else []
-        return await render(request, "person_find.html", {"q": q, "people": found})
+        return await render(request, "person_find.html", {**search, "people": found})
 
     def _prefill(q: str) -> dict[str, Any]:
         compact = q.replace(" ", "")
@@ -506,12 +534,12 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         return {}
 
     async def person_new(request: Request) -> Response:
-        q = request.query_params.get("q", "").strip()
-        if not q:
-            return _redirect("/people/new")
+        search = search_of(request)
+        if not search["q"]:  # search the village first (or again: the search is gone)
+            return await person_find(request) if "done" in search else _redirect("/people/new")
         return await render(request, "person_form.html", {
-            "mode": "new", "values": _prefill(q), "errors": {}, "searched": q, "dupes": [],
-            "cat": forms.catalogues(), "rid": uuid7()})
+            "mode": "new", "values": _prefill(search["q"]), "errors": {}, "searched": search["q"],
+            "s": search["s"], "dupes": [], "cat": forms.catalogues(), "rid": uuid7()})
 
     def _duplicates(tab: Tablet, values: dict[str, Any], exclude: str | None) -> tuple[Record | None, list[Record]]:
         "A resident with the same ID number, and residents with the same name and birth date"
@@ -554,8 +582,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         rid, dupes = await tapp.run(save)
         if rid is None:
             return await render(request, "person_form.html", {
-                "mode": "new", "values": _raw(form), "errors": errors, "searched": searched, "dupes": dupes,
-                "cat": forms.catalogues(), "rid": new_id}, 400)
+                "mode": "new", "values": _raw(form), "errors": errors, "searched": searched,
+                "s": str(form.get("s", "")), "dupes": dupes, "cat": forms.catalogues(), "rid": new_id}, 400)
         return _redirect(f"/people/{rid}?done=created")
 
     async def person_page(request: Request) -> Response:
@@ -916,8 +944,10 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         Route("/lock", lock, methods=["POST"]),
         Route("/setup", setup_page, methods=["GET"]),
         Route("/setup", setup, methods=["POST"]),
-        Route("/people", people),
+        Route("/people", people, methods=["GET"]),
+        Route("/people", search_to("/people"), methods=["POST"]),
         Route("/people/new", person_find, methods=["GET"]),
+        Route("/people/new/find", search_to("/people/new"), methods=["POST"]),
         Route("/people/new", person_create, methods=["POST"]),
         Route("/people/new/form", person_new),
         Route("/people/{id}", person_page),

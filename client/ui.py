@@ -4,9 +4,11 @@ no network at all (``cunsync tablet ui``).
     GET  /unlock                 the lock page: the worker's PIN opens the encrypted database
     GET  /setup                  a new tablet: the township's enrolment code and the worker's new PIN
     GET  /                       home: what waits to sync, the day's shortcuts
-    GET  /people?q=              residents, searched by name, pinyin, ID number or phone
-    GET  /people/new?q=          registering starts with a search of the village (duplicates)
-    GET  /people/new/form?q=     ... and only then the form
+    GET  /people?s=              residents, searched by name, pinyin, ID number or phone: the search is a
+                                 POST /people, its query kept in memory behind the token ``s``
+    GET  /people/new?s=          registering starts with a search of the village (duplicates; POST
+                                 /people/new/find)
+    GET  /people/new/form?s=     ... and only then the form
     GET  /people/{id}            a resident: details, needs, services, open conflicts
     GET  /needs, /services       lists, searched and filtered
     GET  /notices                the notices and tasks that came down from the township and above
@@ -22,7 +24,10 @@ form or script on another site open in the same browser cannot write); pages may
 Pages answer errors with a Chinese page, ``/api/`` with the project's one error shape.
 
 The unlocked tablet is kept open in the server process (``TabletApp``): one ``Tablet`` for the pages,
-serialised by its store's lock, and one for the background sync (``client.syncjob``).
+serialised by its store's lock, and one for the background sync (``client.syncjob``). A residents' search
+is posted, and its results' address names a token, so an ID number or phone typed there never reaches the
+browser's history or address bar, which the PIN does not encrypt and a remote wipe does not erase; the
+query is kept in the app's memory for ``SEARCH_SECONDS``, and forgotten when the app locks.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from sync.errors import BadRequest, Forbidden, SyncError, Unauthorized
 from sync.hlc import physical_ms
 from sync.lookup import warm
 from sync.schema import mask_id_number, mask_phone
+from sync.shortterm import ShortTerm
 from sync.store import is_encrypted
 from sync.types import china_time
 from sync.units import TIER_NAMES
@@ -69,6 +75,8 @@ HERE = Path(__file__).parent
 PIN_TRIES, PIN_WAIT = 5, 30.0
 #: Longest list a page shows; a search narrows it
 LIST_LIMIT = 200
+#: Residents' searches kept in memory behind their tokens, at most, and for at most so many seconds
+SEARCHES_KEPT, SEARCH_SECONDS = 100, 30 * 60
 T = TypeVar("T")
 
 
@@ -120,6 +128,8 @@ class TabletApp:
         self.village = ""
         self._guard = threading.Lock()
         self._failures, self._wait_until = 0, 0.0
+        #: residents' searches by token (``client.pages``), while unlocked
+        self.searches: ShortTerm[str, str] = ShortTerm(SEARCHES_KEPT, SEARCH_SECONDS)
         if pin is not None or (self.set_up and not is_encrypted(self.db)):
             self.unlock(pin)
 
@@ -226,6 +236,7 @@ class TabletApp:
     def _close(self) -> None:
         tab, background = self.tablet, self._background
         self.tablet = self._background = self.job = None
+        self.searches.clear()
         if tab is not None:
             with tab.store.lock:
                 tab.close()
@@ -262,6 +273,7 @@ class TabletApp:
         if code == "device_revoked":  # locked for good: the node will not take this tablet's changes
             with self._guard:
                 self.tablet = self._background = None
+                self.searches.clear()
                 if tab is not None:
                     with tab.store.lock:
                         tab.close()

@@ -25,10 +25,10 @@ from starlette.routing import BaseRoute, Route
 
 from sync import units as unitlib
 from sync.errors import BadRequest, DeviceExists, NotFound
+from sync.shortterm import ShortTerm
 
 from .auth import Staff
 from .pages import SKEW_LIMIT_MS, PageError, Pages, local_time, required
-from .shortterm import ShortTerm
 from .staff import session_id
 
 

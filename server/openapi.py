@@ -467,6 +467,7 @@ def _staff_paths() -> dict[str, Any]:
             op["requestBody"] = {"required": True, "content": {JSON: {"schema": {"$ref": _REF.format(name=body)}}}}
         return op
 
+    too_large = f"a form over {STAFF_MAX_BODY // (1024 * 1024)} MB"
     return {
         "/login": {
             "get": {"operationId": "loginPage", "summary": "The sign-in page", "security": [],
@@ -479,8 +480,7 @@ def _staff_paths() -> dict[str, Any]:
                     "303": _redirect("/staff", "Signed in; the session cookie is set"),
                     **{str(status): _page(f"The sign-in form again, saying why: {why}") for status, why in (
                         (401, "a wrong username or password"), (403, "a missing or stale CSRF token"),
-                        (429, "the account is locked after too many wrong passwords"))},
-                    **_errors(413),
+                        (413, too_large), (429, "the account is locked after too many wrong passwords"))},
                 },
             },
         },
@@ -488,7 +488,8 @@ def _staff_paths() -> dict[str, Any]:
             "operationId": "logout", "summary": "Sign out", "security": [],
             "requestBody": {"required": True,
                             "content": {FORM: {"schema": {"$ref": _REF.format(name="CsrfForm")}}}},
-            "responses": {"303": _redirect("/login", "Signed out"), **_errors(403, 413)},
+            "responses": {"303": _redirect("/login", "Signed out"), **_errors(403),
+                          "413": _page(f"The sign-in form, saying why: {too_large}")},
         }},
         "/staff": {"get": {
             "operationId": "staffHome", "summary": "The staff page", "security": session,

@@ -25,13 +25,13 @@ from sync import checks, units as unitlib
 from sync.errors import BadRequest, NotFound, SyncError, Unauthorized
 from sync.hlc import physical_ms
 from sync.schema import ESCALATION_OPEN, SCHEMA, Field, mask_id_number, mask_phone
+from sync.shortterm import ShortTerm
 from sync.types import CHINA_TIME
 
 from .auth import Accounts, Staff
 from .node import Node
-from .orders import STAFF_MAX_BODY, form_body
-from .shortterm import ShortTerm
-from .staff import ROLE_NAMES, check_csrf, csrf_token, current_staff, session_id, templates
+from .orders import form_body
+from .staff import ROLE_NAMES, TOO_LARGE, check_csrf, csrf_token, current_staff, session_id, templates
 
 #: Pages show times in China Standard Time (no daylight saving), the time the staff live in.
 CST = CHINA_TIME
@@ -56,7 +56,7 @@ _MESSAGES = {
     "forbidden": "您的账户没有这项权限：县区、市级工作人员只能查看汇总数据，管理员只管理账户。",
     "out_of_scope": "这个村/社区不在您所在镇街的范围内。",
     "invalid_unit": "村/社区代码不正确：应为 12 位统计用区划代码，例如 510903001001。",
-    "too_large": f"提交的内容太大：不能超过 {STAFF_MAX_BODY // (1024 * 1024)} MB，请删减后再提交。",
+    "too_large": TOO_LARGE,
 }
 
 Handler = Callable[[Request, Staff], Awaitable[Response]]

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
-from sync.errors import BadRequest, Forbidden, NotFound, SyncError, Unauthorized
+from sync.errors import BadRequest, Forbidden, NotFound, SyncError, TooLarge, Unauthorized
 from sync.schema import SCHEMA
 from sync.store import Conflict, Record
 from sync.units import UnitCodeError
@@ -22,7 +22,8 @@ from sync.units import UnitCodeError
 from . import sessions
 from .auth import Accounts, Staff
 from .node import Node
-from .orders import ConflictResolution, EnrolmentOrder, MergeOrder, NewStaffAccount, form_body, json_body
+from .orders import (
+    STAFF_MAX_BODY, ConflictResolution, EnrolmentOrder, MergeOrder, NewStaffAccount, form_body, json_body)
 
 T = TypeVar("T")
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -31,6 +32,8 @@ ROLE_NAMES = {"township": "镇街工作人员", "county": "县区工作人员", 
 
 #: Shown on the sign-in page when a session ended because its account changed.
 SESSION_ENDED = "您的账户已有变动（密码重置、角色或单位调整，或账户已停用），请重新登录。"
+#: What a page says of a form over the staff body limit (``server.orders``).
+TOO_LARGE = f"提交的内容太大：不能超过 {STAFF_MAX_BODY // (1024 * 1024)} MB，请删减后再提交。"
 
 
 def sign_in_session(request: Request, accounts: Accounts, staff: Staff) -> None:
@@ -122,22 +125,32 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
         return templates.TemplateResponse(request, "login.html", {"csrf": csrf_token(request), "error": None,
                                                                    "notice": notice, "node": node})
 
+    def login_refused(request: Request, e: SyncError) -> Response:
+        "The sign-in page again, saying in Chinese why"
+        message = {"bad_credentials": "用户名或密码错误", "too_many_attempts": "密码错误次数过多，账户已暂时锁定，请稍后再试",
+                   "csrf": "页面已过期，请重新登录", "too_large": TOO_LARGE}.get(e.code, e.message)
+        resp = templates.TemplateResponse(request, "login.html", {
+            "csrf": csrf_token(request), "error": message, "node": node}, status_code=e.status)
+        if e.code == "too_large":  # the form is unread: close the connection rather than leave it half-read
+            resp.headers["connection"] = "close"
+        return resp
+
     async def login(request: Request) -> Response:
-        form = await form_body(request)
         try:
+            form = await form_body(request)
             check_csrf(request, str(form.get("csrf", "")))
             staff = await run_in_threadpool(accounts.sign_in, str(form.get("username", "")),
                                             str(form.get("password", "")))
         except SyncError as e:
-            message = {"bad_credentials": "用户名或密码错误", "too_many_attempts": "密码错误次数过多，账户已暂时锁定，请稍后再试",
-                       "csrf": "页面已过期，请重新登录"}.get(e.code, e.message)
-            return templates.TemplateResponse(request, "login.html", {
-                "csrf": csrf_token(request), "error": message, "node": node}, status_code=e.status)
+            return login_refused(request, e)
         await run_in_threadpool(sign_in_session, request, accounts, staff)
         return RedirectResponse("/staff", status_code=303)
 
     async def logout(request: Request) -> Response:
-        form = await form_body(request)
+        try:
+            form = await form_body(request)
+        except TooLarge as e:
+            return login_refused(request, e)
         check_csrf(request, str(form.get("csrf", "")))
         await run_in_threadpool(end_session, request, accounts)
         return RedirectResponse("/login", status_code=303)

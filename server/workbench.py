@@ -42,6 +42,7 @@ from sync.lookup import find_people, sort_key
 from sync.reference import escalations as list_escalations, offered
 from sync.schema import ESCALATION_OPEN, GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, DateTime, Field, LongText, \
     RecordRef, Text, UnitCode
+from sync.shortterm import ShortTerm
 from sync.store import Conflict, Record, Store
 from sync.types import DELETED, SET
 
@@ -52,7 +53,6 @@ from . import duplicates as dup
 from .duplicates import find_pairs
 from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
     required, short_id, show, value_hint
-from .shortterm import ShortTerm
 from .staff import session_id
 
 #: Needs in these states are finished: never overdue, never escalated (``escalations.escalatable``).

@@ -136,6 +136,14 @@ def sync_from_page(page: Page) -> None:
     expect(page.locator("#sync-result")).to_be_visible()
 
 
+def register_form(page: Page, app_url: str, name: str) -> None:
+    "The new-resident form for ``name``, reached as a worker reaches it: 查重 first, then 登记新居民"
+    page.goto(app_url + "/people/new")
+    page.fill("input[name=q]", name)
+    page.click("button:has-text('查重')")
+    page.click("#register-new")
+
+
 def test_register_with_the_node_down_then_sync_reaches_the_workbench(
         page: Page, tmp_path: Path, node: NodeProcess, node_db: Path, enrol: Enrol,
         tablet_app: StartApp, request: pytest.FixtureRequest) -> None:
@@ -268,6 +276,20 @@ def test_pinyin_finds_zhang_san_by_full_pinyin_and_initials(page: Page, tmp_path
     page.click("button:has-text('查重')")
     expect(page.locator("#matches .name")).to_have_text(["张三"])
     expect(page.locator("#register-new")).to_have_text("以上都不是，登记新居民")
+    # a phone number typed is posted: no address holds it; Back and Reload show the results, no resubmit page
+    page.fill("input[name=q]", "13900001111")
+    page.click("button:has-text('查重')")
+    expect(page.locator("#no-matches")).to_be_visible()
+    results = page.url
+    assert "/people/new?s=" in results and "13900001111" not in results
+    page.click("#register-new")
+    expect(page.locator("#phone")).to_have_value("13900001111")
+    assert "13900001111" not in page.url
+    page.go_back()
+    expect(page).to_have_url(results)
+    expect(page.locator("input[name=q]")).to_have_value("13900001111")
+    page.reload()
+    expect(page.locator("#no-matches")).to_be_visible()
 
 
 def test_a_concurrent_staff_edit_shows_as_a_conflict_until_resolved_and_synced(
@@ -332,8 +354,7 @@ def test_an_unreachable_node_is_said_plainly_and_nothing_is_lost(
     db = enrolled(tmp_path, node, enrol)
     node.kill()
     app = tablet_app(db, pin=PIN)
-    page.goto(app.url + "/people/new?q=" + "李桂兰")
-    page.click("#register-new")
+    register_form(page, app.url, "李桂兰")
     page.click("button:has-text('保存')")
     expect(page.locator(".notice")).to_have_text("居民已登记，已保存在本机。")
 
@@ -397,7 +418,7 @@ def test_back_then_save_again_makes_no_second_record(page: Page, tmp_path: Path,
     page.fill("#minutes", "45")
     page.fill("#notes", "打扫卫生")
     save_back_save("service")
-    page.goto(app.url + "/people/new/form?q=李桂兰")  # a resident without ID number or birth date
+    register_form(page, app.url, "李桂兰")  # a resident without ID number or birth date
     page.fill("#phone", "13800138000")
     page.click("label.choice:has-text('独居')")
     save_back_save("created")
@@ -417,7 +438,7 @@ def test_back_then_save_again_makes_no_second_record(page: Page, tmp_path: Path,
 def test_notes_and_descriptions_are_shown_on_the_lines_they_were_typed_on(
         page: Page, tmp_path: Path, tablet_app: StartApp) -> None:
     app = tablet_app(offline_tablet(tmp_path, []), pin=PIN)
-    page.goto(app.url + "/people/new/form?q=张秀英")
+    register_form(page, app.url, "张秀英")
     page.fill("#notes", "1. 每周二送药\n2. 女儿电话 13800138000")
     page.click("button:has-text('保存')")
     page.wait_for_url("**done=created")

@@ -9,6 +9,7 @@ Browser tests against a real node are in ``tests/browser/test_tablet_ui.py``.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import re
 import socket
 import warnings
@@ -86,6 +87,21 @@ def unlocked(tapp: TabletApp, client: TestClient) -> TestClient:
 
 def post(c: TestClient, tapp: TabletApp, url: str, data: dict[str, Any]) -> Any:
     return c.post(url, data={"csrf": tapp.csrf, **data}, headers=SAME)
+
+
+def search(c: TestClient, tapp: TabletApp, page: str, q: str, **extra: str) -> Any:
+    """A residents' search as its form sends it, posted (the list's at ``/people``, or the duplicate check's
+    before registering at ``/people/new``), then the results' page it redirects to"""
+    r = post(c, tapp, "/people/new/find" if page == "/people/new" else page, {"q": q, **extra})
+    assert r.status_code == 303 and r.headers["location"].split("?")[0] == page, r.text
+    return c.get(r.headers["location"])
+
+
+def register_form(c: TestClient, tapp: TabletApp, q: str) -> Any:
+    "The new-resident form, reached as the worker reaches it: a duplicate search, then 登记新居民"
+    link = re.search(r'id="register-new" href="([^"]+)"', search(c, tapp, "/people/new", q).text)
+    assert link is not None
+    return c.get(html.unescape(link.group(1)))
 
 
 def messages(html: str) -> list[str]:
@@ -215,9 +231,9 @@ def test_the_form_appears_only_after_a_search(tapp: TabletApp, unlocked: TestCli
     assert unlocked.get("/people/new/form").headers["location"] == "/people/new"
     first = unlocked.get("/people/new")
     assert "先查一查" in first.text and 'id="register-new"' not in first.text
-    found = unlocked.get("/people/new", params={"q": "王五"})
+    found = search(unlocked, tapp, "/people/new", "王五")
     assert 'id="no-matches"' in found.text and 'id="register-new"' in found.text
-    form = unlocked.get("/people/new/form", params={"q": "王五"})
+    form = register_form(unlocked, tapp, "王五")
     assert form.status_code == 200 and 'value="王五"' in form.text
     skipped = post(unlocked, tapp, "/people/new", {"name": "王五"})  # no search behind it
     assert skipped.status_code == 303 and skipped.headers["location"] == "/people/new"
@@ -226,8 +242,8 @@ def test_the_form_appears_only_after_a_search(tapp: TabletApp, unlocked: TestCli
 
 @pytest.mark.parametrize("query", ["张三", "zhangsan", "zs", "zhangs", "5109031942", "13800138000"])
 def test_the_duplicate_search_finds_by_name_pinyin_id_number_or_phone_and_masks(
-        unlocked: TestClient, query: str) -> None:
-    r = unlocked.get("/people/new", params={"q": query})
+        tapp: TabletApp, unlocked: TestClient, query: str) -> None:
+    r = search(unlocked, tapp, "/people/new", query)
     assert 'id="matches"' in r.text and "张三" in r.text
     assert "以上都不是，登记新居民" in r.text
     matches = r.text.split('id="matches"')[1].split("</ul>")[0]
@@ -338,11 +354,40 @@ def test_the_residents_list_searches_by_pinyin(unlocked: TestClient, tapp: Table
     post(unlocked, tapp, "/people/new", {"searched": "李四", "name": "李四"})
     for query, want, not_want in (("zs", "张三", "李四"), ("lisi", "李四", "张三"), ("", "张三", None),
                                   ("１９４２０３０８１２３１", "张三", "李四")):  # full-width, as a Chinese input method types
-        r = unlocked.get("/people", params={"q": query})
+        r = search(unlocked, tapp, "/people", query)
         listed = r.text.split('id="people"')[1]
         assert want in listed
         if not_want:
             assert not_want not in listed
+
+
+def test_an_id_number_searched_stays_out_of_every_address(tapp: TabletApp, unlocked: TestClient) -> None:
+    """The browser's history and address bar are not encrypted and a remote wipe leaves them: a search is
+    posted, its results' address names a token, and registering carries the query on by that token. The
+    results show again (Back, Reload) until the app locks, which forgets the query"""
+    addresses: list[str] = []
+    unlocked.event_hooks["request"].append(lambda request: addresses.append(str(request.url)))
+    listed = search(unlocked, tapp, "/people", ZHANG["id_number"], **{"for": "need"})
+    assert "张三" in listed.text.split('id="people"')[1] and 'name="for" value="need"' in listed.text
+    assert f'value="{ZHANG["id_number"]}"' in listed.text  # the box shows what was typed
+    assert unlocked.get(str(listed.url)).text == listed.text  # Back, Reload: the same results, no resubmit
+    checked = search(unlocked, tapp, "/people/new", "13900001111")
+    assert 'id="no-matches"' in checked.text
+    form = register_form(unlocked, tapp, "13900001111")
+    assert 'value="13900001111"' in form.text  # the phone typed is filled in
+    cancel = re.search(r'href="(/people/new\?s=[^"]+)"', form.text)
+    assert cancel is not None and 'id="no-matches"' in unlocked.get(cancel.group(1)).text
+    token = cancel.group(1).split("s=")[1]
+    assert f'name="s" value="{token}"' in form.text
+    refused = post(unlocked, tapp, "/people/new", {"searched": "13900001111", "s": token, "phone": "13900001111"})
+    assert refused.status_code == 400 and cancel.group(1) in refused.text  # no name: the form again, 取消 still works
+    assert addresses and not [a for a in addresses if ZHANG["id_number"] in a or "13900001111" in a], addresses
+
+    assert post(unlocked, tapp, "/lock", {}).status_code == 303
+    assert post(unlocked, tapp, "/unlock", {"pin": PIN}).status_code == 303
+    again = unlocked.get(str(listed.url))  # locked since: the query is gone, the page says so
+    assert "搜索结果已过期" in again.text and ZHANG["id_number"] not in again.text
+    assert "搜索结果已过期" in unlocked.get(cancel.group(1)).text and len(tapp.searches) == 0
 
 
 # -- needs, services, editing ---------------------------------------------------------------------
@@ -410,7 +455,7 @@ def test_a_new_record_form_sent_twice_makes_one_record(tapp: TabletApp, unlocked
     The same form sent with other values (back, then the next resident) is a record of its own."""
     pid = people(tapp)["张三"]
     person = {"searched": "李四", "name": "李四", "gender": "女", "groups": ["老年人", "独居"],
-              "rid": form_rid(unlocked.get("/people/new/form", params={"q": "李四"}).text)}
+              "rid": form_rid(register_form(unlocked, tapp, "李四").text)}
     need = {"person": pid, "category": "养老服务", "description": "需要助餐", "urgency": "较急",
             "rid": form_rid(unlocked.get("/needs/new", params={"person": pid}).text)}
     service = {"person": pid, "service_type": "心理支持", "served_at": "2024-05-02 10:00", "minutes": "30",
@@ -525,6 +570,7 @@ def test_a_conflict_on_a_resident_merged_away_offers_the_kept_one_not_restore(
         card = page[page.index(f'data-conflict="{drop}:_deleted"'):]
         card = card[:card.index("</form>\n  </div>")]
         assert f'合并到\n    <a href="/people/{keep}">张三</a>' in card and "（张三丰）" in card
+        assert f'href="/people/{drop}"' not in card  # her old page is the kept one's: no second way there
         assert "电话：<span class=\"val\">13900002222</span>" in card and f'href="/people/{keep}/edit"' in card
         assert 'value="restore"' not in card and "恢复这条记录" not in card and "确认删除旧登记" in card
     before = tapp.read(lambda t: t.store.count_ops())
@@ -535,6 +581,31 @@ def test_a_conflict_on_a_resident_merged_away_offers_the_kept_one_not_restore(
     assert r.headers["location"] == "/sync?done=resolved"
     gone = tapp.read(lambda t: t.get(drop))
     assert gone.deleted and gone.conflicts == [] and gone.data["merged_into"] == keep
+
+
+def test_a_conflict_on_a_resident_merged_into_another_villages_links_nowhere_dead(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    """The township merged the resident into a registration of another village, which this tablet does not
+    hold, while the worker edited her offline: the card names her and the kept resident without links (their
+    pages would be 404s here) and tells the worker to ask the township"""
+    from sync.store import Store
+
+    drop = people(tapp)["张三"]
+    node = Store()
+    node.apply([op for _, op in tapp.read(lambda t: t.store.ops_since(0))])
+    staff = Editor(node, device="node-510903001000", user="刘主任", unit="510903001000", tier="township")
+    keep = staff.create("person", {"unit": "510903001002", "name": "张三", "id_number": ZHANG["id_number"]})
+    staff.merge(keep, drop)
+    tapp.read(lambda t: t.update(drop, {"phone": "13900002222"}))  # offline: the tablet has not heard of it
+    tapp.read(lambda t: t.store.apply([op for _, op in node.ops_since(0) if op.record == drop]))
+
+    page = unlocked.get("/sync").text
+    card = page[page.index(f'data-conflict="{drop}:_deleted"'):]
+    card = card[:card.index("</form>\n  </div>")]
+    assert "居民 · 张三" in card and "另一位居民（本机没有这位居民的登记）" in card and "告诉镇街" in card
+    assert 'href="/people/' not in card, card
+    r = unlocked.get(f"/people/{drop}")  # what a link to her would have opened: the kept one's page, not here
+    assert r.status_code == 303 and unlocked.get(r.headers["location"]).status_code == 404
 
 
 def test_need_status_moves_only_as_allowed(tapp: TabletApp, unlocked: TestClient) -> None:

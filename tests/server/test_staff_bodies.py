@@ -151,13 +151,16 @@ def test_a_body_over_the_staff_limit_is_refused_413_too_large_and_nothing_is_wri
     err = r.json()["error"]
     assert (r.status_code, err["code"], err["details"]) == (413, "too_large", {"limit_bytes": STAFF_MAX_BODY})
     assert r.headers["connection"] == "close"
-    # a workbench page's form says so in Chinese; the sign-in form is refused before it is read further
+    # a workbench page's form says so in Chinese; so does the sign-in form, refused before it is read further
     form = f"csrf={csrf}&name=".encode() + b"x" * STAFF_MAX_BODY
     r = c.post("/staff/conflicts/resolve", headers={"content-type": "application/x-www-form-urlencoded"},
                **_over_the_limit(form, chunked))
     assert r.status_code == 413 and "提交的内容太大：不能超过 1 MB" in r.text, r.text[:500]
-    with TestClient(create_app(node), base_url="http://node") as anyone:
-        r = anyone.post("/login", headers={"content-type": "application/x-www-form-urlencoded"},
-                        **_over_the_limit(b"username=" + b"x" * STAFF_MAX_BODY, chunked))
-        assert (r.status_code, r.json()["error"]["code"]) == (413, "too_large")
+    for path in ("/login", "/logout"):  # the sign-in page again, in Chinese
+        with TestClient(create_app(node), base_url="http://node") as anyone:
+            r = anyone.post(path, headers={"content-type": "application/x-www-form-urlencoded"},
+                            **_over_the_limit(b"username=" + b"x" * STAFF_MAX_BODY, chunked))
+            assert r.status_code == 413 and r.headers["content-type"].startswith("text/html"), r.text[:500]
+            assert "工作人员登录" in r.text and "提交的内容太大：不能超过 1 MB" in r.text, r.text[:500]
+            assert r.headers["connection"] == "close"
     assert _written(node) == before

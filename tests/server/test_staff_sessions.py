@@ -135,6 +135,28 @@ def test_each_request_moves_the_expiry_on_without_a_write_every_time(node: Node)
         assert_not_signed_in(liu, node)
 
 
+def test_pages_stay_readable_when_the_expiry_cannot_be_moved(node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    "A read-only database (a file system remounted read-only): the session stays valid, unmoved, warned once"
+    with client(node) as liu:
+        assert sign_in(liu, "liu") == 303
+        due = int(time.time()) + SESSION_SECONDS - MOVE_AFTER_SECONDS - 60  # last moved six minutes ago
+        with node.store.transaction() as c:
+            c.execute("UPDATE staff_sessions SET expires_at = ?", (due,))
+        node.store.conn.execute("PRAGMA query_only = ON")
+        try:
+            for _ in range(2):
+                r = liu.get("/staff/people")
+                assert r.status_code == 200 and "居民" in r.text, r.text
+        finally:
+            node.store.conn.execute("PRAGMA query_only = OFF")
+        (expires_at,) = node.store.conn.execute("SELECT expires_at FROM staff_sessions").fetchone()
+        assert expires_at == due
+        assert [r.levelname for r in caplog.records if "not moved on" in r.getMessage()] == ["WARNING"]
+        assert liu.get("/staff").status_code == 200  # writable again: moved on
+        (expires_at,) = node.store.conn.execute("SELECT expires_at FROM staff_sessions").fetchone()
+        assert expires_at > due
+
+
 def test_the_session_of_a_changed_account_is_deleted_at_its_next_request(node: Node) -> None:
     with client(node) as liu:
         assert sign_in(liu, "liu") == 303

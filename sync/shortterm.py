@@ -1,9 +1,11 @@
-"""Values a page keeps in memory for a short while, for the next request of the same session: the notice
-after a form, an enrolment code's page until it is shown, a search's query behind its token. Bounded in
-number and in age, the oldest going first; nothing written to disk, so a restart forgets them.
+"""Values a page keeps in memory for a short while, for the next request of the same session: on the
+workbench (``server``), the notice after a form, an enrolment code's page until it is shown, a search's
+query behind its token; on the tablet app (``client``), a residents' search behind its token, until the app
+locks. Bounded in number and in age, the oldest going first; nothing written to disk, so a restart forgets
+them.
 
-Callers key each value by the session it belongs to (the session id, alone or with a random token), so a
-session never finds another's.
+The workbench keys each value by the session it belongs to (the session id, alone or with a random token),
+so a session never finds another's.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class ShortTerm(Generic[K, V]):
         value = self.peek(key)
         self._kept.pop(key, None)
         return value
+
+    def clear(self) -> None:
+        "Forget every value"
+        self._kept.clear()
 
     def __len__(self) -> int:
         return len(self._kept)

@@ -1,10 +1,10 @@
-"""``ShortTerm``, what the workbench keeps in memory for the next request (notices after a form, enrolment
-codes' pages, searches): bounded in number and age, the oldest going first; ``take`` reads once, ``peek``
-again and again."""
+"""``ShortTerm``, what the workbench and the tablet app keep in memory for the next request (notices after
+a form, enrolment codes' pages, searches): bounded in number and age, the oldest going first; ``take`` reads
+once, ``peek`` again and again; ``clear`` forgets all (the tablet app, when it locks)."""
 
 from __future__ import annotations
 
-from server.shortterm import ShortTerm
+from sync.shortterm import ShortTerm
 
 
 class Clock:
@@ -44,3 +44,13 @@ def test_putting_replaces_the_value_and_makes_room_by_dropping_the_oldest() -> N
     assert kept.peek(("another session", "a")) is None
     kept.put(("session", "e"), 4)  # and c
     assert len(kept) == 3 and [kept.take(("session", k)) for k in "acde"] == [10, None, 3, 4]
+
+
+def test_clear_forgets_every_value() -> None:
+    kept: ShortTerm[str, str] = ShortTerm(10, 60, clock=Clock())
+    kept.put("a", "one")
+    kept.put("b", "two")
+    kept.clear()
+    assert len(kept) == 0 and kept.peek("a") is None and kept.peek("b") is None
+    kept.put("c", "three")
+    assert kept.peek("c") == "three"
