@@ -219,8 +219,9 @@ def progress_counts(statuses: Iterable[Any]) -> dict[str, int]:
 
 
 def escalations(store: Store, *, need: str | None = None, units: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-    "Escalations, newest first; of one need, or of the villages in a unit range"
+    """Escalations, newest first; of one need, or of the villages in a unit range. ``escalated_at`` has minute
+    precision, so two of one minute (withdrawn and escalated again) go by id: a UUIDv7, the newer the greater"""
     rows = _rows(store.records("escalation", units=units))
     if need is not None:
         rows = [r for r in rows if r.get("need") == need]
-    return sorted(rows, key=lambda r: str(r.get("escalated_at", "")), reverse=True)
+    return sorted(rows, key=lambda r: (str(r.get("escalated_at", "")), r["id"]), reverse=True)

@@ -19,6 +19,7 @@ from server.node import Node
 from server.relay import sync_link
 from server.snapshots import figures
 from staff_world import browser_form
+from sync.reference import escalations as list_escalations
 from sync.types import DELETED
 from test_pullcache import TOWNSHIP, V1
 from test_relay import COUNTY, serve
@@ -241,3 +242,21 @@ def test_a_need_a_tablet_records_for_her_after_the_removal_is_cancelled_when_it_
     assert desk.tab.store.get(late).data["status"] == "已取消"  # type: ignore[union-attr]  # in the same sync
     needs = {tuple(c.k): c.v for k, cs in figures(store, TOWNSHIP).items() if k.startswith("needs/") for c in cs}
     assert (V1, "医疗健康", "待处理") not in needs and needs[(V1, "医疗健康", "已取消")] == [1]
+
+
+def test_an_escalation_withdrawn_and_made_again_in_the_same_minute_shows_the_new_one(
+        desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    "``escalated_at`` has minute precision: the newer id wins the tie, on the need's page and on the tablet"
+    ids = resident(desk)
+    need, liu = ids["waiting"], Staff("liu", "township", TOWNSHIP)
+    monkeypatch.setattr(escalations, "now_text", lambda: "2026-12-03T19:19")
+    first = escalations.escalate(desk.node, liu, need, "独居老人需每日送餐")
+    escalations.act(desk.node, liu, first, "withdraw", "摘要写错了，重新上报")
+    second = escalations.escalate(desk.node, liu, need, "独居高龄老人需每日送餐，本镇无助餐点")
+    desk.sync()
+    assert [e["id"] for e in list_escalations(desk.node.store, need=need)] == [second, first]
+    page = desk.client.get(f"/staff/records/{need}").text
+    card = page[page.index('id="escalation"'):]
+    assert re.search(r'<span class="chip [^"]*">(.*?)</span>', card).group(1) == "已上报"  # type: ignore[union-attr]
+    assert f'action="/staff/records/{need}/escalate"' not in card  # open: no second 上报县区
+    assert [e["id"] for e in list_escalations(desk.tab.store, need=need)][0] == second  # the tablet's latest
