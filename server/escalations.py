@@ -9,9 +9,10 @@ The county's node pulls it over its link (``server/relay.py``); county staff acc
 department and resolve it with an answer, or send it back. Those ops go down on the next link sync to the
 township, and on to the tablet that recorded the need: an escalation's unit is the need's village, so it
 is in that tablet's scope. The township may withdraw an open escalation, with a reason that goes through
-the same personal-data check; removing a resident (``server.workbench``) withdraws those of her
-cancelled needs (``withdraw_open``), with an answer made from the reason code only. The withdrawal goes up
-on the next link sync like the escalation itself did.
+the same personal-data check; removing a resident (``server.workbench``) withdraws those of all her needs
+(``withdraw_open``), with an answer made from the reason code only (``removed_answer``). The withdrawal goes
+up on the next link sync like the escalation itself did; a county step made before it arrived is
+overridden again by the township node (``Node._follow_withdrawals``).
 
     已上报 (escalated) → 已受理 (accepted) → 已办结 (resolved)
     已上报 or 已受理 → 已退回 (returned by the county, with the reason as the answer)
@@ -68,11 +69,14 @@ ACTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 #: The field each action needs, if any.
 NEEDS = {"assign": "department", "resolve": "answer", "return": "answer", "withdraw": "answer"}
-#: The answer of an escalation withdrawn because its resident left the township's records, by the removal's
-#: reason (``server.workbench.REMOVE_REASONS``): never the note staff typed, which the county may not see
-REMOVED_ANSWERS = {"迁出到其他镇街": "居民已迁出，需求已取消", "去世": "居民已故，需求已取消"}
-#: ... for any other reason, and when the node itself cancels a need recorded for her later
-REMOVED_ANSWER = "居民已移出本镇街，需求已取消"
+#: Why an escalation is withdrawn because its resident left the township's records, by the removal's reason
+#: (``server.workbench.REMOVE_REASONS``; ``removed_answer``): never the note staff typed, which the county may
+#: not see
+REMOVED_ANSWERS = {"迁出到其他镇街": "居民已迁出", "去世": "居民已故"}
+#: ... for any other reason
+REMOVED = "居民已移出本镇街"
+#: ... and when the node itself cancels a need recorded for her later
+REMOVED_ANSWER = REMOVED + "，需求已取消"
 #: Who sees escalations: township staff escalate, county staff answer (server/templates/rollup.html links
 #: to the page for them alone)
 ROLES = ("township", "county")
@@ -250,13 +254,25 @@ def act(node: Node, staff: Staff, escalation: str, action: str, text: str = "") 
         return {"id": escalation, **got.data}
 
 
+def removed_answer(reason: str, cancelled: bool) -> str:
+    """The answer of an escalation withdrawn as its resident is removed for ``reason``: 居民已故，需求已取消 when
+    the removal cancels its need, 居民已故 alone when the need was already resolved or closed"""
+    return REMOVED_ANSWERS.get(reason, REMOVED) + ("，需求已取消" if cancelled else "")
+
+
 def withdraw_open(editor: Editor, need: str, answer: str) -> None:
     """Withdraw the need's open escalations with ``answer`` (which holds no personal data), inside the
-    caller's transaction: the need was cancelled as its resident left the township's records"""
+    caller's transaction: its resident left the township's records, so the county has nothing left to do"""
     for e in list_escalations(editor.store, need=need):
         rec = editor.store.get(e["id"])
         if rec is not None and rec.data.get("status") in OPEN:
             _step(editor, rec, "withdraw", answer)
+
+
+def withdraw_again(editor: Editor, rec: Record) -> None:
+    """Write again a withdrawal that a county's concurrent step overrode (``Node._follow_withdrawals``), with
+    the reason it was withdrawn with: the escalation's answer, which the county's open steps never write"""
+    _step(editor, rec, "withdraw", str(rec.data.get("answer") or ""))
 
 
 def _step(editor: Editor, rec: Record, action: str, text: str) -> None:
