@@ -23,6 +23,7 @@ from sync.schema import NOTE_MAX, REPORT_STATUSES
 
 from .auth import Staff
 from .pages import PageError, Pages, required
+from .workbench import unnamed_village
 
 
 class TaskPages:
@@ -31,9 +32,18 @@ class TaskPages:
         self.node = pages.node
 
     def villages(self, staff: Staff) -> dict[str, str]:
-        "The villages of the staff member's scope, by code, with their names"
+        """The villages of the staff member's scope, by code, with their names: the unit tree's, then any
+        the tree lacks that reported on a task or has a tablet enrolled (one enrolled before ``cunsync
+        units import`` listed it, whose reports the county counts), named by its code as the residents
+        list names such a village (``unnamed_village``)"""
         lo, hi = staff.scope
-        return {c: n for c, n in self.pages.villages().items() if lo <= c <= hi and unitlib.tier_of(c) == "village"}
+        tree = {c: n for c, n in self.pages.villages().items() if lo <= c <= hi and unitlib.tier_of(c) == "village"}
+        with self.node.store.lock:
+            reported = {v for _, v in ref.task_reports(self.node.store, units=staff.scope)}
+            enrolled = {u for (u,) in self.node.store.conn.execute(
+                "SELECT DISTINCT unit FROM devices WHERE tier = 'village' AND NOT revoked AND unit BETWEEN ? AND ?",
+                staff.scope)}
+        return {**tree, **{u: unnamed_village(u) for u in sorted(reported | enrolled) if u not in tree}}
 
     async def list(self, request: Request, staff: Staff) -> Response:
         def view() -> dict[str, Any]:

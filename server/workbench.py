@@ -153,6 +153,11 @@ def _seen(c: Conflict) -> str:
                       ensure_ascii=False)
 
 
+def unnamed_village(code: str) -> str:
+    "How a page names a village the unit tree lacks (enrolled before ``cunsync units import`` listed it)"
+    return f"未命名村/社区（{code}）"
+
+
 class Workbench:
     def __init__(self, pages: Pages) -> None:
         self.pages = pages
@@ -191,7 +196,7 @@ class Workbench:
             held = [u for (u,) in self.store.conn.execute(
                 "SELECT DISTINCT unit FROM records WHERE deleted = 0 AND coll IN ('person', 'need', 'service')"
                 " AND unit BETWEEN ? AND ? ORDER BY unit", staff.scope)]
-        return {**names, **{u: f"未命名村/社区（{u}）" for u in held if u not in names and u != self.node.unit}}
+        return {**names, **{u: unnamed_village(u) for u in held if u not in names and u != self.node.unit}}
 
     def kept(self, staff: Staff, rec: Record) -> dict[str, str] | None:
         """Where a resident merged into another lives on (following merges): its id and name as a page

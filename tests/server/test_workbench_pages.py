@@ -774,7 +774,8 @@ def test_the_tasks_page_shows_each_villages_progress_and_the_township_sets_it(wo
     for form, says in (({"village": V3, "status": "办完了"}, "进度只能是未开始、进行中、已完成之一"),
                        ({"village": V3, "status": "已完成", "note": "字" * 201}, "最多 200 个字"),
                        ({"village": "510903002001", "status": "已完成"}, "不在您负责的范围内"),
-                       ({"status": "已完成"}, "表单缺少内容：village")):
+                       ({"status": "已完成"}, "表单缺少内容：村/社区。"),
+                       ({"village": V3}, "表单缺少内容：进度。")):
         assert says in _error(liu.post(f"/staff/tasks/{task}/report", form), 400)
     assert "没有找到这项任务" in _error(liu.post(f"/staff/tasks/{V1}/report", {"village": V3, "status": "已完成"}), 404)
     zhao = world.sign_in("zhao")  # scoped to V2
@@ -782,4 +783,18 @@ def test_the_tasks_page_shows_each_villages_progress_and_the_township_sets_it(wo
     assert "不在您负责的范围内" in _error(zhao.post(f"/staff/tasks/{task}/report", {"village": V3, "status": "进行中"}), 400)
     assert "只能查看汇总数据" in _error(world.sign_in("county").get("/staff/tasks"), 403)
     assert _progress(liu.get("/staff/tasks").text, task)["和平社区"] == "未报"
+
+    # villages the unit tree lacks (tablets enrolled before `cunsync units import` listed them): one that
+    # reported, which the county counts, and one only enrolled; both shown, counted and settable
+    reported, enrolled = "510903001009", "510903001008"
+    with closing(world.open()) as n:
+        n.add_device(enrolled, "tian")
+        ref.report_task(Editor(n.store, device="tab-9", user="zhao", unit=reported, tier="village"), task, reported,
+                        "已完成")
+    page = liu.get("/staff/tasks").text
+    assert _progress(page, task) == {"育才社区": "已完成", "广场社区": "已完成 全部走访完", "和平社区": "未报",
+                                     f"未命名村/社区（{enrolled}）": "未报", f"未命名村/社区（{reported}）": "已完成"}
+    assert "未开始 2，进行中 0，已完成 3" in page
+    r = liu.post(f"/staff/tasks/{task}/report", {"village": enrolled, "status": "进行中"})
+    assert liu.notice(r) == f"已保存：未命名村/社区（{enrolled}）的任务进度为“进行中”。"
 
