@@ -49,7 +49,7 @@ from starlette.templating import Jinja2Templates
 from sync.edit import Editor
 from sync.errors import BadRequest, InvalidValue, NotFound
 from sync.reference import escalations as list_escalations, now_text
-from sync.schema import ESCALATION_OPEN as OPEN, ID_NUMBER
+from sync.schema import ESCALATION_OPEN as OPEN, ID_NUMBER, SCHEMA
 from sync.store import Record
 
 from .auth import Staff
@@ -311,8 +311,15 @@ def _listed(node: Node, units: tuple[str, str]) -> list[dict[str, Any]]:
         return list_escalations(node.store, units=units)
 
 
+#: Why the page refuses a step of the other role (``ACTIONS``), by the role of the staff member who posted it
+_OTHER_ROLES_STEP = {
+    "township": "受理、分派、办结和退回由县区工作人员办理；镇街可以撤回本镇街上报的事项。",
+    "county": "撤回由上报的镇街工作人员办理；县区不再办理的事项，请填写原因后退回。",
+}
+
+
 def escalation_routes(node: Node) -> list[BaseRoute]:
-    from .pages import Pages
+    from .pages import PageError, Pages, value_hint
     from .staff import ROLE_NAMES, changing_staff, csrf_token, current_staff
 
     accounts = node.accounts
@@ -344,18 +351,22 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
         rows = await run_in_threadpool(_listed, node, staff.scope)
         return templates.TemplateResponse(request, "escalations.html", {
             "staff": staff, "role_name": ROLE_NAMES[staff.role], "csrf": csrf_token(request), "node": node,
-            "rows": rows, "error": request.query_params.get("error", "")})
+            "rows": rows, "error": request.query_params.get("error", ""),
+            "text_limit": value_hint(SCHEMA.field("escalation", "answer"))})
 
     async def page_act(request: Request, staff: Staff) -> Response:
         "The page's forms; signed out, a stale form or another role's step: the workbench's Chinese pages"
         form = await pages.form(request)
-        staff.require(*ROLES)  # and act() the role of the step
+        staff.require(*ROLES)
         action = str(form.get("action", ""))
-        text = str(form.get(NEEDS.get(action, "answer"), ""))
+        if action in ACTIONS and ACTIONS[action][0] != staff.role:
+            raise PageError(_OTHER_ROLES_STEP[staff.role], status=403)
+        text = str(form.get(NEEDS.get(action, "answer"), "")).strip()
         try:
             await run_in_threadpool(lambda: act(node, staff, request.path_params["id"], action, text))
         except BadRequest as e:  # a missing answer, a wrong status, a reason with personal data: say so on the page
-            return RedirectResponse(f"/staff/escalations?error={e.code}", status_code=303)
+            code = "too_long" if isinstance(e, InvalidValue) and text else e.code  # only the length fails a text
+            return RedirectResponse(f"/staff/escalations?error={code}", status_code=303)
         return RedirectResponse("/staff/escalations", status_code=303)
 
     return [
