@@ -79,8 +79,8 @@ class TaskPages:
                 ref.report_task(self.node.editor(staff.username), task, village, status, note)
             except NotFound:
                 raise PageError("没有找到这项任务，它可能已被撤回。", status=404) from None
-            except InvalidValue:
-                raise PageError("这项任务不是布置给这个村/社区的。") from None
+            except InvalidValue as e:
+                raise PageError(ref.TASK_CANCELLED if e.code == "task_cancelled" else "这项任务不是布置给这个村/社区的。") from None
             return f"已保存：{villages[village]}的任务进度为“{status}”。"
 
         return self.pages.done(request, f"/staff/tasks#task-{task}", await run_in_threadpool(write))

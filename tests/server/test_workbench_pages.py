@@ -798,3 +798,11 @@ def test_the_tasks_page_shows_each_villages_progress_and_the_township_sets_it(wo
     r = liu.post(f"/staff/tasks/{task}/report", {"village": enrolled, "status": "进行中"})
     assert liu.notice(r) == f"已保存：未命名村/社区（{enrolled}）的任务进度为“进行中”。"
 
+    with closing(world.open()) as n:  # the county cancels it: a form shown before is refused
+        ref.set_task_status(Editor(n.store, device="node-510903000000", user="chen", unit="510903000000",
+                                   tier="county"), task, "已取消")
+        before = n.store.count_ops()
+    assert _error(liu.post(f"/staff/tasks/{task}/report", {"village": V3, "status": "已完成"}), 400) == ref.TASK_CANCELLED
+    with closing(world.open()) as n:
+        assert n.store.count_ops() == before
+
