@@ -32,7 +32,7 @@ from sync import checks
 from sync.errors import InvalidValue, NotFound, Unauthorized
 from sync.ops import uuid7
 from sync.lookup import find_people, name_matches, normalize, sort_key
-from sync.reference import now_text
+from sync.reference import TASK_CANCELLED, now_text
 from sync.schema import CATALOGUE_KINDS, NOTE_MAX, REPORT_STATUSES, SCHEMA, TASK_STATUSES
 from sync.store import Conflict, Record
 from sync.types import CHINA_TIME, DELETED, china_time
@@ -472,7 +472,12 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             problem = checks.task_report(status, note)
             if problem is not None:
                 return problem.zh + "。"
-            tab.report_task(tid, status, note)
+            try:
+                tab.report_task(tid, status, note)
+            except InvalidValue as e:
+                if e.code != "task_cancelled":
+                    raise
+                return TASK_CANCELLED  # since the page was shown
             return ""
 
         refused = await tapp.run(save)

@@ -9,9 +9,10 @@ The county's node pulls it over its link (``server/relay.py``); county staff acc
 department and resolve it with an answer, or send it back. Those ops go down on the next link sync to the
 township, and on to the tablet that recorded the need: an escalation's unit is the need's village, so it
 is in that tablet's scope. The township may withdraw an open escalation, with a reason that goes through
-the same personal-data check; removing a resident (``server.workbench``) withdraws those of her
-cancelled needs (``withdraw_open``), with an answer made from the reason code only. The withdrawal goes up
-on the next link sync like the escalation itself did.
+the same personal-data check; removing a resident (``server.workbench``) withdraws those of all her needs
+(``withdraw_open``), with an answer made from the reason code only (``removed_answer``). The withdrawal goes
+up on the next link sync like the escalation itself did; a county step made before it arrived is
+overridden again by the township node (``Node._follow_withdrawals``).
 
     已上报 (escalated) → 已受理 (accepted) → 已办结 (resolved)
     已上报 or 已受理 → 已退回 (returned by the county, with the reason as the answer)
@@ -48,7 +49,7 @@ from starlette.templating import Jinja2Templates
 from sync.edit import Editor
 from sync.errors import BadRequest, InvalidValue, NotFound
 from sync.reference import escalations as list_escalations, now_text
-from sync.schema import ESCALATION_OPEN as OPEN, ID_NUMBER
+from sync.schema import ESCALATION_OPEN as OPEN, ID_NUMBER, SCHEMA
 from sync.store import Record
 
 from .auth import Staff
@@ -68,11 +69,14 @@ ACTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 #: The field each action needs, if any.
 NEEDS = {"assign": "department", "resolve": "answer", "return": "answer", "withdraw": "answer"}
-#: The answer of an escalation withdrawn because its resident left the township's records, by the removal's
-#: reason (``server.workbench.REMOVE_REASONS``): never the note staff typed, which the county may not see
-REMOVED_ANSWERS = {"迁出到其他镇街": "居民已迁出，需求已取消", "去世": "居民已故，需求已取消"}
-#: ... for any other reason, and when the node itself cancels a need recorded for her later
-REMOVED_ANSWER = "居民已移出本镇街，需求已取消"
+#: Why an escalation is withdrawn because its resident left the township's records, by the removal's reason
+#: (``server.workbench.REMOVE_REASONS``; ``removed_answer``): never the note staff typed, which the county may
+#: not see
+REMOVED_ANSWERS = {"迁出到其他镇街": "居民已迁出", "去世": "居民已故"}
+#: ... for any other reason
+REMOVED = "居民已移出本镇街"
+#: ... and when the node itself cancels a need recorded for her later
+REMOVED_ANSWER = REMOVED + "，需求已取消"
 #: Who sees escalations: township staff escalate, county staff answer (server/templates/rollup.html links
 #: to the page for them alone)
 ROLES = ("township", "county")
@@ -250,13 +254,25 @@ def act(node: Node, staff: Staff, escalation: str, action: str, text: str = "") 
         return {"id": escalation, **got.data}
 
 
+def removed_answer(reason: str, cancelled: bool) -> str:
+    """The answer of an escalation withdrawn as its resident is removed for ``reason``: 居民已故，需求已取消 when
+    the removal cancels its need, 居民已故 alone when the need was already resolved or closed"""
+    return REMOVED_ANSWERS.get(reason, REMOVED) + ("，需求已取消" if cancelled else "")
+
+
 def withdraw_open(editor: Editor, need: str, answer: str) -> None:
     """Withdraw the need's open escalations with ``answer`` (which holds no personal data), inside the
-    caller's transaction: the need was cancelled as its resident left the township's records"""
+    caller's transaction: its resident left the township's records, so the county has nothing left to do"""
     for e in list_escalations(editor.store, need=need):
         rec = editor.store.get(e["id"])
         if rec is not None and rec.data.get("status") in OPEN:
             _step(editor, rec, "withdraw", answer)
+
+
+def withdraw_again(editor: Editor, rec: Record) -> None:
+    """Write again a withdrawal that a county's concurrent step overrode (``Node._follow_withdrawals``), with
+    the reason it was withdrawn with: the escalation's answer, which the county's open steps never write"""
+    _step(editor, rec, "withdraw", str(rec.data.get("answer") or ""))
 
 
 def _step(editor: Editor, rec: Record, action: str, text: str) -> None:
@@ -295,8 +311,15 @@ def _listed(node: Node, units: tuple[str, str]) -> list[dict[str, Any]]:
         return list_escalations(node.store, units=units)
 
 
+#: Why the page refuses a step of the other role (``ACTIONS``), by the role of the staff member who posted it
+_OTHER_ROLES_STEP = {
+    "township": "受理、分派、办结和退回由县区工作人员办理；镇街可以撤回本镇街上报的事项。",
+    "county": "撤回由上报的镇街工作人员办理；县区不再办理的事项，请填写原因后退回。",
+}
+
+
 def escalation_routes(node: Node) -> list[BaseRoute]:
-    from .pages import Pages
+    from .pages import PageError, Pages, value_hint
     from .staff import ROLE_NAMES, changing_staff, csrf_token, current_staff
 
     accounts = node.accounts
@@ -328,18 +351,22 @@ def escalation_routes(node: Node) -> list[BaseRoute]:
         rows = await run_in_threadpool(_listed, node, staff.scope)
         return templates.TemplateResponse(request, "escalations.html", {
             "staff": staff, "role_name": ROLE_NAMES[staff.role], "csrf": csrf_token(request), "node": node,
-            "rows": rows, "error": request.query_params.get("error", "")})
+            "rows": rows, "error": request.query_params.get("error", ""),
+            "text_limit": value_hint(SCHEMA.field("escalation", "answer"))})
 
     async def page_act(request: Request, staff: Staff) -> Response:
         "The page's forms; signed out, a stale form or another role's step: the workbench's Chinese pages"
         form = await pages.form(request)
-        staff.require(*ROLES)  # and act() the role of the step
+        staff.require(*ROLES)
         action = str(form.get("action", ""))
-        text = str(form.get(NEEDS.get(action, "answer"), ""))
+        if action in ACTIONS and ACTIONS[action][0] != staff.role:
+            raise PageError(_OTHER_ROLES_STEP[staff.role], status=403)
+        text = str(form.get(NEEDS.get(action, "answer"), "")).strip()
         try:
             await run_in_threadpool(lambda: act(node, staff, request.path_params["id"], action, text))
         except BadRequest as e:  # a missing answer, a wrong status, a reason with personal data: say so on the page
-            return RedirectResponse(f"/staff/escalations?error={e.code}", status_code=303)
+            code = "too_long" if isinstance(e, InvalidValue) and text else e.code  # only the length fails a text
+            return RedirectResponse(f"/staff/escalations?error={code}", status_code=303)
         return RedirectResponse("/staff/escalations", status_code=303)
 
     return [

@@ -55,7 +55,7 @@ from sync.errors import (
 )
 from sync.hlc import HLC, MAX_AHEAD_MS, pack, physical_ms
 from sync.ops import Op
-from sync.schema import LINK_COLLECTIONS, NEED_TRANSITIONS, REFERENCE_COLLECTIONS, SCHEMA
+from sync.schema import ESCALATION_OPEN, LINK_COLLECTIONS, NEED_TRANSITIONS, REFERENCE_COLLECTIONS, SCHEMA
 from sync.store import Store, chunks as _chunks, create_private, decode_state as _state_decode, no_cycles
 from sync.types import DELETED, SET, TIER_RANK, Timestamp
 from sync.wire import (
@@ -766,6 +766,7 @@ class Node:
                     self._follow_restores(ops)
                     self._follow_removals(ops)
                     if self.is_link(dev):
+                        self._follow_withdrawals(ops)
                         self._follow_needs(ops)
                 self._seen(dev, req, now, pushed=applied.new)
             else:
@@ -827,14 +828,13 @@ class Node:
         and its open escalations withdrawn, as the removal did with her other needs: by ops of this node in
         the name of the staff member who removed her, so every tablet, the roll-up and the county see it.
         Cancelled, not hidden or deleted: the worker's need and its history stay, and staff may reopen it
-        should she come back. An escalation the county's concurrent step kept open is withdrawn again."""
+        should she come back. A county's step on an escalation is not followed here: the removal withdrew
+        the escalations of all her needs, and one the county's concurrent step kept open is withdrawn again
+        by ``_follow_withdrawals``, which knows the removal's answer; an escalation no removal withdrew (one
+        left open by an older version) is the county's to answer."""
         from .escalations import REMOVED_ANSWER, withdraw_open  # which imports this module
 
         needs = {op.record for op in ops if op.coll == "need" and op.field in ("person", "status")}
-        for rid in {op.record for op in ops if op.coll == "escalation" and op.field == "status"}:
-            esc = self.store.get(rid)  # a county's step, over its link
-            if esc is not None and isinstance(esc.data.get("need"), str):
-                needs.add(esc.data["need"])
         for chunk in _chunks(sorted(needs)):
             gone = self.store.conn.execute(
                 "SELECT n.id, json_extract(n.data, '$.status'), p.id FROM records n JOIN records p"
@@ -846,6 +846,27 @@ class Node:
                 if "已取消" in NEED_TRANSITIONS.get(status or "待处理", ()):  # still open: 待处理, 已分派, 服务中
                     ed.update(need, {"status": "已取消"})
                 withdraw_open(ed, need, REMOVED_ANSWER)
+
+    def _follow_withdrawals(self, ops: Sequence[Op]) -> None:
+        """A withdrawal (已撤回) of this node's that a county's concurrent step (已受理, a department) overrode
+        by tier is written again, with its reason (the escalation's answer: the county's open steps write
+        none), in the name of the staff member who withdrew it. The township withdrew it because the need
+        was met, its summary was wrong and the need went up again as a newer escalation, or its resident
+        was removed: the county's step, made before it heard of that, has nothing left to act on, and two
+        open escalations of one need would wait for two answers. A department the county assigned goes
+        with it (the county's page shows it withdrawn, and the newer escalation open to assign again).
+        A county step that closes it (已办结, 已退回) stands: the county's answer says more."""
+        from .escalations import withdraw_again  # which imports this module
+
+        for rid in sorted({op.record for op in ops if op.coll == "escalation" and op.field == "status"}):
+            esc = self.store.get(rid)
+            if esc is None or esc.data.get("status") not in ESCALATION_OPEN:
+                continue
+            ours = [e for e in self.store.state(rid).get("status", [])
+                    if e.value == "已撤回" and e.tier == TIER_RANK[self.tier]]
+            if ours:
+                (withdrawal,) = self.store.ops_by_seq([max(ours, key=lambda e: e.hlc).seq])
+                withdraw_again(self.editor(withdrawal.user), esc)
 
     def _follow_needs(self, ops: Sequence[Op]) -> None:
         """An escalation stays in its need's village. A county's first step on an escalation re-asserts the

@@ -301,10 +301,15 @@ class Pages:
         return rec
 
 
+#: What the workbench's forms call the fields ``required`` asks for, as their labels show them
+FORM_LABELS = {"unit": "村/社区", "village": "村/社区", "user": "使用人", "status": "进度", "record": "记录",
+               "field": "字段", "keep": "保留的居民", "drop": "并入的居民", "a": "第一位居民", "b": "第二位居民"}
+
+
 def required(form: FormData, *names: str) -> list[str]:
-    "The named form fields, each present and non-empty, or a 400 page naming the missing"
+    "The named form fields, each present and non-empty, or a 400 page naming the missing by their labels"
     values = [str(form.get(n, "")).strip() for n in names]
-    missing = [n for n, v in zip(names, values) if not v]
+    missing = [FORM_LABELS.get(n, n) for n, v in zip(names, values) if not v]
     if missing:
         raise PageError("表单缺少内容：" + "、".join(missing) + "。请返回页面重新提交。")
     return values

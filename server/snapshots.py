@@ -361,12 +361,14 @@ def device_cells(store: Store, unit: str, now: float) -> list[Cell]:
 
 
 def task_cells(store: Store, unit: str) -> list[Cell]:
-    """The township ``unit``'s progress on each task set above it: a cell per task and village (those of
-    its unit tree, and any that reported), [1, 0] 进行中, [0, 1] 已完成, [0, 0] neither"""
-    above = set(unitlib.ancestors(unit))
+    """The township ``unit``'s progress on each task set by it or above it: a cell per task and village
+    (those of its unit tree, and any that reported), [1, 0] 进行中, [0, 1] 已完成, [0, 0] neither. Its own
+    tasks' cells are for its own roll-up (``rollup_web.set_here_or_above``); a county or city lists only
+    the tasks set at or above it, so it passes over them"""
+    mine = {unit, *unitlib.ancestors(unit)}
     lo, hi = unitlib.descendant_range(unit)
     with store.lock:
-        tasks = [t["id"] for t in ref.tasks(store) if t.get("unit") in above]
+        tasks = [t["id"] for t in ref.tasks(store) if t.get("unit") in mine]
         reports = ref.task_reports(store, units=(lo, hi))
         villages = {v.code for v in unitlib.villages_under(store.db, unit)} if "units" in store.db.table_names() \
             else set()

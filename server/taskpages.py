@@ -23,6 +23,7 @@ from sync.schema import NOTE_MAX, REPORT_STATUSES
 
 from .auth import Staff
 from .pages import PageError, Pages, required
+from .workbench import unnamed_village
 
 
 class TaskPages:
@@ -31,9 +32,18 @@ class TaskPages:
         self.node = pages.node
 
     def villages(self, staff: Staff) -> dict[str, str]:
-        "The villages of the staff member's scope, by code, with their names"
+        """The villages of the staff member's scope, by code, with their names: the unit tree's, then any
+        the tree lacks that reported on a task or has a tablet enrolled (one enrolled before ``cunsync
+        units import`` listed it, whose reports the county counts), named by its code as the residents
+        list names such a village (``unnamed_village``)"""
         lo, hi = staff.scope
-        return {c: n for c, n in self.pages.villages().items() if lo <= c <= hi and unitlib.tier_of(c) == "village"}
+        tree = {c: n for c, n in self.pages.villages().items() if lo <= c <= hi and unitlib.tier_of(c) == "village"}
+        with self.node.store.lock:
+            reported = {v for _, v in ref.task_reports(self.node.store, units=staff.scope)}
+            enrolled = {u for (u,) in self.node.store.conn.execute(
+                "SELECT DISTINCT unit FROM devices WHERE tier = 'village' AND NOT revoked AND unit BETWEEN ? AND ?",
+                staff.scope)}
+        return {**tree, **{u: unnamed_village(u) for u in sorted(reported | enrolled) if u not in tree}}
 
     async def list(self, request: Request, staff: Staff) -> Response:
         def view() -> dict[str, Any]:
@@ -69,8 +79,8 @@ class TaskPages:
                 ref.report_task(self.node.editor(staff.username), task, village, status, note)
             except NotFound:
                 raise PageError("没有找到这项任务，它可能已被撤回。", status=404) from None
-            except InvalidValue:
-                raise PageError("这项任务不是布置给这个村/社区的。") from None
+            except InvalidValue as e:
+                raise PageError(ref.TASK_CANCELLED if e.code == "task_cancelled" else "这项任务不是布置给这个村/社区的。") from None
             return f"已保存：{villages[village]}的任务进度为“{status}”。"
 
         return self.pages.done(request, f"/staff/tasks#task-{task}", await run_in_threadpool(write))

@@ -155,6 +155,11 @@ def _seen(c: Conflict) -> str:
                       ensure_ascii=False)
 
 
+def unnamed_village(code: str) -> str:
+    "How a page names a village the unit tree lacks (enrolled before ``cunsync units import`` listed it)"
+    return f"未命名村/社区（{code}）"
+
+
 class Workbench:
     def __init__(self, pages: Pages) -> None:
         self.pages = pages
@@ -193,7 +198,7 @@ class Workbench:
             held = [u for (u,) in self.store.conn.execute(
                 "SELECT DISTINCT unit FROM records WHERE deleted = 0 AND coll IN ('person', 'need', 'service')"
                 " AND unit BETWEEN ? AND ? ORDER BY unit", staff.scope)]
-        return {**names, **{u: f"未命名村/社区（{u}）" for u in held if u not in names and u != self.node.unit}}
+        return {**names, **{u: unnamed_village(u) for u in held if u not in names and u != self.node.unit}}
 
     def kept(self, staff: Staff, rec: Record) -> dict[str, str] | None:
         """Where a resident merged into another lives on (following merges): its id and name as a page
@@ -438,8 +443,8 @@ class Workbench:
     async def remove(self, request: Request, staff: Staff) -> Response:
         """Take a resident out of the township's records: moved to another township (迁出) or died (注销).
         The first post shows what will happen and asks to confirm (``confirm=1``, with ``seen``, what
-        ``removal_seen`` said then); the confirmed one cancels the resident's open needs, withdraws their
-        open escalations (an answer from the reason alone: the county sees no note), adds the reason to its
+        ``removal_seen`` said then); the confirmed one cancels the resident's open needs, withdraws the open
+        escalations of all her needs (an answer from the reason alone: the county sees no note), adds the reason to its
         notes and deletes it, all ops by the Editor: a tablet's concurrent edit of the resident then shows
         as a conflict on the delete. If the resident or her open needs changed since the confirm page was
         shown, nothing is written and the page asks again with what is there now. A need a tablet records
@@ -464,10 +469,11 @@ class Workbench:
                     return None  # not what the confirm page listed: ask again
                 name = self.title(rec)
                 ed = self.node.editor(staff.username)
-                answer = escalations.REMOVED_ANSWERS.get(reason, escalations.REMOVED_ANSWER)
                 for n in needs:
                     ed.update(n.id, {"status": "已取消"})
-                    escalations.withdraw_open(ed, n.id, answer)
+                open_ids = {n.id for n in needs}
+                for n in self.linked(rid, staff.scope)["need"]:  # a resolved need's escalation may still be open
+                    escalations.withdraw_open(ed, n.id, escalations.removed_answer(reason, n.id in open_ids))
                 ed.update(rid, {"notes": self.removal_notes(rec, reason, note)})
                 ed.delete(rid)
                 cancelled = f"，{len(needs)} 条未完成的需求已改为“已取消”" if needs else ""

@@ -110,13 +110,21 @@ def set_task_status(editor: Editor, record: str, status: str) -> None:
     edit_reference(editor, record, {"status": status})
 
 
+#: How a page says a report on a cancelled task is refused (``report_task``'s ``task_cancelled``)
+TASK_CANCELLED = "这项任务已经取消，不用再报告进度。请刷新页面。"
+
+
 def report_task(editor: Editor, task: str, village: str, status: str, note: str | None = None) -> str:
     """Record a village's progress on a task (``REPORT_STATUSES``), with a short note (None keeps the one
     there); returns the report's id. Written on the village's tablets or by its township node (whose tier
-    beats a concurrent write on a tablet); only for a task set by a unit above the village."""
+    beats a concurrent write on a tablet); only for a task set by a unit above the village, and not
+    cancelled (``InvalidValue`` with the code ``task_cancelled``; ``TASK_CANCELLED`` says so on a page)."""
     rec = editor.store.get(task)
     if rec is None or rec.coll != "task" or rec.deleted:
         raise NotFound(f"no task {task}", details={"record": task})
+    if rec.data.get("status") == "已取消":
+        raise InvalidValue(f"task {task} is 已取消: its progress is no longer reported", code="task_cancelled",
+                           details={"record": task})
     try:
         ok = unitlib.normalize_code(village) == village and unitlib.tier_of(village) == "village" \
             and unitlib.is_under(village, editor.unit)
@@ -219,6 +227,7 @@ def progress_counts(statuses: Iterable[Any]) -> dict[str, int]:
 
 
 def escalations(store: Store, *, need: str | None = None, units: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-    "Escalations, newest first; of one need, or of the villages in a unit range"
+    """Escalations, newest first; of one need, or of the villages in a unit range. ``escalated_at`` has minute
+    precision, so two of one minute (withdrawn and escalated again) go by id: a UUIDv7, the newer the greater"""
     rows = _rows(store.records("escalation", units=units, naming=("need", need) if need is not None else None))
-    return sorted(rows, key=lambda r: str(r.get("escalated_at", "")), reverse=True)
+    return sorted(rows, key=lambda r: (str(r.get("escalated_at", "")), r["id"]), reverse=True)

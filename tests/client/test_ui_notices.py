@@ -35,6 +35,7 @@ from server.relay import sync_link
 from sync import reference as ref
 from sync import units as unitlib
 from sync.edit import Editor
+from sync.errors import InvalidValue
 from sync.store import Store
 from sync.types import china_time
 from test_ui import ORIGIN, PIN, PORT, VILLAGE, TestClient, client, db, people, post, tapp, unlocked  # noqa: F401
@@ -152,6 +153,17 @@ def test_the_worker_marks_the_villages_progress_on_a_task_and_two_tablets_keep_o
         assert tapp.read(lambda t: t.store.digest()) == other.digest()
     assert tapp.read(lambda t: list(t.task_reports().values())) == [
         {"id": ref.task_report_id(task, VILLAGE), "unit": VILLAGE, "task": task, "status": "进行中", "note": "还差 3 户"}]
+
+    # the county cancels the task: a page shown before refuses the report in Chinese, the API with its code
+    ref.set_task_status(editor(township, COUNTY, "county"), task, "已取消")
+    deliver(tapp, township)
+    before = tapp.read(lambda t: t.pending())
+    r = post(unlocked, tapp, f"/tasks/{task}/report", {"status": "已完成"})
+    assert r.status_code == 400 and ref.TASK_CANCELLED in r.text, r.text
+    with pytest.raises(InvalidValue) as refused:
+        tapp.read(lambda t: t.report_task(task, "已完成"))
+    assert refused.value.code == "task_cancelled"
+    assert tapp.read(lambda t: t.pending()) == before
 
 
 def test_a_notice_from_a_unit_the_tablet_has_no_name_for_names_its_code(

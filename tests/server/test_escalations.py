@@ -196,14 +196,22 @@ def test_township_staff_withdraw_an_escalation_with_a_reason_the_county_may_read
     assert r.status_code == 303 and r.headers["location"] == "/staff/escalations?error=personal_data", r.text
     said = re.search(r'<p class="error" role="alert">(.*?)</p>', liu.get(r.headers["location"]).text, re.S)
     assert said and said.group(1).startswith("撤回原因里有居民的个人信息"), said
+    r = liu.post(f"/staff/escalations/{esc}", {"action": "withdraw", "answer": "长" * 2001})
+    assert r.headers["location"] == "/staff/escalations?error=too_long", r.text
+    said = re.search(r'<p class="error" role="alert">(.*?)</p>', liu.get(r.headers["location"]).text, re.S)
+    assert said and said.group(1) == "撤回原因太长了，应为不超过 2000 字的文字。请删减后再撤回。", said
     refused = liu.post(f"/staff/escalations/{esc}", {"action": "accept"})  # the county's step
-    assert refused.status_code == 403 and "您的账户没有这项权限" in refused.text, refused.text
+    said = re.search(r'<p class="error" role="alert">(.*?)</p>', refused.text, re.S)
+    assert refused.status_code == 403 and said, refused.text
+    assert said.group(1) == "受理、分派、办结和退回由县区工作人员办理；镇街可以撤回本镇街上报的事项。"
     assert [e.data["status"] for e in _escalations(world) if e.id == esc] == ["已上报"]
+    county = world.sign_in("county")
+    refused = county.post(f"/staff/escalations/{esc}", {"action": "withdraw", "answer": "不需要了"})
+    assert refused.status_code == 403 and "撤回由上报的镇街工作人员办理" in refused.text, refused.text
 
     assert liu.post(f"/staff/escalations/{esc}", {"action": "withdraw", "answer": "镇街已协调解决"}).status_code == 303
     [got] = [e.data for e in _escalations(world) if e.id == esc]
     assert (got["status"], got["answer"]) == ("已撤回", "镇街已协调解决")
-    county = world.sign_in("county")
     row = _row(county.get("/staff/escalations").text, esc)
     assert "已撤回" in row and "撤回原因：镇街已协调解决" in row and "<form" not in row
     r = county.post(f"/staff/escalations/{esc}", {"action": "accept"})

@@ -329,7 +329,7 @@ def test_villages_progress_on_a_countys_task_reaches_the_county_as_counts_per_to
     the township marks 广场社区 进行中. The township sends the counts only to a node above that asks for
     them (an older county would refuse a part it does not know); the county's page and `task list` show
     them per township and in total, the city's the progress on its own task per county, and a township
-    that sends none (an older version) counts nothing"""
+    that sends none (an older version) counts nothing. The township's own roll-up counts its own task too"""
     town, county, city = (Node(tmp_path / f"{u}.db", u) for u in (T_A, COUNTY, CITY))
     try:
         for n in (town, county, city):
@@ -337,10 +337,15 @@ def test_villages_progress_on_a_countys_task_reaches_the_county_as_counts_per_to
         city_task = ref.add_task(city.editor("市民政局"), "全市防汛排查")
         county.store.apply([op for _, op in city.store.ops_since(0)])  # as the links bring them down
         task = ref.add_task(county.editor("区民政局"), "高龄老人走访", due_date="2026-12-31")
-        ref.add_task(town.editor("liu"), "镇里自己的任务")  # the township's own: not the county's to follow
+        own = ref.add_task(town.editor("liu"), "镇里自己的任务")  # the township's own: not the county's to follow
         town.store.apply([op for _, op in county.store.ops_since(0)])
         tablet, _ = town.add_device(V_A1, "wang")
         ref.report_task(Editor(town.store, device=tablet, user="wang", unit=V_A1, tier="village"), task, V_A1, "已完成")
+        ref.report_task(town.editor("liu"), own, V_A2, "已完成")
+        town.accounts.add("zhen", PASSWORD, role="township", unit=T_A)
+        with TestClient(create_app(town), base_url="http://township") as c:
+            sign_in(c, "zhen")
+            town_page = c.get("/rollup").text
         ref.report_task(town.editor("liu"), task, V_A2, "进行中", "还差 3 户")
         _, token = town.add_device(COUNTY, "link", tier="county")
         with TestClient(create_app(town), base_url="http://township") as child:
@@ -371,6 +376,7 @@ def test_villages_progress_on_a_countys_task_reaches_the_county_as_counts_per_to
     assert task_rows(page) == ["高龄老人走访 截止 2026-12-31 育才路街道 1 1 1", "合计 1 1 1",  # the soonest due first
                                "全市防汛排查 育才路街道 0 0 3", "合计 0 0 3"]
     assert task_rows(city_page) == ["全市防汛排查 船山区 0 0 3", "合计 0 0 3"]  # the county's task is not the city's
+    assert task_rows(town_page)[-4:] == ["镇里自己的任务 育才社区 0 0 1", "广场社区 1 0 0", "和平社区 0 0 1", "合计 1 0 2"]
     assert listed.exit_code == 0, listed.output
     assert [line.split("  ", 3)[3] for line in listed.output.splitlines()] == [
         "2026-12-31  高龄老人走访  已完成 1 · 进行中 1 · 未开始/未报 1", "-  全市防汛排查  已完成 0 · 进行中 0 · 未开始/未报 3"]

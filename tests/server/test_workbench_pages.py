@@ -749,15 +749,20 @@ def _progress(page: str, task: str) -> dict[str, str]:
 
 
 def test_the_tasks_page_shows_each_villages_progress_and_the_township_sets_it(world: World, liu: Signed) -> None:
+    """The tree's villages, and those it lacks (tablets enrolled before `cunsync units import` listed them):
+    one with a tablet enrolled, one that reported (which the county counts); all shown, counted, settable"""
+    enrolled, reported = "510903001009", "510903001008"
+    unnamed = f"未命名村/社区（{enrolled}）"
     with closing(world.open()) as n:
+        n.add_device(enrolled, "新村社工")  # as test_a_village_the_unit_tree_lacks_is_counted_named_and_filtered
         county = Editor(n.store, device="node-510903000000", user="chen", unit="510903000000", tier="county")
         task = ref.add_task(county, "高龄老人走访", due_date="2026-12-31")
         tablet = Editor(n.store, device=world.ids["dev1"], user="wang", unit=V1, tier="village")
         ref.report_task(tablet, task, V1, "进行中", "已走访 12 户")
     page = liu.get("/staff/tasks").text
     assert "高龄老人走访" in page and "510903000000 布置 · 截止 2026-12-31" in page
-    assert "未开始 2，进行中 1，已完成 0" in page
-    assert _progress(page, task) == {"育才社区": "进行中 已走访 12 户", "广场社区": "未报", "和平社区": "未报"}
+    assert "未开始 3，进行中 1，已完成 0" in page
+    assert _progress(page, task) == {"育才社区": "进行中 已走访 12 户", "广场社区": "未报", "和平社区": "未报", unnamed: "未报"}
 
     r = liu.post(f"/staff/tasks/{task}/report", {"village": V2, "status": "已完成", "note": "全部走访完"})
     assert liu.notice(r) == "已保存：广场社区的任务进度为“已完成”。"
@@ -767,14 +772,15 @@ def test_the_tasks_page_shows_each_villages_progress_and_the_township_sets_it(wo
     with closing(world.open()) as n:
         concurrently(n, world.ids["dev1"], "wang", V1, ref.task_report_id(task, V1), {"status": "进行中", "note": "还差 3 户"})
     page = liu.get("/staff/tasks").text
-    assert _progress(page, task) == {"育才社区": "已完成", "广场社区": "已完成 全部走访完", "和平社区": "未报"}
-    assert "未开始 1，进行中 0，已完成 2" in page
+    assert _progress(page, task) == {"育才社区": "已完成", "广场社区": "已完成 全部走访完", "和平社区": "未报", unnamed: "未报"}
+    assert "未开始 2，进行中 0，已完成 2" in page
 
     # refusals: bad input, another village, another role; nothing written
     for form, says in (({"village": V3, "status": "办完了"}, "进度只能是未开始、进行中、已完成之一"),
                        ({"village": V3, "status": "已完成", "note": "字" * 201}, "最多 200 个字"),
                        ({"village": "510903002001", "status": "已完成"}, "不在您负责的范围内"),
-                       ({"status": "已完成"}, "表单缺少内容：village")):
+                       ({"status": "已完成"}, "表单缺少内容：村/社区。"),
+                       ({"village": V3}, "表单缺少内容：进度。")):
         assert says in _error(liu.post(f"/staff/tasks/{task}/report", form), 400)
     assert "没有找到这项任务" in _error(liu.post(f"/staff/tasks/{V1}/report", {"village": V3, "status": "已完成"}), 404)
     zhao = world.sign_in("zhao")  # scoped to V2
@@ -782,4 +788,22 @@ def test_the_tasks_page_shows_each_villages_progress_and_the_township_sets_it(wo
     assert "不在您负责的范围内" in _error(zhao.post(f"/staff/tasks/{task}/report", {"village": V3, "status": "进行中"}), 400)
     assert "只能查看汇总数据" in _error(world.sign_in("county").get("/staff/tasks"), 403)
     assert _progress(liu.get("/staff/tasks").text, task)["和平社区"] == "未报"
+
+    with closing(world.open()) as n:  # a tablet of a village the tree lacks reports
+        ref.report_task(Editor(n.store, device="tab-8", user="tian", unit=reported, tier="village"), task, reported,
+                        "已完成")
+    page = liu.get("/staff/tasks").text
+    assert _progress(page, task) == {"育才社区": "已完成", "广场社区": "已完成 全部走访完", "和平社区": "未报",
+                                     unnamed: "未报", f"未命名村/社区（{reported}）": "已完成"}
+    assert "未开始 2，进行中 0，已完成 3" in page
+    assert liu.notice(liu.post(f"/staff/tasks/{task}/report", {"village": enrolled, "status": "进行中"})) == \
+        f"已保存：{unnamed}的任务进度为“进行中”。"
+
+    with closing(world.open()) as n:  # the county cancels it: a form shown before is refused
+        ref.set_task_status(Editor(n.store, device="node-510903000000", user="chen", unit="510903000000",
+                                   tier="county"), task, "已取消")
+        before = n.store.count_ops()
+    assert _error(liu.post(f"/staff/tasks/{task}/report", {"village": V3, "status": "已完成"}), 400) == ref.TASK_CANCELLED
+    with closing(world.open()) as n:
+        assert n.store.count_ops() == before
 
