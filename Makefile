@@ -30,8 +30,10 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/mypy
 
+# one pytest-xdist worker per core; each test file stays on one worker, so a module's fixtures (a tree of
+# nodes, a node shared by a file's tests) start once. PYTEST_XDIST_AUTO_NUM_WORKERS=N picks another count.
 test: lint $(CHROMIUM) $(CJK_FONT)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 demo: $(STAMP)
 	$(BIN)/cunsync demo
