@@ -30,8 +30,11 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/mypy
 
+# one pytest-xdist worker per core (PYTEST_XDIST_AUTO_NUM_WORKERS=N picks another count). Not --dist
+# loadfile or loadscope: they queue tests by id, and schemathesis gives each operation's test the same id
+# (tests/e2e/test_openapi.py), so all but one would silently not run.
 test: lint $(CHROMIUM) $(CJK_FONT)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 demo: $(STAMP)
 	$(BIN)/cunsync demo

@@ -17,6 +17,7 @@ Fixtures built on these live in ``conftest.py``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -53,10 +54,33 @@ def no_sleep(seconds: float) -> None:
     "A tablet's back-off that does not wait"
 
 
+#: Ports ``free_port`` handed out, each held bound (not listening) until this process exits.
+_RESERVED: list[socket.socket] = []
+
+
+@atexit.register
+def _release_ports() -> None:
+    for s in _RESERVED:
+        s.close()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port on 127.0.0.1. On Linux it stays this process's: kept bound, without listening, until
+    the process exits, so nothing else asking the kernel for a free port (another pytest-xdist worker,
+    another test run on the machine) or connecting out is given it before the server binds it, or
+    between a node's kill and its restart. Servers bind with SO_REUSEADDR (hypercorn, ``cunsync``'s own
+    bind check), which Linux allows while no socket listens there; a client finds nothing listening, as
+    on any port where nothing runs. (BSD and macOS refuse a second bind even so: there the port is
+    released at once, as before.)"""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    if sys.platform == "linux":
+        _RESERVED.append(s)
+    else:
+        s.close()
+    return port
 
 
 class NodeProcess:
