@@ -1,9 +1,11 @@
 """The demo: all four tiers on loopback. A city node (遂宁市), its three counties and a township in each,
 village tablets under them. In 育才路街道 the tablets work offline, township staff make a concurrent edit
 and the merge settles it; the other townships' tablets work too. Then the counties pull aggregated
-snapshots from their townships and the city from its counties, a tablet's edit moves only what changed,
-and the demo prints the city's roll-up beside the totals counted straight from the tablets. Ends by itself
-and says where the databases are."""
+snapshots from their townships and the city from its counties, a tablet's edit moves only what changed;
+the city's notice, task and catalogue entry go down to a tablet, a need is escalated up to the county and
+its answer comes back down, and two villages' progress on the task goes up to the city as counts. The
+demo prints the city's roll-up beside the totals counted straight from the tablets. Ends by itself and
+says where the databases are."""
 
 from __future__ import annotations
 
@@ -267,7 +269,9 @@ def run(directory: str = "demo-data", *, tablets: int = 6, seed: int = 7) -> Non
             say(f"   {names[unit]} ← {names[r.unit]}: {r.changed} of {r.parts} parts changed, {r.bytes:,} bytes")
 
     say("9. reference data down, an escalation up (吹哨报到) and its answer back down")
-    _reference_and_escalation(dbs, procs, link_tokens, names, tabs[0], counties[0])
+    task = _reference_and_escalation(dbs, procs, link_tokens, names, tabs[0], counties[0])
+    say("10. a task down, each village's progress on it up, as counts")
+    _task_progress(dbs, names, [t for t in tabs if unitlib.is_under(t.unit, TOWNSHIP)], counties[0], task)
 
     for t in tabs:  # every tablet up to date, so that counting their records counts the latest
         t.sync()
@@ -297,12 +301,14 @@ def _link_sync(dbs: dict[str, Path], procs: dict[str, NodeProcess], tokens: dict
 
 
 def _reference_and_escalation(dbs: dict[str, Path], procs: dict[str, NodeProcess], tokens: dict[str, str],
-                              names: dict[str, str], tab: Tablet, county: str) -> None:
-    "A city notice and catalogue entry reach a tablet; the township escalates a need; the county answers"
+                              names: dict[str, str], tab: Tablet, county: str) -> str:
+    """A city notice, task and catalogue entry reach a tablet; the township escalates a need; the county
+    answers. Returns the task's id"""
     city = Node(dbs[CITY], CITY)
     try:
         editor = city.editor("市民政局")
         reference.add_notice(editor, "汛期走访独居老人", "各村（社区）本周内走访一次独居老人。")
+        task = reference.add_task(editor, "独居老人汛期走访", "每个村（社区）走访全部独居老人并登记需求。")
         reference.set_catalogue(editor, "need_category", "防汛救灾", name="防汛救灾", order=11)
     finally:
         city.close()
@@ -336,6 +342,30 @@ def _reference_and_escalation(dbs: dict[str, Path], procs: dict[str, NodeProcess
     tab.sync()
     answer = tab.escalation(need.id) or {}
     say(f"   tablet-1 sees the answer: {answer.get('status')} · {answer.get('department')} · {answer.get('answer')}")
+    return task
+
+
+def _task_progress(dbs: dict[str, Path], names: dict[str, str], tabs: list[Tablet], county: str, task: str) -> None:
+    """Two of the township's communities report their progress on the city's task from a tablet; the county
+    and the city pull, and the city sees how many villages are at each stage: counts, no names or notes"""
+    first = tabs[0]
+    other = next(t for t in tabs if t.unit != first.unit)
+    other.sync()  # the task reached the township with step 9's relay
+    first.report_task(task, "已完成", "走访独居老人 5 户，登记需求 1 条")
+    other.report_task(task, "进行中")
+    for t in (first, other):
+        t.sync()
+    for unit in (county, CITY):
+        _pull(dbs[unit], unit)
+    node = Node(dbs[CITY], CITY)
+    try:
+        ro = node_rollup(node, Snapshotter(node.store, node.unit))
+    finally:
+        node.close()
+    waiting, doing, done = ro.task_progress(task, county)
+    say(f"   {names[first.unit]} marks it 已完成 and {names[other.unit]} 进行中 on "
+        f"their tablets; {names[CITY]} sees, for {names[county]}: 已完成 {done}, 进行中 {doing}, "
+        f"未开始 {waiting} (villages)")
 
 
 def _print_rollup(city_db: Path, tabs: list[Tablet], names: dict[str, str]) -> bool:

@@ -28,6 +28,7 @@ def test_the_demo_runs_four_tiers_and_its_figures_agree(tmp_path: Path) -> None:
     assert "the city's figures equal the tablets' ✓" in text
     assert "tablet-1 reads “汛期走访独居老人” and offers 防汛救灾" in text
     assert "tablet-1 sees the answer: 已办结 · 区民政局养老服务科 · 已协调社区食堂每日送餐上门" in text
+    assert "遂宁市 sees, for 船山区: 已完成 1, 进行中 1, 未开始 1 (villages)" in text  # two of its three reported
     assert (tmp_path / "demo" / "city.db").exists() and (tmp_path / "demo" / "tablet-1.db").exists()
 
 
