@@ -117,9 +117,8 @@ STATUS_SQL = "CASE WHEN json_type(data, '$.status') IS NULL THEN '待处理' ELS
 CLOSED_SQL = f"coalesce(json_extract(data, '$.status'), '') IN ({', '.join(repr(s) for s in CLOSED)})"
 OVERDUE_SQL = (f"(coalesce(json_extract(data, '$.due_date'), '') <> '' AND json_extract(data, '$.due_date') < :on"
                f" AND NOT {CLOSED_SQL})")
-#: The needs in a staff member's scope (``:lo`` to ``:hi``), found by ``records_coll`` (need, unit range):
-#: SQLite would rather take ``records_unit`` and walk every record of the township, services too
-SCOPED_NEEDS = "FROM records INDEXED BY records_coll WHERE coll = 'need' AND deleted = 0 AND unit BETWEEN :lo AND :hi"
+#: The needs in a staff member's scope (``:lo`` to ``:hi``), found through ``records_coll`` (coll, unit)
+SCOPED_NEEDS = "FROM records WHERE coll = 'need' AND deleted = 0 AND unit BETWEEN :lo AND :hi"
 #: The needs board's order: overdue first, then open before closed, the soonest due, the most urgent
 BOARD_ORDER_SQL = (f"NOT {OVERDUE_SQL}, {CLOSED_SQL}, coalesce(nullif(json_extract(data, '$.due_date'), ''), '9999'),"
                    " CASE json_extract(data, '$.urgency') WHEN '紧急' THEN 0 WHEN '较急' THEN 1 WHEN '一般' THEN 2 ELSE 3 END,"
