@@ -77,6 +77,8 @@ ENROL_REFUSED = "镇街服务器没有接受登记。请核对登记码后再试
 #: A refused re-attach the tablet has no words for
 REATTACH_REFUSED = "镇街服务器没有接受重新接入。本机数据都还在，请稍后再试；如果一直这样，请联系镇街社会工作服务中心。"
 OPEN_STATUSES = ("待处理", "已分派", "服务中")
+#: A need in one of ``OPEN_STATUSES``, as SQL over its ``data`` (a need without a status is not among them)
+OPEN_SQL = f"json_extract(data, '$.status') IN ({', '.join(repr(s) for s in OPEN_STATUSES)})"
 #: On a need or service form sent back for a resident merged since it was shown
 MERGED_NOTE = "这位居民的登记已与另一条合并，保存时记在合并后的居民名下。"
 #: A task in one of these statuses is still to be done: past its due date, it is marked overdue
@@ -285,6 +287,20 @@ def _names(tab: Tablet) -> dict[str, str]:
     return {p.id: str(p.data.get("name", "")) for p in tab.list("person", include_deleted=True)}
 
 
+def _search(q: str, names: dict[str, str], texts: tuple[str, ...]) -> dict[str, Any]:
+    """What ``Tablet.listed`` needs to keep the needs or services a search ``q`` finds: those whose ``texts``
+    contain it, or whose resident's name (``names``, by id) matches it; nothing to add without a search"""
+    if not q:
+        return {}
+    wanted = normalize(q)
+
+    def keep(row: dict[str, Any]) -> bool:
+        return (wanted in normalize(" ".join(str(row[k] or "") for k in texts))
+                or name_matches(q, names.get(row["person"] or "", "")))
+
+    return {"fields": (*texts, "person"), "keep": keep}
+
+
 def conflict_view(tab: Tablet, c: Conflict, names: dict[str, str]) -> dict[str, Any]:
     """A conflict as the pages show it: what, whose record, the value shown and every competing value. A
     delete's competing values are the delete and edits of other fields, each naming its field. A resident
@@ -440,9 +456,9 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         def load(tab: Tablet) -> dict[str, Any]:
             counts = dict(tab.store.conn.execute(
                 "SELECT coll, count(*) FROM records WHERE deleted = 0 GROUP BY coll").fetchall())
-            needs = tab.list("need")
+            open_needs = tab.listed("need", where=OPEN_SQL, limit=0)[1]
             ref = from_above(tab)
-            return {"counts": counts, "open_needs": sum(n.data.get("status") in OPEN_STATUSES for n in needs),
+            return {"counts": counts, "open_needs": open_needs,
                     "last_sync": tab.store.meta("last_sync"), "server": tab.store.meta("server"),
                     "notices": ref["notices"][:HOME_LIST], "tasks": ref["tasks"][:HOME_LIST],
                     "notice_total": len(ref["notices"]), "task_total": len(ref["tasks"])}
@@ -658,17 +674,12 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def load(tab: Tablet) -> dict[str, Any]:
             names = _names(tab)
-            out = []
-            for n in tab.list("need"):
-                st = n.data.get("status")
-                if status == "open" and st not in OPEN_STATUSES or status not in ("open", "all") and st != status:
-                    continue
-                hay = " ".join(str(n.data.get(k, "")) for k in ("category", "description", "assignee"))
-                if q and normalize(q) not in normalize(hay) and not name_matches(q, names.get(n.data.get("person", ""), "")):
-                    continue
-                out.append(n)
-            out.sort(key=lambda n: (str(n.data.get("due_date") or "9999"), n.id))
-            return {"needs": out[:LIST_LIMIT], "total": len(out), "names": names, "escalations": _escalations(tab)}
+            where = {"open": OPEN_SQL, "all": ""}.get(status, "json_extract(data, '$.status') = :status")
+            out, total = tab.listed(
+                "need", where=where, params={"status": status}, limit=LIST_LIMIT,
+                order="coalesce(nullif(json_extract(data, '$.due_date'), ''), '9999'), id",
+                **_search(q, names, ("category", "description", "assignee")))
+            return {"needs": out, "total": total, "names": names, "escalations": _escalations(tab)}
 
         return await render(request, "needs.html", {
             "q": q, "status": status, "today": china_time().date().isoformat(), "cat": forms.catalogues(),
@@ -755,12 +766,9 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
         def load(tab: Tablet) -> dict[str, Any]:
             names = _names(tab)
-            out = [s for s in tab.list("service") if not q
-                   or normalize(q) in normalize(" ".join(str(s.data.get(k, "")) for k in
-                                                         ("service_type", "provider_name", "notes")))
-                   or name_matches(q, names.get(s.data.get("person", ""), ""))]
-            out.sort(key=lambda s: str(s.data.get("served_at", "")), reverse=True)
-            return {"services": out[:LIST_LIMIT], "total": len(out), "names": names}
+            out, total = tab.listed("service", order="json_extract(data, '$.served_at') DESC, id", limit=LIST_LIMIT,
+                                    **_search(q, names, ("service_type", "provider_name", "notes")))
+            return {"services": out, "total": total, "names": names}
 
         return await render(request, "services.html", {"q": q, **await tapp.run(load)})
 

@@ -512,6 +512,26 @@ class Tablet:
     def list(self, coll: str, *, include_deleted: bool = False) -> list[Record]:
         return self.store.records(coll, include_deleted=include_deleted)
 
+    def listed(self, coll: str, *, where: str = "", params: Mapping[str, Any] | None = None, order: str = "id",
+               limit: int, fields: tuple[str, ...] = (), keep: Callable[[dict[str, Any]], bool] | None = None
+               ) -> tuple[list[Record], int]:
+        """A list page's records: the first ``limit`` current records of ``coll`` in ``order`` (an SQL
+        ORDER BY over ``data``) that meet ``where`` (SQL, with named ``params``) and, if given, ``keep``,
+        a test in Python of their ``fields`` (None for a field missing or null); and how many meet them.
+        Only the records shown are decoded: those ``keep`` looks at are read field by field."""
+        base = f"FROM records WHERE coll = :coll AND deleted = 0{f' AND ({where})' if where else ''}"
+        args = {**(params or {}), "coll": coll}
+        conn = self.store.conn
+        if keep is None:
+            (total,) = conn.execute(f"SELECT count(*) {base}", args).fetchone()
+            ids = [i for (i,) in conn.execute(f"SELECT id {base} ORDER BY {order} LIMIT {int(limit)}", args)]
+        else:
+            picked = ", ".join(f"json_extract(data, '$.{f}')" for f in fields)
+            ids = [row[0] for row in conn.execute(f"SELECT id, {picked} {base} ORDER BY {order}", args)
+                   if keep(dict(zip(fields, row[1:])))]
+            total, ids = len(ids), ids[:limit]
+        return self.store.records_by_id(ids), total
+
     def search(self, coll: str, text: str) -> list[Record]:
         "Records whose name, ID number or phone contains the text"
         t = text.strip().lower()

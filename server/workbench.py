@@ -110,6 +110,21 @@ def is_overdue(need: Record, on: str) -> bool:
     return bool(due) and str(due) < on and need.data.get("status") not in CLOSED
 
 
+#: The rules above as SQL over a need's ``data``, for pages that count or order needs without decoding
+#: them: its status as the board counts it (待处理 when it has none), whether it is closed (0 or 1), and
+#: ``is_overdue`` on the date ``:on`` (0 or 1)
+STATUS_SQL = "CASE WHEN json_type(data, '$.status') IS NULL THEN '待处理' ELSE json_extract(data, '$.status') END"
+CLOSED_SQL = f"coalesce(json_extract(data, '$.status'), '') IN ({', '.join(repr(s) for s in CLOSED)})"
+OVERDUE_SQL = (f"(coalesce(json_extract(data, '$.due_date'), '') <> '' AND json_extract(data, '$.due_date') < :on"
+               f" AND NOT {CLOSED_SQL})")
+#: The needs in a staff member's scope (``:lo`` to ``:hi``), found through ``records_coll`` (coll, unit)
+SCOPED_NEEDS = "FROM records WHERE coll = 'need' AND deleted = 0 AND unit BETWEEN :lo AND :hi"
+#: The needs board's order: overdue first, then open before closed, the soonest due, the most urgent
+BOARD_ORDER_SQL = (f"NOT {OVERDUE_SQL}, {CLOSED_SQL}, coalesce(nullif(json_extract(data, '$.due_date'), ''), '9999'),"
+                   " CASE json_extract(data, '$.urgency') WHEN '紧急' THEN 0 WHEN '较急' THEN 1 WHEN '一般' THEN 2 ELSE 3 END,"
+                   " id")
+
+
 def _edit_error(coll: str, values: dict[str, Any], e: InvalidValue) -> PageError:
     "An Editor refusal, in Chinese"
     d = e.details if isinstance(e.details, dict) else {}
@@ -219,6 +234,20 @@ class Workbench:
         out["merged"] = self.store.records("person", units=scope, include_deleted=True, naming=("merged_into", pid))
         return out
 
+    def need_counts(self, staff: Staff, on: str) -> tuple[Counter[tuple[str, str]], Counter[str]]:
+        """The needs in the staff member's scope counted in SQL: by village and status (``STATUS_SQL``; a
+        null status counts as "None", which no page shows), and the overdue ones on ``on`` by village"""
+        matrix: Counter[tuple[str, str]] = Counter()
+        overdue: Counter[str] = Counter()
+        with self.store.lock:
+            rows = self.store.conn.execute(
+                f"SELECT unit, {STATUS_SQL}, count(*), total({OVERDUE_SQL}) {SCOPED_NEEDS} GROUP BY 1, 2",
+                {"lo": staff.scope[0], "hi": staff.scope[1], "on": on}).fetchall()
+        for unit, status, n, late in rows:
+            matrix[(unit or "", str(status))] += n
+            overdue[unit or ""] += int(late)
+        return matrix, +overdue
+
     def visible(self, staff: Staff, rid: Any) -> Record | None:
         "The record, if it lies in the staff member's scope"
         rec = self.store.get(rid) if isinstance(rid, str) else None
@@ -274,11 +303,11 @@ class Workbench:
         def summary() -> dict[str, Any]:
             with self.store.lock:
                 conflicts = len(self.store.conflicts(units=staff.scope))
-                needs = self.store.records("need", units=staff.scope)
-            on, now = today(), time.time()
+            matrix, overdue = self.need_counts(staff, today())
+            now = time.time()
             devices = [d for d in self.node.devices() if staff.scope[0] <= d["unit"] <= staff.scope[1]]
-            return {"conflicts": conflicts, "needs_open": sum(n.data.get("status") not in CLOSED for n in needs),
-                    "overdue": sum(is_overdue(n, on) for n in needs),
+            return {"conflicts": conflicts, "needs_open": sum(n for (_, s), n in matrix.items() if s not in CLOSED),
+                    "overdue": overdue.total(),
                     "devices": len([d for d in devices if not d["revoked"]]),
                     "device_problems": sum(device_flags(d, now)["attention"] for d in devices), "silent_days": SILENT_DAYS}
 
@@ -668,27 +697,25 @@ class Workbench:
             villages = self.villages(staff)
             if unit and unit not in villages:
                 raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
-            with self.store.lock:
-                needs = self.store.records("need", units=staff.scope)
             on = today()
-            matrix: Counter[tuple[str, str]] = Counter((n.unit or "", str(n.data.get("status", "待处理"))) for n in needs)
-            overdue = Counter(n.unit or "" for n in needs if is_overdue(n, on))
-            rows = [n for n in needs if (not unit or n.unit == unit) and (
-                not status or (status == "open" and n.data.get("status") not in CLOSED)
-                or (status == "overdue" and is_overdue(n, on)) or n.data.get("status", "待处理") == status)]
-            urgency = {"紧急": 0, "较急": 1, "一般": 2}
-            rows.sort(key=lambda n: (not is_overdue(n, on), n.data.get("status") in CLOSED,
-                                     str(n.data.get("due_date") or "9999"), urgency.get(str(n.data.get("urgency")), 3),
-                                     n.id))
-            pages = max(1, -(-len(rows) // NEEDS_SHOWN))
-            at = min(int(page), pages)  # past the last page: the last one
-            shown = rows[(at - 1) * NEEDS_SHOWN:at * NEEDS_SHOWN]
+            matrix, overdue = self.need_counts(staff, on)
+            # the list: the needs the filters pick, in the board's order, one page of them decoded
+            chosen = SCOPED_NEEDS + (" AND unit = :unit" if unit else "")
+            chosen += {"": "", "open": f" AND NOT {CLOSED_SQL}", "overdue": f" AND {OVERDUE_SQL}"}.get(
+                status, f" AND {STATUS_SQL} = :status")
+            args = {"lo": staff.scope[0], "hi": staff.scope[1], "unit": unit, "status": status, "on": on}
             with self.store.lock:
+                (found,) = self.store.conn.execute(f"SELECT count(*) {chosen}", args).fetchone()
+                pages = max(1, -(-found // NEEDS_SHOWN))
+                at = min(int(page), pages)  # past the last page: the last one
+                shown = self.store.records_by_id([i for (i,) in self.store.conn.execute(
+                    f"SELECT id {chosen} ORDER BY {BOARD_ORDER_SQL} LIMIT {NEEDS_SHOWN}"
+                    f" OFFSET {(at - 1) * NEEDS_SHOWN}", args)])
                 names = {n.id: self.person_name(n.data.get("person")) for n in shown}
-            return {"rows": shown, "found": len(rows), "page": at, "pages": pages,
+            return {"rows": shown, "found": found, "page": at, "pages": pages,
                     "names": names, "villages": villages, "matrix": matrix, "overdue": overdue,
                     "statuses": STATUSES, "status": status, "unit": unit, "today": on,
-                    "overdue_ids": {n.id for n in needs if is_overdue(n, on)},
+                    "overdue_ids": {n.id for n in shown if is_overdue(n, on)},
                     "back": str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")}
 
         return self.pages.render(request, staff, "wb_needs.html", await run_in_threadpool(view))

@@ -23,8 +23,11 @@ import pytest
 
 from client.syncjob import UNREACHABLE
 from client.tablet import Tablet
+from client.pages import OPEN_STATUSES
 from client.ui import PIN_TRIES, TabletApp, create_app
 from sync.edit import Editor
+from sync.lookup import name_matches, normalize
+from sync.store import Record, Store
 from sync.ops import Op
 from sync.types import ADD, SET, TIER_RANK
 
@@ -416,6 +419,83 @@ def test_a_need_then_a_service_against_it(tapp: TabletApp, unlocked: TestClient)
     assert "需要助餐" in page and "45 分钟" in page
     assert "需要助餐" in unlocked.get("/needs", params={"q": "zs"}).text
     assert "养老服务" in unlocked.get("/services", params={"q": "zhangsan"}).text
+
+
+def _old_lists(t: Tablet, status: str, q: str) -> tuple[list[str], list[str], int]:
+    """The needs and services lists and the home page's open needs as the pages worked them out in Python
+    over every record decoded (the rule): the ids each list shows, in order, and the count"""
+    names = {p.id: str(p.data.get("name", "")) for p in t.list("person", include_deleted=True)}
+    needs = []
+    for n in t.list("need"):
+        st = n.data.get("status")
+        if status == "open" and st not in OPEN_STATUSES or status not in ("open", "all") and st != status:
+            continue
+        hay = " ".join(str(n.data.get(k, "")) for k in ("category", "description", "assignee"))
+        if q and normalize(q) not in normalize(hay) and not name_matches(q, names.get(n.data.get("person", ""), "")):
+            continue
+        needs.append(n)
+    needs.sort(key=lambda n: (str(n.data.get("due_date") or "9999"), n.id))
+    services = [s for s in t.list("service") if not q
+                or normalize(q) in normalize(" ".join(str(s.data.get(k, "")) for k in
+                                                      ("service_type", "provider_name", "notes")))
+                or name_matches(q, names.get(s.data.get("person", ""), ""))]
+    services.sort(key=lambda s: str(s.data.get("served_at", "")), reverse=True)
+    return ([n.id for n in needs], [s.id for s in services],
+            sum(n.data.get("status") in OPEN_STATUSES for n in t.list("need")))
+
+
+def test_the_needs_and_services_lists_pick_and_order_in_sql_as_the_python_rule_does(
+        tapp: TabletApp, unlocked: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tricky records: no status, closed, deleted, due dates tied or missing, services at one time, another
+    village's, a merged-away resident's; the lists cut to a few (LIST_LIMIT) decode only those they show"""
+    keep = people(tapp)["张三"]
+
+    def make(t: Tablet) -> None:
+        drop = t.create("person", {"name": "张三", "birth_date": "1942-03-08"})
+        li = t.create("person", {"name": "李四"})
+        other = Editor(t.store, device="node-510903001000", user="刘主任", unit="510903001000", tier="township")
+        for pid, values in ((keep, {"due_date": "2024-06-01"}), (keep, {"status": "待处理", "due_date": "2024-06-01"}),
+                            (keep, {"status": "已解决", "due_date": "2024-01-01"}), (li, {"status": "服务中"}),
+                            (li, {"status": "已分派", "description": "助餐 每周三次", "due_date": "2024-05-01"}),
+                            (drop, {"status": "待处理", "assignee": "王芳"}), (li, {"status": "已取消"})):
+            t.create("need", {"person": pid, "category": "养老服务", **values})
+        t.delete(t.create("need", {"person": li, "category": "养老服务", "status": "待处理"}))
+        other.create("need", {"unit": "510903001002", "person": li, "category": "助残服务", "status": "待处理"})
+        for pid, at, values in ((keep, "2024-05-01T09:30", {}), (li, "2024-05-01T09:30", {"provider_name": "阳光助餐"}),
+                                (drop, "2024-06-01T08:00", {"notes": "送餐"}), (li, "2023-12-31T23:59", {}),
+                                (keep, "2024-05-01T09:30", {"service_type": "助残服务"})):
+            t.create("service", {"person": pid, "service_type": "养老服务", "served_at": at, **values})
+        t.delete(t.create("service", {"person": li, "service_type": "养老服务", "served_at": "2025-01-01T00:00"}))
+        other.merge(keep, drop)
+
+    tapp.read(make)
+    monkeypatch.setattr("client.pages.LIST_LIMIT", 3)
+    for status in ("open", "all", "待处理", "已解决", "已取消"):
+        for q in ("", "zhangsan", "李", "助餐", "王芳", "没有"):
+            needs, services, open_needs = tapp.read(lambda t: _old_lists(t, status, q))
+            page = unlocked.get("/needs", params={"status": status, "q": q}).text
+            assert re.findall(r'href="/needs/([^"]+)/edit"', page) == needs[:3], (status, q)
+            assert f"{len(needs)} 条" in page
+            if status == "open":
+                page = unlocked.get("/services", params={"q": q}).text
+                assert re.findall(r'href="/services/([^"]+)/edit"', page) == services[:3], q
+                assert f"{len(services)} 条" in page
+    assert open_needs == 5 and f"未完成的需求</span><b>{open_needs}</b>" in unlocked.get("/").text
+    decoded: list[str] = []
+    record = Store._record
+
+    def counted(store: Store, row: tuple[Any, ...]) -> Record:
+        decoded.append(row[1])
+        return record(store, row)
+
+    monkeypatch.setattr(Store, "_record", counted)
+    for url, coll in (("/services", "service"), ("/needs?status=all", "need"), ("/services?q=养老", "service")):
+        decoded.clear()
+        unlocked.get(url)
+        assert decoded.count(coll) == 3, url
+    decoded.clear()
+    unlocked.get("/")
+    assert "need" not in decoded  # the home page counts the open needs in SQL
 
 
 def test_a_service_standalone_and_its_mistakes(tapp: TabletApp, unlocked: TestClient) -> None:
