@@ -40,8 +40,8 @@ from sync import checks
 from sync.errors import InvalidValue, OutOfScope
 from sync.lookup import find_people, sort_key
 from sync.reference import escalations as list_escalations, offered
-from sync.schema import ESCALATION_OPEN, GROUPS, NEED_TRANSITIONS, SCHEMA, STATUSES, DateTime, Field, LongText, \
-    RecordRef, Text, UnitCode
+from sync.schema import ESCALATION_OPEN, GROUPS, NEED_TRANSITIONS, RECORD_COLLECTIONS, SCHEMA, STATUSES, DateTime, Field, \
+    LongText, RecordRef, Text, UnitCode
 from sync.shortterm import ShortTerm
 from sync.store import Conflict, Record, Store
 from sync.types import DELETED, SET
@@ -210,9 +210,7 @@ class Workbench:
         ``cunsync units import`` listed it), named by its code so that nothing they hold is hidden"""
         names = {c: n for c, n in self.pages.villages().items() if c != self.node.unit}
         with self.store.lock:
-            held = [u for (u,) in self.store.conn.execute(
-                "SELECT DISTINCT unit FROM records WHERE deleted = 0 AND coll IN ('person', 'need', 'service')"
-                " AND unit BETWEEN ? AND ? ORDER BY unit", staff.scope)]
+            held = self.store.units_held(RECORD_COLLECTIONS, *staff.scope)
         return {**names, **{u: unnamed_village(u) for u in held if u not in names and u != self.node.unit}}
 
     def kept(self, staff: Staff, rec: Record) -> dict[str, str] | None:

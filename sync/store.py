@@ -1224,6 +1224,23 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return self._with_conflicts([self._record(r) for r in self.conn.execute(sql, params)])
 
+    def units_held(self, colls: Sequence[str], lo: str, hi: str) -> list[str]:
+        """The units from ``lo`` to ``hi`` that hold a current record of one of ``colls``, in order: each found
+        by one step along the ``(coll, unit)`` index from the one before, so a township's few dozen villages
+        cost a few dozen lookups, not a read of its hundreds of thousands of records"""
+        found: set[str] = set()
+        for coll in colls:
+            at, op = lo, ">="
+            while True:
+                (unit,) = self.conn.execute(
+                    f"SELECT MIN(unit) FROM records WHERE coll = ? AND unit {op} ? AND unit <= ? AND deleted = 0",
+                    (coll, at, hi)).fetchone()
+                if unit is None:
+                    break
+                found.add(unit)
+                at, op = unit, ">"
+        return sorted(found)
+
     def records_by_id(self, ids: Sequence[str]) -> list[Record]:
         """The records of these ids in their order (deleted ones too; ids of none are left out): a page
         that picked and ordered its records' ids in SQL decodes only those it shows"""

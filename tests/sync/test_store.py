@@ -515,3 +515,18 @@ def test_a_merge_cycle_stops_the_redirects(store: Store) -> None:
     follow.start()
     follow.join(10)
     assert found == [b]
+
+
+def test_units_held_lists_the_units_with_a_current_record_within_the_range(store: Store, township: Editor) -> None:
+    "``units_held``: each unit once, in order; a unit whose records are all deleted, or outside the range, is not"
+    _person(township, "张三")
+    _person(township, "李四")
+    need_only = "510903001003"
+    township.create("need", {"person": _person(township, "王五", unit="510903001002"), "unit": need_only,
+                             "category": "生活物资"})
+    township.delete(_person(township, "赵六", unit="510903001004"))  # its only record, deleted
+    _person(township, "钱七", unit="510903002001")  # another township's village
+    assert store.units_held(("person", "need", "service"), *TOWNSHIP_RANGE) == [
+        VILLAGE, "510903001002", need_only]
+    assert store.units_held(("need",), *TOWNSHIP_RANGE) == [need_only]
+    assert store.units_held(("person",), "510903001002", "510903001999") == ["510903001002"]
