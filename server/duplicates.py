@@ -21,8 +21,10 @@ dismissed for appears (two near names that later get the same ID number come bac
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +82,7 @@ class Pair:
         return [REASONS[r] for r in self.reasons]
 
 
+@functools.lru_cache(maxsize=65536)  # a township's names repeat, and pinyin is the slow part of find_pairs
 def pinyin_key(name: str) -> str:
     "A name as it sounds, tones left out: 张秀英 and 章秀英 both give 'zhang xiu ying'"
     return sound(name)
@@ -103,18 +106,38 @@ def _near_keys(name: str) -> Iterable[str]:
     yield name
 
 
-def _tells_apart(a: Record, b: Record) -> bool:
-    for key in ("birth_date", "id_number"):
-        x, y = checks.typed_key(key, a.data.get(key)), checks.typed_key(key, b.data.get(key))
-        if x and y and x != y:
-            return True
-    return False
+def _marks(p: Record) -> tuple[Any, Any]:
+    "What tells a resident apart from another of a near name: her birth date and ID number, as typed keys"
+    return (checks.typed_key("birth_date", p.data.get("birth_date")),
+            checks.typed_key("id_number", p.data.get("id_number")))
+
+
+def _tells_apart(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
+    "Whether two residents' ``_marks`` differ where both have one"
+    return any(x and y and x != y for x, y in zip(a, b))
+
+
+def _birth_alike(group: Sequence[Record], marks: Mapping[str, tuple[Any, Any]]) -> Iterator[tuple[Record, Record]]:
+    """The pairs of a group that their birth dates do not tell apart: those born the same day, and those
+    without a birth date with every other. A village's residents of one surname share a near-name key
+    (张? for 张伟, 张敏...), and nearly all of them are told apart by their birth dates: not pairing those
+    at all is what keeps a township of 30,000 residents to seconds"""
+    born: dict[Any, list[Record]] = defaultdict(list)
+    unknown: list[Record] = []
+    for p in group:
+        (born[marks[p.id][0]] if marks[p.id][0] else unknown).append(p)
+    for same in born.values():
+        yield from itertools.combinations(same, 2)
+    for i, a in enumerate(unknown):
+        yield from ((a, b) for b in unknown[i + 1:])
+        yield from ((a, b) for same in born.values() for b in same)
 
 
 def find_pairs(people: Sequence[Record]) -> list[Pair]:
     """Pairs of residents that may be the same person, strongest signs first. ``people`` are live
     person records (one township's); those merged into another (``half_merged``) are left out."""
     people = [p for p in people if p.merged_into is None]
+    marks = {p.id: _marks(p) for p in people}  # once a resident, not once a candidate pair
     pairs: dict[tuple[str, str], Pair] = {}
 
     def note(a: Record, b: Record, reason: str) -> None:
@@ -152,21 +175,20 @@ def find_pairs(people: Sequence[Record]) -> list[Pair]:
                 note(a, b, "same_birth")
     for reason, index in (("same_pinyin", by_sound), ("one_apart", by_near)):
         for g3 in groups(index):
-            for i, a in enumerate(g3):
-                for b in g3[i + 1:]:
-                    na, nb = str(a.data.get("name", "")), str(b.data.get("name", ""))
-                    if reason == "one_apart" and not one_apart(na, nb):
-                        continue  # a shared key of identical names, or of two names two apart
-                    if _tells_apart(a, b):
-                        continue
-                    if reason == "same_pinyin" and na == nb:
-                        if "same_birth" not in _reasons(pairs, a, b):
-                            note(a, b, "same_name")
-                        continue
-                    note(a, b, reason)
+            for a, b in _birth_alike(g3, marks):
+                na, nb = str(a.data.get("name", "")), str(b.data.get("name", ""))
+                if reason == "one_apart" and not one_apart(na, nb):
+                    continue  # a shared key of identical names, or of two names two apart
+                if _tells_apart(marks[a.id], marks[b.id]):
+                    continue
+                if reason == "same_pinyin" and na == nb:
+                    if "same_birth" not in _reasons(pairs, a, b):
+                        note(a, b, "same_name")
+                    continue
+                note(a, b, reason)
     order = list(REASONS)
     return sorted(pairs.values(), key=lambda p: (min(order.index(r) for r in p.reasons), p.a.unit or "",
-                                                 str(p.a.data.get("name", "")), p.a.id))
+                                                 str(p.a.data.get("name", "")), p.a.id, p.b.id))
 
 
 def _reasons(pairs: dict[tuple[str, str], Pair], a: Record, b: Record) -> list[str]:

@@ -561,14 +561,11 @@ class Workbench:
             with self.store.lock:
                 said = dup.dismissed(self.store)
                 people = self.store.records("person", units=staff.scope)
-                counts: Counter[tuple[str, str]] = Counter()
-                lo, hi = staff.scope
-                for coll, pid in self.store.conn.execute(
-                        "SELECT coll, json_extract(data, '$.person') FROM records WHERE deleted = 0 AND"
-                        " coll IN ('need', 'service') AND unit BETWEEN ? AND ?", (lo, hi)):
-                    counts[(pid, coll)] += 1
                 half = [(h, self.kept(staff, h.rec)) for h in dup.half_merged(self.store, people)]
             shown, hidden = dup.split(find_pairs(people), said)
+            with self.store.lock:  # the needs and services of the residents listed, not of every resident
+                counts = self.store.count_naming("person", {r.id for p in shown + hidden for r in (p.a, p.b)},
+                                                 ("need", "service"), units=staff.scope)
             return {"pairs": hidden if show_dismissed else shown, "villages": villages, "counts": counts,
                     "dismissed_view": show_dismissed, "dismissed": len(hidden), "open": len(shown),
                     "said": said, "half_merged": half}

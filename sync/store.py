@@ -37,7 +37,7 @@ import os
 import sqlite3
 import threading
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field as dc_field
@@ -1223,6 +1223,21 @@ class Store:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return self._with_conflicts([self._record(r) for r in self.conn.execute(sql, params)])
+
+    def count_naming(self, field: str, ids: Iterable[str], colls: Sequence[str],
+                     units: tuple[str, str] | None = None) -> Counter[tuple[str, str]]:
+        """How many current records of each of ``colls`` name each of ``ids`` by ``field`` (one of
+        ``REF_FIELDS``), by (id, collection): through the field's index, as ``records(naming=...)``"""
+        counts: Counter[tuple[str, str]] = Counter()
+        for chunk in _chunks(sorted(ids)):
+            where, params = _where(units=units)
+            sql = (f"SELECT json_extract(data, '$.{field}'), coll, COUNT(*) FROM records INDEXED BY records_{field}"
+                   f"{where}{' AND' if where else ' WHERE'} {REF_FIELDS[field]}"
+                   f" AND json_extract(data, '$.{field}') IN ({','.join('?' * len(chunk))}) AND deleted = 0"
+                   f" AND coll IN ({','.join('?' * len(colls))}) GROUP BY 1, 2")
+            for rid, coll, n in self.conn.execute(sql, (*params, *chunk, *colls)):
+                counts[(rid, coll)] = n
+        return counts
 
     def units_held(self, colls: Sequence[str], lo: str, hi: str) -> list[str]:
         """The units from ``lo`` to ``hi`` that hold a current record of one of ``colls``, in order: each found

@@ -89,3 +89,31 @@ def test_every_one_apart_pair_in_a_village_is_found(people: list[str]) -> None:
         for b in recs[i + 1:]:
             near = one_apart(a.data["name"], b.data["name"])
             assert near == ("one_apart" in found.get((a.id, b.id), []))
+
+
+_people = st.lists(st.fixed_dictionaries({
+    "unit": st.sampled_from([V1, V2]),
+    "name": st.builds(lambda s, g: s + g, st.sampled_from("张王李"), st.text("伟敏英兰", min_size=1, max_size=2)),
+    "birth_date": st.sampled_from([None, "1950-01-01", "1950-01-02"]),
+    "id_number": st.sampled_from([None, "510903195001010011", "51090319500101001X"]),
+}), min_size=2, max_size=16)
+
+
+@given(_people)
+def test_pairing_only_residents_born_alike_finds_what_pairing_all_finds(people: list[dict[str, Any]],
+                                                                        ) -> None:
+    "``_birth_alike`` leaves out only pairs that their birth dates tell apart: the same pairs, reasons and order"
+    import itertools
+
+    from server import duplicates
+
+    records = [person(f"r{i:02d}", p["unit"], **{k: v for k, v in p.items() if k != "unit" and v is not None})
+               for i, p in enumerate(people)]
+    pruned = [(p.a.id, p.b.id, p.reasons) for p in find_pairs(records)]
+    real = duplicates._birth_alike
+    try:
+        duplicates._birth_alike = lambda group, marks: itertools.combinations(group, 2)  # every pair of a group
+        every = [(p.a.id, p.b.id, p.reasons) for p in find_pairs(records)]
+    finally:
+        duplicates._birth_alike = real
+    assert pruned == every

@@ -326,8 +326,12 @@ def test_a_service_page_titles_its_time_and_links_its_need_which_lists_its_servi
 # -- duplicates -------------------------------------------------------------------------------------
 
 def test_duplicates_are_found_by_id_name_and_sound(world: World, liu: Signed) -> None:
-    page = liu.get("/staff/duplicates").text
     ids = world.ids
+    with closing(world.open()) as n:  # each resident of a pair shows her needs and services
+        a = n.store.get(ids["dupA"])
+        assert a is not None
+        n.editor("liu").create("need", {"person": a.id, "unit": a.unit, "category": "生活物资"})
+    page = liu.get("/staff/duplicates").text
 
     def pair(a: str, b: str) -> str:
         x, y = sorted((ids[a], ids[b]))
@@ -336,6 +340,7 @@ def test_duplicates_are_found_by_id_name_and_sound(world: World, liu: Signed) ->
         return page[start:page.find('class="card pair"', start + 1)]
 
     assert "身份证号相同" in pair("dupA", "dupB") and "姓名和出生日期相同" in pair("dupA", "dupB")
+    assert "<td>2 条 / 1 条</td>" in pair("dupA", "dupB") and "<td>1 条 / 1 条</td>" in pair("dupA", "dupB")
     assert "育才社区" in pair("dupA", "dupB") and "广场社区" in pair("dupA", "dupB")
     assert "5109**********002X" in pair("dupA", "dupB")  # masked on the page
     assert "读音相同" in pair("nearA", "nearB")

@@ -223,6 +223,9 @@ def test_records_naming_a_record_are_found_through_an_index(db_path: Path, make_
         s.records("catalogue")
         assert "USING INDEX records_coll" in plans[-1], plans[-1]
         s.conn.set_trace_callback(None)
+        assert s.count_naming("person", [here, other, dup], ("need", "service")) == {
+            (here, "need"): 1, (here, "service"): 1, (other, "need"): 1}  # the deleted need not counted
+        assert s.count_naming("person", [here, other], ("need",), units=(VILLAGE, VILLAGE)) == {(here, "need"): 1}
         with pytest.raises(ValueError, match="only person, need, merged_into"):
             s.records("need", naming=("category", "生活物资"))
 
