@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import pstats
+import random
 import sqlite3
 import statistics
 import sys
@@ -170,3 +171,12 @@ def profile(fn: Callable[[], T], *, top: int = 25, file: Any = sys.stderr,
     text = buf.getvalue().replace(str(ROOT) + os.sep, "")
     print(text, file=file, flush=True)
     return seconds, out
+
+
+def uuid7_at(rng: random.Random, ms: int) -> str:
+    "A UUIDv7 of the time ``ms`` (unix ms), its random bits from ``rng``: a record made at that time, reproducibly"
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rng.getrandbits(80)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

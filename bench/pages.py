@@ -76,14 +76,6 @@ def village_code(i: int) -> str:
     return f"{TOWNSHIP[:9]}{i + 1:03d}"
 
 
-def _uuid(rng: random.Random, ms: int) -> str:
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rng.getrandbits(80)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 class Author:
     "One device's ops, numbered and stamped as ``Editor.create`` would, without a transaction per record"
 
@@ -128,7 +120,7 @@ def build_node(path: Path, villages: int, residents: int, needs: float, services
             if vi == 1 and i < min(30, len(people_v0)):  # registered in the first village too: a suspected duplicate
                 values = {**values, "name": people_v0[i][1]["name"], "id_number": people_v0[i][1]["id_number"],
                           "birth_date": people_v0[i][1]["birth_date"]}
-            pid = _uuid(rng, ms)
+            pid = common.uuid7_at(rng, ms)
             people.append((pid, values))
             ops.extend(me.record("person", values, pid, ms))
             counts["person"] += 1
@@ -137,7 +129,7 @@ def build_node(path: Path, villages: int, residents: int, needs: float, services
                 ops.extend(me.record("person", {"phone": f"139{rng.randrange(10**8):08d}"}, pid, ms + 2000))
             # a few residents with many records: 2 needs and 20 services on average, 0..4 and 0..40
             for _ in range(rng.randint(0, round(2 * needs))):
-                nid = _uuid(rng, ms + 1)
+                nid = common.uuid7_at(rng, ms + 1)
                 nv = sample.need(rng, unit, pid)
                 fate = rng.random()
                 if fate < 0.33:
@@ -154,7 +146,7 @@ def build_node(path: Path, villages: int, residents: int, needs: float, services
             n_serv = rng.randint(0, round(2 * services))
             for _ in range(n_serv):
                 sv = sample.service(rng, unit, pid, None, rng.choice(CATEGORIES[:4]))
-                ops.extend(me.record("service", sv, _uuid(rng, ms + 2), ms + 2))
+                ops.extend(me.record("service", sv, common.uuid7_at(rng, ms + 2), ms + 2))
                 counts["service"] += 1
             if vi == 0 and n_serv > ids.get("busiest_services", -1):
                 ids["busiest"], ids["busiest_services"] = pid, n_serv

@@ -60,14 +60,6 @@ def township_code(i: int) -> str:
     return f"510903{i + 1:03d}000"
 
 
-def _uuid(rng: random.Random, ms: int) -> str:
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rng.getrandbits(80)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def build_township(path: Path, township: str, records: int, seed: int) -> dict[str, Any]:
     "One township's database, straight through the store; returns its link token"
     rng = random.Random(seed)
@@ -95,7 +87,7 @@ def build_township(path: Path, township: str, records: int, seed: int) -> dict[s
             kind = "need"
         else:
             kind = "service"
-        rid = _uuid(rng, ms)
+        rid = _common.uuid7_at(rng, ms)
         if kind == "person":
             persons[village].append(rid)
             op(village, ms, "person", rid, "unit", 0, village)
