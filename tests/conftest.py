@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -49,3 +50,19 @@ def away_from_china(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     yield zone
     monkeypatch.undo()
     time.tzset()
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    "The collection of every record the store decodes from here on, in order (to check a page decodes only what it shows)"
+    from sync.store import Record, Store
+
+    seen: list[str] = []
+    record = Store._record
+
+    def counted(store: Store, row: tuple[Any, ...]) -> Record:
+        seen.append(row[1])
+        return record(store, row)
+
+    monkeypatch.setattr(Store, "_record", counted)
+    return seen

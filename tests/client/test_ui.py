@@ -27,7 +27,6 @@ from client.pages import OPEN_STATUSES
 from client.ui import PIN_TRIES, TabletApp, create_app
 from sync.edit import Editor
 from sync.lookup import name_matches, normalize
-from sync.store import Record, Store
 from sync.ops import Op
 from sync.types import ADD, SET, TIER_RANK
 
@@ -445,7 +444,7 @@ def _old_lists(t: Tablet, status: str, q: str) -> tuple[list[str], list[str], in
 
 
 def test_the_needs_and_services_lists_pick_and_order_in_sql_as_the_python_rule_does(
-        tapp: TabletApp, unlocked: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        tapp: TabletApp, unlocked: TestClient, monkeypatch: pytest.MonkeyPatch, decoded: list[str]) -> None:
     """Tricky records: no status, closed, deleted, due dates tied or missing, services at one time, another
     village's, a merged-away resident's; the lists cut to a few (LIST_LIMIT) decode only those they show"""
     keep = people(tapp)["张三"]
@@ -481,14 +480,7 @@ def test_the_needs_and_services_lists_pick_and_order_in_sql_as_the_python_rule_d
                 assert re.findall(r'href="/services/([^"]+)/edit"', page) == services[:3], q
                 assert f"{len(services)} 条" in page
     assert open_needs == 5 and f"未完成的需求</span><b>{open_needs}</b>" in unlocked.get("/").text
-    decoded: list[str] = []
-    record = Store._record
-
-    def counted(store: Store, row: tuple[Any, ...]) -> Record:
-        decoded.append(row[1])
-        return record(store, row)
-
-    monkeypatch.setattr(Store, "_record", counted)
+    decoded.clear()  # from here on
     for url, coll in (("/services", "service"), ("/needs?status=all", "need"), ("/services?q=养老", "service")):
         decoded.clear()
         unlocked.get(url)
