@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+import _common  # noqa: E402  (bench/ is on the path: this module is imported by the benches beside it)
 import httpx  # noqa: E402
 
 from sync.ops import Op  # noqa: E402
@@ -217,7 +218,7 @@ def fill_village(store: Any, village: str, n: int, *, device: str, user: str, se
     ops: list[Op] = []
     total = 0
     for i in range(n):
-        rid = _uuid7(rng, (hlc >> 16) + i)
+        rid = _common.uuid7_at(rng, (hlc >> 16) + i)
         made = person_ops(person(rng, village), rid, device=device, user=user, unit=village, tier="village",
                           counter=counter, hlc=hlc)
         counter += len(made)
@@ -274,15 +275,6 @@ def herd_tablet(tab: Any, village: str, args: Any, rng: random.Random) -> None:
         for k in range(args.edits):
             pool = mine if (k % 2 == 0 or not received) else received
             tab.update(rng.choice(pool), edit(rng))
-
-
-def _uuid7(rng: random.Random, ms: int) -> str:
-    "A deterministic UUIDv7 (``sync.uuid7`` draws from os.urandom)"
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rng.getrandbits(80)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def cpu_seconds(pid: int | None = None) -> float:

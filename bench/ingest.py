@@ -128,15 +128,6 @@ class Sim:
         return dt.datetime.fromtimestamp(self.ms / 1000, CN)
 
 
-def uuid7(rng: random.Random, ms: int) -> str:
-    "A deterministic UUIDv7 (sync.uuid7 draws from os.urandom)"
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rng.getrandbits(80)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def id_number(rng: random.Random, birth: dt.date, gender: str) -> str:
     "An 18-digit resident ID with a correct ISO 7064 check character"
     seq = rng.randrange(0, 50) * 2 + (1 if gender == "男" else 0)
@@ -260,7 +251,7 @@ class Author:
             }
             if r.random() < 0.3:
                 values["notes"] = r.choice(SERVICE_NOTES)
-        rid = t.editor.create(kind, values, record=uuid7(r, self.sim.ms))
+        rid = t.editor.create(kind, values, record=common.uuid7_at(r, self.sim.ms))
         n = sum(len(v) if isinstance(v, list) else 1 for v in values.values() if v is not None)
         self.counts["create_ops"] += n
         self.counts[f"create_{kind}"] += 1
