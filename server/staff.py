@@ -5,6 +5,7 @@ workbench pages built on them live in ``server.workbench``, ``server.devicepages
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +22,7 @@ from sync.units import UnitCodeError
 
 from . import sessions
 from .auth import Accounts, Staff
+from .storage import storage_error
 from .node import Node
 from .orders import (
     STAFF_MAX_BODY, ConflictResolution, EnrolmentOrder, MergeOrder, NewStaffAccount, form_body, json_body)
@@ -34,6 +36,8 @@ ROLE_NAMES = {"township": "镇街工作人员", "county": "县区工作人员", 
 SESSION_ENDED = "您的账户已有变动（密码重置、角色或单位调整，或账户已停用），请重新登录。"
 #: What a page says of a form over the staff body limit (``server.orders``).
 TOO_LARGE = f"提交的内容太大：不能超过 {STAFF_MAX_BODY // (1024 * 1024)} MB，请删减后再提交。"
+#: Signing in writes (the attempts, the session): said when the node's disk is read-only or full
+CANNOT_WRITE = "节点的磁盘现在不能写入（只读或已满），暂时无法登录。请联系管理员检查磁盘；已登录的工作人员仍可查看和导出。"
 
 
 def sign_in_session(request: Request, accounts: Accounts, staff: Staff) -> None:
@@ -128,7 +132,8 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
     def login_refused(request: Request, e: SyncError) -> Response:
         "The sign-in page again, saying in Chinese why"
         message = {"bad_credentials": "用户名或密码错误", "too_many_attempts": "密码错误次数过多，账户已暂时锁定，请稍后再试",
-                   "csrf": "页面已过期，请重新登录", "too_large": TOO_LARGE}.get(e.code, e.message)
+                   "csrf": "页面已过期，请重新登录", "too_large": TOO_LARGE, "storage_read_only": CANNOT_WRITE,
+                   "storage_full": CANNOT_WRITE}.get(e.code, e.message)
         resp = templates.TemplateResponse(request, "login.html", {
             "csrf": csrf_token(request), "error": message, "node": node}, status_code=e.status)
         if e.code == "too_large":  # the form is unread: close the connection rather than leave it half-read
@@ -141,9 +146,14 @@ def staff_routes(node: Node, accounts: Accounts) -> list[BaseRoute]:
             check_csrf(request, str(form.get("csrf", "")))
             staff = await run_in_threadpool(accounts.sign_in, str(form.get("username", "")),
                                             str(form.get("password", "")))
+            await run_in_threadpool(sign_in_session, request, accounts, staff)
         except SyncError as e:
             return login_refused(request, e)
-        await run_in_threadpool(sign_in_session, request, accounts, staff)
+        except (sqlite3.Error, OSError) as e:  # signing in writes (attempts, the session): a full or read-only disk
+            err = storage_error(e, node.store.path)
+            if err is None:
+                raise
+            return login_refused(request, err)
         return RedirectResponse("/staff", status_code=303)
 
     async def logout(request: Request) -> Response:

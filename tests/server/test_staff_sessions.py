@@ -157,6 +157,20 @@ def test_pages_stay_readable_when_the_expiry_cannot_be_moved(node: Node, caplog:
         assert expires_at > due
 
 
+def test_signing_in_on_a_database_that_cannot_be_written_says_so_in_chinese(node: Node) -> None:
+    "Signing in writes (the attempts, the session): on a read-only database, the sign-in page says why, 503"
+    with client(node) as liu:
+        token = csrf(liu, "/login")
+        node.store.conn.execute("PRAGMA query_only = ON")
+        try:
+            r = liu.post("/login", data={"username": "liu", "password": PASSWORD, "csrf": token})
+        finally:
+            node.store.conn.execute("PRAGMA query_only = OFF")
+        assert r.status_code == 503 and "磁盘现在不能写入" in r.text and "暂时无法登录" in r.text, r.text
+        assert "storage_read_only" not in r.text and "<form" in r.text  # the sign-in page, not a JSON error
+    assert sessions_of(node, "liu") == 0
+
+
 def test_the_session_of_a_changed_account_is_deleted_at_its_next_request(node: Node) -> None:
     with client(node) as liu:
         assert sign_in(liu, "liu") == 303
