@@ -365,6 +365,7 @@ def test_villages_progress_on_a_countys_task_reaches_the_county_as_counts_per_to
         county.accounts.add("xian", PASSWORD, role="county")
         city.accounts.add("shi", PASSWORD, role="city")
         page, _, _, _ = read_all(county, "xian")
+        exported = tables(node_rollup(county, Snapshotter(county.store, COUNTY)))["任务进度"]  # CSV and XLSX
         city_page, _, _, _ = read_all(city, "shi")
         listed = CliRunner().invoke(task_group, ["list", "--db", str(tmp_path / f"{COUNTY}.db")])
         # the township goes back to a version without the part: its snapshot is taken, and counts nothing
@@ -376,6 +377,9 @@ def test_villages_progress_on_a_countys_task_reaches_the_county_as_counts_per_to
     assert task_rows(page) == ["高龄老人走访 截止 2026-12-31 育才路街道 1 1 1", "合计 1 1 1",  # the soonest due first
                                "全市防汛排查 育才路街道 0 0 3", "合计 0 0 3"]
     assert task_rows(city_page) == ["全市防汛排查 船山区 0 0 3", "合计 0 0 3"]  # the county's task is not the city's
+    assert exported == [["任务", "截止日期", "下级单位代码", "下级单位", "已完成", "进行中", "未开始或未报"],
+                        ["高龄老人走访", "2026-12-31", T_A, "育才路街道", 1, 1, 1], ["高龄老人走访", "2026-12-31", "", "合计", 1, 1, 1],
+                        ["全市防汛排查", "", T_A, "育才路街道", 0, 0, 3], ["全市防汛排查", "", "", "合计", 0, 0, 3]]
     assert task_rows(town_page)[-4:] == ["镇里自己的任务 育才社区 0 0 1", "广场社区 1 0 0", "和平社区 0 0 1", "合计 1 0 2"]
     assert listed.exit_code == 0, listed.output
     assert [line.split("  ", 3)[3] for line in listed.output.splitlines()] == [
