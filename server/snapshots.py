@@ -10,7 +10,8 @@ the parts whose hash differs from what it holds:
     devices             village tablets: [village] -> [enrolled, synced in 7 days, synced in 30 days]
     tasks               progress on the tasks set above the township: [village, task id] -> [进行中, 已完成]
                         (each 0 or 1; both 0 is 未开始 or not reported), a cell for every village of the
-                        township's unit tree and every village that reported
+                        township's unit tree, every village with a tablet enrolled and every one
+                        that reported
 
 **Optional sections.** A section added after the others (``tasks``) goes only to a caller that asks for it
 (``with=tasks``): a node above running an older version refuses a part it does not know
@@ -360,9 +361,16 @@ def device_cells(store: Store, unit: str, now: float) -> list[Cell]:
     return [Cell([u], [n, int(w or 0), int(m or 0)]) for u, n, w, m in rows]
 
 
+def enrolled_villages(store: Store, lo: str, hi: str) -> set[str]:
+    "The villages from ``lo`` to ``hi`` with a village tablet enrolled and not revoked; under the store's lock"
+    return {u for (u,) in store.conn.execute(
+        "SELECT DISTINCT unit FROM devices WHERE tier = 'village' AND NOT revoked AND unit BETWEEN ? AND ?", (lo, hi))}
+
+
 def task_cells(store: Store, unit: str) -> list[Cell]:
     """The township ``unit``'s progress on each task set by it or above it: a cell per task and village
-    (those of its unit tree, and any that reported), [1, 0] 进行中, [0, 1] 已完成, [0, 0] neither. Its own
+    (those of its unit tree, any with a tablet enrolled, and any that reported: the villages its 任务 page
+    shows), [1, 0] 进行中, [0, 1] 已完成, [0, 0] neither. Its own
     tasks' cells are for its own roll-up (``rollup_web.set_here_or_above``); a county or city lists only
     the tasks set at or above it, so it passes over them"""
     mine = {unit, *unitlib.ancestors(unit)}
@@ -372,6 +380,7 @@ def task_cells(store: Store, unit: str) -> list[Cell]:
         reports = ref.task_reports(store, units=(lo, hi))
         villages = {v.code for v in unitlib.villages_under(store.db, unit)} if "units" in store.db.table_names() \
             else set()
+        villages |= enrolled_villages(store, lo, hi)
     villages.update(v for _, v in reports)
     return [Cell([v, t], [int(status == "进行中"), int(status == "已完成")])
             for v in sorted(villages) for t in sorted(tasks)

@@ -23,6 +23,7 @@ from sync.schema import NOTE_MAX, REPORT_STATUSES
 
 from .auth import Staff
 from .pages import PageError, Pages, required
+from .snapshots import enrolled_villages
 from .workbench import unnamed_village
 
 
@@ -40,9 +41,7 @@ class TaskPages:
         tree = {c: n for c, n in self.pages.villages().items() if lo <= c <= hi and unitlib.tier_of(c) == "village"}
         with self.node.store.lock:
             reported = {v for _, v in ref.task_reports(self.node.store, units=staff.scope)}
-            enrolled = {u for (u,) in self.node.store.conn.execute(
-                "SELECT DISTINCT unit FROM devices WHERE tier = 'village' AND NOT revoked AND unit BETWEEN ? AND ?",
-                staff.scope)}
+            enrolled = enrolled_villages(self.node.store, *staff.scope)
         return {**tree, **{u: unnamed_village(u) for u in sorted(reported | enrolled) if u not in tree}}
 
     async def list(self, request: Request, staff: Staff) -> Response:

@@ -31,7 +31,7 @@ from server.pages import ago
 from server.rollup import Freshness, _when, build, tables, to_xlsx
 from server.rollup_web import node_rollup, templates
 from server.snapshots import (
-    Cell, Part, PartHash, Snapshot, Snapshotter, Source, close_month, content_hash, snapshot_hash,
+    Cell, Part, PartHash, Snapshot, Snapshotter, Source, close_month, content_hash, snapshot_hash, task_cells,
 )
 from sync import reference as ref
 from sync.edit import Editor
@@ -384,6 +384,24 @@ def test_villages_progress_on_a_countys_task_reaches_the_county_as_counts_per_to
     assert listed.exit_code == 0, listed.output
     assert [line.split("  ", 3)[3] for line in listed.output.splitlines()] == [
         "2026-12-31  高龄老人走访  已完成 1 · 进行中 1 · 未开始/未报 1", "-  全市防汛排查  已完成 0 · 进行中 0 · 未开始/未报 3"]
+
+
+def test_a_village_with_a_tablet_but_missing_from_the_unit_tree_counts_for_a_task_as_on_the_tasks_page(
+        tmp_path: Path) -> None:
+    "Its tablet may report any day: the county counts it 未开始 meanwhile, as the township's 任务 page does"
+    town = Node(tmp_path / "town.db", T_A)
+    try:
+        ensure_units(town)
+        task = ref.add_task(town.editor("liu"), "走访")
+        outside = "510903001009"  # under the township, not in its sample tree
+        town.add_device(outside, "li")
+        revoked, _ = town.add_device("510903001008", "zhou")
+        town.revoke(revoked)
+        cells = {tuple(c.k): c.v for c in task_cells(town.store, T_A)}
+    finally:
+        town.close()
+    assert cells[(outside, task)] == [0, 0] and ("510903001008", task) not in cells  # a revoked tablet's is not
+    assert (V_A1, task) in cells  # the tree's villages as before
 
 
 def task_rows(page: str) -> list[str]:
