@@ -37,7 +37,7 @@ from sync.types import DELETED
 
 from .auth import Staff
 from .pages import CST, Pages
-from .spreadsheet import formula_safe
+from .spreadsheet import formula_safe, xlsx_text
 from .staff import current_staff
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -99,7 +99,7 @@ def to_xlsx(sheets: list[tuple[str, list[str], list[list[str]]]]) -> bytes:
 
         def cells(values: list[str], font: Font | None = None) -> Iterator[WriteOnlyCell]:
             for v in values:
-                c = WriteOnlyCell(ws, value=v)
+                c = WriteOnlyCell(ws, value=xlsx_text(v))
                 c.data_type = "s"  # text, always: an ID number keeps its 18 digits, "=..." stays text
                 if font is not None:
                     c.font = font

@@ -196,6 +196,12 @@ class PairForm(_Form, kw_only=True):
     b: str
 
 
+class FinishMergeForm(_Form, kw_only=True):
+    "A resident an older version left half-merged (the duplicates page's 未完成的旧合并)"
+
+    record: str
+
+
 class EscalateForm(_Form, kw_only=True):
     "A need escalated to the county (吹哨报到): a summary written by staff, nothing personal"
 
@@ -343,7 +349,7 @@ def openapi_spec() -> dict[str, Any]:
     types: list[Any] = [SyncRequest, SyncResponse, ErrorBody, Health, WhoAmI, EnrolRequest, EnrolResponse,
                         LoginForm, CsrfForm, StaffConflict, ConflictResolution, ConflictResolved, MergeOrder, Merged,
                         EnrolmentOrder, EnrolmentCode, Revocation, DisabledAccount, NewStaffAccount, StaffAccount,
-                        ListedAccount, ResolveForm, RecordForm, MergeForm, PairForm, NeedForm, TaskReportForm,
+                        ListedAccount, ResolveForm, RecordForm, MergeForm, PairForm, FinishMergeForm, NeedForm, TaskReportForm,
                         EnrolForm, RevokeForm, SearchForm, EscalateForm, RemoveForm, Snapshot]
     from .flows_openapi import FLOW_TYPES, flow_paths  # reference data and escalations
 
@@ -617,6 +623,9 @@ def _workbench_paths() -> dict[str, Any]:
                                                    "PairForm", 404)},
         "/staff/duplicates/restore": {"post": form("wbRestore", "Put a pair marked as two people back on "
                                                    "the list", "PairForm", 404)},
+        "/staff/duplicates/finish": {"post": form("wbFinishMerge", "Finish a merge an older version left half "
+                                                  "done: delete the resident merged into a current one",
+                                                  "FinishMergeForm", 404)},
         "/staff/needs": {"get": page("wbNeeds", "The needs board, by status and village", 400, parameters=[
             {"name": "status", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "A need status, `open` or `overdue`"},

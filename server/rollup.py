@@ -24,7 +24,7 @@ from sync.schema import CATEGORIES, STATUSES
 
 from .pages import age_text, local_time
 from .snapshots import GROUPS, MONTHLY, RESOLVED, CellDiff, Closure, Part, Source
-from .spreadsheet import formula_safe
+from .spreadsheet import formula_safe, xlsx_text
 
 Triple = tuple[int, int, int]
 #: The sections whose cells may be withheld, and those a closed month freezes, as tables name them.
@@ -413,7 +413,7 @@ def to_xlsx(ro: Rollup) -> bytes:
         first = False
         ws.title = name
         for row in rows:
-            ws.append(row)
+            ws.append([xlsx_text(v) for v in row])
             for cell in ws[ws.max_row]:
                 if isinstance(cell.value, str):
                     cell.data_type = "s"  # openpyxl makes "=..." a formula; a child's category code is text

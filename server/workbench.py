@@ -647,6 +647,30 @@ class Workbench:
 
         return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
 
+    async def finish_merge(self, request: Request, staff: Staff) -> Response:
+        """Finish a merge an older version left half done: the resident, current yet merged into another that
+        is current, is deleted (a delete by the Editor, as ``Node._follow_restores`` does for a restore pushed
+        now); its values stay in its history and the kept resident's page lists it. One whose merge leads
+        nowhere is refused: deleting it could leave none of her records current."""
+        form = await self.pages.form(request)
+        (rid,) = required(form, "record")
+
+        def write() -> str:
+            with self.store.transaction():
+                rec = self.pages.in_scope(staff, rid, "person")
+                found = dup.half_merged(self.store, [rec]) if not rec.deleted else []
+                if not found:
+                    raise PageError(f"{self.title(rec)}不是未完成的旧合并，无需处理。请刷新页面。")
+                kept = found[0].kept
+                if kept is None or self.visible(staff, kept.id) is None:
+                    raise PageError(f"{self.title(rec)}合并到的居民现在已不存在、已移出、不在您负责的范围内或同样未完成合并，"
+                                    "不能在这里完成合并。请打开记录核对。")
+                self.node.editor(staff.username).delete(rid)
+                return (f"已完成合并：{self.title(rec)}的旧登记已删除，以{self.title(kept)}为准；"
+                        "它的内容和变更历史仍可在记录页查看。")
+
+        return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
+
     async def search(self, request: Request, staff: Staff) -> Response:
         "A search of the residents: its query kept on the node, and to the results' page, which names its token"
         form = await self.pages.form(request)
@@ -769,6 +793,7 @@ def workbench_routes(pages: Pages) -> list[BaseRoute]:
         Route("/staff/duplicates/merge", pages.page(wb.merge), methods=["POST"]),
         Route("/staff/duplicates/dismiss", pages.page(wb.dismiss), methods=["POST"]),
         Route("/staff/duplicates/restore", pages.page(wb.undismiss), methods=["POST"]),
+        Route("/staff/duplicates/finish", pages.page(wb.finish_merge), methods=["POST"]),
         Route("/staff/needs", pages.page(wb.needs)),
         Route("/staff/needs/{record}", pages.page(wb.need_update), methods=["POST"]),
     ]

@@ -84,3 +84,25 @@ def test_a_merge_or_dismissal_naming_one_is_refused_in_chinese(desk: Desk, half:
     half_one = next(v for v in data.values() if v != half["p"])
     assert said is not None and said.group(1).startswith(f"王秀兰（{half_one[-8:]}）是旧版本留下的未完成合并")
     assert desk.node.store.count_ops() == before
+
+
+def test_a_half_merge_into_a_current_resident_is_finished_from_the_page(desk: Desk, half: dict[str, str]) -> None:
+    "完成合并 deletes the old registration (its history kept); one whose merge leads nowhere is refused, nothing written"
+    page = desk.client.get("/staff/duplicates").text
+    csrf = desk.hidden(page, "csrf")
+    section = page[page.index('class="card half-merged"'):]
+    offered = re.findall(r'name="record" value="([^"]+)"><button class="btn plain" type="submit">完成合并', section)
+    assert offered == [half["restored"]]  # only the one whose merge leads to a current resident
+    before = desk.node.store.count_ops()
+    for k in ("missing", "loop1", "p"):
+        r = desk.client.post("/staff/duplicates/finish", data={"csrf": csrf, "record": half[k]})
+        assert r.status_code == 400 and ("不能在这里完成合并" in r.text or "不是未完成的旧合并" in r.text), r.text
+    assert desk.node.store.count_ops() == before
+    r = desk.client.post("/staff/duplicates/finish", data={"csrf": csrf, "record": half["restored"]})
+    assert r.status_code == 303
+    assert "已完成合并" in desk.client.get(r.headers["location"]).text
+    rec = desk.node.store.get(half["restored"])
+    assert rec is not None and rec.deleted and rec.merged_into == half["k"]
+    assert not desk.node.store.conflicts(record=half["restored"])
+    page = desk.client.get("/staff/duplicates").text
+    assert half["restored"] not in page[page.index('class="card half-merged"'):]

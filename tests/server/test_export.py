@@ -79,6 +79,19 @@ def test_xlsx_has_three_sheets_with_text_cells(world: World) -> None:
     assert len(list(book["需求"].iter_rows())) == 2 and len(list(book["服务记录"].iter_rows())) == 2
 
 
+def test_a_control_character_in_a_value_is_left_out_of_the_xlsx_not_a_failed_export(world: World) -> None:
+    "XLSX cannot hold most control characters (a note pasted from elsewhere may carry one): left out, the rest kept"
+    node = world.open()
+    try:
+        node.editor("liu").update(world.ids["p1"], {"notes": "送餐\x07到家\x1b"})
+    finally:
+        node.close()
+    r = world.sign_in("liu").get("/staff/export.xlsx")
+    assert r.status_code == 200, r.text
+    rows = list(openpyxl.load_workbook(io.BytesIO(r.content))["居民"].iter_rows(values_only=True))
+    assert [row[rows[0].index("备注")] for row in rows[1:] if row[rows[0].index("姓名")] == "张秀英"] == ["送餐到家"]
+
+
 def test_exports_keep_to_the_staff_scope(world: World) -> None:
     zhao = world.sign_in("zhao")  # township role, one village: V2
     assert [p["姓名"] for p in _csv(zhao.get("/staff/export.csv?collection=person"))] == ["李桂兰"]

@@ -404,6 +404,15 @@ def test_a_village_with_a_tablet_but_missing_from_the_unit_tree_counts_for_a_tas
     assert (V_A1, task) in cells  # the tree's villages as before
 
 
+def test_the_xlsx_export_leaves_out_control_characters_a_title_may_carry() -> None:
+    "A task's title came through the staff API with a control character: the export leaves it out, not a 500"
+    ro = build(COUNTY, {}, [], names={T_A: "育才路街道"})
+    ro.children = [T_A]
+    ro.tasks = [{"id": "0190f0c2-0000-7000-8000-000000000001", "title": "走访\x01独居老人", "due_date": None}]
+    rows = list(openpyxl.load_workbook(io.BytesIO(to_xlsx(ro)))["任务进度"].iter_rows(values_only=True))
+    assert rows[1][:4] == ("走访独居老人", None, T_A, "育才路街道")
+
+
 def task_rows(page: str) -> list[str]:
     "The rows of a roll-up page's 任务进度 table, as text"
     table = re.search(r'<table data-testid="tasks">(.*?)</table>', page, re.S)
