@@ -484,12 +484,12 @@ class Workbench:
             with self.store.lock:
                 rec, needs = self.removable(staff, rid, reason, note)
                 seen = self.removal_seen(rec, needs)
-                escalated = {n.id for n in self.linked(rid, staff.scope)["need"]
-                             if any(e.get("status") in ESCALATION_OPEN for e in list_escalations(self.store, need=n.id))}
+                escalated = [n for n in self.linked(rid, staff.scope)["need"]
+                             if any(e.get("status") in ESCALATION_OPEN for e in list_escalations(self.store, need=n.id))]
                 open_ids = {n.id for n in needs}
-                finished = [n for n in self.linked(rid, staff.scope)["need"] if n.id in escalated and n.id not in open_ids]
+                finished = [n for n in escalated if n.id not in open_ids]
             return {**self.record_view(staff, rid), "removing": {
-                "reason": reason, "note": note, "needs": needs, "seen": seen, "escalated": escalated,
+                "reason": reason, "note": note, "needs": needs, "seen": seen, "escalated": {n.id for n in escalated},
                 "finished": finished}}
 
         def write() -> str | None:
