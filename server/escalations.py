@@ -49,7 +49,7 @@ from starlette.templating import Jinja2Templates
 from sync.edit import Editor
 from sync.errors import BadRequest, InvalidValue, NotFound
 from sync.reference import escalations as list_escalations, now_text
-from sync.schema import ESCALATION_OPEN as OPEN, ID_NUMBER, SCHEMA
+from sync.schema import ESCALATION_OPEN as OPEN, ID_NUMBER, NEED_CLOSED, SCHEMA
 from sync.store import Record
 
 from .auth import Staff
@@ -152,9 +152,7 @@ def escalate(node: Node, staff: Staff, need: str, summary: str) -> str:
 def escalatable(need: Record) -> bool:
     """Whether a need is still open (待处理, 已分派, 服务中), so may be escalated: one that is resolved, closed
     or cancelled may not. One whose earlier escalation was returned or withdrawn may go up again."""
-    from .workbench import CLOSED  # which imports this module
-
-    return need.data.get("status") not in CLOSED
+    return need.data.get("status") not in NEED_CLOSED
 
 
 def _refuse_personal(node: Node, need: Record | None, text: str, what: str, advice: str) -> None:

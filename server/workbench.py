@@ -40,8 +40,8 @@ from sync import checks
 from sync.errors import InvalidValue, OutOfScope
 from sync.lookup import find_people, sort_key
 from sync.reference import escalations as list_escalations, offered
-from sync.schema import ESCALATION_OPEN, GROUPS, NEED_TRANSITIONS, RECORD_COLLECTIONS, SCHEMA, STATUSES, DateTime, Field, \
-    LongText, RecordRef, Text, UnitCode
+from sync.schema import ESCALATION_OPEN, GROUPS, NEED_CLOSED, NEED_TRANSITIONS, RECORD_COLLECTIONS, SCHEMA, STATUSES, \
+    DateTime, Field, LongText, RecordRef, Text, UnitCode
 from sync.shortterm import ShortTerm
 from sync.store import Conflict, Record, Store
 from sync.types import DELETED, SET
@@ -56,7 +56,7 @@ from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_labe
 from .staff import session_id
 
 #: Needs in these states are finished: never overdue, never escalated (``escalations.escalatable``).
-CLOSED = ("已解决", "已关闭", "已取消")
+CLOSED = NEED_CLOSED
 #: Why a finished need's page offers no 上报县区, and what an escalation of one is refused with
 NOT_ESCALATABLE = ("这条需求{status}，不能上报县区。"
                    "如果问题还没有解决，请先把需求重新打开（改为“服务中”或“待处理”），再上报。")

@@ -46,6 +46,8 @@ CATEGORIES = (
     "家政服务", "生活物资", "心理支持", "就业帮扶", "其他",
 )
 STATUSES = ("待处理", "已分派", "服务中", "已解决", "已关闭", "已取消")
+#: A need in one of these is finished: never overdue, never escalated.
+NEED_CLOSED = STATUSES[3:]
 #: Allowed status moves when a worker edits a need (a merge never refuses a concurrent move).
 NEED_TRANSITIONS: dict[str, tuple[str, ...]] = {
     "待处理": ("已分派", "服务中", "已取消"),
