@@ -1209,12 +1209,8 @@ class Store:
         source = "records"
         if naming is not None:
             field, rid = naming
-            if field not in REF_FIELDS:
-                raise ValueError(f"records naming another by {field!r}: only {', '.join(REF_FIELDS)} are indexed")
-            # the path is written out, not a parameter, so that the field's index can serve the query; and
-            # it must: without statistics SQLite would rather take records_coll's (coll, unit range)
-            source = f"records INDEXED BY records_{field}"
-            where += (" AND " if where else " WHERE ") + f"{REF_FIELDS[field]} AND json_extract(data, '$.{field}') = ?"
+            source, named = _naming(field)
+            where += (" AND " if where else " WHERE ") + f"{named} = ?"
             params.append(rid)
         if not include_deleted:
             where += (" AND " if where else " WHERE ") + "deleted = 0"
@@ -1231,9 +1227,9 @@ class Store:
         counts: Counter[tuple[str, str]] = Counter()
         for chunk in _chunks(sorted(ids)):
             where, params = _where(units=units)
-            sql = (f"SELECT json_extract(data, '$.{field}'), coll, COUNT(*) FROM records INDEXED BY records_{field}"
-                   f"{where}{' AND' if where else ' WHERE'} {REF_FIELDS[field]}"
-                   f" AND json_extract(data, '$.{field}') IN ({','.join('?' * len(chunk))}) AND deleted = 0"
+            source, named = _naming(field)
+            sql = (f"SELECT json_extract(data, '$.{field}'), coll, COUNT(*) FROM {source}"
+                   f"{where}{' AND' if where else ' WHERE'} {named} IN ({','.join('?' * len(chunk))}) AND deleted = 0"
                    f" AND coll IN ({','.join('?' * len(colls))}) GROUP BY 1, 2")
             for rid, coll, n in self.conn.execute(sql, (*params, *chunk, *colls)):
                 counts[(rid, coll)] = n
@@ -1620,6 +1616,16 @@ class Store:
             ))
             out[rid] = (coll, unit, bool(deleted), _json_decode(data), live, tuple(conf.get(rid, ())))
         return out
+
+
+def _naming(field: str) -> tuple[str, str]:
+    """The table as a query naming records by ``field`` (one of ``REF_FIELDS``) reads it, and the condition
+    to compare the field with, both made so that the field's index serves the query: its partial index's
+    WHERE repeated word for word, the path written out, not a parameter, and the index named, as without
+    statistics SQLite would rather take records_coll's (coll, unit range)"""
+    if field not in REF_FIELDS:
+        raise ValueError(f"records naming another by {field!r}: only {', '.join(REF_FIELDS)} are indexed")
+    return f"records INDEXED BY records_{field}", f"{REF_FIELDS[field]} AND json_extract(data, '$.{field}')"
 
 
 def _where(*, units: tuple[str, str] | None = None, **equal: str | None) -> tuple[str, list[str]]:
