@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,6 +33,19 @@ HOUR_NS = 3_600 * 10**9
 MINUTE_MS = 60_000
 
 
+@contextmanager
+def tablet_of(tmp_path: Path, clock: Callable[[], int]) -> Iterator[tuple[Node, Tablet]]:
+    "A township node in process and a tablet enrolled with it whose clock is ``clock`` (unix ms)"
+    node = Node(tmp_path / "township.db", TOWNSHIP)
+    _, token = node.add_device(V1, "王芳")
+    try:
+        with TestClient(create_app(node)) as http, Tablet.init(
+                tmp_path / "tablet.db", str(http.base_url), token, client=http, clock=clock, sleep=no_sleep) as tab:
+            yield node, tab
+    finally:
+        node.close()
+
+
 def test_a_node_clock_set_back_an_hour_still_takes_a_tablet_with_the_right_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -40,35 +55,28 @@ def test_a_node_clock_set_back_an_hour_still_takes_a_tablet_with_the_right_time(
     def tablet_clock() -> int:
         return real_ns() // 1_000_000 + later_ms
 
-    node = Node(tmp_path / "township.db", TOWNSHIP)
-    _, token = node.add_device(V1, "王芳")
-    try:
-        with TestClient(create_app(node)) as http, Tablet.init(
-                tmp_path / "tablet.db", str(http.base_url), token, client=http, clock=tablet_clock,
-                sleep=no_sleep) as tab:
-            rid = tab.create("person", {"name": "张秀英", "phone": "13800000000"})
-            tab.sync()
-            held_before = node.store.last_hlc()
+    with tablet_of(tmp_path, tablet_clock) as (node, tab):
+        rid = tab.create("person", {"name": "张秀英", "phone": "13800000000"})
+        tab.sync()
+        held_before = node.store.last_hlc()
 
-            monkeypatch.setattr(hlc, "time", SimpleNamespace(time_ns=lambda: real_ns() - HOUR_NS))
-            tab.update(rid, {"phone": "13811111111"})
-            report = tab.sync(retries=0)  # taken straight away: the node's time did not go back
-            assert tab.pending() == 0 and report.sent == 1
+        monkeypatch.setattr(hlc, "time", SimpleNamespace(time_ns=lambda: real_ns() - HOUR_NS))
+        tab.update(rid, {"phone": "13811111111"})
+        report = tab.sync(retries=0)  # taken straight away: the node's time did not go back
+        assert tab.pending() == 0 and report.sent == 1
 
-            later_ms = 10 * MINUTE_MS  # ten quiet minutes on: the tablet is ahead of the last time the node saw
-            tab.update(rid, {"phone": "13822222222"})
-            tab.sync(retries=0)  # refused once as clock_ahead, re-stamped to the node's time, taken
-            assert tab.pending() == 0
-            rec = node.store.get(rid)
-            assert rec is not None and rec.data["phone"] == "13822222222"
-            assert node.store.last_hlc() > held_before, "the node's later ops keep their place after its earlier"
-            assert abs(physical_ms(node.clock.now()) - real_ns() // 1_000_000) < MINUTE_MS
+        later_ms = 10 * MINUTE_MS  # ten quiet minutes on: the tablet is ahead of the last time the node saw
+        tab.update(rid, {"phone": "13822222222"})
+        tab.sync(retries=0)  # refused once as clock_ahead, re-stamped to the node's time, taken
+        assert tab.pending() == 0
+        rec = node.store.get(rid)
+        assert rec is not None and rec.data["phone"] == "13822222222"
+        assert node.store.last_hlc() > held_before, "the node's later ops keep their place after its earlier"
+        assert abs(physical_ms(node.clock.now()) - real_ns() // 1_000_000) < MINUTE_MS
 
-            tab.update(rid, {"notes": "电话已核实"})
-            tab.sync(retries=0)  # and from then on, with the corrected clock, without a refusal
-            assert tab.pending() == 0
-    finally:
-        node.close()
+        tab.update(rid, {"notes": "电话已核实"})
+        tab.sync(retries=0)  # and from then on, with the corrected clock, without a refusal
+        assert tab.pending() == 0
 
 
 def test_a_tablet_ahead_does_not_walk_the_limit_ahead(tmp_path: Path) -> None:
@@ -78,21 +86,14 @@ def test_a_tablet_ahead_does_not_walk_the_limit_ahead(tmp_path: Path) -> None:
     def tablet_clock() -> int:
         return time.time_ns() // 1_000_000 + ahead_ms
 
-    node = Node(tmp_path / "township.db", TOWNSHIP)
-    _, token = node.add_device(V1, "王芳")
-    try:
-        with TestClient(create_app(node)) as http, Tablet.init(
-                tmp_path / "tablet.db", str(http.base_url), token, client=http, clock=tablet_clock,
-                sleep=no_sleep) as tab:
-            rid = tab.create("person", {"name": "张秀英"})
-            tab.sync(retries=0)
-            ahead_ms = 8 * MINUTE_MS
-            tab.clock.offset_ms = 0  # as a tablet whose clock jumped on again
-            (edit,) = tab.update(rid, {"phone": "13811111111"})
-            assert physical_ms(edit.hlc) - time.time_ns() // 1_000_000 > 7 * MINUTE_MS
-            tab.sync(retries=0)  # refused once, re-stamped to the node's time, taken
-            assert tab.pending() == 0
-            (held,) = [op for op in node.store.record_ops(rid) if op.field == "phone"]
-            assert physical_ms(held.hlc) - time.time_ns() // 1_000_000 < 5 * MINUTE_MS
-    finally:
-        node.close()
+    with tablet_of(tmp_path, tablet_clock) as (node, tab):
+        rid = tab.create("person", {"name": "张秀英"})
+        tab.sync(retries=0)
+        ahead_ms = 8 * MINUTE_MS
+        tab.clock.offset_ms = 0  # as a tablet whose clock jumped on again
+        (edit,) = tab.update(rid, {"phone": "13811111111"})
+        assert physical_ms(edit.hlc) - time.time_ns() // 1_000_000 > 7 * MINUTE_MS
+        tab.sync(retries=0)  # refused once, re-stamped to the node's time, taken
+        assert tab.pending() == 0
+        (held,) = [op for op in node.store.record_ops(rid) if op.field == "phone"]
+        assert physical_ms(held.hlc) - time.time_ns() // 1_000_000 < 5 * MINUTE_MS
