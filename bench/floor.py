@@ -130,7 +130,7 @@ def push_ops(seed: int) -> list[Op]:
     ops: list[Op] = []
     counter, hlc = 1, 1_750_000_000_000 << 16
     for i in range(PUSH_RECORDS):
-        rid = ingest.uuid7(rng, 1_750_000_000_000 + i)
+        rid = common.uuid7_at(rng, 1_750_000_000_000 + i)
         made = nodelib.person_ops(nodelib.person(rng, village), rid, device="tab-bench", user="赵德明",
                                   unit=village, tier="village", counter=counter, hlc=hlc)
         ops += made
