@@ -377,8 +377,13 @@ class Workbench:
                         "kind": h.kind, "old": [text(h.field, v) for v in h.old], "new": text(h.field, h.new)}
 
             changes = [change(h) for h in reversed(history)]
+            def held(h: Change) -> bool:
+                "Whether this record holds the value already (an older tablet's restore writes back the old ones)"
+                mine = rec.data.get(h.field)
+                return h.new in (mine or []) if h.kind == "add" else h.kind == "set" and mine == h.new
+
             # what residents merged into this one received after their merge, to copy here (``dup.late_changes``)
-            late = {r.id: [change(h) for h in dup.late_changes(self.store, r, EDITABLE["person"])]
+            late = {r.id: [{**change(h), "held": held(h)} for h in dup.late_changes(self.store, r, EDITABLE["person"])]
                     for r in linked.get("merged", [])}
             person = need = None
             if rec.coll in ("need", "service") and isinstance(rec.data.get("person"), str):
