@@ -12,7 +12,9 @@ Near names are common among different people, so a near-name pair is dropped whe
 hold different birth dates or different ID numbers: those tell them apart. Every pair found is only a
 suggestion; staff look and decide. Residents already merged (deleted) are not considered, nor those an older
 version left half-merged (``half_merged``: restored after their merge, so current yet merged into another):
-no merge takes them, so the page lists them apart, with the reason.
+no merge takes them, so the page lists them apart, with the reason, for staff to finish the merge or keep
+them as residents of their own (``server.workbench``). What a merged-away resident received after her merge
+(``late_changes``) is shown on the kept resident's page.
 
 Staff who find that a pair is two people mark it so (``dismiss``): the node keeps the pair with the
 reasons it was found for, and who said so. The pair stays off the list until a reason it was not
@@ -30,7 +32,7 @@ from typing import Any
 
 from sync import checks
 from sync.lookup import sound
-from sync.store import Record, Store
+from sync.store import Change, Record, Store
 
 REASONS = {"same_id": "身份证号相同", "same_birth": "姓名和出生日期相同", "same_name": "同村同名",
            "same_pinyin": "同村、姓名读音相同",
@@ -67,6 +69,18 @@ def half_merged(store: Store, people: Iterable[Record]) -> list[HalfMerged]:
         current = end is not None and end.coll == "person" and not end.deleted and end.merged_into is None
         out.append(HalfMerged(p, end if current else None))
     return out
+
+
+def late_changes(store: Store, merged: Record, fields: Iterable[str]) -> list[Change]:
+    """The changes of ``fields`` a resident merged away received after her merge: those this node applied
+    after her ``merged_into`` op (by sequence number, so also a tablet's edit made before it heard of the
+    merge but synced after it). The merge filled the kept resident from what she held then; these values
+    (an older tablet's restore and the worker's edits after it, which ``Node._follow_restores`` deleted again)
+    stay only in her history, for staff to copy to the kept resident where they are right."""
+    history = store.history(merged.id)
+    at = max((h.seq for h in history if h.field == "merged_into" and h.new == merged.merged_into), default=None)
+    wanted = set(fields)
+    return [h for h in history if at is not None and h.seq > at and h.field in wanted]
 
 
 @dataclass

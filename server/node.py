@@ -814,7 +814,8 @@ class Node:
         merged with no conflict left open, and those values stay in the op log and the record's history.
         One whose merge leads nowhere (the kept resident removed, never synced here, or merged back into
         it) is left current: deleting it could leave none of her records current. The 疑似重复 page lists it
-        as half-merged (``server.duplicates``) for staff to sort out."""
+        as half-merged (``server.duplicates``) for staff to sort out (保留为独立居民); the kept resident's page
+        lists the late values of one deleted again (``duplicates.late_changes``)."""
         restored = sorted({op.record for op in ops
                            if op.coll == "person" and op.field == DELETED and op.value is False})
         current = [rec for rec in map(self.store.get, restored) if rec is not None and not rec.deleted]

@@ -197,7 +197,7 @@ class PairForm(_Form, kw_only=True):
 
 
 class FinishMergeForm(_Form, kw_only=True):
-    "A resident an older version left half-merged (the duplicates page's 未完成的旧合并)"
+    "A resident an older version left half-merged (the duplicates page's 未完成的旧合并): to finish or keep apart"
 
     record: str
 
@@ -626,6 +626,9 @@ def _workbench_paths() -> dict[str, Any]:
         "/staff/duplicates/finish": {"post": form("wbFinishMerge", "Finish a merge an older version left half "
                                                   "done: delete the resident merged into a current one",
                                                   "FinishMergeForm", 404)},
+        "/staff/duplicates/separate": {"post": form("wbKeepSeparate", "Keep a resident an older version left "
+                                                    "half-merged, whose merge leads nowhere, as one of her own: "
+                                                    "clear her merged_into", "FinishMergeForm", 404)},
         "/staff/needs": {"get": page("wbNeeds", "The needs board, by status and village", 400, parameters=[
             {"name": "status", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "A need status, `open` or `overdue`"},

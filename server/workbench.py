@@ -13,7 +13,9 @@
                                     confirm, then cancels the open needs (withdrawing their escalations)
                                     and deletes the resident
     /staff/duplicates               residents that may be one person (``server.duplicates``); merge, or
-                                    mark a pair as two people (``?dismissed=1`` lists those, to restore)
+                                    mark a pair as two people (``?dismissed=1`` lists those, to restore);
+                                    residents an older version left half-merged, to finish their merge
+                                    or keep as residents of their own
     /staff/needs                    the needs board: by status and village; assign, due dates, status
 
 Every write is an op made by ``Node.editor`` with the signed-in staff member as author at the node's
@@ -43,7 +45,7 @@ from sync.reference import escalations as list_escalations, offered
 from sync.schema import ESCALATION_OPEN, GROUPS, NEED_CLOSED, NEED_TRANSITIONS, RECORD_COLLECTIONS, SCHEMA, STATUSES, \
     DateTime, Field, LongText, RecordRef, Text, UnitCode
 from sync.shortterm import ShortTerm
-from sync.store import Conflict, Record, Store
+from sync.store import Change, Conflict, Record, Store
 from sync.types import DELETED, SET
 
 from . import escalations
@@ -369,10 +371,20 @@ class Workbench:
             def text(name: str, value: Any) -> str:
                 return self.value_text(staff, rec.coll, name, value, villages)
 
-            changes = [{"time": local_time(h.hlc, hlc=True), "user": h.user, "device": h.device,
+            def change(h: Change) -> dict[str, Any]:
+                return {"time": local_time(h.hlc, hlc=True), "user": h.user, "device": h.device,
                         "tier": TIER_LABELS.get(h.tier, h.tier), "field": field_label(rec.coll, h.field),
                         "kind": h.kind, "old": [text(h.field, v) for v in h.old], "new": text(h.field, h.new)}
-                       for h in reversed(history)]
+
+            changes = [change(h) for h in reversed(history)]
+            def held(h: Change) -> bool:
+                "Whether this record holds the value already (an older tablet's restore writes back the old ones)"
+                mine = rec.data.get(h.field)
+                return h.new in (mine or []) if h.kind == "add" else h.kind == "set" and mine == h.new
+
+            # what residents merged into this one received after their merge, to copy here (``dup.late_changes``)
+            late = {r.id: [{**change(h), "held": held(h)} for h in dup.late_changes(self.store, r, EDITABLE["person"])]
+                    for r in linked.get("merged", [])}
             person = need = None
             if rec.coll in ("need", "service") and isinstance(rec.data.get("person"), str):
                 person = self.visible(staff, self.store.resolve_id(rec.data["person"]))
@@ -386,7 +398,7 @@ class Workbench:
                                "tier": TIER_LABELS.get(gone.tier, gone.tier), "notes": self.store.last_value(rid, "notes")}
             return {"rec": rec, "title": self.title(rec), "village": villages.get(rec.unit or "", rec.unit),
                     "values": {k: text(k, v) for k, v in rec.data.items()},
-                    "changes": changes, "linked": linked, "person": person, "need": need,
+                    "changes": changes, "late": late, "linked": linked, "person": person, "need": need,
                     "need_title": self.title(need) if need else "", "person_title": self.title(person) if person else "",
                     "fields": [SCHEMA.collections[rec.coll].fields[n] for n in EDITABLE.get(rec.coll, ())],
                     "groups": GROUPS, "titles": {r.id: self.title(r) for rs in linked.values() for r in rs},
@@ -647,27 +659,57 @@ class Workbench:
 
         return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
 
+    def half_merged_one(self, staff: Staff, rid: str) -> dup.HalfMerged:
+        """The resident ``rid`` of the staff member's scope, left half-merged (``dup.half_merged``); else a 400
+        page: she is not, or no longer (someone sorted her out since the page was shown)"""
+        rec = self.pages.in_scope(staff, rid, "person")
+        found = dup.half_merged(self.store, [rec]) if not rec.deleted else []
+        if not found:
+            raise PageError(f"{self.title(rec)}（{short_id(rec.id)}）现在不是未完成的旧合并（可能已有人处理），无需处理。"
+                            "请刷新页面。")
+        return found[0]
+
     async def finish_merge(self, request: Request, staff: Staff) -> Response:
         """Finish a merge an older version left half done: the resident, current yet merged into another that
         is current, is deleted (a delete by the Editor, as ``Node._follow_restores`` does for a restore pushed
         now); its values stay in its history and the kept resident's page lists it. One whose merge leads
-        nowhere is refused: deleting it could leave none of her records current."""
+        nowhere is refused: deleting it could leave none of her records current (``keep_separate`` is for her)."""
         form = await self.pages.form(request)
         (rid,) = required(form, "record")
 
         def write() -> str:
             with self.store.transaction():
-                rec = self.pages.in_scope(staff, rid, "person")
-                found = dup.half_merged(self.store, [rec]) if not rec.deleted else []
-                if not found:
-                    raise PageError(f"{self.title(rec)}不是未完成的旧合并，无需处理。请刷新页面。")
-                kept = found[0].kept
+                half = self.half_merged_one(staff, rid)
+                rec, kept = half.rec, half.kept
                 if kept is None or self.visible(staff, kept.id) is None:
                     raise PageError(f"{self.title(rec)}合并到的居民现在已不存在、已移出、不在您负责的范围内或同样未完成合并，"
                                     "不能在这里完成合并。请打开记录核对。")
                 self.node.editor(staff.username).delete(rid)
                 return (f"已完成合并：{self.title(rec)}的旧登记已删除，以{self.title(kept)}为准；"
                         "它的内容和变更历史仍可在记录页查看。")
+
+        return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
+
+    async def keep_separate(self, request: Request, staff: Staff) -> Response:
+        """Keep a resident an older version left half-merged, whose merge leads nowhere (the resident she was
+        merged into is removed, never synced here, or half-merged too), as a resident of her own (保留为独立居民):
+        her ``merged_into`` is set to null by the Editor at the node's tier, in the staff member's name, so on
+        every replica she is an ordinary current resident again: listed, merged or dismissed as any other, her
+        needs and services still hers. One whose merge leads to a current resident is refused: 完成合并 is
+        for her."""
+        form = await self.pages.form(request)
+        (rid,) = required(form, "record")
+
+        def write() -> str:
+            with self.store.transaction():
+                half = self.half_merged_one(staff, rid)
+                name = f"{self.title(half.rec)}（{short_id(rid)}）"
+                if half.kept is not None:
+                    raise PageError(f"{name}合并到的居民仍然在册，应当“完成合并”，不能保留为独立居民。"
+                                    "合并到的居民不在您负责的范围内的，请由负责全镇的工作人员处理。")
+                self.node.editor(staff.username).update(rid, {"merged_into": None})
+                return (f"已保留为独立居民：{name}重新列入居民名单，可以正常合并或标记为不是同一人，"
+                        "需求和服务记录仍归这位居民。平板下次同步时会收到。")
 
         return self.pages.done(request, "/staff/duplicates", await run_in_threadpool(write))
 
@@ -794,6 +836,7 @@ def workbench_routes(pages: Pages) -> list[BaseRoute]:
         Route("/staff/duplicates/dismiss", pages.page(wb.dismiss), methods=["POST"]),
         Route("/staff/duplicates/restore", pages.page(wb.undismiss), methods=["POST"]),
         Route("/staff/duplicates/finish", pages.page(wb.finish_merge), methods=["POST"]),
+        Route("/staff/duplicates/separate", pages.page(wb.keep_separate), methods=["POST"]),
         Route("/staff/needs", pages.page(wb.needs)),
         Route("/staff/needs/{record}", pages.page(wb.need_update), methods=["POST"]),
     ]

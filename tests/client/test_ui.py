@@ -680,6 +680,31 @@ def test_a_conflict_on_a_resident_merged_into_another_villages_links_nowhere_dea
     assert r.status_code == 303 and unlocked.get(r.headers["location"]).status_code == 404
 
 
+def test_a_resident_kept_as_one_of_her_own_after_a_half_merge_has_her_card_again(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    """An older node left her merged into a resident this tablet never held, yet current (half-merged): her
+    card led to a page that is not here. Township staff keep her as a resident of her own (保留为独立居民:
+    her ``merged_into`` set to null); once the tablet has that op, her card is an ordinary resident's"""
+    from sync.ops import uuid7
+    from sync.store import Store
+
+    pid = people(tapp)["张三"]
+    node = Store()
+    node.apply([op for _, op in tapp.read(lambda t: t.store.ops_since(0))])
+    staff = Editor(node, device="node-510903001000", user="刘主任", unit="510903001000", tier="township")
+    staff.update(pid, {"merged_into": str(uuid7())})
+    tapp.read(lambda t: t.store.apply([op for _, op in node.ops_since(0)]))
+    r = unlocked.get(f"/people/{pid}")
+    assert r.status_code == 303 and unlocked.get(r.headers["location"]).status_code == 404
+
+    staff.update(pid, {"merged_into": None})
+    tapp.read(lambda t: t.store.apply([op for _, op in node.ops_since(0)]))
+    page = unlocked.get(f"/people/{pid}")
+    assert page.status_code == 200 and f'href="/people/{pid}/edit">修改信息' in page.text
+    assert "已被删除" not in page.text and "合并" not in page.text and "＋ 记录需求" in page.text
+    assert tapp.read(lambda t: t.get(pid)).data["merged_into"] is None
+
+
 def test_need_status_moves_only_as_allowed(tapp: TabletApp, unlocked: TestClient) -> None:
     pid = people(tapp)["张三"]
     post(unlocked, tapp, "/needs/new", {"person": pid, "category": "养老服务"})

@@ -1,6 +1,9 @@
 """Residents an older version left half-merged (current, yet merged into another: it restored them after
 their merge) on the workbench's 疑似重复 page: listed apart with the reason, never suggested, and a merge or
-a dismissal naming one is refused in Chinese with nothing written. The states are written with ops."""
+a dismissal naming one is refused in Chinese with nothing written; finished (完成合并) or, when the merge leads
+nowhere, kept as a resident of her own (保留为独立居民), which the village's tablets receive. The states are
+written with ops. And what an older tablet wrote on a merged-away resident after her merge, on the kept
+resident's page."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import pytest
 from sync.ops import Op, uuid7
 from sync.store import Store
 from sync.types import SET, TIER_RANK
+from test_node_merged_restore import merged_and_edited_late, restore_as_an_older_version_did
 from test_pullcache import V1
 from test_staff_stale_forms import Desk
 
@@ -106,3 +110,72 @@ def test_a_half_merge_into_a_current_resident_is_finished_from_the_page(desk: De
     assert not desk.node.store.conflicts(record=half["restored"])
     page = desk.client.get("/staff/duplicates").text
     assert half["restored"] not in page[page.index('class="card half-merged"'):]
+
+
+def test_one_whose_merge_leads_nowhere_is_kept_as_a_resident_of_her_own(desk: Desk, half: dict[str, str]) -> None:
+    """保留为独立居民 clears her merge pointer (a township op in the staff member's name): she is listed and
+    suggested as any resident again, and the village's tablet holds her alike. One whose merge leads to a
+    current resident, one not half-merged, and one sorted out since the page was shown are refused, nothing
+    written"""
+    desk.sync()  # the tablet holds them, half-merged as here
+    page = desk.client.get("/staff/duplicates").text
+    csrf = desk.hidden(page, "csrf")
+    section = page[page.index('class="card half-merged"'):]
+    offered = re.findall(r'name="record" value="([^"]+)"><button class="btn plain" type="submit">保留为独立居民', section)
+    assert sorted(offered) == sorted(half[k] for k in ("missing", "loop1", "loop2"))  # not "restored": 完成合并
+    assert "confirm('保留为独立居民？这条登记将不再算作合并" in section
+    before = desk.node.store.count_ops()
+    for k, said in (("restored", "应当“完成合并”"), ("p", "现在不是未完成的旧合并"), ("gone", "现在不是未完成的旧合并")):
+        r = desk.client.post("/staff/duplicates/separate", data={"csrf": csrf, "record": half[k]})
+        assert r.status_code == 400 and said in r.text, r.text
+    assert desk.node.store.count_ops() == before
+
+    r = desk.client.post("/staff/duplicates/separate", data={"csrf": csrf, "record": half["missing"]})
+    assert r.status_code == 303
+    assert "已保留为独立居民" in desk.client.get(r.headers["location"]).text
+    rec = desk.node.store.get(half["missing"])
+    assert rec is not None and not rec.deleted and rec.merged_into is None and rec.conflicts == []
+    last = desk.node.store.history(half["missing"])[-1]
+    assert (last.field, last.new, last.user, last.tier) == ("merged_into", None, "liu", "township")
+    assert desk.node.store.resolve_id(half["missing"]) == half["missing"]
+    page = desk.client.get("/staff/duplicates").text
+    assert half["missing"] not in page[page.index('class="card half-merged"'):]
+    pairs = re.findall(r'class="card pair" data-a="([^"]+)" data-b="([^"]+)"', page)
+    assert {i for p in pairs for i in p} == {half[k] for k in ("p", "k", "missing")}  # suggested again
+    assert half["missing"] in desk.client.get("/staff/people").text
+
+    before = desk.node.store.count_ops()  # the page shown before: she is no longer half-merged
+    r = desk.client.post("/staff/duplicates/separate", data={"csrf": csrf, "record": half["missing"]})
+    assert r.status_code == 400 and "现在不是未完成的旧合并（可能已有人处理）" in r.text
+    assert desk.node.store.count_ops() == before
+
+    desk.sync()  # the tablet receives the cleared pointer: her card is hers again, not a merged-away one's
+    mine = desk.tab.store.get(half["missing"])
+    assert mine is not None and not mine.deleted and mine.merged_into is None
+    assert desk.tab.store.resolve_id(half["missing"]) == half["missing"]
+    assert desk.tab.store.digest() == desk.node.store.digest()
+
+    r = desk.client.post("/staff/duplicates/merge", data={"csrf": csrf, "keep": half["p"], "drop": half["missing"]})
+    assert r.status_code == 303 and "已合并" in desk.client.get(r.headers["location"]).text
+
+
+def test_the_kept_residents_page_shows_what_a_tablet_wrote_on_the_merged_one_after_the_merge(desk: Desk) -> None:
+    """An older tablet restored a resident merged away and edited her; the node deleted her again. What it
+    wrote after the merge is listed on the kept resident's page, by whom and when, to copy there"""
+    keep, drop = merged_and_edited_late(desk.node, desk.tab)
+    restore_as_an_older_version_did(desk.tab, drop)
+    desk.sync()
+
+    page = desk.client.get(f"/staff/records/{keep}").text
+    late = re.search(rf'<div class="late" data-record="{drop}">(.*?)</div>', page, re.S)
+    assert late is not None, page
+    assert "请核对，把正确的内容抄到本记录" in late.group(1)
+    rows = [re.sub(r"<[^>]+>", " ", r).split() for r in re.findall(r"<tr><td>(.*?)</tr>", late.group(1), re.S)]
+    dev = desk.tab.dev.device
+    # the phone edited offline, then the restore's values and the address edited after it, in the order the
+    # node took them; not her values from before the merge, nor the deletes, nor the unit they re-assert
+    # (the restore's values are the kept resident's already, and say so)
+    held = "（本记录已是这个值）"
+    assert [r[2:] for r in rows] == [["张丽", dev, "电话", "13900000000"], ["张丽", dev, "姓名", "黄玉珍", held],
+                                     ["张丽", dev, "出生日期", "1938-06-01", held],
+                                     ["张丽", dev, "住址", "育才路", "3", "号"]]
