@@ -5,7 +5,9 @@ one village's share, each page timed through the real Starlette app.
     .venv/bin/python bench/pages.py --scale 0.1     # 150 residents a village: a quick check
     .venv/bin/python bench/pages.py --profile /staff/needs   # also a cProfile of one page (to stderr)
 
-Set-up (not timed, cached under ``/tmp/cunsync-bench-pages/``; ``--fresh`` rebuilds): a township node
+Set-up (not timed, cached under ``/tmp/cunsync-bench-pages/``, one folder per size; ``--fresh`` rebuilds;
+runs at the same time, from two worktrees say, each build into a folder of their own and rename it into
+place once complete, and time a copy of their own): a township node
 database built straight through the store (``Store.apply`` of ops in big batches, as ``bench/rollup.py``
 does) with ``client.sample``'s residents, needs (2 a resident on average, a third of them closed, some
 overdue) and services (20 a resident on average, over 2026); a device per village; some open conflicts
@@ -27,10 +29,14 @@ slower than this machine's).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import random
 import re
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -64,7 +70,9 @@ with warnings.catch_warnings():
 
 TOWNSHIP = "510903001000"
 CACHE = Path("/tmp/cunsync-bench-pages")
-VERSION = 1  # bump when the built data changes
+#: Bump when the built data or the cache's layout changes (2: complete folders only, renamed into place,
+#: each run timing a copy of its own beside them, not in ``run/`` inside)
+VERSION = 2
 STAFF, PASSWORD = "liu", "correct horse 1"
 PIN = "246810"
 PORT = 8765
@@ -250,6 +258,56 @@ def common_log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def cached(key: str, fresh: bool, build: Callable[[Path], None]) -> Path:
+    """The cache's folder ``key``, built by ``build`` (given an empty folder) unless it is there, or again
+    with ``fresh``. A build goes into a folder of its own beside the cache and is renamed into place once
+    complete, so a run at the same time never uses, nor overwrites, a half-built one; of two runs that build
+    at once, the second to finish uses the first's (the same databases: the build is seeded). A complete
+    folder is never written to again: ``--fresh`` puts a new one in its place"""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = CACHE / key
+    if work.is_dir() and not fresh:
+        return work
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.build-", dir=CACHE))
+    old = CACHE / f".{key}.old-{os.getpid()}"
+    try:
+        build(tmp)
+        tmp.chmod(0o755)  # as a folder made otherwise (mkdtemp's is the user's alone)
+        if fresh:
+            with contextlib.suppress(FileNotFoundError):  # not built yet, or another --fresh run moved it first
+                work.rename(old)
+        with contextlib.suppress(OSError):  # another run put its build in place meanwhile: that one is used
+            tmp.rename(work)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing left there once renamed
+        shutil.rmtree(old, ignore_errors=True)
+    return work
+
+
+def build(into: Path, args: argparse.Namespace, residents: int) -> None:
+    "The township's and the tablet's databases, and ``ids.json``: the ids the pages need"
+    t0 = time.perf_counter()
+    ids = build_node(into / "township.db", args.villages, residents, args.needs, args.services, args.seed)
+    common_log(f"# built the township in {time.perf_counter() - t0:.0f} s: {ids}")
+    t0 = time.perf_counter()
+    ids["tablet_ops"] = build_tablet(into / "tablet.db", into / "township.db", village_code(0))
+    common_log(f"# built the tablet in {time.perf_counter() - t0:.0f} s")
+    (into / "ids.json").write_text(json.dumps(ids))
+
+
+def working_copy(work: Path, run: Path) -> dict[str, Any]:
+    """The cached databases copied into ``run`` (the pages may write: sessions, seen notices, an index a
+    newer store adds), and the ids the pages need. The three files are opened before any is read, so a
+    ``--fresh`` run that replaces the cache meanwhile takes none of them away"""
+    with open(work / "ids.json", "rb") as ids, open(work / "township.db", "rb") as node_db, \
+            open(work / "tablet.db", "rb") as tab_db:
+        for src in (node_db, tab_db):
+            with open(run / Path(src.name).name, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        found: dict[str, Any] = json.load(ids)
+        return found
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--villages", type=int, default=20)
@@ -266,30 +324,17 @@ def main() -> None:
     residents = max(10, int(args.residents * args.scale))
     common.print_machine()
     key = f"v{VERSION}-{args.villages}x{residents}-{args.needs}-{args.services}-{args.seed}"
-    work = CACHE / key
-    node_db, tab_db = work / "township.db", work / "tablet.db"
-    if args.fresh:
-        shutil.rmtree(work, ignore_errors=True)
-    ids_file = work / "ids.json"
-    import json
-    if not ids_file.exists():
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        t0 = time.perf_counter()
-        ids = build_node(node_db, args.villages, residents, args.needs, args.services, args.seed)
-        common_log(f"# built the township in {time.perf_counter() - t0:.0f} s: {ids}")
-        t0 = time.perf_counter()
-        ids["tablet_ops"] = build_tablet(tab_db, node_db, village_code(0))
-        common_log(f"# built the tablet in {time.perf_counter() - t0:.0f} s")
-        ids_file.write_text(json.dumps(ids))
-    ids = json.loads(ids_file.read_text())
-    # the pages may write (sessions, seen notices, an index a newer store adds): time a copy
-    run = work / "run"
-    shutil.rmtree(run, ignore_errors=True)
-    run.mkdir()
-    for f in (node_db, tab_db):
-        shutil.copy(f, run / f.name)
-    tab = Tablet(run / tab_db.name, pin=PIN)
+    work = cached(key, args.fresh, lambda into: build(into, args, residents))
+    run = Path(tempfile.mkdtemp(prefix=f".{key}.run-", dir=CACHE))
+    try:
+        measure(args, working_copy(work, run), run)
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, ids: dict[str, Any], run: Path) -> None:
+    "Times the pages over the databases in ``run`` and prints the figures"
+    tab = Tablet(run / "tablet.db", pin=PIN)
     try:  # synced: the node has acknowledged every op the tablet wrote (else each page counts them as pending)
         (acked,) = tab.store.conn.execute(
             "SELECT max_counter FROM sites WHERE device = ?", (f"tab-{village_code(0)}",)).fetchone()
@@ -301,7 +346,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     if args.only != "tablet":
         t0 = time.perf_counter()
-        node = Node(run / node_db.name, TOWNSHIP)  # the first open of a database may bring it up to date
+        node = Node(run / "township.db", TOWNSHIP)  # the first open of a database may bring it up to date
         figures["node_open_s"] = round(time.perf_counter() - t0, 2)
         try:
             with TestClient(create_app(node), base_url="http://township.local", follow_redirects=False) as c:
@@ -331,7 +376,7 @@ def main() -> None:
         finally:
             node.close()
     if args.only != "workbench":
-        tapp = TabletApp(run / tab_db.name, port=PORT)
+        tapp = TabletApp(run / "tablet.db", port=PORT)
         try:
             with TestClient(tablet_app(tapp), base_url=ORIGIN, follow_redirects=False) as c:
                 t0 = time.perf_counter()

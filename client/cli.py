@@ -15,13 +15,13 @@ import httpx
 
 import sync
 from sync import checks
-from sync.checks import checked
 from sync.disk import is_disk_full
 from sync.errors import SyncError
 from sync.reference import now_text
 from sync.schema import GROUPS, PROVIDER_KINDS, URGENCIES
 from sync.store import is_encrypted
 from sync.types import china_time
+from server.cli_common import checked
 
 from .tablet import AlreadyEnrolled, NodeUnreachable, NotEnrolled, PinError, SyncFailed, SyncReport, Tablet
 

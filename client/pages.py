@@ -59,7 +59,8 @@ DONE = {
     "enrolled": "本平板已登记，可以开始工作了。数据用您设置的 PIN 加密保存在本机。",
     "reattached": "本平板已重新接入镇街服务器，本机数据都在。请点“立即同步”，把本机的数据全部发给镇街。",
 }
-#: What a residents' search page says when its token names no query any more (too old, or the app locked)
+#: What a search's page (residents, needs, services) says when its token names no query any more (too old,
+#: or the app locked)
 SEARCH_GONE = f"搜索结果已过期（只保留 {SEARCH_SECONDS // 60} 分钟，锁定后清除），请重新搜索。"
 #: Why the township refused an enrolment code, for the worker
 ENROL_ERRORS = {
@@ -503,14 +504,15 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
     # -- residents ----------------------------------------------------------------------------------
 
-    def search_to(page: str) -> Callable[[Request], Awaitable[Response]]:
-        "A residents' search posted for ``page``: its query kept in memory, and to ``page?s=<token>``"
+    def search_to(page: str, *keep: str) -> Callable[[Request], Awaitable[Response]]:
+        """A search (of residents, needs or services) posted for ``page``: its query kept in memory, and to
+        ``page?s=<token>``, with the form's ``keep`` fields (filters that name no one: the page checks them)"""
         async def search(request: Request) -> Response:
             form = await form_of(request)
             if not tapp.unlocked:
                 raise locked()
-            q, pick = str(form.get("q", "")).strip(), str(form.get("for", ""))
-            params = {"for": pick} if pick in ("need", "service") else {}
+            q = str(form.get("q", "")).strip()
+            params = {k: v for k in keep if (v := str(form.get(k, "")))}
             if q:
                 params["s"] = secrets.token_urlsafe(16)
                 tapp.searches.put(params["s"], q)
@@ -519,7 +521,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         return search
 
     def search_of(request: Request) -> dict[str, Any]:
-        """The query behind the page's search token (``s``), and the token, for the page's links and forms;
+        """The query behind the page's search token (``s``, from ``search_to``), and the token, for the page's
+        links and forms;
         a token whose query is gone (too old, or the app locked since) is said on the page"""
         token = request.query_params.get("s", "")
         q = tapp.searches.peek(token) if token else ""
@@ -669,7 +672,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
     # -- needs --------------------------------------------------------------------------------------
 
     async def needs(request: Request) -> Response:
-        q = request.query_params.get("q", "").strip()
+        search = search_of(request)
+        q = search["q"]
         status = request.query_params.get("status", "open")
 
         def load(tab: Tablet) -> dict[str, Any]:
@@ -682,7 +686,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             return {"needs": out, "total": total, "names": names, "escalations": _escalations(tab)}
 
         return await render(request, "needs.html", {
-            "q": q, "status": status, "today": china_time().date().isoformat(), "cat": forms.catalogues(),
+            **search, "status": status, "today": china_time().date().isoformat(), "cat": forms.catalogues(),
             **await tapp.run(load)})
 
     def _need_ctx(tab: Tablet, p: Record, n: Record | None = None) -> dict[str, Any]:
@@ -762,7 +766,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
     # -- services -----------------------------------------------------------------------------------
 
     async def services(request: Request) -> Response:
-        q = request.query_params.get("q", "").strip()
+        search = search_of(request)
+        q = search["q"]
 
         def load(tab: Tablet) -> dict[str, Any]:
             names = _names(tab)
@@ -770,7 +775,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
                                     **_search(q, names, ("service_type", "provider_name", "notes")))
             return {"services": out, "total": total, "names": names}
 
-        return await render(request, "services.html", {"q": q, **await tapp.run(load)})
+        return await render(request, "services.html", {**search, **await tapp.run(load)})
 
     def _service_ctx(tab: Tablet, p: Record, linked: Any = None) -> dict[str, Any]:
         """The person, their needs to pick from, and ``gone``: the need a service names (``linked``) when
@@ -958,7 +963,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         Route("/setup", setup_page, methods=["GET"]),
         Route("/setup", setup, methods=["POST"]),
         Route("/people", people, methods=["GET"]),
-        Route("/people", search_to("/people"), methods=["POST"]),
+        Route("/people", search_to("/people", "for"), methods=["POST"]),
         Route("/people/new", person_find, methods=["GET"]),
         Route("/people/new/find", search_to("/people/new"), methods=["POST"]),
         Route("/people/new", person_create, methods=["POST"]),
@@ -966,12 +971,14 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         Route("/people/{id}", person_page),
         Route("/people/{id}/edit", person_edit, methods=["GET"]),
         Route("/people/{id}/edit", person_update, methods=["POST"]),
-        Route("/needs", needs),
+        Route("/needs", needs, methods=["GET"]),
+        Route("/needs", search_to("/needs", "status"), methods=["POST"]),
         Route("/needs/new", need_new, methods=["GET"]),
         Route("/needs/new", need_create, methods=["POST"]),
         Route("/needs/{id}/edit", need_edit, methods=["GET"]),
         Route("/needs/{id}/edit", need_update, methods=["POST"]),
-        Route("/services", services),
+        Route("/services", services, methods=["GET"]),
+        Route("/services", search_to("/services"), methods=["POST"]),
         Route("/services/new", service_new, methods=["GET"]),
         Route("/services/new", service_create, methods=["POST"]),
         Route("/services/{id}/edit", service_edit, methods=["GET"]),

@@ -75,7 +75,7 @@ HERE = Path(__file__).parent
 PIN_TRIES, PIN_WAIT = 5, 30.0
 #: Longest list a page shows; a search narrows it
 LIST_LIMIT = 200
-#: Residents' searches kept in memory behind their tokens, at most, and for at most so many seconds
+#: Searches (of residents, needs, services) kept in memory behind their tokens, at most, and for at most so many seconds
 SEARCHES_KEPT, SEARCH_SECONDS = 100, 30 * 60
 T = TypeVar("T")
 
@@ -128,7 +128,7 @@ class TabletApp:
         self.village = ""
         self._guard = threading.Lock()
         self._failures, self._wait_until = 0, 0.0
-        #: residents' searches by token (``client.pages``), while unlocked
+        #: searches by token (``client.pages``), while unlocked
         self.searches: ShortTerm[str, str] = ShortTerm(SEARCHES_KEPT, SEARCH_SECONDS)
         if pin is not None or (self.set_up and not is_encrypted(self.db)):
             self.unlock(pin)

@@ -1,4 +1,5 @@
-"""What every node command shares: the ``--db`` option and opening a node's database for one command."""
+"""What every node command shares: the ``--db`` option and opening a node's database for one command; and
+what the tablet's commands (``client/cli.py``) share with them: ``checked``, a typed value's refusal."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
-from sync import units as unitlib
+from sync import checks, units as unitlib
 from sync.errors import SyncError
 
 from . import config
@@ -19,6 +21,19 @@ db_option = click.option(
     "--db", "db", default=config.DB, show_default=True, type=click.Path(dir_okay=False),
     help="The node's database file (env CUNSYNC_DB)",
 )
+
+
+def checked(coll: str, values: dict[str, Any], *, options: dict[str, str] | None = None) -> dict[str, Any]:
+    """The values a command was given (unset ones left out), full-width digits made ASCII, refused as the
+    tablet's forms refuse them (``sync.checks.command_values``). ``options``: the option a field is given
+    with, where it is not ``--`` and the field's name in kebab case. A refusal is click's usage error (exit
+    status 2), naming the option, the problem and its code."""
+    typed, found = checks.command_values(coll, values)
+    if found:
+        name, problem = next(iter(found.items()))
+        hint = (options or {}).get(name, "--" + name.replace("_", "-"))
+        raise click.BadParameter(f"{problem.message} [{problem.code}]", param_hint=hint)
+    return typed
 
 
 def open_node(db: str, unit: str | None = None) -> Node:

@@ -12,7 +12,7 @@ from sync import checks
 from sync import reference as ref
 from sync.schema import CATALOGUE_KINDS, TASK_STATUSES
 
-from .cli_common import db_option, opened
+from .cli_common import checked, db_option, opened
 from .reference import publish_units
 
 _user = click.option("--user", default="staff", show_default=True, help="Who writes it (kept in the op log)")
@@ -73,7 +73,7 @@ def task_add(db: str, title: str, description: str, due_date: str | None, status
 
         cunsync task add --db township.db --title 高龄老人走访 --due 2024-06-30
     """
-    due_date = checks.checked("task", {"due_date": due_date}, options={"due_date": "--due"}).get("due_date")
+    due_date = checked("task", {"due_date": due_date}, options={"due_date": "--due"}).get("due_date")
     with opened(db) as node:
         rid = ref.add_task(node.editor(user), title, description, due_date=due_date, status=status)
     click.echo(rid)

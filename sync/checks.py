@@ -10,8 +10,9 @@ check only the fields a person changed, so a value saved before a check existed 
 another field.
 
 Each problem has a machine-readable ``code``, an English ``message`` (the command line) and a Chinese
-``zh`` (the tablet's and the township's pages). ``checked`` is the command line's form, shared by the
-tablet's commands (``client/cli.py``) and the node's (``server/``), neither of which imports the other's.
+``zh`` (the tablet's and the township's pages). ``command_values`` checks a command's values; the command
+line (``checked`` in ``server/cli_common.py``, for the tablet's commands and the node's) turns a problem
+into click's usage error, so that the engine does not depend on click.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import click
 import httpx
 
 from .errors import BadRequest, InvalidValue
@@ -232,17 +232,12 @@ def disagreements(person: Mapping[str, Any], changed: Collection[str]) -> dict[s
     return found
 
 
-def checked(coll: str, values: dict[str, Any], *, options: dict[str, str] | None = None) -> dict[str, Any]:
-    """The values a command was given (unset ones left out), full-width digits made ASCII, refused as the
-    tablet's forms refuse them: a record the command line saves stays editable in the tablet app. ``options``:
-    the option a field is given with, where it is not ``--`` and the field's name in kebab case. A refusal
-    is click's usage error (exit status 2), naming the option, the problem and its code."""
-    given = {k: normalize(k, v) if isinstance(v, str) else v for k, v in values.items() if v not in (None, [])}
-    found = {name: p for name in given if (p := check(coll, name, given[name])) is not None}
+def command_values(coll: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Problem]]:
+    """The values a command was given (unset ones left out), full-width digits made ASCII, and their
+    problems by field, as the tablet's forms find them: a record the command line saves stays editable in
+    the tablet app. The command line's refusal of them is ``checked`` (``server/cli_common.py``)."""
+    typed = {k: normalize(k, v) if isinstance(v, str) else v for k, v in values.items() if v not in (None, [])}
+    found = {name: p for name in typed if (p := check(coll, name, typed[name])) is not None}
     if coll == "person":
-        found.update(disagreements(given, given))
-    if found:
-        name, problem = next(iter(found.items()))
-        hint = (options or {}).get(name, "--" + name.replace("_", "-"))
-        raise click.BadParameter(f"{problem.message} [{problem.code}]", param_hint=hint)
-    return given
+        found.update(disagreements(typed, typed))
+    return typed, found

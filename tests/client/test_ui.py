@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -184,6 +185,9 @@ POSTS = [
     ("/sync", {}),
     ("/conflicts/resolve", {"record": "x", "field": "phone"}),
     ("/lock", {}),
+    ("/people", {"q": "张三"}),
+    ("/needs", {"q": "张三"}),
+    ("/services", {"q": "张三"}),
 ]
 
 
@@ -201,7 +205,7 @@ def test_posts_need_the_apps_origin_and_csrf_token(tapp: TabletApp, unlocked: Te
     assert no_token.status_code == 403 and "页面已过期" in no_token.text
     wrong_token = unlocked.post(url, data={**data, "csrf": "guessed"}, headers=SAME)
     assert wrong_token.status_code == 403
-    assert tapp.unlocked and pending(tapp) == before
+    assert tapp.unlocked and pending(tapp) == before and len(tapp.searches) == 0
     assert tapp.job is not None and not tapp.job.running
 
 
@@ -416,8 +420,45 @@ def test_a_need_then_a_service_against_it(tapp: TabletApp, unlocked: TestClient)
     assert svc.data["need"] == need.id and svc.data["minutes"] == 45 and svc.data["provider_kind"] == "志愿者"
     page = unlocked.get(f"/people/{pid}").text
     assert "需要助餐" in page and "45 分钟" in page
-    assert "需要助餐" in unlocked.get("/needs", params={"q": "zs"}).text
-    assert "养老服务" in unlocked.get("/services", params={"q": "zhangsan"}).text
+    assert "需要助餐" in search(unlocked, tapp, "/needs", "zs").text
+    assert "养老服务" in search(unlocked, tapp, "/services", "zhangsan").text
+
+
+def test_the_needs_and_services_searches_keep_the_query_out_of_every_address(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    """As the residents' search: a resident's name searched for among needs or services is posted, the
+    results' address names a token, the status filters keep it, and once the app locks the page says the
+    search is gone and shows every need again"""
+    pid = people(tapp)["张三"]
+    tapp.read(lambda t: t.create("person", {"name": "李四"}))
+    li = people(tapp)["李四"]
+    tapp.read(lambda t: [t.create("need", {"person": who, "category": "养老服务", "status": status})
+                         for who, status in ((pid, "待处理"), (pid, "已解决"), (li, "待处理"))])
+    tapp.read(lambda t: [t.create("service", {"person": who, "service_type": "养老服务",
+                                              "served_at": "2024-05-01T09:30"}) for who in (pid, li)])
+    addresses: list[str] = []
+    unlocked.event_hooks["request"].append(lambda request: addresses.append(str(request.url)))
+
+    def listed(page: Any, what: str) -> list[str]:
+        return re.findall(r'<span class="name">([^<]*)</span>', page.text.split(f'id="{what}"')[1])
+
+    found = search(unlocked, tapp, "/needs", "张三", status="all")
+    assert listed(found, "needs") == ["张三", "张三"] and 'value="张三"' in found.text
+    assert re.search(r'name="status" value="all"', found.text)
+    token = parse_qs(urlsplit(str(found.url)).query)["s"][0]
+    assert f'href="/needs?status=open&s={token}"' in found.text  # the filters keep the search
+    assert listed(unlocked.get(f"/needs?status=open&s={token}"), "needs") == ["张三"]
+    services = search(unlocked, tapp, "/services", "zhangsan")
+    assert listed(services, "services") == ["张三"] and 'value="zhangsan"' in services.text
+    assert unlocked.get(str(services.url)).text == services.text  # Back, Reload: the same results
+    assert addresses and not [a for a in addresses if "zhangsan" in a or "%E5%BC%A0" in a or "张" in a], addresses
+
+    assert post(unlocked, tapp, "/lock", {}).status_code == 303
+    assert post(unlocked, tapp, "/unlock", {"pin": PIN}).status_code == 303
+    for page, what, everyone in ((found, "needs", 3), (services, "services", 2)):
+        again = unlocked.get(str(page.url))
+        assert "搜索结果已过期" in again.text and len(listed(again, what)) == everyone
+        assert 'value="张三"' not in again.text and 'value="zhangsan"' not in again.text and token not in again.text
 
 
 def _old_lists(t: Tablet, status: str, q: str) -> tuple[list[str], list[str], int]:
@@ -472,16 +513,17 @@ def test_the_needs_and_services_lists_pick_and_order_in_sql_as_the_python_rule_d
     for status in ("open", "all", "待处理", "已解决", "已取消"):
         for q in ("", "zhangsan", "李", "助餐", "王芳", "没有"):
             needs, services, open_needs = tapp.read(lambda t: _old_lists(t, status, q))
-            page = unlocked.get("/needs", params={"status": status, "q": q}).text
+            page = search(unlocked, tapp, "/needs", q, status=status).text
             assert re.findall(r'href="/needs/([^"]+)/edit"', page) == needs[:3], (status, q)
             assert f"{len(needs)} 条" in page
             if status == "open":
-                page = unlocked.get("/services", params={"q": q}).text
+                page = search(unlocked, tapp, "/services", q).text
                 assert re.findall(r'href="/services/([^"]+)/edit"', page) == services[:3], q
                 assert f"{len(services)} 条" in page
     assert open_needs == 5 and f"未完成的需求</span><b>{open_needs}</b>" in unlocked.get("/").text
     decoded.clear()  # from here on
-    for url, coll in (("/services", "service"), ("/needs?status=all", "need"), ("/services?q=养老", "service")):
+    for url, coll in (("/services", "service"), ("/needs?status=all", "need"),
+                      (str(search(unlocked, tapp, "/services", "养老").url), "service")):
         decoded.clear()
         unlocked.get(url)
         assert decoded.count(coll) == 3, url
