@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
+import sqlite3
 import threading
 from typing import Any
 
@@ -11,6 +13,7 @@ import msgspec
 import pytest
 
 from sync import Editor, Op, Store, uuid7
+from sync.store import REF_FIELDS
 from sync.types import SET
 
 MakeEditor = Callable[..., Editor]
@@ -202,8 +205,13 @@ def test_records_naming_a_record_are_found_through_an_index(db_path: Path, make_
         ed.delete(closed)
         dup = _person(ed, "张叁")
         ed.merge(here, dup)
-        for name in ("records_person", "records_need", "records_merged_into", "records_coll"):
-            s.conn.execute(f"DROP INDEX {name}")  # as a database made before them
+        # as a database made before them: no ref_ columns, no records_coll, the first indexes on json_extract
+        s.conn.execute("DROP INDEX records_coll")
+        for field, colls in REF_FIELDS.items():
+            s.conn.execute(f"DROP INDEX records_ref_{field}")
+            s.conn.execute(f"ALTER TABLE records DROP COLUMN ref_{field}")
+            s.conn.execute(f"CREATE INDEX records_{field} ON records (json_extract(data, '$.{field}'))"
+                           f" WHERE coll IN ({','.join(repr(c) for c in colls)})")
     with Store(db_path) as s:
         def ids(coll: str, **kw: Any) -> list[str]:
             return [r.id for r in s.records(coll, **kw)]
@@ -218,7 +226,7 @@ def test_records_naming_a_record_are_found_through_an_index(db_path: Path, make_
                                   if sql.startswith("SELECT id, coll") else None)
         for field in ("person", "need", "merged_into"):
             s.records("need", units=TOWNSHIP_RANGE, naming=(field, here))
-            assert f"USING INDEX records_{field}" in plans[-1], plans[-1]
+            assert f"USING INDEX records_ref_{field}" in plans[-1], plans[-1]
         # a collection of a few records (catalogues, notices, escalations) without reading the others
         s.records("catalogue")
         assert "USING INDEX records_coll" in plans[-1], plans[-1]
@@ -228,6 +236,58 @@ def test_records_naming_a_record_are_found_through_an_index(db_path: Path, make_
         assert s.count_naming("person", [here, other], ("need",), units=(VILLAGE, VILLAGE)) == {(here, "need"): 1}
         with pytest.raises(ValueError, match="only person, need, merged_into"):
             s.records("need", naming=("category", "生活物资"))
+        indexes = {r[0] for r in s.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert not indexes & {"records_person", "records_need", "records_merged_into"}  # the old ones dropped
+
+
+def test_an_upgrade_that_fails_leaves_the_database_as_it_was(db_path: Path, make_editor: MakeEditor) -> None:
+    """A database made by an older version is brought up to date in one transaction: when a step fails (here
+    the last index, whose name an odd table holds), the open raises and nothing of the upgrade is kept; it
+    opens once the obstacle is gone. A database already up to date is only read on open."""
+    with Store(db_path) as s:
+        need = make_editor(s).create("need", {"person": uuid7(), "unit": VILLAGE, "category": "生活物资"})
+        for field in REF_FIELDS:
+            s.conn.execute(f"DROP INDEX records_ref_{field}")
+            s.conn.execute(f"ALTER TABLE records DROP COLUMN ref_{field}")
+        s.conn.execute("CREATE TABLE records_ref_merged_into (x)")  # in the way of the last index
+    with pytest.raises(sqlite3.OperationalError, match="records_ref_merged_into"):
+        Store(db_path)
+    with closing(sqlite3.connect(db_path)) as c:  # as it was: no ref_ column, none of the new indexes
+        assert not {r[1] for r in c.execute("PRAGMA table_info(records)")} & {f"ref_{f}" for f in REF_FIELDS}
+        assert "records_ref_person" not in {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
+        c.execute("DROP TABLE records_ref_merged_into")
+        c.commit()
+        with Store(db_path) as s:
+            person = s.get(need).data["person"]  # type: ignore[union-attr]
+            assert [r.id for r in s.records("need", naming=("person", person))] == [need]
+        (before,) = c.execute("PRAGMA data_version").fetchone()
+        Store(db_path).close()
+        assert c.execute("PRAGMA data_version").fetchone() == (before,)  # up to date: no commit on open
+
+
+def _refs_held(store: Store) -> dict[str, tuple[Any, ...]]:
+    cols = ", ".join(f"ref_{f}" for f in REF_FIELDS)
+    return {r[0]: tuple(r[1:]) for r in store.conn.execute(f"SELECT id, {cols} FROM records")}
+
+
+def test_a_record_s_ref_columns_follow_its_values(store: Store, make_editor: MakeEditor) -> None:
+    """The ``ref_`` columns that ``records(naming=...)`` reads hold the id a record names by each of
+    ``REF_FIELDS`` (person, need, merged_into), and follow every change of it: a re-pointed service, a merge, a merge undone; an edit of another field keeps them"""
+    ed = make_editor(store)
+    a, b = _person(ed, "张三"), _person(ed, "张叁")
+    need = ed.create("need", {"person": a, "unit": VILLAGE, "category": "生活物资"})
+    served = ed.create("service", {"person": a, "need": need, "unit": VILLAGE, "service_type": "生活物资",
+                                   "served_at": "2026-11-01T09:30"})
+    assert _refs_held(store) == {a: (None, None, None), b: (None, None, None), need: (a, None, None),
+                                 served: (a, need, None)}
+    ed.update(served, {"person": b, "minutes": 30})
+    ed.update(need, {"description": "米和油"})  # another field: nothing to re-point
+    ed.merge(a, b)
+    held = _refs_held(store)
+    assert (held[served], held[need], held[b]) == ((a, need, None), (a, None, None), (None, None, a))
+    ed.update(b, {"merged_into": None})  # merged into no one
+    assert _refs_held(store)[b] == (None, None, None)
+    assert [r.id for r in store.records("person", naming=("merged_into", a), include_deleted=True)] == []
 
 
 def test_history_lists_who_device_tier_and_old_to_new(store: Store, village: Editor, township: Editor) -> None:
