@@ -37,6 +37,7 @@ def sound(name: str) -> str:
     return " ".join(lazy_pinyin(name.strip()))
 
 
+@lru_cache(maxsize=32_768)  # a search normalizes its query and every resident's name: names repeat
 def normalize(query: str) -> str:
     """What a query is compared as: full-width digits and letters as ASCII (NFKC: a Chinese input method
     in full-width mode types １３８ and Ｘ), lower case, no spaces, ü as v"""
