@@ -43,7 +43,7 @@ from sync.reference import escalations as list_escalations, offered
 from sync.schema import ESCALATION_OPEN, GROUPS, NEED_CLOSED, NEED_TRANSITIONS, RECORD_COLLECTIONS, SCHEMA, STATUSES, \
     DateTime, Field, LongText, RecordRef, Text, UnitCode
 from sync.shortterm import ShortTerm
-from sync.store import Conflict, Record, Store
+from sync.store import Conflict, Record, Store, no_cycles
 from sync.types import DELETED, SET
 
 from . import escalations
@@ -220,19 +220,21 @@ class Workbench:
 
     def pairs_of(self, scope: tuple[str, str]) -> tuple[list[dup.Pair], list[dup.HalfMerged]]:
         "The residents of a scope that may be one person, and those an older version left half-merged"
-        with self.store.lock:
-            people = self.store.records("person", units=scope)
-            half = dup.half_merged(self.store, people)
-        return find_pairs(people), half
+        with no_cycles():  # tens of thousands of records and keys, none in a cycle
+            with self.store.lock:
+                people = self.store.records("person", units=scope)
+                half = dup.half_merged(self.store, people)
+            return find_pairs(people), half
 
     def residents_of(self, scope: tuple[str, str]) -> list[Record]:
         """The current residents of a scope but those merged into another, in pinyin order (by id where
         names sort alike), each holding only the values a search reads (``FOUND_BY``)"""
-        with self.store.lock:
-            people = [p for p in self.store.records("person", units=scope) if p.merged_into is None]
-        people.sort(key=lambda p: sort_key(str(p.data.get("name", ""))))
-        return [Record(p.id, p.coll, p.unit, p.deleted, {k: p.data[k] for k in FOUND_BY if k in p.data}, [], p.seq)
-                for p in people]
+        with no_cycles():
+            with self.store.lock:
+                people = [p for p in self.store.records("person", units=scope) if p.merged_into is None]
+            people.sort(key=lambda p: sort_key(str(p.data.get("name", ""))))
+            return [Record(p.id, p.coll, p.unit, p.deleted, {k: p.data[k] for k in FOUND_BY if k in p.data}, [],
+                           p.seq) for p in people]
 
     def kept(self, staff: Staff, rec: Record) -> dict[str, str] | None:
         """Where a resident merged into another lives on (following merges): its id and name as a page
