@@ -98,7 +98,7 @@ def one_apart(a: str, b: str) -> bool:
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
-@functools.lru_cache(maxsize=65536)  # worked out again for every resident each time the page pairs them
+@functools.lru_cache(maxsize=32768)  # worked out again for every resident each time the page pairs them
 def _near_keys(name: str) -> tuple[str, ...]:
     "Keys two names one character apart share: the name with one position blanked, or one left out; each once"
     keys = [name]
