@@ -16,6 +16,10 @@
                                     mark a pair as two people (``?dismissed=1`` lists those, to restore)
     /staff/needs                    the needs board: by status and village; assign, due dates, status
 
+The residents list's pinyin order and the duplicates page's pairs are worked out once for each staff
+scope and kept until a resident changes (``server.residentcache``); the rows shown, their needs and
+services counted, and the pairs dismissed are read on every request.
+
 Every write is an op made by ``Node.editor`` with the signed-in staff member as author at the node's
 tier, so it reaches the tablets at their next sync like any other edit. Devices are in
 ``server.devicepages``, exports in ``server.export``.
