@@ -112,12 +112,13 @@ def one_apart(a: str, b: str) -> bool:
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
-def _near_keys(name: str) -> Iterable[str]:
-    "Keys two names one character apart share: the name with one position blanked, or one left out"
+@functools.lru_cache(maxsize=32768)  # worked out again for every resident each time the page pairs them
+def _near_keys(name: str) -> tuple[str, ...]:
+    "Keys two names one character apart share: the name with one position blanked, or one left out; each once"
+    keys = [name]
     for i in range(len(name)):
-        yield "~" + name[:i] + "?" + name[i + 1:]
-        yield name[:i] + name[i + 1:]
-    yield name
+        keys += ("~" + name[:i] + "?" + name[i + 1:], name[:i] + name[i + 1:])
+    return tuple(dict.fromkeys(keys))
 
 
 def _marks(p: Record) -> tuple[Any, Any]:
@@ -172,12 +173,12 @@ def find_pairs(people: Sequence[Record]) -> list[Pair]:
     for p in people:
         name = str(p.data.get("name") or "").strip()
         if p.data.get("id_number"):
-            by_id[checks.typed_key("id_number", p.data["id_number"])].append(p)
+            by_id[marks[p.id][1]].append(p)
         if name and p.data.get("birth_date"):
             by_birth[(name, str(p.data["birth_date"]))].append(p)
         if name:
             by_sound[(p.unit, pinyin_key(name))].append(p)
-            for k in set(_near_keys(name)):
+            for k in _near_keys(name):
                 by_near[(p.unit, k)].append(p)
     for g in groups(by_id):
         for i, a in enumerate(g):

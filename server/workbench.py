@@ -18,6 +18,10 @@
                                     or keep as residents of their own
     /staff/needs                    the needs board: by status and village; assign, due dates, status
 
+The residents list's pinyin order and the duplicates page's pairs are worked out once for each staff
+scope and kept until a resident changes (``server.residentcache``); the rows shown, their needs and
+services counted, and the pairs dismissed are read on every request.
+
 Every write is an op made by ``Node.editor`` with the signed-in staff member as author at the node's
 tier, so it reaches the tablets at their next sync like any other edit. Devices are in
 ``server.devicepages``, exports in ``server.export``.
@@ -40,12 +44,12 @@ from starlette.routing import BaseRoute, Route
 
 from sync import checks
 from sync.errors import InvalidValue, OutOfScope
-from sync.lookup import find_people, sort_key
+from sync.lookup import FOUND_BY, find_people, sort_key
 from sync.reference import escalations as list_escalations, offered
 from sync.schema import ESCALATION_OPEN, GROUPS, NEED_CLOSED, NEED_TRANSITIONS, RECORD_COLLECTIONS, SCHEMA, STATUSES, \
     DateTime, Field, LongText, RecordRef, Text, UnitCode
 from sync.shortterm import ShortTerm
-from sync.store import Change, Conflict, Record, Store
+from sync.store import Change, Conflict, Record, Store, no_cycles
 from sync.types import DELETED, SET
 
 from . import escalations
@@ -55,6 +59,7 @@ from . import duplicates as dup
 from .duplicates import find_pairs
 from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
     required, short_id, show, value_hint
+from .residentcache import Kept
 from .staff import session_id
 
 #: Needs in these states are finished: never overdue, never escalated (``escalations.escalatable``).
@@ -185,6 +190,10 @@ class Workbench:
         dup.ensure_table(self.store)
         #: each search's query, by its session and the token its results' address names
         self._searches: ShortTerm[tuple[str, str], str] = ShortTerm(SEARCHES_KEPT, SEARCH_SECONDS)
+        #: the duplicates page's pairs and residents left half-merged, by scope, until a resident changes
+        self._pairs = Kept(self.store, self.pairs_of)
+        #: the residents list, by scope, until a resident changes
+        self._residents = Kept(self.store, self.residents_of)
 
     # -- reading, under the store's lock ----------------------------------------------------------
 
@@ -214,6 +223,24 @@ class Workbench:
         with self.store.lock:
             held = self.store.units_held(RECORD_COLLECTIONS, *staff.scope)
         return {**names, **{u: unnamed_village(u) for u in held if u not in names and u != self.node.unit}}
+
+    def pairs_of(self, scope: tuple[str, str]) -> tuple[list[dup.Pair], list[dup.HalfMerged]]:
+        "The residents of a scope that may be one person, and those an older version left half-merged"
+        with no_cycles():  # tens of thousands of records and keys, none in a cycle
+            with self.store.lock:
+                people = self.store.records("person", units=scope)
+                half = dup.half_merged(self.store, people)
+            return find_pairs(people), half
+
+    def residents_of(self, scope: tuple[str, str]) -> list[Record]:
+        """The current residents of a scope but those merged into another, in pinyin order (by id where
+        names sort alike), each holding only the values a search reads (``FOUND_BY``)"""
+        with no_cycles():
+            with self.store.lock:
+                people = [p for p in self.store.records("person", units=scope) if p.merged_into is None]
+            people.sort(key=lambda p: sort_key(str(p.data.get("name", ""))))
+            return [Record(p.id, p.coll, p.unit, p.deleted, {k: p.data[k] for k in FOUND_BY if k in p.data}, [],
+                           p.seq) for p in people]
 
     def kept(self, staff: Staff, rec: Record) -> dict[str, str] | None:
         """Where a resident merged into another lives on (following merges): its id and name as a page
@@ -573,11 +600,11 @@ class Workbench:
 
         def view() -> dict[str, Any]:
             villages = self.pages.villages()
+            pairs, half_merged = self._pairs.get(staff.scope)
             with self.store.lock:
                 said = dup.dismissed(self.store)
-                people = self.store.records("person", units=staff.scope)
-                half = [(h, self.kept(staff, h.rec)) for h in dup.half_merged(self.store, people)]
-            shown, hidden = dup.split(find_pairs(people), said)
+                half = [(h, self.kept(staff, h.rec)) for h in half_merged]
+            shown, hidden = dup.split(pairs, said)
             with self.store.lock:  # the needs and services of the residents listed, not of every resident
                 counts = self.store.count_naming("person", {r.id for p in shown + hidden for r in (p.a, p.b)},
                                                  ("need", "service"), units=staff.scope)
@@ -739,11 +766,13 @@ class Workbench:
             villages = self.villages(staff)
             if unit and unit not in villages:
                 raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
-            with self.store.lock:
-                people = [p for p in self.store.records("person", units=staff.scope)
-                          if p.merged_into is None and (not unit or p.unit == unit)]
-            rows = find_people(people, q) if q else sorted(people, key=lambda p: sort_key(str(p.data.get("name", ""))))
-            return {"rows": rows[:PEOPLE_SHOWN], "found": len(rows), "shown": PEOPLE_SHOWN, "q": q, "unit": unit,
+            people = self._residents.get(staff.scope)
+            if unit:
+                people = [p for p in people if p.unit == unit]
+            rows = find_people(people, q) if q else people
+            with self.store.lock:  # the residents shown, as they are now
+                shown = self.store.records_by_id([p.id for p in rows[:PEOPLE_SHOWN]])
+            return {"rows": shown, "found": len(rows), "shown": PEOPLE_SHOWN, "q": q, "unit": unit,
                     "villages": villages, "search_length": SEARCH_LENGTH, **({"notice": SEARCH_GONE} if kept is None else {})}
 
         return self.pages.render(request, staff, "wb_people.html", await run_in_threadpool(view))

@@ -25,6 +25,9 @@ from .store import Record
 
 #: More readings than this per name are cut off (a name of many heteronyms would multiply them).
 MAX_READINGS = 64
+#: The values of a resident that ``record_matches``, ``find_people`` and ``sort_key`` read: a list of
+#: residents to search may hold only these.
+FOUND_BY = ("name", "id_number", "phone")
 _LATIN = re.compile(r"^[a-zü:]+$")
 _DIGITS = re.compile(r"^[0-9xX+\- ]+$")
 
@@ -34,6 +37,7 @@ def sound(name: str) -> str:
     return " ".join(lazy_pinyin(name.strip()))
 
 
+@lru_cache(maxsize=32_768)  # a search normalizes its query and every resident's name: names repeat
 def normalize(query: str) -> str:
     """What a query is compared as: full-width digits and letters as ASCII (NFKC: a Chinese input method
     in full-width mode types １３８ and Ｘ), lower case, no spaces, ü as v"""

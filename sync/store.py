@@ -591,6 +591,7 @@ class Store:
         self._author_rows: dict[int, tuple[str, str, int]] = {}
         self._ready: dict[int, Prepared] = {}  # see ``packed``
         self._rewrites = 0  # see ``op_log_version``
+        self._saved: Counter[str] = Counter()  # see ``records_version``
         self._turned_dead: list[int] = []  # see ``turned_dead``
         self._ready_version: tuple[int, int] | None = None
         # the op rows this connection inserted last: see ``written_after``
@@ -766,6 +767,14 @@ class Store:
         (``server.pullcache``) compare it."""
         (version,) = self.conn.execute("PRAGMA data_version").fetchone()
         return version, self._rewrites
+
+    def records_version(self, coll: str) -> tuple[int, int, int]:
+        """Changes whenever a record of ``coll`` may have changed: this connection wrote records of it
+        (counted when written, so also in a transaction that then rolls back), or anything that changes
+        ``op_log_version`` (another connection's commit, a rollback, records forgotten). Writes of other
+        collections leave it as it is. Caches of what one collection's records give (the workbench's
+        duplicates and residents list) compare it."""
+        return (*self.op_log_version(), self._saved[coll])
 
     def turned_dead(self, mark: int) -> tuple[list[int], int]:
         """The sequence numbers of held ops that turned dead since ``mark`` (a later op named one in
@@ -1039,6 +1048,7 @@ class Store:
         units: dict[str, str | None] = {}
         found_unit: list[tuple[str | None, str]] = []  # (unit, log) of records held before their unit
         written: list[tuple[str, _Kept]] = []
+        self._saved.update({colls[rid] for rid in states})
         for rid, state in states.items():
             coll = colls[rid]
             o = old.get(rid)

@@ -411,6 +411,34 @@ def test_forgetting_a_record_drops_its_ops_and_nothing_else(store: Store, villag
     assert [c.new for c in store.history(b) if c.field == "name"] == ["李四"]
 
 
+def test_records_version_changes_when_a_record_of_the_collection_may_have(db_path: Path,
+                                                                       make_editor: MakeEditor) -> None:
+    "A resident written, a rollback, records forgotten, another connection's commit; not a need written"
+    with Store(db_path) as store, Store(db_path) as other:
+        village = make_editor(store)
+        versions = [store.records_version("person")]
+
+        def changed() -> bool:
+            versions.append(store.records_version("person"))
+            return versions[-1] != versions[-2]
+
+        pid = _person(village)
+        assert changed()
+        village.create("need", {"person": pid, "unit": VILLAGE, "category": "养老服务"})
+        assert not changed()
+        village.update(pid, {"phone": "13800000000"})
+        assert changed()
+        with pytest.raises(RuntimeError), store.transaction():
+            store.conn.execute("SELECT 1")
+            raise RuntimeError("rolled back")
+        assert changed()
+        store.forget([pid])
+        assert changed()
+        _person(make_editor(other), "李四")
+        assert changed()
+        assert not changed()
+
+
 def test_a_forgotten_records_own_ops_are_kept_to_send_again(store: Store, village: Editor,
                                                              township: Editor) -> None:
     "A tablet forgets a record that left its village, but not the ops it wrote for it: a node may need them"
