@@ -11,6 +11,7 @@ so saving a form never silently settles a conflict on a field the worker did not
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -29,8 +30,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync import checks
-from sync.errors import InvalidValue, NotFound, Unauthorized
-from sync.ops import uuid7
+from sync.errors import InvalidValue, NotFound, ReadOnly, Unauthorized
+from sync.ops import Op, uuid7
 from sync.lookup import find_people, name_matches, normalize, sort_key
 from sync.reference import TASK_CANCELLED, now_text
 from sync.schema import CATALOGUE_KINDS, NOTE_MAX, REPORT_STATUSES, SCHEMA, TASK_STATUSES
@@ -53,6 +54,8 @@ DONE = {
     "service": "服务记录已保存。",
     "need_merged": "需求已记录。这位居民的登记已与另一条合并，需求记在合并后的居民名下。",
     "service_merged": "服务记录已保存。这位居民的登记已与另一条合并，记录记在合并后的居民名下。",
+    "need_removed": "需求已记录在本机。该居民已迁出/注销：这条需求仍记在其名下，同步到镇街时会改为“已取消”，记录保留。",
+    "service_removed": "服务记录已保存。该居民已迁出/注销：服务记录仍记在其名下，下次同步时报给镇街，照常计入服务当月的统计。",
     "resolved": "已选定，冲突已解决；下次同步时会告诉镇街。",
     "reported": "任务进度已保存在本机，下次同步时报给镇街。",
     "changed": "这个冲突已有变化，请重新查看后再选。",
@@ -82,6 +85,11 @@ OPEN_STATUSES = ("待处理", "已分派", "服务中")
 OPEN_SQL = f"json_extract(data, '$.status') IN ({', '.join(repr(s) for s in OPEN_STATUSES)})"
 #: On a need or service form sent back for a resident merged since it was shown
 MERGED_NOTE = "这位居民的登记已与另一条合并，保存时记在合并后的居民名下。"
+#: On a need or service form sent back for a resident removed (迁出/注销) since it was shown: what saving does
+REMOVED_NOTE = {
+    "need": "该居民已迁出/注销。这条需求仍可保存，记在其名下，但同步到镇街时会改为“已取消”。",
+    "service": "该居民已迁出/注销。这条服务记录仍可保存，记在其名下，照常计入服务当月的统计。",
+}
 #: A task in one of these statuses is still to be done: past its due date, it is marked overdue
 OPEN_TASKS = TASK_STATUSES[:2]
 #: How many of the newest notices and tasks the home page lists; the 通知任务 page lists them all
@@ -245,9 +253,46 @@ def _record(tab: Tablet, rid: str, coll: str) -> Record:
     return rec
 
 
+def _removed(rec: Record | None) -> bool:
+    """Whether ``rec`` is a resident township staff took out of the township's records (迁出/注销): deleted,
+    not merged into another. Her needs and services stay, read-only (``_resident``)."""
+    return rec is not None and rec.coll == "person" and rec.deleted and rec.merged_into is None
+
+
+def _as_removed(tab: Tablet, rec: Record) -> Record:
+    """A removed resident (``_removed``) as her pages show her: her name and notes (the reason she was removed
+    on a line of its own) as they were when she was removed, from the op log, as the workbench shows them (her
+    delete superseded every value); any other record as it is"""
+    if not _removed(rec):
+        return rec
+    return dataclasses.replace(rec, data={**rec.data, **{k: tab.store.last_value(rec.id, k) for k in ("name", "notes")}})
+
+
 def _resident(tab: Tablet, rec: Record) -> Record:
-    "The resident a need or service (``rec``) is for, as its edit form shows it"
-    return _record(tab, str(rec.data.get("person", "")), "person")
+    """The resident a need or service (``rec``) is for, as its page shows it: a removed one too (``_removed``),
+    whose records the page shows read-only"""
+    pid = str(rec.data.get("person", ""))
+    named = tab.get(pid)
+    return _as_removed(tab, named) if named is not None and _removed(named) else _record(tab, pid, "person")
+
+
+def _editable(rec: Record, p: Record) -> None:
+    "Refuse to save a need or service (``rec``) of a removed resident (``p``): it is shown read-only"
+    if _removed(p):
+        raise ReadOnly(f"{rec.coll} {rec.id} is of resident {p.id}, who was removed: it can no longer be changed",
+                       details={"record": rec.id, "person": p.id}, code="resident_removed")
+
+
+def _cancelled_by_removal(tab: Tablet, n: Record, p: Record) -> Op | None:
+    """The op that cancelled need ``n`` as its resident ``p`` was removed (by the staff member who removed her:
+    the removal itself, or the node when the need arrived open afterwards, ``Node._follow_removals``), if so"""
+    if not _removed(p) or n.data.get("status") != "已取消":
+        return None
+    gone = next((op for op in reversed(tab.store.record_ops(p.id)) if op.field == DELETED and op.value is True), None)
+    cancel = next((op for op in reversed(tab.store.record_ops(n.id)) if op.field == "status"), None)
+    if gone is None or cancel is None or cancel.value != "已取消" or (cancel.user, cancel.tier) != (gone.user, gone.tier):
+        return None
+    return cancel
 
 
 def _person_for(tab: Tablet, pid: str) -> Record:
@@ -259,8 +304,8 @@ def _person_for(tab: Tablet, pid: str) -> Record:
     if kept is not None and kept.id != pid and kept.coll == "person" and not kept.deleted:
         return kept
     named = tab.get(pid)
-    if named is not None and named.merged_into is not None:
-        return named
+    if named is not None and (named.merged_into is not None or _removed(named)):
+        return _as_removed(tab, named)  # a removed resident's too: what the worker typed is kept
     return _record(tab, pid, "person")
 
 
@@ -269,14 +314,20 @@ def _merged(ctx: dict[str, Any]) -> bool:
     return bool(ctx["p"].id != ctx["pid"] or ctx["p"].merged_into)
 
 
-def _merged_note(ctx: dict[str, Any]) -> dict[str, Any]:
-    "A need or service form's context, saying so when its resident was merged into another meanwhile"
+def _form_note(ctx: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A need or service (``kind``) form's context, saying so when its resident was merged into another or
+    removed meanwhile"""
+    if _removed(ctx["p"]):
+        return {**ctx, "done": REMOVED_NOTE[kind]}
     return {**ctx, "done": MERGED_NOTE} if _merged(ctx) else ctx
 
 
 def _created(ctx: dict[str, Any], kind: str) -> RedirectResponse:
-    """After a need or service is saved: its resident's page, saying so when it went to the kept resident;
-    the list of needs or services when the kept resident is another village's, which this tablet cannot show"""
+    """After a need or service is saved: its resident's page, saying so when it went to the kept resident or
+    she was removed meanwhile; the list of needs or services when the kept resident is another village's,
+    which this tablet cannot show"""
+    if _removed(ctx["p"]):
+        return _redirect(f"/people/{ctx['p'].id}?done={kind}_removed")
     if not _merged(ctx):
         return _redirect(f"/people/{ctx['p'].id}?done={kind}")
     if ctx["p"].merged_into:
@@ -285,7 +336,8 @@ def _created(ctx: dict[str, Any], kind: str) -> RedirectResponse:
 
 
 def _names(tab: Tablet) -> dict[str, str]:
-    return {p.id: str(p.data.get("name", "")) for p in tab.list("person", include_deleted=True)}
+    "Every resident's name by id; a removed one's as it was (``_as_removed``), for her needs and services listed"
+    return {p.id: str(_as_removed(tab, p).data.get("name") or "") for p in tab.list("person", include_deleted=True)}
 
 
 def _search(q: str, names: dict[str, str], texts: tuple[str, ...]) -> dict[str, Any]:
@@ -617,7 +669,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             real = tab.store.resolve_id(rid)
             if real != rid:
                 return real
-            rec = _person(tab, rid)
+            rec = _as_removed(tab, _person(tab, rid))
             needs = tab.store.records("need", naming=("person", rid))
             services = tab.store.records("service", naming=("person", rid))
             services.sort(key=lambda s: str(s.data.get("served_at", "")), reverse=True)
@@ -626,7 +678,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             # and those of residents merged into this one: their late edits are to be written here
             conflicts = [conflict_view(tab, c, names) for c in tab.store.conflicts()
                          if c.record in related or (c.field == DELETED and tab.store.resolve_id(c.record) == rid)]
-            return {"p": rec, "needs": needs, "services": services, "conflicts": conflicts,
+            return {"p": rec, "removed": _removed(rec), "needs": needs, "services": services, "conflicts": conflicts,
                     "need_labels": {n.id: n.data.get("category", "") for n in needs},
                     "escalations": _escalations(tab)}
 
@@ -690,8 +742,11 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             **await tapp.run(load)})
 
     def _need_ctx(tab: Tablet, p: Record, n: Record | None = None) -> dict[str, Any]:
-        "A need form's resident and catalogues, and an edited need's (``n``) escalation, if it was ever escalated"
-        return {"p": p, "cat": forms.catalogues(), "esc": _escalations(tab).get(n.id) if n else None}
+        """A need form's resident and catalogues, and an edited need's (``n``) escalation, if it was ever
+        escalated; ``removed`` when the resident was removed (the need is shown read-only), with the op that
+        cancelled the need as she was (``_cancelled_by_removal``)"""
+        return {"p": p, "cat": forms.catalogues(), "esc": _escalations(tab).get(n.id) if n else None,
+                "removed": _removed(p), "cancelled": _cancelled_by_removal(tab, n, p) if n else None}
 
     async def need_new(request: Request) -> Response:
         pid = request.query_params.get("person", "")
@@ -719,7 +774,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         nid, ctx = await tapp.run(save)
         if nid is None:
             return await render(request, "need_form.html", {"mode": "new", "values": _raw(form), "errors": errors,
-                                                            "rid": new_id, **_merged_note(ctx)}, 400)
+                                                            "rid": new_id, **_form_note(ctx, "need")}, 400)
         return _created(ctx, "need")
 
     async def need_edit(request: Request) -> Response:
@@ -742,6 +797,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         def save(tab: Tablet) -> dict[str, Any]:
             n = _record(tab, nid, "need")
             ctx = {"n": n, **_need_ctx(tab, _resident(tab, n), n)}
+            _editable(n, ctx["p"])
             values, found = forms.parse("need", form, editing=True, before=_shown(form, n.data), codes=codes)
             errors.update(found)
             told: dict[str, str] = {}
@@ -780,14 +836,15 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
     def _service_ctx(tab: Tablet, p: Record, linked: Any = None) -> dict[str, Any]:
         """The person, their needs to pick from, and ``gone``: the need a service names (``linked``) when
         it is not one of them any more (deleted, or gone with its village), so that the form keeps it. A
-        resident merged into another village's keeps the needs the merge moved, while the tablet has them."""
+        resident merged into another village's keeps the needs the merge moved, while the tablet has them.
+        ``removed`` when the resident was removed: a service's page is then read-only."""
         mine = {p.id, tab.store.resolve_id(p.id)}
         needs = sorted((n for pid in mine for n in tab.store.records("need", naming=("person", pid))),
                        key=lambda n: n.id)
         gone = None
         if isinstance(linked, str) and linked and linked not in {n.id for n in needs}:
             gone = {"id": linked, "label": "已删除的需求" if tab.get(linked) else "原对应的需求（已不在本村）"}
-        return {"p": p, "needs": needs, "gone": gone, "cat": forms.catalogues()}
+        return {"p": p, "needs": needs, "gone": gone, "cat": forms.catalogues(), "removed": _removed(p)}
 
     async def service_new(request: Request) -> Response:
         pid = request.query_params.get("person", "")
@@ -825,7 +882,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         sid, ctx = await tapp.run(save)
         if sid is None:
             return await render(request, "service_form.html", {"mode": "new", "values": _raw(form), "errors": errors,
-                                                               "rid": new_id, **_merged_note(ctx)}, 400)
+                                                               "rid": new_id, **_form_note(ctx, "service")}, 400)
         return _created(ctx, "service")
 
     async def service_edit(request: Request) -> Response:
@@ -847,6 +904,7 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         def save(tab: Tablet) -> dict[str, Any]:
             s = _record(tab, sid, "service")
             ctx = {"s": s, **_service_ctx(tab, _resident(tab, s), s.data.get("need"))}
+            _editable(s, ctx["p"])
             values, found = forms.parse("service", form, editing=True, before=_shown(form, s.data), codes=codes)
             errors.update(found)
             _check_need(ctx, values, errors)

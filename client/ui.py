@@ -62,7 +62,7 @@ from sync.lookup import warm
 from sync.schema import mask_id_number, mask_phone
 from sync.shortterm import ShortTerm
 from sync.store import is_encrypted
-from sync.types import china_time
+from sync.types import TIER_NAME, china_time
 from sync.units import TIER_NAMES
 
 from . import dblock
@@ -98,6 +98,7 @@ ERROR_TEXT = {
     "cross_origin": "这个操作不是从本应用的页面发出的，已被拒绝。请回到本应用重新操作。",
     "csrf": "页面已过期。请返回，刷新页面后再操作。",
     "not_found": "找不到这个页面或这条记录，它可能已被删除或合并。",
+    "resident_removed": "该居民已迁出/注销，这条记录只能查看，不能修改。没有保存任何内容；如需更正，请联系镇街。",
     "locked": "请先输入 PIN 解锁。",
     "method_not_allowed": "不支持这个操作。",
     "invalid_value": "填写的内容有误，请返回修改。",
@@ -413,7 +414,7 @@ def _ts(seconds: Any) -> str:
 
 
 templates.env.filters.update(fmt=_fmt, when=_when, ts=_ts, mask_id=mask_id_number, mask_phone=mask_phone,
-                             tier=lambda t: TIER_NAMES.get(t, t))
+                             tier=lambda t: TIER_NAMES.get(TIER_NAME.get(t, t), t))  # an op's rank or a tier's name
 
 
 def error_page(request: Request, err: SyncError) -> Response:
