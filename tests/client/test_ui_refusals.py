@@ -1,7 +1,8 @@
 """What the tablet app tells the worker when a sync or a re-attach fails other than by an unreachable
 node: something else answered at the node's address (nginx's 502 page while the node is down, a captive
-portal), the node was unavailable, a node too old to re-attach, or a code the app has no words for. Always
-Chinese, never the node's English message or its code. The "node" here is a stand-in web server.
+portal), the node was unavailable, a node too old to re-attach or to sync with this (newer) tablet, or a code
+the app has no words for. Always Chinese, never the node's English message or its code. The "node" here is
+a stand-in web server.
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ from pathlib import Path
 import pytest
 
 from client.pages import ENROL_ERRORS, ENROL_REFUSED, REATTACH_REFUSED
-from client.syncjob import FAILED, NOT_ANSWERING, REFUSED, TABLET_FULL
+from client.syncjob import FAILED, NODE_TOO_OLD, NOT_ANSWERING, REFUSED, TABLET_FULL
 from client.tablet import Tablet
 from client.ui import TabletApp, create_app
+from e2e_harness import TOWNSHIP
+from server.node import Node
+from sync.errors import SyncError
+from sync.schema import SCHEMA
+from sync.wire import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, SyncRequest
 from test_ui import ORIGIN, PIN, PORT, TestClient, messages, post, set_up_tablet
 
 #: What the stand-in answers: status, content type, body
@@ -30,10 +36,10 @@ PORTAL: Answer = (404, "text/html", b"<html><body>Please log in to the hotel Wi-
 PORTAL_200: Answer = (200, "text/html", b"<html><body>Please log in to the hotel Wi-Fi</body></html>")
 
 
-def refusal(status: int, code: str, message: str) -> Answer:
+def refusal(status: int, code: str, message: str, details: object = None) -> Answer:
     "An error in the project's one shape"
     return status, "application/json", json.dumps({"error": {"code": code, "message": message,
-                                                             "details": None}}).encode()
+                                                             "details": details}}).encode()
 
 
 NEW_CODE = refusal(400, "shiny_new_refusal", "a refusal this app version has never heard of")
@@ -107,6 +113,26 @@ def test_a_failed_sync_is_said_in_chinese(app: tuple[TabletApp, TestClient], sta
     before = tapp.read(lambda t: t.pending())
     shown = sync_result(tapp, c)
     assert shown == want and not re.search(r"[A-Za-z]{3,}", shown)
+    assert tapp.read(lambda t: t.pending()) == before
+
+
+@pytest.mark.parametrize(("versions", "want"), [
+    ({"protocol": MIN_PROTOCOL_VERSION - 1}, FAILED["version_mismatch"]),
+    ({"protocol": PROTOCOL_VERSION + 1}, NODE_TOO_OLD),
+    ({"protocol": PROTOCOL_VERSION, "schema_version": SCHEMA.version + 1}, NODE_TOO_OLD),
+], ids=["tablet-too-old", "node-protocol-too-old", "node-schema-too-old"])
+def test_a_version_mismatch_tells_the_worker_which_side_to_update(app: tuple[TabletApp, TestClient],
+                                                                  stand_in: StandIn, versions: dict[str, int],
+                                                                  want: str) -> None:
+    "A tablet newer than its node is not told to update itself: the node's refusal says which side is older"
+    node = Node(None, TOWNSHIP)
+    with pytest.raises(SyncError) as e:
+        node.check_protocol(SyncRequest(device="tab-ui-1", **versions))
+    node.close()
+    stand_in.answers["/api/sync"] = refusal(e.value.status, e.value.code, e.value.message, e.value.details)
+    tapp, c = app
+    before = tapp.read(lambda t: t.pending())
+    assert sync_result(tapp, c) == want
     assert tapp.read(lambda t: t.pending()) == before
 
 
