@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync import checks
-from sync.errors import InvalidValue, NotFound, Unauthorized
+from sync.errors import InvalidValue, NotFound, StorageFull, Unauthorized, Unavailable
 from sync.ops import uuid7
 from sync.lookup import find_people, name_matches, normalize, sort_key
 from sync.reference import TASK_CANCELLED, now_text
@@ -41,8 +41,8 @@ from . import forms
 from .syncjob import refusal_text
 from .tablet import MIN_PIN_LENGTH, PinChanging, PinRequired, SyncFailed, Tablet, WrongPin
 from .ui import (
-    LIST_LIMIT, SEARCH_SECONDS, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf,
-    local_path, is_locked, locked, templates,
+    ERROR_TEXT, LIST_LIMIT, SEARCH_SECONDS, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins,
+    check_csrf, local_path, is_locked, locked, templates,
 )
 
 #: Messages a redirect may ask a page to show (never text from the request itself)
@@ -439,6 +439,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             error, status = "请输入 PIN。", 401
         except WrongPin:
             error, status = "PIN 不正确，请重新输入。", 401
+        except (StorageFull, Unavailable) as e:  # the tablet's own storage (``_storage_refused``)
+            error, status = ERROR_TEXT[e.code], e.status
         if error:
             return await render(request, "unlock.html", {"error": error, "encrypted": encrypted}, status)
         return _redirect("/")

@@ -26,7 +26,7 @@ from server.node import Node
 from sync.errors import SyncError
 from sync.schema import SCHEMA
 from sync.wire import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, SyncRequest
-from test_ui import ORIGIN, PIN, PORT, TestClient, messages, post, set_up_tablet
+from test_ui import ORIGIN, PIN, PORT, TestClient, messages, post, set_up_tablet, sqlcipher_error
 
 #: What the stand-in answers: status, content type, body
 Answer = tuple[int, str, bytes]
@@ -183,18 +183,10 @@ def test_a_set_up_refused_with_a_code_the_app_does_not_know_is_said_in_chinese(t
 def test_a_sync_that_fills_the_tablet_s_storage_is_said_in_chinese(app: tuple[TabletApp, TestClient],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     "The error an encrypted tablet's database (SQLCipher's own classes) raises when the storage is full"
-    from sqlcipher3 import dbapi2 as sqlcipher
-
-    full = sqlcipher.connect(":memory:")
-    full.execute("CREATE TABLE t (x)")
-    full.execute("PRAGMA max_page_count = 2")
-    with pytest.raises(sqlcipher.OperationalError) as info:
-        for _ in range(10):
-            full.execute("INSERT INTO t VALUES (?)", ("x" * 4000,))
-    full.close()
+    full = sqlcipher_error("max_page_count = 2", "INSERT INTO t VALUES (zeroblob(4000))")
 
     def no_room(self: Tablet, **kw: object) -> None:  # a pull's write that finds no room
-        raise info.value
+        raise full
 
     tapp, c = app
     monkeypatch.setattr(Tablet, "sync", no_room)
