@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync import checks
-from sync.errors import InvalidValue, NotFound, ReadOnly, Unauthorized
+from sync.errors import InvalidValue, NotFound, ReadOnly, StorageFull, Unauthorized, Unavailable
 from sync.ops import Op, uuid7
 from sync.lookup import find_people, name_matches, normalize, sort_key
 from sync.reference import TASK_CANCELLED, now_text
@@ -42,8 +42,8 @@ from . import forms
 from .syncjob import refusal_text
 from .tablet import MIN_PIN_LENGTH, PinChanging, PinRequired, SyncFailed, Tablet, WrongPin
 from .ui import (
-    LIST_LIMIT, SEARCH_SECONDS, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins, check_csrf,
-    local_path, is_locked, locked, templates,
+    ERROR_TEXT, LIST_LIMIT, SEARCH_SECONDS, AlreadySetUp, NotSetUp, SyncRunning, TabletApp, TooManyPins,
+    check_csrf, local_path, is_locked, locked, templates,
 )
 
 #: Messages a redirect may ask a page to show (never text from the request itself)
@@ -491,6 +491,8 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
             error, status = "请输入 PIN。", 401
         except WrongPin:
             error, status = "PIN 不正确，请重新输入。", 401
+        except (StorageFull, Unavailable) as e:  # the tablet's own storage (``_storage_refused``)
+            error, status = ERROR_TEXT[e.code], e.status
         if error:
             return await render(request, "unlock.html", {"error": error, "encrypted": encrypted}, status)
         return _redirect("/")

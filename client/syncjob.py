@@ -29,12 +29,15 @@ FAILED = {
     "device_revoked": "本平板已被镇街停用，不能再同步。请联系镇街社会工作服务中心。",
     "unauthorized": "镇街服务器不认识这台平板了（可能是镇街服务器从备份恢复过）。本机的数据都还在，不会丢失。"
                     "请镇街社会工作服务中心发一个新的登记码，在下面输入，重新接入后再同步。",
-    "version_mismatch": "本机软件版本与镇街服务器不一致，请先更新软件再同步。",
+    "version_mismatch": "本机软件版本与镇街服务器不一致，请先更新软件再同步。",  # the tablet is the older side
     "clock_ahead": "本机时间与镇街服务器相差太多，请把平板的日期和时间调准后再同步。",
     "storage_full": "镇街服务器存储空间已满，暂时无法同步。数据已安全保存在本机，请稍后再试。",
     "storage_read_only": "镇街服务器的数据库无法写入，暂时无法同步。数据已安全保存在本机，请联系镇街技术人员。",
     "too_large": "一次要同步的数据太多，请稍后再试或联系镇街技术人员。",
 }
+#: ``version_mismatch`` when this tablet is the newer side: the node must be upgraded, not the tablet
+NODE_TOO_OLD = ("镇街服务器的软件比本机旧，需要先升级，暂时无法同步。本机的软件不用更新，已录入的数据都安全保存在本机，"
+                "不会丢失。请联系镇街社会工作服务中心升级服务器，升级后再同步。")
 #: Something other than the node answered (a proxy's error page while the node is down, a captive portal:
 #: ``http_error``, ``bad_answer``), or the node was unavailable (502 to 504)
 NOT_ANSWERING = "镇街服务器暂时没有正确回应。数据已安全保存在本机，请稍后再试。"
@@ -49,12 +52,23 @@ def refusal_text(e: SyncFailed, known: Mapping[str, str], fallback: str) -> str:
     """What the worker is told of a request the node refused: ``known[code]``; ``NOT_ANSWERING`` when
     something other than the node answered or the node was unavailable; else ``fallback``. Never the
     node's English message or its code: the log has them."""
+    if e.code == "version_mismatch" and _node_is_older(e.details):
+        return NODE_TOO_OLD
     if e.code in known:
         return known[e.code]
     log.warning("the node refused: %s (HTTP %s)", e, e.status)
     if e.code in ("http_error", "bad_answer") or 502 <= e.status <= 504:
         return NOT_ANSWERING
     return fallback
+
+
+def _node_is_older(details: Any) -> bool:
+    """Whether a ``version_mismatch``'s details (``server.node.Node.check_protocol``) say this tablet speaks a
+    newer protocol (``client`` over ``max``) or writes a newer schema (``client_schema`` over ``schema``)"""
+    if not isinstance(details, dict):
+        return False
+    return any(isinstance(details.get(ours), int) and isinstance(details.get(theirs), int)
+               and details[ours] > details[theirs] for ours, theirs in (("client", "max"), ("client_schema", "schema")))
 
 
 @dataclass

@@ -56,7 +56,8 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sync import headers
-from sync.errors import BadRequest, Forbidden, SyncError, Unauthorized
+from sync.disk import is_disk_full, is_read_only
+from sync.errors import BadRequest, Forbidden, StorageFull, SyncError, Unauthorized, Unavailable
 from sync.hlc import physical_ms
 from sync.lookup import warm
 from sync.schema import mask_id_number, mask_phone
@@ -103,7 +104,29 @@ ERROR_TEXT = {
     "method_not_allowed": "不支持这个操作。",
     "invalid_value": "填写的内容有误，请返回修改。",
     "internal": "出错了。已保存的数据都在本机，请返回重试。",
+    # opening the tablet's database (unlocking) writes: the first open after an update brings it up to date
+    "tablet_storage_full": "平板存储空间已满，打不开本机数据（软件更新后第一次打开时要整理数据，需要一些空间）。"
+                           "已录入的数据都安全保存在本机，不会丢失。请删除不用的照片、视频或应用，清理出空间后再解锁。",
+    "tablet_read_only": "平板存储现在无法写入，打不开本机数据。已录入的数据都安全保存在本机，不会丢失。"
+                        "请重启平板后再解锁；如果一直这样，请联系镇街技术人员。",
 }
+
+
+def _storage_refused(exc: BaseException) -> SyncError | None:
+    """The app's refusal when the tablet's own storage, full or read-only, stopped opening its database (the
+    failed write was rolled back: nothing changed); None for any other error"""
+    if is_disk_full(exc):
+        return StorageFull(
+            f"this tablet's storage is full ({exc}): its database could not be opened (the first open after "
+            "an update brings it up to date, which needs some room). Nothing saved on it is lost. Free space "
+            "on the tablet (delete photos, videos or apps it does not need), then unlock it again",
+            code="tablet_storage_full")
+    if is_read_only(exc):
+        return Unavailable(
+            f"this tablet's storage cannot be written ({exc}): its database could not be opened. Nothing saved "
+            "on it is lost. Restart the tablet and unlock it again; if that does not help, its storage needs "
+            "checking", code="tablet_read_only")
+    return None
 
 
 class TabletApp:
@@ -160,7 +183,8 @@ class TabletApp:
 
     def unlock(self, pin: str | None) -> None:
         """Open the tablet with the PIN: one connection for the pages, one for the background sync.
-        Raises ``WrongPin`` (nothing changed) or ``PinError``; never creates a database."""
+        Raises ``WrongPin`` (nothing changed), ``PinError``, or ``_storage_refused``'s error when the tablet's
+        storage is full or read-only (an update's first open writes); never creates a database."""
         with self._guard:
             if self.tablet is not None:
                 return
@@ -170,7 +194,7 @@ class TabletApp:
             if now < self._wait_until:
                 raise TooManyPins(int(self._wait_until - now) + 1)
             try:
-                tab = Tablet(self.db, pin=pin or None)
+                tab = self._open(pin)
             except WrongPin:
                 self._failures += 1
                 if self._failures >= PIN_TRIES:
@@ -180,7 +204,7 @@ class TabletApp:
             try:
                 if not tab.enrolled:
                     raise NotSetUp(f"{self.db} is not set up; run `cunsync tablet init`")
-                background = Tablet(self.db, pin=pin or None, client=self._client)
+                background = self._open(pin, client=self._client)
             except BaseException:
                 tab.close()
                 raise
@@ -190,6 +214,16 @@ class TabletApp:
             self.village = _village_name(tab)
             self.notice = ""
         threading.Thread(target=self._warm, name="cunsync-ui-pinyin", daemon=True).start()
+
+    def _open(self, pin: str | None, **kw: Any) -> Tablet:
+        "The tablet's database, opened; a full or read-only storage is ``_storage_refused``'s refusal"
+        try:
+            return Tablet(self.db, pin=pin or None, **kw)
+        except Exception as e:  # sqlite3's, SQLCipher's (an encrypted tablet's) or the OS's
+            refused = _storage_refused(e)
+            if refused is None:
+                raise
+            raise refused from e
 
     def _warm(self) -> None:
         "The residents' pinyin, worked out once after unlocking, so the first search is quick too"

@@ -51,6 +51,8 @@ def open_node(db: str, unit: str | None = None) -> Node:
         return Node(db, unit, max_db_mb=config.MAX_DB_MB, cache_mb=config.CACHE_MB)
     except unitlib.UnitCodeError as e:
         raise click.ClickException(str(e)) from None
+    except SyncError as e:  # a full or read-only disk where opening brings an older database up to date
+        raise click.ClickException(f"{db}: {e.message}") from None
 
 
 def _stored_unit(db: str) -> str | None:

@@ -254,7 +254,19 @@ class Node:
                  max_db_mb: float = 0, cache_mb: float | None = None) -> None:
         self.unit = unitlib.normalize_code(unit)
         self.tier = unitlib.tier_of(self.unit)
-        self.store = Store(path, checkpoint_thread=True)
+        # opening a database of an older version brings it up to date, which writes: a full or read-only
+        # disk is the node's storage error (``cunsync serve`` says so and does not start), never a traceback
+        with storage.storage_errors(None if path is None else str(path)):
+            self.store = Store(path, checkpoint_thread=True)
+        try:
+            with storage.storage_errors(self.store.path):
+                self._open(clock, max_db_mb, cache_mb)
+        except BaseException:
+            self.store.close()
+            raise
+
+    def _open(self, clock: HLC | None, max_db_mb: float, cache_mb: float | None) -> None:
+        "The rest of ``__init__``, on the opened store: the node's own tables brought up to date, its state read"
         self.store.conn.executescript(_DEVICES_SQL)
         _migrate_devices(self.store)
         # a size cap (cunsync passes CUNSYNC_MAX_DB_MB): for tests and small disks; see server.storage
@@ -317,12 +329,8 @@ class Node:
             conn = self.store.conn
             conn.execute("SAVEPOINT check_writable")
             try:
-                conn.execute("UPDATE meta SET value = value WHERE key = 'unit'")
-            except sqlite3.Error as e:
-                err = storage.storage_error(e, self.store.path)
-                if err is not None:
-                    raise err from None
-                raise
+                with storage.storage_errors(self.store.path):
+                    conn.execute("UPDATE meta SET value = value WHERE key = 'unit'")
             finally:
                 conn.execute("ROLLBACK TO check_writable")
                 conn.execute("RELEASE check_writable")

@@ -274,9 +274,10 @@ _ERRORS: dict[int, tuple[str, str]] = {
     404: ("NotFound", "No such path."),
     405: ("MethodNotAllowed", "The path does not take this method."),
     409: ("VersionMismatch", f"The client speaks a sync protocol this node does not (it speaks "
-                             f"{MIN_PROTOCOL_VERSION}–{PROTOCOL_VERSION}); `details` has `client`, `min` and "
-                             "`max`. On `/api/enrol`: a re-attaching tablet names a device id the node knows "
-                             "(code `device_exists`)."),
+                             f"{MIN_PROTOCOL_VERSION}–{PROTOCOL_VERSION}; `details` has `client`, `min` and "
+                             "`max`), or writes a newer schema than the node knows (`details` has "
+                             "`client_schema` and `schema`): the larger number is the newer side. On `/api/enrol`: "
+                             "a re-attaching tablet names a device id the node knows (code `device_exists`)."),
     413: ("TooLarge", "The body, once inflated, or the batch is over the node's limit: `details.limit` "
                       "is the most ops a request may carry, `details.limit_bytes` the most bytes a body may "
                       "have. Send smaller batches."),

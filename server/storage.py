@@ -6,7 +6,9 @@ A full disk is rolled back, so nothing was written, and the caller gets ``Storag
 room. A read-only database (a file system remounted read-only after errors, a service's ``ReadWritePaths``)
 is rolled back too and gets 503 ``storage_read_only``; ``cunsync serve`` checks at start-up that it can
 write (``Node.check_writable``) and refuses to start otherwise, and ``/api/health`` answers the same 503
-once the file system has turned read-only under the running node (``Node.check_file_system``).
+once the file system has turned read-only under the running node (``Node.check_file_system``). Opening
+the node (``Node()``), which brings a database of an older version up to date and so writes, raises the
+same errors (``storage_errors``): ``cunsync serve`` then says so and does not start.
 
 ``CUNSYNC_MAX_DB_MB`` (see ``server.config``) caps the database's size with ``PRAGMA max_page_count``:
 for tests that need a full disk without filling one, and for a node on a small disk shared with other
@@ -16,6 +18,8 @@ things, which should refuse writes cleanly before the disk itself is full.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sync.disk import is_disk_full, is_io_error, is_read_only, read_only_file_system
 from sync.errors import StorageFull, SyncError, Unavailable
@@ -48,6 +52,18 @@ def storage_error(exc: BaseException, path: str | None = None) -> SyncError | No
         if refused is not None:
             return read_only(refused)
     return None
+
+
+@contextmanager
+def storage_errors(path: str | None = None) -> Iterator[None]:
+    "SQLite's errors inside raised as ``storage_error`` says: full or read-only; any other as it is"
+    try:
+        yield
+    except sqlite3.Error as e:
+        err = storage_error(e, path)
+        if err is None:
+            raise
+        raise err from None
 
 
 def read_only(exc: BaseException) -> Unavailable:

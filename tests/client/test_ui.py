@@ -23,12 +23,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from client.syncjob import UNREACHABLE
+from client import tablet as tablet_module
 from client.tablet import Tablet
 from client.pages import OPEN_STATUSES
-from client.ui import PIN_TRIES, TabletApp, create_app
+from client.ui import ERROR_TEXT, PIN_TRIES, TabletApp, create_app
 from sync.edit import Editor
+from sync.errors import SyncError
 from sync.lookup import name_matches, normalize
 from sync.ops import Op
+from sync.store import Store
 from sync.types import ADD, SET, TIER_RANK
 
 with warnings.catch_warnings():
@@ -158,6 +161,50 @@ def test_the_pin_from_the_environment_unlocks_at_start(db: Path) -> None:
         assert app.unlocked and app.read(lambda t: t.device) == "tab-ui-1"
     finally:
         app.close()
+
+
+def sqlcipher_error(pragma: str, write: str) -> Exception:
+    "The error an encrypted tablet's database (SQLCipher's own classes) raises at ``write`` after ``pragma``"
+    from sqlcipher3 import dbapi2 as sqlcipher
+
+    conn = sqlcipher.connect(":memory:")
+    try:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute(f"PRAGMA {pragma}")
+        with pytest.raises(sqlcipher.OperationalError) as info:
+            for _ in range(10):
+                conn.execute(write)
+        return info.value
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("pragma", "code", "status"), [
+    ("max_page_count = 2", "tablet_storage_full", 507),
+    ("query_only = ON", "tablet_read_only", 503),
+], ids=["full", "read-only"])
+def test_a_tablet_whose_storage_cannot_be_written_says_so_at_unlock_and_opens_once_it_can(
+    db: Path, tapp: TabletApp, client: TestClient, monkeypatch: pytest.MonkeyPatch, pragma: str, code: str,
+    status: int
+) -> None:
+    "The first open after an update brings the database up to date (new indexes), which writes"
+    exc = sqlcipher_error(pragma, "INSERT INTO t VALUES (zeroblob(4000))")
+
+    class Upgrading(Store):
+        def __init__(self, *args: object, **kw: object) -> None:
+            raise exc
+
+    monkeypatch.setattr(tablet_module, "Store", Upgrading)
+    r = post(client, tapp, "/unlock", {"pin": PIN})
+    assert r.status_code == status and not tapp.unlocked
+    assert re.findall(r'class="error" role="alert">([^<]*)<', r.text) == [ERROR_TEXT[code]]
+    with pytest.raises(SyncError) as e:  # `cunsync tablet ui` with the PIN in the environment says it in English
+        TabletApp(db, port=PORT, pin=PIN)
+    assert e.value.code == code and "Nothing saved on it is lost" in e.value.message
+
+    monkeypatch.undo()  # space freed, the storage writable again
+    r = post(client, tapp, "/unlock", {"pin": PIN})
+    assert r.status_code == 303 and "张三" in client.get("/people").text
 
 
 def test_locking_closes_the_tablet(tapp: TabletApp, unlocked: TestClient) -> None:

@@ -1,7 +1,8 @@
 """What the tablet app tells the worker when a sync or a re-attach fails other than by an unreachable
 node: something else answered at the node's address (nginx's 502 page while the node is down, a captive
-portal), the node was unavailable, a node too old to re-attach, or a code the app has no words for. Always
-Chinese, never the node's English message or its code. The "node" here is a stand-in web server.
+portal), the node was unavailable, a node too old to re-attach or to sync with this (newer) tablet, or a code
+the app has no words for. Always Chinese, never the node's English message or its code. The "node" here is
+a stand-in web server.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from pathlib import Path
 import pytest
 
 from client.pages import ENROL_ERRORS, ENROL_REFUSED, REATTACH_REFUSED
-from client.syncjob import FAILED, NOT_ANSWERING, REFUSED, TABLET_FULL
+from client.syncjob import FAILED, NODE_TOO_OLD, NOT_ANSWERING, REFUSED, TABLET_FULL
 from client.tablet import Tablet
 from client.ui import TabletApp, create_app
-from test_ui import ORIGIN, PIN, PORT, TestClient, messages, post, set_up_tablet
+from e2e_harness import TOWNSHIP
+from server.node import Node
+from sync.errors import SyncError
+from sync.schema import SCHEMA
+from sync.wire import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, SyncRequest
+from test_ui import ORIGIN, PIN, PORT, TestClient, messages, post, set_up_tablet, sqlcipher_error
 
 #: What the stand-in answers: status, content type, body
 Answer = tuple[int, str, bytes]
@@ -30,10 +36,10 @@ PORTAL: Answer = (404, "text/html", b"<html><body>Please log in to the hotel Wi-
 PORTAL_200: Answer = (200, "text/html", b"<html><body>Please log in to the hotel Wi-Fi</body></html>")
 
 
-def refusal(status: int, code: str, message: str) -> Answer:
+def refusal(status: int, code: str, message: str, details: object = None) -> Answer:
     "An error in the project's one shape"
     return status, "application/json", json.dumps({"error": {"code": code, "message": message,
-                                                             "details": None}}).encode()
+                                                             "details": details}}).encode()
 
 
 NEW_CODE = refusal(400, "shiny_new_refusal", "a refusal this app version has never heard of")
@@ -110,6 +116,26 @@ def test_a_failed_sync_is_said_in_chinese(app: tuple[TabletApp, TestClient], sta
     assert tapp.read(lambda t: t.pending()) == before
 
 
+@pytest.mark.parametrize(("versions", "want"), [
+    ({"protocol": MIN_PROTOCOL_VERSION - 1}, FAILED["version_mismatch"]),
+    ({"protocol": PROTOCOL_VERSION + 1}, NODE_TOO_OLD),
+    ({"protocol": PROTOCOL_VERSION, "schema_version": SCHEMA.version + 1}, NODE_TOO_OLD),
+], ids=["tablet-too-old", "node-protocol-too-old", "node-schema-too-old"])
+def test_a_version_mismatch_tells_the_worker_which_side_to_update(app: tuple[TabletApp, TestClient],
+                                                                  stand_in: StandIn, versions: dict[str, int],
+                                                                  want: str) -> None:
+    "A tablet newer than its node is not told to update itself: the node's refusal says which side is older"
+    node = Node(None, TOWNSHIP)
+    with pytest.raises(SyncError) as e:
+        node.check_protocol(SyncRequest(device="tab-ui-1", **versions))
+    node.close()
+    stand_in.answers["/api/sync"] = refusal(e.value.status, e.value.code, e.value.message, e.value.details)
+    tapp, c = app
+    before = tapp.read(lambda t: t.pending())
+    assert sync_result(tapp, c) == want
+    assert tapp.read(lambda t: t.pending()) == before
+
+
 @pytest.mark.parametrize(("answer", "want"), [
     (NGINX_502, NOT_ANSWERING),
     (PORTAL_200, NOT_ANSWERING),  # an answer that is no enrolment: bad_answer
@@ -157,18 +183,10 @@ def test_a_set_up_refused_with_a_code_the_app_does_not_know_is_said_in_chinese(t
 def test_a_sync_that_fills_the_tablet_s_storage_is_said_in_chinese(app: tuple[TabletApp, TestClient],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     "The error an encrypted tablet's database (SQLCipher's own classes) raises when the storage is full"
-    from sqlcipher3 import dbapi2 as sqlcipher
-
-    full = sqlcipher.connect(":memory:")
-    full.execute("CREATE TABLE t (x)")
-    full.execute("PRAGMA max_page_count = 2")
-    with pytest.raises(sqlcipher.OperationalError) as info:
-        for _ in range(10):
-            full.execute("INSERT INTO t VALUES (?)", ("x" * 4000,))
-    full.close()
+    full = sqlcipher_error("max_page_count = 2", "INSERT INTO t VALUES (zeroblob(4000))")
 
     def no_room(self: Tablet, **kw: object) -> None:  # a pull's write that finds no room
-        raise info.value
+        raise full
 
     tapp, c = app
     monkeypatch.setattr(Tablet, "sync", no_room)

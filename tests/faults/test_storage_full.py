@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from client.cli import cli
 from e2e_harness import TOWNSHIP, V1
-from server import cli as server_cli
+from server import cli as server_cli, node as server_node
 from server.app import create_app
 from server.cli_common import open_node
 from server.node import Node
@@ -36,6 +36,7 @@ from sync.disk import is_disk_full, is_read_only
 from sync.errors import SyncError
 from sync.hlc import pack, wall_ms
 from sync.ops import Op, uuid7
+from sync.store import Store
 from sync.types import SET
 from sync.wire import PROTOCOL_VERSION, SyncRequest, pack_ops
 
@@ -247,12 +248,41 @@ def test_serve_refuses_to_start_on_a_database_it_cannot_write(
 
     monkeypatch.setattr(server_cli, "open_node", opened_read_only)
     monkeypatch.setattr(server_cli, "create_app", never)
-    with socket.socket() as s:  # a port free to listen on
-        s.bind(("127.0.0.1", 0))
-        free = f"127.0.0.1:{s.getsockname()[1]}"
-    r = CliRunner().invoke(cli, ["serve", "--db", db, "--unit", TOWNSHIP, "--bind", free])
+    r = CliRunner().invoke(cli, ["serve", "--db", db, "--unit", TOWNSHIP, "--bind", _free_bind()])
     assert r.exit_code == 1, r.output
     assert f"{db}: the node's database cannot be written" in r.output and "Traceback" not in r.output
+
+
+def _free_bind() -> str:
+    "An address with a port free to listen on"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(("exc", "said"), [
+    pytest.param(_real_sqlite_read_only(), "the node's database cannot be written", id="read-only"),
+    pytest.param(_real_sqlite_full(), "the node's storage is full", id="full"),
+])
+def test_serve_refuses_to_start_when_bringing_an_older_database_up_to_date_cannot_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: sqlite3.OperationalError, said: str
+) -> None:
+    "The store's open, which brings a database of an older version up to date (new indexes), meets the disk's error"
+    db = str(tmp_path / "township.db")
+    Node(db, TOWNSHIP).close()
+
+    class Upgrading(Store):
+        def __init__(self, *args: object, **kw: object) -> None:
+            raise exc
+
+    def never(*args: object, **kw: object) -> None:
+        raise AssertionError("the node served a database it could not open")
+
+    monkeypatch.setattr(server_node, "Store", Upgrading)
+    monkeypatch.setattr(server_cli, "create_app", never)
+    r = CliRunner().invoke(cli, ["serve", "--db", db, "--unit", TOWNSHIP, "--bind", _free_bind()])
+    assert r.exit_code == 1, r.output
+    assert f"Error: {db}: {said}" in r.output and "Traceback" not in r.output
 
 
 def test_a_database_that_cannot_be_opened_is_not_called_no_node_database(tmp_path: Path) -> None:
