@@ -34,6 +34,7 @@ from server.snapshots import (
     Cell, Part, PartHash, Snapshot, Snapshotter, Source, close_month, content_hash, snapshot_hash, task_cells,
 )
 from sync import reference as ref
+from sync import units as unitlib
 from sync.edit import Editor
 from sync.hlc import HLC
 from sync.wire import MSGPACK, encode
@@ -388,20 +389,36 @@ def test_villages_progress_on_a_countys_task_reaches_the_county_as_counts_per_to
 
 def test_a_village_with_a_tablet_but_missing_from_the_unit_tree_counts_for_a_task_as_on_the_tasks_page(
         tmp_path: Path) -> None:
-    "Its tablet may report any day: the county counts it 未开始 meanwhile, as the township's 任务 page does"
+    """Its tablet may report any day: the county counts it 未开始 meanwhile, as the township's 任务 page does.
+    The township's snapshot follows enrolments, revocations and `units import` at once, though none of
+    them writes an op"""
     town = Node(tmp_path / "town.db", T_A)
+    snapshotter = Snapshotter(town.store, T_A)
+
+    def villages() -> set[str]:
+        parts, _, _ = snapshotter.parts()
+        return {c.k[0] for c in parts["tasks"].cells}
+
     try:
         ensure_units(town)
         task = ref.add_task(town.editor("liu"), "走访")
+        tree = villages()
         outside = "510903001009"  # under the township, not in its sample tree
         town.add_device(outside, "li")
         revoked, _ = town.add_device("510903001008", "zhou")
+        enrolled = villages()
         town.revoke(revoked)
         cells = {tuple(c.k): c.v for c in task_cells(town.store, T_A)}
+        after_revoking = villages()
+        unitlib.load_units(town.store.db, [unitlib.Unit("510903001004", "新建社区", "village", T_A)])
+        after_import = villages()
     finally:
         town.close()
     assert cells[(outside, task)] == [0, 0] and ("510903001008", task) not in cells  # a revoked tablet's is not
     assert (V_A1, task) in cells  # the tree's villages as before
+    assert enrolled == tree | {outside, "510903001008"}
+    assert after_revoking == tree | {outside}
+    assert after_import == tree | {outside, "510903001004"}
 
 
 def test_the_xlsx_export_leaves_out_control_characters_a_title_may_carry() -> None:
