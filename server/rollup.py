@@ -126,7 +126,8 @@ class Rollup:
     watermark: int = 0
 
     def name(self, code: str) -> str:
-        return self.names.get(code, code)
+        "A unit's name; one the unit tree lacks as the workbench names it (``unitlib.unnamed``)"
+        return self.names.get(code) or unitlib.unnamed(code)
 
     # -- figures the pages show -----------------------------------------------------------------
 

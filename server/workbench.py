@@ -39,6 +39,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync import checks
+from sync import units as unitlib
 from sync.errors import InvalidValue, OutOfScope
 from sync.lookup import find_people, sort_key
 from sync.reference import escalations as list_escalations, offered
@@ -172,11 +173,6 @@ def _seen(c: Conflict) -> str:
                       ensure_ascii=False)
 
 
-def unnamed_village(code: str) -> str:
-    "How a page names a village the unit tree lacks (enrolled before ``cunsync units import`` listed it)"
-    return f"未命名村/社区（{code}）"
-
-
 class Workbench:
     def __init__(self, pages: Pages) -> None:
         self.pages = pages
@@ -213,7 +209,7 @@ class Workbench:
         names = {c: n for c, n in self.pages.villages().items() if c != self.node.unit}
         with self.store.lock:
             held = self.store.units_held(RECORD_COLLECTIONS, *staff.scope)
-        return {**names, **{u: unnamed_village(u) for u in held if u not in names and u != self.node.unit}}
+        return {**names, **{u: unitlib.unnamed(u) for u in held if u not in names and u != self.node.unit}}
 
     def kept(self, staff: Staff, rec: Record) -> dict[str, str] | None:
         """Where a resident merged into another lives on (following merges): its id and name as a page

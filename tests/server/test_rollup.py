@@ -417,6 +417,7 @@ def test_a_village_with_a_tablet_but_missing_from_the_unit_tree_counts_for_a_tas
         after_revoking = villages()
         unitlib.load_units(town.store.db, [unitlib.Unit("510903001004", "新建社区", "village", T_A)])
         after_import = villages()
+        name = node_rollup(town, snapshotter).name(outside)  # as /rollup and its exports name it
     finally:
         town.close()
     assert cells[(outside, task)] == [0, 0] and ("510903001008", task) not in cells  # a revoked tablet's is not
@@ -424,6 +425,7 @@ def test_a_village_with_a_tablet_but_missing_from_the_unit_tree_counts_for_a_tas
     assert enrolled == tree | {outside, "510903001008"}
     assert after_revoking == tree | {outside}
     assert after_import == tree | {outside, "510903001004"}
+    assert name == f"未命名村/社区（{outside}）"  # as the workbench's 任务 page names it
 
 
 def test_the_xlsx_export_leaves_out_control_characters_a_title_may_carry() -> None:
