@@ -67,6 +67,7 @@ ACTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "return": ("county", OPEN, "已退回"),
     "withdraw": ("township", OPEN, "已撤回"),
 }
+templates.env.globals["ESCALATION_ACTIONS"] = ACTIONS  # the page offers a step where the API takes it
 #: The field each action needs, if any.
 NEEDS = {"assign": "department", "resolve": "answer", "return": "answer", "withdraw": "answer"}
 #: Why an escalation is withdrawn because its resident left the township's records, by the removal's reason

@@ -8,7 +8,8 @@ only accounts whose scope is the node's whole unit (not one village).
 
     GET  /api/staff/reference         notices, tasks and both catalogues as this node holds them
     POST /api/staff/notices           {"title", "body"}
-    POST /api/staff/tasks             {"title", "description"?, "due_date"?, "status"?}
+    POST /api/staff/tasks             {"title", "description"?, "due_date"?, "status"?}; the due date is
+                                      checked as the CLI's (``ref.add_task``): 400 ``no_such_date``
     POST /api/staff/catalogue         {"kind", "code", "name"?, "order"?, "retired"?}
 """
 

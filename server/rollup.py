@@ -126,7 +126,8 @@ class Rollup:
     watermark: int = 0
 
     def name(self, code: str) -> str:
-        return self.names.get(code, code)
+        "A unit's name; one the unit tree lacks as the workbench names it (``unitlib.unnamed``)"
+        return self.names.get(code) or unitlib.unnamed(code)
 
     # -- figures the pages show -----------------------------------------------------------------
 
@@ -357,14 +358,14 @@ def tables(ro: Rollup) -> dict[str, list[list[object]]]:
     out["平板"] = [[kid, "下级单位", "在用平板", "7天内同步", "30天内同步"]]
     for c in ro.children:
         out["平板"].append([c, ro.name(c), *ro.devices.get(c, (0, 0, 0))])
-    out["任务进度"] = [["任务", "截止日期", kid, "下级单位", "已完成", "进行中", "未开始或未报"]]
+    out["任务进度"] = [["任务", "截止日期", "状态", kid, "下级单位", "已完成", "进行中", "未开始或未报"]]
     for t in ro.tasks:  # villages (counted) at each stage of the tasks set here or above, as the page shows them
-        tid, title, due = str(t["id"]), t.get("title", ""), t.get("due_date") or ""
+        tid, task = str(t["id"]), [t.get("title", ""), t.get("due_date") or "", t.get("status", "")]
         for c in ro.children:
             p = ro.task_progress(tid, c)
-            out["任务进度"].append([title, due, c, ro.name(c), p[2], p[1], p[0]])
+            out["任务进度"].append([*task, c, ro.name(c), p[2], p[1], p[0]])
         p = ro.task_progress(tid)
-        out["任务进度"].append([title, due, "", "合计", p[2], p[1], p[0]])
+        out["任务进度"].append([*task, "", "合计", p[2], p[1], p[0]])
     out["数据来源"] = [[kid, "下级单位", "数据时间", "拉取时间", "距今", "最近错误", "格式有误、未计入的数据"]]
     for f in ro.freshness:
         out["数据来源"].append([f.unit, f.name, _when(f.taken_at), _when(f.pulled_at), f.age_text, f.error,

@@ -64,11 +64,8 @@ def check_upper(node: Node, dev: Device) -> None:
 
 
 def unit_names(node: Node) -> dict[str, str]:
-    db = node.store.db
-    if not db["units"].exists():
-        return {}
     with node.store.lock:
-        return {str(r[0]): str(r[1]) for r in node.store.conn.execute("SELECT code, name FROM units")}
+        return unitlib.names(node.store.db)
 
 
 def node_rollup(node: Node, snapshotter: Snapshotter, staff: Staff | None = None) -> Rollup:

@@ -361,6 +361,17 @@ def device_cells(store: Store, unit: str, now: float) -> list[Cell]:
     return [Cell([u], [n, int(w or 0), int(m or 0)]) for u, n, w, m in rows]
 
 
+def live_cells(store: Store, unit: str, now: float) -> dict[str, list[Cell]]:
+    """The parts counted afresh for every snapshot, as they follow what writes no op: devices (enrolments,
+    revocations, syncs) and tasks (their villages are the unit tree's and the enrolled ones); tasks only
+    while one is set (none set above: nothing to send)"""
+    cells = {"devices": device_cells(store, unit, now)}
+    tasks = task_cells(store, unit)
+    if tasks:
+        cells["tasks"] = tasks
+    return cells
+
+
 def enrolled_villages(store: Store, lo: str, hi: str) -> set[str]:
     "The villages from ``lo`` to ``hi`` with a village tablet enrolled and not revoked; under the store's lock"
     return {u for (u,) in store.conn.execute(
@@ -439,10 +450,7 @@ def township_parts(store: Store, unit: str, *, suppress_below: int | None = None
     at = now if now is not None else time.time()
     ensure_tables(store)
     cells = dict(exact) if exact is not None else figures(store, unit)
-    cells["devices"] = device_cells(store, unit, at)
-    tasks = task_cells(store, unit)
-    if tasks:  # none while no task is set above: nothing to send
-        cells["tasks"] = tasks
+    cells.update(live_cells(store, unit, at))
     with store.lock:
         closed = {row[0]: row for row in store.conn.execute(
             "SELECT part, month, hash, cells, closed_at, closed_by FROM snapshot_closed")}
@@ -549,8 +557,8 @@ def parse_have(text: str | None) -> dict[str, str]:
 
 class Snapshotter:
     """A node's snapshot, answered from a cache while nothing changed: a township recomputes when its op
-    sequence or its closed months change (devices are counted afresh each time); a county or city when
-    it has pulled something new. Thread-safe."""
+    sequence or its closed months change (devices and tasks are counted afresh each time, ``live_cells``);
+    a county or city when it has pulled something new. Thread-safe."""
 
     def __init__(self, store: Store, unit: str, *, suppress_below: int | None = None) -> None:
         self.store = store
@@ -597,8 +605,9 @@ class Snapshotter:
             watermark = self._watermark
         found: list[Source] = []
         if self.tier == "township":
-            devices = device_cells(self.store, self.unit, at)
-            parts["devices"] = Part(name="devices", hash=content_hash(devices), cells=devices)
+            parts.pop("tasks", None)
+            for name, cells in live_cells(self.store, self.unit, at).items():
+                parts[name] = Part(name=name, hash=content_hash(cells), cells=cells)
         else:
             from .links import sources
 

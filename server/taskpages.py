@@ -24,7 +24,6 @@ from sync.schema import NOTE_MAX, REPORT_STATUSES
 from .auth import Staff
 from .pages import PageError, Pages, required
 from .snapshots import enrolled_villages
-from .workbench import unnamed_village
 
 
 class TaskPages:
@@ -36,13 +35,13 @@ class TaskPages:
         """The villages of the staff member's scope, by code, with their names: the unit tree's, then any
         the tree lacks that reported on a task or has a tablet enrolled (one enrolled before ``cunsync
         units import`` listed it, whose reports the county counts), named by its code as the residents
-        list names such a village (``unnamed_village``)"""
+        list names such a village (``unitlib.unnamed``)"""
         lo, hi = staff.scope
         tree = {c: n for c, n in self.pages.villages().items() if lo <= c <= hi and unitlib.tier_of(c) == "village"}
         with self.node.store.lock:
             reported = {v for _, v in ref.task_reports(self.node.store, units=staff.scope)}
             enrolled = enrolled_villages(self.node.store, *staff.scope)
-        return {**tree, **{u: unnamed_village(u) for u in sorted(reported | enrolled) if u not in tree}}
+        return {**tree, **{u: unitlib.unnamed(u) for u in sorted(reported | enrolled) if u not in tree}}
 
     async def list(self, request: Request, staff: Staff) -> Response:
         def view() -> dict[str, Any]:
@@ -51,11 +50,11 @@ class TaskPages:
                 tasks = ref.tasks(self.node.store)
                 reports = ref.task_reports(self.node.store, units=staff.scope)
                 names = {str(u.data.get("code")): str(u.data.get("name")) for u in self.node.store.records("unit")}
-            names.update(self.pages.villages())
+                names.update(unitlib.names(self.node.store.db))  # the tree as imported here, published or not
             rows = []
             for t in tasks:
                 progress = {v: reports.get((t["id"], v), {}) for v in villages}
-                rows.append({**t, "by": names.get(t["unit"], t["unit"]), "progress": progress,
+                rows.append({**t, "by": names.get(t["unit"]) or unitlib.unnamed(t["unit"]), "progress": progress,
                              "counts": ref.progress_counts(r.get("status") for r in progress.values())})
             return {"tasks": rows, "villages": villages, "statuses": REPORT_STATUSES, "note_max": NOTE_MAX}
 

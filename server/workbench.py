@@ -43,6 +43,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync import checks
+from sync import units as unitlib
 from sync.errors import InvalidValue, OutOfScope
 from sync.lookup import FOUND_BY, find_people, sort_key
 from sync.reference import escalations as list_escalations, offered
@@ -177,11 +178,6 @@ def _seen(c: Conflict) -> str:
                       ensure_ascii=False)
 
 
-def unnamed_village(code: str) -> str:
-    "How a page names a village the unit tree lacks (enrolled before ``cunsync units import`` listed it)"
-    return f"未命名村/社区（{code}）"
-
-
 class Workbench:
     def __init__(self, pages: Pages) -> None:
         self.pages = pages
@@ -222,7 +218,7 @@ class Workbench:
         names = {c: n for c, n in self.pages.villages().items() if c != self.node.unit}
         with self.store.lock:
             held = self.store.units_held(RECORD_COLLECTIONS, *staff.scope)
-        return {**names, **{u: unnamed_village(u) for u in held if u not in names and u != self.node.unit}}
+        return {**names, **{u: unitlib.unnamed(u) for u in held if u not in names and u != self.node.unit}}
 
     def pairs_of(self, scope: tuple[str, str]) -> tuple[list[dup.Pair], list[dup.HalfMerged]]:
         "The residents of a scope that may be one person, and those an older version left half-merged"

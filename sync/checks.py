@@ -232,6 +232,16 @@ def disagreements(person: Mapping[str, Any], changed: Collection[str]) -> dict[s
     return found
 
 
+def typed_values(coll: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``command_values`` for values a program sends (the staff API's, through ``sync.reference``): the
+    values typed, or the first problem raised as ``InvalidValue`` with its code, naming the field"""
+    typed, found = command_values(coll, values)
+    for name, problem in found.items():
+        raise InvalidValue(f"{coll}.{name}: {problem.message}", code=problem.code,
+                           details={"collection": coll, "field": name})
+    return typed
+
+
 def command_values(coll: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Problem]]:
     """The values a command was given (unset ones left out), full-width digits made ASCII, and their
     problems by field, as the tablet's forms find them: a record the command line saves stays editable in

@@ -90,8 +90,11 @@ def add_notice(editor: Editor, title: str, body: str = "", *, published_at: str 
 
 def add_task(editor: Editor, title: str, description: str = "", *, due_date: str | None = None,
              status: str = "待办") -> str:
-    "Set a task for every unit below the author's; returns its record id"
+    """Set a task for every unit below the author's; returns its record id. Its due date is checked as a
+    typed one (``checks.command_values``, as the command line's): full-width digits are made ASCII, and a
+    date not on the calendar is refused (``InvalidValue``, ``no_such_date``) before anything is written"""
     _author(editor)
+    due_date = checks.typed_values("task", {"due_date": due_date}).get("due_date")
     return editor.create("task", {"unit": editor.unit, "title": title, "description": description,
                                   "due_date": due_date, "status": status})
 

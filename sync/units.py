@@ -97,6 +97,15 @@ def tier_of(code: str) -> str:
     )
 
 
+def unnamed(code: str) -> str:
+    """How a page names a unit the unit tree lacks (a village enrolled before ``cunsync units import``
+    listed it): 未命名村/社区（510903001009）; a code of no tier as it is"""
+    try:
+        return f"未命名{TIER_NAMES[tier_of(code)]}（{code}）"
+    except UnitCodeError:
+        return code
+
+
 def parent_of(code: str) -> str | None:
     """Code of the unit directly above ``code`` (None for a city)."""
     full = normalize_code(code)
@@ -318,6 +327,13 @@ def get_unit(db: Database, code: str) -> Unit | None:
     """The stored unit with ``code`` (any accepted form), or None."""
     found = _select(db, "code = ?", [normalize_code(code)])
     return found[0] if found else None
+
+
+def names(db: Database) -> dict[str, str]:
+    "Every unit's name in the stored tree, by code (none before ``cunsync units import``)"
+    if not db["units"].exists():
+        return {}
+    return {str(code): str(name) for code, name in db.execute("SELECT code, name FROM units")}
 
 
 def children(db: Database, code: str) -> list[Unit]:

@@ -30,6 +30,7 @@ def setup(n: Node, ids: dict[str, Any]) -> None:
     person = staff.create("person", {"unit": V1, **RESIDENT})
     ids["need"] = staff.create("need", {"unit": V1, "person": person, "category": "养老服务", "status": "待处理"})
     ids["need2"] = staff.create("need", {"unit": V1, "person": person, "category": "生活物资", "status": "待处理"})
+    ids["need3"] = staff.create("need", {"unit": V1, "person": person, "category": "医疗健康", "status": "待处理"})
     for status in FINISHED:
         ids[status] = staff.create("need", {"unit": V1, "person": person, "category": "其他", "status": status})
 
@@ -221,6 +222,22 @@ def test_township_staff_withdraw_an_escalation_with_a_reason_the_county_may_read
     assert liu.notice(liu.post(f"/staff/records/{need}/escalate", {"summary": "物资仍然不够，请区里协调"})
                       ).startswith("已上报县区")
     assert sorted(e.data["status"] for e in _escalations(world) if e.data["need"] == need) == ["已上报", "已撤回"]
+
+
+def test_the_county_returns_an_escalation_it_accepted_on_the_page_as_over_the_api(world: World, liu: Signed) -> None:
+    "已上报 or 已受理 may go back (已退回), with the reason: the page offers 退回 for both"
+    need = world.ids["need3"]
+    liu.notice(liu.post(f"/staff/records/{need}/escalate", {"summary": "需要区里协调就医"}))
+    [esc] = [e.id for e in _escalations(world) if e.data["need"] == need]
+    county = world.sign_in("county")
+    assert 'value="return"' in _row(county.get("/staff/escalations").text, esc)
+    assert county.post(f"/staff/escalations/{esc}", {"action": "accept"}).status_code == 303
+    row = _row(county.get("/staff/escalations").text, esc)
+    assert "已受理" in row and 'value="resolve"' in row and 'value="return"' in row
+    r = county.post(f"/staff/escalations/{esc}", {"action": "return", "answer": "应由镇街协调卫生院"})
+    assert r.status_code == 303 and r.headers["location"] == "/staff/escalations", r.text
+    [got] = [e.data for e in _escalations(world) if e.id == esc]
+    assert (got["status"], got["answer"]) == ("已退回", "应由镇街协调卫生院")
 
 
 @pytest.mark.parametrize("status", FINISHED)

@@ -34,6 +34,7 @@ from server.snapshots import (
     Cell, Part, PartHash, Snapshot, Snapshotter, Source, close_month, content_hash, snapshot_hash, task_cells,
 )
 from sync import reference as ref
+from sync import units as unitlib
 from sync.edit import Editor
 from sync.hlc import HLC
 from sync.wire import MSGPACK, encode
@@ -329,12 +330,14 @@ def test_villages_progress_on_a_countys_task_reaches_the_county_as_counts_per_to
     the township marks 广场社区 进行中. The township sends the counts only to a node above that asks for
     them (an older county would refuse a part it does not know); the county's page and `task list` show
     them per township and in total, the city's the progress on its own task per county, and a township
-    that sends none (an older version) counts nothing. The township's own roll-up counts its own task too"""
+    that sends none (an older version) counts nothing. The township's own roll-up counts its own task too.
+    Each task's status shows beside it, as in `task list`: the city's was withdrawn (已取消)"""
     town, county, city = (Node(tmp_path / f"{u}.db", u) for u in (T_A, COUNTY, CITY))
     try:
         for n in (town, county, city):
             ensure_units(n)
         city_task = ref.add_task(city.editor("市民政局"), "全市防汛排查")
+        ref.set_task_status(city.editor("市民政局"), city_task, "已取消")
         county.store.apply([op for _, op in city.store.ops_since(0)])  # as the links bring them down
         task = ref.add_task(county.editor("区民政局"), "高龄老人走访", due_date="2026-12-31")
         own = ref.add_task(town.editor("liu"), "镇里自己的任务")  # the township's own: not the county's to follow
@@ -374,34 +377,55 @@ def test_villages_progress_on_a_countys_task_reaches_the_county_as_counts_per_to
     finally:
         for n in (town, county, city):
             n.close()
-    assert task_rows(page) == ["高龄老人走访 截止 2026-12-31 育才路街道 1 1 1", "合计 1 1 1",  # the soonest due first
-                               "全市防汛排查 育才路街道 0 0 3", "合计 0 0 3"]
-    assert task_rows(city_page) == ["全市防汛排查 船山区 0 0 3", "合计 0 0 3"]  # the county's task is not the city's
-    assert exported == [["任务", "截止日期", "下级单位代码", "下级单位", "已完成", "进行中", "未开始或未报"],
-                        ["高龄老人走访", "2026-12-31", T_A, "育才路街道", 1, 1, 1], ["高龄老人走访", "2026-12-31", "", "合计", 1, 1, 1],
-                        ["全市防汛排查", "", T_A, "育才路街道", 0, 0, 3], ["全市防汛排查", "", "", "合计", 0, 0, 3]]
-    assert task_rows(town_page)[-4:] == ["镇里自己的任务 育才社区 0 0 1", "广场社区 1 0 0", "和平社区 0 0 1", "合计 1 0 2"]
+    assert task_rows(page) == ["高龄老人走访 截止 2026-12-31 待办 育才路街道 1 1 1", "合计 1 1 1",  # the soonest due first
+                               "全市防汛排查 已取消 育才路街道 0 0 3", "合计 0 0 3"]
+    assert task_rows(city_page) == ["全市防汛排查 已取消 船山区 0 0 3", "合计 0 0 3"]  # the county's is not the city's
+    assert exported == [["任务", "截止日期", "状态", "下级单位代码", "下级单位", "已完成", "进行中", "未开始或未报"],
+                        ["高龄老人走访", "2026-12-31", "待办", T_A, "育才路街道", 1, 1, 1],
+                        ["高龄老人走访", "2026-12-31", "待办", "", "合计", 1, 1, 1],
+                        ["全市防汛排查", "", "已取消", T_A, "育才路街道", 0, 0, 3],
+                        ["全市防汛排查", "", "已取消", "", "合计", 0, 0, 3]]
+    assert task_rows(town_page)[-4:] == ["镇里自己的任务 待办 育才社区 0 0 1", "广场社区 1 0 0", "和平社区 0 0 1", "合计 1 0 2"]
     assert listed.exit_code == 0, listed.output
+    assert [line.split("  ", 2)[2].split("  ", 1)[0] for line in listed.output.splitlines()] == ["待办", "已取消"]
     assert [line.split("  ", 3)[3] for line in listed.output.splitlines()] == [
         "2026-12-31  高龄老人走访  已完成 1 · 进行中 1 · 未开始/未报 1", "-  全市防汛排查  已完成 0 · 进行中 0 · 未开始/未报 3"]
 
 
 def test_a_village_with_a_tablet_but_missing_from_the_unit_tree_counts_for_a_task_as_on_the_tasks_page(
         tmp_path: Path) -> None:
-    "Its tablet may report any day: the county counts it 未开始 meanwhile, as the township's 任务 page does"
+    """Its tablet may report any day: the county counts it 未开始 meanwhile, as the township's 任务 page does.
+    The township's snapshot follows enrolments, revocations and `units import` at once, though none of
+    them writes an op"""
     town = Node(tmp_path / "town.db", T_A)
+    snapshotter = Snapshotter(town.store, T_A)
+
+    def villages() -> set[str]:
+        parts, _, _ = snapshotter.parts()
+        return {c.k[0] for c in parts["tasks"].cells}
+
     try:
         ensure_units(town)
         task = ref.add_task(town.editor("liu"), "走访")
+        tree = villages()
         outside = "510903001009"  # under the township, not in its sample tree
         town.add_device(outside, "li")
         revoked, _ = town.add_device("510903001008", "zhou")
+        enrolled = villages()
         town.revoke(revoked)
         cells = {tuple(c.k): c.v for c in task_cells(town.store, T_A)}
+        after_revoking = villages()
+        unitlib.load_units(town.store.db, [unitlib.Unit("510903001004", "新建社区", "village", T_A)])
+        after_import = villages()
+        name = node_rollup(town, snapshotter).name(outside)  # as /rollup and its exports name it
     finally:
         town.close()
     assert cells[(outside, task)] == [0, 0] and ("510903001008", task) not in cells  # a revoked tablet's is not
     assert (V_A1, task) in cells  # the tree's villages as before
+    assert enrolled == tree | {outside, "510903001008"}
+    assert after_revoking == tree | {outside}
+    assert after_import == tree | {outside, "510903001004"}
+    assert name == f"未命名村/社区（{outside}）"  # as the workbench's 任务 page names it
 
 
 def test_the_xlsx_export_leaves_out_control_characters_a_title_may_carry() -> None:
@@ -410,7 +434,7 @@ def test_the_xlsx_export_leaves_out_control_characters_a_title_may_carry() -> No
     ro.children = [T_A]
     ro.tasks = [{"id": "0190f0c2-0000-7000-8000-000000000001", "title": "走访\x01独居老人", "due_date": None}]
     rows = list(openpyxl.load_workbook(io.BytesIO(to_xlsx(ro)))["任务进度"].iter_rows(values_only=True))
-    assert rows[1][:4] == ("走访独居老人", None, T_A, "育才路街道")
+    assert rows[1][:5] == ("走访独居老人", None, None, T_A, "育才路街道")
 
 
 def task_rows(page: str) -> list[str]:

@@ -348,8 +348,8 @@ def test_exports_keep_text_that_looks_like_a_formula_as_text() -> None:
                                                                          Cell([V2, "@SUM(1)", "待处理"], [4])])}
     ro = build(TOWNSHIP, parts)
     rows = list(csv.reader(io.StringIO(to_csv(ro).lstrip("\ufeff"))))
-    assert [V1, V1, "'" + evil, "3"] in [r[:4] for r in rows]
-    assert [V2, V2, "'@SUM(1)", "4"] in [r[:4] for r in rows]
+    assert [V1, f"未命名村/社区（{V1}）", "'" + evil, "3"] in [r[:4] for r in rows]  # no unit tree here
+    assert [V2, f"未命名村/社区（{V2}）", "'@SUM(1)", "4"] in [r[:4] for r in rows]
     wb = openpyxl.load_workbook(io.BytesIO(to_xlsx(ro)))
     cells = [c for ws in wb.worksheets for row in ws.iter_rows() for c in row]
     assert not [c.coordinate for c in cells if c.data_type == "f"]

@@ -134,6 +134,29 @@ def test_typed_fields_arrive_as_sent(node: Node, signed: dict[str, tuple[TestCli
     assert (r.status_code, r.json()["unit"], r.json()["user"]) == (200, V1, "张丽"), r.text
 
 
+@pytest.mark.parametrize(("due", "code"), [("2026-02-30", "no_such_date"), ("２０２６-０２-３０", "no_such_date"),
+                                         ("2026/02/03", "invalid_value")])
+def test_a_tasks_due_date_is_checked_as_the_command_line_checks_it(
+        node: Node, signed: dict[str, tuple[TestClient, str]], due: str, code: str) -> None:
+    "A date not on the calendar is refused, as `cunsync task add --due` refuses it, and nothing is written"
+    c, csrf = signed["liu"]
+    before = _written(node)
+    r = c.post("/api/staff/tasks", json={"title": "走访", "due_date": due}, headers={"x-csrf-token": csrf})
+    assert (r.status_code, r.json()["error"]["code"]) == (400, code), r.text
+    assert r.json()["error"]["details"] == {"collection": "task", "field": "due_date"}
+    assert _written(node) == before
+
+
+def test_a_tasks_due_date_typed_full_width_is_stored_in_ascii(
+        node: Node, signed: dict[str, tuple[TestClient, str]]) -> None:
+    "So a tablet sees it overdue once past, and lists sort it among the others"
+    c, csrf = signed["liu"]
+    r = c.post("/api/staff/tasks", json={"title": "走访", "due_date": "２０２５-０１-３１"}, headers={"x-csrf-token": csrf})
+    assert r.status_code == 201, r.text
+    record = node.store.get(r.json()["id"])
+    assert record is not None and record.data["due_date"] == "2025-01-31"
+
+
 def _over_the_limit(body: bytes, chunked: bool) -> dict[str, Any]:
     "A request's body and how it is sent: with its Content-Length, or in chunks without one"
     chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]

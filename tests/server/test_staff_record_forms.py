@@ -120,3 +120,13 @@ def test_saving_another_field_keeps_a_stored_date_that_is_not_a_real_one(desk: D
     # staff may still correct such a date
     assert save(desk, f"/staff/records/{pid}", birth_date="1942-02-28").startswith("已保存：出生日期。")
     assert data(desk, pid)["birth_date"] == "1942-02-28"
+
+
+def test_a_tablets_push_is_kept_as_sent_with_values_the_forms_refuse(desk: Desk) -> None:
+    """What the README says: the node's forms, commands and staff API refuse a date not on the calendar, but a
+    tablet's ops (``Tablet.create``, an older app's form) are kept as sent, never a refused batch that would
+    strand the tablet's queue; staff correct the value on the record's page"""
+    pid = desk.tab.editor.create("person", {"unit": V1, "name": "张秀英", "birth_date": "2024-02-30"})
+    desk.sync()
+    assert data(desk, pid)["birth_date"] == "2024-02-30"
+    assert save(desk, f"/staff/records/{pid}", birth_date="2024-02-29").startswith("已保存：出生日期。")
