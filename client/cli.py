@@ -15,7 +15,7 @@ import httpx
 
 import sync
 from sync import checks
-from sync.disk import is_disk_full
+from sync.disk import is_disk_full, is_read_only
 from sync.errors import SyncError
 from sync.reference import now_text
 from sync.schema import GROUPS, PROVIDER_KINDS, URGENCIES
@@ -141,19 +141,24 @@ def opened(db: str, *, warn: bool = True) -> Iterator[Tablet]:
 
 
 def _run(fn: Callable[[], Any]) -> Any:
-    "Domain errors, and the tablet's own full disk, become click errors only here, at the CLI layer"
+    "Domain errors, and the tablet's own full or read-only storage, become click errors only here, at the CLI layer"
     try:
         return fn()
     except (SyncError, SyncFailed, NodeUnreachable, NotEnrolled, AlreadyEnrolled, PinError) as e:
         raise click.ClickException(str(e)) from None
     except Exception as e:  # sqlite3's, SQLCipher's (an encrypted tablet's) or the OS's
-        if not is_disk_full(e):
-            raise
         # the write that failed was rolled back; what was saved before stays, and a sync resumes
-        raise click.ClickException(
-            f"this tablet's storage is full ({e}). Nothing saved on it is lost, and what the node acknowledged "
-            "the node holds; the step that failed wrote nothing. Free space on the tablet (delete photos, "
-            "videos or apps it does not need), then run the command again") from None
+        if is_disk_full(e):
+            raise click.ClickException(
+                f"this tablet's storage is full ({e}). Nothing saved on it is lost, and what the node acknowledged "
+                "the node holds; the step that failed wrote nothing. Free space on the tablet (delete photos, "
+                "videos or apps it does not need), then run the command again") from None
+        if is_read_only(e):
+            raise click.ClickException(
+                f"this tablet's storage cannot be written ({e}). Nothing saved on it is lost; the step that failed "
+                "wrote nothing. Restart the tablet (its storage may have been remounted read-only after an "
+                "error), then run the command again") from None
+        raise
 
 
 def _csv(value: str | None) -> list[str]:

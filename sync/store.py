@@ -575,15 +575,19 @@ class Store:
         self._checkpointer: Checkpointer | None = None
         conn = open_connection(self.path, key)
         self.db = sqlite_utils.Database(conn)
-        if self.path != ":memory:":
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        conn.execute("PRAGMA foreign_keys=OFF")
-        conn.execute("PRAGMA cache_size=-65536")
-        # a batch can write more pages than the default checkpoint size: don't checkpoint every commit
-        conn.execute("PRAGMA wal_autocheckpoint=20000")
         self.conn = conn
-        self._migrate()
+        try:
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            conn.execute("PRAGMA cache_size=-65536")
+            # a batch can write more pages than the default checkpoint size: don't checkpoint every commit
+            conn.execute("PRAGMA wal_autocheckpoint=20000")
+            self._migrate()
+        except BaseException:
+            conn.close()  # a read-only or full disk, say: nothing is left open
+            raise
         self.lock = threading.RLock()
         self._sites: dict[str, int] = {}
         self._devices: dict[int, str] = {}

@@ -134,3 +134,28 @@ def test_a_sync_that_fills_the_tablet_s_storage_says_so_and_loses_nothing(
     with Tablet(db, pin=PIN) as tab:
         assert tab.pending() == 0 and tab.get(mine) is not None
         assert len(tab.list("person")) == 301
+
+
+def test_a_command_on_read_only_storage_says_so_and_writes_nothing(
+    tmp_path: Path, node_db: Path, node: NodeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    "Storage turned read-only under the tablet (as after an I/O error): a clear error, no traceback"
+    db = str(tmp_path / "tablet.db")
+    node.start()
+    assert run("tablet", "init", "--db", db, "--server", node.url, "--code", code_for(node_db)).exit_code == 0
+
+    class ReadOnly(Tablet):
+        "Every write is refused as on a read-only file system: SQLite's own SQLITE_READONLY"
+
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            self.store.conn.execute("PRAGMA query_only = ON")
+
+    monkeypatch.setattr(client_cli, "Tablet", ReadOnly)
+    r = run("person", "add", "--db", db, "--name", "张秀英")
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("Error: this tablet's storage cannot be written (attempt to write a readonly "
+                               "database). Nothing saved on it is lost"), r.output
+    monkeypatch.undo()
+    with Tablet(db, pin=PIN) as tab:
+        assert tab.list("person") == []

@@ -13,7 +13,8 @@ import msgspec
 import pytest
 
 from sync import Editor, Op, Store, uuid7
-from sync.store import REF_FIELDS
+from sync import store as store_module
+from sync.store import REF_FIELDS, open_connection
 from sync.types import SET
 
 MakeEditor = Callable[..., Editor]
@@ -240,7 +241,8 @@ def test_records_naming_a_record_are_found_through_an_index(db_path: Path, make_
         assert not indexes & {"records_person", "records_need", "records_merged_into"}  # the old ones dropped
 
 
-def test_an_upgrade_that_fails_leaves_the_database_as_it_was(db_path: Path, make_editor: MakeEditor) -> None:
+def test_an_upgrade_that_fails_leaves_the_database_as_it_was(db_path: Path, make_editor: MakeEditor,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A database made by an older version is brought up to date in one transaction: when a step fails (here
     the last index, whose name an odd table holds), the open raises and nothing of the upgrade is kept; it
     opens once the obstacle is gone. A database already up to date is only read on open."""
@@ -250,8 +252,13 @@ def test_an_upgrade_that_fails_leaves_the_database_as_it_was(db_path: Path, make
             s.conn.execute(f"DROP INDEX records_ref_{field}")
             s.conn.execute(f"ALTER TABLE records DROP COLUMN ref_{field}")
         s.conn.execute("CREATE TABLE records_ref_merged_into (x)")  # in the way of the last index
+    opened: list[sqlite3.Connection] = []
+    monkeypatch.setattr(store_module, "open_connection", lambda *a: opened.append(open_connection(*a)) or opened[-1])
     with pytest.raises(sqlite3.OperationalError, match="records_ref_merged_into"):
         Store(db_path)
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):  # the failed open left no connection open
+        opened[0].execute("SELECT 1")
+    monkeypatch.undo()
     with closing(sqlite3.connect(db_path)) as c:  # as it was: no ref_ column, none of the new indexes
         assert not {r[1] for r in c.execute("PRAGMA table_info(records)")} & {f"ref_{f}" for f in REF_FIELDS}
         assert "records_ref_person" not in {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
