@@ -790,15 +790,16 @@ class Node:
     def _follow_merges(self, ops: Sequence[Op]) -> None:
         """Needs and services that name a resident merged into another since (a tablet recorded them
         before it heard of the merge) move to the kept resident and its village, as the merge moved the
-        others: by ops of this node, in the name of the staff member who merged"""
+        others: by ops of this node, in the name of the staff member who merged. Not those of a resident an
+        older version left half-merged (current) whose merge leads to no current resident: the tablets show
+        her as a resident of her own, and staff keep her so (保留为独立居民)"""
         named = {op.value for op in ops if op.field == "person" and op.kind == SET
                  and op.coll in ("need", "service") and isinstance(op.value, str)}
-        merged: dict[str, str] = {}
+        merged: dict[str, int] = {}  # whether each is deleted, by id
         for chunk in _chunks(sorted(named)):
             merged.update(self.store.conn.execute(
-                "SELECT id, json_extract(data, '$.merged_into') FROM records WHERE coll = 'person'"
-                f" AND id IN ({','.join('?' * len(chunk))}) AND json_extract(data, '$.merged_into') IS NOT NULL",
-                chunk).fetchall())
+                "SELECT id, deleted FROM records WHERE coll = 'person'"
+                f" AND id IN ({','.join('?' * len(chunk))}) AND ref_merged_into IS NOT NULL", chunk).fetchall())
         if not merged:
             return
         for rid in sorted({op.record for op in ops if op.field == "person" and op.value in merged}):
@@ -810,6 +811,8 @@ class Node:
             target = self.store.get(keep)
             if target is None or target.coll != "person":
                 continue
+            if not merged[drop] and target.deleted:
+                continue  # she is current, left half-merged by an older version, her merge leading nowhere: hers
             self.editor(self._last_author(drop, "merged_into")).move_to(rid, keep)
 
     def _follow_restores(self, ops: Sequence[Op]) -> None:

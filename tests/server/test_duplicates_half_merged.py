@@ -179,3 +179,22 @@ def test_the_kept_residents_page_shows_what_a_tablet_wrote_on_the_merged_one_aft
     assert [r[2:] for r in rows] == [["张丽", dev, "电话", "13900000000"], ["张丽", dev, "姓名", "黄玉珍", held],
                                      ["张丽", dev, "出生日期", "1938-06-01", held],
                                      ["张丽", dev, "住址", "育才路", "3", "号"]]
+
+
+def test_a_need_recorded_for_one_whose_merge_leads_to_no_current_resident_stays_hers(
+        desk: Desk, half: dict[str, str]) -> None:
+    """A need a tablet records for a resident left half-merged follows her merge only while it leads to a current
+    resident: once the resident she was merged into is gone, she is a resident of her own on the tablets, and a
+    need recorded for her stays hers (not moved to the one gone, where it would be cancelled)"""
+    desk.sync()
+    to_kept = desk.tab.editor.create("need", {"person": half["restored"], "unit": V1, "category": "养老服务"})
+    desk.sync()
+    rec = desk.node.store.get(to_kept)
+    assert rec is not None and rec.data["person"] == half["k"]  # her merge leads to k, who is current
+    desk.node.editor("liu").delete(half["k"])  # k is gone
+    desk.sync()
+    hers = desk.tab.editor.create("need", {"person": half["restored"], "unit": V1, "category": "养老服务"})
+    desk.sync()
+    rec = desk.node.store.get(hers)
+    assert rec is not None and rec.data["person"] == half["restored"] and rec.data.get("status") != "已取消"
+    assert [r.id for r in desk.node.store.records("need", naming=("person", half["restored"]))] == [hers]
