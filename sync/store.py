@@ -11,8 +11,9 @@ Tables (sqlite-utils can open any of them):
     authors     (user, unit, tier) triples ops were written by
     superseded  op ids some op named in ``pred`` (scoped to that op's record) that were not live here
                 then: ops not held yet, which then arrive dead (and ops superseded twice)
-    records     the current record: winning values as JSON, its live ops, deleted, unit, conflicts, and
-                ``log``: the sequence numbers of all its ops, a JSON array (``json_each`` reads it in SQL)
+    records     the current record: winning values as JSON, its live ops, deleted, unit, conflicts,
+                ``log``: the sequence numbers of all its ops, a JSON array (``json_each`` reads it in SQL), and
+                ``ref_person``, ``ref_need``, ``ref_merged_into``: the records it names (``REF_FIELDS``)
     conflicts   the open conflicts, one row per (record, field)
     moves       each change of a record's unit from one unit to another, for scope changes on tablets;
                 from NULL when a record held without a unit (its first ops came late) gets one
