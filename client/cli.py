@@ -317,7 +317,8 @@ def tablet_ui(db: str, port: int, open_browser: bool, server: str) -> None:
         raise click.ClickException(f"cannot serve on 127.0.0.1:{port}: {e.strerror or e}; "
                                    "choose another --port") from None
     tapp = _run(lambda: TabletApp(db, port=port, pin=(pin or None) if _has_data(db) else None, server=server))
-    state = "unlocked" if tapp.unlocked else "locked: enter the PIN" if tapp.set_up else "not set up yet"
+    state = ("unlocked" if tapp.unlocked else f"locked: {tapp.start_error}" if tapp.start_error
+             else "locked: enter the PIN" if tapp.set_up else "not set up yet")
     click.echo(f"the tablet app is at {tapp.origin}/ ({state}); Ctrl-C stops it")
     try:
         serve_ui(tapp, open_browser=open_browser)

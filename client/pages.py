@@ -268,19 +268,26 @@ def _as_removed(tab: Tablet, rec: Record) -> Record:
     return dataclasses.replace(rec, data={**rec.data, **{k: tab.store.last_value(rec.id, k) for k in ("name", "notes")}})
 
 
-def _resident(tab: Tablet, rec: Record) -> Record:
-    """The resident a need or service (``rec``) is for, as its page shows it: a removed one too (``_removed``),
-    whose records the page shows read-only"""
-    pid = str(rec.data.get("person", ""))
+def _resident_shown(tab: Tablet, pid: str) -> Record:
+    """Resident ``pid`` as her pages show her: a removed one too (``_removed``, ``_as_removed``), whose pages
+    are read-only; NotFound for one deleted otherwise"""
     named = tab.get(pid)
     return _as_removed(tab, named) if named is not None and _removed(named) else _record(tab, pid, "person")
 
 
+def _resident(tab: Tablet, rec: Record) -> Record:
+    "The resident a need or service (``rec``) is for, as its page shows it (``_resident_shown``)"
+    return _resident_shown(tab, str(rec.data.get("person", "")))
+
+
 def _editable(rec: Record, p: Record) -> None:
-    "Refuse to save a need or service (``rec``) of a removed resident (``p``): it is shown read-only"
+    """Refuse to save a removed resident (``p``), or a need or service (``rec``) of hers: they are shown
+    read-only"""
     if _removed(p):
-        raise ReadOnly(f"{rec.coll} {rec.id} is of resident {p.id}, who was removed: it can no longer be changed",
-                       details={"record": rec.id, "person": p.id}, code="resident_removed")
+        what = (f"resident {p.id} was removed" if rec.id == p.id
+                else f"{rec.coll} {rec.id} is of resident {p.id}, who was removed")
+        raise ReadOnly(f"{what}: it can no longer be changed", details={"record": rec.id, "person": p.id},
+                       code="resident_removed")
 
 
 def _cancelled_by_removal(tab: Tablet, n: Record, p: Record) -> Op | None:
@@ -295,13 +302,23 @@ def _cancelled_by_removal(tab: Tablet, n: Record, p: Record) -> Op | None:
     return cancel
 
 
+def _kept(tab: Tablet, pid: str) -> Record | None:
+    """The current resident that resident ``pid`` was merged into (following merges), when this tablet holds
+    her; None when ``pid`` was not merged, or when its merge leads nowhere: to a resident removed since
+    (迁出/注销), or one of another village"""
+    kept = tab.get(tab.store.resolve_id(pid))
+    if kept is None or kept.id == pid or kept.coll != "person" or kept.deleted or kept.merged_into is not None:
+        return None
+    return kept
+
+
 def _person_for(tab: Tablet, pid: str) -> Record:
     """The resident a new need or service is saved for: the one the form names, or, when a sync merged
     that resident into another since the form was shown, the kept one (what the tablet records for a
     merged-away resident follows the merge). A kept resident this tablet does not hold (one of another
     village) leaves the merged-away one: the node moves what is saved for it to the kept one."""
-    kept = tab.get(tab.store.resolve_id(pid))
-    if kept is not None and kept.id != pid and kept.coll == "person" and not kept.deleted:
+    kept = _kept(tab, pid)
+    if kept is not None:
         return kept
     named = tab.get(pid)
     if named is not None and (named.merged_into is not None or _removed(named)):
@@ -391,9 +408,7 @@ def _merged_away(tab: Tablet, rec: Record | None) -> dict[str, str] | None:
     resident, one of another village); None if ``rec`` was not merged away"""
     if rec is None or rec.merged_into is None:
         return None
-    kept = tab.get(tab.store.resolve_id(rec.id))
-    if kept is None or kept.coll != "person" or kept.deleted or kept.merged_into is not None:
-        kept = None
+    kept = _kept(tab, rec.id)
     return {"name": str(rec.data.get("name") or tab.store.last_value(rec.id, "name") or ""),
             "kept": kept.id if kept else "",
             "kept_name": str(kept.data.get("name", "")) if kept else "另一位居民（本机没有这位居民的登记）"}
@@ -668,9 +683,9 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
         rid = request.path_params["id"]
 
         def load(tab: Tablet) -> dict[str, Any] | str:
-            real = tab.store.resolve_id(rid)
-            if real != rid:
-                return real
+            kept = _kept(tab, rid)  # a merge that leads nowhere leaves her own page (a half-merged resident's)
+            if kept is not None:
+                return kept.id
             rec = _as_removed(tab, _person(tab, rid))
             needs = tab.store.records("need", naming=("person", rid))
             services = tab.store.records("service", naming=("person", rid))
@@ -691,17 +706,18 @@ def page_routes(tapp: TabletApp) -> list[BaseRoute]:
 
     async def person_edit(request: Request) -> Response:
         rid = request.path_params["id"]
-        rec = await tapp.run(lambda tab: _record(tab, rid, "person"))
+        rec = await tapp.run(lambda tab: _resident_shown(tab, rid))
         return await render(request, "person_form.html", {
-            "mode": "edit", "p": rec, "values": forms.as_form(rec.data), "shown": rec.data, "errors": {},
-            "dupes": [], "cat": forms.catalogues()})
+            "mode": "edit", "p": rec, "removed": _removed(rec), "values": forms.as_form(rec.data), "shown": rec.data,
+            "errors": {}, "dupes": [], "cat": forms.catalogues()})
 
     async def person_update(request: Request) -> Response:
         rid = request.path_params["id"]
         form = await form_of(request)
 
         def save(tab: Tablet) -> tuple[Record, dict[str, str], list[Record], dict[str, Any]]:
-            rec = _record(tab, rid, "person")
+            rec = _resident_shown(tab, rid)
+            _editable(rec, rec)
             values, errors = forms.parse("person", form, editing=True, before=_shown(form, rec.data))
             told: dict[str, str] = {}
             # only a changed ID number: one a synced duplicate shares already must not freeze the record

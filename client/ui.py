@@ -134,7 +134,8 @@ class TabletApp:
 
     ``pin`` unlocks at once (``CUNSYNC_PIN``); a database set up without a PIN opens without one; a
     database that does not exist yet is set up on the set-up page (``server`` is the address it
-    suggests). ``client`` (tests) is the httpx client the sync uses.
+    suggests). A tablet whose storage, full or read-only, refuses that first unlock starts locked, its
+    unlock page saying why (``notice``). ``client`` (tests) is the httpx client the sync uses.
     """
 
     def __init__(self, db: str | Path, *, port: int, pin: str | None = None, host: str = "127.0.0.1",
@@ -154,8 +155,13 @@ class TabletApp:
         self._failures, self._wait_until = 0, 0.0
         #: searches by token (``client.pages``), while unlocked
         self.searches: ShortTerm[str, str] = ShortTerm(SEARCHES_KEPT, SEARCH_SECONDS)
+        #: why unlocking at start failed, for the command line: the storage's refusal (``_storage_refused``)
+        self.start_error = ""
         if pin is not None or (self.set_up and not is_encrypted(self.db)):
-            self.unlock(pin)
+            try:
+                self.unlock(pin)
+            except (StorageFull, Unavailable) as e:  # the app starts locked; its unlock page says why, and retries
+                self.notice, self.start_error = ERROR_TEXT[e.code], e.message
 
     @property
     def hosts(self) -> set[str]:

@@ -194,17 +194,25 @@ def test_a_tablet_whose_storage_cannot_be_written_says_so_at_unlock_and_opens_on
         def __init__(self, *args: object, **kw: object) -> None:
             raise exc
 
+    def alerts(page: str) -> list[str]:
+        return re.findall(r'class="error" role="alert">([^<]*)<', page)
+
     monkeypatch.setattr(tablet_module, "Store", Upgrading)
     r = post(client, tapp, "/unlock", {"pin": PIN})
     assert r.status_code == status and not tapp.unlocked
-    assert re.findall(r'class="error" role="alert">([^<]*)<', r.text) == [ERROR_TEXT[code]]
-    with pytest.raises(SyncError) as e:  # `cunsync tablet ui` with the PIN in the environment says it in English
-        TabletApp(db, port=PORT, pin=PIN)
-    assert e.value.code == code and "Nothing saved on it is lost" in e.value.message
+    assert alerts(r.text) == [ERROR_TEXT[code]]
 
-    monkeypatch.undo()  # space freed, the storage writable again
-    r = post(client, tapp, "/unlock", {"pin": PIN})
-    assert r.status_code == 303 and "张三" in client.get("/people").text
+    # `cunsync tablet ui` with the PIN in the environment (or a tablet set up without one) unlocks at start:
+    # it starts locked, its command line says why in English and its unlock page in Chinese
+    started = TabletApp(db, port=PORT, pin=PIN)
+    with TestClient(create_app(started), base_url=ORIGIN, follow_redirects=False) as c:
+        assert not started.unlocked and "Nothing saved on it is lost" in started.start_error
+        assert c.get("/").headers["location"] == "/unlock" and alerts(c.get("/unlock").text) == [ERROR_TEXT[code]]
+
+        monkeypatch.undo()  # space freed, the storage writable again
+        r = post(c, started, "/unlock", {"pin": PIN})
+        assert r.status_code == 303 and "张三" in c.get("/people").text
+        assert started.notice == ""
 
 
 def test_locking_closes_the_tablet(tapp: TabletApp, unlocked: TestClient) -> None:
@@ -765,15 +773,16 @@ def test_a_conflict_on_a_resident_merged_into_another_villages_links_nowhere_dea
     card = card[:card.index("</form>\n  </div>")]
     assert "居民 · 张三" in card and "另一位居民（本机没有这位居民的登记）" in card and "告诉镇街" in card
     assert 'href="/people/' not in card, card
-    r = unlocked.get(f"/people/{drop}")  # what a link to her would have opened: the kept one's page, not here
-    assert r.status_code == 303 and unlocked.get(r.headers["location"]).status_code == 404
+    page = unlocked.get(f"/people/{drop}")  # the kept one's page is not here: hers, as a deleted record's
+    assert page.status_code == 200 and "这位居民的记录已被删除" in page.text and "修改信息" not in page.text
 
 
 def test_a_resident_kept_as_one_of_her_own_after_a_half_merge_has_her_card_again(
         tapp: TabletApp, unlocked: TestClient) -> None:
     """An older node left her merged into a resident this tablet never held, yet current (half-merged): her
-    card led to a page that is not here. Township staff keep her as a resident of her own (保留为独立居民:
-    her ``merged_into`` set to null); once the tablet has that op, her card is an ordinary resident's"""
+    card opens her own page (the kept one's is not here). Township staff keep her as a resident of her own
+    (保留为独立居民: her ``merged_into`` set to null); once the tablet has that op, her card is an ordinary
+    resident's"""
     from sync.ops import uuid7
     from sync.store import Store
 
@@ -784,7 +793,7 @@ def test_a_resident_kept_as_one_of_her_own_after_a_half_merge_has_her_card_again
     staff.update(pid, {"merged_into": str(uuid7())})
     tapp.read(lambda t: t.store.apply([op for _, op in node.ops_since(0)]))
     r = unlocked.get(f"/people/{pid}")
-    assert r.status_code == 303 and unlocked.get(r.headers["location"]).status_code == 404
+    assert r.status_code == 200 and f'href="/people/{pid}/edit">修改信息' in r.text
 
     staff.update(pid, {"merged_into": None})
     tapp.read(lambda t: t.store.apply([op for _, op in node.ops_since(0)]))
@@ -792,6 +801,34 @@ def test_a_resident_kept_as_one_of_her_own_after_a_half_merge_has_her_card_again
     assert page.status_code == 200 and f'href="/people/{pid}/edit">修改信息' in page.text
     assert "已被删除" not in page.text and "合并" not in page.text and "＋ 记录需求" in page.text
     assert tapp.read(lambda t: t.get(pid)).data["merged_into"] is None
+
+
+def test_a_half_merged_resident_whose_kept_one_was_removed_opens_her_own_page(
+        tapp: TabletApp, unlocked: TestClient) -> None:
+    """She is current, yet merged into another resident (an older version's half-done merge, or an older
+    tablet's 恢复 of the merged-away registration) whom township staff removed since (迁出/注销): she is
+    listed, and her card opens her own page to edit and record for, not the removed resident's read-only one.
+    While the kept resident was current, her card led there."""
+    from sync.store import Store
+
+    keep = people(tapp)["张三"]
+    drop = tapp.read(lambda t: t.create("person", {"name": "张三", "birth_date": "1942-03-08"}))
+    node = Store()
+    node.apply([op for _, op in tapp.read(lambda t: t.store.ops_since(0))])
+    staff = Editor(node, device="node-510903001000", user="刘主任", unit="510903001000", tier="township")
+    staff.update(drop, {"merged_into": keep})
+    tapp.read(lambda t: t.store.apply([op for _, op in node.ops_since(0)]))
+    r = unlocked.get(f"/people/{drop}")
+    assert r.status_code == 303 and r.headers["location"] == f"/people/{keep}"
+
+    staff.delete(keep)  # removed: deleted, merged into no one
+    tapp.read(lambda t: t.store.apply([op for _, op in node.ops_since(0)]))
+    assert f'href="/people/{drop}"' in unlocked.get("/people").text
+    page = unlocked.get(f"/people/{drop}")
+    assert page.status_code == 200, page.headers.get("location")
+    assert f'href="/people/{drop}/edit">修改信息' in page.text and "＋ 记录需求" in page.text
+    assert "该居民已迁出/注销" not in page.text
+    assert unlocked.get(f"/people/{drop}/edit").status_code == 200
 
 
 def test_need_status_moves_only_as_allowed(tapp: TabletApp, unlocked: TestClient) -> None:

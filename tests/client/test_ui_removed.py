@@ -1,7 +1,8 @@
 """A resident township staff took out of the township's records (迁出/注销) in the tablet app: a need or service
 form open when a sync brings the removal still saves, for her, and says what happens to it (a need the node
 then cancels; a service that stays and counts); her needs and services, still listed, open read-only, with
-the escalation's withdrawal and why a need was cancelled, and a save of one is refused with nothing written.
+the escalation's withdrawal and why a need was cancelled, and a save of one is refused with nothing written;
+her own edit form too.
 
 A township node runs in process (its app over Starlette's TestClient, which the tablet's sync uses too):
 staff remove her on the workbench as they do, and the node's follow-ups run as they do.
@@ -176,9 +177,14 @@ def test_her_needs_and_services_open_read_only_and_saving_one_is_refused(world: 
     assert "该居民已迁出/注销" in person and f'href="/needs/{n1}/edit">查看</a>' in person
     assert f'href="/services/{s1}/edit"' in person and "修改信息" not in person
     assert '<h2 class="grow">张秀英' in person and "移出本镇街（去世）" in person  # her notes say why
+    edit = w.app.get(f"/people/{pid}/edit")  # a link to her edit form: read-only too, not a 404
+    assert edit.status_code == 200 and "移出本镇街（去世）" in edit.text and ">保存</button>" not in edit.text
+    assert ("查看居民信息 · 张秀英 该居民已迁出/注销：镇街已将其移出本镇街的记录（原因见备注）。"
+            "这位居民的信息只能查看，不能修改。") in text(edit.text)
 
     before = count_ops(w)
-    for url, data in ((f"/needs/{n1}/edit", {"status": "服务中"}), (f"/services/{s1}/edit", {"minutes": "60"})):
+    for url, data in ((f"/needs/{n1}/edit", {"status": "服务中"}), (f"/services/{s1}/edit", {"minutes": "60"}),
+                      (f"/people/{pid}/edit", {"name": "张秀英", "phone": "13911112222"})):
         r = post(w.app, w.tapp, url, {"shown": "{}", **data})
         assert r.status_code == 403 and "该居民已迁出/注销，这条记录只能查看，不能修改。没有保存任何内容" in r.text
     assert count_ops(w) == before
