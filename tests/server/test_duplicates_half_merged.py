@@ -8,8 +8,7 @@ resident's page."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -32,13 +31,6 @@ def merged_into(store: Store, record: str, kept: str, *, deleted: bool = False) 
         ops.append(Op("node-old", store.count_ops() + 2, hlc + 1, "person", record, "_deleted", SET, True,
                       tuple(store.live_ids(record, "name")), "liu", V1, TIER_RANK["township"]))
     store.apply(ops)
-
-
-@pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Desk]:
-    d = Desk(tmp_path / "township.db")
-    yield d
-    d.close()
 
 
 @pytest.fixture

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from staff_world import browser_form
 from sync import reference as ref
@@ -20,13 +16,6 @@ from sync.schema import CATEGORIES
 from sync.types import SET
 from test_pullcache import V1
 from test_staff_stale_forms import Desk
-
-
-@pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Desk]:
-    d = Desk(tmp_path / "township.db")
-    yield d
-    d.close()
 
 
 def save(desk: Desk, action: str, page: str = "", **changed: str) -> str:

@@ -6,10 +6,7 @@ from __future__ import annotations
 import html
 import re
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from server.app import create_app
 from server.cli import ensure_units
@@ -51,13 +48,6 @@ class Desk:
         found = re.search(rf"""name="{name}" value=(["'])(.*?)\1""", page)
         assert found is not None, name
         return html.unescape(found.group(2))
-
-
-@pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Desk]:
-    d = Desk(tmp_path / "township.db")
-    yield d
-    d.close()
 
 
 def test_a_record_saved_from_a_page_opened_before_a_sync_keeps_the_tablets_change(desk: Desk) -> None:

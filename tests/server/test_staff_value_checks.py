@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from sync.ops import Op
 from sync.types import SET, TIER_RANK
@@ -18,13 +14,6 @@ from staff_world import browser_form
 from test_staff_stale_forms import Desk
 
 FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
-
-
-@pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Desk]:
-    d = Desk(tmp_path / "township.db")
-    yield d
-    d.close()
 
 
 def record_form(desk: Desk, rid: str) -> dict[str, str]:

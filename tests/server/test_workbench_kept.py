@@ -7,7 +7,6 @@ show at once."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,6 @@ from test_pullcache import TOWNSHIP, V1
 from test_staff_stale_forms import Desk
 
 SCOPE = descendant_range(TOWNSHIP)
-
-
-@pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Desk]:
-    d = Desk(tmp_path / "township.db")
-    yield d
-    d.close()
 
 
 @pytest.fixture
