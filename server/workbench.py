@@ -19,8 +19,9 @@
     /staff/needs                    the needs board: by status and village; assign, due dates, status
 
 The residents list's pinyin order and the duplicates page's pairs are worked out once for each staff
-scope and kept until a resident changes (``server.residentcache``); the rows shown, their needs and
-services counted, and the pairs dismissed are read on every request.
+scope and kept until a resident changes, and the needs board's order and counts (and the home page's)
+until a need changes (``server.kept``); the rows shown, their needs and services counted, and the pairs
+dismissed are read on every request.
 
 Every write is an op made by ``Node.editor`` with the signed-in staff member as author at the node's
 tier, so it reaches the tablets at their next sync like any other edit. Devices are in
@@ -34,6 +35,7 @@ import json
 import secrets
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, get_args
 from urllib.parse import urlencode
 
@@ -60,7 +62,7 @@ from . import duplicates as dup
 from .duplicates import find_pairs
 from .pages import CST, TIER_LABELS, PageError, Pages, decode_choice, field_label, invalid, local_time, parse_typed, \
     required, short_id, show, value_hint
-from .residentcache import Kept
+from .kept import Kept
 from .staff import session_id
 
 #: Needs in these states are finished: never overdue, never escalated (``escalations.escalatable``).
@@ -133,6 +135,15 @@ BOARD_ORDER_SQL = (f"NOT {OVERDUE_SQL}, {CLOSED_SQL}, coalesce(nullif(json_extra
                    " id")
 
 
+@dataclass
+class NeedsBoard:
+    "A scope's needs on a day, in the board's order, and their counts (``Workbench.needs_of``)"
+
+    rows: list[tuple[str, str, Any, int, int]]  # id, village, status, overdue, closed
+    matrix: Counter[tuple[str, str]]  # by (village, status)
+    overdue: Counter[str]  # by village
+
+
 def _edit_error(coll: str, values: dict[str, Any], e: InvalidValue) -> PageError:
     "An Editor refusal, in Chinese"
     d = e.details if isinstance(e.details, dict) else {}
@@ -187,9 +198,11 @@ class Workbench:
         #: each search's query, by its session and the token its results' address names
         self._searches: ShortTerm[tuple[str, str], str] = ShortTerm(SEARCHES_KEPT, SEARCH_SECONDS)
         #: the duplicates page's pairs and residents left half-merged, by scope, until a resident changes
-        self._pairs = Kept(self.store, self.pairs_of)
+        self._pairs = Kept(self.store, self.pairs_of, "person")
         #: the residents list, by scope, until a resident changes
-        self._residents = Kept(self.store, self.residents_of)
+        self._residents = Kept(self.store, self.residents_of, "person")
+        #: the needs of a scope on a day, in the board's order, with their counts, until a need changes
+        self._needs = Kept(self.store, self.needs_of, "need")
 
     # -- reading, under the store's lock ----------------------------------------------------------
 
@@ -257,19 +270,23 @@ class Workbench:
         out["merged"] = self.store.records("person", units=scope, include_deleted=True, naming=("merged_into", pid))
         return out
 
-    def need_counts(self, staff: Staff, on: str) -> tuple[Counter[tuple[str, str]], Counter[str]]:
-        """The needs in the staff member's scope counted in SQL: by village and status (``STATUS_SQL``; a
-        null status counts as "None", which no page shows), and the overdue ones on ``on`` by village"""
-        matrix: Counter[tuple[str, str]] = Counter()
-        overdue: Counter[str] = Counter()
+    def needs_of(self, key: tuple[tuple[str, str], str]) -> NeedsBoard:
+        """The needs of a scope (``key[0]``) in the board's order (``BOARD_ORDER_SQL``) on a day (``key[1]``),
+        each as (id, village, status as ``STATUS_SQL`` gives it, overdue, closed), and their counts: by village
+        and status (a null status counts as "None", which no page shows), and the overdue ones by village"""
+        (lo, hi), on = key
         with self.store.lock:
             rows = self.store.conn.execute(
-                f"SELECT unit, {STATUS_SQL}, count(*), total({OVERDUE_SQL}) {SCOPED_NEEDS} GROUP BY 1, 2",
-                {"lo": staff.scope[0], "hi": staff.scope[1], "on": on}).fetchall()
-        for unit, status, n, late in rows:
-            matrix[(unit or "", str(status))] += n
-            overdue[unit or ""] += int(late)
-        return matrix, +overdue
+                f"SELECT id, coalesce(unit, ''), {STATUS_SQL}, {OVERDUE_SQL}, {CLOSED_SQL} {SCOPED_NEEDS}"
+                f" ORDER BY {BOARD_ORDER_SQL}", {"lo": lo, "hi": hi, "on": on}).fetchall()
+        matrix = Counter((unit, str(status)) for _, unit, status, _, _ in rows)
+        return NeedsBoard(rows, matrix, Counter(unit for _, unit, _, late, _ in rows if late))
+
+    def need_counts(self, staff: Staff, on: str) -> tuple[Counter[tuple[str, str]], Counter[str]]:
+        """The needs in the staff member's scope by village and status, and the overdue ones on ``on`` by
+        village (``needs_of``, kept until a need changes)"""
+        board = self._needs.get((staff.scope, on))
+        return Counter(board.matrix), Counter(board.overdue)
 
     def visible(self, staff: Staff, rid: Any) -> Record | None:
         "The record, if it lies in the staff member's scope"
@@ -787,22 +804,26 @@ class Workbench:
             if unit and unit not in villages:
                 raise PageError("这个村/社区不在您所在镇街的范围内，或代码有误。")
             on = today()
-            matrix, overdue = self.need_counts(staff, on)
-            # the list: the needs the filters pick, in the board's order, one page of them decoded
-            chosen = SCOPED_NEEDS + (" AND unit = :unit" if unit else "")
-            chosen += {"": "", "open": f" AND NOT {CLOSED_SQL}", "overdue": f" AND {OVERDUE_SQL}"}.get(
-                status, f" AND {STATUS_SQL} = :status")
-            args = {"lo": staff.scope[0], "hi": staff.scope[1], "unit": unit, "status": status, "on": on}
+            board = self._needs.get((staff.scope, on))
+            # the list: the needs the filters pick, in the board's order, one page of them read as they are now
+            def picked(n: tuple[str, str, Any, int, int]) -> bool:
+                "Whether the filters pick need ``n`` (a row of ``NeedsBoard``): its village, then its status"
+                if unit and n[1] != unit:
+                    return False
+                if status in ("", "open", "overdue"):
+                    return status == "" or (status == "open" and not n[4]) or (status == "overdue" and bool(n[3]))
+                return bool(n[2] == status)
+
+            chosen = [n[0] for n in board.rows if picked(n)]
+            found = len(chosen)
+            pages = max(1, -(-found // NEEDS_SHOWN))
+            at = min(int(page), pages)  # past the last page: the last one
             with self.store.lock:
-                (found,) = self.store.conn.execute(f"SELECT count(*) {chosen}", args).fetchone()
-                pages = max(1, -(-found // NEEDS_SHOWN))
-                at = min(int(page), pages)  # past the last page: the last one
-                shown = self.store.records_by_id([i for (i,) in self.store.conn.execute(
-                    f"SELECT id {chosen} ORDER BY {BOARD_ORDER_SQL} LIMIT {NEEDS_SHOWN}"
-                    f" OFFSET {(at - 1) * NEEDS_SHOWN}", args)])
+                shown = self.store.records_by_id(chosen[(at - 1) * NEEDS_SHOWN:at * NEEDS_SHOWN])
                 names = {n.id: self.person_name(n.data.get("person")) for n in shown}
             return {"rows": shown, "found": found, "page": at, "pages": pages,
-                    "names": names, "villages": villages, "matrix": matrix, "overdue": overdue,
+                    "names": names, "villages": villages, "matrix": Counter(board.matrix),
+                    "overdue": Counter(board.overdue),
                     "statuses": STATUSES, "status": status, "unit": unit, "today": on,
                     "overdue_ids": {n.id for n in shown if is_overdue(n, on)},
                     "back": str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")}

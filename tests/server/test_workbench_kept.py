@@ -1,8 +1,8 @@
 """The duplicates page's pairs and the residents list's order are kept in memory between requests
-(``server.residentcache``) and worked out again as soon as a resident changes: pushed by a tablet, renamed
+(``server.kept``) and worked out again as soon as a resident changes: pushed by a tablet, renamed
 by staff, merged, or written by another connection. Each page is compared with the same rule computed
 afresh from the store; a pair's dismissal and a need or service written leave what is kept alone, yet
-show at once."""
+show at once. The needs board's order and counts are kept likewise until a need changes."""
 
 from __future__ import annotations
 
@@ -154,3 +154,40 @@ def test_the_residents_list_and_its_searches_change_as_soon_as_a_resident_does(
         assert r.status_code == 303, r.text
         assert listed(desk, r.headers["location"]) == listed_afresh(desk, q), q
     assert listed(desk, f"/staff/people?unit={V1}") == listed_afresh(desk)
+
+
+def on_board(desk: Desk, query: str = "") -> list[str]:
+    "The ids of the needs the needs board lists, in its order"
+    return re.findall(r'<tr class="need[^"]*" data-id="([^"]+)"', desk.client.get("/staff/needs" + query).text)
+
+
+def test_the_needs_board_changes_as_soon_as_a_need_does(desk: Desk, tmp_path: Path) -> None:
+    """The board's order and counts are kept until a need changes (``Workbench.needs_of``): a need pushed by a
+    tablet, a status set by staff, one written by another connection each show at once; a resident's edit
+    and a second view order nothing again"""
+    tab = desk.tab.editor
+    p = tab.create("person", {"unit": V1, "name": "王建国"})
+    later = tab.create("need", {"person": p, "unit": V1, "category": "生活物资", "due_date": "2099-01-01"})
+    desk.sync()
+    ordered: list[str] = []
+    desk.node.store.conn.set_trace_callback(lambda sql: ordered.append(sql) if "ORDER BY NOT" in sql else None)
+    assert on_board(desk) == [later]
+    assert on_board(desk) == [later] and on_board(desk, "?status=open") == [later] and len(ordered) == 1
+
+    late = tab.create("need", {"person": p, "unit": V1, "category": "医疗健康", "due_date": "2020-01-01"})
+    desk.sync()  # a tablet's push: overdue, so first
+    assert on_board(desk) == [late, later] and on_board(desk, "?status=overdue") == [late] and len(ordered) == 2
+    tab.update(p, {"phone": "13800000000"})
+    desk.sync()  # a resident's edit: the needs are as they were
+    assert on_board(desk) == [late, later] and len(ordered) == 2
+
+    page = desk.client.get("/staff/needs").text
+    r = desk.client.post(f"/staff/needs/{late}", data={"csrf": desk.hidden(page, "csrf"), "status": "已解决",
+                                                       "shown_status": "待处理", "back": "/staff/needs"})
+    assert r.status_code == 303, r.text
+    assert on_board(desk) == [later, late] and on_board(desk, "?status=overdue") == []  # resolved: last
+
+    with Store(tmp_path / "township.db") as other:  # the command line, say, on the node's database
+        Editor(other, device="cli", user="liu", unit=TOWNSHIP, tier="township").update(later, {"status": "已关闭"})
+    assert on_board(desk, "?status=open") == [] and on_board(desk, "?status=已关闭") == [later]
+    desk.node.store.conn.set_trace_callback(None)
